@@ -1,0 +1,67 @@
+/* api: the Seedream request and response, as pure functions over strings
+ * (cJSON). No I/O: unit tests and fuzzers drive it with plain buffers. */
+#ifndef SEEDREAMD_API_H
+#define SEEDREAMD_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+struct api_request {
+	const char *model;
+	const char *prompt;
+	const char *size;
+	bool watermark;
+	const char *response_format; /* "url" | "b64_json" */
+	const char *image_format;    /* lowercase, from image_format_name() */
+};
+
+/* The request body is streamed as prefix + base64(image) + suffix, so no
+ * whole base64 copy of the image is ever held. The prefix ends inside the
+ * "image" string right after "data:image/<fmt>;base64," and the suffix starts
+ * with the closing quote. Both are NUL-terminated and owned by the caller
+ * (free()). Returns 0 or -ENOMEM / -EINVAL. */
+int api_request_frame(const struct api_request *req, char **ret_prefix, char **ret_suffix);
+
+/* What the daemon should do with a response. */
+enum api_outcome {
+	API_OUTCOME_OK = 0,    /* an image (url or b64_json) is in the result */
+	API_OUTCOME_FILE_FAIL, /* this file fails for good: 400s, content rejected */
+	API_OUTCOME_RETRY,     /* back off and try again: 5xx, 429 rate/overload, garbled body */
+	API_OUTCOME_PAUSE,     /* account or configuration: 401, 403, 404, quota */
+};
+
+struct api_result {
+	enum api_outcome outcome;
+	long http_status;
+	char *error_code;    /* API code, or a local one such as "MalformedResponse" */
+	char *error_message;
+	char *url;           /* data[0].url, or NULL */
+	char *b64_json;      /* data[0].b64_json, or NULL */
+	char *size;          /* data[0].size, or NULL */
+	char *model;         /* top-level model, or NULL */
+	int64_t created;     /* top-level created, 0 if absent */
+	cJSON *usage;        /* the usage object, detached and owned; NULL if absent */
+	int64_t generated_images; /* usage.generated_images, -1 if absent */
+};
+
+/* Parses a complete response body for a given HTTP status and classifies it.
+ * An "error" object is honoured even with HTTP 200, and so is data[0].error.
+ * A 200 without data[0].url or data[0].b64_json is RETRY with code
+ * "MalformedResponse". Returns 0 (the result is always filled), or -ENOMEM. */
+int api_parse_response(long http_status, const char *body, size_t len,
+		       struct api_result *ret_result);
+
+/* Classifies an HTTP status and an API error code (either may be 0/NULL). */
+enum api_outcome api_classify(long http_status, const char *code);
+
+/* Frees the members, accepts a zeroed or NULL result. */
+void api_result_clear(struct api_result *result);
+
+/* Parses a Retry-After header value (delta-seconds or an HTTP date relative
+ * to `now`); returns milliseconds, or -1 if absent or unparseable. */
+int64_t api_parse_retry_after(const char *value, int64_t now);
+
+#endif

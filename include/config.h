@@ -1,0 +1,88 @@
+/* config: the YAML file (libyaml) to a struct, with defaults and bounds.
+ * Pure: never logs. Every refusal names "file:line:column: what is wrong". */
+#ifndef SEEDREAMD_CONFIG_H
+#define SEEDREAMD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_DEFAULT_PATH "/etc/seedreamd/seedreamd.yaml"
+
+enum folder_mode { FOLDER_MODE_AUTO = 0, FOLDER_MODE_INOTIFY, FOLDER_MODE_POLL };
+enum on_success { ON_SUCCESS_KEEP = 0, ON_SUCCESS_MOVE, ON_SUCCESS_DELETE };
+enum response_format { RESPONSE_FORMAT_URL = 0, RESPONSE_FORMAT_B64_JSON };
+
+/* One watched folder, after inheriting from "defaults:". */
+struct folder_config {
+	char *path;                   /* absolute, no trailing slash */
+	char *output;                 /* absolute; default "<path>-out" */
+	char *prompt;                 /* required (here or in defaults) */
+	char *size;                   /* "1K" | "2K" | "4K" | "WxH"; default "2K" */
+	bool watermark;               /* default false (the API's own default is true) */
+	uint64_t settle_ms;           /* default 2000 */
+	uint64_t incomplete_timeout_ms; /* default 600000 */
+	bool recursive;               /* default false */
+	char **exclude;               /* globs (fnmatch), may be empty */
+	size_t n_exclude;
+	enum folder_mode mode;        /* default auto */
+	uint64_t poll_interval_ms;    /* default 10000 */
+	bool follow_symlinks;         /* default false */
+	uint64_t max_input_bytes;     /* default 10 MiB */
+	enum on_success on_success;   /* default keep */
+	char *done_dir;               /* default "<output>/originals" */
+	uint64_t max_images_per_day;  /* 0 = no limit (default) */
+	int line, column;             /* where the folder entry starts, 1-based */
+};
+
+struct api_config {
+	char *base_url;               /* required; no trailing slash */
+	char *model;                  /* required */
+	char *api_key_env;            /* default "SEEDREAM_API_KEY" unless api_key_file is set */
+	char *api_key_file;           /* may be NULL */
+	uint64_t timeout_ms;          /* default 180000 */
+	unsigned max_in_flight;       /* default 4, 1..256 */
+	enum response_format response_format; /* default url */
+	unsigned retries;             /* default 5, 0..100 */
+	uint64_t pause_retry_ms;      /* default 300000 */
+	char *ca_file;                /* may be NULL */
+	bool allow_insecure_http;     /* default false */
+};
+
+struct config {
+	char *source_file;            /* the path it was loaded from */
+	struct api_config api;
+	struct folder_config *folders;
+	size_t n_folders;
+	char *state_dir;              /* default $STATE_DIRECTORY or /var/lib/seedreamd */
+	uint64_t stop_timeout_ms;     /* default 60000 */
+	uint64_t rescan_interval_ms;  /* default 600000 */
+	uint64_t min_free_space;      /* bytes, default 256 MiB */
+	uint64_t max_images_per_day;  /* global, 0 = no limit */
+	uint64_t images_per_minute;   /* 0 = no limit */
+};
+
+/* Parse a YAML document already in memory. `name` is used in messages.
+ * Returns 0 and *ret_config, or a negative errno (-EINVAL for a refused
+ * config, -ENOMEM) with a one-line message in err. */
+int config_parse(const char *name, const char *yaml, size_t len, struct config **ret_config,
+		 char *err, size_t errlen);
+
+/* Read and parse a file; -errno with "path: strerror" in err if unreadable. */
+int config_load(const char *path, struct config **ret_config, char *err, size_t errlen);
+
+/* Accepts NULL. */
+void config_free(struct config *config);
+
+/* "180s", "250ms", "5m", "1h", "90" (bare = seconds). -EINVAL if malformed or overflowing. */
+int config_parse_duration(const char *text, uint64_t *ret_ms);
+
+/* "10MiB", "256MB", "1GiB", "1024" (bytes), "KiB", "K", "MB"... -EINVAL if malformed. */
+int config_parse_bytes(const char *text, uint64_t *ret_bytes);
+
+/* Checks a size value for the model: 2K/4K always; 1K unless the model is a
+ * 4.5 one; WxH with the total pixel range and aspect ratio of the API.
+ * Returns 0, or -EINVAL with the reason in err. */
+int config_check_size(const char *size, const char *model, char *err, size_t errlen);
+
+#endif

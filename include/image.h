@@ -1,0 +1,71 @@
+/* image: format sniffing and header dimensions from magic bytes, without
+ * decoding pixels. Pure functions over buffers; fuzzed. */
+#ifndef SEEDREAMD_IMAGE_H
+#define SEEDREAMD_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* How much of the start of a file image_probe() wants to see (JPEG SOF can sit
+ * behind large EXIF/ICC segments). */
+#define IMAGE_HEAD_MAX (1024 * 1024)
+/* How much of the end of a file image_tail_complete() wants to see. */
+#define IMAGE_TAIL_MAX 4096
+
+enum image_format {
+	IMAGE_FORMAT_UNKNOWN = 0,
+	IMAGE_FORMAT_PNG,
+	IMAGE_FORMAT_JPEG,
+	IMAGE_FORMAT_WEBP,
+	IMAGE_FORMAT_BMP,
+	IMAGE_FORMAT_TIFF,
+	IMAGE_FORMAT_GIF,
+};
+
+struct image_info {
+	enum image_format format;
+	uint32_t width;
+	uint32_t height;
+};
+
+/* Lowercase name as the API wants it in data URLs: "png", "jpeg", "webp",
+ * "bmp", "tiff", "gif"; NULL for unknown. */
+const char *image_format_name(enum image_format format);
+
+/* Only the format from magic bytes; UNKNOWN if none matches. */
+enum image_format image_sniff(const uint8_t *head, size_t len);
+
+enum image_probe_result {
+	IMAGE_PROBE_OK = 0,
+	IMAGE_PROBE_EMPTY,       /* zero bytes */
+	IMAGE_PROBE_UNKNOWN,     /* not one of the six formats */
+	IMAGE_PROBE_TRUNCATED,   /* header cut short, or a declared size larger than the file */
+	IMAGE_PROBE_CORRUPT,     /* header present but inconsistent (zero dimensions, bad chunk) */
+};
+
+/* Reads format, width and height. `head` is the first min(file_size,
+ * IMAGE_HEAD_MAX) bytes of a file of `file_size` bytes. */
+enum image_probe_result image_probe(const uint8_t *head, size_t len, uint64_t file_size,
+				    struct image_info *ret_info);
+
+/* Whether the file ends the way a complete file of this format ends (PNG: the
+ * IEND chunk; JPEG: the EOI marker FF D9, tolerating trailing padding; GIF: the
+ * 0x3B trailer). Formats without a trailer give true. `tail` is the last
+ * min(file_size, IMAGE_TAIL_MAX) bytes. */
+bool image_tail_complete(enum image_format format, const uint8_t *tail, size_t len);
+
+/* The API's input limits: each side > 14 px, aspect ratio within [1/16, 16],
+ * at most 36,000,000 pixels, at most max_bytes. Returns NULL when the image
+ * passes, else a code such as "LocalValidation.TooSmall" with a sentence in msg.
+ * Codes: LocalValidation.TooSmall, .TooLarge (pixels), .AspectRatio,
+ * .FileTooLarge. */
+const char *image_check_limits(const struct image_info *info, uint64_t file_size,
+			       uint64_t max_bytes, char *msg, size_t msglen);
+
+/* The code and sentence for a failed probe: LocalValidation.Empty,
+ * .UnsupportedFormat, .Truncated, .Corrupt. */
+const char *image_probe_code(enum image_probe_result result);
+const char *image_probe_message(enum image_probe_result result);
+
+#endif

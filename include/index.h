@@ -1,0 +1,61 @@
+/* index: what is already done, rebuilt from the sidecars in an output tree at
+ * start. The sidecars are the "done" record; this is only a lookup table over
+ * them (source path -> size, mtime, sha256, where the sidecar is). */
+#ifndef SEEDREAMD_INDEX_H
+#define SEEDREAMD_INDEX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct index_entry {
+	char *source;             /* relative to the watched folder: the key */
+	char *sidecar;            /* relative to the output folder, e.g. "sub/a.json" */
+	uint64_t size;
+	int64_t mtime_sec;
+	long mtime_nsec;
+	char sha256[65];          /* "" if unknown */
+	bool failed;              /* an .error.json */
+	int64_t finished_at;      /* completed_at or failed_at, epoch seconds */
+	int64_t generated_images; /* usage.generated_images, 0 if absent */
+};
+
+struct index;
+
+int index_new(struct index **ret_index);
+void index_free(struct index *index); /* accepts NULL */
+
+size_t index_count(const struct index *index);
+
+/* Adds or replaces the entry for entry->source (the strings are copied). When
+ * both a success and an error sidecar exist for one source, the newer one by
+ * finished_at wins. Returns 0 or -ENOMEM. */
+int index_put(struct index *index, const struct index_entry *entry);
+
+/* Returns the entry or NULL. The pointer stays valid until the next put or
+ * remove. */
+const struct index_entry *index_get(const struct index *index, const char *source);
+
+int index_remove(struct index *index, const char *source); /* 0 or -ENOENT */
+
+/* Parses one sidecar document (success or error) into an entry whose strings
+ * point into freshly allocated memory (free with index_entry_clear).
+ * `sidecar_rel` is stored as entry->sidecar. Returns 0, -EINVAL when the text
+ * is not a seedreamd sidecar, or -ENOMEM. */
+int index_parse_sidecar(const char *json, size_t len, const char *sidecar_rel,
+			struct index_entry *ret_entry);
+void index_entry_clear(struct index_entry *entry);
+
+/* Walks output_root (recursively, skipping hidden names and `skip_dir`, an
+ * absolute path that may be NULL, e.g. the done_dir for moved originals) and
+ * puts every sidecar found ("*.json" that parses). Unreadable or foreign JSON
+ * files are skipped and counted in *ret_skipped (may be NULL). A missing
+ * output_root is not an error (nothing done yet). Returns 0 or -errno. */
+int index_load_tree(struct index *index, const char *output_root, const char *skip_dir,
+		    size_t *ret_skipped);
+
+/* Calls fn for every entry (order unspecified). */
+void index_foreach(const struct index *index,
+		   void (*fn)(const struct index_entry *entry, void *userdata), void *userdata);
+
+#endif

@@ -1,0 +1,113 @@
+/* output: safe names, atomic writes (temp name, fsync, rename, fsync dir) and
+ * the sidecar JSON documents. Never logs; returns negative errno. */
+#ifndef SEEDREAMD_OUTPUT_H
+#define SEEDREAMD_OUTPUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "image.h"
+
+/* A stem never exceeds this many bytes, so stem + "-9999" + ".error.json" and
+ * the temporary-name decoration stay well inside NAME_MAX (255). */
+#define OUTPUT_STEM_MAX 200
+#define OUTPUT_NAME_MAX 256
+
+/* Derives a safe stem from a source file name (a basename, no '/'): drops the
+ * last extension; replaces control bytes (< 0x20, 0x7f), invalid UTF-8 and '/'
+ * with '_'; a leading '.' becomes '_' (so "..", "." and hidden names cannot
+ * arise); cuts at a UTF-8 character boundary to OUTPUT_STEM_MAX bytes; an
+ * empty result becomes "_". out must hold OUTPUT_STEM_MAX + 1 bytes.
+ * Returns 0 or -EINVAL (NULL name). */
+int output_safe_stem(const char *filename, char *out, size_t outlen);
+
+/* Extension for an output image, from its magic bytes: ".jpeg", ".png",
+ * ".webp", ".bmp", ".tiff", ".gif"; ".bin" for unknown. */
+const char *output_ext_for(enum image_format format);
+
+/* Picks the stem under which `source_rel` will be written in the folder
+ * dirfd: `stem`, then "stem-2", "stem-3", ... up to "-9999". A candidate is
+ * free when neither "<cand>.json" nor "<cand>.error.json" exists there, or
+ * the one that exists records "source" == source_rel (the same source's
+ * earlier result, which will be replaced), and when `reserved` (may be NULL)
+ * says no other in-flight job holds it. Returns 0 with the stem in ret, or
+ * -EEXIST when all are taken, or another -errno. */
+int output_choose_stem(int dirfd, const char *stem, const char *source_rel,
+		       bool (*reserved)(const char *candidate, void *userdata), void *userdata,
+		       char *ret, size_t retlen);
+
+/* Opens a new temporary file in dirfd for final_name: a hidden name
+ * ".<final_name>.<random>.tmp", O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, mode 0644.
+ * Returns the fd (>= 0) and the name in ret_tmp, or -errno. */
+int output_tmp_open(int dirfd, const char *final_name, char *ret_tmp, size_t tmplen);
+
+/* fsync(fd), close(fd), renameat into final_name, fsync(dirfd). On any error
+ * the temporary file is removed. fd is closed in every case. Returns 0 or -errno. */
+int output_tmp_commit(int dirfd, int fd, const char *tmp_name, const char *final_name);
+
+/* Closes fd and removes the temporary file; for errors. */
+void output_tmp_abort(int dirfd, int fd, const char *tmp_name);
+
+/* Writes data under final_name atomically (the three calls above). */
+int output_write_atomic(int dirfd, const char *final_name, const void *data, size_t len);
+
+/* "2026-11-24T15:16:54Z" for whole seconds; with nsec >= 0,
+ * "2026-11-24T15:16:54.123456789Z". Returns 0 or -EINVAL. */
+int output_rfc3339(int64_t sec, long nsec, char *buf, size_t len);
+
+/* Parses what output_rfc3339 writes (UTC 'Z' only, optional 1..9 fraction
+ * digits). Returns 0 or -EINVAL. */
+int output_parse_rfc3339(const char *text, int64_t *ret_sec, long *ret_nsec);
+
+struct sidecar_source {
+	const char *source;       /* relative to the watched folder */
+	const char *sha256_hex;   /* 64 lowercase hex digits */
+	uint64_t size;
+	int64_t mtime_sec;
+	long mtime_nsec;
+};
+
+struct sidecar_success {
+	struct sidecar_source src;
+	const char *output;       /* output file name, relative to the output folder */
+	const char *model;
+	const char *prompt;
+	const char *size;         /* the size requested */
+	const char *result_size;  /* data[0].size, may be NULL */
+	bool watermark;
+	const char *response_format;
+	int64_t created;          /* from the API */
+	const cJSON *usage;       /* verbatim, may be NULL (written as null) */
+	const char *request_id;   /* may be NULL (written as null) */
+	unsigned attempts;
+	uint64_t elapsed_ms;
+	int64_t completed_at;     /* epoch seconds */
+	const char *version;      /* seedreamd_version */
+};
+
+struct sidecar_error {
+	struct sidecar_source src;
+	long http_status;         /* 0 when no HTTP exchange happened (written as null) */
+	const char *code;
+	const char *message;
+	const char *request_id;   /* may be NULL */
+	unsigned attempts;        /* API calls made (0 for local validation) */
+	int64_t failed_at;        /* epoch seconds */
+	const char *version;
+};
+
+/* Sidecar documents, pretty-printed, NUL-terminated, newline at the end;
+ * caller frees. NULL only when out of memory. Fields: source, source_sha256,
+ * source_size, source_mtime (RFC 3339 with nanoseconds), and for success:
+ * output, model, prompt, size, result_size, watermark, response_format,
+ * created, usage, request_id, attempts, elapsed_ms, completed_at (RFC 3339),
+ * seedreamd_version; for errors: error {http_status, code, message},
+ * request_id, attempts, failed_at, seedreamd_version. */
+char *output_sidecar_json(const struct sidecar_success *s);
+char *output_error_json(const struct sidecar_error *e);
+
+#endif

@@ -1,0 +1,96 @@
+#define _GNU_SOURCE
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-journal.h>
+
+static int max_priority = LOG_INFO;
+static int use_journal;
+
+void log_init(int verbosity)
+{
+	if (verbosity < 0)
+		max_priority = LOG_WARNING;
+	else if (verbosity > 0)
+		max_priority = LOG_DEBUG;
+	else
+		max_priority = LOG_INFO;
+	/* JOURNAL_STREAM is set by systemd when stderr is connected to the journal. */
+	use_journal = getenv("JOURNAL_STREAM") != NULL;
+}
+
+int log_enabled(int priority)
+{
+	return priority <= max_priority;
+}
+
+static const char *priority_name(int priority)
+{
+	switch (priority) {
+	case LOG_EMERG:
+	case LOG_ALERT:
+	case LOG_CRIT:
+	case LOG_ERR:
+		return "error";
+	case LOG_WARNING:
+		return "warning";
+	case LOG_NOTICE:
+	case LOG_INFO:
+		return "info";
+	default:
+		return "debug";
+	}
+}
+
+static void log_emit(int priority, const char *folder, const char *source, const char *request_id,
+		     const char *error_code, const char *fmt, va_list ap)
+{
+	char text[2048];
+
+	if (!log_enabled(priority))
+		return;
+	(void)vsnprintf(text, sizeof(text), fmt, ap);
+	/* Names from a hot folder may hold newlines; one event stays one line. */
+	for (char *p = text; *p; p++)
+		if ((unsigned char)*p < 0x20)
+			*p = ' ';
+	if (use_journal) {
+		(void)sd_journal_send("MESSAGE=%s", text, "PRIORITY=%d", priority,
+				      "SYSLOG_IDENTIFIER=seedreamd", "FOLDER=%s", folder ? folder : "",
+				      "SOURCE=%s", source ? source : "", "REQUEST_ID=%s",
+				      request_id ? request_id : "", "ERROR_CODE=%s",
+				      error_code ? error_code : "", NULL);
+		return;
+	}
+	(void)fprintf(stderr, "seedreamd: %s: %s\n", priority_name(priority), text);
+}
+
+void log_msg(int priority, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit(priority, NULL, NULL, NULL, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void log_job(int priority, const char *folder, const char *source, const char *request_id,
+	     const char *error_code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit(priority, folder, source, request_id, error_code, fmt, ap);
+	va_end(ap);
+}
+
+void log_oom(void)
+{
+	static const char msg[] = "seedreamd: error: out of memory\n";
+
+	(void)fwrite(msg, 1, sizeof(msg) - 1, stderr);
+	abort();
+}
