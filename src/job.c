@@ -1,0 +1,1500 @@
+#include "job.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "b64.h"
+#include "image.h"
+#include "log.h"
+#include "output.h"
+#include "transfer.h"
+
+#define JOBS_BACKOFF_BASE_MS 1000
+#define JOBS_BACKOFF_CAP_MS  60000
+#define JOBS_URL_VALID_MS    (24ull * 3600 * 1000) /* result URLs live 24 h */
+#define JOBS_HASH_MIN        1024
+
+enum job_state {
+	JOB_SETTLING,   /* waiting for the file to stop changing */
+	JOB_QUEUED,     /* valid, waiting for a generation slot */
+	JOB_GENERATING, /* the API call is under way */
+	JOB_FETCHING,   /* paid for: downloading or decoding the result */
+	JOB_WAITING,    /* backing off before the next generation or fetch */
+};
+
+struct job {
+	struct jobs *owner;
+	struct folder *folder;
+	char *rel;                 /* relative to the folder */
+	enum job_state state;
+	bool dirty;                /* changed while in flight: look again afterwards */
+	bool retry_fetch;          /* the wait is for the fetch, not a new generation */
+	uint64_t deadline;         /* settling and waiting, monotonic ms */
+	size_t heap_pos;           /* SIZE_MAX when not in the deadline heap */
+	uint64_t first_seen;       /* for incomplete_timeout */
+	uint64_t size;             /* as last seen */
+	struct timespec mtime;
+	enum image_format format;
+	unsigned attempts;         /* generation calls made */
+	unsigned failures;         /* retryable failures so far */
+	unsigned fetch_failures;
+	uint64_t started;          /* first generation, monotonic ms */
+	uint64_t generated_at;     /* when the result arrived, monotonic ms */
+	int64_t retry_after_ms;
+	char *stem;                /* the output stem, while active */
+	int out_dirfd;             /* the output folder, while active */
+	char sha256[65];
+	char request_id[128];
+	struct transfer_gen *gen;
+	struct transfer_dl *dl;
+	struct api_result result;
+	struct job *hash_next;
+	struct job *prev, *next;   /* the queue (queued) or the active list (in flight) */
+};
+
+struct job_list {
+	struct job *head, *tail;
+	size_t n;
+};
+
+struct jobs {
+	struct loop *loop;
+	struct http *http;
+	const struct config *config;
+	char *auth_header;
+	bool once, stopping;
+	struct job **table;        /* chained hash on (folder, rel) */
+	size_t table_size, n_jobs;
+	struct job **heap;         /* deadlines, min-heap */
+	size_t heap_len, heap_cap;
+	struct loop_timer *timer;  /* the earliest deadline */
+	struct loop_timer *pause_timer;
+	struct job_list queue, active;
+	size_t n_settling, n_waiting;
+	uint64_t done, failed, skipped, left_incomplete, generations;
+	bool paused, probing;
+	char pause_reason[512];
+	uint64_t rng;
+	void (*on_change)(void *userdata);
+	void *on_change_data;
+	struct transfer_net net;
+	char *gen_url;
+};
+
+static void jobs_pump(struct jobs *jobs);
+static void job_generate(struct jobs *jobs, struct job *job);
+static void job_fetch(struct jobs *jobs, struct job *job);
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void jobs_changed(struct jobs *jobs)
+{
+	if (jobs->on_change)
+		jobs->on_change(jobs->on_change_data);
+}
+
+static uint64_t jobs_random(struct jobs *jobs)
+{
+	/* xorshift64*: jitter only, nothing secret. */
+	jobs->rng ^= jobs->rng >> 12;
+	jobs->rng ^= jobs->rng << 25;
+	jobs->rng ^= jobs->rng >> 27;
+	return jobs->rng * 2685821657736338717ull;
+}
+
+/* Exponential backoff with full jitter; Retry-After is a floor. */
+static uint64_t jobs_backoff(struct jobs *jobs, unsigned failures, int64_t retry_after_ms)
+{
+	uint64_t cap = JOBS_BACKOFF_BASE_MS;
+	uint64_t delay;
+
+	for (unsigned i = 1; i < failures && cap < JOBS_BACKOFF_CAP_MS; i++)
+		cap *= 2;
+	if (cap > JOBS_BACKOFF_CAP_MS)
+		cap = JOBS_BACKOFF_CAP_MS;
+	delay = jobs_random(jobs) % (cap + 1);
+	if (retry_after_ms > 0 && (uint64_t)retry_after_ms > delay)
+		delay = (uint64_t)retry_after_ms;
+	return delay;
+}
+
+static bool same_mtime(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+static char *xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (!p)
+		log_oom();
+	return p;
+}
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *p;
+	int r;
+
+	va_start(ap, fmt);
+	r = vasprintf(&p, fmt, ap);
+	va_end(ap);
+	if (r < 0)
+		log_oom();
+	return p;
+}
+
+/* The folder part of rel ("" at the top). */
+static char *rel_dir(const char *rel)
+{
+	const char *slash = strrchr(rel, '/');
+	char *d;
+
+	if (!slash)
+		return xstrdup("");
+	d = strndup(rel, (size_t)(slash - rel));
+	if (!d)
+		log_oom();
+	return d;
+}
+
+static const char *rel_base(const char *rel)
+{
+	const char *slash = strrchr(rel, '/');
+
+	return slash ? slash + 1 : rel;
+}
+
+/* mkdir -p of an absolute path, for output folders. */
+static int mkdir_parents(const char *path)
+{
+	char *p = xstrdup(path);
+	int r = 0;
+
+	for (char *s = p + 1;; s++) {
+		if (*s == '/' || *s == '\0') {
+			char c = *s;
+			*s = '\0';
+			if (mkdir(p, 0755) < 0 && errno != EEXIST) {
+				r = -errno;
+				break;
+			}
+			*s = c;
+			if (c == '\0')
+				break;
+		}
+	}
+	free(p);
+	return r;
+}
+
+/* ---- lists ------------------------------------------------------------ */
+
+static void list_append(struct job_list *l, struct job *job)
+{
+	job->next = NULL;
+	job->prev = l->tail;
+	if (l->tail)
+		l->tail->next = job;
+	else
+		l->head = job;
+	l->tail = job;
+	l->n++;
+}
+
+static void list_prepend(struct job_list *l, struct job *job)
+{
+	job->prev = NULL;
+	job->next = l->head;
+	if (l->head)
+		l->head->prev = job;
+	else
+		l->tail = job;
+	l->head = job;
+	l->n++;
+}
+
+static void list_remove(struct job_list *l, struct job *job)
+{
+	if (job->prev)
+		job->prev->next = job->next;
+	else
+		l->head = job->next;
+	if (job->next)
+		job->next->prev = job->prev;
+	else
+		l->tail = job->prev;
+	job->prev = job->next = NULL;
+	l->n--;
+}
+
+/* ---- the deadline heap ------------------------------------------------ */
+
+static void heap_swap(struct jobs *jobs, size_t a, size_t b)
+{
+	struct job *t = jobs->heap[a];
+
+	jobs->heap[a] = jobs->heap[b];
+	jobs->heap[b] = t;
+	jobs->heap[a]->heap_pos = a;
+	jobs->heap[b]->heap_pos = b;
+}
+
+static void heap_up(struct jobs *jobs, size_t i)
+{
+	while (i > 0) {
+		size_t parent = (i - 1) / 2;
+		if (jobs->heap[parent]->deadline <= jobs->heap[i]->deadline)
+			break;
+		heap_swap(jobs, i, parent);
+		i = parent;
+	}
+}
+
+static void heap_down(struct jobs *jobs, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < jobs->heap_len && jobs->heap[l]->deadline < jobs->heap[m]->deadline)
+			m = l;
+		if (r < jobs->heap_len && jobs->heap[r]->deadline < jobs->heap[m]->deadline)
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(jobs, i, m);
+		i = m;
+	}
+}
+
+static void jobs_rearm(struct jobs *jobs)
+{
+	if (jobs->heap_len == 0)
+		loop_timer_disarm(jobs->timer); /* idle: no wake-ups */
+	else
+		(void)loop_timer_arm_at(jobs->timer, jobs->heap[0]->deadline);
+}
+
+static void heap_remove(struct jobs *jobs, struct job *job)
+{
+	size_t i = job->heap_pos;
+
+	if (i == SIZE_MAX)
+		return;
+	job->heap_pos = SIZE_MAX;
+	jobs->heap_len--;
+	if (i != jobs->heap_len) {
+		jobs->heap[i] = jobs->heap[jobs->heap_len];
+		jobs->heap[i]->heap_pos = i;
+		heap_up(jobs, i);
+		heap_down(jobs, jobs->heap[i]->heap_pos);
+	}
+	jobs_rearm(jobs);
+}
+
+static void heap_set(struct jobs *jobs, struct job *job, uint64_t deadline)
+{
+	heap_remove(jobs, job);
+	if (jobs->heap_len == jobs->heap_cap) {
+		size_t cap = jobs->heap_cap ? jobs->heap_cap * 2 : 64;
+		struct job **h = reallocarray(jobs->heap, cap, sizeof(*h));
+		if (!h)
+			log_oom();
+		jobs->heap = h;
+		jobs->heap_cap = cap;
+	}
+	job->deadline = deadline;
+	job->heap_pos = jobs->heap_len;
+	jobs->heap[jobs->heap_len++] = job;
+	heap_up(jobs, job->heap_pos);
+	jobs_rearm(jobs);
+}
+
+/* ---- the job table ---------------------------------------------------- */
+
+static size_t job_hash(const struct folder *folder, const char *rel, size_t size)
+{
+	uint64_t h = 1469598103934665603ull ^ (uint64_t)(uintptr_t)folder;
+
+	for (const unsigned char *p = (const unsigned char *)rel; *p; p++)
+		h = (h ^ *p) * 1099511628211ull;
+	return (size_t)(h & (size - 1));
+}
+
+static struct job *jobs_find(const struct jobs *jobs, const struct folder *folder,
+			     const char *rel)
+{
+	for (struct job *j = jobs->table[job_hash(folder, rel, jobs->table_size)]; j;
+	     j = j->hash_next)
+		if (j->folder == folder && strcmp(j->rel, rel) == 0)
+			return j;
+	return NULL;
+}
+
+static void jobs_grow_table(struct jobs *jobs)
+{
+	size_t size = jobs->table_size * 2;
+	struct job **t = calloc(size, sizeof(*t));
+
+	if (!t)
+		log_oom();
+	for (size_t i = 0; i < jobs->table_size; i++) {
+		struct job *j = jobs->table[i];
+		while (j) {
+			struct job *next = j->hash_next;
+			size_t b = job_hash(j->folder, j->rel, size);
+			j->hash_next = t[b];
+			t[b] = j;
+			j = next;
+		}
+	}
+	free(jobs->table);
+	jobs->table = t;
+	jobs->table_size = size;
+}
+
+static struct job *jobs_create(struct jobs *jobs, struct folder *folder, const char *rel)
+{
+	struct job *job = calloc(1, sizeof(*job));
+	size_t b;
+
+	if (!job)
+		log_oom();
+	if (jobs->n_jobs >= jobs->table_size)
+		jobs_grow_table(jobs);
+	job->owner = jobs;
+	job->folder = folder;
+	job->rel = xstrdup(rel);
+	job->heap_pos = SIZE_MAX;
+	job->out_dirfd = -1;
+	job->first_seen = loop_now_ms();
+	job->state = JOB_SETTLING;
+	jobs->n_settling++;
+	b = job_hash(folder, rel, jobs->table_size);
+	job->hash_next = jobs->table[b];
+	jobs->table[b] = job;
+	jobs->n_jobs++;
+	return job;
+}
+
+static void job_release_transfers(struct jobs *jobs, struct job *job)
+{
+	if (job->gen) {
+		if (job->state == JOB_GENERATING)
+			http_cancel(jobs->http, job->gen->easy);
+		transfer_gen_clear(job->gen);
+		free(job->gen);
+		job->gen = NULL;
+	}
+	if (job->dl) {
+		if (job->state == JOB_FETCHING && job->dl->easy)
+			http_cancel(jobs->http, job->dl->easy);
+		transfer_dl_clear(job->dl);
+		if (job->dl->fd >= 0)
+			output_tmp_abort(job->out_dirfd, job->dl->fd, job->dl->tmp_name);
+		free(job->dl);
+		job->dl = NULL;
+	}
+}
+
+/* Leaves whatever state the job is in, keeping the counters right. */
+static void job_leave_state(struct jobs *jobs, struct job *job)
+{
+	heap_remove(jobs, job);
+	switch (job->state) {
+	case JOB_SETTLING:
+		jobs->n_settling--;
+		break;
+	case JOB_QUEUED:
+		list_remove(&jobs->queue, job);
+		break;
+	case JOB_WAITING:
+		jobs->n_waiting--;
+		break;
+	case JOB_GENERATING:
+	case JOB_FETCHING:
+		list_remove(&jobs->active, job);
+		break;
+	}
+}
+
+static void job_free(struct jobs *jobs, struct job *job)
+{
+	struct job **pp = &jobs->table[job_hash(job->folder, job->rel, jobs->table_size)];
+
+	job_leave_state(jobs, job);
+	while (*pp != job)
+		pp = &(*pp)->hash_next;
+	*pp = job->hash_next;
+	jobs->n_jobs--;
+	job_release_transfers(jobs, job);
+	api_result_clear(&job->result);
+	if (job->out_dirfd >= 0)
+		close(job->out_dirfd);
+	free(job->stem);
+	free(job->rel);
+	free(job);
+}
+
+static void job_settle(struct jobs *jobs, struct job *job, uint64_t delay_ms)
+{
+	job_leave_state(jobs, job);
+	job->state = JOB_SETTLING;
+	jobs->n_settling++;
+	heap_set(jobs, job, loop_now_ms() + delay_ms);
+}
+
+static void job_wait(struct jobs *jobs, struct job *job, uint64_t delay_ms, bool fetch)
+{
+	job_leave_state(jobs, job);
+	job->state = JOB_WAITING;
+	job->retry_fetch = fetch;
+	jobs->n_waiting++;
+	heap_set(jobs, job, loop_now_ms() + delay_ms);
+}
+
+static void job_queue(struct jobs *jobs, struct job *job, bool front)
+{
+	job_leave_state(jobs, job);
+	job->state = JOB_QUEUED;
+	if (front)
+		list_prepend(&jobs->queue, job);
+	else
+		list_append(&jobs->queue, job);
+}
+
+static void job_activate(struct jobs *jobs, struct job *job, enum job_state state)
+{
+	if (job->state != JOB_GENERATING && job->state != JOB_FETCHING) {
+		job_leave_state(jobs, job);
+		list_append(&jobs->active, job);
+	}
+	job->state = state;
+}
+
+/* ---- endings ---------------------------------------------------------- */
+
+static char *job_output_dir(const struct job *job)
+{
+	char *dir = rel_dir(job->rel);
+	char *path = dir[0] ? xasprintf("%s/%s", job->folder->cfg->output, dir)
+			    : xstrdup(job->folder->cfg->output);
+
+	free(dir);
+	return path;
+}
+
+/* A job is over: free it, or look again if the file changed meanwhile. */
+static void job_finish(struct jobs *jobs, struct job *job)
+{
+	if (job->dirty && !jobs->stopping) {
+		job_release_transfers(jobs, job);
+		api_result_clear(&job->result);
+		if (job->out_dirfd >= 0)
+			close(job->out_dirfd);
+		job->out_dirfd = -1;
+		free(job->stem);
+		job->stem = NULL;
+		job->dirty = false;
+		job->attempts = job->failures = job->fetch_failures = 0;
+		job->first_seen = loop_now_ms();
+		job_settle(jobs, job, job->folder->cfg->settle_ms);
+	} else {
+		job_free(jobs, job);
+	}
+	jobs_changed(jobs);
+	jobs_pump(jobs);
+}
+
+static size_t rel_dir_len(const char *rel)
+{
+	const char *slash = strrchr(rel, '/');
+
+	return slash ? (size_t)(slash - rel) : 0;
+}
+
+struct stem_query {
+	const struct jobs *jobs;
+	const struct job *self;
+};
+
+/* Whether another active job of the same output folder holds the stem. */
+static bool stem_reserved(const char *candidate, void *userdata)
+{
+	const struct stem_query *q = userdata;
+	size_t dlen = rel_dir_len(q->self->rel);
+
+	for (const struct job *j = q->jobs->active.head; j; j = j->next) {
+		if (j == q->self || !j->stem || j->folder != q->self->folder)
+			continue;
+		if (rel_dir_len(j->rel) == dlen && strncmp(j->rel, q->self->rel, dlen) == 0 &&
+		    strcmp(j->stem, candidate) == 0)
+			return true;
+	}
+	return false;
+}
+
+static int job_choose_stem(struct jobs *jobs, struct job *job)
+{
+	char stem[OUTPUT_STEM_MAX + 1], chosen[OUTPUT_NAME_MAX];
+	struct stem_query q = {jobs, job};
+	int r;
+
+	if (job->stem)
+		return 0;
+	r = output_safe_stem(rel_base(job->rel), stem, sizeof(stem));
+	if (r < 0)
+		return r;
+	r = output_choose_stem(job->out_dirfd, stem, job->rel, stem_reserved, &q, chosen,
+			       sizeof(chosen));
+	if (r < 0)
+		return r;
+	job->stem = xstrdup(chosen);
+	return 0;
+}
+
+static int job_open_output_dir(struct job *job)
+{
+	char *path;
+	int r = 0;
+
+	if (job->out_dirfd >= 0)
+		return 0;
+	path = job_output_dir(job);
+	r = mkdir_parents(path);
+	if (r < 0)
+		goto out;
+	job->out_dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (job->out_dirfd < 0)
+		r = -errno;
+out:
+	free(path);
+	return r;
+}
+
+static void job_fill_source(const struct job *job, struct sidecar_source *src)
+{
+	src->source = job->rel;
+	src->sha256_hex = job->sha256;
+	src->size = job->size;
+	src->mtime_sec = job->mtime.tv_sec;
+	src->mtime_nsec = job->mtime.tv_nsec;
+}
+
+static void job_index_put(struct job *job, const char *sidecar_name, bool failed,
+			  int64_t finished_at)
+{
+	char *dir = rel_dir(job->rel);
+	char *sidecar = dir[0] ? xasprintf("%s/%s", dir, sidecar_name) : xstrdup(sidecar_name);
+	struct index_entry e = {
+		.source = job->rel,
+		.sidecar = sidecar,
+		.size = job->size,
+		.mtime_sec = job->mtime.tv_sec,
+		.mtime_nsec = job->mtime.tv_nsec,
+		.failed = failed,
+		.finished_at = finished_at,
+		.generated_images = failed ? 0 : 1,
+	};
+
+	memcpy(e.sha256, job->sha256, sizeof(e.sha256));
+	if (index_put(job->folder->index, &e) < 0)
+		log_oom();
+	free(sidecar);
+	free(dir);
+}
+
+/* The file fails for good: an .error.json next to where the output would be. */
+static void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *code,
+		     const char *message)
+{
+	struct sidecar_error e = {0};
+	char name[OUTPUT_NAME_MAX];
+	char *doc = NULL;
+	int r;
+
+	jobs->failed++;
+	log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
+		job->request_id[0] ? job->request_id : NULL, code, "failed %s/%s: %s: %s",
+		job->folder->cfg->path, job->rel, code, message);
+	r = job_open_output_dir(job);
+	if (r < 0)
+		goto out;
+	r = job_choose_stem(jobs, job);
+	if (r < 0)
+		goto out;
+	if (!job->sha256[0]) {
+		int fd = openat(AT_FDCWD, job->folder->cfg->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd >= 0) {
+			int in = openat(fd, job->rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+			if (in >= 0) {
+				(void)transfer_sha256_fd(in, job->sha256);
+				close(in);
+			}
+			close(fd);
+		}
+	}
+	job_fill_source(job, &e.src);
+	e.http_status = http_status;
+	e.code = code;
+	e.message = message;
+	e.request_id = job->request_id[0] ? job->request_id : NULL;
+	e.attempts = job->attempts;
+	e.failed_at = loop_wall_ms() / 1000;
+	e.version = SEEDREAMD_VERSION;
+	doc = output_error_json(&e);
+	if (!doc)
+		log_oom();
+	(void)snprintf(name, sizeof(name), "%s.error.json", job->stem);
+	r = output_write_atomic(job->out_dirfd, name, doc, strlen(doc));
+	if (r < 0)
+		goto out;
+	job_index_put(job, name, true, e.failed_at);
+out:
+	if (r < 0)
+		log_job(LOG_ERR, job->folder->cfg->path, job->rel, NULL, code,
+			"cannot write the error sidecar for %s/%s: %s", job->folder->cfg->path,
+			job->rel, strerror(-r));
+	free(doc);
+	job_finish(jobs, job);
+}
+
+/* ---- validation: before any money is spent ----------------------------- */
+
+static int job_open_source(const struct job *job)
+{
+	int dirfd, fd, flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC;
+
+	if (!job->folder->cfg->follow_symlinks)
+		flags |= O_NOFOLLOW;
+	dirfd = open(job->folder->cfg->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return -errno;
+	/* O_NONBLOCK: a FIFO dropped in must not block the loop on open. */
+	fd = openat(dirfd, job->rel, flags);
+	if (fd < 0)
+		fd = -errno;
+	close(dirfd);
+	return fd;
+}
+
+static ssize_t read_at(int fd, uint8_t *buf, size_t len, off_t off)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = pread(fd, buf + got, len - got, off + (off_t)got);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/* Whether the done record (a sidecar that still exists) covers this version. */
+static bool job_already_done(const struct folder *folder, const char *rel, const struct stat *st)
+{
+	const struct index_entry *e = index_get(folder->index, rel);
+	char *path;
+	bool exists;
+
+	if (!e || e->size != (uint64_t)st->st_size || e->mtime_sec != st->st_mtim.tv_sec ||
+	    e->mtime_nsec != st->st_mtim.tv_nsec)
+		return false;
+	path = xasprintf("%s/%s", folder->cfg->output, e->sidecar);
+	exists = access(path, F_OK) == 0; /* a deleted .error.json means: try again */
+	free(path);
+	return exists;
+}
+
+/* Same bytes under a new mtime (copied again, touched): done already. */
+static bool job_same_content_done(const struct job *job, int fd)
+{
+	const struct index_entry *e = index_get(job->folder->index, job->rel);
+	char hex[65], *path;
+	bool exists;
+
+	if (!e || e->failed || e->size != job->size || !e->sha256[0])
+		return false;
+	if (transfer_sha256_fd(fd, hex) < 0 || strcmp(hex, e->sha256) != 0)
+		return false;
+	path = xasprintf("%s/%s", job->folder->cfg->output, e->sidecar);
+	exists = access(path, F_OK) == 0;
+	free(path);
+	return exists;
+}
+
+static uint8_t *validate_buffer(void)
+{
+	/* One head buffer for the whole process: validation is synchronous. */
+	static uint8_t *buf;
+
+	if (!buf) {
+		buf = malloc(IMAGE_HEAD_MAX);
+		if (!buf)
+			log_oom();
+	}
+	return buf;
+}
+
+static void job_validate(struct jobs *jobs, struct job *job)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	uint8_t tail[IMAGE_TAIL_MAX];
+	struct image_info info = {0};
+	enum image_probe_result pr;
+	char msg[256];
+	const char *code;
+	struct stat st;
+	ssize_t head_len, tail_len;
+	bool complete;
+	int fd;
+
+	fd = job_open_source(job);
+	if (fd < 0) {
+		/* Deleted before submission, or a symlink we do not follow: nothing to do. */
+		log_debug("dropped %s/%s: %s", cfg->path, job->rel, strerror(-fd));
+		job_finish(jobs, job);
+		return;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		job_finish(jobs, job);
+		return;
+	}
+	if ((uint64_t)st.st_size != job->size || !same_mtime(&st.st_mtim, &job->mtime)) {
+		/* Still being written: wait for it to be quiet for a whole settle. */
+		job->size = (uint64_t)st.st_size;
+		job->mtime = st.st_mtim;
+		close(fd);
+		job_settle(jobs, job, cfg->settle_ms);
+		return;
+	}
+	if (job_already_done(job->folder, job->rel, &st) || job_same_content_done(job, fd)) {
+		jobs->skipped++;
+		close(fd);
+		job_finish(jobs, job);
+		return;
+	}
+	head_len = read_at(fd, validate_buffer(), IMAGE_HEAD_MAX, 0);
+	tail_len = st.st_size > 0 ? read_at(fd, tail, sizeof(tail),
+					    st.st_size > (off_t)sizeof(tail)
+						    ? st.st_size - (off_t)sizeof(tail)
+						    : 0)
+				  : 0;
+	close(fd);
+	if (head_len < 0 || tail_len < 0) {
+		job_fail(jobs, job, 0, "LocalValidation.Unreadable",
+			 strerror(-(int)(head_len < 0 ? head_len : tail_len)));
+		return;
+	}
+	pr = image_probe(validate_buffer(), (size_t)head_len, job->size, &info);
+	complete = pr == IMAGE_PROBE_OK && image_tail_complete(info.format, tail, (size_t)tail_len);
+	if (pr == IMAGE_PROBE_TRUNCATED || (pr == IMAGE_PROBE_OK && !complete)) {
+		/* Maybe still arriving (a slow copy that closes between chunks). */
+		if (loop_now_ms() - job->first_seen < cfg->incomplete_timeout_ms && !jobs->once) {
+			job_settle(jobs, job, cfg->settle_ms > 1000 ? cfg->settle_ms : 1000);
+			return;
+		}
+		if (jobs->once && loop_now_ms() - job->first_seen < cfg->incomplete_timeout_ms) {
+			log_warn("%s/%s looks incomplete; left for a later run", cfg->path, job->rel);
+			jobs->left_incomplete++;
+			job_finish(jobs, job);
+			return;
+		}
+		job_fail(jobs, job, 0, "LocalValidation.Truncated",
+			 "the image is incomplete (its header or its end is missing) and did not "
+			 "change within incomplete_timeout");
+		return;
+	}
+	if (pr != IMAGE_PROBE_OK) {
+		job_fail(jobs, job, 0, image_probe_code(pr), image_probe_message(pr));
+		return;
+	}
+	code = image_check_limits(&info, job->size, cfg->max_input_bytes, msg, sizeof(msg));
+	if (code) {
+		job_fail(jobs, job, 0, code, msg);
+		return;
+	}
+	job->format = info.format;
+	job_queue(jobs, job, false);
+	jobs_changed(jobs);
+	jobs_pump(jobs);
+}
+
+/* ---- generation ------------------------------------------------------- */
+
+static void jobs_pause(struct jobs *jobs, const struct api_result *res)
+{
+	(void)snprintf(jobs->pause_reason, sizeof(jobs->pause_reason),
+		       "paused: the API refused the account or configuration (HTTP %ld %s: %s)",
+		       res->http_status, res->error_code ? res->error_code : "?",
+		       res->error_message ? res->error_message : "");
+	if (!jobs->paused)
+		log_error("%s; no file is marked failed; trying again in %llu s",
+			  jobs->pause_reason,
+			  (unsigned long long)jobs->config->api.pause_retry_ms / 1000);
+	jobs->paused = true;
+	jobs->probing = false;
+	if (jobs->once) {
+		/* A batch run cannot wait it out: stop, leaving the files for later. */
+		jobs->stopping = true;
+		return;
+	}
+	(void)loop_timer_arm(jobs->pause_timer, jobs->config->api.pause_retry_ms);
+}
+
+static void jobs_pause_timer(void *userdata)
+{
+	struct jobs *jobs = userdata;
+
+	/* One request probes whether the account works again. */
+	jobs->probing = true;
+	jobs_pump(jobs);
+}
+
+static void job_retry_or_fail(struct jobs *jobs, struct job *job, long status, const char *code,
+			      const char *message, int64_t retry_after_ms)
+{
+	uint64_t delay;
+
+	job->failures++;
+	if (job->failures > jobs->config->api.retries) {
+		char text[512];
+		(void)snprintf(text, sizeof(text), "%s (gave up after %u attempts)", message,
+			       job->attempts);
+		job_fail(jobs, job, status, code, text);
+		return;
+	}
+	delay = jobs_backoff(jobs, job->failures, retry_after_ms);
+	log_job(LOG_INFO, job->folder->cfg->path, job->rel,
+		job->request_id[0] ? job->request_id : NULL, code,
+		"retrying %s/%s in %llu ms: %s: %s", job->folder->cfg->path, job->rel,
+		(unsigned long long)delay, code, message);
+	job_wait(jobs, job, delay, false);
+	jobs_changed(jobs);
+	jobs_pump(jobs);
+}
+
+static bool job_source_unchanged(const struct job *job, int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && (uint64_t)st.st_size == job->size &&
+	       same_mtime(&st.st_mtim, &job->mtime);
+}
+
+static void job_generated(CURL *easy, CURLcode result, void *userdata)
+{
+	struct job *job = userdata;
+	struct jobs *jobs = job->owner;
+	struct transfer_gen *g = job->gen;
+	struct api_result *res = &job->result;
+	long status = 0;
+
+	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	memcpy(job->request_id, g->request_id, sizeof(job->request_id));
+	if (g->sha256_hex[0])
+		memcpy(job->sha256, g->sha256_hex, sizeof(job->sha256));
+	jobs->probing = false;
+	if (jobs->paused)
+		/* Unless this answer settles it, probe again later. */
+		(void)loop_timer_arm(jobs->pause_timer, jobs->config->api.pause_retry_ms);
+
+	if (g->file_changed || !job_source_unchanged(job, g->fd)) {
+		/* The file changed while it was being sent: what was sent is not the
+		 * file. Look at the new version once it settles. */
+		log_warn("%s/%s changed while it was being sent; waiting for it to settle",
+			 job->folder->cfg->path, job->rel);
+		job_release_transfers(jobs, job);
+		job_settle(jobs, job, job->folder->cfg->settle_ms);
+		jobs_pump(jobs);
+		return;
+	}
+	if (result != CURLE_OK) {
+		char msg[256];
+		const char *code = g->body_too_large ? "ResponseTooLarge" : "NetworkError";
+		(void)snprintf(msg, sizeof(msg), "%s", curl_easy_strerror(result));
+		job_release_transfers(jobs, job);
+		job_retry_or_fail(jobs, job, status, code, msg, -1);
+		return;
+	}
+	api_result_clear(res);
+	if (api_parse_response(status, g->body ? g->body : "", g->body_len, res) < 0)
+		log_oom();
+	{
+		int64_t ra = api_parse_retry_after(g->retry_after[0] ? g->retry_after : NULL,
+						   loop_wall_ms() / 1000);
+		job->retry_after_ms = ra;
+	}
+	job_release_transfers(jobs, job);
+	if (jobs->paused && res->outcome != API_OUTCOME_PAUSE) {
+		log_info("the API answers again (HTTP %ld); resuming", status);
+		jobs->paused = false;
+		loop_timer_disarm(jobs->pause_timer);
+	}
+
+	switch (res->outcome) {
+	case API_OUTCOME_OK:
+		if (res->generated_images > 0)
+			jobs->generations += (uint64_t)res->generated_images;
+		else
+			jobs->generations++;
+		job->generated_at = loop_now_ms();
+		job_fetch(jobs, job);
+		break;
+	case API_OUTCOME_FILE_FAIL:
+		job_fail(jobs, job, status, res->error_code ? res->error_code : "Unknown",
+			 res->error_message ? res->error_message : "");
+		break;
+	case API_OUTCOME_RETRY:
+		job_retry_or_fail(jobs, job, status,
+				  res->error_code ? res->error_code : "Unknown",
+				  res->error_message ? res->error_message : "", job->retry_after_ms);
+		break;
+	case API_OUTCOME_PAUSE:
+		/* Not this file's fault: it goes back to the front of the queue. */
+		jobs_pause(jobs, res);
+		job_queue(jobs, job, true);
+		jobs_changed(jobs);
+		jobs_pump(jobs);
+		break;
+	}
+}
+
+static void job_generate(struct jobs *jobs, struct job *job)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	struct api_request req = {
+		.model = jobs->config->api.model,
+		.prompt = cfg->prompt,
+		.size = cfg->size,
+		.watermark = cfg->watermark,
+		.response_format =
+			jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON ? "b64_json"
+											: "url",
+		.image_format = image_format_name(job->format),
+	};
+	char *prefix = NULL, *suffix = NULL;
+	int fd, r;
+
+	fd = job_open_source(job);
+	if (fd < 0) {
+		job_finish(jobs, job); /* gone since it was queued */
+		return;
+	}
+	if (!job_source_unchanged(job, fd)) {
+		close(fd);
+		job_settle(jobs, job, cfg->settle_ms);
+		return;
+	}
+	r = job_open_output_dir(job);
+	if (r >= 0)
+		r = job_choose_stem(jobs, job);
+	if (r < 0) {
+		close(fd);
+		log_error("output folder for %s/%s: %s; trying again later", cfg->path, job->rel,
+			  strerror(-r));
+		job->failures++;
+		job_wait(jobs, job, jobs_backoff(jobs, job->failures, -1), false);
+		return;
+	}
+	r = api_request_frame(&req, &prefix, &suffix);
+	if (r < 0)
+		log_oom();
+	job->gen = calloc(1, sizeof(*job->gen));
+	if (!job->gen)
+		log_oom();
+	job->gen->fd = -1;
+	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
+			       job->size, &jobs->net);
+	if (r >= 0)
+		r = http_start(jobs->http, job->gen->easy, job_generated, job);
+	if (r < 0)
+		log_oom();
+	if (!job->started)
+		job->started = loop_now_ms();
+	job->attempts++;
+	job->request_id[0] = '\0';
+	job_activate(jobs, job, JOB_GENERATING);
+	log_debug("submitting %s/%s (%s, %llu bytes, attempt %u)", cfg->path, job->rel,
+		  req.image_format, (unsigned long long)job->size, job->attempts);
+}
+
+/* ---- the paid-for result: fetch and commit ---------------------------- */
+
+static bool disk_space_ok(const struct jobs *jobs, int dirfd)
+{
+	struct statvfs sv;
+
+	if (fstatvfs(dirfd, &sv) < 0)
+		return true;
+	return (uint64_t)sv.f_bavail * sv.f_frsize >= jobs->config->min_free_space;
+}
+
+static void job_fetch_failed(struct jobs *jobs, struct job *job, const char *why)
+{
+	uint64_t delay;
+
+	job->fetch_failures++;
+	/* The URL lives 24 h: keep trying within that, never generate again.
+	 * A batch run (--once) gives up after api.retries. */
+	if (loop_now_ms() - job->generated_at > JOBS_URL_VALID_MS ||
+	    (jobs->once && job->fetch_failures > jobs->config->api.retries)) {
+		job_fail(jobs, job, 0, "FetchFailed", why);
+		return;
+	}
+	delay = jobs_backoff(jobs, job->fetch_failures, -1);
+	log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
+		job->request_id[0] ? job->request_id : NULL, NULL,
+		"fetching the result of %s/%s failed (%s); trying again in %llu ms",
+		job->folder->cfg->path, job->rel, why, (unsigned long long)delay);
+	job_wait(jobs, job, delay, true);
+	jobs_changed(jobs);
+}
+
+/* The output file is complete in a temporary file: rename it in, then the
+ * sidecar, which is the "done" record. */
+static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const char *tmp_name,
+		       const uint8_t *magic, size_t magic_len)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	enum image_format fmt = image_sniff(magic, magic_len);
+	char out_name[OUTPUT_NAME_MAX], side_name[OUTPUT_NAME_MAX], err_name[OUTPUT_NAME_MAX];
+	struct sidecar_success s = {0};
+	char *doc;
+	int r;
+
+	(void)snprintf(out_name, sizeof(out_name), "%s%s", job->stem, output_ext_for(fmt));
+	r = output_tmp_commit(job->out_dirfd, tmp_fd, tmp_name, out_name);
+	if (r < 0) {
+		job_fetch_failed(jobs, job, strerror(-r));
+		return;
+	}
+	job_fill_source(job, &s.src);
+	s.output = NULL;
+	{
+		char *dir = rel_dir(job->rel);
+		char *rel_out = dir[0] ? xasprintf("%s/%s", dir, out_name) : xstrdup(out_name);
+		s.output = rel_out;
+		free(dir);
+	}
+	s.model = job->result.model ? job->result.model : jobs->config->api.model;
+	s.prompt = cfg->prompt;
+	s.size = cfg->size;
+	s.result_size = job->result.size;
+	s.watermark = cfg->watermark;
+	s.response_format =
+		jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON ? "b64_json" : "url";
+	s.created = job->result.created;
+	s.usage = job->result.usage;
+	s.request_id = job->request_id[0] ? job->request_id : NULL;
+	s.attempts = job->attempts;
+	s.elapsed_ms = loop_now_ms() - job->started;
+	s.completed_at = loop_wall_ms() / 1000;
+	s.version = SEEDREAMD_VERSION;
+	doc = output_sidecar_json(&s);
+	if (!doc)
+		log_oom();
+	(void)snprintf(side_name, sizeof(side_name), "%s.json", job->stem);
+	r = output_write_atomic(job->out_dirfd, side_name, doc, strlen(doc));
+	free(doc);
+	if (r < 0) {
+		free((char *)s.output);
+		job_fetch_failed(jobs, job, strerror(-r));
+		return;
+	}
+	(void)snprintf(err_name, sizeof(err_name), "%s.error.json", job->stem);
+	(void)unlinkat(job->out_dirfd, err_name, 0); /* an old failure of this source */
+	job_index_put(job, side_name, false, s.completed_at);
+	jobs->done++;
+	log_job(LOG_INFO, cfg->path, job->rel, s.request_id, NULL,
+		"done %s/%s -> %s/%s (%u attempt%s, %llu ms)", cfg->path, job->rel, cfg->output,
+		s.output, job->attempts, job->attempts == 1 ? "" : "s",
+		(unsigned long long)s.elapsed_ms);
+	free((char *)s.output);
+	job_finish(jobs, job);
+}
+
+static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
+{
+	struct job *job = userdata;
+	struct jobs *jobs = job->owner;
+	struct transfer_dl *d = job->dl;
+	long status = 0;
+	char why[256];
+
+	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	transfer_dl_clear(d);
+	if (result == CURLE_OK && status == 200 && d->written > 0) {
+		int fd = d->fd;
+		char tmp[sizeof(d->tmp_name)];
+		uint8_t magic[sizeof(d->magic)];
+		size_t magic_len = d->magic_len;
+
+		memcpy(tmp, d->tmp_name, sizeof(tmp));
+		memcpy(magic, d->magic, sizeof(magic));
+		free(job->dl);
+		job->dl = NULL;
+		job_commit(jobs, job, fd, tmp, magic, magic_len);
+		return;
+	}
+	if (d->write_errno)
+		(void)snprintf(why, sizeof(why), "writing the output: %s", strerror(d->write_errno));
+	else if (d->too_large)
+		(void)snprintf(why, sizeof(why), "the image is larger than %u bytes",
+			       TRANSFER_IMAGE_MAX);
+	else if (result != CURLE_OK)
+		(void)snprintf(why, sizeof(why), "%s", curl_easy_strerror(result));
+	else
+		(void)snprintf(why, sizeof(why), "HTTP %ld", status);
+	job_release_transfers(jobs, job);
+	job_fetch_failed(jobs, job, why);
+}
+
+static int job_decode_b64(struct job *job, int fd, uint8_t *magic, size_t *magic_len)
+{
+	const char *text = job->result.b64_json;
+	size_t len = strlen(text), out_len = 0, off = 0;
+	uint8_t *buf = malloc(len / 4 * 3 + 3);
+	int r;
+
+	if (!buf)
+		return -ENOMEM;
+	r = b64_decode(text, len, buf, &out_len);
+	if (r < 0 || out_len == 0)
+		goto out;
+	*magic_len = out_len < 16 ? out_len : 16;
+	memcpy(magic, buf, *magic_len);
+	while (off < out_len) {
+		ssize_t w = write(fd, buf + off, out_len - off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			goto out;
+		}
+		off += (size_t)w;
+	}
+	r = 0;
+out:
+	if (r == 0 && out_len == 0)
+		r = -EINVAL;
+	free(buf);
+	return r;
+}
+
+static void job_fetch(struct jobs *jobs, struct job *job)
+{
+	char tmp[300], final_hint[OUTPUT_NAME_MAX];
+	uint8_t magic[16];
+	size_t magic_len = 0;
+	int fd, r;
+
+	job_activate(jobs, job, JOB_FETCHING);
+	r = job_open_output_dir(job);
+	if (r < 0) {
+		job_fetch_failed(jobs, job, strerror(-r));
+		return;
+	}
+	if (!disk_space_ok(jobs, job->out_dirfd)) {
+		job_fetch_failed(jobs, job, "less free space than min_free_space");
+		return;
+	}
+	(void)snprintf(final_hint, sizeof(final_hint), "%s.out", job->stem);
+	fd = output_tmp_open(job->out_dirfd, final_hint, tmp, sizeof(tmp));
+	if (fd < 0) {
+		job_fetch_failed(jobs, job, strerror(-fd));
+		return;
+	}
+	if (job->result.b64_json) {
+		r = job_decode_b64(job, fd, magic, &magic_len);
+		if (r == -EINVAL) {
+			output_tmp_abort(job->out_dirfd, fd, tmp);
+			job_fail(jobs, job, 200, "MalformedResponse",
+				 "data[0].b64_json is not valid base64");
+			return;
+		}
+		if (r < 0) {
+			output_tmp_abort(job->out_dirfd, fd, tmp);
+			job_fetch_failed(jobs, job, strerror(-r));
+			return;
+		}
+		job_commit(jobs, job, fd, tmp, magic, magic_len);
+		return;
+	}
+	if (!job->result.url || !transfer_url_allowed(job->result.url, &jobs->net)) {
+		output_tmp_abort(job->out_dirfd, fd, tmp);
+		job_fail(jobs, job, 200, "UnsafeResultURL",
+			 "the result URL is missing or not https");
+		return;
+	}
+	job->dl = calloc(1, sizeof(*job->dl));
+	if (!job->dl)
+		log_oom();
+	job->dl->fd = fd;
+	memcpy(job->dl->tmp_name, tmp, sizeof(job->dl->tmp_name));
+	r = transfer_dl_setup(job->dl, job->result.url, &jobs->net);
+	if (r >= 0)
+		r = http_start(jobs->http, job->dl->easy, job_downloaded, job);
+	if (r < 0)
+		log_oom();
+}
+
+/* ---- scheduling ------------------------------------------------------- */
+
+static size_t jobs_generating(const struct jobs *jobs)
+{
+	size_t n = 0;
+
+	for (const struct job *j = jobs->active.head; j; j = j->next)
+		if (j->state == JOB_GENERATING)
+			n++;
+	return n;
+}
+
+static void jobs_pump(struct jobs *jobs)
+{
+	while (jobs->queue.head && !jobs->stopping) {
+		if (jobs->paused && !jobs->probing)
+			break;
+		if (jobs->paused && jobs_generating(jobs) > 0)
+			break; /* the probe is under way */
+		if (jobs_generating(jobs) >= jobs->config->api.max_in_flight)
+			break;
+		job_generate(jobs, jobs->queue.head);
+		if (jobs->paused)
+			break; /* one probe at a time */
+	}
+	jobs_changed(jobs);
+}
+
+static void jobs_deadline(void *userdata)
+{
+	struct jobs *jobs = userdata;
+	uint64_t now = loop_now_ms();
+
+	while (jobs->heap_len > 0 && jobs->heap[0]->deadline <= now) {
+		struct job *job = jobs->heap[0];
+		heap_remove(jobs, job);
+		if (job->state == JOB_SETTLING) {
+			if (jobs->stopping) {
+				job_free(jobs, job);
+				continue;
+			}
+			job_validate(jobs, job);
+		} else if (job->state == JOB_WAITING) {
+			if (job->retry_fetch) {
+				job_fetch(jobs, job);
+			} else {
+				job_queue(jobs, job, true);
+				jobs_pump(jobs);
+			}
+		}
+	}
+	jobs_rearm(jobs);
+	jobs_changed(jobs);
+}
+
+/* ---- the public side -------------------------------------------------- */
+
+int jobs_new(struct loop *loop, struct http *http, const struct config *config,
+	     const char *api_key, bool once, struct jobs **ret_jobs)
+{
+	struct jobs *jobs = calloc(1, sizeof(*jobs));
+	int r;
+
+	if (!jobs)
+		return -ENOMEM;
+	jobs->loop = loop;
+	jobs->http = http;
+	jobs->once = once;
+	jobs->table_size = JOBS_HASH_MIN;
+	jobs->table = calloc(jobs->table_size, sizeof(*jobs->table));
+	if (!jobs->table) {
+		free(jobs);
+		return -ENOMEM;
+	}
+	if (getrandom(&jobs->rng, sizeof(jobs->rng), 0) != (ssize_t)sizeof(jobs->rng) || !jobs->rng)
+		jobs->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(unsigned)getpid();
+	jobs->auth_header = xasprintf("Authorization: Bearer %s", api_key);
+	r = loop_timer_new(loop, jobs_deadline, jobs, &jobs->timer);
+	if (r >= 0)
+		r = loop_timer_new(loop, jobs_pause_timer, jobs, &jobs->pause_timer);
+	if (r < 0) {
+		jobs_free(jobs);
+		return r;
+	}
+	jobs_set_config(jobs, config);
+	*ret_jobs = jobs;
+	return 0;
+}
+
+void jobs_free(struct jobs *jobs)
+{
+	if (!jobs)
+		return;
+	for (size_t i = 0; i < jobs->table_size; i++)
+		while (jobs->table[i])
+			job_free(jobs, jobs->table[i]);
+	free(jobs->table);
+	free(jobs->heap);
+	loop_timer_free(jobs->loop, jobs->timer);
+	loop_timer_free(jobs->loop, jobs->pause_timer);
+	if (jobs->auth_header) {
+		/* The key should not outlive its use in a core dump. */
+		explicit_bzero(jobs->auth_header, strlen(jobs->auth_header));
+		free(jobs->auth_header);
+	}
+	free(jobs->gen_url);
+	free(jobs);
+}
+
+void jobs_set_config(struct jobs *jobs, const struct config *config)
+{
+	jobs->config = config;
+	free(jobs->gen_url);
+	jobs->gen_url = xasprintf("%s/images/generations", config->api.base_url);
+	jobs->net.ca_file = config->api.ca_file;
+	jobs->net.allow_insecure_http = config->api.allow_insecure_http;
+	jobs->net.timeout_ms = config->api.timeout_ms;
+	jobs->net.user_agent = "seedreamd/" SEEDREAMD_VERSION;
+	jobs_pump(jobs);
+}
+
+void jobs_offer(struct jobs *jobs, struct folder *folder, const char *rel, const struct stat *st,
+		enum watch_how how)
+{
+	const struct folder_config *cfg = folder->cfg;
+	struct job *job = jobs_find(jobs, folder, rel);
+	uint64_t delay = cfg->settle_ms;
+
+	if (jobs->stopping)
+		return;
+	if (how == WATCH_MOVED) {
+		delay = 0; /* renamed in: complete now */
+	} else if (how == WATCH_SCAN) {
+		int64_t age_ms = loop_wall_ms() - ((int64_t)st->st_mtim.tv_sec * 1000 +
+						   st->st_mtim.tv_nsec / 1000000);
+		if (age_ms >= (int64_t)cfg->settle_ms)
+			delay = 0; /* untouched for a settle already */
+	}
+	if (job) {
+		bool changed = job->size != (uint64_t)st->st_size ||
+			       !same_mtime(&job->mtime, &st->st_mtim);
+		switch (job->state) {
+		case JOB_GENERATING:
+		case JOB_FETCHING:
+			if (changed)
+				job->dirty = true;
+			return;
+		case JOB_SETTLING:
+			if (!changed && how == WATCH_SCAN)
+				return; /* a poll that saw nothing new keeps the deadline */
+			break;
+		case JOB_QUEUED:
+		case JOB_WAITING:
+			if (!changed)
+				return;
+			job->attempts = job->failures = 0;
+			break;
+		}
+	} else {
+		if (job_already_done(folder, rel, st))
+			return; /* the sidecar says so: no job at all */
+		job = jobs_create(jobs, folder, rel);
+	}
+	job->size = (uint64_t)st->st_size;
+	job->mtime = st->st_mtim;
+	job_settle(jobs, job, delay);
+	jobs_changed(jobs);
+}
+
+void jobs_removed(struct jobs *jobs, struct folder *folder, const char *rel)
+{
+	struct job *job = jobs_find(jobs, folder, rel);
+
+	if (!job || job->state == JOB_GENERATING || job->state == JOB_FETCHING)
+		return; /* in flight: it finishes from the open file */
+	if (job->state == JOB_WAITING && job->retry_fetch)
+		return; /* paid for: keep the result */
+	log_debug("%s/%s was removed before submission", folder->cfg->path, rel);
+	job_free(jobs, job);
+	jobs_changed(jobs);
+}
+
+void jobs_drop_folder(struct jobs *jobs, struct folder *folder)
+{
+	for (size_t i = 0; i < jobs->table_size; i++) {
+		struct job *j = jobs->table[i];
+		while (j) {
+			struct job *next = j->hash_next;
+			if (j->folder == folder && j->state != JOB_GENERATING &&
+			    j->state != JOB_FETCHING && !(j->state == JOB_WAITING && j->retry_fetch))
+				job_free(jobs, j);
+			j = next;
+		}
+	}
+	jobs_changed(jobs);
+}
+
+bool jobs_folder_busy(const struct jobs *jobs, const struct folder *folder)
+{
+	for (size_t i = 0; i < jobs->table_size; i++)
+		for (const struct job *j = jobs->table[i]; j; j = j->hash_next)
+			if (j->folder == folder)
+				return true;
+	return false;
+}
+
+void jobs_stop(struct jobs *jobs)
+{
+	jobs->stopping = true;
+	jobs_changed(jobs);
+}
+
+bool jobs_idle(const struct jobs *jobs)
+{
+	return jobs->n_jobs == 0;
+}
+
+bool jobs_quiet(const struct jobs *jobs)
+{
+	return jobs->active.n == 0;
+}
+
+void jobs_counts(const struct jobs *jobs, struct jobs_counts *c)
+{
+	c->settling = jobs->n_settling;
+	c->queued = jobs->queue.n;
+	c->in_flight = jobs->active.n;
+	c->waiting = jobs->n_waiting;
+	c->done = jobs->done;
+	c->failed = jobs->failed;
+	c->skipped = jobs->skipped;
+	c->left_incomplete = jobs->left_incomplete;
+	c->generations = jobs->generations;
+	c->paused = jobs->paused;
+	c->pause_reason = jobs->paused ? jobs->pause_reason : NULL;
+}
+
+void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdata)
+{
+	jobs->on_change = fn;
+	jobs->on_change_data = userdata;
+}

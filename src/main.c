@@ -1,0 +1,585 @@
+/* seedreamd: hot folders in, Seedream image-to-image results out.
+ * main: options, the API key, signals, the folders, reload and shutdown. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "config.h"
+#include "folder.h"
+#include "http.h"
+#include "index.h"
+#include "job.h"
+#include "log.h"
+#include "loop.h"
+#include "notify.h"
+#include "watch.h"
+
+#define API_KEY_MAX 4096
+
+struct daemon {
+	const char *config_path;
+	bool once;
+	struct config *config;
+	struct config **retired;   /* replaced by reloads, still referenced by busy folders */
+	size_t n_retired;
+	struct loop *loop;
+	struct http *http;
+	struct jobs *jobs;
+	struct watch *watch;
+	struct folder **folders;
+	size_t n_folders;
+	int signal_fd;
+	struct loop_source *signal_source;
+	struct loop_timer *status_timer, *rescan_timer, *watchdog_timer, *stop_timer;
+	uint64_t watchdog_ms, watchdog_last_iterations;
+	bool stopping, done;
+	int exit_code;
+};
+
+static void usage(FILE *out)
+{
+	(void)fprintf(out,
+		      "Usage: seedreamd [-c FILE] [--check] [--once] [-v|-q] [--version] [--help]\n"
+		      "\n"
+		      "Watches hot folders and sends each new image, with its folder's prompt,\n"
+		      "to the Seedream image-to-image API; writes the result and a sidecar JSON\n"
+		      "into the folder's output folder.\n"
+		      "\n"
+		      "  -c, --config FILE  configuration (default " CONFIG_DEFAULT_PATH ")\n"
+		      "      --check        validate the configuration and exit 0 or 1\n"
+		      "      --once         process what is in the folders now, then exit:\n"
+		      "                     0 if every file succeeded, 1 otherwise\n"
+		      "  -v, --verbose      debug logging\n"
+		      "  -q, --quiet        warnings and errors only\n"
+		      "      --version      print the version\n"
+		      "  -h, --help         this text\n");
+}
+
+/* ---- the API key ------------------------------------------------------ */
+
+static int read_key_file(const char *path, char *key, size_t keylen, bool warn_mode)
+{
+	struct stat st;
+	ssize_t n;
+	int fd, r = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (warn_mode && (st.st_mode & 077))
+		log_warn("API key file %s is readable by group or others (mode %04o); "
+			 "chmod 600 it", path, (unsigned)(st.st_mode & 07777));
+	n = read(fd, key, keylen - 1);
+	if (n < 0) {
+		r = -errno;
+		goto out;
+	}
+	key[n] = '\0';
+	key[strcspn(key, "\r\n")] = '\0';
+	if (!key[0])
+		r = -ENODATA;
+out:
+	close(fd);
+	return r;
+}
+
+/* api_key_file, else the environment variable, else systemd's credential. */
+static int load_api_key(const struct config *config, char *key, size_t keylen)
+{
+	const char *env, *creds;
+	char path[4096];
+	int r;
+
+	if (config->api.api_key_file) {
+		r = read_key_file(config->api.api_key_file, key, keylen, true);
+		if (r < 0)
+			log_error("cannot read the API key from %s: %s", config->api.api_key_file,
+				  strerror(-r));
+		return r;
+	}
+	env = config->api.api_key_env ? getenv(config->api.api_key_env) : NULL;
+	if (env && env[0]) {
+		if (strlen(env) >= keylen)
+			return -E2BIG;
+		strcpy(key, env);
+		return 0;
+	}
+	creds = getenv("CREDENTIALS_DIRECTORY");
+	if (creds) {
+		(void)snprintf(path, sizeof(path), "%s/api_key", creds);
+		if (read_key_file(path, key, keylen, false) == 0)
+			return 0;
+	}
+	log_error("no API key: set %s, or api.api_key_file, or a systemd credential "
+		  "named api_key",
+		  config->api.api_key_env ? config->api.api_key_env : "SEEDREAM_API_KEY");
+	return -ENOKEY;
+}
+
+/* ---- status and timers ------------------------------------------------ */
+
+static size_t folders_missing(const struct daemon *d)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < d->n_folders; i++)
+		if (!d->folders[i]->present && !d->folders[i]->removed)
+			n++;
+	return n;
+}
+
+static void daemon_check_done(struct daemon *d)
+{
+	struct jobs_counts c;
+
+	jobs_counts(d->jobs, &c);
+	if (d->once && (jobs_idle(d->jobs) || (c.paused && jobs_quiet(d->jobs))))
+		d->done = true;
+	if (d->stopping && jobs_quiet(d->jobs))
+		d->done = true;
+}
+
+static void daemon_status(void *userdata)
+{
+	struct daemon *d = userdata;
+	struct jobs_counts c;
+	size_t missing = folders_missing(d);
+	uint64_t again;
+
+	jobs_counts(d->jobs, &c);
+	again = notify_status("%s%zu queued, %zu in flight, %zu waiting to retry, %llu done, "
+			      "%llu failed%s%s%s",
+			      d->stopping ? "stopping: " : "", c.queued + c.settling, c.in_flight,
+			      c.waiting, (unsigned long long)c.done, (unsigned long long)c.failed,
+			      c.paused ? "; " : "", c.paused ? c.pause_reason : "",
+			      missing ? "; a watched folder is missing" : "");
+	if (again && !loop_timer_armed(d->status_timer))
+		(void)loop_timer_arm(d->status_timer, again);
+	daemon_check_done(d);
+}
+
+static void daemon_rescan(void *userdata)
+{
+	struct daemon *d = userdata;
+
+	watch_rescan(d->watch, d->folders, d->n_folders);
+	(void)loop_timer_arm(d->rescan_timer, d->config->rescan_interval_ms);
+}
+
+static void daemon_watchdog(void *userdata)
+{
+	struct daemon *d = userdata;
+
+	/* The timer itself is an iteration: a loop that dispatches it is alive. */
+	notify_watchdog();
+	d->watchdog_last_iterations = loop_iterations(d->loop);
+	(void)loop_timer_arm(d->watchdog_timer, d->watchdog_ms / 2);
+}
+
+static void daemon_stop_timeout(void *userdata)
+{
+	struct daemon *d = userdata;
+	struct jobs_counts c;
+
+	jobs_counts(d->jobs, &c);
+	log_warn("stop_timeout reached with %zu transfer(s) in flight; they resume at the next "
+		 "start",
+		 c.in_flight);
+	d->done = true;
+}
+
+/* ---- folders ---------------------------------------------------------- */
+
+static void on_file(void *userdata, struct folder *folder, const char *rel, const struct stat *st,
+		    enum watch_how how)
+{
+	struct daemon *d = userdata;
+
+	jobs_offer(d->jobs, folder, rel, st, how);
+}
+
+static void on_removed(void *userdata, struct folder *folder, const char *rel)
+{
+	struct daemon *d = userdata;
+
+	jobs_removed(d->jobs, folder, rel);
+}
+
+static const struct watch_events daemon_watch_events = {
+	.file = on_file,
+	.removed = on_removed,
+};
+
+static struct folder *folder_new(const struct folder_config *cfg)
+{
+	struct folder *f = calloc(1, sizeof(*f));
+	size_t skipped = 0;
+	int r;
+
+	if (!f)
+		log_oom();
+	f->cfg = cfg;
+	f->root_wd = -1;
+	if (index_new(&f->index) < 0)
+		log_oom();
+	r = index_load_tree(f->index, cfg->output, cfg->done_dir, &skipped);
+	if (r < 0)
+		log_warn("folder %s: cannot read the output folder %s: %s", cfg->path, cfg->output,
+			 strerror(-r));
+	log_debug("folder %s: %zu done record(s) in %s%s", cfg->path, index_count(f->index),
+		  cfg->output, skipped ? " (some JSON files there are not sidecars)" : "");
+	return f;
+}
+
+static void folder_free(struct folder *f)
+{
+	if (!f)
+		return;
+	index_free(f->index);
+	free(f);
+}
+
+static int daemon_add_folder(struct daemon *d, const struct folder_config *cfg)
+{
+	struct folder **fs = reallocarray(d->folders, d->n_folders + 1, sizeof(*fs));
+	struct folder *f;
+
+	if (!fs)
+		log_oom();
+	d->folders = fs;
+	f = folder_new(cfg);
+	d->folders[d->n_folders++] = f;
+	return watch_add_folder(d->watch, f);
+}
+
+/* Frees removed folders nothing refers to any more. */
+static void daemon_reap_folders(struct daemon *d)
+{
+	for (size_t i = 0; i < d->n_folders;) {
+		struct folder *f = d->folders[i];
+		if (f->removed && !jobs_folder_busy(d->jobs, f)) {
+			folder_free(f);
+			d->folders[i] = d->folders[--d->n_folders];
+		} else {
+			i++;
+		}
+	}
+}
+
+/* ---- reload ----------------------------------------------------------- */
+
+static const struct folder_config *config_find_folder(const struct config *c, const char *path)
+{
+	for (size_t i = 0; i < c->n_folders; i++)
+		if (strcmp(c->folders[i].path, path) == 0)
+			return &c->folders[i];
+	return NULL;
+}
+
+static void daemon_reload(struct daemon *d)
+{
+	struct config *next = NULL, **retired;
+	char err[1024];
+	size_t n_before;
+	int r;
+
+	notify_reloading();
+	log_info("reloading %s", d->config_path);
+	r = config_load(d->config_path, &next, err, sizeof(err));
+	if (r < 0) {
+		log_error("reload failed, keeping the running configuration: %s", err);
+		goto out;
+	}
+	retired = reallocarray(d->retired, d->n_retired + 1, sizeof(*retired));
+	if (!retired)
+		log_oom();
+	d->retired = retired;
+	d->retired[d->n_retired++] = d->config;
+	d->config = next;
+	n_before = d->n_folders;
+	for (size_t i = 0; i < n_before; i++) {
+		struct folder *f = d->folders[i];
+		const struct folder_config *fc;
+		if (f->removed)
+			continue;
+		fc = config_find_folder(next, f->cfg->path);
+		if (fc) {
+			f->cfg = fc; /* changed settings apply to what is not yet submitted */
+			continue;
+		}
+		log_info("folder %s is no longer watched", f->cfg->path);
+		watch_remove_folder(d->watch, f);
+		jobs_drop_folder(d->jobs, f);
+		f->removed = true;
+	}
+	jobs_set_config(d->jobs, next);
+	for (size_t i = 0; i < next->n_folders; i++) {
+		bool known = false;
+		for (size_t j = 0; j < n_before; j++)
+			if (!d->folders[j]->removed &&
+			    strcmp(d->folders[j]->cfg->path, next->folders[i].path) == 0)
+				known = true;
+		if (!known) {
+			log_info("folder %s is now watched", next->folders[i].path);
+			if (daemon_add_folder(d, &next->folders[i]) < 0)
+				log_oom();
+		}
+	}
+	daemon_reap_folders(d);
+	(void)loop_timer_arm(d->rescan_timer, d->config->rescan_interval_ms);
+out:
+	notify_ready();
+	daemon_status(d);
+}
+
+/* ---- signals ---------------------------------------------------------- */
+
+static void daemon_begin_stop(struct daemon *d, const char *why)
+{
+	struct jobs_counts c;
+
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	notify_stopping();
+	jobs_stop(d->jobs);
+	jobs_counts(d->jobs, &c);
+	log_info("%s: stopping; waiting up to %llu s for %zu transfer(s) in flight", why,
+		 (unsigned long long)d->config->stop_timeout_ms / 1000, c.in_flight);
+	if (c.in_flight)
+		notify_extend_timeout((d->config->stop_timeout_ms + 5000) * 1000);
+	(void)loop_timer_arm(d->stop_timer, d->config->stop_timeout_ms);
+	daemon_status(d);
+}
+
+static void daemon_signal(int fd, uint32_t events, void *userdata)
+{
+	struct daemon *d = userdata;
+	struct signalfd_siginfo si;
+
+	(void)events;
+	while (read(fd, &si, sizeof(si)) == sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGHUP:
+			if (!d->stopping && !d->once)
+				daemon_reload(d);
+			break;
+		case SIGTERM:
+			daemon_begin_stop(d, "SIGTERM");
+			break;
+		case SIGINT:
+			daemon_begin_stop(d, "SIGINT");
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+static int daemon_setup_signals(struct daemon *d)
+{
+	sigset_t mask;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	/* Blocked before curl_global_init, so any thread curl starts inherits it. */
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+		return -errno;
+	(void)signal(SIGPIPE, SIG_IGN);
+	d->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (d->signal_fd < 0)
+		return -errno;
+	return 0;
+}
+
+/* ---- main ------------------------------------------------------------- */
+
+static int daemon_run(struct daemon *d, const char *api_key)
+{
+	struct jobs_counts c;
+	int r;
+
+	r = loop_new(&d->loop);
+	if (r < 0)
+		return r;
+	r = loop_add(d->loop, d->signal_fd, EPOLLIN, daemon_signal, d, &d->signal_source);
+	if (r >= 0)
+		r = http_new(d->loop, &d->http);
+	if (r >= 0)
+		r = jobs_new(d->loop, d->http, d->config, api_key, d->once, &d->jobs);
+	if (r >= 0)
+		r = watch_new(d->loop, !d->once, &daemon_watch_events, d, &d->watch);
+	if (r >= 0)
+		r = loop_timer_new(d->loop, daemon_status, d, &d->status_timer);
+	if (r >= 0)
+		r = loop_timer_new(d->loop, daemon_rescan, d, &d->rescan_timer);
+	if (r >= 0)
+		r = loop_timer_new(d->loop, daemon_watchdog, d, &d->watchdog_timer);
+	if (r >= 0)
+		r = loop_timer_new(d->loop, daemon_stop_timeout, d, &d->stop_timer);
+	if (r < 0)
+		return r;
+	jobs_on_change(d->jobs, daemon_status, d);
+
+	for (size_t i = 0; i < d->config->n_folders; i++) {
+		r = daemon_add_folder(d, &d->config->folders[i]);
+		if (r < 0)
+			return r;
+	}
+	if (!d->once) {
+		(void)loop_timer_arm(d->rescan_timer, d->config->rescan_interval_ms);
+		d->watchdog_ms = notify_watchdog_ms();
+		if (d->watchdog_ms)
+			(void)loop_timer_arm(d->watchdog_timer, d->watchdog_ms / 2);
+	}
+	notify_ready();
+	log_info("ready: watching %zu folder(s)%s", d->config->n_folders,
+		 d->once ? " once" : "");
+	daemon_status(d);
+
+	while (!d->done) {
+		r = loop_run_once(d->loop, -1);
+		if (r < 0)
+			return r;
+		daemon_check_done(d);
+		if (d->n_folders)
+			daemon_reap_folders(d);
+	}
+
+	jobs_counts(d->jobs, &c);
+	log_info("%s: %llu done, %llu failed, %llu already done, %zu left in the queue",
+		 d->once ? "finished" : "stopped", (unsigned long long)c.done,
+		 (unsigned long long)c.failed, (unsigned long long)c.skipped,
+		 c.queued + c.settling + c.waiting + c.in_flight);
+	if (d->once && (c.failed || c.left_incomplete || c.paused || c.queued || c.in_flight ||
+			c.waiting || folders_missing(d)))
+		d->exit_code = 1;
+	return 0;
+}
+
+static void daemon_cleanup(struct daemon *d)
+{
+	jobs_free(d->jobs);
+	for (size_t i = 0; i < d->n_folders; i++) {
+		if (!d->folders[i]->removed)
+			watch_remove_folder(d->watch, d->folders[i]);
+		folder_free(d->folders[i]);
+	}
+	free(d->folders);
+	watch_free(d->watch);
+	if (d->loop) {
+		loop_timer_free(d->loop, d->status_timer);
+		loop_timer_free(d->loop, d->rescan_timer);
+		loop_timer_free(d->loop, d->watchdog_timer);
+		loop_timer_free(d->loop, d->stop_timer);
+		loop_remove(d->loop, d->signal_source);
+	}
+	http_free(d->http);
+	loop_free(d->loop);
+	if (d->signal_fd >= 0)
+		close(d->signal_fd);
+	for (size_t i = 0; i < d->n_retired; i++)
+		config_free(d->retired[i]);
+	free(d->retired);
+	config_free(d->config);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'C'},
+		{"once", no_argument, NULL, 'o'},         {"verbose", no_argument, NULL, 'v'},
+		{"quiet", no_argument, NULL, 'q'},        {"version", no_argument, NULL, 'V'},
+		{"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+	};
+	struct daemon d = {.config_path = CONFIG_DEFAULT_PATH, .signal_fd = -1};
+	char err[1024], api_key[API_KEY_MAX];
+	bool check = false;
+	int verbosity = 0, opt, r;
+
+	while ((opt = getopt_long(argc, argv, "c:vqh", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			d.config_path = optarg;
+			break;
+		case 'C':
+			check = true;
+			break;
+		case 'o':
+			d.once = true;
+			break;
+		case 'v':
+			verbosity = 1;
+			break;
+		case 'q':
+			verbosity = -1;
+			break;
+		case 'V':
+			(void)printf("seedreamd %s\n", SEEDREAMD_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	log_init(verbosity);
+
+	r = config_load(d.config_path, &d.config, err, sizeof(err));
+	if (r < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	if (check) {
+		(void)printf("%s: configuration OK, %zu folder(s)\n", d.config_path,
+			     d.config->n_folders);
+		config_free(d.config);
+		return 0;
+	}
+	if (load_api_key(d.config, api_key, sizeof(api_key)) < 0) {
+		config_free(d.config);
+		return 1;
+	}
+	r = daemon_setup_signals(&d);
+	if (r < 0) {
+		log_error("signals: %s", strerror(-r));
+		config_free(d.config);
+		return 1;
+	}
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		log_error("libcurl failed to initialise");
+		config_free(d.config);
+		return 1;
+	}
+	r = daemon_run(&d, api_key);
+	explicit_bzero(api_key, sizeof(api_key));
+	if (r < 0) {
+		log_error("%s", strerror(-r));
+		d.exit_code = 1;
+	}
+	daemon_cleanup(&d);
+	curl_global_cleanup();
+	return d.exit_code;
+}

@@ -1,0 +1,58 @@
+/* job: one input file's way through the daemon, as a state machine:
+ *   settling -> (validated) -> queued -> generating -> fetching -> done
+ *                                    \-> waiting-to-retry -/      \-> failed
+ * plus the queue, the in-flight limit, retries with backoff, and the pause on
+ * account or configuration errors. Every transition lives in job.c. */
+#ifndef SEEDREAMD_JOB_H
+#define SEEDREAMD_JOB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "folder.h"
+#include "http.h"
+#include "loop.h"
+#include "watch.h"
+
+struct jobs;
+
+struct jobs_counts {
+	size_t settling, queued, in_flight, waiting;
+	uint64_t done, failed, skipped, left_incomplete, generations;
+	bool paused;
+	const char *pause_reason; /* valid until the next call into jobs */
+};
+
+/* once: --once mode (pauses and incomplete files end the run instead of
+ * waiting). api_key is copied into the Authorization header only. */
+int jobs_new(struct loop *loop, struct http *http, const struct config *config,
+	     const char *api_key, bool once, struct jobs **ret_jobs);
+void jobs_free(struct jobs *jobs); /* accepts NULL; cancels transfers */
+
+/* A reload: settings apply to jobs not yet submitted. */
+void jobs_set_config(struct jobs *jobs, const struct config *config);
+
+void jobs_offer(struct jobs *jobs, struct folder *folder, const char *rel, const struct stat *st,
+		enum watch_how how);
+void jobs_removed(struct jobs *jobs, struct folder *folder, const char *rel);
+/* Drops every job of a folder that is not in flight (a reload removed it). */
+void jobs_drop_folder(struct jobs *jobs, struct folder *folder);
+/* Whether a folder still has jobs in flight. */
+bool jobs_folder_busy(const struct jobs *jobs, const struct folder *folder);
+
+/* Stop starting new generations (SIGTERM); in-flight ones finish. */
+void jobs_stop(struct jobs *jobs);
+/* Nothing settling, queued, waiting or in flight. */
+bool jobs_idle(const struct jobs *jobs);
+/* Nothing in flight. */
+bool jobs_quiet(const struct jobs *jobs);
+
+void jobs_counts(const struct jobs *jobs, struct jobs_counts *ret_counts);
+
+/* Called after every change of the counts (for STATUS=). */
+void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdata);
+
+#endif

@@ -1,0 +1,74 @@
+/* transfer: the two HTTP exchanges of a job as curl easy handles.
+ * - generation: POST <base_url>/images/generations with the JSON body streamed
+ *   as prefix + base64(file) + suffix from a read callback (never a whole
+ *   base64 copy in memory), hashing the file with SHA-256 in the same pass;
+ *   the response body is kept (capped) for api_parse_response().
+ * - download: GET of the result URL straight into a temporary file. */
+#ifndef SEEDREAMD_TRANSFER_H
+#define SEEDREAMD_TRANSFER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+
+#define TRANSFER_JSON_MAX  (64u * 1024 * 1024) /* b64_json answers are large */
+#define TRANSFER_IMAGE_MAX (64u * 1024 * 1024)
+
+struct transfer_net {
+	const char *ca_file;       /* may be NULL */
+	bool allow_insecure_http;  /* plain http beyond loopback */
+	uint64_t timeout_ms;       /* the whole exchange */
+	const char *user_agent;
+};
+
+struct transfer_gen {
+	CURL *easy;
+	struct curl_slist *headers;
+	char *prefix, *suffix;
+	size_t prefix_len, suffix_len, sent_prefix, sent_suffix;
+	int fd;
+	uint64_t file_size, file_off;
+	bool file_changed;         /* a short read: the file shrank under us */
+	EVP_MD_CTX *sha;
+	char sha256_hex[65];       /* filled once the whole file has been sent */
+	char *body;
+	size_t body_len, body_cap;
+	bool body_too_large;
+	char request_id[128];
+	char retry_after[64];
+};
+
+struct transfer_dl {
+	CURL *easy;
+	int fd;                    /* the temporary output file */
+	char tmp_name[300];
+	uint64_t written;
+	uint8_t magic[16];
+	size_t magic_len;
+	bool too_large;
+	int write_errno;
+};
+
+/* Whether a URL is http(s) and allowed by net (https always; http only to
+ * loopback unless allow_insecure_http). */
+bool transfer_url_allowed(const char *url, const struct transfer_net *net);
+
+/* Sets up g (zeroed by the caller) to post to url with the given framing
+ * around fd's content of file_size bytes. Takes ownership of prefix, suffix
+ * and fd. auth_header is "Authorization: Bearer ..." (copied by curl). */
+int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth_header,
+		       char *prefix, char *suffix, int fd, uint64_t file_size,
+		       const struct transfer_net *net);
+void transfer_gen_clear(struct transfer_gen *g); /* frees all, closes fd */
+
+/* Sets up d (zeroed) to download url into the already open temporary file fd
+ * (owned by the caller). */
+int transfer_dl_setup(struct transfer_dl *d, const char *url, const struct transfer_net *net);
+void transfer_dl_clear(struct transfer_dl *d); /* the easy handle only */
+
+/* SHA-256 of a whole file descriptor from offset 0, as lowercase hex. */
+int transfer_sha256_fd(int fd, char hex[65]);
+
+#endif

@@ -1,0 +1,49 @@
+/* watch: finds candidate files in the watched folders, by inotify on local
+ * filesystems and by polling on network ones, plus full scans at start, on
+ * IN_Q_OVERFLOW and every rescan_interval. Reports through callbacks. */
+#ifndef SEEDREAMD_WATCH_H
+#define SEEDREAMD_WATCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/stat.h>
+
+#include "folder.h"
+#include "loop.h"
+
+enum watch_how {
+	WATCH_CLOSED, /* closed after writing: it may be written again, settle first */
+	WATCH_MOVED,  /* renamed in: complete now */
+	WATCH_SCAN,   /* found by a scan */
+};
+
+struct watch_events {
+	/* A candidate file, relative to the folder, with its lstat/stat. */
+	void (*file)(void *userdata, struct folder *folder, const char *rel, const struct stat *st,
+		     enum watch_how how);
+	/* A candidate file deleted or moved away. */
+	void (*removed)(void *userdata, struct folder *folder, const char *rel);
+};
+
+struct watch;
+
+/* use_inotify false (--once) only scans. */
+int watch_new(struct loop *loop, bool use_inotify, const struct watch_events *events,
+	      void *userdata, struct watch **ret_watch);
+void watch_free(struct watch *watch); /* accepts NULL; folders must be removed first */
+
+/* Starts watching a folder (mode chosen per config and statfs, logged) and
+ * scans it. A missing folder is logged, marked not present and looked for
+ * again every few seconds; it is not an error. Returns 0 or -ENOMEM. */
+int watch_add_folder(struct watch *watch, struct folder *folder);
+void watch_remove_folder(struct watch *watch, struct folder *folder);
+
+/* Scans every present folder again (IN_Q_OVERFLOW, rescan_interval). */
+void watch_rescan(struct watch *watch, struct folder **folders, size_t n_folders);
+
+/* Whether the path is on a filesystem that does not deliver inotify events
+ * for changes made elsewhere (NFS, CIFS/SMB, FUSE, 9p, ...). fs_name gets a
+ * short name for the log. */
+bool watch_is_remote_fs(const char *path, const char **ret_fs_name);
+
+#endif

@@ -1,0 +1,342 @@
+#include "transfer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "b64.h"
+
+/* One scratch buffer for raw file bytes: a single thread reads one chunk at
+ * a time, so no job needs a buffer of its own. 3 * 16 KiB encodes to 64 KiB,
+ * curl's default upload buffer. */
+static uint8_t transfer_scratch[3 * 16 * 1024];
+
+static void hex_encode(const unsigned char *in, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+static bool host_is_loopback(const char *url)
+{
+	const char *host = strstr(url, "://");
+	size_t n;
+
+	if (!host)
+		return false;
+	host += 3;
+	n = strcspn(host, ":/?#");
+	return (n == 9 && strncmp(host, "localhost", 9) == 0) || strncmp(host, "127.", 4) == 0 ||
+	       strncmp(host, "[::1]", 5) == 0;
+}
+
+bool transfer_url_allowed(const char *url, const struct transfer_net *net)
+{
+	if (strncmp(url, "https://", 8) == 0)
+		return true;
+	if (strncmp(url, "http://", 7) == 0)
+		return net->allow_insecure_http || host_is_loopback(url);
+	return false;
+}
+
+static void transfer_net_setup(CURL *easy, const char *url, const struct transfer_net *net)
+{
+	const char *protocols = "https";
+
+	if (net->allow_insecure_http || host_is_loopback(url))
+		protocols = "http,https";
+	(void)curl_easy_setopt(easy, CURLOPT_URL, url);
+	(void)curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	(void)curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, protocols);
+	(void)curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, protocols);
+	(void)curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
+	(void)curl_easy_setopt(easy, CURLOPT_MAXREDIRS, 3L);
+	(void)curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	(void)curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (net->ca_file)
+		(void)curl_easy_setopt(easy, CURLOPT_CAINFO, net->ca_file);
+	(void)curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)net->timeout_ms);
+	(void)curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, 30000L);
+	/* A peer that stalls below 1 byte/s for 60 s is dead, whatever the timeout. */
+	(void)curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	(void)curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, 60L);
+	(void)curl_easy_setopt(easy, CURLOPT_USERAGENT, net->user_agent);
+	(void)curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
+}
+
+static size_t transfer_gen_read(char *buf, size_t size, size_t nitems, void *userdata)
+{
+	struct transfer_gen *g = userdata;
+	size_t room = size * nitems, out = 0;
+
+	if (g->sent_prefix < g->prefix_len) {
+		size_t n = g->prefix_len - g->sent_prefix;
+		if (n > room)
+			n = room;
+		memcpy(buf, g->prefix + g->sent_prefix, n);
+		g->sent_prefix += n;
+		return n;
+	}
+	if (g->file_off < g->file_size) {
+		size_t want = room / 4 * 3, left;
+		ssize_t got;
+
+		if (want > sizeof(transfer_scratch))
+			want = sizeof(transfer_scratch);
+		left = (size_t)(g->file_size - g->file_off);
+		if (want > left)
+			want = left;
+		if (want == 0)
+			return CURL_READFUNC_ABORT; /* room < 4: never with curl's buffers */
+		got = pread(g->fd, transfer_scratch, want, (off_t)g->file_off);
+		if (got <= 0 || (size_t)got != want) {
+			g->file_changed = true;
+			return CURL_READFUNC_ABORT;
+		}
+		(void)EVP_DigestUpdate(g->sha, transfer_scratch, want);
+		out = b64_encode(transfer_scratch, want, buf);
+		g->file_off += want;
+		if (g->file_off == g->file_size) {
+			unsigned char md[EVP_MAX_MD_SIZE];
+			unsigned int md_len = 0;
+			(void)EVP_DigestFinal_ex(g->sha, md, &md_len);
+			hex_encode(md, md_len, g->sha256_hex);
+		}
+		return out;
+	}
+	if (g->sent_suffix < g->suffix_len) {
+		size_t n = g->suffix_len - g->sent_suffix;
+		if (n > room)
+			n = room;
+		memcpy(buf, g->suffix + g->sent_suffix, n);
+		g->sent_suffix += n;
+		return n;
+	}
+	return 0;
+}
+
+/* curl rewinds the body for a redirect or an auth retry. */
+static int transfer_gen_seek(void *userdata, curl_off_t offset, int origin)
+{
+	struct transfer_gen *g = userdata;
+
+	if (offset != 0 || origin != SEEK_SET)
+		return CURL_SEEKFUNC_CANTSEEK;
+	g->sent_prefix = g->sent_suffix = 0;
+	g->file_off = 0;
+	g->sha256_hex[0] = '\0';
+	(void)EVP_DigestInit_ex(g->sha, EVP_sha256(), NULL);
+	return CURL_SEEKFUNC_OK;
+}
+
+static size_t transfer_gen_write(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	struct transfer_gen *g = userdata;
+	size_t n = size * nmemb;
+
+	if (g->body_len + n > TRANSFER_JSON_MAX) {
+		g->body_too_large = true;
+		return 0; /* aborts the transfer */
+	}
+	if (g->body_len + n + 1 > g->body_cap) {
+		size_t cap = g->body_cap ? g->body_cap : 4096;
+		char *p;
+		while (cap < g->body_len + n + 1)
+			cap *= 2;
+		p = realloc(g->body, cap);
+		if (!p)
+			return 0;
+		g->body = p;
+		g->body_cap = cap;
+	}
+	memcpy(g->body + g->body_len, data, n);
+	g->body_len += n;
+	g->body[g->body_len] = '\0';
+	return n;
+}
+
+static void copy_header_value(const char *line, size_t len, char *out, size_t outlen)
+{
+	const char *v = memchr(line, ':', len);
+	size_t n;
+
+	if (!v)
+		return;
+	v++;
+	while (v < line + len && (*v == ' ' || *v == '\t'))
+		v++;
+	n = (size_t)(line + len - v);
+	while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' '))
+		n--;
+	if (n >= outlen)
+		n = outlen - 1;
+	/* Header values end up in logs and sidecars: keep them printable. */
+	for (size_t i = 0; i < n; i++)
+		out[i] = (v[i] >= 0x20 && v[i] < 0x7f) ? v[i] : '_';
+	out[n] = '\0';
+}
+
+static size_t transfer_gen_header(char *line, size_t size, size_t nitems, void *userdata)
+{
+	struct transfer_gen *g = userdata;
+	size_t len = size * nitems;
+
+	if (len > 13 && strncasecmp(line, "x-request-id:", 13) == 0)
+		copy_header_value(line, len, g->request_id, sizeof(g->request_id));
+	else if (len > 12 && strncasecmp(line, "retry-after:", 12) == 0)
+		copy_header_value(line, len, g->retry_after, sizeof(g->retry_after));
+	return len;
+}
+
+int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth_header,
+		       char *prefix, char *suffix, int fd, uint64_t file_size,
+		       const struct transfer_net *net)
+{
+	struct curl_slist *h;
+
+	g->prefix = prefix;
+	g->suffix = suffix;
+	g->fd = fd;
+	g->prefix_len = strlen(prefix);
+	g->suffix_len = strlen(suffix);
+	g->file_size = file_size;
+	g->sha = EVP_MD_CTX_new();
+	g->easy = curl_easy_init();
+	if (!g->sha || !g->easy)
+		return -ENOMEM;
+	if (EVP_DigestInit_ex(g->sha, EVP_sha256(), NULL) != 1)
+		return -EIO;
+	h = curl_slist_append(NULL, "Content-Type: application/json");
+	if (h)
+		g->headers = h;
+	h = h ? curl_slist_append(h, auth_header) : NULL;
+	/* A known length and no "Expect: 100-continue" round trip. */
+	h = h ? curl_slist_append(h, "Expect:") : NULL;
+	if (!h)
+		return -ENOMEM;
+	g->headers = h;
+	transfer_net_setup(g->easy, url, net);
+	(void)curl_easy_setopt(g->easy, CURLOPT_POST, 1L);
+	(void)curl_easy_setopt(g->easy, CURLOPT_HTTPHEADER, g->headers);
+	(void)curl_easy_setopt(g->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+			       (curl_off_t)(g->prefix_len + B64_ENCODED_LEN(file_size) + g->suffix_len));
+	(void)curl_easy_setopt(g->easy, CURLOPT_READFUNCTION, transfer_gen_read);
+	(void)curl_easy_setopt(g->easy, CURLOPT_READDATA, g);
+	(void)curl_easy_setopt(g->easy, CURLOPT_SEEKFUNCTION, transfer_gen_seek);
+	(void)curl_easy_setopt(g->easy, CURLOPT_SEEKDATA, g);
+	(void)curl_easy_setopt(g->easy, CURLOPT_WRITEFUNCTION, transfer_gen_write);
+	(void)curl_easy_setopt(g->easy, CURLOPT_WRITEDATA, g);
+	(void)curl_easy_setopt(g->easy, CURLOPT_HEADERFUNCTION, transfer_gen_header);
+	(void)curl_easy_setopt(g->easy, CURLOPT_HEADERDATA, g);
+	/* Never resend a paid request on a redirect as a GET or again as a POST. */
+	(void)curl_easy_setopt(g->easy, CURLOPT_POSTREDIR, 0L);
+	return 0;
+}
+
+void transfer_gen_clear(struct transfer_gen *g)
+{
+	if (g->easy)
+		curl_easy_cleanup(g->easy);
+	curl_slist_free_all(g->headers);
+	if (g->sha)
+		EVP_MD_CTX_free(g->sha);
+	free(g->prefix);
+	free(g->suffix);
+	free(g->body);
+	if (g->fd >= 0)
+		close(g->fd);
+	memset(g, 0, sizeof(*g));
+	g->fd = -1;
+}
+
+static size_t transfer_dl_write(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	struct transfer_dl *d = userdata;
+	size_t n = size * nmemb, off = 0;
+
+	if (d->written + n > TRANSFER_IMAGE_MAX) {
+		d->too_large = true;
+		return 0;
+	}
+	if (d->magic_len < sizeof(d->magic)) {
+		size_t m = sizeof(d->magic) - d->magic_len;
+		if (m > n)
+			m = n;
+		memcpy(d->magic + d->magic_len, data, m);
+		d->magic_len += m;
+	}
+	while (off < n) {
+		ssize_t w = write(d->fd, data + off, n - off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			d->write_errno = errno;
+			return 0;
+		}
+		off += (size_t)w;
+	}
+	d->written += n;
+	return n;
+}
+
+int transfer_dl_setup(struct transfer_dl *d, const char *url, const struct transfer_net *net)
+{
+	d->easy = curl_easy_init();
+	if (!d->easy)
+		return -ENOMEM;
+	transfer_net_setup(d->easy, url, net);
+	(void)curl_easy_setopt(d->easy, CURLOPT_WRITEFUNCTION, transfer_dl_write);
+	(void)curl_easy_setopt(d->easy, CURLOPT_WRITEDATA, d);
+	(void)curl_easy_setopt(d->easy, CURLOPT_FAILONERROR, 1L);
+	(void)curl_easy_setopt(d->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)TRANSFER_IMAGE_MAX);
+	return 0;
+}
+
+void transfer_dl_clear(struct transfer_dl *d)
+{
+	if (d->easy)
+		curl_easy_cleanup(d->easy);
+	d->easy = NULL;
+}
+
+int transfer_sha256_fd(int fd, char hex[65])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+	off_t off = 0;
+	int r = 0;
+
+	if (!ctx)
+		return -ENOMEM;
+	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		r = -EIO;
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = pread(fd, transfer_scratch, sizeof(transfer_scratch), off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		(void)EVP_DigestUpdate(ctx, transfer_scratch, (size_t)n);
+		off += n;
+	}
+	(void)EVP_DigestFinal_ex(ctx, md, &md_len);
+	hex_encode(md, md_len, hex);
+out:
+	EVP_MD_CTX_free(ctx);
+	return r;
+}
