@@ -1,0 +1,628 @@
+#include "output.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A sidecar larger than this is not one of ours. */
+#define SIDECAR_READ_MAX (1024 * 1024)
+#define TMP_OPEN_TRIES	 8
+#define STEM_SUFFIX_MAX	 9999
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when it is
+ * invalid: overlong forms, surrogates and code points above U+10FFFF are
+ * rejected, so the stem is always well-formed UTF-8. */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0];
+	size_t len;
+	uint32_t cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+		cp = c & 0x1fu;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		cp = c & 0x0fu;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		cp = c & 0x07u;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3fu);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000))
+		return 0;
+	if ((cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+		return 0;
+	return len;
+}
+
+int output_safe_stem(const char *filename, char *out, size_t outlen)
+{
+	const unsigned char *s = (const unsigned char *)filename;
+	const char *dot;
+	size_t n, limit, i = 0, o = 0;
+
+	if (!filename || !out || outlen == 0)
+		return -EINVAL;
+	n = strlen(filename);
+	/* A dot at position 0 starts a hidden name, not an extension. */
+	dot = strrchr(filename, '.');
+	if (dot && dot != filename)
+		n = (size_t)(dot - filename);
+	limit = outlen - 1 < OUTPUT_STEM_MAX ? outlen - 1 : OUTPUT_STEM_MAX;
+
+	while (i < n) {
+		size_t len = utf8_seq_len(s + i, n - i);
+		bool bad = len == 0 || (len == 1 && (s[i] < 0x20 || s[i] == 0x7f || s[i] == '/'));
+
+		if (bad) {
+			if (o + 1 > limit)
+				break;
+			out[o++] = '_';
+			i++;
+			continue;
+		}
+		if (o + len > limit)
+			break;
+		memcpy(out + o, s + i, len);
+		o += len;
+		i += len;
+	}
+	if (o == 0)
+		out[o++] = '_';
+	out[o] = '\0';
+	if (out[0] == '.')
+		out[0] = '_';
+	return 0;
+}
+
+const char *output_ext_for(enum image_format format)
+{
+	switch (format) {
+	case IMAGE_FORMAT_PNG:
+		return ".png";
+	case IMAGE_FORMAT_JPEG:
+		return ".jpeg";
+	case IMAGE_FORMAT_WEBP:
+		return ".webp";
+	case IMAGE_FORMAT_BMP:
+		return ".bmp";
+	case IMAGE_FORMAT_TIFF:
+		return ".tiff";
+	case IMAGE_FORMAT_GIF:
+		return ".gif";
+	case IMAGE_FORMAT_UNKNOWN:
+	default:
+		return ".bin";
+	}
+}
+
+enum sidecar_owner {
+	SIDECAR_ABSENT,
+	SIDECAR_OURS,
+	SIDECAR_OTHER,
+};
+
+/* Reads a whole regular file of at most `max` bytes into a NUL-terminated
+ * buffer. -EFBIG when larger, -EINVAL when not a regular file. */
+static int read_small_file(int fd, size_t max, char **ret_buf, size_t *ret_len)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0, cap;
+	int r;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if (st.st_size < 0 || (uint64_t)st.st_size > max)
+		return -EFBIG;
+	/* One byte past the size tells whether the file grew meanwhile. */
+	cap = (size_t)st.st_size + 2;
+	buf = malloc(cap);
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t k = read(fd, buf + len, cap - 1 - len);
+
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			goto fail;
+		}
+		if (k == 0)
+			break;
+		len += (size_t)k;
+		if (len > max) {
+			r = -EFBIG;
+			goto fail;
+		}
+		if (len == cap - 1) {
+			char *bigger;
+
+			cap = cap * 2 > max + 2 ? max + 2 : cap * 2;
+			bigger = realloc(buf, cap);
+			if (!bigger) {
+				r = -ENOMEM;
+				goto fail;
+			}
+			buf = bigger;
+		}
+	}
+	buf[len] = '\0';
+	*ret_buf = buf;
+	*ret_len = len;
+	return 0;
+fail:
+	free(buf);
+	return r;
+}
+
+/* Who owns the sidecar `name` in dirfd. Anything we cannot read or parse
+ * counts as someone else's: never overwrite what we do not understand. */
+static int sidecar_owner(int dirfd, const char *name, const char *source_rel)
+{
+	cJSON *root = NULL;
+	const cJSON *src;
+	char *buf = NULL;
+	size_t len = 0;
+	int fd, r;
+
+	/* O_NONBLOCK: a FIFO planted under a sidecar name must not hang us. */
+	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return SIDECAR_ABSENT;
+		if (errno == ELOOP || errno == EACCES || errno == EPERM || errno == EISDIR ||
+		    errno == ENXIO)
+			return SIDECAR_OTHER;
+		return -errno;
+	}
+	r = read_small_file(fd, SIDECAR_READ_MAX, &buf, &len);
+	(void)close(fd);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return SIDECAR_OTHER;
+	root = cJSON_ParseWithLength(buf, len);
+	src = cJSON_GetObjectItemCaseSensitive(root, "source");
+	if (cJSON_IsString(src) && src->valuestring && strcmp(src->valuestring, source_rel) == 0)
+		r = SIDECAR_OURS;
+	else
+		r = SIDECAR_OTHER;
+	cJSON_Delete(root);
+	free(buf);
+	return r;
+}
+
+/* 1 when the candidate stem can be used, 0 when taken, or -errno. */
+static int candidate_free(int dirfd, const char *cand, const char *source_rel)
+{
+	static const char *const suffixes[] = {".json", ".error.json"};
+	char name[OUTPUT_NAME_MAX];
+
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		int n = snprintf(name, sizeof(name), "%s%s", cand, suffixes[i]);
+		int r;
+
+		if (n < 0 || (size_t)n >= sizeof(name))
+			return -ENAMETOOLONG;
+		r = sidecar_owner(dirfd, name, source_rel);
+		if (r < 0)
+			return r;
+		if (r == SIDECAR_OTHER)
+			return 0;
+	}
+	return 1;
+}
+
+int output_choose_stem(int dirfd, const char *stem, const char *source_rel,
+		       bool (*reserved)(const char *candidate, void *userdata), void *userdata,
+		       char *ret, size_t retlen)
+{
+	char cand[OUTPUT_NAME_MAX];
+
+	if (!stem || !*stem || strchr(stem, '/') || !source_rel || !ret)
+		return -EINVAL;
+	for (unsigned k = 1; k <= STEM_SUFFIX_MAX; k++) {
+		int n, r;
+
+		if (k == 1)
+			n = snprintf(cand, sizeof(cand), "%s", stem);
+		else
+			n = snprintf(cand, sizeof(cand), "%s-%u", stem, k);
+		if (n < 0 || (size_t)n >= sizeof(cand))
+			return -ENAMETOOLONG;
+		if (reserved && reserved(cand, userdata))
+			continue;
+		r = candidate_free(dirfd, cand, source_rel);
+		if (r < 0)
+			return r;
+		if (r == 0)
+			continue;
+		if ((size_t)n >= retlen)
+			return -ENAMETOOLONG;
+		memcpy(ret, cand, (size_t)n + 1);
+		return 0;
+	}
+	return -EEXIST;
+}
+
+static uint64_t tmp_random(void)
+{
+	static uint64_t counter;
+	uint64_t v;
+
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == (ssize_t)sizeof(v))
+		return v;
+	/* No entropy yet (early boot): uniqueness is all O_EXCL needs. */
+	return ((uint64_t)(uint32_t)getpid() << 32) ^ ++counter;
+}
+
+int output_tmp_open(int dirfd, const char *final_name, char *ret_tmp, size_t tmplen)
+{
+	if (!final_name || !*final_name || strchr(final_name, '/') || !ret_tmp)
+		return -EINVAL;
+	for (int tries = 0; tries < TMP_OPEN_TRIES; tries++) {
+		int n =
+		    snprintf(ret_tmp, tmplen, ".%s.%016" PRIx64 ".tmp", final_name, tmp_random());
+		int fd;
+
+		if (n < 0 || (size_t)n >= tmplen)
+			return -ENAMETOOLONG;
+		fd = openat(dirfd, ret_tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY,
+			    0644);
+		if (fd >= 0)
+			return fd;
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
+/* fsync wants a descriptor opened for reading; an O_PATH dirfd gets EBADF. */
+static int sync_dir(int dirfd)
+{
+	int fd, r = 0;
+
+	if (fsync(dirfd) == 0)
+		return 0;
+	if (errno != EBADF && errno != EINVAL)
+		return -errno;
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	(void)close(fd);
+	return r;
+}
+
+int output_tmp_commit(int dirfd, int fd, const char *tmp_name, const char *final_name)
+{
+	int r;
+
+	if (fsync(fd) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	/* Some file systems (NFS) report write-back errors only at close. */
+	r = close(fd);
+	fd = -1;
+	if (r < 0 && errno != EINTR) {
+		r = -errno;
+		goto fail;
+	}
+	if (renameat(dirfd, tmp_name, dirfd, final_name) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	return sync_dir(dirfd);
+fail:
+	output_tmp_abort(dirfd, fd, tmp_name);
+	return r;
+}
+
+void output_tmp_abort(int dirfd, int fd, const char *tmp_name)
+{
+	int saved = errno;
+
+	if (fd >= 0)
+		(void)close(fd);
+	if (tmp_name)
+		(void)unlinkat(dirfd, tmp_name, 0);
+	errno = saved;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+
+	while (len > 0) {
+		ssize_t k = write(fd, p, len);
+
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += k;
+		len -= (size_t)k;
+	}
+	return 0;
+}
+
+int output_write_atomic(int dirfd, const char *final_name, const void *data, size_t len)
+{
+	char tmp[OUTPUT_NAME_MAX + 32];
+	int fd, r;
+
+	if (!data && len > 0)
+		return -EINVAL;
+	fd = output_tmp_open(dirfd, final_name, tmp, sizeof(tmp));
+	if (fd < 0)
+		return fd;
+	r = write_all(fd, data, len);
+	if (r < 0) {
+		output_tmp_abort(dirfd, fd, tmp);
+		return r;
+	}
+	return output_tmp_commit(dirfd, fd, tmp, final_name);
+}
+
+int output_rfc3339(int64_t sec, long nsec, char *buf, size_t len)
+{
+	time_t t = (time_t)sec;
+	struct tm tm;
+	int n;
+
+	if (!buf || nsec >= 1000000000L || (int64_t)t != sec || !gmtime_r(&t, &tm))
+		return -EINVAL;
+	/* RFC 3339 has exactly four year digits. */
+	if (tm.tm_year < -1900 || tm.tm_year > 9999 - 1900)
+		return -EINVAL;
+	if (nsec >= 0)
+		n = snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ", tm.tm_year + 1900,
+			     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, nsec);
+	else
+		n = snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
+			     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	if (n < 0 || (size_t)n >= len)
+		return -EINVAL;
+	return 0;
+}
+
+/* Exactly `digits` decimal digits at *p; advances *p. */
+static bool parse_digits(const char **p, int digits, int *ret)
+{
+	int v = 0;
+
+	for (int i = 0; i < digits; i++) {
+		char c = (*p)[i];
+
+		if (c < '0' || c > '9')
+			return false;
+		v = v * 10 + (c - '0');
+	}
+	*p += digits;
+	*ret = v;
+	return true;
+}
+
+static bool expect_char(const char **p, char c)
+{
+	if (**p != c)
+		return false;
+	(*p)++;
+	return true;
+}
+
+static int days_in_month(int year, int month)
+{
+	static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+
+	return month == 2 && leap ? 29 : days[month - 1];
+}
+
+int output_parse_rfc3339(const char *text, int64_t *ret_sec, long *ret_nsec)
+{
+	int year, mon, day, hour, min, sec;
+	const char *p = text;
+	struct tm tm = {0};
+	long nsec = 0;
+	time_t t;
+
+	if (!text)
+		return -EINVAL;
+	if (!parse_digits(&p, 4, &year) || !expect_char(&p, '-') || !parse_digits(&p, 2, &mon) ||
+	    !expect_char(&p, '-') || !parse_digits(&p, 2, &day) || !expect_char(&p, 'T') ||
+	    !parse_digits(&p, 2, &hour) || !expect_char(&p, ':') || !parse_digits(&p, 2, &min) ||
+	    !expect_char(&p, ':') || !parse_digits(&p, 2, &sec))
+		return -EINVAL;
+	if (mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon) || hour > 23 ||
+	    min > 59 || sec > 59)
+		return -EINVAL;
+	if (*p == '.') {
+		int digits = 0;
+
+		p++;
+		while (*p >= '0' && *p <= '9') {
+			if (++digits > 9)
+				return -EINVAL;
+			nsec = nsec * 10 + (*p++ - '0');
+		}
+		if (digits == 0)
+			return -EINVAL;
+		for (; digits < 9; digits++)
+			nsec *= 10;
+	}
+	if (!expect_char(&p, 'Z') || *p != '\0')
+		return -EINVAL;
+	tm.tm_year = year - 1900;
+	tm.tm_mon = mon - 1;
+	tm.tm_mday = day;
+	tm.tm_hour = hour;
+	tm.tm_min = min;
+	tm.tm_sec = sec;
+	/* The fields are validated, so -1 here is 1969-12-31T23:59:59, not an error. */
+	t = timegm(&tm);
+	if (ret_sec)
+		*ret_sec = (int64_t)t;
+	if (ret_nsec)
+		*ret_nsec = nsec;
+	return 0;
+}
+
+/* cJSON adders return NULL only when out of memory; NULL strings become null. */
+static bool add_string(cJSON *obj, const char *key, const char *value)
+{
+	if (!value)
+		return cJSON_AddNullToObject(obj, key) != NULL;
+	return cJSON_AddStringToObject(obj, key, value) != NULL;
+}
+
+static bool add_number(cJSON *obj, const char *key, double value)
+{
+	return cJSON_AddNumberToObject(obj, key, value) != NULL;
+}
+
+/* A time outside RFC 3339's four-digit years is written as null. */
+static bool add_time(cJSON *obj, const char *key, int64_t sec, long nsec)
+{
+	char buf[64];
+
+	if (output_rfc3339(sec, nsec, buf, sizeof(buf)) < 0)
+		return add_string(obj, key, NULL);
+	return add_string(obj, key, buf);
+}
+
+static bool add_source(cJSON *obj, const struct sidecar_source *src)
+{
+	/* Sizes stay exact up to 2^53 bytes as a JSON number. */
+	long nsec = src->mtime_nsec < 0 ? 0 : src->mtime_nsec;
+
+	return add_string(obj, "source", src->source) &&
+	       add_string(obj, "source_sha256", src->sha256_hex) &&
+	       add_number(obj, "source_size", (double)src->size) &&
+	       add_time(obj, "source_mtime", src->mtime_sec, nsec);
+}
+
+static bool add_usage(cJSON *obj, const cJSON *usage)
+{
+	cJSON *copy;
+
+	if (!usage)
+		return cJSON_AddNullToObject(obj, "usage") != NULL;
+	copy = cJSON_Duplicate(usage, true);
+	if (!copy)
+		return false;
+	if (!cJSON_AddItemToObject(obj, "usage", copy)) {
+		cJSON_Delete(copy);
+		return false;
+	}
+	return true;
+}
+
+/* cJSON_Print's text plus the trailing newline, in a plain malloc() buffer so
+ * the caller can free() it whatever hooks cJSON was given. */
+static char *print_document(const cJSON *root)
+{
+	char *text, *out;
+	size_t len;
+
+	text = cJSON_Print(root);
+	if (!text)
+		return NULL;
+	len = strlen(text);
+	out = malloc(len + 2);
+	if (out) {
+		memcpy(out, text, len);
+		out[len] = '\n';
+		out[len + 1] = '\0';
+	}
+	cJSON_free(text);
+	return out;
+}
+
+char *output_sidecar_json(const struct sidecar_success *s)
+{
+	cJSON *root;
+	char *out = NULL;
+	bool ok;
+
+	if (!s)
+		return NULL;
+	root = cJSON_CreateObject();
+	if (!root)
+		return NULL;
+	ok = add_source(root, &s->src) && add_string(root, "output", s->output) &&
+	     add_string(root, "model", s->model) && add_string(root, "prompt", s->prompt) &&
+	     add_string(root, "size", s->size) && add_string(root, "result_size", s->result_size) &&
+	     cJSON_AddBoolToObject(root, "watermark", s->watermark) &&
+	     add_string(root, "response_format", s->response_format) &&
+	     add_number(root, "created", (double)s->created) && add_usage(root, s->usage) &&
+	     add_string(root, "request_id", s->request_id) &&
+	     add_number(root, "attempts", s->attempts) &&
+	     add_number(root, "elapsed_ms", (double)s->elapsed_ms) &&
+	     add_time(root, "completed_at", s->completed_at, -1) &&
+	     add_string(root, "seedreamd_version", s->version);
+	if (ok)
+		out = print_document(root);
+	cJSON_Delete(root);
+	return out;
+}
+
+static bool add_error(cJSON *obj, const struct sidecar_error *e)
+{
+	cJSON *err = cJSON_AddObjectToObject(obj, "error");
+	bool ok;
+
+	if (!err)
+		return false;
+	if (e->http_status == 0)
+		ok = cJSON_AddNullToObject(err, "http_status") != NULL;
+	else
+		ok = add_number(err, "http_status", (double)e->http_status);
+	return ok && add_string(err, "code", e->code) && add_string(err, "message", e->message);
+}
+
+char *output_error_json(const struct sidecar_error *e)
+{
+	cJSON *root;
+	char *out = NULL;
+	bool ok;
+
+	if (!e)
+		return NULL;
+	root = cJSON_CreateObject();
+	if (!root)
+		return NULL;
+	ok = add_source(root, &e->src) && add_error(root, e) &&
+	     add_string(root, "request_id", e->request_id) &&
+	     add_number(root, "attempts", e->attempts) &&
+	     add_time(root, "failed_at", e->failed_at, -1) &&
+	     add_string(root, "seedreamd_version", e->version);
+	if (ok)
+		out = print_document(root);
+	cJSON_Delete(root);
+	return out;
+}

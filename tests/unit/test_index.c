@@ -3,4 +3,487 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
-int main(void) { return 0; }
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "index.h"
+#include "output.h"
+
+static const char SHA[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+static struct index_entry make_entry(const char *source, const char *sidecar, int64_t finished)
+{
+	struct index_entry e = {
+		.source = (char *)source,
+		.sidecar = (char *)sidecar,
+		.size = 100,
+		.mtime_sec = 1700000000,
+		.mtime_nsec = 5,
+		.finished_at = finished,
+	};
+
+	return e;
+}
+
+static void test_put_get_remove(void **state)
+{
+	struct index *idx = NULL;
+	struct index_entry e = make_entry("a/b.png", "a/b.json", 10);
+	const struct index_entry *got;
+
+	(void)state;
+	assert_int_equal(index_new(&idx), 0);
+	assert_int_equal(index_count(idx), 0);
+	assert_null(index_get(idx, "a/b.png"));
+
+	memcpy(e.sha256, SHA, sizeof(SHA));
+	e.generated_images = 1;
+	assert_int_equal(index_put(idx, &e), 0);
+	assert_int_equal(index_count(idx), 1);
+	got = index_get(idx, "a/b.png");
+	assert_non_null(got);
+	assert_ptr_not_equal(got->source, e.source);
+	assert_string_equal(got->source, "a/b.png");
+	assert_string_equal(got->sidecar, "a/b.json");
+	assert_string_equal(got->sha256, SHA);
+	assert_int_equal(got->size, 100);
+	assert_int_equal(got->mtime_sec, 1700000000);
+	assert_int_equal(got->mtime_nsec, 5);
+	assert_int_equal(got->generated_images, 1);
+	assert_false(got->failed);
+
+	/* Replace with a newer result. */
+	e = make_entry("a/b.png", "a/b.error.json", 20);
+	e.failed = true;
+	assert_int_equal(index_put(idx, &e), 0);
+	assert_int_equal(index_count(idx), 1);
+	got = index_get(idx, "a/b.png");
+	assert_true(got->failed);
+	assert_string_equal(got->sidecar, "a/b.error.json");
+	assert_string_equal(got->sha256, "");
+
+	/* An older one does not replace it; a tie does. */
+	e = make_entry("a/b.png", "old.json", 19);
+	assert_int_equal(index_put(idx, &e), 0);
+	assert_string_equal(index_get(idx, "a/b.png")->sidecar, "a/b.error.json");
+	e = make_entry("a/b.png", "tie.json", 20);
+	assert_int_equal(index_put(idx, &e), 0);
+	assert_string_equal(index_get(idx, "a/b.png")->sidecar, "tie.json");
+
+	e = make_entry("other.png", NULL, 1);
+	assert_int_equal(index_put(idx, &e), 0);
+	assert_string_equal(index_get(idx, "other.png")->sidecar, "");
+	assert_int_equal(index_count(idx), 2);
+
+	assert_int_equal(index_remove(idx, "a/b.png"), 0);
+	assert_int_equal(index_remove(idx, "a/b.png"), -ENOENT);
+	assert_null(index_get(idx, "a/b.png"));
+	assert_non_null(index_get(idx, "other.png"));
+	assert_int_equal(index_count(idx), 1);
+	index_free(idx);
+	index_free(NULL);
+}
+
+static void count_cb(const struct index_entry *entry, void *userdata)
+{
+	size_t *n = userdata;
+
+	assert_non_null(entry->source);
+	(*n)++;
+}
+
+#define MANY 200000
+
+static void test_many(void **state)
+{
+	struct index *idx = NULL;
+	char key[64], side[64];
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(index_new(&idx), 0);
+	for (int i = 0; i < MANY; i++) {
+		struct index_entry e = make_entry(key, side, i);
+
+		snprintf(key, sizeof(key), "folder/%d/image-%d.png", i % 97, i);
+		snprintf(side, sizeof(side), "folder/%d/image-%d.json", i % 97, i);
+		assert_int_equal(index_put(idx, &e), 0);
+	}
+	assert_int_equal(index_count(idx), MANY);
+	for (int i = 0; i < MANY; i++) {
+		const struct index_entry *got;
+
+		snprintf(key, sizeof(key), "folder/%d/image-%d.png", i % 97, i);
+		got = index_get(idx, key);
+		assert_non_null(got);
+		assert_int_equal(got->finished_at, i);
+	}
+	index_foreach(idx, count_cb, &n);
+	assert_int_equal(n, MANY);
+
+	/* Removing every other entry must not lose the rest of a probe run. */
+	for (int i = 0; i < MANY; i += 2) {
+		snprintf(key, sizeof(key), "folder/%d/image-%d.png", i % 97, i);
+		assert_int_equal(index_remove(idx, key), 0);
+	}
+	assert_int_equal(index_count(idx), MANY / 2);
+	for (int i = 0; i < MANY; i++) {
+		snprintf(key, sizeof(key), "folder/%d/image-%d.png", i % 97, i);
+		if (i % 2)
+			assert_non_null(index_get(idx, key));
+		else
+			assert_null(index_get(idx, key));
+	}
+	index_free(idx);
+}
+
+static char *success_doc(const char *source, int64_t completed_at)
+{
+	cJSON *usage = cJSON_Parse("{\"generated_images\": 1, \"output_tokens\": 16384}");
+	struct sidecar_success s = {
+		.src = {.source = source,
+			.sha256_hex = SHA,
+			.size = 2048,
+			.mtime_sec = 1700000000,
+			.mtime_nsec = 123456789},
+		.output = "x.jpeg",
+		.model = "seedream-4-0-250828",
+		.prompt = "a \"quoted\" prompt, çiçek",
+		.size = "2K",
+		.response_format = "b64_json",
+		.created = 1700000100,
+		.usage = usage,
+		.attempts = 1,
+		.elapsed_ms = 900,
+		.completed_at = completed_at,
+		.version = "0.1.0",
+	};
+	char *text = output_sidecar_json(&s);
+
+	assert_non_null(text);
+	cJSON_Delete(usage);
+	return text;
+}
+
+static char *error_doc(const char *source, int64_t failed_at)
+{
+	struct sidecar_error e = {
+		.src = {.source = source,
+			.sha256_hex = NULL,
+			.size = 4096,
+			.mtime_sec = 1700000001,
+			.mtime_nsec = 0},
+		.http_status = 0,
+		.code = "LocalValidation.TooSmall",
+		.message = "too small",
+		.failed_at = failed_at,
+		.version = "0.1.0",
+	};
+	char *text = output_error_json(&e);
+
+	assert_non_null(text);
+	return text;
+}
+
+static void test_parse_success(void **state)
+{
+	struct index_entry e;
+	char *text = success_doc("sub/ç.png", 1700000200);
+
+	(void)state;
+	assert_int_equal(index_parse_sidecar(text, strlen(text), "sub/ç.json", &e), 0);
+	assert_string_equal(e.source, "sub/ç.png");
+	assert_string_equal(e.sidecar, "sub/ç.json");
+	assert_int_equal(e.size, 2048);
+	assert_int_equal(e.mtime_sec, 1700000000);
+	assert_int_equal(e.mtime_nsec, 123456789);
+	assert_string_equal(e.sha256, SHA);
+	assert_false(e.failed);
+	assert_int_equal(e.finished_at, 1700000200);
+	assert_int_equal(e.generated_images, 1);
+	index_entry_clear(&e);
+	assert_null(e.source);
+	free(text);
+}
+
+static void test_parse_error(void **state)
+{
+	struct index_entry e;
+	char *text = error_doc("b.png", 1700000300);
+
+	(void)state;
+	assert_int_equal(index_parse_sidecar(text, strlen(text), "b.error.json", &e), 0);
+	assert_string_equal(e.source, "b.png");
+	assert_int_equal(e.size, 4096);
+	assert_int_equal(e.mtime_sec, 1700000001);
+	assert_int_equal(e.mtime_nsec, 0);
+	assert_string_equal(e.sha256, "");
+	assert_true(e.failed);
+	assert_int_equal(e.finished_at, 1700000300);
+	assert_int_equal(e.generated_images, 0);
+	index_entry_clear(&e);
+	free(text);
+}
+
+#define MT "\"source_mtime\": \"2023-11-14T22:13:20.5Z\""
+
+static void test_parse_lenient_members(void **state)
+{
+	static const char doc[] = "{\"source\": \"a.png\", \"source_size\": 0, " MT ", "
+				  "\"source_sha256\": \"0123456789ABCDEF0123456789abcdef"
+				  "0123456789abcdef0123456789abcdef\", \"usage\": "
+				  "{\"generated_images\": \"many\"}}";
+	struct index_entry e;
+
+	(void)state;
+	assert_int_equal(index_parse_sidecar(doc, strlen(doc), "a.json", &e), 0);
+	assert_int_equal(e.size, 0);
+	assert_int_equal(e.mtime_nsec, 500000000);
+	assert_int_equal(e.finished_at, 0);
+	assert_int_equal(e.generated_images, 0);
+	assert_string_equal(e.sha256, SHA);
+	index_entry_clear(&e);
+}
+
+static void test_parse_invalid(void **state)
+{
+	static const char *const bad[] = {
+		"",
+		"garbage",
+		"[]",
+		"\"a string\"",
+		"null",
+		"{}",
+		"{\"name\": \"package\", \"version\": \"1.0.0\"}",
+		"{\"source_size\": 1, " MT "}",
+		"{\"source\": 5, \"source_size\": 1, " MT "}",
+		"{\"source\": \"\", \"source_size\": 1, " MT "}",
+		"{\"source\": \"a\", " MT "}",
+		"{\"source\": \"a\", \"source_size\": -1, " MT "}",
+		"{\"source\": \"a\", \"source_size\": 1.5, " MT "}",
+		"{\"source\": \"a\", \"source_size\": \"1\", " MT "}",
+		"{\"source\": \"a\", \"source_size\": 1e300, " MT "}",
+		"{\"source\": \"a\", \"source_size\": 1}",
+		"{\"source\": \"a\", \"source_size\": 1, \"source_mtime\": 1700000000}",
+		"{\"source\": \"a\", \"source_size\": 1, \"source_mtime\": \"yesterday\"}",
+		"{\"source\": \"a\", \"source_size\": 1, "
+		"\"source_mtime\": \"2023-11-14T22:13:20+01:00\"}",
+		"{\"source\": \"a\", \"source_size\": 1, " MT ", \"source_sha256\": 7}",
+		"{\"source\": \"a\", \"source_size\": 1, " MT ", \"source_sha256\": \"abc\"}",
+		"{\"source\": \"a\", \"source_size\": 1, " MT ", \"error\": \"boom\"}",
+		"{\"source\": \"a\", \"source_size\": 1, " MT ", \"completed_at\": 5}",
+		"{\"source\": \"a\", \"source_size\": 1, " MT ", \"completed_at\": \"now\"}",
+		"{\"source\": \"a\", \"source_size\": 1, " MT ", \"error\": {}, "
+		"\"failed_at\": \"2023\"}",
+	};
+	struct index_entry e;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int r = index_parse_sidecar(bad[i], strlen(bad[i]), "x.json", &e);
+
+		assert_int_equal(r, -EINVAL);
+		assert_null(e.source);
+	}
+	/* The length bounds the text: a valid document cut short is invalid. */
+	{
+		char *text = success_doc("a.png", 1);
+
+		int r = index_parse_sidecar(text, strlen(text) / 2, "x.json", &e);
+
+		assert_int_equal(r, -EINVAL);
+		free(text);
+	}
+}
+
+/* A temporary output tree, removed after each test. */
+static char root[64];
+
+static int setup_tree(void **state)
+{
+	(void)state;
+	snprintf(root, sizeof(root), "/tmp/test_index.XXXXXX");
+	return mkdtemp(root) ? 0 : -1;
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int teardown_tree(void **state)
+{
+	(void)state;
+	return nftw(root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void put_file(const char *rel, const char *text)
+{
+	char path[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", root, rel);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void put_doc(const char *rel, char *text)
+{
+	put_file(rel, text);
+	free(text);
+}
+
+static void make_dir(const char *rel)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/%s", root, rel);
+	assert_int_equal(mkdir(path, 0755), 0);
+}
+
+static void test_load_tree(void **state)
+{
+	struct index *idx = NULL;
+	const struct index_entry *got;
+	char path[4096], skip[4096];
+	size_t skipped = 99;
+
+	(void)state;
+	make_dir("sub");
+	make_dir("sub/deep");
+	make_dir("done");
+	make_dir(".hiddendir");
+	put_doc("a.json", success_doc("a.png", 100));
+	put_doc("sub/b.error.json", error_doc("sub/b.png", 100));
+	put_doc("sub/deep/c.json", success_doc("sub/deep/c.png", 100));
+	/* Newest wins: n failed after it succeeded, m succeeded after it failed. */
+	put_doc("n.json", success_doc("n.png", 100));
+	put_doc("n.error.json", error_doc("n.png", 200));
+	put_doc("sub/m.json", success_doc("m.png", 300));
+	put_doc("sub/deep/m.error.json", error_doc("m.png", 200));
+	put_file("foreign.json", "{\"name\": \"not a sidecar\"}\n");
+	put_file("sub/garbage.json", "\x01\x02 not json");
+	put_file("notes.txt", "not even named like a sidecar");
+	put_doc(".hidden.json", success_doc("hidden.png", 100));
+	put_doc(".hiddendir/h.json", success_doc("h.png", 100));
+	put_doc("done/d.json", success_doc("d.png", 100));
+	snprintf(path, sizeof(path), "%s/link.json", root);
+	assert_int_equal(symlink("a.json", path), 0);
+	snprintf(path, sizeof(path), "%s/outside.json", root);
+	assert_int_equal(symlink("/nonexistent/x.json", path), 0);
+	snprintf(path, sizeof(path), "%s/linkdir", root);
+	assert_int_equal(symlink("sub", path), 0);
+
+	snprintf(skip, sizeof(skip), "%s/done", root);
+	assert_int_equal(index_new(&idx), 0);
+	assert_int_equal(index_load_tree(idx, root, skip, &skipped), 0);
+	assert_int_equal(skipped, 2);
+	assert_int_equal(index_count(idx), 5);
+
+	got = index_get(idx, "a.png");
+	assert_non_null(got);
+	assert_string_equal(got->sidecar, "a.json");
+	assert_false(got->failed);
+	got = index_get(idx, "sub/b.png");
+	assert_non_null(got);
+	assert_string_equal(got->sidecar, "sub/b.error.json");
+	assert_true(got->failed);
+	assert_int_equal(got->size, 4096);
+	got = index_get(idx, "sub/deep/c.png");
+	assert_non_null(got);
+	assert_string_equal(got->sidecar, "sub/deep/c.json");
+	assert_int_equal(got->mtime_nsec, 123456789);
+	got = index_get(idx, "n.png");
+	assert_non_null(got);
+	assert_true(got->failed);
+	assert_string_equal(got->sidecar, "n.error.json");
+	got = index_get(idx, "m.png");
+	assert_non_null(got);
+	assert_false(got->failed);
+	assert_string_equal(got->sidecar, "sub/m.json");
+	assert_null(index_get(idx, "hidden.png"));
+	assert_null(index_get(idx, "h.png"));
+	assert_null(index_get(idx, "d.png"));
+	index_free(idx);
+
+	/* Without skip_dir, done/ is an ordinary folder. */
+	assert_int_equal(index_new(&idx), 0);
+	assert_int_equal(index_load_tree(idx, root, NULL, NULL), 0);
+	assert_int_equal(index_count(idx), 6);
+	assert_string_equal(index_get(idx, "d.png")->sidecar, "done/d.json");
+	index_free(idx);
+}
+
+static void test_load_missing_root(void **state)
+{
+	struct index *idx = NULL;
+	char path[4096];
+	size_t skipped = 99;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/does/not/exist", root);
+	assert_int_equal(index_new(&idx), 0);
+	assert_int_equal(index_load_tree(idx, path, "/nonexistent", &skipped), 0);
+	assert_int_equal(skipped, 0);
+	assert_int_equal(index_count(idx), 0);
+
+	put_file("plain", "x");
+	snprintf(path, sizeof(path), "%s/plain", root);
+	assert_int_equal(index_load_tree(idx, path, NULL, &skipped), -ENOTDIR);
+	index_free(idx);
+}
+
+static void test_load_depth_limit(void **state)
+{
+	struct index *idx = NULL;
+	char rel[4096] = "";
+	size_t len = 0;
+
+	(void)state;
+	/* Sidecars at folder depths 1..66; only depths up to 64 are read. */
+	for (int depth = 1; depth <= 66; depth++) {
+		char name[64], file[4200], *doc;
+
+		len += (size_t)snprintf(rel + len, sizeof(rel) - len, "%sd", len ? "/" : "");
+		make_dir(rel);
+		snprintf(name, sizeof(name), "src%d.png", depth);
+		snprintf(file, sizeof(file), "%s/s.json", rel);
+		doc = success_doc(name, 1);
+		put_doc(file, doc);
+	}
+	assert_int_equal(index_new(&idx), 0);
+	assert_int_equal(index_load_tree(idx, root, NULL, NULL), 0);
+	assert_int_equal(index_count(idx), 64);
+	assert_non_null(index_get(idx, "src64.png"));
+	assert_null(index_get(idx, "src65.png"));
+	index_free(idx);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_put_get_remove),
+		cmocka_unit_test(test_many),
+		cmocka_unit_test(test_parse_success),
+		cmocka_unit_test(test_parse_error),
+		cmocka_unit_test(test_parse_lenient_members),
+		cmocka_unit_test(test_parse_invalid),
+		cmocka_unit_test_setup_teardown(test_load_tree, setup_tree, teardown_tree),
+		cmocka_unit_test_setup_teardown(test_load_missing_root, setup_tree, teardown_tree),
+		cmocka_unit_test_setup_teardown(test_load_depth_limit, setup_tree, teardown_tree),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

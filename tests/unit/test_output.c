@@ -3,4 +3,632 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
-int main(void) { return 0; }
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "output.h"
+
+/* A fresh temporary directory per test, removed (one level deep) after. */
+struct tmpdir {
+	char path[64];
+	int fd;
+};
+
+static int setup_dir(void **state)
+{
+	struct tmpdir *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return -1;
+	snprintf(t->path, sizeof(t->path), "/tmp/test_output.XXXXXX");
+	if (!mkdtemp(t->path)) {
+		free(t);
+		return -1;
+	}
+	t->fd = open(t->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (t->fd < 0) {
+		free(t);
+		return -1;
+	}
+	*state = t;
+	return 0;
+}
+
+static int teardown_dir(void **state)
+{
+	struct tmpdir *t = *state;
+	struct dirent *de;
+	DIR *dir = opendir(t->path);
+
+	if (dir) {
+		while ((de = readdir(dir)))
+			if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+				(void)unlinkat(t->fd, de->d_name, 0);
+		closedir(dir);
+	}
+	close(t->fd);
+	rmdir(t->path);
+	free(t);
+	return 0;
+}
+
+static void write_file(int dirfd, const char *name, const char *text)
+{
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+static char *read_file(int dirfd, const char *name)
+{
+	static char buf[4096];
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return NULL;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	assert_true(n >= 0);
+	buf[n] = '\0';
+	return buf;
+}
+
+/* Names in the directory that start with '.' (temporary files). */
+static int count_hidden(const char *path)
+{
+	struct dirent *de;
+	DIR *dir = opendir(path);
+	int n = 0;
+
+	assert_non_null(dir);
+	while ((de = readdir(dir)))
+		if (de->d_name[0] == '.' && strcmp(de->d_name, ".") != 0 &&
+		    strcmp(de->d_name, "..") != 0)
+			n++;
+	closedir(dir);
+	return n;
+}
+
+static void check_stem(const char *name, const char *want)
+{
+	char out[OUTPUT_STEM_MAX + 1];
+
+	assert_int_equal(output_safe_stem(name, out, sizeof(out)), 0);
+	assert_string_equal(out, want);
+}
+
+static void test_stem_basic(void **state)
+{
+	(void)state;
+	check_stem("photo.jpg", "photo");
+	check_stem("a.b.png", "a.b");
+	check_stem(".hidden.png", "_hidden");
+	check_stem(".hidden", "_hidden");
+	check_stem("..jpg", "_");
+	check_stem("..", "_");
+	check_stem(".", "_");
+	check_stem("noext", "noext");
+	check_stem("trailing.", "trailing");
+	check_stem(".png", "_png");
+	check_stem("", "_");
+}
+
+static void test_stem_control_and_invalid(void **state)
+{
+	(void)state;
+	check_stem("a\nb.png", "a_b");
+	check_stem("a\tb\rc.png", "a_b_c");
+	check_stem("del\x7f.png", "del_");
+	check_stem("a/b.png", "a_b");
+	check_stem("lone\xff.png", "lone_");
+	check_stem("cut\xc3.png", "cut_");            /* truncated 2-byte */
+	check_stem("cut\xe2\x82.png", "cut__");       /* truncated 3-byte */
+	check_stem("over\xc0\xaf.png", "over__");     /* overlong '/' */
+	check_stem("over\xe0\x80\xaf.png", "over___"); /* overlong 3-byte */
+	check_stem("sur\xed\xa0\x80.png", "sur___");   /* UTF-16 surrogate */
+	check_stem("big\xf4\x90\x80\x80.png", "big____");
+	check_stem("\n.png", "_");
+}
+
+static void test_stem_unicode(void **state)
+{
+	(void)state;
+	check_stem("Fotoğraf çiçek.png", "Fotoğraf çiçek");
+	check_stem("写真.jpeg", "写真");
+	check_stem("\xf0\x9f\x98\x80.png", "\xf0\x9f\x98\x80");
+}
+
+static void test_stem_length(void **state)
+{
+	char name[300], out[OUTPUT_STEM_MAX + 1];
+	size_t i;
+
+	(void)state;
+	/* 125 x "ç" (2 bytes each) = 250 bytes, plus one ASCII byte up front so
+	 * that byte 200 falls inside a character. */
+	name[0] = 'x';
+	for (i = 0; i < 125; i++)
+		memcpy(name + 1 + 2 * i, "\xc3\xa7", 2);
+	strcpy(name + 251, ".png");
+	assert_int_equal(output_safe_stem(name, out, sizeof(out)), 0);
+	assert_int_equal(strlen(out), 199);
+	assert_memory_equal(out, name, 199);
+
+	memset(name, 'a', 250);
+	strcpy(name + 250, ".png");
+	assert_int_equal(output_safe_stem(name, out, sizeof(out)), 0);
+	assert_int_equal(strlen(out), OUTPUT_STEM_MAX);
+
+	assert_int_equal(output_safe_stem(NULL, out, sizeof(out)), -EINVAL);
+}
+
+static void test_ext(void **state)
+{
+	(void)state;
+	assert_string_equal(output_ext_for(IMAGE_FORMAT_PNG), ".png");
+	assert_string_equal(output_ext_for(IMAGE_FORMAT_JPEG), ".jpeg");
+	assert_string_equal(output_ext_for(IMAGE_FORMAT_WEBP), ".webp");
+	assert_string_equal(output_ext_for(IMAGE_FORMAT_BMP), ".bmp");
+	assert_string_equal(output_ext_for(IMAGE_FORMAT_TIFF), ".tiff");
+	assert_string_equal(output_ext_for(IMAGE_FORMAT_GIF), ".gif");
+	assert_string_equal(output_ext_for(IMAGE_FORMAT_UNKNOWN), ".bin");
+}
+
+static bool reserve_plain(const char *candidate, void *userdata)
+{
+	return strcmp(candidate, (const char *)userdata) == 0;
+}
+
+static void test_choose_stem(void **state)
+{
+	struct tmpdir *t = *state;
+	char stem[OUTPUT_NAME_MAX];
+
+	assert_int_equal(output_choose_stem(t->fd, "photo", "a/photo.jpg", NULL, NULL, stem,
+					    sizeof(stem)),
+			 0);
+	assert_string_equal(stem, "photo");
+
+	write_file(t->fd, "photo.json", "{\"source\": \"a/photo.jpg\"}\n");
+	assert_int_equal(output_choose_stem(t->fd, "photo", "a/photo.jpg", NULL, NULL, stem,
+					    sizeof(stem)),
+			 0);
+	assert_string_equal(stem, "photo");
+
+	assert_int_equal(output_choose_stem(t->fd, "photo", "b/photo.png", NULL, NULL, stem,
+					    sizeof(stem)),
+			 0);
+	assert_string_equal(stem, "photo-2");
+
+	write_file(t->fd, "photo-2.error.json", "{\"source\": \"b/photo.png\"}\n");
+	assert_int_equal(output_choose_stem(t->fd, "photo", "c/photo.gif", NULL, NULL, stem,
+					    sizeof(stem)),
+			 0);
+	assert_string_equal(stem, "photo-3");
+	assert_int_equal(output_choose_stem(t->fd, "photo", "b/photo.png", NULL, NULL, stem,
+					    sizeof(stem)),
+			 0);
+	assert_string_equal(stem, "photo-2");
+
+	/* The same source reserved by an in-flight job elsewhere. */
+	assert_int_equal(output_choose_stem(t->fd, "photo", "a/photo.jpg", reserve_plain, "photo",
+					    stem, sizeof(stem)),
+			 0);
+	assert_string_equal(stem, "photo-3");
+	assert_int_equal(output_choose_stem(t->fd, "new", "new.jpg", reserve_plain, "new", stem,
+					    sizeof(stem)),
+			 0);
+	assert_string_equal(stem, "new-2");
+}
+
+static void test_choose_stem_unreadable(void **state)
+{
+	struct tmpdir *t = *state;
+	char stem[OUTPUT_NAME_MAX];
+
+	/* Garbage, a non-object, a symlink and a directory all count as taken. */
+	write_file(t->fd, "g.json", "not json at all");
+	write_file(t->fd, "g-2.json", "[\"g.png\"]");
+	assert_int_equal(symlinkat("g.json", t->fd, "g-3.json"), 0);
+	write_file(t->fd, "g-4.error.json", "{\"source\": 42}");
+	assert_int_equal(mkdirat(t->fd, "g-5.json", 0755), 0);
+	assert_int_equal(mkfifoat(t->fd, "g-6.json", 0644), 0);
+	assert_int_equal(output_choose_stem(t->fd, "g", "g.png", NULL, NULL, stem, sizeof(stem)),
+			 0);
+	assert_string_equal(stem, "g-7");
+	assert_int_equal(unlinkat(t->fd, "g-5.json", AT_REMOVEDIR), 0);
+
+	/* A matching source in one sidecar and a foreign one in the other. */
+	write_file(t->fd, "h.json", "{\"source\": \"h.png\"}");
+	write_file(t->fd, "h.error.json", "{\"source\": \"other.png\"}");
+	assert_int_equal(output_choose_stem(t->fd, "h", "h.png", NULL, NULL, stem, sizeof(stem)),
+			 0);
+	assert_string_equal(stem, "h-2");
+
+	assert_int_equal(output_choose_stem(t->fd, "", "h.png", NULL, NULL, stem, sizeof(stem)),
+			 -EINVAL);
+	assert_int_equal(output_choose_stem(t->fd, "h", "h.png", NULL, NULL, stem, 3),
+			 -ENAMETOOLONG);
+}
+
+static bool reserve_all(const char *candidate, void *userdata)
+{
+	(void)candidate;
+	(void)userdata;
+	return true;
+}
+
+static void test_choose_stem_exhausted(void **state)
+{
+	struct tmpdir *t = *state;
+	char stem[OUTPUT_NAME_MAX];
+
+	assert_int_equal(output_choose_stem(t->fd, "x", "x.png", reserve_all, NULL, stem,
+					    sizeof(stem)),
+			 -EEXIST);
+}
+
+static void test_write_atomic(void **state)
+{
+	struct tmpdir *t = *state;
+
+	assert_int_equal(output_write_atomic(t->fd, "a.png", "hello", 5), 0);
+	assert_string_equal(read_file(t->fd, "a.png"), "hello");
+	assert_int_equal(count_hidden(t->path), 0);
+
+	/* Over an existing file: replaced. */
+	assert_int_equal(output_write_atomic(t->fd, "a.png", "bye", 3), 0);
+	assert_string_equal(read_file(t->fd, "a.png"), "bye");
+	assert_int_equal(count_hidden(t->path), 0);
+
+	assert_int_equal(output_write_atomic(t->fd, "empty", "", 0), 0);
+	assert_string_equal(read_file(t->fd, "empty"), "");
+	assert_int_equal(output_write_atomic(t->fd, "a/b", "x", 1), -EINVAL);
+}
+
+static void test_tmp_open_abort(void **state)
+{
+	struct tmpdir *t = *state;
+	char tmp[OUTPUT_NAME_MAX + 32], tmp2[OUTPUT_NAME_MAX + 32];
+	struct stat st;
+	int fd, fd2;
+
+	fd = output_tmp_open(t->fd, "b.json", tmp, sizeof(tmp));
+	assert_true(fd >= 0);
+	assert_true(strncmp(tmp, ".b.json.", 8) == 0);
+	assert_true(strlen(tmp) > 12 && strcmp(tmp + strlen(tmp) - 4, ".tmp") == 0);
+	assert_int_equal(fstatat(t->fd, tmp, &st, 0), 0);
+	assert_int_equal(st.st_mode & 0777 & ~(mode_t)022, 0644 & ~(mode_t)022);
+
+	fd2 = output_tmp_open(t->fd, "b.json", tmp2, sizeof(tmp2));
+	assert_true(fd2 >= 0);
+	assert_string_not_equal(tmp, tmp2);
+
+	assert_int_equal(write(fd, "x", 1), 1);
+	output_tmp_abort(t->fd, fd, tmp);
+	output_tmp_abort(t->fd, fd2, tmp2);
+	assert_int_equal(count_hidden(t->path), 0);
+	assert_int_equal(faccessat(t->fd, "b.json", F_OK, 0), -1);
+
+	assert_int_equal(output_tmp_open(t->fd, "b.json", tmp, 10), -ENAMETOOLONG);
+}
+
+static void test_tmp_commit(void **state)
+{
+	struct tmpdir *t = *state;
+	char tmp[OUTPUT_NAME_MAX + 32];
+	int fd;
+
+	write_file(t->fd, "c.json", "old");
+	fd = output_tmp_open(t->fd, "c.json", tmp, sizeof(tmp));
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "new", 3), 3);
+	assert_int_equal(output_tmp_commit(t->fd, fd, tmp, "c.json"), 0);
+	assert_string_equal(read_file(t->fd, "c.json"), "new");
+	assert_int_equal(count_hidden(t->path), 0);
+
+	/* A rename that fails (into a missing folder) removes the temporary. */
+	fd = output_tmp_open(t->fd, "d.json", tmp, sizeof(tmp));
+	assert_true(fd >= 0);
+	assert_int_equal(output_tmp_commit(t->fd, fd, tmp, "missing/d.json"), -ENOENT);
+	assert_int_equal(count_hidden(t->path), 0);
+}
+
+static void test_tmp_commit_opath(void **state)
+{
+	struct tmpdir *t = *state;
+	char tmp[OUTPUT_NAME_MAX + 32];
+	int dfd, fd;
+
+	/* fsync() refuses O_PATH descriptors; the commit still syncs the folder. */
+	dfd = open(t->path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dfd >= 0);
+	fd = output_tmp_open(dfd, "e.json", tmp, sizeof(tmp));
+	assert_true(fd >= 0);
+	assert_int_equal(output_tmp_commit(dfd, fd, tmp, "e.json"), 0);
+	assert_string_equal(read_file(t->fd, "e.json"), "");
+	close(dfd);
+}
+
+static void check_time(int64_t sec, long nsec, const char *want)
+{
+	char buf[64];
+	int64_t s;
+	long ns;
+
+	assert_int_equal(output_rfc3339(sec, nsec, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, want);
+	assert_int_equal(output_parse_rfc3339(buf, &s, &ns), 0);
+	assert_int_equal(s, sec);
+	assert_int_equal(ns, nsec < 0 ? 0 : nsec);
+}
+
+static void test_rfc3339_roundtrip(void **state)
+{
+	(void)state;
+	check_time(0, -1, "1970-01-01T00:00:00Z");
+	check_time(0, 0, "1970-01-01T00:00:00.000000000Z");
+	check_time(1795533414, -1, "2026-11-24T15:16:54Z");
+	check_time(1795533414, 123456789, "2026-11-24T15:16:54.123456789Z");
+	check_time(1795533414, 1, "2026-11-24T15:16:54.000000001Z");
+	check_time(-1, 999999999, "1969-12-31T23:59:59.999999999Z");
+	check_time(951782400, -1, "2000-02-29T00:00:00Z");
+	check_time(253402300799, -1, "9999-12-31T23:59:59Z");
+}
+
+static void test_rfc3339_parse(void **state)
+{
+	int64_t s;
+	long ns;
+
+	(void)state;
+	assert_int_equal(output_parse_rfc3339("2026-11-24T15:16:54.5Z", &s, &ns), 0);
+	assert_int_equal(s, 1795533414);
+	assert_int_equal(ns, 500000000);
+	assert_int_equal(output_parse_rfc3339("2026-11-24T15:16:54.000123Z", &s, &ns), 0);
+	assert_int_equal(ns, 123000);
+
+	static const char *const bad[] = {
+		"",
+		"garbage",
+		"2026-11-24",
+		"2026-11-24T15:16:54",
+		"2026-11-24T15:16:54+00:00",
+		"2026-11-24T15:16:54+02:00",
+		"2026-11-24T15:16:54.123-05:00",
+		"2026-11-24 15:16:54Z",
+		"2026-11-24T15:16:54z",
+		"2026-11-24T15:16:54.Z",
+		"2026-11-24T15:16:54.1234567890Z",
+		"2026-11-24T15:16:54ZZ",
+		"2026-11-24T15:16:54Z ",
+		" 2026-11-24T15:16:54Z",
+		"2026-13-01T00:00:00Z",
+		"2026-00-01T00:00:00Z",
+		"2026-02-29T00:00:00Z",
+		"2026-04-31T00:00:00Z",
+		"2026-11-24T24:00:00Z",
+		"2026-11-24T23:60:00Z",
+		"2026-11-24T23:59:60Z",
+		"+026-11-24T23:59:59Z",
+		"2026-1-24T23:59:59Z",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(output_parse_rfc3339(bad[i], &s, &ns), -EINVAL);
+	assert_int_equal(output_parse_rfc3339(NULL, &s, &ns), -EINVAL);
+}
+
+static void test_rfc3339_format_errors(void **state)
+{
+	char buf[64];
+
+	(void)state;
+	assert_int_equal(output_rfc3339(0, 1000000000L, buf, sizeof(buf)), -EINVAL);
+	assert_int_equal(output_rfc3339(0, 0, buf, 10), -EINVAL);
+	assert_int_equal(output_rfc3339(253402300800, -1, buf, sizeof(buf)), -EINVAL);
+}
+
+static const cJSON *member(const cJSON *obj, const char *key)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+	assert_non_null(item);
+	return item;
+}
+
+static void check_str(const cJSON *obj, const char *key, const char *want)
+{
+	const cJSON *item = member(obj, key);
+
+	assert_true(cJSON_IsString(item));
+	assert_string_equal(item->valuestring, want);
+}
+
+static void check_num(const cJSON *obj, const char *key, double want)
+{
+	const cJSON *item = member(obj, key);
+
+	assert_true(cJSON_IsNumber(item));
+	assert_true(item->valuedouble == want);
+}
+
+static void check_null(const cJSON *obj, const char *key)
+{
+	assert_true(cJSON_IsNull(member(obj, key)));
+}
+
+static const char SHA[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+static const char PROMPT[] = "Make it \"cinematic\" \\ with çiçek & 写真\nline two";
+
+static void test_sidecar_json(void **state)
+{
+	cJSON *usage = cJSON_Parse("{\"generated_images\": 1, \"output_tokens\": 16384, "
+				   "\"total_tokens\": 16384}");
+	struct sidecar_success s = {
+		.src = {.source = "sub/Fotoğraf \"1\".jpg",
+			.sha256_hex = SHA,
+			.size = 123456789012ULL,
+			.mtime_sec = 1795533414,
+			.mtime_nsec = 7},
+		.output = "sub/Fotoğraf _1_.jpeg",
+		.model = "seedream-4-0-250828",
+		.prompt = PROMPT,
+		.size = "2K",
+		.result_size = "2048x2048",
+		.watermark = false,
+		.response_format = "b64_json",
+		.created = 1795533400,
+		.usage = usage,
+		.request_id = "req-1",
+		.attempts = 2,
+		.elapsed_ms = 12345,
+		.completed_at = 1795533414,
+		.version = "0.1.0",
+	};
+	cJSON *root;
+	char *text;
+
+	(void)state;
+	assert_non_null(usage);
+	text = output_sidecar_json(&s);
+	assert_non_null(text);
+	assert_int_equal(text[strlen(text) - 1], '\n');
+	assert_non_null(strchr(text, '\t')); /* pretty-printed */
+	root = cJSON_Parse(text);
+	assert_non_null(root);
+	check_str(root, "source", s.src.source);
+	check_str(root, "source_sha256", SHA);
+	check_num(root, "source_size", 123456789012.0);
+	check_str(root, "source_mtime", "2026-11-24T15:16:54.000000007Z");
+	check_str(root, "output", s.output);
+	check_str(root, "model", s.model);
+	check_str(root, "prompt", PROMPT);
+	check_str(root, "size", "2K");
+	check_str(root, "result_size", "2048x2048");
+	assert_true(cJSON_IsFalse(member(root, "watermark")));
+	check_str(root, "response_format", "b64_json");
+	check_num(root, "created", 1795533400);
+	assert_true(cJSON_Compare(member(root, "usage"), usage, true));
+	check_str(root, "request_id", "req-1");
+	check_num(root, "attempts", 2);
+	check_num(root, "elapsed_ms", 12345);
+	check_str(root, "completed_at", "2026-11-24T15:16:54Z");
+	check_str(root, "seedreamd_version", "0.1.0");
+	assert_int_equal(cJSON_GetArraySize(root), 18);
+	cJSON_Delete(root);
+	free(text);
+
+	/* Optional members become null. */
+	s.usage = NULL;
+	s.request_id = NULL;
+	s.result_size = NULL;
+	s.watermark = true;
+	text = output_sidecar_json(&s);
+	assert_non_null(text);
+	root = cJSON_Parse(text);
+	assert_non_null(root);
+	check_null(root, "usage");
+	check_null(root, "request_id");
+	check_null(root, "result_size");
+	assert_true(cJSON_IsTrue(member(root, "watermark")));
+	cJSON_Delete(root);
+	free(text);
+	cJSON_Delete(usage);
+}
+
+static void test_error_json(void **state)
+{
+	struct sidecar_error e = {
+		.src = {.source = "a\"b\".png",
+			.sha256_hex = SHA,
+			.size = 42,
+			.mtime_sec = 0,
+			.mtime_nsec = 999999999},
+		.http_status = 400,
+		.code = "InvalidParameter",
+		.message = "The \"image\" is bad: çok kötü",
+		.request_id = "req-2",
+		.attempts = 1,
+		.failed_at = 1795533414,
+		.version = "0.1.0",
+	};
+	const cJSON *err;
+	cJSON *root;
+	char *text;
+
+	(void)state;
+	text = output_error_json(&e);
+	assert_non_null(text);
+	assert_int_equal(text[strlen(text) - 1], '\n');
+	root = cJSON_Parse(text);
+	assert_non_null(root);
+	check_str(root, "source", e.src.source);
+	check_str(root, "source_sha256", SHA);
+	check_num(root, "source_size", 42);
+	check_str(root, "source_mtime", "1970-01-01T00:00:00.999999999Z");
+	err = member(root, "error");
+	assert_true(cJSON_IsObject(err));
+	check_num(err, "http_status", 400);
+	check_str(err, "code", "InvalidParameter");
+	check_str(err, "message", e.message);
+	check_str(root, "request_id", "req-2");
+	check_num(root, "attempts", 1);
+	check_str(root, "failed_at", "2026-11-24T15:16:54Z");
+	check_str(root, "seedreamd_version", "0.1.0");
+	assert_int_equal(cJSON_GetArraySize(root), 9);
+	cJSON_Delete(root);
+	free(text);
+
+	/* Local validation: no HTTP exchange, no request id. */
+	e.http_status = 0;
+	e.request_id = NULL;
+	e.attempts = 0;
+	text = output_error_json(&e);
+	assert_non_null(text);
+	root = cJSON_Parse(text);
+	assert_non_null(root);
+	check_null(member(root, "error"), "http_status");
+	check_null(root, "request_id");
+	check_num(root, "attempts", 0);
+	cJSON_Delete(root);
+	free(text);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_stem_basic),
+		cmocka_unit_test(test_stem_control_and_invalid),
+		cmocka_unit_test(test_stem_unicode),
+		cmocka_unit_test(test_stem_length),
+		cmocka_unit_test(test_ext),
+		cmocka_unit_test_setup_teardown(test_choose_stem, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_choose_stem_unreadable, setup_dir,
+						teardown_dir),
+		cmocka_unit_test_setup_teardown(test_choose_stem_exhausted, setup_dir,
+						teardown_dir),
+		cmocka_unit_test_setup_teardown(test_write_atomic, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tmp_open_abort, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tmp_commit, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_tmp_commit_opath, setup_dir, teardown_dir),
+		cmocka_unit_test(test_rfc3339_roundtrip),
+		cmocka_unit_test(test_rfc3339_parse),
+		cmocka_unit_test(test_rfc3339_format_errors),
+		cmocka_unit_test(test_sidecar_json),
+		cmocka_unit_test(test_error_json),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
