@@ -981,6 +981,19 @@ static int check_overlaps(struct ctx *c, const struct config *cfg, const struct 
 					       quote(f[i].path).s, f[j].line);
 	for (size_t i = 0; i < n; i++) {
 		for (size_t j = 0; j < n; j++) {
+			/* Sidecars name sources relative to their folder: two folders
+			 * writing into one output would overwrite each other. */
+			if (j < i && !strcmp(f[i].output, f[j].output))
+				return fail_at(c, m[i].output,
+					       "output %s is also the output of the folder at line "
+					       "%d: each folder needs its own",
+					       quote(f[i].output).s, f[j].line);
+			/* A file inside both would be taken (and paid for) twice. */
+			if (i != j && f[j].recursive && path_within(f[i].path, f[j].path))
+				return fail_at(c, m[i].path,
+					       "folder %s is inside the recursive folder %s: its "
+					       "files would be taken twice",
+					       quote(f[i].path).s, quote(f[j].path).s);
 			if (path_within(f[i].output, f[j].path))
 				return fail_at(c, m[i].output,
 					       "output %s is inside (or is) the watched folder %s: "

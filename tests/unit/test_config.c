@@ -524,6 +524,8 @@ static void test_refuse_sizes(void **state)
 
 static void test_refuse_overlaps(void **state)
 {
+	struct config *cfg;
+
 	(void)state;
 	refused(API "folders:\n"
 		    "  - path: /srv/in\n"
@@ -572,8 +574,34 @@ static void test_refuse_overlaps(void **state)
 		    "  done_dir: /srv/in/done\n" ONE_FOLDER,
 		"test.yaml:6:13: ", "done_dir");
 
+	/* Two folders sharing one output would overwrite each other's results. */
+	refused(API "folders:\n"
+		    "  - path: /srv/a\n"
+		    "    prompt: p\n"
+		    "    output: /srv/out\n"
+		    "  - path: /srv/b\n"
+		    "    prompt: p\n"
+		    "    output: /srv/out\n",
+		"test.yaml:10:13: ", "also the output of the folder at line 5");
+	/* A folder inside a recursive one: its files would be taken twice. */
+	refused(API "folders:\n"
+		    "  - path: /srv/a\n"
+		    "    prompt: p\n"
+		    "    recursive: true\n"
+		    "  - path: /srv/a/b\n"
+		    "    prompt: p\n",
+		"test.yaml:8:11: ", "inside the recursive folder \"/srv/a\"");
+	/* Inside a folder that is not recursive: fine, its files are not seen twice. */
+	cfg = parse_ok(API "folders:\n"
+			   "  - path: /srv/a\n"
+			   "    prompt: p\n"
+			   "  - path: /srv/a/b\n"
+			   "    prompt: p\n"
+			   "    output: /srv/b-out\n");
+	config_free(cfg);
+
 	/* Siblings with a common prefix are not nested. */
-	struct config *cfg = parse_ok(API "folders:\n"
+	cfg = parse_ok(API "folders:\n"
 					  "  - path: /srv/in\n"
 					  "    prompt: p\n"
 					  "  - path: /srv/inbox\n"
