@@ -14,6 +14,7 @@
 #include "config.h"
 #include "folder.h"
 #include "http.h"
+#include "journal.h"
 #include "loop.h"
 #include "watch.h"
 
@@ -51,6 +52,11 @@ bool jobs_idle(const struct jobs *jobs);
 bool jobs_quiet(const struct jobs *jobs);
 
 void jobs_counts(const struct jobs *jobs, struct jobs_counts *ret_counts);
+
+/* Where paid-for results are recorded until written out (NULL: nowhere). */
+void jobs_set_journal(struct jobs *jobs, struct journal *journal);
+/* Resumes a journalled result: downloaded and written, never generated again. */
+void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal_record *rec);
 
 /* Called after every change of the counts (for STATUS=). */
 void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdata);

@@ -52,6 +52,15 @@ int output_tmp_commit(int dirfd, int fd, const char *tmp_name, const char *final
 /* Closes fd and removes the temporary file; for errors. */
 void output_tmp_abort(int dirfd, int fd, const char *tmp_name);
 
+/* Whether name has the shape output_tmp_open gives: ".<final>.<16 hex>.tmp". */
+bool output_is_tmp_name(const char *name);
+
+/* Removes the temporary files an interrupted run left in the tree under root
+ * (hidden folders and symlinks are not entered; 64 levels at most). Only one
+ * seedreamd may write a tree at a time (see the state_dir lock), so any such
+ * file is a leftover. A missing root is not an error. Returns 0 or -errno. */
+int output_sweep_tmp(const char *root, size_t *ret_removed);
+
 /* Writes data under final_name atomically (the three calls above). */
 int output_write_atomic(int dirfd, const char *final_name, const void *data, size_t len);
 

@@ -1,0 +1,518 @@
+#include "api.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RETRY_AFTER_MAX_S 3600 /* a server may not park us for longer than an hour */
+
+/* The body must be valid JSON, and cJSON copies bytes >= 0x80 through
+ * unchecked: refuse text that is not UTF-8 rather than send what the server
+ * will reject after the whole image has been uploaded. */
+static bool valid_utf8(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	uint32_t cp, min;
+	int more;
+
+	while (*p) {
+		if (*p < 0x80) {
+			p++;
+			continue;
+		}
+		if (*p >= 0xc2 && *p <= 0xdf) {
+			cp = *p & 0x1fu;
+			min = 0x80;
+			more = 1;
+		} else if (*p >= 0xe0 && *p <= 0xef) {
+			cp = *p & 0x0fu;
+			min = 0x800;
+			more = 2;
+		} else if (*p >= 0xf0 && *p <= 0xf4) {
+			cp = *p & 0x07u;
+			min = 0x10000;
+			more = 3;
+		} else {
+			return false;
+		}
+		/* A NUL in place of a continuation byte fails here: no over-read. */
+		for (p++; more > 0; more--, p++) {
+			if ((*p & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (*p & 0x3fu);
+		}
+		if (cp < min || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+			return false;
+	}
+	return true;
+}
+
+/* The format goes into the data URL unescaped, so only a short lowercase word
+ * such as "jpeg" is allowed. */
+static bool valid_format_name(const char *s)
+{
+	size_t n;
+
+	if (!s)
+		return false;
+	for (n = 0; s[n]; n++)
+		if (n >= 16 || !((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9')))
+			return false;
+	return n > 0;
+}
+
+static bool valid_optional_text(const char *s)
+{
+	return !s || valid_utf8(s);
+}
+
+/* The body is printed as two objects: {model, prompt, image: ""} and {size,
+ * watermark, response_format}. cJSON escapes every string, and the split
+ * points are fixed characters of its output, so no user text can move them. */
+int api_request_frame(const struct api_request *req, char **ret_prefix, char **ret_suffix)
+{
+	cJSON *head = NULL, *tail = NULL;
+	char *head_text = NULL, *tail_text = NULL, *prefix = NULL, *suffix = NULL, *p;
+	size_t head_len;
+	int r = -EINVAL;
+
+	if (!req || !req->model || !req->prompt || !valid_utf8(req->model) ||
+	    !valid_utf8(req->prompt) || !valid_optional_text(req->size) ||
+	    !valid_optional_text(req->response_format) || !valid_format_name(req->image_format))
+		goto out;
+
+	r = -ENOMEM;
+	head = cJSON_CreateObject();
+	tail = cJSON_CreateObject();
+	if (!head || !tail || !cJSON_AddStringToObject(head, "model", req->model) ||
+	    !cJSON_AddStringToObject(head, "prompt", req->prompt) ||
+	    !cJSON_AddStringToObject(head, "image", ""))
+		goto out;
+	if (req->size && !cJSON_AddStringToObject(tail, "size", req->size))
+		goto out;
+	if (!cJSON_AddBoolToObject(tail, "watermark", req->watermark))
+		goto out;
+	if (req->response_format &&
+	    !cJSON_AddStringToObject(tail, "response_format", req->response_format))
+		goto out;
+	head_text = cJSON_PrintUnformatted(head);
+	tail_text = cJSON_PrintUnformatted(tail);
+	if (!head_text || !tail_text)
+		goto out;
+
+	/* head_text ends in `"image":""}`: keep its opening quote only. The
+	 * tail always has watermark, so it is never "{}". */
+	head_len = strlen(head_text);
+	if (head_len < 2 || strcmp(head_text + head_len - 2, "\"}") != 0 || tail_text[0] != '{') {
+		r = -EINVAL;
+		goto out;
+	}
+	prefix = malloc(head_len - 2 + strlen(req->image_format) + sizeof("data:image/;base64,"));
+	suffix = malloc(strlen(tail_text) + 2);
+	if (!prefix || !suffix)
+		goto out;
+	p = mempcpy(prefix, head_text, head_len - 2);
+	p = stpcpy(p, "data:image/");
+	p = stpcpy(p, req->image_format);
+	strcpy(p, ";base64,");
+	strcpy(stpcpy(suffix, "\","), tail_text + 1);
+
+	*ret_prefix = prefix;
+	*ret_suffix = suffix;
+	prefix = suffix = NULL;
+	r = 0;
+out:
+	cJSON_Delete(head);
+	cJSON_Delete(tail);
+	cJSON_free(head_text);
+	cJSON_free(tail_text);
+	free(prefix);
+	free(suffix);
+	return r;
+}
+
+/* "Name" matches the code "Name" and its sub-codes "Name.Detail". */
+static bool code_is(const char *code, const char *name)
+{
+	size_t n = strlen(name);
+
+	return strncmp(code, name, n) == 0 && (code[n] == '\0' || code[n] == '.');
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* The documented codes and what they mean for us; false if unknown. */
+static bool classify_code(const char *code, enum api_outcome *ret)
+{
+	/* clang-format off */
+	static const char *const pause[] = {
+		"AuthenticationError", "AccountOverdueError", "AccessDenied", "OperationDenied",
+		"InvalidEndpointOrModel", "ModelNotOpen", "QuotaExceeded", "SetLimitExceeded",
+	};
+	static const char *const retry[] = {
+		"ModelAccountIpmRateLimitExceeded", "ModelAccountTpmRateLimitExceeded",
+		"RateLimitExceeded", "ServerOverloaded", "RequestBurstTooFast",
+		"AccountRateLimitExceeded", "InternalServiceError",
+	};
+	/* clang-format on */
+	size_t i;
+
+	for (i = 0; i < sizeof(pause) / sizeof(pause[0]); i++)
+		if (code_is(code, pause[i])) {
+			*ret = API_OUTCOME_PAUSE;
+			return true;
+		}
+	for (i = 0; i < sizeof(retry) / sizeof(retry[0]); i++)
+		if (code_is(code, retry[i])) {
+			*ret = API_OUTCOME_RETRY;
+			return true;
+		}
+	if (starts_with(code, "InvalidParameter") || code_is(code, "MissingParameter") ||
+	    starts_with(code, "InvalidImageURL") || strstr(code, "SensitiveContentDetected") ||
+	    code_is(code, "InvalidEndpoint.ClosedEndpoint")) {
+		*ret = API_OUTCOME_FILE_FAIL;
+		return true;
+	}
+	return false;
+}
+
+enum api_outcome api_classify(long http_status, const char *code)
+{
+	enum api_outcome outcome;
+
+	/* A documented code is more precise than the status (relays re-map
+	 * statuses), and on the documented statuses both agree. */
+	if (code && *code && classify_code(code, &outcome))
+		return outcome;
+	if (http_status >= 200 && http_status < 300)
+		/* An unknown error code on a success status: retrying could bill
+		 * us again for a request we cannot understand, and pausing would
+		 * stop every folder over one odd answer, so this file fails. */
+		return code ? API_OUTCOME_FILE_FAIL : API_OUTCOME_OK;
+	if (http_status == 401 || http_status == 403 || http_status == 404)
+		return API_OUTCOME_PAUSE;
+	if (http_status == 408 || http_status == 429)
+		return API_OUTCOME_RETRY;
+	if (http_status >= 400 && http_status < 500)
+		return API_OUTCOME_FILE_FAIL;
+	/* A redirect means base_url points somewhere else: every file would
+	 * get the same answer until the configuration is fixed. */
+	if (http_status >= 300 && http_status < 400)
+		return API_OUTCOME_PAUSE;
+	return API_OUTCOME_RETRY; /* 5xx, and statuses that make no sense */
+}
+
+void api_result_clear(struct api_result *result)
+{
+	if (!result)
+		return;
+	free(result->error_code);
+	free(result->error_message);
+	free(result->url);
+	free(result->b64_json);
+	free(result->size);
+	free(result->model);
+	cJSON_Delete(result->usage);
+	memset(result, 0, sizeof(*result));
+}
+
+/* Copies a string member; absent, or of another type, leaves *ret NULL. */
+static int take_string(const cJSON *object, const char *key, char **ret)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
+
+	if (!cJSON_IsString(item) || !item->valuestring || !item->valuestring[0])
+		return 0;
+	*ret = strdup(item->valuestring);
+	return *ret ? 0 : -ENOMEM;
+}
+
+static bool take_int64(const cJSON *object, const char *key, int64_t *ret)
+{
+	const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
+	double v;
+
+	if (!cJSON_IsNumber(item))
+		return false;
+	v = item->valuedouble;
+	/* Also false for NaN; the bounds keep the conversion defined. */
+	if (!(v > -9.0e18 && v < 9.0e18))
+		return false;
+	*ret = (int64_t)v;
+	return true;
+}
+
+static int set_error(struct api_result *res, enum api_outcome outcome, const char *code,
+		     const char *message)
+{
+	res->outcome = outcome;
+	free(res->error_code);
+	free(res->error_message);
+	res->error_code = strdup(code);
+	res->error_message = strdup(message);
+	return res->error_code && res->error_message ? 0 : -ENOMEM;
+}
+
+/* No usable error object and no usable data. A 4xx (and any other
+ * surprising status) speaks for itself; a success or a 5xx is a server or a
+ * proxy that answered garbage, which is worth another try. */
+static int set_unusable(struct api_result *res, const char *why)
+{
+	long status = res->http_status;
+	char code[32];
+
+	if ((status >= 200 && status < 300) || (status >= 500 && status < 600))
+		return set_error(res, API_OUTCOME_RETRY, "MalformedResponse", why);
+	(void)snprintf(code, sizeof(code), "HTTP%ld", status);
+	return set_error(res, api_classify(status, NULL), code, why);
+}
+
+static bool is_error_value(const cJSON *error)
+{
+	return cJSON_IsObject(error) || (cJSON_IsString(error) && error->valuestring[0]);
+}
+
+/* An "error" member: {code, message}, or as some relays send it, a bare
+ * message string. */
+static int set_api_error(struct api_result *res, const cJSON *error)
+{
+	const cJSON *code_item = NULL, *message_item = error;
+	const char *message = "the API reported an error without a message";
+	char code[48];
+	int64_t number;
+
+	if (cJSON_IsObject(error)) {
+		code_item = cJSON_GetObjectItemCaseSensitive(error, "code");
+		message_item = cJSON_GetObjectItemCaseSensitive(error, "message");
+	}
+	if (cJSON_IsString(message_item) && message_item->valuestring[0])
+		message = message_item->valuestring;
+
+	if (cJSON_IsString(code_item) && code_item->valuestring[0])
+		(void)snprintf(code, sizeof(code), "%s", code_item->valuestring);
+	else if (cJSON_IsObject(error) && take_int64(error, "code", &number))
+		(void)snprintf(code, sizeof(code), "%" PRId64, number);
+	else
+		(void)snprintf(code, sizeof(code), "HTTP%ld", res->http_status);
+
+	if (set_error(res, api_classify(res->http_status, code), code, message) < 0)
+		return -ENOMEM;
+	/* Keep the whole code even if it did not fit the classification buffer. */
+	if (cJSON_IsString(code_item) && strlen(code_item->valuestring) >= sizeof(code)) {
+		free(res->error_code);
+		res->error_code = strdup(code_item->valuestring);
+		if (!res->error_code)
+			return -ENOMEM;
+	}
+	/* An error object is never a success, whatever the status says. */
+	if (res->outcome == API_OUTCOME_OK)
+		res->outcome = API_OUTCOME_FILE_FAIL;
+	return 0;
+}
+
+static int take_metadata(cJSON *root, struct api_result *res)
+{
+	cJSON *usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
+	int64_t n;
+
+	if (take_string(root, "model", &res->model) < 0)
+		return -ENOMEM;
+	(void)take_int64(root, "created", &res->created);
+	if (cJSON_IsObject(usage)) {
+		res->usage = cJSON_DetachItemViaPointer(root, usage);
+		if (take_int64(res->usage, "generated_images", &n) && n >= 0)
+			res->generated_images = n;
+	}
+	return 0;
+}
+
+static int parse_object(cJSON *root, struct api_result *res)
+{
+	const cJSON *error = cJSON_GetObjectItemCaseSensitive(root, "error");
+	const cJSON *data, *first;
+	long status = res->http_status;
+
+	if (take_metadata(root, res) < 0)
+		return -ENOMEM;
+	if (is_error_value(error))
+		return set_api_error(res, error);
+	if (status < 200 || status >= 300)
+		return set_unusable(res, "the response has no error object");
+
+	data = cJSON_GetObjectItemCaseSensitive(root, "data");
+	first = cJSON_IsArray(data) ? cJSON_GetArrayItem(data, 0) : NULL;
+	if (!cJSON_IsObject(first))
+		return set_unusable(res, "the response has no data[0] object");
+	/* With one image per request, a failed image is a failed request. */
+	error = cJSON_GetObjectItemCaseSensitive(first, "error");
+	if (is_error_value(error))
+		return set_api_error(res, error);
+
+	if (take_string(first, "url", &res->url) < 0 ||
+	    take_string(first, "b64_json", &res->b64_json) < 0 ||
+	    take_string(first, "size", &res->size) < 0)
+		return -ENOMEM;
+	if (!res->url && !res->b64_json)
+		return set_unusable(res, "data[0] has neither url nor b64_json");
+	res->outcome = API_OUTCOME_OK;
+	return 0;
+}
+
+/* cJSON stops at the end of the first value; anything but whitespace after it
+ * means a body that was cut or glued together, which we do not trust. */
+static cJSON *parse_whole(const char *body, size_t len)
+{
+	const char *end = NULL;
+	cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+
+	if (!root)
+		return NULL;
+	for (; end && end < body + len; end++) {
+		if (*end != ' ' && *end != '\t' && *end != '\r' && *end != '\n') {
+			cJSON_Delete(root);
+			return NULL;
+		}
+	}
+	return root;
+}
+
+int api_parse_response(long http_status, const char *body, size_t len,
+		       struct api_result *ret_result)
+{
+	cJSON *root = NULL;
+	int r;
+
+	memset(ret_result, 0, sizeof(*ret_result));
+	ret_result->http_status = http_status;
+	ret_result->generated_images = -1;
+
+	if (body && len > 0)
+		root = parse_whole(body, len);
+	if (!root)
+		r = set_unusable(ret_result,
+				 len ? "the response is not JSON" : "the response is empty");
+	else if (!cJSON_IsObject(root))
+		r = set_unusable(ret_result, "the response is not a JSON object");
+	else
+		r = parse_object(root, ret_result);
+	cJSON_Delete(root);
+	if (r < 0)
+		api_result_clear(ret_result); /* nothing half-filled to leak */
+	return r;
+}
+
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* n decimal digits at s; false if any is not a digit. */
+static bool digits(const char *s, int n, int *ret)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (!is_digit(s[i]))
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	*ret = v;
+	return true;
+}
+
+static int find_name(const char *s, const char (*names)[4], int n)
+{
+	for (int i = 0; i < n; i++)
+		if (memcmp(s, names[i], 3) == 0)
+			return i;
+	return -1;
+}
+
+static bool is_leap(int y)
+{
+	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+ * days_from_civil), so no timegm() and no TZ. */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+	int64_t era, yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+/* IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", the only date form servers
+ * may send (RFC 9110 5.6.7); the obsolete forms are not worth the code. */
+static bool parse_imf_fixdate(const char *s, size_t len, int64_t *ret)
+{
+	static const char wdays[7][4] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
+	static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int day, mon, year, hour, min, sec;
+
+	if (len != 29 || s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' ||
+	    s[16] != ' ' || s[19] != ':' || s[22] != ':' || s[25] != ' ' ||
+	    memcmp(s + 26, "GMT", 3) != 0)
+		return false;
+	mon = find_name(s + 8, months, 12);
+	if (find_name(s, wdays, 7) < 0 || mon < 0 || !digits(s + 5, 2, &day) ||
+	    !digits(s + 12, 4, &year) || !digits(s + 17, 2, &hour) || !digits(s + 20, 2, &min) ||
+	    !digits(s + 23, 2, &sec))
+		return false;
+	if (day < 1 || day > mdays[mon] + (mon == 1 && is_leap(year)) || hour > 23 || min > 59 ||
+	    sec > 60)
+		return false;
+	*ret = days_from_civil(year, mon + 1, day) * 86400 + hour * 3600 + min * 60 + sec;
+	return true;
+}
+
+int64_t api_parse_retry_after(const char *value, int64_t now)
+{
+	const char *s = value;
+	size_t len;
+	int64_t seconds = 0, when;
+
+	if (!s)
+		return -1;
+	while (*s == ' ' || *s == '\t')
+		s++;
+	len = strlen(s);
+	while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+		len--;
+	if (len == 0)
+		return -1;
+
+	if (is_digit(s[0])) {
+		for (size_t i = 0; i < len; i++) {
+			if (!is_digit(s[i]))
+				return -1;
+			if (seconds <= RETRY_AFTER_MAX_S)
+				seconds = seconds * 10 + (s[i] - '0');
+		}
+	} else {
+		if (!parse_imf_fixdate(s, len, &when))
+			return -1;
+		/* `when` is within years 0..9999, so these cannot overflow. */
+		if (when <= now)
+			seconds = 0;
+		else if (now < when - RETRY_AFTER_MAX_S)
+			seconds = RETRY_AFTER_MAX_S;
+		else
+			seconds = when - now;
+	}
+	if (seconds > RETRY_AFTER_MAX_S)
+		seconds = RETRY_AFTER_MAX_S;
+	return seconds * 1000;
+}

@@ -13,6 +13,7 @@
 #include "api.h"
 #include "b64.h"
 #include "image.h"
+#include "journal.h"
 #include "log.h"
 #include "output.h"
 #include "transfer.h"
@@ -47,7 +48,7 @@ struct job {
 	unsigned failures;         /* retryable failures so far */
 	unsigned fetch_failures;
 	uint64_t started;          /* first generation, monotonic ms */
-	uint64_t generated_at;     /* when the result arrived, monotonic ms */
+	int64_t generated_at;      /* when the result arrived, epoch ms (URLs expire by the clock) */
 	int64_t retry_after_ms;
 	char *stem;                /* the output stem, while active */
 	int out_dirfd;             /* the output folder, while active */
@@ -87,6 +88,7 @@ struct jobs {
 	void *on_change_data;
 	struct transfer_net net;
 	char *gen_url;
+	struct journal *journal;   /* may be NULL: no state_dir */
 };
 
 static void jobs_pump(struct jobs *jobs);
@@ -614,6 +616,49 @@ static void job_index_put(struct job *job, const char *sidecar_name, bool failed
 	free(dir);
 }
 
+static void job_journal_write(struct jobs *jobs, struct job *job)
+{
+	struct journal_record rec = {
+		.folder = (char *)job->folder->cfg->path,
+		.source = job->rel,
+		.stem = job->stem,
+		.url = job->result.url,
+		.model = job->result.model,
+		.result_size = job->result.size,
+		.request_id = job->request_id[0] ? job->request_id : NULL,
+		.usage = job->result.usage,
+		.size = job->size,
+		.mtime_sec = job->mtime.tv_sec,
+		.mtime_nsec = job->mtime.tv_nsec,
+		.created = job->result.created,
+		.generated_at = job->generated_at,
+		.elapsed_ms = loop_now_ms() - job->started,
+		.attempts = job->attempts,
+	};
+	int r;
+
+	if (!jobs->journal || !job->result.url)
+		return; /* b64_json results are written out at once: nothing to resume */
+	memcpy(rec.sha256, job->sha256, sizeof(rec.sha256));
+	r = journal_write(jobs->journal, &rec);
+	if (r < 0)
+		log_warn("cannot journal the result of %s/%s: %s; a crash now would cost a "
+			 "second generation",
+			 job->folder->cfg->path, job->rel, strerror(-r));
+}
+
+static void job_journal_remove(struct jobs *jobs, struct job *job)
+{
+	int r;
+
+	if (!jobs->journal)
+		return;
+	r = journal_remove(jobs->journal, job->folder->cfg->path, job->rel);
+	if (r < 0)
+		log_warn("cannot remove the journal record of %s/%s: %s", job->folder->cfg->path,
+			 job->rel, strerror(-r));
+}
+
 /* The file fails for good: an .error.json next to where the output would be. */
 static void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *code,
 		     const char *message)
@@ -660,6 +705,7 @@ static void job_fail(struct jobs *jobs, struct job *job, long http_status, const
 	if (r < 0)
 		goto out;
 	job_index_put(job, name, true, e.failed_at);
+	job_journal_remove(jobs, job);
 out:
 	if (r < 0)
 		log_job(LOG_ERR, job->folder->cfg->path, job->rel, NULL, code,
@@ -955,7 +1001,8 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 			jobs->generations += (uint64_t)res->generated_images;
 		else
 			jobs->generations++;
-		job->generated_at = loop_now_ms();
+		job->generated_at = loop_wall_ms();
+		job_journal_write(jobs, job);
 		job_fetch(jobs, job);
 		break;
 	case API_OUTCOME_FILE_FAIL:
@@ -1054,7 +1101,7 @@ static void job_fetch_failed(struct jobs *jobs, struct job *job, const char *why
 	job->fetch_failures++;
 	/* The URL lives 24 h: keep trying within that, never generate again.
 	 * A batch run (--once) gives up after api.retries. */
-	if (loop_now_ms() - job->generated_at > JOBS_URL_VALID_MS ||
+	if (loop_wall_ms() - job->generated_at > (int64_t)JOBS_URL_VALID_MS ||
 	    (jobs->once && job->fetch_failures > jobs->config->api.retries)) {
 		job_fail(jobs, job, 0, "FetchFailed", why);
 		return;
@@ -1122,6 +1169,7 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	(void)snprintf(err_name, sizeof(err_name), "%s.error.json", job->stem);
 	(void)unlinkat(job->out_dirfd, err_name, 0); /* an old failure of this source */
 	job_index_put(job, side_name, false, s.completed_at);
+	job_journal_remove(jobs, job);
 	jobs->done++;
 	log_job(LOG_INFO, cfg->path, job->rel, s.request_id, NULL,
 		"done %s/%s -> %s/%s (%u attempt%s, %llu ms)", cfg->path, job->rel, cfg->output,
@@ -1407,8 +1455,15 @@ void jobs_offer(struct jobs *jobs, struct folder *folder, const char *rel, const
 			if (!changed && how == WATCH_SCAN)
 				return; /* a poll that saw nothing new keeps the deadline */
 			break;
-		case JOB_QUEUED:
 		case JOB_WAITING:
+			if (job->retry_fetch) {
+				/* Paid for: finish it, then look at the new version. */
+				if (changed)
+					job->dirty = true;
+				return;
+			}
+			/* fall through */
+		case JOB_QUEUED:
 			if (!changed)
 				return;
 			job->attempts = job->failures = 0;
@@ -1497,4 +1552,49 @@ void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdat
 {
 	jobs->on_change = fn;
 	jobs->on_change_data = userdata;
+}
+
+void jobs_set_journal(struct jobs *jobs, struct journal *journal)
+{
+	jobs->journal = journal;
+}
+
+void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal_record *rec)
+{
+	struct job *job = jobs_find(jobs, folder, rec->source);
+	int64_t age_ms = loop_wall_ms() - rec->generated_at;
+
+	if (job)
+		return; /* one record per source */
+	job = jobs_create(jobs, folder, rec->source);
+	job->size = rec->size;
+	job->mtime.tv_sec = rec->mtime_sec;
+	job->mtime.tv_nsec = rec->mtime_nsec;
+	memcpy(job->sha256, rec->sha256, sizeof(job->sha256));
+	if (rec->request_id)
+		(void)snprintf(job->request_id, sizeof(job->request_id), "%s", rec->request_id);
+	job->stem = xstrdup(rec->stem);
+	job->attempts = rec->attempts;
+	job->generated_at = rec->generated_at;
+	/* Keep elapsed_ms honest across the restart: count from the first attempt. */
+	job->started = loop_now_ms() - (age_ms > 0 && (uint64_t)age_ms < loop_now_ms()
+						? (uint64_t)age_ms
+						: 0);
+	if (job->started > rec->elapsed_ms)
+		job->started -= rec->elapsed_ms;
+	job->result.outcome = API_OUTCOME_OK;
+	job->result.http_status = 200;
+	job->result.url = xstrdup(rec->url);
+	job->result.model = rec->model ? xstrdup(rec->model) : NULL;
+	job->result.size = rec->result_size ? xstrdup(rec->result_size) : NULL;
+	job->result.created = rec->created;
+	if (rec->usage) {
+		job->result.usage = cJSON_Duplicate(rec->usage, true);
+		if (!job->result.usage)
+			log_oom();
+	}
+	log_info("resuming the paid-for result of %s/%s (generated %lld s ago)", folder->cfg->path,
+		 rec->source, (long long)(age_ms / 1000));
+	job_wait(jobs, job, 0, true);
+	jobs_changed(jobs);
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/epoll.h>
@@ -19,9 +20,11 @@
 #include "http.h"
 #include "index.h"
 #include "job.h"
+#include "journal.h"
 #include "log.h"
 #include "loop.h"
 #include "notify.h"
+#include "output.h"
 #include "watch.h"
 
 #define API_KEY_MAX 4096
@@ -39,6 +42,10 @@ struct daemon {
 	struct folder **folders;
 	size_t n_folders;
 	int signal_fd;
+	int lock_fd;               /* flock on <state_dir>/lock: one daemon per state */
+	struct journal *journal;
+	struct journal_record *pending; /* journalled results not yet handed to a folder */
+	size_t n_pending;
 	struct loop_source *signal_source;
 	struct loop_timer *status_timer, *rescan_timer, *watchdog_timer, *stop_timer;
 	uint64_t watchdog_ms, watchdog_last_iterations;
@@ -257,13 +264,67 @@ static int daemon_add_folder(struct daemon *d, const struct folder_config *cfg)
 {
 	struct folder **fs = reallocarray(d->folders, d->n_folders + 1, sizeof(*fs));
 	struct folder *f;
+	size_t swept = 0;
 
 	if (!fs)
 		log_oom();
 	d->folders = fs;
+	/* Temporary files of an interrupted run: never a partial file left behind. */
+	if (output_sweep_tmp(cfg->output, &swept) == 0 && swept)
+		log_info("folder %s: removed %zu temporary file(s) left by an interrupted run",
+			 cfg->path, swept);
 	f = folder_new(cfg);
 	d->folders[d->n_folders++] = f;
+	/* Paid-for results first, so the scan finds their jobs already there. */
+	for (size_t i = 0; i < d->n_pending; i++) {
+		if (d->pending[i].folder && strcmp(d->pending[i].folder, cfg->path) == 0) {
+			jobs_restore(d->jobs, f, &d->pending[i]);
+			journal_record_clear(&d->pending[i]);
+		}
+	}
 	return watch_add_folder(d->watch, f);
+}
+
+static void daemon_keep_record(struct journal_record *rec, void *userdata)
+{
+	struct daemon *d = userdata;
+	struct journal_record *p = reallocarray(d->pending, d->n_pending + 1, sizeof(*p));
+
+	if (!p)
+		log_oom();
+	d->pending = p;
+	d->pending[d->n_pending++] = *rec;
+	memset(rec, 0, sizeof(*rec)); /* ownership moved */
+}
+
+/* The state directory: the lock and the journal. Without one the daemon still
+ * runs, but a crash would cost a second generation of results in flight. */
+static int daemon_open_state(struct daemon *d)
+{
+	const char *dir = d->config->state_dir;
+	char path[4096];
+	size_t bad = 0;
+	int r;
+
+	r = journal_open(dir, &d->journal);
+	if (r < 0) {
+		log_warn("state_dir %s is not usable (%s): running without a journal", dir,
+			 strerror(-r));
+		return 0;
+	}
+	(void)snprintf(path, sizeof(path), "%s/lock", dir);
+	d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (d->lock_fd >= 0 && flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
+		log_error("another seedreamd is running with state_dir %s", dir);
+		return -EBUSY;
+	}
+	r = journal_load(d->journal, daemon_keep_record, d, &bad);
+	if (r < 0)
+		log_warn("cannot read the journal in %s: %s", dir, strerror(-r));
+	if (bad)
+		log_warn("%zu unreadable record(s) in %s/journal were left in place", bad, dir);
+	jobs_set_journal(d->jobs, d->journal);
+	return 0;
 }
 
 /* Frees removed folders nothing refers to any more. */
@@ -436,12 +497,20 @@ static int daemon_run(struct daemon *d, const char *api_key)
 	if (r < 0)
 		return r;
 	jobs_on_change(d->jobs, daemon_status, d);
+	r = daemon_open_state(d);
+	if (r < 0)
+		return r;
 
 	for (size_t i = 0; i < d->config->n_folders; i++) {
 		r = daemon_add_folder(d, &d->config->folders[i]);
 		if (r < 0)
 			return r;
 	}
+	for (size_t i = 0; i < d->n_pending; i++)
+		if (d->pending[i].folder)
+			log_warn("a paid-for result of %s/%s waits in the journal, but that folder "
+				 "is not configured; it is kept",
+				 d->pending[i].folder, d->pending[i].source);
 	if (!d->once) {
 		(void)loop_timer_arm(d->rescan_timer, d->config->rescan_interval_ms);
 		d->watchdog_ms = notify_watchdog_ms();
@@ -476,6 +545,12 @@ static int daemon_run(struct daemon *d, const char *api_key)
 static void daemon_cleanup(struct daemon *d)
 {
 	jobs_free(d->jobs);
+	journal_close(d->journal);
+	if (d->lock_fd >= 0)
+		close(d->lock_fd);
+	for (size_t i = 0; i < d->n_pending; i++)
+		journal_record_clear(&d->pending[i]);
+	free(d->pending);
 	for (size_t i = 0; i < d->n_folders; i++) {
 		if (!d->folders[i]->removed)
 			watch_remove_folder(d->watch, d->folders[i]);
@@ -508,7 +583,7 @@ int main(int argc, char **argv)
 		{"quiet", no_argument, NULL, 'q'},        {"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 	};
-	struct daemon d = {.config_path = CONFIG_DEFAULT_PATH, .signal_fd = -1};
+	struct daemon d = {.config_path = CONFIG_DEFAULT_PATH, .signal_fd = -1, .lock_fd = -1};
 	char err[1024], api_key[API_KEY_MAX];
 	bool check = false;
 	int verbosity = 0, opt, r;

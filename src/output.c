@@ -1,6 +1,8 @@
 #include "output.h"
 
 #include <errno.h>
+#include <ctype.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -625,4 +627,65 @@ char *output_error_json(const struct sidecar_error *e)
 		out = print_document(root);
 	cJSON_Delete(root);
 	return out;
+}
+
+bool output_is_tmp_name(const char *name)
+{
+	size_t n = strlen(name);
+
+	/* "." + at least one character + "." + 16 hex + ".tmp" */
+	if (name[0] != '.' || n < 1 + 1 + 1 + 16 + 4 || strcmp(name + n - 4, ".tmp") != 0)
+		return false;
+	if (name[n - 4 - 16 - 1] != '.')
+		return false;
+	for (size_t i = n - 4 - 16; i < n - 4; i++)
+		if (!isxdigit((unsigned char)name[i]))
+			return false;
+	return true;
+}
+
+static int sweep_dir(int dirfd, unsigned depth, size_t *removed)
+{
+	DIR *dir;
+	struct dirent *de;
+	int r = 0;
+
+	dir = fdopendir(dirfd);
+	if (!dir) {
+		r = -errno;
+		close(dirfd);
+		return r;
+	}
+	while ((de = readdir(dir))) {
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISREG(st.st_mode) && output_is_tmp_name(de->d_name)) {
+			if (unlinkat(dirfd, de->d_name, 0) == 0)
+				(*removed)++;
+		} else if (S_ISDIR(st.st_mode) && de->d_name[0] != '.' && depth < 64) {
+			int sub = openat(dirfd, de->d_name,
+					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0)
+				(void)sweep_dir(sub, depth + 1, removed);
+		}
+	}
+	closedir(dir);
+	return 0;
+}
+
+int output_sweep_tmp(const char *root, size_t *ret_removed)
+{
+	size_t removed = 0;
+	int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	r = sweep_dir(fd, 0, &removed);
+	if (ret_removed)
+		*ret_removed = removed;
+	return r;
 }

@@ -1,6 +1,571 @@
+/* cmocka.h needs these first. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <setjmp.h>
+
 #include <cmocka.h>
-int main(void) { return 0; }
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+
+static const struct api_request base_request = {
+    .model = "doubao-seedream-4-5-251128",
+    .prompt = "make it a watercolor",
+    .size = "2K",
+    .watermark = false,
+    .response_format = "url",
+    .image_format = "png",
+};
+
+/* prefix + image + suffix, as the upload streams it. */
+static char *frame_body(const struct api_request *req, const char *b64)
+{
+	char *prefix = NULL, *suffix = NULL, *body;
+
+	assert_int_equal(api_request_frame(req, &prefix, &suffix), 0);
+	body = malloc(strlen(prefix) + strlen(b64) + strlen(suffix) + 1);
+	assert_non_null(body);
+	strcpy(body, prefix);
+	strcat(body, b64);
+	strcat(body, suffix);
+	free(prefix);
+	free(suffix);
+	return body;
+}
+
+static void test_frame_exact(void **state)
+{
+	char *prefix = NULL, *suffix = NULL;
+
+	(void)state;
+	assert_int_equal(api_request_frame(&base_request, &prefix, &suffix), 0);
+	assert_string_equal(prefix, "{\"model\":\"doubao-seedream-4-5-251128\","
+				    "\"prompt\":\"make it a watercolor\","
+				    "\"image\":\"data:image/png;base64,");
+	assert_string_equal(suffix, "\",\"size\":\"2K\",\"watermark\":false,"
+				    "\"response_format\":\"url\"}");
+	free(prefix);
+	free(suffix);
+}
+
+static void test_frame_round_trip_hostile_prompt(void **state)
+{
+	static const char prompt[] = "say \"hi\" \\ back\\slash \\\" \n new line\ttab \x01 ctrl "
+				     "\xe6\xb0\xb4\xe5\xbd\xa9 \xf0\x9f\x8e\xa8 "
+				     "\"image\":\"\"} \"},\"image\":\"x";
+	struct api_request req = base_request;
+	cJSON *root, *item;
+	char *body;
+
+	(void)state;
+	req.prompt = prompt;
+	req.model = "ep-2025\"weird\\model";
+	req.image_format = "jpeg";
+	req.watermark = true;
+	req.response_format = "b64_json";
+	body = frame_body(&req, "QUJD");
+	root = cJSON_Parse(body);
+	assert_non_null(root);
+
+	item = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+	assert_true(cJSON_IsString(item));
+	assert_string_equal(item->valuestring, prompt);
+	item = cJSON_GetObjectItemCaseSensitive(root, "model");
+	assert_string_equal(item->valuestring, "ep-2025\"weird\\model");
+	item = cJSON_GetObjectItemCaseSensitive(root, "image");
+	assert_string_equal(item->valuestring, "data:image/jpeg;base64,QUJD");
+	item = cJSON_GetObjectItemCaseSensitive(root, "size");
+	assert_string_equal(item->valuestring, "2K");
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "watermark")));
+	item = cJSON_GetObjectItemCaseSensitive(root, "response_format");
+	assert_string_equal(item->valuestring, "b64_json");
+	assert_int_equal(cJSON_GetArraySize(root), 6);
+
+	/* The field order the brief asks for. */
+	item = root->child;
+	assert_string_equal(item->string, "model");
+	assert_string_equal(item->next->string, "prompt");
+	assert_string_equal(item->next->next->string, "image");
+	assert_string_equal(item->next->next->next->string, "size");
+	assert_string_equal(item->next->next->next->next->string, "watermark");
+	assert_string_equal(item->next->next->next->next->next->string, "response_format");
+	cJSON_Delete(root);
+	free(body);
+}
+
+static void test_frame_optional_fields(void **state)
+{
+	struct api_request req = base_request;
+	char *body;
+
+	(void)state;
+	req.size = NULL;
+	req.response_format = NULL;
+	body = frame_body(&req, "");
+	assert_string_equal(body, "{\"model\":\"doubao-seedream-4-5-251128\","
+				  "\"prompt\":\"make it a watercolor\","
+				  "\"image\":\"data:image/png;base64,\",\"watermark\":false}");
+	free(body);
+}
+
+static void expect_frame_einval(const struct api_request *req)
+{
+	char *prefix = (char *)"untouched", *suffix = (char *)"untouched";
+
+	assert_int_equal(api_request_frame(req, &prefix, &suffix), -EINVAL);
+	assert_string_equal(prefix, "untouched");
+	assert_string_equal(suffix, "untouched");
+}
+
+static void test_frame_rejects(void **state)
+{
+	struct api_request req;
+
+	(void)state;
+	expect_frame_einval(NULL);
+	req = base_request;
+	req.model = NULL;
+	expect_frame_einval(&req);
+	req = base_request;
+	req.prompt = NULL;
+	expect_frame_einval(&req);
+	req = base_request;
+	req.image_format = NULL;
+	expect_frame_einval(&req);
+	req.image_format = "";
+	expect_frame_einval(&req);
+	req.image_format = "PNG"; /* the API wants lowercase */
+	expect_frame_einval(&req);
+	req.image_format = "png\";x";
+	expect_frame_einval(&req);
+	req = base_request;
+	req.prompt = "bad \xff utf-8";
+	expect_frame_einval(&req);
+	req.prompt = "overlong \xc0\xaf";
+	expect_frame_einval(&req);
+	req.prompt = "surrogate \xed\xa0\x80";
+	expect_frame_einval(&req);
+	req.prompt = "cut short \xe6\xb0";
+	expect_frame_einval(&req);
+	req.prompt = "beyond U+10FFFF \xf4\x90\x80\x80";
+	expect_frame_einval(&req);
+	req = base_request;
+	req.size = "2K\xff";
+	expect_frame_einval(&req);
+}
+
+static struct api_result parse(long status, const char *body)
+{
+	struct api_result res;
+
+	assert_int_equal(api_parse_response(status, body, body ? strlen(body) : 0, &res), 0);
+	assert_int_equal(res.http_status, status);
+	return res;
+}
+
+static void expect_error(long status, const char *body, enum api_outcome outcome, const char *code)
+{
+	struct api_result res = parse(status, body);
+
+	assert_int_equal(res.outcome, outcome);
+	assert_non_null(res.error_code);
+	assert_string_equal(res.error_code, code);
+	assert_non_null(res.error_message);
+	assert_null(res.url);
+	assert_null(res.b64_json);
+	api_result_clear(&res);
+}
+
+static void test_parse_url_success(void **state)
+{
+	struct api_result res;
+
+	(void)state;
+	res =
+	    parse(200, "{\"model\":\"doubao-seedream-4-5-251128\",\"created\":1757321139,"
+		       "\"data\":[{\"url\":\"https://example.com/a.jpeg\",\"size\":\"3104x1312\"}],"
+		       "\"usage\":{\"generated_images\":1,\"output_tokens\":16280,"
+		       "\"total_tokens\":16280}}");
+	assert_int_equal(res.outcome, API_OUTCOME_OK);
+	assert_null(res.error_code);
+	assert_null(res.error_message);
+	assert_string_equal(res.url, "https://example.com/a.jpeg");
+	assert_null(res.b64_json);
+	assert_string_equal(res.size, "3104x1312");
+	assert_string_equal(res.model, "doubao-seedream-4-5-251128");
+	assert_int_equal(res.created, 1757321139);
+	assert_non_null(res.usage);
+	assert_null(res.usage->next); /* detached */
+	assert_null(res.usage->prev);
+	assert_int_equal(cJSON_GetObjectItemCaseSensitive(res.usage, "total_tokens")->valueint,
+			 16280);
+	assert_int_equal(res.generated_images, 1);
+	api_result_clear(&res);
+	assert_null(res.usage);
+	api_result_clear(&res); /* twice is fine */
+}
+
+static void test_parse_b64_success(void **state)
+{
+	struct api_result res;
+
+	(void)state;
+	res = parse(200, "{\"data\":[{\"b64_json\":\"/9j/4AAQ\",\"size\":\"2048x2048\"}],"
+			 "\"usage\":{\"generated_images\":1}}");
+	assert_int_equal(res.outcome, API_OUTCOME_OK);
+	assert_string_equal(res.b64_json, "/9j/4AAQ");
+	assert_null(res.url);
+	assert_null(res.model);
+	assert_int_equal(res.created, 0);
+	api_result_clear(&res);
+}
+
+static void test_parse_missing_usage(void **state)
+{
+	struct api_result res;
+
+	(void)state;
+	res = parse(200, "{\"data\":[{\"url\":\"https://x/y\"}]}");
+	assert_int_equal(res.outcome, API_OUTCOME_OK);
+	assert_null(res.usage);
+	assert_null(res.size);
+	assert_int_equal(res.generated_images, -1);
+	api_result_clear(&res);
+	/* A usage without generated_images. */
+	res = parse(200, "{\"data\":[{\"url\":\"https://x/y\"}],\"usage\":{\"total_tokens\":5}}");
+	assert_non_null(res.usage);
+	assert_int_equal(res.generated_images, -1);
+	api_result_clear(&res);
+}
+
+static void test_parse_top_level_errors(void **state)
+{
+	(void)state;
+	expect_error(400, "{\"error\":{\"code\":\"InvalidParameter\",\"message\":\"bad size\"}}",
+		     API_OUTCOME_FILE_FAIL, "InvalidParameter");
+	expect_error(400,
+		     "{\"error\":{\"code\":\"InputImageSensitiveContentDetected.PolicyViolation\","
+		     "\"message\":\"no\",\"param\":\"\",\"type\":\"BadRequest\"}}",
+		     API_OUTCOME_FILE_FAIL, "InputImageSensitiveContentDetected.PolicyViolation");
+	expect_error(400,
+		     "{\"error\":{\"code\":\"InvalidEndpoint.ClosedEndpoint\",\"message\":\"m\"}}",
+		     API_OUTCOME_FILE_FAIL, "InvalidEndpoint.ClosedEndpoint");
+	expect_error(401, "{\"error\":{\"code\":\"AuthenticationError\",\"message\":\"bad key\"}}",
+		     API_OUTCOME_PAUSE, "AuthenticationError");
+	expect_error(403,
+		     "{\"error\":{\"code\":\"OperationDenied.ServiceNotOpen\",\"message\":\"m\"}}",
+		     API_OUTCOME_PAUSE, "OperationDenied.ServiceNotOpen");
+	expect_error(404,
+		     "{\"error\":{\"code\":\"InvalidEndpointOrModel.NotFound\",\"message\":\"m\"}}",
+		     API_OUTCOME_PAUSE, "InvalidEndpointOrModel.NotFound");
+	expect_error(
+	    429, "{\"error\":{\"code\":\"ModelAccountIpmRateLimitExceeded\",\"message\":\"m\"}}",
+	    API_OUTCOME_RETRY, "ModelAccountIpmRateLimitExceeded");
+	expect_error(429, "{\"error\":{\"code\":\"QuotaExceeded\",\"message\":\"m\"}}",
+		     API_OUTCOME_PAUSE, "QuotaExceeded");
+	expect_error(429, "{\"error\":{\"code\":\"SetLimitExceeded\",\"message\":\"m\"}}",
+		     API_OUTCOME_PAUSE, "SetLimitExceeded");
+	expect_error(429, "{\"error\":{\"code\":\"SomethingNew\",\"message\":\"m\"}}",
+		     API_OUTCOME_RETRY, "SomethingNew");
+	expect_error(500, "{\"error\":{\"code\":\"InternalServiceError\",\"message\":\"m\"}}",
+		     API_OUTCOME_RETRY, "InternalServiceError");
+	expect_error(503, "{\"error\":{\"message\":\"no code\"}}", API_OUTCOME_RETRY, "HTTP503");
+	/* Some relays send the message as a bare string. */
+	expect_error(401, "{\"error\":\"invalid api key\"}", API_OUTCOME_PAUSE, "HTTP401");
+}
+
+static void test_parse_error_message_kept(void **state)
+{
+	struct api_result res;
+
+	(void)state;
+	res = parse(400, "{\"error\":{\"code\":\"MissingParameter\",\"message\":\"prompt is "
+			 "required. Request id: 0217\"}}");
+	assert_string_equal(res.error_message, "prompt is required. Request id: 0217");
+	api_result_clear(&res);
+}
+
+static void test_parse_error_on_200(void **state)
+{
+	(void)state;
+	expect_error(200, "{\"error\":{\"code\":\"AuthenticationError\",\"message\":\"m\"}}",
+		     API_OUTCOME_PAUSE, "AuthenticationError");
+	expect_error(200, "{\"error\":{\"code\":\"AccountOverdueError\",\"message\":\"m\"}}",
+		     API_OUTCOME_PAUSE, "AccountOverdueError");
+	expect_error(200, "{\"error\":{\"code\":\"ServerOverloaded\",\"message\":\"m\"}}",
+		     API_OUTCOME_RETRY, "ServerOverloaded");
+	expect_error(200, "{\"error\":{\"code\":\"RateLimitExceeded.EndpointRPMExceeded\"}}",
+		     API_OUTCOME_RETRY, "RateLimitExceeded.EndpointRPMExceeded");
+	expect_error(200, "{\"error\":{\"code\":\"OutputImageSensitiveContentDetected\"}}",
+		     API_OUTCOME_FILE_FAIL, "OutputImageSensitiveContentDetected");
+	/* Unknown code on a success status: fail the file, never bill twice. */
+	expect_error(200, "{\"error\":{\"code\":\"Whatever\",\"message\":\"m\"}}",
+		     API_OUTCOME_FILE_FAIL, "Whatever");
+	expect_error(200, "{\"error\":{}}", API_OUTCOME_FILE_FAIL, "HTTP200");
+	/* The error wins over data that is also there. */
+	expect_error(
+	    200, "{\"data\":[{\"url\":\"https://x/y\"}],\"error\":{\"code\":\"QuotaExceeded\"}}",
+	    API_OUTCOME_PAUSE, "QuotaExceeded");
+	/* A numeric code is kept as text. */
+	expect_error(200, "{\"error\":{\"code\":1234,\"message\":\"m\"}}", API_OUTCOME_FILE_FAIL,
+		     "1234");
+}
+
+static void test_parse_data_error(void **state)
+{
+	struct api_result res;
+
+	(void)state;
+	res = parse(200, "{\"model\":\"m\",\"created\":5,\"data\":[{\"error\":{\"code\":"
+			 "\"OutputImageSensitiveContentDetected\",\"message\":\"blocked\"}}],"
+			 "\"usage\":{\"generated_images\":0}}");
+	assert_int_equal(res.outcome, API_OUTCOME_FILE_FAIL);
+	assert_string_equal(res.error_code, "OutputImageSensitiveContentDetected");
+	assert_string_equal(res.error_message, "blocked");
+	assert_int_equal(res.generated_images, 0);
+	assert_string_equal(res.model, "m");
+	assert_int_equal(res.created, 5);
+	api_result_clear(&res);
+
+	expect_error(200, "{\"data\":[{\"error\":{\"code\":\"InternalServiceError\"}}]}",
+		     API_OUTCOME_RETRY, "InternalServiceError");
+}
+
+static void test_parse_malformed(void **state)
+{
+	(void)state;
+	expect_error(200, "{\"data\":[{\"url\":\"https://x", API_OUTCOME_RETRY,
+		     "MalformedResponse");
+	expect_error(200, "", API_OUTCOME_RETRY, "MalformedResponse");
+	expect_error(200, NULL, API_OUTCOME_RETRY, "MalformedResponse");
+	expect_error(200, "[{\"url\":\"https://x/y\"}]", API_OUTCOME_RETRY, "MalformedResponse");
+	expect_error(200, "\"just a string\"", API_OUTCOME_RETRY, "MalformedResponse");
+	expect_error(200, "null", API_OUTCOME_RETRY, "MalformedResponse");
+	expect_error(200, "{}", API_OUTCOME_RETRY, "MalformedResponse");
+	expect_error(200, "{\"data\":[]}", API_OUTCOME_RETRY, "MalformedResponse");
+	expect_error(200, "{\"data\":{}}", API_OUTCOME_RETRY, "MalformedResponse");
+	expect_error(200, "{\"data\":[1]}", API_OUTCOME_RETRY, "MalformedResponse");
+	expect_error(200, "{\"data\":[{\"size\":\"1x1\"}]}", API_OUTCOME_RETRY,
+		     "MalformedResponse");
+	expect_error(200, "{\"data\":[{\"url\":\"\"}]}", API_OUTCOME_RETRY, "MalformedResponse");
+	expect_error(200, "{\"data\":[{\"url\":\"https://x/y\"}]} trailing", API_OUTCOME_RETRY,
+		     "MalformedResponse");
+	expect_error(502, "<html><body>Bad Gateway</body></html>", API_OUTCOME_RETRY,
+		     "MalformedResponse");
+	expect_error(500, "{}", API_OUTCOME_RETRY, "MalformedResponse");
+	/* A 4xx without a JSON error speaks through its status. */
+	expect_error(413, "<html>Request Entity Too Large</html>", API_OUTCOME_FILE_FAIL,
+		     "HTTP413");
+	expect_error(401, "Unauthorized", API_OUTCOME_PAUSE, "HTTP401");
+	expect_error(429, "", API_OUTCOME_RETRY, "HTTP429");
+	expect_error(408, "timeout", API_OUTCOME_RETRY, "HTTP408");
+	expect_error(404, "{\"detail\":\"not found\"}", API_OUTCOME_PAUSE, "HTTP404");
+	expect_error(400, "{\"data\":[{\"url\":\"https://x/y\"}]}", API_OUTCOME_FILE_FAIL,
+		     "HTTP400");
+	expect_error(302, "", API_OUTCOME_PAUSE, "HTTP302");
+}
+
+static void test_parse_wrong_types(void **state)
+{
+	static const char nul_in_string[] = "{\"data\":[{\"url\":\"a\0b\"}]}";
+	static const char nul_after[] = "{\"data\":[{\"url\":\"a\"}]}\0junk";
+	struct api_result res;
+
+	(void)state;
+	expect_error(200, "{\"data\":[{\"url\":42}]}", API_OUTCOME_RETRY, "MalformedResponse");
+	expect_error(200, "{\"data\":[{\"url\":null,\"b64_json\":[]}]}", API_OUTCOME_RETRY,
+		     "MalformedResponse");
+	expect_error(200, "{\"data\":\"https://x/y\"}", API_OUTCOME_RETRY, "MalformedResponse");
+	/* An error whose code and message are of the wrong type. */
+	expect_error(401, "{\"error\":{\"code\":{\"x\":1},\"message\":[1,2]}}", API_OUTCOME_PAUSE,
+		     "HTTP401");
+	expect_error(200, "{\"error\":{\"code\":1e999}}", API_OUTCOME_FILE_FAIL, "HTTP200");
+
+	/* Metadata of the wrong type is ignored, the image is not. */
+	res =
+	    parse(200, "{\"model\":7,\"created\":\"yesterday\",\"data\":[{\"url\":\"https://x/y\","
+		       "\"size\":[2048]}],\"usage\":[1],\"error\":null}");
+	assert_int_equal(res.outcome, API_OUTCOME_OK);
+	assert_null(res.model);
+	assert_int_equal(res.created, 0);
+	assert_null(res.size);
+	assert_null(res.usage);
+	assert_int_equal(res.generated_images, -1);
+	api_result_clear(&res);
+
+	res = parse(200, "{\"created\":1e300,\"data\":[{\"url\":\"https://x/y\"}],"
+			 "\"usage\":{\"generated_images\":\"1\"}}");
+	assert_int_equal(res.outcome, API_OUTCOME_OK);
+	assert_int_equal(res.created, 0);
+	assert_non_null(res.usage);
+	assert_int_equal(res.generated_images, -1);
+	api_result_clear(&res);
+
+	res = parse(200,
+		    "{\"data\":[{\"url\":\"https://x/y\"}],\"usage\":{\"generated_images\":-3}}");
+	assert_int_equal(res.generated_images, -1);
+	api_result_clear(&res);
+
+	/* Embedded NULs: nothing breaks, nothing reads past the length. */
+	assert_int_equal(api_parse_response(200, nul_in_string, sizeof(nul_in_string) - 1, &res),
+			 0);
+	api_result_clear(&res);
+	assert_int_equal(api_parse_response(200, nul_after, sizeof(nul_after) - 1, &res), 0);
+	assert_int_equal(res.outcome, API_OUTCOME_RETRY);
+	api_result_clear(&res);
+	/* Whitespace after the value is fine. */
+	res = parse(200, "{\"data\":[{\"url\":\"a\"}]}\r\n");
+	assert_int_equal(res.outcome, API_OUTCOME_OK);
+	api_result_clear(&res);
+}
+
+static void test_parse_long_code(void **state)
+{
+	char body[512], code[200];
+	struct api_result res;
+
+	(void)state;
+	memset(code, 'Q', sizeof(code) - 1);
+	code[sizeof(code) - 1] = '\0';
+	memcpy(code, "QuotaExceeded.", 14);
+	(void)snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\"}}", code);
+	res = parse(429, body);
+	assert_int_equal(res.outcome, API_OUTCOME_PAUSE);
+	assert_string_equal(res.error_code, code);
+	api_result_clear(&res);
+}
+
+static void test_classify(void **state)
+{
+	(void)state;
+	assert_int_equal(api_classify(200, NULL), API_OUTCOME_OK);
+	assert_int_equal(api_classify(201, NULL), API_OUTCOME_OK);
+	assert_int_equal(api_classify(400, NULL), API_OUTCOME_FILE_FAIL);
+	assert_int_equal(api_classify(400, "InvalidParameter.Size"), API_OUTCOME_FILE_FAIL);
+	assert_int_equal(api_classify(400, "InvalidImageURL.Format"), API_OUTCOME_FILE_FAIL);
+	assert_int_equal(api_classify(400, "InputTextSensitiveContentDetected"),
+			 API_OUTCOME_FILE_FAIL);
+	assert_int_equal(api_classify(401, NULL), API_OUTCOME_PAUSE);
+	assert_int_equal(api_classify(403, "AccessDenied"), API_OUTCOME_PAUSE);
+	assert_int_equal(api_classify(404, NULL), API_OUTCOME_PAUSE);
+	assert_int_equal(api_classify(404, "ModelNotOpen"), API_OUTCOME_PAUSE);
+	assert_int_equal(api_classify(408, NULL), API_OUTCOME_RETRY);
+	assert_int_equal(api_classify(409, NULL), API_OUTCOME_FILE_FAIL);
+	assert_int_equal(api_classify(413, NULL), API_OUTCOME_FILE_FAIL);
+	assert_int_equal(api_classify(429, NULL), API_OUTCOME_RETRY);
+	assert_int_equal(api_classify(429, "RequestBurstTooFast"), API_OUTCOME_RETRY);
+	assert_int_equal(api_classify(429, "AccountRateLimitExceeded"), API_OUTCOME_RETRY);
+	assert_int_equal(api_classify(429, "QuotaExceeded"), API_OUTCOME_PAUSE);
+	assert_int_equal(api_classify(500, NULL), API_OUTCOME_RETRY);
+	assert_int_equal(api_classify(504, NULL), API_OUTCOME_RETRY);
+	assert_int_equal(api_classify(200, "InvalidParameter"), API_OUTCOME_FILE_FAIL);
+	assert_int_equal(api_classify(200, "MissingParameter"), API_OUTCOME_FILE_FAIL);
+	assert_int_equal(api_classify(200, "ModelNotOpen"), API_OUTCOME_PAUSE);
+	assert_int_equal(api_classify(200, "InvalidEndpointOrModel.NotFound"), API_OUTCOME_PAUSE);
+	assert_int_equal(api_classify(200, "InvalidEndpoint.ClosedEndpoint"),
+			 API_OUTCOME_FILE_FAIL);
+	assert_int_equal(api_classify(200, "Unheard.Of"), API_OUTCOME_FILE_FAIL);
+	/* Names only match whole or at a dot. */
+	assert_int_equal(api_classify(200, "QuotaExceededSoon"), API_OUTCOME_FILE_FAIL);
+	assert_int_equal(api_classify(500, "AccessDeniedish"), API_OUTCOME_RETRY);
+	/* A documented code says more than a re-mapped status. */
+	assert_int_equal(api_classify(400, "AuthenticationError"), API_OUTCOME_PAUSE);
+	assert_int_equal(api_classify(0, NULL), API_OUTCOME_RETRY);
+	assert_int_equal(api_classify(301, NULL), API_OUTCOME_PAUSE);
+}
+
+static void test_result_clear(void **state)
+{
+	struct api_result res;
+
+	(void)state;
+	api_result_clear(NULL);
+	memset(&res, 0, sizeof(res));
+	api_result_clear(&res);
+}
+
+static void test_retry_after_seconds(void **state)
+{
+	(void)state;
+	assert_int_equal(api_parse_retry_after("120", 0), 120000);
+	assert_int_equal(api_parse_retry_after("0", 0), 0);
+	assert_int_equal(api_parse_retry_after(" 5\t", 0), 5000);
+	assert_int_equal(api_parse_retry_after("3600", 0), 3600000);
+	assert_int_equal(api_parse_retry_after("3601", 0), 3600000);
+	assert_int_equal(api_parse_retry_after("99999999999999999999999999", 0), 3600000);
+	assert_int_equal(api_parse_retry_after("007", 0), 7000);
+	assert_int_equal(api_parse_retry_after(NULL, 0), -1);
+	assert_int_equal(api_parse_retry_after("", 0), -1);
+	assert_int_equal(api_parse_retry_after("   ", 0), -1);
+	assert_int_equal(api_parse_retry_after("-1", 0), -1);
+	assert_int_equal(api_parse_retry_after("+5", 0), -1);
+	assert_int_equal(api_parse_retry_after("1.5", 0), -1);
+	assert_int_equal(api_parse_retry_after("5s", 0), -1);
+	assert_int_equal(api_parse_retry_after("5 5", 0), -1);
+	assert_int_equal(api_parse_retry_after("soon", 0), -1);
+}
+
+static void test_retry_after_date(void **state)
+{
+	static const char date[] = "Wed, 21 Oct 2015 07:28:00 GMT";
+	const int64_t when = 1445412480;
+
+	(void)state;
+	assert_int_equal(api_parse_retry_after(date, when - 120), 120000);
+	assert_int_equal(api_parse_retry_after(date, when), 0);
+	assert_int_equal(api_parse_retry_after(date, when + 1000), 0);
+	assert_int_equal(api_parse_retry_after(date, when - 7200), 3600000);
+	assert_int_equal(api_parse_retry_after(date, INT64_MIN), 3600000);
+	assert_int_equal(api_parse_retry_after(date, INT64_MAX), 0);
+	assert_int_equal(api_parse_retry_after(" Mon, 29 Feb 2016 12:00:00 GMT ", 1456747200 - 1),
+			 1000);
+	assert_int_equal(api_parse_retry_after("Sat, 01 Jan 2000 00:00:00 GMT", 946684800 - 60),
+			 60000);
+	assert_int_equal(api_parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", -5), 5000);
+
+	assert_int_equal(api_parse_retry_after("Sun, 29 Feb 2015 12:00:00 GMT", 0), -1);
+	assert_int_equal(api_parse_retry_after("Wed, 32 Oct 2015 07:28:00 GMT", 0), -1);
+	assert_int_equal(api_parse_retry_after("Wed, 00 Oct 2015 07:28:00 GMT", 0), -1);
+	assert_int_equal(api_parse_retry_after("Wed, 21 Oct 2015 24:28:00 GMT", 0), -1);
+	assert_int_equal(api_parse_retry_after("Wed, 21 Oct 2015 07:60:00 GMT", 0), -1);
+	assert_int_equal(api_parse_retry_after("Wed, 21 Oct 2015 07:28:61 GMT", 0), -1);
+	assert_int_equal(api_parse_retry_after("Wed, 21 Oct 2015 07:28:00 UTC", 0), -1);
+	assert_int_equal(api_parse_retry_after("Wed, 21 Okt 2015 07:28:00 GMT", 0), -1);
+	assert_int_equal(api_parse_retry_after("Wen, 21 Oct 2015 07:28:00 GMT", 0), -1);
+	assert_int_equal(api_parse_retry_after("Wed, 21 Oct 15 07:28:00 GMT", 0), -1);
+	assert_int_equal(api_parse_retry_after("Wed, 2x Oct 2015 07:28:00 GMT", 0), -1);
+	assert_int_equal(api_parse_retry_after("Wed 21 Oct 2015 07:28:00 GMT ", 0), -1);
+	assert_int_equal(api_parse_retry_after("Wednesday, 21-Oct-15 07:28:00 GMT", 0), -1);
+	assert_int_equal(api_parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMTX", 0), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_frame_exact),
+	    cmocka_unit_test(test_frame_round_trip_hostile_prompt),
+	    cmocka_unit_test(test_frame_optional_fields),
+	    cmocka_unit_test(test_frame_rejects),
+	    cmocka_unit_test(test_parse_url_success),
+	    cmocka_unit_test(test_parse_b64_success),
+	    cmocka_unit_test(test_parse_missing_usage),
+	    cmocka_unit_test(test_parse_top_level_errors),
+	    cmocka_unit_test(test_parse_error_message_kept),
+	    cmocka_unit_test(test_parse_error_on_200),
+	    cmocka_unit_test(test_parse_data_error),
+	    cmocka_unit_test(test_parse_malformed),
+	    cmocka_unit_test(test_parse_wrong_types),
+	    cmocka_unit_test(test_parse_long_code),
+	    cmocka_unit_test(test_classify),
+	    cmocka_unit_test(test_result_clear),
+	    cmocka_unit_test(test_retry_after_seconds),
+	    cmocka_unit_test(test_retry_after_date),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

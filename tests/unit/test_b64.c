@@ -1,6 +1,188 @@
+/* cmocka.h needs these first. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <setjmp.h>
+
 #include <cmocka.h>
-int main(void) { return 0; }
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "b64.h"
+
+static void check_encode(const char *plain, const char *expected)
+{
+	char out[64];
+	size_t n = b64_encode((const uint8_t *)plain, strlen(plain), out);
+
+	assert_int_equal(n, strlen(expected));
+	assert_int_equal(n, B64_ENCODED_LEN(strlen(plain)));
+	assert_memory_equal(out, expected, n);
+}
+
+static void check_decode(const char *text, const char *expected)
+{
+	uint8_t out[64];
+	size_t n = 0;
+
+	assert_int_equal(b64_decode(text, strlen(text), out, &n), 0);
+	assert_int_equal(n, strlen(expected));
+	assert_memory_equal(out, expected, n);
+}
+
+static void test_rfc4648_vectors(void **state)
+{
+	(void)state;
+	check_encode("", "");
+	check_encode("f", "Zg==");
+	check_encode("fo", "Zm8=");
+	check_encode("foo", "Zm9v");
+	check_encode("foob", "Zm9vYg==");
+	check_encode("fooba", "Zm9vYmE=");
+	check_encode("foobar", "Zm9vYmFy");
+
+	check_decode("", "");
+	check_decode("Zg==", "f");
+	check_decode("Zm8=", "fo");
+	check_decode("Zm9v", "foo");
+	check_decode("Zm9vYg==", "foob");
+	check_decode("Zm9vYmE=", "fooba");
+	check_decode("Zm9vYmFy", "foobar");
+}
+
+static void test_decode_without_padding(void **state)
+{
+	(void)state;
+	check_decode("Zg", "f");
+	check_decode("Zm8", "fo");
+	check_decode("Zm9vYg", "foob");
+	check_decode("Zm9vYmE", "fooba");
+}
+
+static void test_full_alphabet(void **state)
+{
+	uint8_t in[48], back[51];
+	char out[64];
+	size_t n;
+
+	(void)state;
+	/* 0x00, 0x10, 0x83, ... covers every sextet value 0..63 in order. */
+	for (unsigned i = 0; i < 16; i++) {
+		uint32_t v = (4 * i) << 18 | (4 * i + 1) << 12 | (4 * i + 2) << 6 | (4 * i + 3);
+
+		in[3 * i] = (uint8_t)(v >> 16);
+		in[3 * i + 1] = (uint8_t)(v >> 8);
+		in[3 * i + 2] = (uint8_t)v;
+	}
+	n = b64_encode(in, sizeof(in), out);
+	assert_int_equal(n, 64);
+	assert_memory_equal(out, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+			    64);
+	assert_int_equal(b64_decode(out, n, back, &n), 0);
+	assert_int_equal(n, sizeof(in));
+	assert_memory_equal(back, in, sizeof(in));
+}
+
+static void test_round_trip_every_length(void **state)
+{
+	uint8_t in[300], back[300 / 4 * 3 + 300];
+	char out[B64_ENCODED_LEN(300)];
+	size_t n, m;
+
+	(void)state;
+	srand(12345);
+	for (size_t len = 0; len <= 300; len++) {
+		for (size_t i = 0; i < len; i++)
+			in[i] = (uint8_t)rand();
+		n = b64_encode(in, len, out);
+		assert_int_equal(n, B64_ENCODED_LEN(len));
+		assert_int_equal(b64_decode(out, n, back, &m), 0);
+		assert_int_equal(m, len);
+		if (len)
+			assert_memory_equal(back, in, len);
+		/* Without the padding too. */
+		while (n > 0 && out[n - 1] == '=')
+			n--;
+		assert_int_equal(b64_decode(out, n, back, &m), 0);
+		assert_int_equal(m, len);
+		if (len)
+			assert_memory_equal(back, in, len);
+	}
+}
+
+static void test_chunked_equals_whole(void **state)
+{
+	static const size_t chunks[] = {3, 6, 9, 30, 300, 3000};
+	uint8_t in[1000];
+	char whole[B64_ENCODED_LEN(1000)], parts[B64_ENCODED_LEN(1000)];
+	size_t n_whole, n_parts, off, step;
+
+	(void)state;
+	srand(777);
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)rand();
+	for (size_t len = 990; len <= 1000; len++) {
+		n_whole = b64_encode(in, len, whole);
+		for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+			n_parts = 0;
+			for (off = 0; off < len; off += step) {
+				step = len - off < chunks[c] ? len - off : chunks[c];
+				n_parts += b64_encode(in + off, step, parts + n_parts);
+			}
+			assert_int_equal(n_parts, n_whole);
+			assert_memory_equal(parts, whole, n_whole);
+		}
+	}
+}
+
+static void expect_invalid(const char *text)
+{
+	uint8_t out[64];
+	size_t n = 12345;
+
+	assert_int_equal(b64_decode(text, strlen(text), out, &n), -EINVAL);
+}
+
+static void test_decode_rejects_garbage(void **state)
+{
+	(void)state;
+	expect_invalid("Z");
+	expect_invalid("Zm9vY");
+	expect_invalid("Zm9v\n");
+	expect_invalid("Zm 9v");
+	expect_invalid("Zm9v-_=="); /* base64url is not base64 */
+	expect_invalid("Zg=");	    /* padding that does not complete the group */
+	expect_invalid("Z===");
+	expect_invalid("====");
+	expect_invalid("=");
+	expect_invalid("Zg==Zg=="); /* padding in the middle */
+	expect_invalid("Z=g=");
+	expect_invalid("Zm9v\x80\x81\x82\x83");
+	expect_invalid("Zm9v\xff===");
+}
+
+static void test_decode_embedded_nul(void **state)
+{
+	uint8_t out[8];
+	size_t n;
+
+	(void)state;
+	assert_int_equal(b64_decode("Zm\0v", 4, out, &n), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_rfc4648_vectors),
+	    cmocka_unit_test(test_decode_without_padding),
+	    cmocka_unit_test(test_full_alphabet),
+	    cmocka_unit_test(test_round_trip_every_length),
+	    cmocka_unit_test(test_chunked_equals_whole),
+	    cmocka_unit_test(test_decode_rejects_garbage),
+	    cmocka_unit_test(test_decode_embedded_nul),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -375,6 +375,46 @@ static void check_time(int64_t sec, long nsec, const char *want)
 	assert_int_equal(ns, nsec < 0 ? 0 : nsec);
 }
 
+static void test_sweep_tmp(void **state)
+{
+	struct tmpdir *t = *state;
+	char tmp[OUTPUT_NAME_MAX + 32], sub_tmp[OUTPUT_NAME_MAX + 32], path[512];
+	size_t removed = 99;
+	int fd, sub;
+
+	assert_true(output_is_tmp_name(".a.jpeg.0123456789abcdef.tmp"));
+	assert_false(output_is_tmp_name(".a.jpeg.0123456789abcdeg.tmp"));
+	assert_false(output_is_tmp_name("a.jpeg.0123456789abcdef.tmp"));
+	assert_false(output_is_tmp_name(".0123456789abcdef.tmp"));
+	assert_false(output_is_tmp_name(".notes.tmp"));
+
+	fd = output_tmp_open(t->fd, "a.jpeg", tmp, sizeof(tmp));
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(mkdirat(t->fd, "sub", 0755), 0);
+	sub = openat(t->fd, "sub", O_RDONLY | O_DIRECTORY);
+	assert_true(sub >= 0);
+	fd = output_tmp_open(sub, "b.json", sub_tmp, sizeof(sub_tmp));
+	assert_true(fd >= 0);
+	close(fd);
+	write_file(t->fd, ".keep.tmp", "not ours");
+	write_file(t->fd, "a.jpeg", "done");
+
+	assert_int_equal(output_sweep_tmp(t->path, &removed), 0);
+	assert_int_equal(removed, 2);
+	assert_int_equal(faccessat(t->fd, tmp, F_OK, 0), -1);
+	assert_int_equal(faccessat(sub, sub_tmp, F_OK, 0), -1);
+	assert_int_equal(faccessat(t->fd, ".keep.tmp", F_OK, 0), 0);
+	assert_int_equal(faccessat(t->fd, "a.jpeg", F_OK, 0), 0);
+	(void)unlinkat(t->fd, ".keep.tmp", 0);
+	(void)unlinkat(t->fd, "a.jpeg", 0);
+	(void)unlinkat(t->fd, "sub", AT_REMOVEDIR);
+	close(sub);
+
+	(void)snprintf(path, sizeof(path), "%s/missing", t->path);
+	assert_int_equal(output_sweep_tmp(path, &removed), 0);
+}
+
 static void test_rfc3339_roundtrip(void **state)
 {
 	(void)state;
@@ -621,6 +661,7 @@ int main(void)
 						teardown_dir),
 		cmocka_unit_test_setup_teardown(test_write_atomic, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_tmp_open_abort, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_sweep_tmp, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_tmp_commit, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_tmp_commit_opath, setup_dir, teardown_dir),
 		cmocka_unit_test(test_rfc3339_roundtrip),

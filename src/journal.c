@@ -1,0 +1,351 @@
+#include "journal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "output.h"
+
+#define JOURNAL_RECORD_MAX (1024 * 1024)
+
+struct journal {
+	int dirfd;
+};
+
+static int add_string(cJSON *o, const char *key, const char *value)
+{
+	cJSON *item = value ? cJSON_CreateString(value) : cJSON_CreateNull();
+
+	if (!item)
+		return -ENOMEM;
+	cJSON_AddItemToObject(o, key, item);
+	return 0;
+}
+
+static int add_number(cJSON *o, const char *key, double value)
+{
+	return cJSON_AddNumberToObject(o, key, value) ? 0 : -ENOMEM;
+}
+
+char *journal_record_json(const struct journal_record *rec)
+{
+	cJSON *o = cJSON_CreateObject(), *usage;
+	char mtime[64], *text = NULL;
+	int r = 0;
+
+	if (!o)
+		return NULL;
+	if (output_rfc3339(rec->mtime_sec, rec->mtime_nsec, mtime, sizeof(mtime)) < 0)
+		goto out;
+	r |= add_string(o, "folder", rec->folder);
+	r |= add_string(o, "source", rec->source);
+	r |= add_string(o, "stem", rec->stem);
+	r |= add_string(o, "url", rec->url);
+	r |= add_string(o, "model", rec->model);
+	r |= add_string(o, "result_size", rec->result_size);
+	r |= add_string(o, "request_id", rec->request_id);
+	r |= add_string(o, "source_sha256", rec->sha256);
+	r |= add_string(o, "source_mtime", mtime);
+	/* Sizes and times stay far below 2^53: exact as JSON numbers. */
+	r |= add_number(o, "source_size", (double)rec->size);
+	r |= add_number(o, "created", (double)rec->created);
+	r |= add_number(o, "generated_at_ms", (double)rec->generated_at);
+	r |= add_number(o, "elapsed_ms", (double)rec->elapsed_ms);
+	r |= add_number(o, "attempts", rec->attempts);
+	usage = rec->usage ? cJSON_Duplicate(rec->usage, true) : cJSON_CreateNull();
+	if (!usage || r)
+		goto out;
+	cJSON_AddItemToObject(o, "usage", usage);
+	text = cJSON_PrintUnformatted(o);
+out:
+	cJSON_Delete(o);
+	return text;
+}
+
+static int dup_string(const cJSON *o, const char *key, bool required, char **ret)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	*ret = NULL;
+	if (cJSON_IsString(v) && v->valuestring) {
+		*ret = strdup(v->valuestring);
+		return *ret ? 0 : -ENOMEM;
+	}
+	return required ? -EINVAL : 0;
+}
+
+static int get_number(const cJSON *o, const char *key, double max, double *ret)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > max)
+		return -EINVAL;
+	*ret = v->valuedouble;
+	return 0;
+}
+
+int journal_record_parse(const char *json, size_t len, struct journal_record *rec)
+{
+	cJSON *o = cJSON_ParseWithLength(json, len);
+	char *sha = NULL, *mtime = NULL;
+	double size, created, gen, elapsed, attempts;
+	const cJSON *usage;
+	int r;
+
+	memset(rec, 0, sizeof(*rec));
+	if (!o)
+		return -EINVAL;
+	r = -EINVAL;
+	if (!cJSON_IsObject(o))
+		goto out;
+	if ((r = dup_string(o, "folder", true, &rec->folder)) < 0 ||
+	    (r = dup_string(o, "source", true, &rec->source)) < 0 ||
+	    (r = dup_string(o, "stem", true, &rec->stem)) < 0 ||
+	    (r = dup_string(o, "url", true, &rec->url)) < 0 ||
+	    (r = dup_string(o, "model", false, &rec->model)) < 0 ||
+	    (r = dup_string(o, "result_size", false, &rec->result_size)) < 0 ||
+	    (r = dup_string(o, "request_id", false, &rec->request_id)) < 0 ||
+	    (r = dup_string(o, "source_sha256", false, &sha)) < 0 ||
+	    (r = dup_string(o, "source_mtime", true, &mtime)) < 0)
+		goto out;
+	r = -EINVAL;
+	if (!rec->stem[0] || strchr(rec->stem, '/') || rec->stem[0] == '.')
+		goto out; /* never let a record name a file outside its folder */
+	if (get_number(o, "source_size", 9e15, &size) < 0 ||
+	    get_number(o, "created", 9e15, &created) < 0 ||
+	    get_number(o, "generated_at_ms", 9e15, &gen) < 0 ||
+	    get_number(o, "elapsed_ms", 9e15, &elapsed) < 0 ||
+	    get_number(o, "attempts", 1e6, &attempts) < 0)
+		goto out;
+	if (output_parse_rfc3339(mtime, &rec->mtime_sec, &rec->mtime_nsec) < 0)
+		goto out;
+	if (sha && strlen(sha) == 64)
+		memcpy(rec->sha256, sha, 65);
+	rec->size = (uint64_t)size;
+	rec->created = (int64_t)created;
+	rec->generated_at = (int64_t)gen;
+	rec->elapsed_ms = (uint64_t)elapsed;
+	rec->attempts = (unsigned)attempts;
+	usage = cJSON_GetObjectItemCaseSensitive(o, "usage");
+	if (cJSON_IsObject(usage)) {
+		rec->usage = cJSON_Duplicate(usage, true);
+		if (!rec->usage) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	free(sha);
+	free(mtime);
+	cJSON_Delete(o);
+	if (r < 0)
+		journal_record_clear(rec);
+	return r;
+}
+
+void journal_record_clear(struct journal_record *rec)
+{
+	free(rec->folder);
+	free(rec->source);
+	free(rec->stem);
+	free(rec->url);
+	free(rec->model);
+	free(rec->result_size);
+	free(rec->request_id);
+	cJSON_Delete(rec->usage);
+	memset(rec, 0, sizeof(*rec));
+}
+
+/* One file per (folder, source): the SHA-256 of both names, so any name is safe. */
+static int journal_name(const char *folder, const char *source, char *name, size_t len)
+{
+	static const char digits[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+	if (!ctx)
+		return -ENOMEM;
+	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(ctx, folder, strlen(folder) + 1) != 1 ||
+	    EVP_DigestUpdate(ctx, source, strlen(source)) != 1 ||
+	    EVP_DigestFinal_ex(ctx, md, &md_len) != 1 || len < 2 * md_len + 6) {
+		EVP_MD_CTX_free(ctx);
+		return -EIO;
+	}
+	EVP_MD_CTX_free(ctx);
+	for (unsigned int i = 0; i < md_len; i++) {
+		name[2 * i] = digits[md[i] >> 4];
+		name[2 * i + 1] = digits[md[i] & 15];
+	}
+	memcpy(name + 2 * md_len, ".json", 6);
+	return 0;
+}
+
+static int mkdir_p(const char *path)
+{
+	char *p = strdup(path);
+	int r = 0;
+
+	if (!p)
+		return -ENOMEM;
+	for (char *s = p + 1;; s++) {
+		if (*s == '/' || *s == '\0') {
+			char c = *s;
+			*s = '\0';
+			if (mkdir(p, 0700) < 0 && errno != EEXIST) {
+				r = -errno;
+				break;
+			}
+			*s = c;
+			if (c == '\0')
+				break;
+		}
+	}
+	free(p);
+	return r;
+}
+
+int journal_open(const char *state_dir, struct journal **ret_journal)
+{
+	struct journal *j;
+	char *path;
+	int r;
+
+	if (asprintf(&path, "%s/journal", state_dir) < 0)
+		return -ENOMEM;
+	r = mkdir_p(path);
+	if (r < 0)
+		goto out;
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		r = -ENOMEM;
+		goto out;
+	}
+	j->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (j->dirfd < 0) {
+		r = -errno;
+		free(j);
+		goto out;
+	}
+	*ret_journal = j;
+out:
+	free(path);
+	return r;
+}
+
+void journal_close(struct journal *journal)
+{
+	if (!journal)
+		return;
+	close(journal->dirfd);
+	free(journal);
+}
+
+int journal_write(struct journal *journal, const struct journal_record *rec)
+{
+	char name[80], *text;
+	int r;
+
+	r = journal_name(rec->folder, rec->source, name, sizeof(name));
+	if (r < 0)
+		return r;
+	text = journal_record_json(rec);
+	if (!text)
+		return -ENOMEM;
+	r = output_write_atomic(journal->dirfd, name, text, strlen(text));
+	free(text);
+	return r;
+}
+
+int journal_remove(struct journal *journal, const char *folder, const char *source)
+{
+	char name[80];
+	int r = journal_name(folder, source, name, sizeof(name));
+
+	if (r < 0)
+		return r;
+	if (unlinkat(journal->dirfd, name, 0) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+static int read_small_file(int dirfd, const char *name, char **ret, size_t *ret_len)
+{
+	struct stat st;
+	char *buf;
+	ssize_t n;
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > JOURNAL_RECORD_MAX) {
+		close(fd);
+		return -EINVAL;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	n = pread(fd, buf, (size_t)st.st_size, 0);
+	if (n != st.st_size) {
+		free(buf);
+		r = n < 0 ? -errno : -EIO;
+	} else {
+		buf[n] = '\0';
+		*ret = buf;
+		*ret_len = (size_t)n;
+	}
+	close(fd);
+	return r;
+}
+
+int journal_load(struct journal *journal, void (*fn)(struct journal_record *rec, void *userdata),
+		 void *userdata, size_t *ret_bad)
+{
+	int fd = dup(journal->dirfd);
+	size_t bad = 0;
+	struct dirent *de;
+	DIR *dir;
+
+	if (fd < 0)
+		return -errno;
+	dir = fdopendir(fd);
+	if (!dir) {
+		close(fd);
+		return -errno;
+	}
+	rewinddir(dir);
+	while ((de = readdir(dir))) {
+		struct journal_record rec;
+		size_t len = 0;
+		char *text = NULL;
+
+		if (de->d_name[0] == '.')
+			continue; /* ".", "..", and temporary files of an interrupted write */
+		if (read_small_file(journal->dirfd, de->d_name, &text, &len) < 0) {
+			bad++;
+			continue;
+		}
+		if (journal_record_parse(text, len, &rec) < 0) {
+			bad++;
+		} else {
+			fn(&rec, userdata);
+			journal_record_clear(&rec);
+		}
+		free(text);
+	}
+	closedir(dir);
+	if (ret_bad)
+		*ret_bad = bad;
+	return 0;
+}

@@ -1,0 +1,160 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "journal.h"
+
+static struct journal_record sample(void)
+{
+	struct journal_record rec = {
+		.folder = "/srv/hot",
+		.source = "sub/ç photo.png",
+		.stem = "ç photo",
+		.url = "https://example.test/r/1.jpeg?sig=a%2Fb",
+		.model = "doubao-seedream-4-5-251128",
+		.result_size = "2048x2048",
+		.request_id = "req-1",
+		.size = 5700000,
+		.mtime_sec = 1795534572,
+		.mtime_nsec = 123456789,
+		.created = 1795534573,
+		.generated_at = 1795534573123,
+		.elapsed_ms = 4321,
+		.attempts = 2,
+	};
+
+	memset(rec.sha256, 'a', 64);
+	rec.sha256[64] = '\0';
+	return rec;
+}
+
+static void test_roundtrip(void **state)
+{
+	struct journal_record in = sample(), out;
+	char *text;
+
+	(void)state;
+	in.usage = cJSON_Parse("{\"generated_images\":1,\"output_tokens\":16384}");
+	assert_non_null(in.usage);
+	text = journal_record_json(&in);
+	assert_non_null(text);
+	assert_int_equal(journal_record_parse(text, strlen(text), &out), 0);
+	assert_string_equal(out.folder, in.folder);
+	assert_string_equal(out.source, in.source);
+	assert_string_equal(out.stem, in.stem);
+	assert_string_equal(out.url, in.url);
+	assert_string_equal(out.model, in.model);
+	assert_string_equal(out.result_size, in.result_size);
+	assert_string_equal(out.request_id, in.request_id);
+	assert_string_equal(out.sha256, in.sha256);
+	assert_int_equal(out.size, in.size);
+	assert_int_equal(out.mtime_sec, in.mtime_sec);
+	assert_int_equal(out.mtime_nsec, in.mtime_nsec);
+	assert_int_equal(out.created, in.created);
+	assert_int_equal(out.generated_at, in.generated_at);
+	assert_int_equal(out.elapsed_ms, in.elapsed_ms);
+	assert_int_equal(out.attempts, in.attempts);
+	assert_int_equal(cJSON_GetObjectItem(out.usage, "output_tokens")->valueint, 16384);
+	journal_record_clear(&out);
+	cJSON_Delete(in.usage);
+	free(text);
+}
+
+static void test_refusals(void **state)
+{
+	static const char *const bad[] = {
+		"",
+		"[]",
+		"{\"folder\":\"/a\"}",
+		/* a stem that would leave the output folder */
+		"{\"folder\":\"/a\",\"source\":\"x.png\",\"stem\":\"../x\",\"url\":\"https://e/\","
+		"\"source_mtime\":\"2026-01-01T00:00:00Z\",\"source_size\":1,\"created\":1,"
+		"\"generated_at_ms\":1,\"elapsed_ms\":1,\"attempts\":1}",
+		"{\"folder\":\"/a\",\"source\":\"x.png\",\"stem\":\".hidden\",\"url\":\"https://e/\","
+		"\"source_mtime\":\"2026-01-01T00:00:00Z\",\"source_size\":1,\"created\":1,"
+		"\"generated_at_ms\":1,\"elapsed_ms\":1,\"attempts\":1}",
+		/* a negative size */
+		"{\"folder\":\"/a\",\"source\":\"x.png\",\"stem\":\"x\",\"url\":\"https://e/\","
+		"\"source_mtime\":\"2026-01-01T00:00:00Z\",\"source_size\":-1,\"created\":1,"
+		"\"generated_at_ms\":1,\"elapsed_ms\":1,\"attempts\":1}",
+		/* a bad mtime */
+		"{\"folder\":\"/a\",\"source\":\"x.png\",\"stem\":\"x\",\"url\":\"https://e/\","
+		"\"source_mtime\":\"yesterday\",\"source_size\":1,\"created\":1,"
+		"\"generated_at_ms\":1,\"elapsed_ms\":1,\"attempts\":1}",
+	};
+	struct journal_record rec;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(journal_record_parse(bad[i], strlen(bad[i]), &rec), -EINVAL);
+}
+
+struct loaded {
+	int count;
+	char source[256];
+};
+
+static void collect(struct journal_record *rec, void *userdata)
+{
+	struct loaded *l = userdata;
+
+	l->count++;
+	(void)snprintf(l->source, sizeof(l->source), "%s", rec->source);
+}
+
+static void test_write_load_remove(void **state)
+{
+	char dir[] = "/tmp/test_journal.XXXXXX", cmd[256], path[512];
+	struct journal_record a = sample(), b = sample();
+	struct loaded l = {0};
+	struct journal *j = NULL;
+	size_t bad = 99;
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(journal_open(dir, &j), 0);
+	assert_int_equal(journal_write(j, &a), 0);
+	b.source = "other.png";
+	assert_int_equal(journal_write(j, &b), 0);
+	assert_int_equal(journal_write(j, &b), 0); /* the same source again: replaced */
+	(void)snprintf(path, sizeof(path), "%s/journal/garbage.json", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	(void)fputs("{not json", f);
+	(void)fclose(f);
+
+	assert_int_equal(journal_load(j, collect, &l, &bad), 0);
+	assert_int_equal(l.count, 2);
+	assert_int_equal(bad, 1);
+
+	assert_int_equal(journal_remove(j, "/srv/hot", "other.png"), 0);
+	assert_int_equal(journal_remove(j, "/srv/hot", "never.png"), 0);
+	l.count = 0;
+	assert_int_equal(journal_load(j, collect, &l, NULL), 0);
+	assert_int_equal(l.count, 1);
+	assert_string_equal(l.source, "sub/ç photo.png");
+	journal_close(j);
+	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_write_load_remove),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
