@@ -49,9 +49,20 @@ enum image_probe_result {
 enum image_probe_result image_probe(const uint8_t *head, size_t len, uint64_t file_size,
 				    struct image_info *ret_info);
 
+/* TIFF may keep its first directory (IFD0) anywhere; libtiff writes it at the
+ * end. When image_probe() cannot see it in the head, the caller reads up to
+ * IMAGE_TIFF_IFD_WINDOW bytes at image_tiff_ifd_offset() and calls
+ * image_probe_tiff_ifd() with them. The offset is 0 for a head that is not TIFF. */
+#define IMAGE_TIFF_IFD_WINDOW (64 * 1024)
+uint64_t image_tiff_ifd_offset(const uint8_t *head, size_t len);
+enum image_probe_result image_probe_tiff_ifd(const uint8_t *head, size_t head_len,
+					     const uint8_t *ifd, size_t ifd_len,
+					     uint64_t ifd_offset, uint64_t file_size,
+					     struct image_info *ret_info);
+
 /* Whether the file ends the way a complete file of this format ends (PNG: the
- * IEND chunk; JPEG: the EOI marker FF D9, tolerating trailing padding; GIF: the
- * 0x3B trailer). Formats without a trailer give true. `tail` is the last
+ * IEND chunk; JPEG: the EOI marker FF D9, tolerating trailing padding). Other
+ * formats give true: GIFs without their 0x3B trailer are common and decode. `tail` is the last
  * min(file_size, IMAGE_TAIL_MAX) bytes. */
 bool image_tail_complete(enum image_format format, const uint8_t *tail, size_t len);
 

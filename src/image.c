@@ -339,6 +339,49 @@ static enum image_probe_result probe_tiff(const struct head *h, struct image_inf
 	return set_dims(info, width, height);
 }
 
+uint64_t image_tiff_ifd_offset(const uint8_t *head, size_t len)
+{
+	if (len < 8 || image_sniff(head, len) != IMAGE_FORMAT_TIFF)
+		return 0;
+	return head[0] == 'M' ? be32(head + 4) : le32(head + 4);
+}
+
+enum image_probe_result image_probe_tiff_ifd(const uint8_t *head, size_t head_len,
+					     const uint8_t *ifd, size_t ifd_len,
+					     uint64_t ifd_offset, uint64_t file_size,
+					     struct image_info *ret_info)
+{
+	/* A file of its header and its directory, with the directory moved to
+	 * offset 8: the width and height tags hold their values inline. */
+	uint8_t buf[8 + IMAGE_TIFF_IFD_WINDOW];
+	struct head h = {.buf = buf};
+	struct image_info info = {.format = IMAGE_FORMAT_TIFF};
+	enum image_probe_result r;
+
+	memset(ret_info, 0, sizeof(*ret_info));
+	if (head_len < 8 || image_sniff(head, head_len) != IMAGE_FORMAT_TIFF ||
+	    ifd_offset < 8 || ifd_offset >= file_size)
+		return IMAGE_PROBE_CORRUPT;
+	if (ifd_len > IMAGE_TIFF_IFD_WINDOW)
+		ifd_len = IMAGE_TIFF_IFD_WINDOW;
+	memcpy(buf, head, 4);
+	if (head[0] == 'M') {
+		buf[4] = buf[5] = buf[6] = 0;
+		buf[7] = 8;
+	} else {
+		buf[4] = 8;
+		buf[5] = buf[6] = buf[7] = 0;
+	}
+	memcpy(buf + 8, ifd, ifd_len);
+	h.len = 8 + ifd_len;
+	h.file_size = 8 + (file_size - ifd_offset);
+	r = probe_tiff(&h, &info);
+	ret_info->format = IMAGE_FORMAT_TIFF;
+	if (r == IMAGE_PROBE_OK)
+		*ret_info = info;
+	return r;
+}
+
 enum image_probe_result image_probe(const uint8_t *head, size_t len, uint64_t file_size,
 				    struct image_info *ret_info)
 {
@@ -406,9 +449,6 @@ bool image_tail_complete(enum image_format format, const uint8_t *tail, size_t l
 			if (tail[i - 2] == 0xff && tail[i - 1] == 0xd9)
 				return true;
 		return false;
-	case IMAGE_FORMAT_GIF:
-		len = strip_trailing_zeros(tail, len);
-		return len > 0 && tail[len - 1] == 0x3b;
 	default:
 		return true;
 	}

@@ -798,6 +798,31 @@ static uint8_t *validate_buffer(void)
 	return buf;
 }
 
+/* A TIFF whose first directory lies beyond the head: read it where it is. */
+static enum image_probe_result job_probe_tiff_tail(const struct job *job, size_t head_len,
+						   struct image_info *info)
+{
+	uint64_t off = image_tiff_ifd_offset(validate_buffer(), head_len);
+	uint8_t *window = malloc(IMAGE_TIFF_IFD_WINDOW);
+	enum image_probe_result r = IMAGE_PROBE_CORRUPT;
+	ssize_t n;
+	int fd;
+
+	if (!window)
+		log_oom();
+	fd = job_open_source(job);
+	if (fd >= 0 && off < job->size) {
+		n = read_at(fd, window, IMAGE_TIFF_IFD_WINDOW, (off_t)off);
+		if (n >= 0)
+			r = image_probe_tiff_ifd(validate_buffer(), head_len, window, (size_t)n, off,
+						 job->size, info);
+	}
+	if (fd >= 0)
+		close(fd);
+	free(window);
+	return r;
+}
+
 static void job_validate(struct jobs *jobs, struct job *job)
 {
 	const struct folder_config *cfg = job->folder->cfg;
@@ -850,6 +875,9 @@ static void job_validate(struct jobs *jobs, struct job *job)
 		return;
 	}
 	pr = image_probe(validate_buffer(), (size_t)head_len, job->size, &info);
+	if (pr != IMAGE_PROBE_OK && image_tiff_ifd_offset(validate_buffer(), (size_t)head_len) >=
+					    (uint64_t)head_len)
+		pr = job_probe_tiff_tail(job, (size_t)head_len, &info);
 	complete = pr == IMAGE_PROBE_OK && image_tail_complete(info.format, tail, (size_t)tail_len);
 	if (pr == IMAGE_PROBE_TRUNCATED || (pr == IMAGE_PROBE_OK && !complete)) {
 		/* Maybe still arriving (a slow copy that closes between chunks). */
