@@ -20,7 +20,9 @@ struct folder {
 	int root_wd;                     /* inotify watch of the root, -1 if none */
 	struct watch *watch;             /* the watch that owns the timer below */
 	struct loop_timer *timer;        /* poll scans, or looking for a missing folder */
-	uint64_t images_today;           /* generations billed today (spend limit) */
+	uint64_t images_today;           /* images generated today (spend limit) */
+	unsigned images_reserved;        /* generations in flight, counted against the limit */
+	int64_t images_day_end;          /* epoch s when images_today starts again at 0 */
 };
 
 #endif

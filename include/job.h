@@ -24,7 +24,9 @@ struct jobs_counts {
 	size_t settling, queued, in_flight, waiting;
 	uint64_t done, failed, skipped, left_incomplete, generations;
 	bool paused;
-	const char *pause_reason; /* valid until the next call into jobs */
+	const char *pause_reason; /* these three: NULL, or valid until the next call into jobs */
+	const char *limit_reason; /* a spend limit holds submissions back */
+	const char *disk_reason;  /* writing outputs fails */
 };
 
 /* once: --once mode (pauses and incomplete files end the run instead of
@@ -51,12 +53,20 @@ bool jobs_idle(const struct jobs *jobs);
 /* Nothing in flight. */
 bool jobs_quiet(const struct jobs *jobs);
 
+/* Only daily spend limits keep the queued jobs waiting (--once gives up
+ * then; a per-minute rate it waits out). */
+bool jobs_held_by_limits(const struct jobs *jobs);
+
 void jobs_counts(const struct jobs *jobs, struct jobs_counts *ret_counts);
 
 /* Where paid-for results are recorded until written out (NULL: nowhere). */
 void jobs_set_journal(struct jobs *jobs, struct journal *journal);
 /* Resumes a journalled result: downloaded and written, never generated again. */
 void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal_record *rec);
+
+/* Counts what the folder's sidecars say was generated today (local time),
+ * so that a restart does not reset max_images_per_day. */
+void jobs_count_today(struct jobs *jobs, struct folder *folder);
 
 /* Called after every change of the counts (for STATUS=). */
 void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdata);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -82,6 +83,7 @@ struct jobs {
 	size_t n_settling, n_waiting;
 	uint64_t done, failed, skipped, left_incomplete, generations;
 	bool paused, probing;
+	bool pumping, pump_again;  /* jobs_pump is not re-entered */
 	char pause_reason[512];
 	uint64_t rng;
 	void (*on_change)(void *userdata);
@@ -89,6 +91,15 @@ struct jobs {
 	struct transfer_net net;
 	char *gen_url;
 	struct journal *journal;   /* may be NULL: no state_dir */
+	/* Spend limits: images_per_minute as a token bucket (in milli-images,
+	 * so refills need no floating point) and max_images_per_day. */
+	uint64_t tokens_milli, tokens_at;
+	int64_t day_end;           /* epoch s of the next local midnight */
+	uint64_t images_today;     /* all folders */
+	struct loop_timer *limit_timer;
+	char limit_reason[256];
+	bool limit_daily;          /* the reason is a daily limit (not a rate to wait out) */
+	char disk_reason[256];     /* why writing outputs fails, while it does */
 };
 
 static void jobs_pump(struct jobs *jobs);
@@ -875,8 +886,8 @@ static void job_validate(struct jobs *jobs, struct job *job)
 		return;
 	}
 	pr = image_probe(validate_buffer(), (size_t)head_len, job->size, &info);
-	if (pr != IMAGE_PROBE_OK && image_tiff_ifd_offset(validate_buffer(), (size_t)head_len) >=
-					    (uint64_t)head_len)
+	if (pr == IMAGE_PROBE_CORRUPT && info.format == IMAGE_FORMAT_TIFF &&
+	    image_tiff_ifd_offset(validate_buffer(), (size_t)head_len) >= (uint64_t)head_len)
 		pr = job_probe_tiff_tail(job, (size_t)head_len, &info);
 	complete = pr == IMAGE_PROBE_OK && image_tail_complete(info.format, tail, (size_t)tail_len);
 	if (pr == IMAGE_PROBE_TRUNCATED || (pr == IMAGE_PROBE_OK && !complete)) {
@@ -983,6 +994,7 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 
 	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 	memcpy(job->request_id, g->request_id, sizeof(job->request_id));
+	job->folder->images_reserved--;
 	if (g->sha256_hex[0])
 		memcpy(job->sha256, g->sha256_hex, sizeof(job->sha256));
 	jobs->probing = false;
@@ -1024,15 +1036,16 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	}
 
 	switch (res->outcome) {
-	case API_OUTCOME_OK:
-		if (res->generated_images > 0)
-			jobs->generations += (uint64_t)res->generated_images;
-		else
-			jobs->generations++;
+	case API_OUTCOME_OK: {
+		uint64_t images = res->generated_images > 0 ? (uint64_t)res->generated_images : 1;
+		jobs->generations += images;
+		jobs->images_today += images;
+		job->folder->images_today += images;
 		job->generated_at = loop_wall_ms();
 		job_journal_write(jobs, job);
 		job_fetch(jobs, job);
 		break;
+	}
 	case API_OUTCOME_FILE_FAIL:
 		job_fail(jobs, job, status, res->error_code ? res->error_code : "Unknown",
 			 res->error_message ? res->error_message : "");
@@ -1105,6 +1118,7 @@ static void job_generate(struct jobs *jobs, struct job *job)
 	if (!job->started)
 		job->started = loop_now_ms();
 	job->attempts++;
+	job->folder->images_reserved++;
 	job->request_id[0] = '\0';
 	job_activate(jobs, job, JOB_GENERATING);
 	log_debug("submitting %s/%s (%s, %llu bytes, attempt %u)", cfg->path, job->rel,
@@ -1135,12 +1149,123 @@ static void job_fetch_failed(struct jobs *jobs, struct job *job, const char *why
 		return;
 	}
 	delay = jobs_backoff(jobs, job->fetch_failures, -1);
+	(void)snprintf(jobs->disk_reason, sizeof(jobs->disk_reason),
+		       "writing results is failing (%s/%s: %s); kept and retried",
+		       job->folder->cfg->output, job->rel, why);
 	log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
 		job->request_id[0] ? job->request_id : NULL, NULL,
 		"fetching the result of %s/%s failed (%s); trying again in %llu ms",
 		job->folder->cfg->path, job->rel, why, (unsigned long long)delay);
 	job_wait(jobs, job, delay, true);
 	jobs_changed(jobs);
+}
+
+/* Copies src to dst (O_EXCL) and fsyncs it: moves across filesystems. */
+static int copy_file(int src_fd, int dst_dirfd, const char *dst_name)
+{
+	char buf[64 * 1024];
+	int out = openat(dst_dirfd, dst_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644), r = 0;
+	off_t off = 0;
+
+	if (out < 0)
+		return -errno;
+	for (;;) {
+		ssize_t n = pread(src_fd, buf, sizeof(buf), off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : 0;
+			break;
+		}
+		for (ssize_t done = 0; done < n;) {
+			ssize_t w = write(out, buf + done, (size_t)(n - done));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				r = -errno;
+				goto out;
+			}
+			done += w;
+		}
+		off += n;
+	}
+	if (r == 0 && fsync(out) < 0)
+		r = -errno;
+out:
+	close(out);
+	if (r < 0)
+		(void)unlinkat(dst_dirfd, dst_name, 0);
+	return r;
+}
+
+/* on_success: move the original to done_dir (mirroring its relative path,
+ * never over another file) or delete it. Only after the output and its
+ * sidecar are on disk, and only if the file is still the version sent. */
+static void job_after_success(struct job *job)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	char *dir = NULL, *dest_dir = NULL, name[OUTPUT_NAME_MAX + 16];
+	const char *base = rel_base(job->rel), *dot;
+	int src_dir = -1, fd = -1, dest_fd = -1, r = 0;
+
+	if (cfg->on_success == ON_SUCCESS_KEEP)
+		return;
+	src_dir = open(cfg->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = job_open_source(job);
+	if (src_dir < 0 || fd < 0 || !job_source_unchanged(job, fd) || job->dirty) {
+		log_info("%s/%s changed or went away; left in place", cfg->path, job->rel);
+		goto out;
+	}
+	if (cfg->on_success == ON_SUCCESS_DELETE) {
+		if (unlinkat(src_dir, job->rel, 0) < 0)
+			r = -errno;
+		goto out;
+	}
+	dir = rel_dir(job->rel);
+	dest_dir = dir[0] ? xasprintf("%s/%s", cfg->done_dir, dir) : xstrdup(cfg->done_dir);
+	r = mkdir_parents(dest_dir);
+	if (r < 0)
+		goto out;
+	dest_fd = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dest_fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	dot = strrchr(base, '.');
+	(void)snprintf(name, sizeof(name), "%s", base);
+	for (unsigned n = 2; faccessat(dest_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0; n++) {
+		if (n > 9999) {
+			r = -EEXIST;
+			goto out;
+		}
+		(void)snprintf(name, sizeof(name), "%.*s-%u%s", (int)(dot ? dot - base : (long)strlen(base)),
+			       base, n, dot ? dot : "");
+	}
+	if (renameat(src_dir, job->rel, dest_fd, name) < 0) {
+		if (errno != EXDEV) {
+			r = -errno;
+			goto out;
+		}
+		r = copy_file(fd, dest_fd, name);
+		if (r == 0 && unlinkat(src_dir, job->rel, 0) < 0)
+			r = -errno;
+	}
+	if (r == 0)
+		(void)fsync(dest_fd);
+out:
+	if (r < 0)
+		log_warn("on_success for %s/%s failed: %s; the original stays", cfg->path, job->rel,
+			 strerror(-r));
+	if (dest_fd >= 0)
+		close(dest_fd);
+	if (fd >= 0)
+		close(fd);
+	if (src_dir >= 0) {
+		(void)fsync(src_dir);
+		close(src_dir);
+	}
+	free(dest_dir);
+	free(dir);
 }
 
 /* The output file is complete in a temporary file: rename it in, then the
@@ -1198,6 +1323,8 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	(void)unlinkat(job->out_dirfd, err_name, 0); /* an old failure of this source */
 	job_index_put(job, side_name, false, s.completed_at);
 	job_journal_remove(jobs, job);
+	jobs->disk_reason[0] = '\0';
+	job_after_success(job);
 	jobs->done++;
 	log_job(LOG_INFO, cfg->path, job->rel, s.request_id, NULL,
 		"done %s/%s -> %s/%s (%u attempt%s, %llu ms)", cfg->path, job->rel, cfg->output,
@@ -1344,20 +1471,143 @@ static size_t jobs_generating(const struct jobs *jobs)
 	return n;
 }
 
+/* The epoch second of the next local midnight after t. */
+static int64_t next_midnight(int64_t t)
+{
+	time_t now = (time_t)t;
+	struct tm tm;
+
+	if (!localtime_r(&now, &tm))
+		return t + 86400;
+	tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+	tm.tm_mday++;
+	tm.tm_isdst = -1;
+	return (int64_t)mktime(&tm);
+}
+
+static void jobs_roll_day(struct jobs *jobs, struct folder *folder)
+{
+	int64_t now = loop_wall_ms() / 1000;
+
+	if (now >= jobs->day_end) {
+		jobs->images_today = 0;
+		jobs->day_end = next_midnight(now);
+	}
+	if (folder && now >= folder->images_day_end) {
+		folder->images_today = 0;
+		folder->images_day_end = next_midnight(now);
+	}
+}
+
+/* Whether the global spend limits allow one more generation now; if not,
+ * the limit timer is armed for when they will. */
+static bool jobs_spend_allows(struct jobs *jobs, size_t generating)
+{
+	const struct config *cfg = jobs->config;
+	uint64_t now = loop_now_ms();
+
+	jobs_roll_day(jobs, NULL);
+	if (cfg->max_images_per_day && jobs->images_today + generating >= cfg->max_images_per_day) {
+		(void)snprintf(jobs->limit_reason, sizeof(jobs->limit_reason),
+			       "daily limit reached (%llu of max_images_per_day %llu); resuming at "
+			       "midnight",
+			       (unsigned long long)jobs->images_today,
+			       (unsigned long long)cfg->max_images_per_day);
+		jobs->limit_daily = true;
+		(void)loop_timer_arm(jobs->limit_timer,
+				     (uint64_t)(jobs->day_end - loop_wall_ms() / 1000) * 1000 + 1000);
+		return false;
+	}
+	if (cfg->images_per_minute) {
+		uint64_t cap = cfg->images_per_minute * 1000;
+		jobs->tokens_milli += (now - jobs->tokens_at) * cfg->images_per_minute / 60;
+		if (jobs->tokens_milli > cap)
+			jobs->tokens_milli = cap;
+		jobs->tokens_at = now;
+		if (jobs->tokens_milli < 1000) {
+			uint64_t wait = (1000 - jobs->tokens_milli) * 60 / cfg->images_per_minute + 1;
+			(void)snprintf(jobs->limit_reason, sizeof(jobs->limit_reason),
+				       "images_per_minute %llu reached",
+				       (unsigned long long)cfg->images_per_minute);
+			(void)loop_timer_arm(jobs->limit_timer, wait);
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool folder_spend_allows(struct jobs *jobs, struct folder *folder)
+{
+	uint64_t limit = folder->cfg->max_images_per_day;
+
+	if (!limit)
+		return true;
+	jobs_roll_day(jobs, folder);
+	if (folder->images_today + folder->images_reserved < limit)
+		return true;
+	(void)snprintf(jobs->limit_reason, sizeof(jobs->limit_reason),
+		       "folder %s reached its daily limit (%llu images); resuming at midnight",
+		       folder->cfg->path, (unsigned long long)limit);
+	jobs->limit_daily = true;
+	(void)loop_timer_arm(jobs->limit_timer,
+			     (uint64_t)(folder->images_day_end - loop_wall_ms() / 1000) * 1000 + 1000);
+	return false;
+}
+
 static void jobs_pump(struct jobs *jobs)
 {
-	while (jobs->queue.head && !jobs->stopping) {
+	struct job *job;
+
+	/* Starting a job can end another one, which pumps again: run the loop
+	 * once, and go round again from the head instead of nesting. */
+	if (jobs->pumping) {
+		jobs->pump_again = true;
+		return;
+	}
+	jobs->pumping = true;
+again:
+	jobs->pump_again = false;
+	jobs->limit_reason[0] = '\0';
+	jobs->limit_daily = false;
+	job = jobs->queue.head;
+	while (job && !jobs->stopping) {
+		size_t generating = jobs_generating(jobs);
+
 		if (jobs->paused && !jobs->probing)
 			break;
-		if (jobs->paused && jobs_generating(jobs) > 0)
+		if (jobs->paused && generating > 0)
 			break; /* the probe is under way */
-		if (jobs_generating(jobs) >= jobs->config->api.max_in_flight)
+		if (generating >= jobs->config->api.max_in_flight)
 			break;
-		job_generate(jobs, jobs->queue.head);
+		if (!jobs_spend_allows(jobs, generating))
+			break;
+		if (!folder_spend_allows(jobs, job->folder)) {
+			job = job->next; /* other folders may still spend */
+			continue;
+		}
+		if (jobs->config->images_per_minute)
+			jobs->tokens_milli -= 1000;
+		job_generate(jobs, job);
 		if (jobs->paused)
 			break; /* one probe at a time */
+		if (jobs->pump_again)
+			goto again;
+		/* The job left the queue (or went back to settling): start over
+		 * from the head, skipping folders held back by their limits. */
+		job = jobs->queue.head;
+		while (job && job->folder->cfg->max_images_per_day &&
+		       !folder_spend_allows(jobs, job->folder))
+			job = job->next;
 	}
+	if (jobs->pump_again)
+		goto again;
+	jobs->pumping = false;
 	jobs_changed(jobs);
+}
+
+static void jobs_limit_timer(void *userdata)
+{
+	jobs_pump(userdata);
 }
 
 static void jobs_deadline(void *userdata)
@@ -1409,9 +1659,13 @@ int jobs_new(struct loop *loop, struct http *http, const struct config *config,
 	if (getrandom(&jobs->rng, sizeof(jobs->rng), 0) != (ssize_t)sizeof(jobs->rng) || !jobs->rng)
 		jobs->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(unsigned)getpid();
 	jobs->auth_header = xasprintf("Authorization: Bearer %s", api_key);
+	jobs->tokens_at = loop_now_ms();
+	jobs->tokens_milli = config->images_per_minute * 1000; /* a full bucket at start */
 	r = loop_timer_new(loop, jobs_deadline, jobs, &jobs->timer);
 	if (r >= 0)
 		r = loop_timer_new(loop, jobs_pause_timer, jobs, &jobs->pause_timer);
+	if (r >= 0)
+		r = loop_timer_new(loop, jobs_limit_timer, jobs, &jobs->limit_timer);
 	if (r < 0) {
 		jobs_free(jobs);
 		return r;
@@ -1432,6 +1686,7 @@ void jobs_free(struct jobs *jobs)
 	free(jobs->heap);
 	loop_timer_free(jobs->loop, jobs->timer);
 	loop_timer_free(jobs->loop, jobs->pause_timer);
+	loop_timer_free(jobs->loop, jobs->limit_timer);
 	if (jobs->auth_header) {
 		/* The key should not outlive its use in a core dump. */
 		explicit_bzero(jobs->auth_header, strlen(jobs->auth_header));
@@ -1561,6 +1816,12 @@ bool jobs_quiet(const struct jobs *jobs)
 	return jobs->active.n == 0;
 }
 
+bool jobs_held_by_limits(const struct jobs *jobs)
+{
+	return jobs->active.n == 0 && jobs->n_settling == 0 && jobs->n_waiting == 0 &&
+	       jobs->queue.n > 0 && jobs->limit_reason[0] && jobs->limit_daily;
+}
+
 void jobs_counts(const struct jobs *jobs, struct jobs_counts *c)
 {
 	c->settling = jobs->n_settling;
@@ -1574,6 +1835,8 @@ void jobs_counts(const struct jobs *jobs, struct jobs_counts *c)
 	c->generations = jobs->generations;
 	c->paused = jobs->paused;
 	c->pause_reason = jobs->paused ? jobs->pause_reason : NULL;
+	c->limit_reason = jobs->limit_reason[0] && jobs->queue.n ? jobs->limit_reason : NULL;
+	c->disk_reason = jobs->disk_reason[0] ? jobs->disk_reason : NULL;
 }
 
 void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdata)
@@ -1625,4 +1888,30 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 		 rec->source, (long long)(age_ms / 1000));
 	job_wait(jobs, job, 0, true);
 	jobs_changed(jobs);
+}
+
+struct today_count {
+	int64_t since;
+	uint64_t images;
+};
+
+static void count_today(const struct index_entry *e, void *userdata)
+{
+	struct today_count *t = userdata;
+
+	if (!e->failed && e->finished_at >= t->since)
+		t->images += e->generated_images > 0 ? (uint64_t)e->generated_images : 1;
+}
+
+void jobs_count_today(struct jobs *jobs, struct folder *folder)
+{
+	struct today_count t;
+
+	jobs_roll_day(jobs, folder);
+	/* The start of today: a day before the next midnight (DST days aside). */
+	t.since = folder->images_day_end - 86400;
+	t.images = 0;
+	index_foreach(folder->index, count_today, &t);
+	folder->images_today = t.images;
+	jobs->images_today += t.images;
 }

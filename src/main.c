@@ -154,7 +154,8 @@ static void daemon_check_done(struct daemon *d)
 	struct jobs_counts c;
 
 	jobs_counts(d->jobs, &c);
-	if (d->once && (jobs_idle(d->jobs) || (c.paused && jobs_quiet(d->jobs))))
+	if (d->once && (jobs_idle(d->jobs) || (c.paused && jobs_quiet(d->jobs)) ||
+			jobs_held_by_limits(d->jobs)))
 		d->done = true;
 	if (d->stopping && jobs_quiet(d->jobs))
 		d->done = true;
@@ -169,10 +170,12 @@ static void daemon_status(void *userdata)
 
 	jobs_counts(d->jobs, &c);
 	again = notify_status("%s%zu queued, %zu in flight, %zu waiting to retry, %llu done, "
-			      "%llu failed%s%s%s",
+			      "%llu failed%s%s%s%s%s%s%s",
 			      d->stopping ? "stopping: " : "", c.queued + c.settling, c.in_flight,
 			      c.waiting, (unsigned long long)c.done, (unsigned long long)c.failed,
-			      c.paused ? "; " : "", c.paused ? c.pause_reason : "",
+			      c.pause_reason ? "; " : "", c.pause_reason ? c.pause_reason : "",
+			      c.limit_reason ? "; " : "", c.limit_reason ? c.limit_reason : "",
+			      c.disk_reason ? "; " : "", c.disk_reason ? c.disk_reason : "",
 			      missing ? "; a watched folder is missing" : "");
 	if (again && !loop_timer_armed(d->status_timer))
 		(void)loop_timer_arm(d->status_timer, again);
@@ -275,6 +278,7 @@ static int daemon_add_folder(struct daemon *d, const struct folder_config *cfg)
 			 cfg->path, swept);
 	f = folder_new(cfg);
 	d->folders[d->n_folders++] = f;
+	jobs_count_today(d->jobs, f);
 	/* Paid-for results first, so the scan finds their jobs already there. */
 	for (size_t i = 0; i < d->n_pending; i++) {
 		if (d->pending[i].folder && strcmp(d->pending[i].folder, cfg->path) == 0) {
@@ -532,6 +536,8 @@ static int daemon_run(struct daemon *d, const char *api_key)
 	}
 
 	jobs_counts(d->jobs, &c);
+	if (c.limit_reason && c.queued)
+		log_warn("%s", c.limit_reason);
 	log_info("%s: %llu done, %llu failed, %llu already done, %zu left in the queue",
 		 d->once ? "finished" : "stopped", (unsigned long long)c.done,
 		 (unsigned long long)c.failed, (unsigned long long)c.skipped,
