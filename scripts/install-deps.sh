@@ -3,7 +3,8 @@
 # something is missing. Runs apt-get as root (or through sudo).
 set -eu
 PACKAGES="build-essential cmake pkg-config python3 libcurl4-openssl-dev libyaml-dev
-libcjson-dev libsystemd-dev libcmocka-dev libssl-dev ca-certificates curl jq inotify-tools
+libcjson-dev libsystemd-dev libcmocka-dev libssl-dev ca-certificates curl jq inotify-tools systemd dpkg-dev file man-db
+clang libclang-rt-14-dev
 ${SEEDREAMD_EXTRA_PACKAGES:-}"
 
 missing=""

@@ -1,6 +1,9 @@
 #!/bin/sh
 # Installs the build dependencies, builds with -Werror and runs the whole suite
-# through ctest. This is the README's test command and what .ci/run calls.
+# through ctest; then again under AddressSanitizer + UndefinedBehaviorSanitizer
+# (leak detection on); then each fuzz target for FUZZ_SECONDS (default 60);
+# then the Debian package checks. This is the README's test command and what
+# .ci/run calls. QUICK=1 runs only the first build and ctest.
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -8,3 +11,22 @@ BUILD=${BUILD_DIR:-build}
 cmake -S . -B "$BUILD" -DSEEDREAMD_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "$BUILD" -j"$(nproc)"
 ctest --test-dir "$BUILD" --output-on-failure -j2
+[ "${QUICK:-0}" = 1 ] && exit 0
+
+# The same suite, daemon included, under the sanitizers: any report fails it.
+ASAN_BUILD=${ASAN_BUILD_DIR:-build-asan}
+cmake -S . -B "$ASAN_BUILD" -DSEEDREAMD_WERROR=ON -DSEEDREAMD_SANITIZE=ON \
+	-DCMAKE_BUILD_TYPE=Debug
+cmake --build "$ASAN_BUILD" -j"$(nproc)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ctest --test-dir "$ASAN_BUILD" --output-on-failure -j2
+
+# Bounded fuzzing of the three parsers fed by strangers: config, API answers, images.
+./tests/fuzz/run.sh "${FUZZ_SECONDS:-60}"
+# The Debian package: build, systemd-analyze, dpkg -i, run, purge. dpkg needs root.
+if [ "$(id -u)" -eq 0 ]; then
+	BUILD_DIR="$BUILD" ./scripts/package.sh
+else
+	echo "test.sh: not root: skipping scripts/package.sh (the .deb checks)" >&2
+fi
