@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <systemd/sd-journal.h>
 
 static int max_priority = LOG_INFO;
@@ -57,11 +58,32 @@ static void log_emit(int priority, const char *folder, const char *source, const
 		if ((unsigned char)*p < 0x20)
 			*p = ' ';
 	if (use_journal) {
-		(void)sd_journal_send("MESSAGE=%s", text, "PRIORITY=%d", priority,
-				      "SYSLOG_IDENTIFIER=seedreamd", "FOLDER=%s", folder ? folder : "",
-				      "SOURCE=%s", source ? source : "", "REQUEST_ID=%s",
-				      request_id ? request_id : "", "ERROR_CODE=%s",
-				      error_code ? error_code : "", NULL);
+		/* Only the fields that have a value: journalctl FOLDER=... then finds
+		 * exactly the lines about that folder. */
+		char prio[16], *fields[4] = {NULL};
+		const char *names[4] = {"FOLDER=", "SOURCE=", "REQUEST_ID=", "ERROR_CODE="};
+		const char *values[4] = {folder, source, request_id, error_code};
+		struct iovec iov[7];
+		char message[sizeof(text) + 8];
+		int n = 0;
+
+		(void)snprintf(message, sizeof(message), "MESSAGE=%s", text);
+		(void)snprintf(prio, sizeof(prio), "PRIORITY=%d", priority);
+		iov[n++] = (struct iovec){message, strlen(message)};
+		iov[n++] = (struct iovec){prio, strlen(prio)};
+		iov[n++] = (struct iovec){(char *)"SYSLOG_IDENTIFIER=seedreamd", 27};
+		for (int i = 0; i < 4; i++) {
+			if (!values[i] || !values[i][0])
+				continue;
+			if (asprintf(&fields[i], "%s%s", names[i], values[i]) < 0) {
+				fields[i] = NULL;
+				continue;
+			}
+			iov[n++] = (struct iovec){fields[i], strlen(fields[i])};
+		}
+		(void)sd_journal_sendv(iov, n);
+		for (int i = 0; i < 4; i++)
+			free(fields[i]);
 		return;
 	}
 	(void)fprintf(stderr, "seedreamd: %s: %s\n", priority_name(priority), text);
