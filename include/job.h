@@ -59,6 +59,9 @@ bool jobs_held_by_limits(const struct jobs *jobs);
 
 void jobs_counts(const struct jobs *jobs, struct jobs_counts *ret_counts);
 
+/* A new key for requests from now on (a reload). */
+void jobs_set_api_key(struct jobs *jobs, const char *api_key);
+
 /* Where paid-for results are recorded until written out (NULL: nowhere). */
 void jobs_set_journal(struct jobs *jobs, struct journal *journal);
 /* Resumes a journalled result: downloaded and written, never generated again. */

@@ -1845,6 +1845,16 @@ void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdat
 	jobs->on_change_data = userdata;
 }
 
+void jobs_set_api_key(struct jobs *jobs, const char *api_key)
+{
+	char *header = xasprintf("Authorization: Bearer %s", api_key);
+
+	/* Transfers in flight keep curl's copy of the old header. */
+	explicit_bzero(jobs->auth_header, strlen(jobs->auth_header));
+	free(jobs->auth_header);
+	jobs->auth_header = header;
+}
+
 void jobs_set_journal(struct jobs *jobs, struct journal *journal)
 {
 	jobs->journal = journal;

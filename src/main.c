@@ -358,7 +358,7 @@ static const struct folder_config *config_find_folder(const struct config *c, co
 static void daemon_reload(struct daemon *d)
 {
 	struct config *next = NULL, **retired;
-	char err[1024];
+	char err[1024], key[API_KEY_MAX];
 	size_t n_before;
 	int r;
 
@@ -369,6 +369,13 @@ static void daemon_reload(struct daemon *d)
 		log_error("reload failed, keeping the running configuration: %s", err);
 		goto out;
 	}
+	if (load_api_key(next, key, sizeof(key)) < 0) {
+		log_error("reload failed, keeping the running configuration: no usable API key");
+		config_free(next);
+		goto out;
+	}
+	jobs_set_api_key(d->jobs, key);
+	explicit_bzero(key, sizeof(key));
 	retired = reallocarray(d->retired, d->n_retired + 1, sizeof(*retired));
 	if (!retired)
 		log_oom();
