@@ -109,8 +109,14 @@ struct sidecar_error {
 	const char *version;
 };
 
+/* The exact source name a sidecar records: "source_hex" decoded when present
+ * (names that are not valid UTF-8 are written that way), else "source".
+ * Caller frees; NULL when absent, malformed or out of memory. */
+char *output_sidecar_source(const cJSON *root);
+
 /* Sidecar documents, pretty-printed, NUL-terminated, newline at the end;
- * caller frees. NULL only when out of memory. Fields: source, source_sha256,
+ * caller frees. NULL only when out of memory. Fields: source (and source_hex
+ * when the name is not valid UTF-8; likewise output), source_sha256,
  * source_size, source_mtime (RFC 3339 with nanoseconds), and for success:
  * output, model, prompt, size, result_size, watermark, response_format,
  * created, usage, request_id, attempts, elapsed_ms, completed_at (RFC 3339),

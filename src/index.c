@@ -302,6 +302,7 @@ int index_parse_sidecar(const char *json, size_t len, const char *sidecar_rel,
 {
 	struct index_entry e = {0};
 	const cJSON *source, *error;
+	char *raw_source = NULL;
 	cJSON *root;
 	int r = -EINVAL;
 
@@ -316,6 +317,9 @@ int index_parse_sidecar(const char *json, size_t len, const char *sidecar_rel,
 	source = cJSON_GetObjectItemCaseSensitive(root, "source");
 	if (!cJSON_IsString(source) || !source->valuestring[0])
 		goto out;
+	raw_source = output_sidecar_source(root);
+	if (!raw_source || !raw_source[0])
+		goto out;
 	r = parse_source_fields(root, &e);
 	if (r < 0)
 		goto out;
@@ -329,7 +333,8 @@ int index_parse_sidecar(const char *json, size_t len, const char *sidecar_rel,
 	if (r < 0)
 		goto out;
 	e.generated_images = parse_generated_images(root);
-	e.source = strdup(source->valuestring);
+	e.source = raw_source;
+	raw_source = NULL;
 	e.sidecar = strdup(sidecar_rel ? sidecar_rel : "");
 	if (!e.source || !e.sidecar) {
 		index_entry_clear(&e);
@@ -339,6 +344,7 @@ int index_parse_sidecar(const char *json, size_t len, const char *sidecar_rel,
 	*ret_entry = e;
 	r = 0;
 out:
+	free(raw_source);
 	cJSON_Delete(root);
 	return r;
 }

@@ -183,7 +183,7 @@ fail:
 static int sidecar_owner(int dirfd, const char *name, const char *source_rel)
 {
 	cJSON *root = NULL;
-	const cJSON *src;
+	char *src_name;
 	char *buf = NULL;
 	size_t len = 0;
 	int fd, r;
@@ -205,11 +205,12 @@ static int sidecar_owner(int dirfd, const char *name, const char *source_rel)
 	if (r < 0)
 		return SIDECAR_OTHER;
 	root = cJSON_ParseWithLength(buf, len);
-	src = cJSON_GetObjectItemCaseSensitive(root, "source");
-	if (cJSON_IsString(src) && src->valuestring && strcmp(src->valuestring, source_rel) == 0)
+	src_name = output_sidecar_source(root);
+	if (src_name && strcmp(src_name, source_rel) == 0)
 		r = SIDECAR_OURS;
 	else
 		r = SIDECAR_OTHER;
+	free(src_name);
 	cJSON_Delete(root);
 	free(buf);
 	return r;
@@ -517,12 +518,117 @@ static bool add_time(cJSON *obj, const char *key, int64_t sec, long nsec)
 	return add_string(obj, key, buf);
 }
 
+static bool utf8_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	for (size_t i = 0; i < n;) {
+		size_t len = utf8_seq_len((const unsigned char *)s + i, n - i);
+		if (len == 0)
+			return false;
+		i += len;
+	}
+	return true;
+}
+
+/* s with every byte that is not part of valid UTF-8 replaced by U+FFFD. */
+static char *utf8_lossy(const char *s)
+{
+	size_t n = strlen(s), o = 0;
+	char *out = malloc(3 * n + 1);
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n;) {
+		size_t len = utf8_seq_len((const unsigned char *)s + i, n - i);
+		if (len == 0) {
+			memcpy(out + o, "\xef\xbf\xbd", 3);
+			o += 3;
+			i++;
+		} else {
+			memcpy(out + o, s + i, len);
+			o += len;
+			i += len;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* JSON text must be UTF-8, names on disk need not be: a name that is not
+ * valid UTF-8 is written readable (U+FFFD for bad bytes) under key, and
+ * exactly, as hex, under "<key>_hex". */
+static bool add_name(cJSON *obj, const char *key, const char *name)
+{
+	static const char digits[] = "0123456789abcdef";
+	char hex_key[32], *lossy, *hex;
+	size_t n;
+	bool ok;
+
+	if (!name || utf8_valid(name))
+		return add_string(obj, key, name);
+	n = strlen(name);
+	lossy = utf8_lossy(name);
+	hex = malloc(2 * n + 1);
+	ok = lossy && hex;
+	if (ok) {
+		for (size_t i = 0; i < n; i++) {
+			hex[2 * i] = digits[(unsigned char)name[i] >> 4];
+			hex[2 * i + 1] = digits[(unsigned char)name[i] & 15];
+		}
+		hex[2 * n] = '\0';
+		(void)snprintf(hex_key, sizeof(hex_key), "%s_hex", key);
+		ok = add_string(obj, key, lossy) && add_string(obj, hex_key, hex);
+	}
+	free(lossy);
+	free(hex);
+	return ok;
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+char *output_sidecar_source(const cJSON *root)
+{
+	const cJSON *hex = cJSON_GetObjectItemCaseSensitive(root, "source_hex");
+	const cJSON *src = cJSON_GetObjectItemCaseSensitive(root, "source");
+	size_t n;
+	char *out;
+
+	if (!cJSON_IsString(hex) || !hex->valuestring)
+		return cJSON_IsString(src) && src->valuestring ? strdup(src->valuestring) : NULL;
+	n = strlen(hex->valuestring);
+	if (n == 0 || n % 2)
+		return NULL;
+	out = malloc(n / 2 + 1);
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n / 2; i++) {
+		int hi = hex_value(hex->valuestring[2 * i]), lo = hex_value(hex->valuestring[2 * i + 1]);
+		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+			free(out);
+			return NULL;
+		}
+		out[i] = (char)(hi << 4 | lo);
+	}
+	out[n / 2] = '\0';
+	return out;
+}
+
 static bool add_source(cJSON *obj, const struct sidecar_source *src)
 {
 	/* Sizes stay exact up to 2^53 bytes as a JSON number. */
 	long nsec = src->mtime_nsec < 0 ? 0 : src->mtime_nsec;
 
-	return add_string(obj, "source", src->source) &&
+	return add_name(obj, "source", src->source) &&
 	       add_string(obj, "source_sha256", src->sha256_hex) &&
 	       add_number(obj, "source_size", (double)src->size) &&
 	       add_time(obj, "source_mtime", src->mtime_sec, nsec);
@@ -576,7 +682,7 @@ char *output_sidecar_json(const struct sidecar_success *s)
 	root = cJSON_CreateObject();
 	if (!root)
 		return NULL;
-	ok = add_source(root, &s->src) && add_string(root, "output", s->output) &&
+	ok = add_source(root, &s->src) && add_name(root, "output", s->output) &&
 	     add_string(root, "model", s->model) && add_string(root, "prompt", s->prompt) &&
 	     add_string(root, "size", s->size) && add_string(root, "result_size", s->result_size) &&
 	     cJSON_AddBoolToObject(root, "watermark", s->watermark) &&

@@ -87,6 +87,23 @@ static void watch_forget_dir(struct watch *w, size_t i)
 	w->dirs[i] = w->dirs[--w->n_dirs];
 }
 
+/* Removes the watches of rel and everything below it. */
+static void watch_forget_subtree(struct watch *w, const struct folder *f, const char *rel)
+{
+	size_t n = strlen(rel);
+
+	for (size_t i = 0; i < w->n_dirs;) {
+		const char *r = w->dirs[i].rel;
+		if (w->dirs[i].folder == f && strncmp(r, rel, n) == 0 &&
+		    (r[n] == '\0' || r[n] == '/')) {
+			(void)inotify_rm_watch(w->inotify_fd, w->dirs[i].wd);
+			watch_forget_dir(w, i);
+		} else {
+			i++;
+		}
+	}
+}
+
 static struct watch_dir *watch_find_wd(struct watch *w, int wd)
 {
 	for (size_t i = 0; i < w->n_dirs; i++)
@@ -122,6 +139,7 @@ static void watch_fall_back_to_polling(struct watch *w, struct folder *f)
 
 static void watch_add_dir(struct watch *w, struct folder *f, const char *rel)
 {
+	struct watch_dir *d;
 	char *abs;
 	int wd;
 
@@ -142,14 +160,24 @@ static void watch_add_dir(struct watch *w, struct folder *f, const char *rel)
 	}
 	if (!rel[0])
 		f->root_wd = wd;
-	if (watch_find_wd(w, wd))
-		return; /* the same directory again (a rescan) */
+	d = watch_find_wd(w, wd);
+	if (d) {
+		/* The same directory again: a rescan, or under a new name. */
+		if (strcmp(d->rel, rel) != 0) {
+			char *copy = strdup(rel);
+			if (!copy)
+				log_oom();
+			free(d->rel);
+			d->rel = copy;
+		}
+		return;
+	}
 	if (w->n_dirs == w->cap_dirs) {
 		size_t cap = w->cap_dirs ? w->cap_dirs * 2 : 16;
-		struct watch_dir *d = reallocarray(w->dirs, cap, sizeof(*d));
-		if (!d)
+		struct watch_dir *dirs = reallocarray(w->dirs, cap, sizeof(*dirs));
+		if (!dirs)
 			log_oom();
-		w->dirs = d;
+		w->dirs = dirs;
 		w->cap_dirs = cap;
 	}
 	w->dirs[w->n_dirs].wd = wd;
@@ -352,7 +380,11 @@ static void watch_handle_event(struct watch *w, const struct inotify_event *ev)
 	if (ev->len == 0 || ev->name[0] == '.')
 		return;
 	rel = path_join(d->rel, ev->name);
-	if (ev->mask & IN_ISDIR) {
+	if ((ev->mask & IN_ISDIR) && (ev->mask & IN_MOVED_FROM)) {
+		/* Renamed within the folder or moved away: its watches name the old
+		 * path. Drop them; a rename brings an IN_MOVED_TO that adds it anew. */
+		watch_forget_subtree(w, f, rel);
+	} else if (ev->mask & IN_ISDIR) {
 		if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && f->cfg->recursive &&
 		    !names_is_ignored_dir(ev->name) &&
 		    !names_is_excluded(rel, f->cfg->exclude, f->cfg->n_exclude)) {

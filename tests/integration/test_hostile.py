@@ -191,7 +191,11 @@ def test(ctx):
                     sc = json.loads(h.read_bytes(os.path.join(out, n)).decode("utf-8", "surrogateescape"))
                 except ValueError:
                     continue
-                found[sc.get("source")] = (n, sc)
+                # A name that is not UTF-8: "source" is readable (U+FFFD), "source_hex" exact.
+                key = sc.get("source")
+                if isinstance(sc.get("source_hex"), str):
+                    key = os.fsdecode(bytes.fromhex(sc["source_hex"]))
+                found[key] = (n, sc)
         return found
 
     done = wait_until(lambda: set(good) <= set(good_sidecars()) and
@@ -235,6 +239,10 @@ def test(ctx):
     c.problems(not_utf8, "every sidecar is valid UTF-8 JSON (RFC 8259), whatever the source's name")
     c.eq([n for n in os.listdir(out) if os.path.isdir(os.path.join(out, n))], [],
          "no subfolder was created in the output folder")
+    if latin1_name in scs:
+        sc = scs[latin1_name][1]
+        c.eq((sc.get("source"), sc.get("source_hex")), ("latin1-caf\ufffd.png", b"latin1-caf\xe9.png".hex()),
+             "a name that is not UTF-8: source readable with U+FFFD, source_hex exact")
     if nl_name in scs:
         c.eq(scs[nl_name][1].get("output"), "new_line çiçek.jpeg",
              "the newline is replaced by '_', the non-ASCII letters kept: 'new_line çiçek.jpeg'")

@@ -213,6 +213,32 @@ static void test_parse_success(void **state)
 	free(text);
 }
 
+/* A name that is not UTF-8 (an old SMB client's Latin-1): the sidecar stays
+ * valid JSON text, and the index still keys it by the exact bytes. */
+static void test_parse_not_utf8(void **state)
+{
+	const char *raw = "sub/caf\xe9.png";
+	struct index_entry e;
+	char *text = success_doc(raw, 1700000200), *err = error_doc(raw, 1700000300);
+	cJSON *root = cJSON_Parse(text);
+
+	(void)state;
+	assert_non_null(root);
+	assert_string_equal(cJSON_GetObjectItem(root, "source")->valuestring, "sub/caf\xef\xbf\xbd.png");
+	assert_string_equal(cJSON_GetObjectItem(root, "source_hex")->valuestring,
+			    "7375622f636166e92e706e67");
+	cJSON_Delete(root);
+	assert_int_equal(index_parse_sidecar(text, strlen(text), "sub/caf_.json", &e), 0);
+	assert_string_equal(e.source, raw);
+	index_entry_clear(&e);
+	assert_int_equal(index_parse_sidecar(err, strlen(err), "sub/caf_.error.json", &e), 0);
+	assert_string_equal(e.source, raw);
+	assert_true(e.failed);
+	index_entry_clear(&e);
+	free(text);
+	free(err);
+}
+
 static void test_parse_error(void **state)
 {
 	struct index_entry e;
@@ -478,6 +504,7 @@ int main(void)
 		cmocka_unit_test(test_many),
 		cmocka_unit_test(test_parse_success),
 		cmocka_unit_test(test_parse_error),
+		cmocka_unit_test(test_parse_not_utf8),
 		cmocka_unit_test(test_parse_lenient_members),
 		cmocka_unit_test(test_parse_invalid),
 		cmocka_unit_test_setup_teardown(test_load_tree, setup_tree, teardown_tree),
