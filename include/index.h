@@ -54,6 +54,16 @@ void index_entry_clear(struct index_entry *entry);
 int index_load_tree(struct index *index, const char *output_root, const char *skip_dir,
 		    size_t *ret_skipped);
 
+/* Whether a successful entry of this size may exist (a filter: false
+ * positives, never false negatives). Cheap enough for every new file. */
+bool index_may_have_size(const struct index *index, uint64_t size);
+
+/* A successful entry with this size and SHA-256 whose source is not
+ * except_source (may be NULL), or NULL. A linear walk: call it only when
+ * index_may_have_size() says so. */
+const struct index_entry *index_find_content(const struct index *index, uint64_t size,
+					     const char *sha256, const char *except_source);
+
 /* Calls fn for every entry (order unspecified). */
 void index_foreach(const struct index *index,
 		   void (*fn)(const struct index_entry *entry, void *userdata), void *userdata);

@@ -96,6 +96,7 @@ struct sidecar_success {
 	uint64_t elapsed_ms;
 	int64_t completed_at;     /* epoch seconds */
 	const char *version;      /* seedreamd_version */
+	const char *reused_from;  /* NULL, or the source whose paid result was reused */
 };
 
 struct sidecar_error {
@@ -120,7 +121,7 @@ char *output_sidecar_source(const cJSON *root);
  * source_size, source_mtime (RFC 3339 with nanoseconds), and for success:
  * output, model, prompt, size, result_size, watermark, response_format,
  * created, usage, request_id, attempts, elapsed_ms, completed_at (RFC 3339),
- * seedreamd_version; for errors: error {http_status, code, message},
+ * seedreamd_version, reused_from (only when set); for errors: error {http_status, code, message},
  * request_id, attempts, failed_at, seedreamd_version. */
 char *output_sidecar_json(const struct sidecar_success *s);
 char *output_error_json(const struct sidecar_error *e);

@@ -26,11 +26,21 @@ struct node {
 
 /* Open addressing with linear probing and backward-shift deletion, so there
  * are no tombstones and lookups stay short however many removals happen. */
+#define INDEX_SIZE_BITS (1u << 16)
+
 struct index {
 	struct node **slots;
 	size_t capacity; /* a power of two */
 	size_t count;
+	/* A filter over the sizes of successful sources: a new file whose size
+	 * was never done cannot be a copy of one, so it needs no hashing. */
+	uint64_t sizes[INDEX_SIZE_BITS / 64];
 };
+
+static size_t size_bit(uint64_t size)
+{
+	return (size_t)((size * 0x9e3779b97f4a7c15ULL) >> 48) % INDEX_SIZE_BITS;
+}
 
 static uint64_t hash_string(const char *s)
 {
@@ -148,6 +158,8 @@ int index_put(struct index *index, const struct index_entry *entry)
 
 	if (!index || !entry || !entry->source)
 		return -EINVAL;
+	if (!entry->failed && entry->sha256[0])
+		index->sizes[size_bit(entry->size) / 64] |= 1ULL << (size_bit(entry->size) % 64);
 	hash = hash_string(entry->source);
 	i = find_slot(index, entry->source, hash);
 	if (index->slots[i] && index->slots[i]->entry.finished_at > entry->finished_at)
@@ -602,4 +614,22 @@ out:
 	free(w.path.buf);
 	free(w.buf);
 	return r;
+}
+
+bool index_may_have_size(const struct index *index, uint64_t size)
+{
+	return index->sizes[size_bit(size) / 64] & (1ULL << (size_bit(size) % 64));
+}
+
+const struct index_entry *index_find_content(const struct index *index, uint64_t size,
+					     const char *sha256, const char *except_source)
+{
+	for (size_t i = 0; i < index->capacity; i++) {
+		const struct node *n = index->slots[i];
+		if (n && !n->entry.failed && n->entry.size == size &&
+		    strcmp(n->entry.sha256, sha256) == 0 &&
+		    (!except_source || strcmp(n->entry.source, except_source) != 0))
+			return &n->entry;
+	}
+	return NULL;
 }

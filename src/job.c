@@ -105,6 +105,8 @@ struct jobs {
 static void jobs_pump(struct jobs *jobs);
 static void job_generate(struct jobs *jobs, struct job *job);
 static void job_fetch(struct jobs *jobs, struct job *job);
+static int copy_file(int src_fd, int dst_dirfd, const char *dst_name);
+static void job_after_success(struct job *job);
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -605,7 +607,7 @@ static void job_fill_source(const struct job *job, struct sidecar_source *src)
 }
 
 static void job_index_put(struct job *job, const char *sidecar_name, bool failed,
-			  int64_t finished_at)
+			  int64_t finished_at, int64_t generated_images)
 {
 	char *dir = rel_dir(job->rel);
 	char *sidecar = dir[0] ? xasprintf("%s/%s", dir, sidecar_name) : xstrdup(sidecar_name);
@@ -617,7 +619,7 @@ static void job_index_put(struct job *job, const char *sidecar_name, bool failed
 		.mtime_nsec = job->mtime.tv_nsec,
 		.failed = failed,
 		.finished_at = finished_at,
-		.generated_images = failed ? 0 : 1,
+		.generated_images = generated_images,
 	};
 
 	memcpy(e.sha256, job->sha256, sizeof(e.sha256));
@@ -715,7 +717,7 @@ static void job_fail(struct jobs *jobs, struct job *job, long http_status, const
 	r = output_write_atomic(job->out_dirfd, name, doc, strlen(doc));
 	if (r < 0)
 		goto out;
-	job_index_put(job, name, true, e.failed_at);
+	job_index_put(job, name, true, e.failed_at, 0);
 	job_journal_remove(jobs, job);
 out:
 	if (r < 0)
@@ -834,6 +836,157 @@ static enum image_probe_result job_probe_tiff_tail(const struct job *job, size_t
 	return r;
 }
 
+static const char *json_string(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Links (or copies) an output file into the job's output folder. */
+static int job_link_output(struct job *job, const char *old_path, const char *new_name)
+{
+	int src = open(old_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), r;
+	char tmp[300];
+	int fd;
+
+	if (src < 0)
+		return -errno;
+	fd = output_tmp_open(job->out_dirfd, new_name, tmp, sizeof(tmp));
+	if (fd < 0) {
+		close(src);
+		return fd;
+	}
+	close(fd);
+	(void)unlinkat(job->out_dirfd, tmp, 0);
+	/* A hard link under the temporary name, renamed in: atomic like any output. */
+	if (linkat(src, "", job->out_dirfd, tmp, AT_EMPTY_PATH) < 0 &&
+	    linkat(AT_FDCWD, old_path, job->out_dirfd, tmp, 0) < 0) {
+		r = copy_file(src, job->out_dirfd, tmp);
+		if (r < 0) {
+			close(src);
+			return r;
+		}
+	}
+	close(src);
+	fd = openat(job->out_dirfd, tmp, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		(void)unlinkat(job->out_dirfd, tmp, 0);
+		return r;
+	}
+	return output_tmp_commit(job->out_dirfd, fd, tmp, new_name);
+}
+
+/* The same bytes were already paid for under another name in this folder
+ * (a file copied, or a subfolder renamed): reuse that result instead of
+ * generating again, if it was made with the settings this file would get.
+ * Returns true when the job was finished that way. */
+static bool job_reuse(struct jobs *jobs, struct job *job, const struct index_entry *e)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	char *path = xasprintf("%s/%s", cfg->output, e->sidecar), *text = NULL, *old_out = NULL;
+	char out_name[OUTPUT_NAME_MAX], side_name[OUTPUT_NAME_MAX], *doc = NULL, *rel_out = NULL;
+	struct sidecar_success s = {0};
+	const char *output, *ext;
+	cJSON *old = NULL, *wm;
+	bool done = false;
+	int fd, r;
+
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0) {
+		struct stat st;
+		if (fstat(fd, &st) == 0 && st.st_size > 0 && st.st_size < 1024 * 1024) {
+			text = calloc(1, (size_t)st.st_size + 1);
+			if (!text)
+				log_oom();
+			if (read_at(fd, (uint8_t *)text, (size_t)st.st_size, 0) == st.st_size)
+				old = cJSON_Parse(text);
+		}
+		close(fd);
+	}
+	output = old ? json_string(old, "output") : NULL;
+	wm = old ? cJSON_GetObjectItemCaseSensitive(old, "watermark") : NULL;
+	if (!output || json_string(old, "output_hex") || strstr(output, "..") ||
+	    !json_string(old, "prompt") || strcmp(json_string(old, "prompt"), cfg->prompt) != 0 ||
+	    !json_string(old, "size") || strcmp(json_string(old, "size"), cfg->size) != 0 ||
+	    !cJSON_IsBool(wm) || cJSON_IsTrue(wm) != cfg->watermark)
+		goto out; /* other settings (or not ours to read): generate anew */
+	old_out = xasprintf("%s/%s", cfg->output, output);
+	ext = strrchr(output, '.');
+	if (job_open_output_dir(job) < 0 || job_choose_stem(jobs, job) < 0)
+		goto out;
+	(void)snprintf(out_name, sizeof(out_name), "%s%s", job->stem, ext ? ext : ".jpeg");
+	r = job_link_output(job, old_out, out_name);
+	if (r < 0)
+		goto out;
+	{
+		char *dir = rel_dir(job->rel);
+		rel_out = dir[0] ? xasprintf("%s/%s", dir, out_name) : xstrdup(out_name);
+		free(dir);
+	}
+	job_fill_source(job, &s.src);
+	s.output = rel_out;
+	s.model = json_string(old, "model");
+	s.prompt = cfg->prompt;
+	s.size = cfg->size;
+	s.result_size = json_string(old, "result_size");
+	s.watermark = cfg->watermark;
+	s.response_format = json_string(old, "response_format");
+	s.created = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(old, "created"));
+	s.usage = cJSON_GetObjectItemCaseSensitive(old, "usage");
+	s.request_id = json_string(old, "request_id");
+	s.attempts = 0;
+	s.elapsed_ms = 0;
+	s.completed_at = loop_wall_ms() / 1000;
+	s.version = SEEDREAMD_VERSION;
+	s.reused_from = e->source;
+	doc = output_sidecar_json(&s);
+	if (!doc)
+		log_oom();
+	(void)snprintf(side_name, sizeof(side_name), "%s.json", job->stem);
+	if (output_write_atomic(job->out_dirfd, side_name, doc, strlen(doc)) < 0)
+		goto out;
+	log_job(LOG_INFO, cfg->path, job->rel, NULL, NULL,
+		"done %s/%s -> %s/%s (the same image as %s: its result reused, no API call)",
+		cfg->path, job->rel, cfg->output, rel_out, e->source);
+	job_index_put(job, side_name, false, s.completed_at, 0);
+	jobs->done++;
+	done = true;
+out:
+	free(doc);
+	free(rel_out);
+	free(old_out);
+	cJSON_Delete(old);
+	free(text);
+	free(path);
+	if (done) {
+		job_after_success(job);
+		job_finish(jobs, job);
+	}
+	return done;
+}
+
+/* A copy of something already paid for in this folder, by content. */
+static const struct index_entry *job_find_copy(struct job *job, int fd)
+{
+	const struct index_entry *e;
+	char *path;
+	bool exists;
+
+	if (!index_may_have_size(job->folder->index, job->size))
+		return NULL;
+	if (!job->sha256[0] && transfer_sha256_fd(fd, job->sha256) < 0)
+		return NULL;
+	e = index_find_content(job->folder->index, job->size, job->sha256, job->rel);
+	if (!e)
+		return NULL;
+	path = xasprintf("%s/%s", job->folder->cfg->output, e->sidecar);
+	exists = access(path, F_OK) == 0;
+	free(path);
+	return exists ? e : NULL;
+}
+
 static void job_validate(struct jobs *jobs, struct job *job)
 {
 	const struct folder_config *cfg = job->folder->cfg;
@@ -872,6 +1025,13 @@ static void job_validate(struct jobs *jobs, struct job *job)
 		close(fd);
 		job_finish(jobs, job);
 		return;
+	}
+	{
+		const struct index_entry *copy = job_find_copy(job, fd);
+		if (copy && job_reuse(jobs, job, copy)) {
+			close(fd);
+			return;
+		}
 	}
 	head_len = read_at(fd, validate_buffer(), IMAGE_HEAD_MAX, 0);
 	tail_len = st.st_size > 0 ? read_at(fd, tail, sizeof(tail),
@@ -1321,7 +1481,8 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	}
 	(void)snprintf(err_name, sizeof(err_name), "%s.error.json", job->stem);
 	(void)unlinkat(job->out_dirfd, err_name, 0); /* an old failure of this source */
-	job_index_put(job, side_name, false, s.completed_at);
+	job_index_put(job, side_name, false, s.completed_at,
+		      job->result.generated_images > 0 ? job->result.generated_images : 1);
 	job_journal_remove(jobs, job);
 	jobs->disk_reason[0] = '\0';
 	job_after_success(job);

@@ -692,7 +692,8 @@ char *output_sidecar_json(const struct sidecar_success *s)
 	     add_number(root, "attempts", s->attempts) &&
 	     add_number(root, "elapsed_ms", (double)s->elapsed_ms) &&
 	     add_time(root, "completed_at", s->completed_at, -1) &&
-	     add_string(root, "seedreamd_version", s->version);
+	     add_string(root, "seedreamd_version", s->version) &&
+	     (!s->reused_from || add_name(root, "reused_from", s->reused_from));
 	if (ok)
 		out = print_document(root);
 	cJSON_Delete(root);
