@@ -23,6 +23,7 @@
 #define JOBS_BACKOFF_CAP_MS  60000
 #define JOBS_URL_VALID_MS    (24ull * 3600 * 1000) /* result URLs live 24 h */
 #define JOBS_HASH_MIN        1024
+#define JOBS_HASH_FOR_ERROR_MAX (256ull * 1024 * 1024)
 
 enum job_state {
 	JOB_SETTLING,   /* waiting for the file to stop changing */
@@ -106,6 +107,8 @@ static void jobs_pump(struct jobs *jobs);
 static void job_generate(struct jobs *jobs, struct job *job);
 static void job_fetch(struct jobs *jobs, struct job *job);
 static int copy_file(int src_fd, int dst_dirfd, const char *dst_name);
+static int job_open_source(const struct job *job);
+static bool job_source_unchanged(const struct job *job, int fd);
 static void job_after_success(struct job *job);
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -521,7 +524,13 @@ static void job_finish(struct jobs *jobs, struct job *job)
 		free(job->stem);
 		job->stem = NULL;
 		job->dirty = false;
+		job->retry_fetch = false;
 		job->attempts = job->failures = job->fetch_failures = 0;
+		job->started = 0;
+		job->generated_at = 0;
+		job->retry_after_ms = 0;
+		job->sha256[0] = '\0';
+		job->request_id[0] = '\0';
 		job->first_seen = loop_now_ms();
 		job_settle(jobs, job, job->folder->cfg->settle_ms);
 	} else {
@@ -600,7 +609,7 @@ out:
 static void job_fill_source(const struct job *job, struct sidecar_source *src)
 {
 	src->source = job->rel;
-	src->sha256_hex = job->sha256;
+	src->sha256_hex = job->sha256[0] ? job->sha256 : NULL;
 	src->size = job->size;
 	src->mtime_sec = job->mtime.tv_sec;
 	src->mtime_nsec = job->mtime.tv_nsec;
@@ -691,15 +700,14 @@ static void job_fail(struct jobs *jobs, struct job *job, long http_status, const
 	r = job_choose_stem(jobs, job);
 	if (r < 0)
 		goto out;
-	if (!job->sha256[0]) {
-		int fd = openat(AT_FDCWD, job->folder->cfg->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd >= 0) {
-			int in = openat(fd, job->rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-			if (in >= 0) {
+	/* A huge file (a 16 GiB sparse "photo") must not hold the loop, and the
+	 * watchdog, for the sake of an error record: hash up to ~150 ms worth. */
+	if (!job->sha256[0] && job->size <= JOBS_HASH_FOR_ERROR_MAX) {
+		int in = job_open_source(job);
+		if (in >= 0) {
+			if (job_source_unchanged(job, in))
 				(void)transfer_sha256_fd(in, job->sha256);
-				close(in);
-			}
-			close(fd);
+			close(in);
 		}
 	}
 	job_fill_source(job, &e.src);
@@ -1162,7 +1170,13 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		/* Unless this answer settles it, probe again later. */
 		(void)loop_timer_arm(jobs->pause_timer, jobs->config->api.pause_retry_ms);
 
-	if (g->file_changed || !job_source_unchanged(job, g->fd)) {
+	if (!g->file_changed && !job_source_unchanged(job, g->fd) && result == CURLE_OK &&
+	    g->sha256_hex[0]) {
+		/* Changed after being read in full: what was sent is one whole
+		 * version (its SHA-256 is in the sidecar). A paid answer is kept;
+		 * the new version is looked at afterwards. */
+		job->dirty = true;
+	} else if (g->file_changed || !job_source_unchanged(job, g->fd)) {
 		/* The file changed while it was being sent: what was sent is not the
 		 * file. Look at the new version once it settles. */
 		log_warn("%s/%s changed while it was being sent; waiting for it to settle",
@@ -1256,10 +1270,7 @@ static void job_generate(struct jobs *jobs, struct job *job)
 		r = job_choose_stem(jobs, job);
 	if (r < 0) {
 		close(fd);
-		log_error("output folder for %s/%s: %s; trying again later", cfg->path, job->rel,
-			  strerror(-r));
-		job->failures++;
-		job_wait(jobs, job, jobs_backoff(jobs, job->failures, -1), false);
+		job_retry_or_fail(jobs, job, 0, "OutputFolder", strerror(-r), -1);
 		return;
 	}
 	r = api_request_frame(&req, &prefix, &suffix);
@@ -1318,6 +1329,7 @@ static void job_fetch_failed(struct jobs *jobs, struct job *job, const char *why
 		job->folder->cfg->path, job->rel, why, (unsigned long long)delay);
 	job_wait(jobs, job, delay, true);
 	jobs_changed(jobs);
+	jobs_pump(jobs); /* a download waiting to retry holds no generation slot */
 }
 
 /* Copies src to dst (O_EXCL) and fsyncs it: moves across filesystems. */
@@ -1571,6 +1583,7 @@ static void job_fetch(struct jobs *jobs, struct job *job)
 	int fd, r;
 
 	job_activate(jobs, job, JOB_FETCHING);
+	jobs_pump(jobs); /* the generation slot is free: fill it while this downloads */
 	r = job_open_output_dir(job);
 	if (r < 0) {
 		job_fetch_failed(jobs, job, strerror(-r));
@@ -1742,6 +1755,12 @@ again:
 			break;
 		if (!jobs_spend_allows(jobs, generating))
 			break;
+		if (job->folder->removed) {
+			struct job *next = job->next;
+			job_free(jobs, job); /* a reload removed its folder: spend nothing more */
+			job = next;
+			continue;
+		}
 		if (!folder_spend_allows(jobs, job->folder)) {
 			job = job->next; /* other folders may still spend */
 			continue;
@@ -1779,6 +1798,10 @@ static void jobs_deadline(void *userdata)
 	while (jobs->heap_len > 0 && jobs->heap[0]->deadline <= now) {
 		struct job *job = jobs->heap[0];
 		heap_remove(jobs, job);
+		if (job->folder->removed && !(job->state == JOB_WAITING && job->retry_fetch)) {
+			job_free(jobs, job); /* a reload removed its folder: spend nothing more */
+			continue;
+		}
 		if (job->state == JOB_SETTLING) {
 			if (jobs->stopping) {
 				job_free(jobs, job);
