@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +47,8 @@ struct job {
 	uint64_t first_seen;       /* for incomplete_timeout */
 	uint64_t size;             /* as last seen */
 	struct timespec mtime;
+	dev_t dev;                 /* the file validated: a swapped file is not it */
+	ino_t ino;
 	enum image_format format;
 	unsigned attempts;         /* generation calls made */
 	unsigned failures;         /* retryable failures so far */
@@ -61,6 +65,7 @@ struct job {
 	struct api_result result;
 	struct job *hash_next;
 	struct job *prev, *next;   /* the queue (queued) or the active list (in flight) */
+	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
 };
 
 struct job_list {
@@ -81,6 +86,7 @@ struct jobs {
 	struct loop_timer *timer;  /* the earliest deadline */
 	struct loop_timer *pause_timer;
 	struct job_list queue, active;
+	struct job *stem_holders;  /* every job holding an output stem not yet on disk */
 	size_t n_settling, n_waiting;
 	uint64_t done, failed, skipped, left_incomplete, generations;
 	bool paused, probing;
@@ -255,6 +261,33 @@ static void list_remove(struct job_list *l, struct job *job)
 		l->tail = job->prev;
 	job->prev = job->next = NULL;
 	l->n--;
+}
+
+/* ---- output stems held by jobs ---------------------------------------- */
+
+static void job_hold_stem(struct jobs *jobs, struct job *job, char *stem)
+{
+	job->stem = stem;
+	job->stem_prev = NULL;
+	job->stem_next = jobs->stem_holders;
+	if (jobs->stem_holders)
+		jobs->stem_holders->stem_prev = job;
+	jobs->stem_holders = job;
+}
+
+static void job_release_stem(struct jobs *jobs, struct job *job)
+{
+	if (!job->stem)
+		return;
+	if (job->stem_prev)
+		job->stem_prev->stem_next = job->stem_next;
+	else
+		jobs->stem_holders = job->stem_next;
+	if (job->stem_next)
+		job->stem_next->stem_prev = job->stem_prev;
+	job->stem_prev = job->stem_next = NULL;
+	free(job->stem);
+	job->stem = NULL;
 }
 
 /* ---- the deadline heap ------------------------------------------------ */
@@ -459,7 +492,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 	api_result_clear(&job->result);
 	if (job->out_dirfd >= 0)
 		close(job->out_dirfd);
-	free(job->stem);
+	job_release_stem(jobs, job);
 	free(job->rel);
 	free(job);
 }
@@ -521,8 +554,7 @@ static void job_finish(struct jobs *jobs, struct job *job)
 		if (job->out_dirfd >= 0)
 			close(job->out_dirfd);
 		job->out_dirfd = -1;
-		free(job->stem);
-		job->stem = NULL;
+		job_release_stem(jobs, job);
 		job->dirty = false;
 		job->retry_fetch = false;
 		job->attempts = job->failures = job->fetch_failures = 0;
@@ -552,17 +584,19 @@ struct stem_query {
 	const struct job *self;
 };
 
-/* Whether another active job of the same output folder holds the stem. */
+/* Whether another job holds the stem in the same output folder: in flight,
+ * waiting to fetch a paid result, or restored from the journal. */
 static bool stem_reserved(const char *candidate, void *userdata)
 {
 	const struct stem_query *q = userdata;
+	const char *out = q->self->folder->cfg->output;
 	size_t dlen = rel_dir_len(q->self->rel);
 
-	for (const struct job *j = q->jobs->active.head; j; j = j->next) {
-		if (j == q->self || !j->stem || j->folder != q->self->folder)
+	for (const struct job *j = q->jobs->stem_holders; j; j = j->stem_next) {
+		if (j == q->self || strcmp(j->stem, candidate) != 0)
 			continue;
-		if (rel_dir_len(j->rel) == dlen && strncmp(j->rel, q->self->rel, dlen) == 0 &&
-		    strcmp(j->stem, candidate) == 0)
+		if (strcmp(j->folder->cfg->output, out) == 0 && rel_dir_len(j->rel) == dlen &&
+		    strncmp(j->rel, q->self->rel, dlen) == 0)
 			return true;
 	}
 	return false;
@@ -583,7 +617,7 @@ static int job_choose_stem(struct jobs *jobs, struct job *job)
 			       sizeof(chosen));
 	if (r < 0)
 		return r;
-	job->stem = xstrdup(chosen);
+	job_hold_stem(jobs, job, xstrdup(chosen));
 	return 0;
 }
 
@@ -738,19 +772,55 @@ out:
 
 /* ---- validation: before any money is spent ----------------------------- */
 
+/* Opens path below dirfd without following any symbolic link on the way
+ * (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), so a subfolder swapped for
+ * a link cannot lead a read, a move or a delete out of the tree. Kernels or
+ * seccomp filters without openat2 get openat with O_NOFOLLOW on the last part. */
+static int open_beneath(int dirfd, const char *path, int flags)
+{
+	struct open_how how = {
+		.flags = (uint64_t)(unsigned)(flags | O_NOFOLLOW | O_CLOEXEC),
+		.resolve = (uint64_t)(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS),
+	};
+	long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+
+	if (fd < 0 && (errno == ENOSYS || errno == EPERM))
+		fd = openat(dirfd, path, flags | O_NOFOLLOW | O_CLOEXEC);
+	return fd < 0 ? -errno : (int)fd;
+}
+
 static int job_open_source(const struct job *job)
 {
 	int dirfd, fd, flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC;
 
-	if (!job->folder->cfg->follow_symlinks)
-		flags |= O_NOFOLLOW;
 	dirfd = open(job->folder->cfg->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
 		return -errno;
 	/* O_NONBLOCK: a FIFO dropped in must not block the loop on open. */
-	fd = openat(dirfd, job->rel, flags);
-	if (fd < 0)
+	if (job->folder->cfg->follow_symlinks) {
+		fd = openat(dirfd, job->rel, flags);
+		if (fd < 0)
+			fd = -errno;
+	} else {
+		fd = open_beneath(dirfd, job->rel, flags);
+	}
+	close(dirfd);
+	return fd;
+}
+
+/* The folder holding the source, opened the same safe way, for on_success. */
+static int job_open_source_dir(const struct job *job)
+{
+	int dirfd = open(job->folder->cfg->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), fd;
+	char *dir;
+
+	if (dirfd < 0)
+		return -errno;
+	dir = rel_dir(job->rel);
+	fd = dir[0] ? open_beneath(dirfd, dir, O_RDONLY | O_DIRECTORY) : dup(dirfd);
+	if (fd < 0 && !dir[0])
 		fd = -errno;
+	free(dir);
 	close(dirfd);
 	return fd;
 }
@@ -1020,8 +1090,12 @@ static void job_validate(struct jobs *jobs, struct job *job)
 		job_finish(jobs, job);
 		return;
 	}
-	if ((uint64_t)st.st_size != job->size || !same_mtime(&st.st_mtim, &job->mtime)) {
-		/* Still being written: wait for it to be quiet for a whole settle. */
+	if ((uint64_t)st.st_size != job->size || !same_mtime(&st.st_mtim, &job->mtime) ||
+	    st.st_dev != job->dev || st.st_ino != job->ino) {
+		/* Still being written (or replaced): wait for it to be quiet for a
+		 * whole settle. */
+		job->dev = st.st_dev;
+		job->ino = st.st_ino;
 		job->size = (uint64_t)st.st_size;
 		job->mtime = st.st_mtim;
 		close(fd);
@@ -1148,7 +1222,8 @@ static bool job_source_unchanged(const struct job *job, int fd)
 {
 	struct stat st;
 
-	return fstat(fd, &st) == 0 && (uint64_t)st.st_size == job->size &&
+	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == job->dev &&
+	       st.st_ino == job->ino && (uint64_t)st.st_size == job->size &&
 	       same_mtime(&st.st_mtim, &job->mtime);
 }
 
@@ -1379,17 +1454,22 @@ static void job_after_success(struct job *job)
 	char *dir = NULL, *dest_dir = NULL, name[OUTPUT_NAME_MAX + 16];
 	const char *base = rel_base(job->rel), *dot;
 	int src_dir = -1, fd = -1, dest_fd = -1, r = 0;
+	struct stat st;
 
 	if (cfg->on_success == ON_SUCCESS_KEEP)
 		return;
-	src_dir = open(cfg->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	src_dir = job_open_source_dir(job);
 	fd = job_open_source(job);
-	if (src_dir < 0 || fd < 0 || !job_source_unchanged(job, fd) || job->dirty) {
+	/* The name must still be the very file that was sent, reached without
+	 * a link on the way: never move or delete anything else. */
+	if (src_dir < 0 || fd < 0 || !job_source_unchanged(job, fd) || job->dirty ||
+	    fstatat(src_dir, base, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_ino != job->ino ||
+	    st.st_dev != job->dev) {
 		log_info("%s/%s changed or went away; left in place", cfg->path, job->rel);
 		goto out;
 	}
 	if (cfg->on_success == ON_SUCCESS_DELETE) {
-		if (unlinkat(src_dir, job->rel, 0) < 0)
+		if (unlinkat(src_dir, base, 0) < 0)
 			r = -errno;
 		goto out;
 	}
@@ -1410,16 +1490,16 @@ static void job_after_success(struct job *job)
 			r = -EEXIST;
 			goto out;
 		}
-		(void)snprintf(name, sizeof(name), "%.*s-%u%s", (int)(dot ? dot - base : (long)strlen(base)),
-			       base, n, dot ? dot : "");
+		(void)snprintf(name, sizeof(name), "%.*s-%u%s",
+			       (int)(dot ? dot - base : (long)strlen(base)), base, n, dot ? dot : "");
 	}
-	if (renameat(src_dir, job->rel, dest_fd, name) < 0) {
+	if (renameat(src_dir, base, dest_fd, name) < 0) {
 		if (errno != EXDEV) {
 			r = -errno;
 			goto out;
 		}
 		r = copy_file(fd, dest_fd, name);
-		if (r == 0 && unlinkat(src_dir, job->rel, 0) < 0)
+		if (r == 0 && unlinkat(src_dir, base, 0) < 0)
 			r = -errno;
 	}
 	if (r == 0)
@@ -1911,7 +1991,8 @@ void jobs_offer(struct jobs *jobs, struct folder *folder, const char *rel, const
 	}
 	if (job) {
 		bool changed = job->size != (uint64_t)st->st_size ||
-			       !same_mtime(&job->mtime, &st->st_mtim);
+			       !same_mtime(&job->mtime, &st->st_mtim) || job->ino != st->st_ino ||
+			       job->dev != st->st_dev;
 		switch (job->state) {
 		case JOB_GENERATING:
 		case JOB_FETCHING:
@@ -1943,6 +2024,8 @@ void jobs_offer(struct jobs *jobs, struct folder *folder, const char *rel, const
 	}
 	job->size = (uint64_t)st->st_size;
 	job->mtime = st->st_mtim;
+	job->dev = st->st_dev;
+	job->ino = st->st_ino;
 	job_settle(jobs, job, delay);
 	jobs_changed(jobs);
 }
@@ -2058,7 +2141,7 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 	memcpy(job->sha256, rec->sha256, sizeof(job->sha256));
 	if (rec->request_id)
 		(void)snprintf(job->request_id, sizeof(job->request_id), "%s", rec->request_id);
-	job->stem = xstrdup(rec->stem);
+	job_hold_stem(jobs, job, xstrdup(rec->stem));
 	job->attempts = rec->attempts;
 	job->generated_at = rec->generated_at;
 	/* Keep elapsed_ms honest across the restart: count from the first attempt. */

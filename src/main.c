@@ -401,10 +401,21 @@ static void daemon_reload(struct daemon *d)
 	jobs_set_config(d->jobs, next);
 	for (size_t i = 0; i < next->n_folders; i++) {
 		bool known = false;
-		for (size_t j = 0; j < n_before; j++)
-			if (!d->folders[j]->removed &&
-			    strcmp(d->folders[j]->cfg->path, next->folders[i].path) == 0)
-				known = true;
+		for (size_t j = 0; j < n_before; j++) {
+			struct folder *f = d->folders[j];
+			if (strcmp(f->cfg->path, next->folders[i].path) != 0)
+				continue;
+			known = true;
+			if (f->removed) {
+				/* Back before its last job finished: the same folder, so
+				 * that job (maybe a paid result) is found, not redone. */
+				log_info("folder %s is watched again", next->folders[i].path);
+				f->removed = false;
+				f->cfg = &next->folders[i];
+				if (watch_add_folder(d->watch, f) < 0)
+					log_oom();
+			}
+		}
 		if (!known) {
 			log_info("folder %s is now watched", next->folders[i].path);
 			if (daemon_add_folder(d, &next->folders[i]) < 0)

@@ -20,7 +20,7 @@
 #define WATCH_MISSING_RETRY  5000 /* ms between looks for a missing folder */
 #define WATCH_DIR_MASK                                                                             \
 	(IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE | IN_DELETE_SELF |   \
-	 IN_MOVE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK)
+	 IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
 
 /* One inotify watch: a directory of a folder. A linear table: folders have
  * few subdirectories compared to files, and events are looked up once each. */
