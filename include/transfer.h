@@ -31,6 +31,8 @@ struct transfer_gen {
 	int fd;
 	uint64_t file_size, file_off;
 	bool file_changed;         /* a short read: the file shrank under us */
+	char stash[4];             /* one base64 group, when curl offers under 4 bytes */
+	size_t stash_len, stash_off;
 	EVP_MD_CTX *sha;
 	char sha256_hex[65];       /* filled once the whole file has been sent */
 	char *body;
@@ -62,6 +64,10 @@ int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth
 		       char *prefix, char *suffix, int fd, uint64_t file_size,
 		       const struct transfer_net *net);
 void transfer_gen_clear(struct transfer_gen *g); /* frees all, closes fd */
+
+/* The body's next bytes, at most room (curl's read callback; tests call it
+ * directly). 0 at the end, CURL_READFUNC_ABORT when the file shrank. */
+size_t transfer_gen_fill(struct transfer_gen *g, char *buf, size_t room);
 
 /* Sets up d (zeroed) to download url into the already open temporary file fd
  * (owned by the caller). */

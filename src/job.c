@@ -88,6 +88,7 @@ struct jobs {
 	struct job_list queue, active;
 	struct job *stem_holders;  /* every job holding an output stem not yet on disk */
 	size_t n_settling, n_waiting;
+	size_t n_paid_waiting;     /* waiting jobs whose result is already paid for */
 	uint64_t done, failed, skipped, left_incomplete, generations;
 	bool paused, probing;
 	bool pumping, pump_again;  /* jobs_pump is not re-entered */
@@ -471,6 +472,8 @@ static void job_leave_state(struct jobs *jobs, struct job *job)
 		break;
 	case JOB_WAITING:
 		jobs->n_waiting--;
+		if (job->retry_fetch)
+			jobs->n_paid_waiting--;
 		break;
 	case JOB_GENERATING:
 	case JOB_FETCHING:
@@ -511,6 +514,8 @@ static void job_wait(struct jobs *jobs, struct job *job, uint64_t delay_ms, bool
 	job->state = JOB_WAITING;
 	job->retry_fetch = fetch;
 	jobs->n_waiting++;
+	if (fetch)
+		jobs->n_paid_waiting++;
 	heap_set(jobs, job, loop_now_ms() + delay_ms);
 }
 
@@ -2080,7 +2085,9 @@ bool jobs_idle(const struct jobs *jobs)
 
 bool jobs_quiet(const struct jobs *jobs)
 {
-	return jobs->active.n == 0;
+	/* Without a journal a paid result waiting to download would be lost at
+	 * exit: wait for it too (stop_timeout still bounds the wait). */
+	return jobs->active.n == 0 && (jobs->journal || jobs->n_paid_waiting == 0);
 }
 
 bool jobs_held_by_limits(const struct jobs *jobs)

@@ -72,10 +72,35 @@ static void transfer_net_setup(CURL *easy, const char *url, const struct transfe
 	(void)curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
 }
 
-static size_t transfer_gen_read(char *buf, size_t size, size_t nitems, void *userdata)
+/* Reads the next want bytes of the file into the scratch buffer and hashes
+ * them; false when the file came up short (it shrank under us). */
+static void transfer_gen_digest_done(struct transfer_gen *g)
 {
-	struct transfer_gen *g = userdata;
-	size_t room = size * nitems, out = 0;
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+
+	(void)EVP_DigestFinal_ex(g->sha, md, &md_len);
+	hex_encode(md, md_len, g->sha256_hex);
+}
+
+static bool transfer_gen_chunk(struct transfer_gen *g, size_t want)
+{
+	ssize_t got = pread(g->fd, transfer_scratch, want, (off_t)g->file_off);
+
+	if (got <= 0 || (size_t)got != want) {
+		g->file_changed = true;
+		return false;
+	}
+	(void)EVP_DigestUpdate(g->sha, transfer_scratch, want);
+	g->file_off += want;
+	if (g->file_off == g->file_size)
+		transfer_gen_digest_done(g);
+	return true;
+}
+
+size_t transfer_gen_fill(struct transfer_gen *g, char *buf, size_t room)
+{
+	size_t out = 0;
 
 	if (g->sent_prefix < g->prefix_len) {
 		size_t n = g->prefix_len - g->sent_prefix;
@@ -85,33 +110,41 @@ static size_t transfer_gen_read(char *buf, size_t size, size_t nitems, void *use
 		g->sent_prefix += n;
 		return n;
 	}
+	if (g->stash_off < g->stash_len) {
+		/* What is left of a 4-character group that did not fit last time. */
+		size_t n = g->stash_len - g->stash_off;
+		if (n > room)
+			n = room;
+		memcpy(buf, g->stash + g->stash_off, n);
+		g->stash_off += n;
+		return n;
+	}
 	if (g->file_off < g->file_size) {
-		size_t want = room / 4 * 3, left;
-		ssize_t got;
+		size_t want = room / 4 * 3, left = (size_t)(g->file_size - g->file_off);
+		char *dest = buf;
 
 		if (want > sizeof(transfer_scratch))
 			want = sizeof(transfer_scratch);
-		left = (size_t)(g->file_size - g->file_off);
+		if (room < 4) {
+			/* curl may offer fewer bytes than one group: encode one group
+			 * aside and hand it out across calls. */
+			want = 3;
+			dest = g->stash;
+		}
 		if (want > left)
 			want = left;
-		if (want == 0)
-			return CURL_READFUNC_ABORT; /* room < 4: never with curl's buffers */
-		got = pread(g->fd, transfer_scratch, want, (off_t)g->file_off);
-		if (got <= 0 || (size_t)got != want) {
-			g->file_changed = true;
+		if (!transfer_gen_chunk(g, want))
 			return CURL_READFUNC_ABORT;
-		}
-		(void)EVP_DigestUpdate(g->sha, transfer_scratch, want);
-		out = b64_encode(transfer_scratch, want, buf);
-		g->file_off += want;
-		if (g->file_off == g->file_size) {
-			unsigned char md[EVP_MAX_MD_SIZE];
-			unsigned int md_len = 0;
-			(void)EVP_DigestFinal_ex(g->sha, md, &md_len);
-			hex_encode(md, md_len, g->sha256_hex);
+		out = b64_encode(transfer_scratch, want, dest);
+		if (dest == g->stash) {
+			g->stash_len = out;
+			g->stash_off = 0;
+			return transfer_gen_fill(g, buf, room);
 		}
 		return out;
 	}
+	if (!g->sha256_hex[0])
+		transfer_gen_digest_done(g); /* an empty file: no chunk finished it */
 	if (g->sent_suffix < g->suffix_len) {
 		size_t n = g->suffix_len - g->sent_suffix;
 		if (n > room)
@@ -123,6 +156,11 @@ static size_t transfer_gen_read(char *buf, size_t size, size_t nitems, void *use
 	return 0;
 }
 
+static size_t transfer_gen_read(char *buf, size_t size, size_t nitems, void *userdata)
+{
+	return transfer_gen_fill(userdata, buf, size * nitems);
+}
+
 /* curl rewinds the body for a redirect or an auth retry. */
 static int transfer_gen_seek(void *userdata, curl_off_t offset, int origin)
 {
@@ -132,6 +170,7 @@ static int transfer_gen_seek(void *userdata, curl_off_t offset, int origin)
 		return CURL_SEEKFUNC_CANTSEEK;
 	g->sent_prefix = g->sent_suffix = 0;
 	g->file_off = 0;
+	g->stash_len = g->stash_off = 0;
 	g->sha256_hex[0] = '\0';
 	(void)EVP_DigestInit_ex(g->sha, EVP_sha256(), NULL);
 	return CURL_SEEKFUNC_OK;
