@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -60,6 +61,9 @@ bool output_is_tmp_name(const char *name);
  * seedreamd may write a tree at a time (see the state_dir lock), so any such
  * file is a leftover. A missing root is not an error. Returns 0 or -errno. */
 int output_sweep_tmp(const char *root, size_t *ret_removed);
+
+/* mkdir -p of an absolute path; new folders get mode. 0 or -errno. */
+int output_mkdir_parents(const char *path, mode_t mode);
 
 /* Writes data under final_name atomically (the three calls above). */
 int output_write_atomic(int dirfd, const char *final_name, const void *data, size_t len);

@@ -201,29 +201,6 @@ static const char *rel_base(const char *rel)
 	return slash ? slash + 1 : rel;
 }
 
-/* mkdir -p of an absolute path, for output folders. */
-static int mkdir_parents(const char *path)
-{
-	char *p = xstrdup(path);
-	int r = 0;
-
-	for (char *s = p + 1;; s++) {
-		if (*s == '/' || *s == '\0') {
-			char c = *s;
-			*s = '\0';
-			if (mkdir(p, 0755) < 0 && errno != EEXIST) {
-				r = -errno;
-				break;
-			}
-			*s = c;
-			if (c == '\0')
-				break;
-		}
-	}
-	free(p);
-	return r;
-}
-
 /* ---- lists ------------------------------------------------------------ */
 
 static void list_append(struct job_list *l, struct job *job)
@@ -634,7 +611,7 @@ static int job_open_output_dir(struct job *job)
 	if (job->out_dirfd >= 0)
 		return 0;
 	path = job_output_dir(job);
-	r = mkdir_parents(path);
+	r = output_mkdir_parents(path, 0755);
 	if (r < 0)
 		goto out;
 	job->out_dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1480,7 +1457,7 @@ static void job_after_success(struct job *job)
 	}
 	dir = rel_dir(job->rel);
 	dest_dir = dir[0] ? xasprintf("%s/%s", cfg->done_dir, dir) : xstrdup(cfg->done_dir);
-	r = mkdir_parents(dest_dir);
+	r = output_mkdir_parents(dest_dir, 0755);
 	if (r < 0)
 		goto out;
 	dest_fd = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

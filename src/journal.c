@@ -190,30 +190,6 @@ static int journal_name(const char *folder, const char *source, char *name, size
 	return 0;
 }
 
-static int mkdir_p(const char *path)
-{
-	char *p = strdup(path);
-	int r = 0;
-
-	if (!p)
-		return -ENOMEM;
-	for (char *s = p + 1;; s++) {
-		if (*s == '/' || *s == '\0') {
-			char c = *s;
-			*s = '\0';
-			if (mkdir(p, 0700) < 0 && errno != EEXIST) {
-				r = -errno;
-				break;
-			}
-			*s = c;
-			if (c == '\0')
-				break;
-		}
-	}
-	free(p);
-	return r;
-}
-
 int journal_open(const char *state_dir, struct journal **ret_journal)
 {
 	struct journal *j;
@@ -222,7 +198,7 @@ int journal_open(const char *state_dir, struct journal **ret_journal)
 
 	if (asprintf(&path, "%s/journal", state_dir) < 0)
 		return -ENOMEM;
-	r = mkdir_p(path);
+	r = output_mkdir_parents(path, 0700);
 	if (r < 0)
 		goto out;
 	j = calloc(1, sizeof(*j));

@@ -796,3 +796,27 @@ int output_sweep_tmp(const char *root, size_t *ret_removed)
 		*ret_removed = removed;
 	return r;
 }
+
+int output_mkdir_parents(const char *path, mode_t mode)
+{
+	char *p = strdup(path);
+	int r = 0;
+
+	if (!p)
+		return -ENOMEM;
+	for (char *s = p + 1;; s++) {
+		if (*s == '/' || *s == '\0') {
+			char c = *s;
+			*s = '\0';
+			if (mkdir(p, mode) < 0 && errno != EEXIST) {
+				r = -errno;
+				break;
+			}
+			*s = c;
+			if (c == '\0')
+				break;
+		}
+	}
+	free(p);
+	return r;
+}

@@ -87,15 +87,15 @@ static void watch_forget_dir(struct watch *w, size_t i)
 	w->dirs[i] = w->dirs[--w->n_dirs];
 }
 
-/* Removes the watches of rel and everything below it. */
+/* Removes the watches of rel and everything below it ("": the whole folder). */
 static void watch_forget_subtree(struct watch *w, const struct folder *f, const char *rel)
 {
 	size_t n = strlen(rel);
 
 	for (size_t i = 0; i < w->n_dirs;) {
 		const char *r = w->dirs[i].rel;
-		if (w->dirs[i].folder == f && strncmp(r, rel, n) == 0 &&
-		    (r[n] == '\0' || r[n] == '/')) {
+		if (w->dirs[i].folder == f &&
+		    (n == 0 || (strncmp(r, rel, n) == 0 && (r[n] == '\0' || r[n] == '/')))) {
 			(void)inotify_rm_watch(w->inotify_fd, w->dirs[i].wd);
 			watch_forget_dir(w, i);
 		} else {
@@ -124,14 +124,7 @@ static void watch_fall_back_to_polling(struct watch *w, struct folder *f)
 	w->warned_limit = true;
 	log_warn("folder %s: polling every %llu ms instead of inotify", f->cfg->path,
 		 (unsigned long long)f->cfg->poll_interval_ms);
-	for (size_t i = 0; i < w->n_dirs;) {
-		if (w->dirs[i].folder == f) {
-			(void)inotify_rm_watch(w->inotify_fd, w->dirs[i].wd);
-			watch_forget_dir(w, i);
-		} else {
-			i++;
-		}
-	}
+	watch_forget_subtree(w, f, "");
 	f->root_wd = -1;
 	f->polling = true;
 	(void)loop_timer_arm(f->timer, f->cfg->poll_interval_ms);
@@ -281,14 +274,7 @@ static void watch_folder_missing(struct watch *w, struct folder *f, const char *
 		log_warn("folder %s is missing (%s); paused until it comes back", f->cfg->path,
 			 why);
 	f->present = false;
-	for (size_t i = 0; i < w->n_dirs;) {
-		if (w->dirs[i].folder == f) {
-			(void)inotify_rm_watch(w->inotify_fd, w->dirs[i].wd);
-			watch_forget_dir(w, i);
-		} else {
-			i++;
-		}
-	}
+	watch_forget_subtree(w, f, "");
 	f->root_wd = -1;
 	if (w->inotify_fd >= 0)
 		(void)loop_timer_arm(f->timer, WATCH_MISSING_RETRY);
@@ -497,14 +483,7 @@ int watch_add_folder(struct watch *w, struct folder *f)
 
 void watch_remove_folder(struct watch *w, struct folder *f)
 {
-	for (size_t i = 0; i < w->n_dirs;) {
-		if (w->dirs[i].folder == f) {
-			(void)inotify_rm_watch(w->inotify_fd, w->dirs[i].wd);
-			watch_forget_dir(w, i);
-		} else {
-			i++;
-		}
-	}
+	watch_forget_subtree(w, f, "");
 	for (size_t i = 0; i < w->n_folders; i++) {
 		if (w->folders[i] == f) {
 			w->folders[i] = w->folders[--w->n_folders];

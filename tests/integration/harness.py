@@ -113,6 +113,16 @@ class Checks:
 # small helpers
 
 
+def wait_until(cond, timeout, step=0.05):
+    """Polls cond() until it is true or timeout seconds pass; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
 def sha256_file(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()

@@ -19,14 +19,6 @@ MAX_IN_FLIGHT = 4
 KILL_AFTER = (1, 5, 13)  # sidecars present when the kill comes (plus a random 0-250 ms)
 
 
-def wait_until(cond, timeout, step=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
 
 def all_files(folder):
     out = []
@@ -98,7 +90,7 @@ def test(ctx):
         d = ctx.start_daemon(config, name=tag)
         c.require(d.wait_for(r"\bready\b", 15), "%s: the daemon logs 'ready'" % tag,
                   "exit status %s; stderr: %s" % (d.proc.poll(), d.stderr_text()[-600:]))
-        reached = wait_until(lambda: len(sidecars(out)) >= kill_after, 30)
+        reached = h.wait_until(lambda: len(sidecars(out)) >= kill_after, 30)
         time.sleep(rng.uniform(0.0, 0.25))
         kill(d)
         t_kill = time.time()
@@ -168,9 +160,9 @@ def test(ctx):
         api.add_faults(["truncdl" if case == "truncdl" else "slowdl:ms=5000"], replace=True)
         d = ctx.start_daemon(config, name=case)
         if case == "truncdl":
-            cue = wait_until(lambda: any(r.get("truncated") for r in api.downloads()), 15, step=0.005)
+            cue = h.wait_until(lambda: any(r.get("truncated") for r in api.downloads()), 15, step=0.005)
         else:
-            cue = wait_until(lambda: any(r.get("stalled") for r in api.downloads()), 15)
+            cue = h.wait_until(lambda: any(r.get("stalled") for r in api.downloads()), 15)
             time.sleep(0.3)
         kill(d)
         c.require(cue, "%s: the first download %s when the daemon is killed"

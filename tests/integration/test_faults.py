@@ -34,14 +34,6 @@ PAUSES = [
 ]
 
 
-def wait_until(cond, timeout, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
 
 class NotifyListener:
     """A NOTIFY_SOCKET for the daemon's sd_notify() messages (READY=1, STATUS=...)."""
@@ -106,7 +98,7 @@ def test(ctx):
         c.check(res.rc == 0 and not res.timed_out, "%s (%s): --once exits 0" % (fault, what), res.describe())
         if slow:
             # the timed-out call is recorded by the fake only when its sleep ends
-            wait_until(lambda: len(api.generations()) - n_gen >= calls, 5)
+            h.wait_until(lambda: len(api.generations()) - n_gen >= calls, 5)
         gens = api.generations()[n_gen:]
         dls = api.downloads()[n_dl:]
         c.eq(len(gens), calls, "%s: %d generation call(s)" % (fault, calls))
@@ -217,7 +209,7 @@ def test(ctx):
             paused_status.extend(s for s in notify.statuses() if "paused" in s)
             return all(os.path.exists(os.path.join(out, n.rsplit(".", 1)[0] + ".json")) for n in files)
 
-        done = wait_until(progress, 20)
+        done = h.wait_until(progress, 20)
         took = time.monotonic() - t0
         c.check(done, "401 watch mode: both files complete by themselves once the API accepts again",
                 "after %.1f s the output holds %s" % (took, h.listing(out)))

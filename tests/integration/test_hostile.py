@@ -61,14 +61,6 @@ def yaml_config(path, *, api, state_dir, hot):
     return path
 
 
-def wait_until(cond, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
 
 def tree(top, skip=()):
     """Every path under top (files, dirs, links, FIFOs) with its type and size; skip: relative
@@ -169,7 +161,7 @@ def test(ctx):
     time.sleep(max(0.0, t_written["trunc.png"] + 1.2 - time.monotonic()))
     c.check(not os.path.exists(error_path("trunc.png")),
             "trunc.png: no error sidecar 1.2 s after it was written (incomplete_timeout is 2 s)")
-    appeared = wait_until(lambda: os.path.exists(error_path("trunc.png")), 10)
+    appeared = h.wait_until(lambda: os.path.exists(error_path("trunc.png")), 10)
     delay = time.monotonic() - t_written["trunc.png"]
     c.check(appeared and delay >= INCOMPLETE_TIMEOUT - 0.2,
             "trunc.png: its error sidecar comes after incomplete_timeout (%.1f s)" % delay,
@@ -198,7 +190,7 @@ def test(ctx):
                 found[key] = (n, sc)
         return found
 
-    done = wait_until(lambda: set(good) <= set(good_sidecars()) and
+    done = h.wait_until(lambda: set(good) <= set(good_sidecars()) and
                       all(os.path.exists(error_path(n)) for n in bad), 20)
     c.check(done, "every good file has its sidecar and every bad one its error sidecar",
             "output holds %s" % h.listing(out))

@@ -48,14 +48,6 @@ def write_config(path, *, api, state_dir, folders, retries=3, max_in_flight=4, t
     return path
 
 
-def wait_until(cond, timeout, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
 
 def drop_by_rename(folder, name, data):
     tmp = os.path.join(folder, ".%s.incoming" % name)
@@ -109,7 +101,7 @@ def test(ctx):
         last_close = time.time()
         if i + step < len(data):
             time.sleep(0.15)
-    ok = wait_until(lambda: os.path.exists(os.path.join(out, "slow.json")), 15)
+    ok = h.wait_until(lambda: os.path.exists(os.path.join(out, "slow.json")), 15)
     c.check(ok, "slow writer: slow.json appears", "output holds %s" % h.listing(out))
     time.sleep(1.0)
     gens = api.generations()
@@ -155,7 +147,7 @@ def test(ctx):
     def sidecar(rel):
         return os.path.join(out, os.path.splitext(rel)[0] + ".json")
 
-    ok = wait_until(lambda: all(os.path.exists(sidecar(r)) for r in want), 20)
+    ok = h.wait_until(lambda: all(os.path.exists(sidecar(r)) for r in want), 20)
     c.check(ok, "recursive: every file (3 moved in with their folder, 2 in a folder made later, 1 top) gets a sidecar",
             "missing %s" % [r for r in want if not os.path.exists(sidecar(r))])
     time.sleep(1.0)
@@ -189,12 +181,12 @@ def test(ctx):
     d = start(ctx, c, config, "rename-sub")
     one, two = h.png_image(40, 40, 480), h.png_image(40, 40, 481)
     h.write_bytes(os.path.join(hot, "a", "one.png"), one)
-    c.check(wait_until(lambda: os.path.exists(os.path.join(out, "a", "one.json")), 10),
+    c.check(h.wait_until(lambda: os.path.exists(os.path.join(out, "a", "one.json")), 10),
             "rename-sub: a/one.png processed", "output holds %s" % h.listing(out))
     os.rename(os.path.join(hot, "a"), os.path.join(hot, "b"))
     time.sleep(0.5)
     h.write_bytes(os.path.join(hot, "b", "two.png"), two)
-    ok = wait_until(lambda: os.path.exists(os.path.join(out, "b", "two.json")), 8)
+    ok = h.wait_until(lambda: os.path.exists(os.path.join(out, "b", "two.json")), 8)
     c.check(ok, "rename-sub: a file written into the renamed subfolder (b/two.png) is processed",
             "after 8 s the output holds %s" % sorted(
                 os.path.relpath(os.path.join(dp, n), out) for dp, _, fs in os.walk(out) for n in fs))
@@ -212,7 +204,7 @@ def test(ctx):
     first = h.png_image(40, 40, 440)
     h.write_bytes(os.path.join(hot, "first.png"), first)
     d = start(ctx, c, config, "vanish")
-    c.check(wait_until(lambda: os.path.exists(os.path.join(out, "first.json")), 15),
+    c.check(h.wait_until(lambda: os.path.exists(os.path.join(out, "first.json")), 15),
             "vanish: first.png processed before the folder goes away", "output holds %s" % h.listing(out))
     n_gen = len(api.generations())
     pending = h.png_image(40, 40, 441)  # still settling when the folder goes away
@@ -229,9 +221,9 @@ def test(ctx):
     os.rename(away, hot)
     after = h.png_image(40, 40, 442)
     drop_by_rename(hot, "after.png", after)
-    ok = wait_until(lambda: os.path.exists(os.path.join(out, "after.json")), 20)
+    ok = h.wait_until(lambda: os.path.exists(os.path.join(out, "after.json")), 20)
     c.check(ok, "vanish: after the folder is back, a file dropped in is processed", "output holds %s" % h.listing(out))
-    ok = wait_until(lambda: os.path.exists(os.path.join(out, "pending.json")), 10)
+    ok = h.wait_until(lambda: os.path.exists(os.path.join(out, "pending.json")), 10)
     c.check(ok, "vanish: the file that was settling when the folder vanished is processed after it is back",
             "output holds %s" % h.listing(out))
     time.sleep(0.5)
@@ -256,7 +248,7 @@ def test(ctx):
     drop_by_rename(hot, "p1.png", p1)
     h.write_bytes(os.path.join(hot, "p2.png"), p2)
     t0 = time.monotonic()
-    ok = wait_until(lambda: all(os.path.exists(os.path.join(out, n)) for n in ("p1.json", "p2.json")), 15)
+    ok = h.wait_until(lambda: all(os.path.exists(os.path.join(out, n)) for n in ("p1.json", "p2.json")), 15)
     c.check(ok, "poll: files renamed in and written in place are picked up",
             "after %.1f s the output holds %s" % (time.monotonic() - t0, h.listing(out)))
     time.sleep(1.0)
@@ -272,13 +264,13 @@ def test(ctx):
     h.write_bytes(os.path.join(hot, "r.png"), old)
     d = start(ctx, c, config, "replace")
     sc_path = os.path.join(out, "r.json")
-    c.check(wait_until(lambda: sidecar_sha(sc_path) == h.sha256_bytes(old), 15),
+    c.check(h.wait_until(lambda: sidecar_sha(sc_path) == h.sha256_bytes(old), 15),
             "replace: r.png processed first", "output holds %s" % h.listing(out))
     n_gen = len(api.generations())
     new = h.png_image(44, 40, 461)
     with open(os.path.join(hot, "r.png"), "wb") as f:  # rewritten in place
         f.write(new)
-    ok = wait_until(lambda: sidecar_sha(sc_path) == h.sha256_bytes(new), 15)
+    ok = h.wait_until(lambda: sidecar_sha(sc_path) == h.sha256_bytes(new), 15)
     c.check(ok, "replace: r.png rewritten in place is processed again (r.json's source_sha256 changes)",
             "r.json source_sha256 %s" % sidecar_sha(sc_path))
     time.sleep(0.5)

@@ -18,14 +18,6 @@ DEADLINE_S = 170
 FD_MARGIN = 4
 
 
-def wait_until(cond, timeout, step=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
 
 def fd_count(pid):
     try:
@@ -99,20 +91,20 @@ def test(ctx):
     # warm-up: two batches, all through, then quiet for a moment; fds and RSS measured idle
     drop_batch(0)
     drop_batch(BATCH)
-    warm_ok = wait_until(lambda: n_sidecars() >= 2 * BATCH, 60)
+    warm_ok = h.wait_until(lambda: n_sidecars() >= 2 * BATCH, 60)
     c.check(warm_ok, "warm-up: the first %d files are through" % (2 * BATCH), "%d sidecars" % n_sidecars())
     time.sleep(1.5)
     fd_warm, rss_warm, warm_kinds = fd_count(pid), rss_kib(pid), fd_targets(pid)
     for b in range(2 * BATCH, N_FILES, BATCH):
         drop_batch(b)
         # let part of the batch through before the next one lands
-        wait_until(lambda: n_sidecars() >= b + BATCH // 2, 30)
+        h.wait_until(lambda: n_sidecars() >= b + BATCH // 2, 30)
         n = fd_count(pid)
         if n is not None:
             fd_max = max(fd_max, n)
         if time.monotonic() - t0 > DEADLINE_S:
             break
-    done = wait_until(lambda: n_sidecars() >= N_FILES, max(5, DEADLINE_S - (time.monotonic() - t0)))
+    done = h.wait_until(lambda: n_sidecars() >= N_FILES, max(5, DEADLINE_S - (time.monotonic() - t0)))
     elapsed = time.monotonic() - t0
     c.check(done, "all %d files get a sidecar within %d s" % (N_FILES, DEADLINE_S),
             "%d sidecars after %.0f s" % (n_sidecars(), elapsed))

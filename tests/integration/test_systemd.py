@@ -120,14 +120,6 @@ def drop_by_rename(folder, name, data):
     os.rename(tmp, os.path.join(folder, name))
 
 
-def wait_until(cond, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
 
 def write_config(ctx, path, api, state, folders, broken=False):
     ctx.write_config(path, api=api, state_dir=state, folders=[{"path": f} for f in folders])
@@ -189,7 +181,7 @@ def run_main(ctx, c, api, notify, config, state, hot, out, hot2, out2, pre):
             "(queued + in flight + waiting + done + failed)" % len(pre),
             "found %s" % (notify.snapshot()[i_st]["raw"] if i_st is not None else "no STATUS"))
 
-    done = wait_until(lambda: all(processed(out, n[:-4]) for n in pre), 20)
+    done = h.wait_until(lambda: all(processed(out, n[:-4]) for n in pre), 20)
     c.check(done, "the %d files present at start are processed" % len(pre), "output: %s" % h.listing(out))
     gens = api.generations()
     c.check(len(gens) == len(pre) and all(r["time"] > ready["wall"] for r in gens),
@@ -231,7 +223,7 @@ def run_main(ctx, c, api, notify, config, state, hot, out, hot2, out2, pre):
     c.check(d.wait_for(r"folder %s is now watched" % re.escape(hot2), 2),
             "the log says the added folder is now watched", d.stderr_text()[-400:])
     drop_by_rename(hot2, "added.png", h.png_image(44, 40, 70))
-    c.check(wait_until(lambda: processed(out2, "added"), 15),
+    c.check(h.wait_until(lambda: processed(out2, "added"), 15),
             "a file dropped into the folder added by the reload is processed", "output: %s" % h.listing(out2))
 
     # ---- reload with a broken configuration -------------------------------------------------------
@@ -249,7 +241,7 @@ def run_main(ctx, c, api, notify, config, state, hot, out, hot2, out2, pre):
     c.check(d.proc.poll() is None, "the daemon keeps running", "exit status %s" % d.proc.poll())
     drop_by_rename(hot, "after-bad-1.png", h.png_image(48, 36, 71))
     drop_by_rename(hot2, "after-bad-2.png", h.png_image(48, 40, 72))
-    c.check(wait_until(lambda: processed(out, "after-bad-1") and processed(out2, "after-bad-2"), 15),
+    c.check(h.wait_until(lambda: processed(out, "after-bad-1") and processed(out2, "after-bad-2"), 15),
             "both folders of the running configuration are still processed",
             "outputs: %s / %s" % (h.listing(out), h.listing(out2)))
     write_config(ctx, config, api, state, [hot, hot2])

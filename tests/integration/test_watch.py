@@ -28,14 +28,6 @@ def write_slowly(path, data, pieces=10, pause=0.1):
         time.sleep(pause)
 
 
-def wait_until(cond, timeout, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
 
 def test(ctx):
     c = ctx.checks
@@ -67,7 +59,7 @@ def test(ctx):
 
     stems = [n.rsplit(".", 1)[0] for n in files]
     want = sorted([s + ".json" for s in stems] + [s + ".jpeg" for s in stems])
-    done = wait_until(lambda: all(os.path.exists(os.path.join(out, s + ".json")) for s in stems), 25)
+    done = h.wait_until(lambda: all(os.path.exists(os.path.join(out, s + ".json")) for s in stems), 25)
     c.check(done, "all 7 files (1 present at start, 5 renamed in, 1 written slowly) get a sidecar within 25 s",
             "present: %s" % h.listing(out))
     time.sleep(1.0)  # anything extra would show up now
@@ -102,7 +94,7 @@ def test(ctx):
     new = h.png_image(52, 30, 77)
     drop_by_rename(hot, "drop-1.png", new)
     sc_path = os.path.join(out, "drop-1.json")
-    updated = wait_until(lambda: os.path.exists(sc_path) and
+    updated = h.wait_until(lambda: os.path.exists(sc_path) and
                          h.read_json(sc_path).get("source_sha256") == h.sha256_bytes(new), 15)
     c.check(updated, "a file replaced while watching is processed again (its sidecar updated)",
             "drop-1.json has source_sha256 %s" % (h.read_json(sc_path).get("source_sha256")
