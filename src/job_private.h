@@ -1,0 +1,155 @@
+/* job internals, shared by the files of the job module only:
+ *   job.c         the table, the deadline heap, states and transitions, the
+ *                 scheduler (in-flight limit, spend limits), the public side
+ *   job_check.c   before any money is spent: open safely, validate, reuse
+ *   job_send.c    the generation request, its answer, retries and the pause
+ *   job_result.c  after: fetch the paid result, commit output and sidecar,
+ *                 the journal, on_success, and error sidecars */
+#ifndef SEEDREAMD_JOB_PRIVATE_H
+#define SEEDREAMD_JOB_PRIVATE_H
+
+#include "api.h"
+#include "b64.h"
+#include "image.h"
+#include "job.h"
+#include "journal.h"
+#include "log.h"
+#include "output.h"
+#include "transfer.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#define JOBS_BACKOFF_BASE_MS	1000
+#define JOBS_BACKOFF_CAP_MS	60000
+#define JOBS_URL_VALID_MS	(24ull * 3600 * 1000) /* result URLs live 24 h */
+#define JOBS_HASH_MIN		1024
+#define JOBS_HASH_FOR_ERROR_MAX (256ull * 1024 * 1024)
+
+enum job_state {
+	JOB_SETTLING,	/* waiting for the file to stop changing */
+	JOB_QUEUED,	/* valid, waiting for a generation slot */
+	JOB_GENERATING, /* the API call is under way */
+	JOB_FETCHING,	/* paid for: downloading or decoding the result */
+	JOB_WAITING,	/* backing off before the next generation or fetch */
+};
+
+struct job {
+	struct jobs *owner;
+	struct folder *folder;
+	char *rel; /* relative to the folder */
+	enum job_state state;
+	bool dirty;	     /* changed while in flight: look again afterwards */
+	bool retry_fetch;    /* the wait is for the fetch, not a new generation */
+	uint64_t deadline;   /* settling and waiting, monotonic ms */
+	size_t heap_pos;     /* SIZE_MAX when not in the deadline heap */
+	uint64_t first_seen; /* for incomplete_timeout */
+	uint64_t size;	     /* as last seen */
+	struct timespec mtime;
+	dev_t dev; /* the file validated: a swapped file is not it */
+	ino_t ino;
+	enum image_format format;
+	unsigned attempts; /* generation calls made */
+	unsigned failures; /* retryable failures so far */
+	unsigned fetch_failures;
+	uint64_t started;     /* first generation, monotonic ms */
+	int64_t generated_at; /* when the result arrived, epoch ms (URLs expire by the clock) */
+	int64_t retry_after_ms;
+	char *stem;    /* the output stem, while active */
+	int out_dirfd; /* the output folder, while active */
+	char sha256[65];
+	char request_id[128];
+	struct transfer_gen *gen;
+	struct transfer_dl *dl;
+	struct api_result result;
+	struct job *hash_next;
+	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
+	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
+};
+
+struct job_list {
+	struct job *head, *tail;
+	size_t n;
+};
+
+struct jobs {
+	struct loop *loop;
+	struct http *http;
+	const struct config *config;
+	char *auth_header;
+	bool once, stopping;
+	struct job **table; /* chained hash on (folder, rel) */
+	size_t table_size, n_jobs;
+	struct job **heap; /* deadlines, min-heap */
+	size_t heap_len, heap_cap;
+	struct loop_timer *timer; /* the earliest deadline */
+	struct loop_timer *pause_timer;
+	struct job_list queue, active;
+	struct job *stem_holders; /* every job holding an output stem not yet on disk */
+	size_t n_settling, n_waiting;
+	size_t n_paid_waiting; /* waiting jobs whose result is already paid for */
+	uint64_t done, failed, skipped, left_incomplete, generations;
+	bool paused, probing;
+	bool pumping, pump_again; /* jobs_pump is not re-entered */
+	char pause_reason[512];
+	uint64_t rng;
+	void (*on_change)(void *userdata);
+	void *on_change_data;
+	struct transfer_net net;
+	char *gen_url;
+	struct journal *journal; /* may be NULL: no state_dir */
+	/* Spend limits: images_per_minute as a token bucket (in milli-images,
+	 * so refills need no floating point) and max_images_per_day. */
+	uint64_t tokens_milli, tokens_at;
+	int64_t day_end;       /* epoch s of the next local midnight */
+	uint64_t images_today; /* all folders */
+	struct loop_timer *limit_timer;
+	char limit_reason[256];
+	bool limit_daily;      /* the reason is a daily limit (not a rate to wait out) */
+	char disk_reason[256]; /* why writing outputs fails, while it does */
+};
+
+/* Shared between the files of the module; each is defined where its
+ * concern lives (see the list at the top). */
+void jobs_changed(struct jobs *jobs);
+uint64_t jobs_backoff(struct jobs *jobs, unsigned failures, int64_t retry_after_ms);
+bool same_mtime(const struct timespec *a, const struct timespec *b);
+char *xstrdup(const char *s);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *rel_dir(const char *rel);
+const char *rel_base(const char *rel);
+void job_release_transfers(struct jobs *jobs, struct job *job);
+void job_settle(struct jobs *jobs, struct job *job, uint64_t delay_ms);
+void job_wait(struct jobs *jobs, struct job *job, uint64_t delay_ms, bool fetch);
+void job_queue(struct jobs *jobs, struct job *job, bool front);
+void job_activate(struct jobs *jobs, struct job *job, enum job_state state);
+void job_finish(struct jobs *jobs, struct job *job);
+int job_choose_stem(struct jobs *jobs, struct job *job);
+int job_open_output_dir(struct job *job);
+void job_fill_source(const struct job *job, struct sidecar_source *src);
+void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64_t finished_at,
+		   int64_t generated_images);
+void job_journal_write(struct jobs *jobs, struct job *job);
+void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *code,
+	      const char *message);
+int job_open_source(const struct job *job);
+int job_open_source_dir(const struct job *job);
+bool job_already_done(const struct folder *folder, const char *rel, const struct stat *st);
+void job_validate(struct jobs *jobs, struct job *job);
+void jobs_pause_timer(void *userdata);
+bool job_source_unchanged(const struct job *job, int fd);
+void job_generate(struct jobs *jobs, struct job *job);
+int copy_file(int src_fd, int dst_dirfd, const char *dst_name);
+void job_after_success(struct job *job);
+void job_fetch(struct jobs *jobs, struct job *job);
+void jobs_pump(struct jobs *jobs);
+
+#endif

@@ -1,0 +1,198 @@
+/* job_send: the generation request, its answer, retries with backoff and
+ * the pause on account or configuration errors. */
+#include "job_private.h"
+
+static void jobs_pause(struct jobs *jobs, const struct api_result *res)
+{
+	(void)snprintf(jobs->pause_reason, sizeof(jobs->pause_reason),
+		       "paused: the API refused the account or configuration (HTTP %ld %s: %s)",
+		       res->http_status, res->error_code ? res->error_code : "?",
+		       res->error_message ? res->error_message : "");
+	if (!jobs->paused)
+		log_error("%s; no file is marked failed; trying again in %llu s",
+			  jobs->pause_reason,
+			  (unsigned long long)jobs->config->api.pause_retry_ms / 1000);
+	jobs->paused = true;
+	jobs->probing = false;
+	if (jobs->once) {
+		/* A batch run cannot wait it out: stop, leaving the files for later. */
+		jobs->stopping = true;
+		return;
+	}
+	(void)loop_timer_arm(jobs->pause_timer, jobs->config->api.pause_retry_ms);
+}
+
+void jobs_pause_timer(void *userdata)
+{
+	struct jobs *jobs = userdata;
+
+	/* One request probes whether the account works again. */
+	jobs->probing = true;
+	jobs_pump(jobs);
+}
+
+static void job_retry_or_fail(struct jobs *jobs, struct job *job, long status, const char *code,
+			      const char *message, int64_t retry_after_ms)
+{
+	uint64_t delay;
+
+	job->failures++;
+	if (job->failures > jobs->config->api.retries) {
+		char text[512];
+		(void)snprintf(text, sizeof(text), "%s (gave up after %u attempts)", message,
+			       job->attempts);
+		job_fail(jobs, job, status, code, text);
+		return;
+	}
+	delay = jobs_backoff(jobs, job->failures, retry_after_ms);
+	log_job(LOG_INFO, job->folder->cfg->path, job->rel,
+		job->request_id[0] ? job->request_id : NULL, code,
+		"retrying %s/%s in %llu ms: %s: %s", job->folder->cfg->path, job->rel,
+		(unsigned long long)delay, code, message);
+	job_wait(jobs, job, delay, false);
+	jobs_changed(jobs);
+	jobs_pump(jobs);
+}
+
+static void job_generated(CURL *easy, CURLcode result, void *userdata)
+{
+	struct job *job = userdata;
+	struct jobs *jobs = job->owner;
+	struct transfer_gen *g = job->gen;
+	struct api_result *res = &job->result;
+	long status = 0;
+
+	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	memcpy(job->request_id, g->request_id, sizeof(job->request_id));
+	job->folder->images_reserved--;
+	if (g->sha256_hex[0])
+		memcpy(job->sha256, g->sha256_hex, sizeof(job->sha256));
+	jobs->probing = false;
+	if (jobs->paused)
+		/* Unless this answer settles it, probe again later. */
+		(void)loop_timer_arm(jobs->pause_timer, jobs->config->api.pause_retry_ms);
+
+	if (!g->file_changed && !job_source_unchanged(job, g->fd) && result == CURLE_OK &&
+	    g->sha256_hex[0]) {
+		/* Changed after being read in full: what was sent is one whole
+		 * version (its SHA-256 is in the sidecar). A paid answer is kept;
+		 * the new version is looked at afterwards. */
+		job->dirty = true;
+	} else if (g->file_changed || !job_source_unchanged(job, g->fd)) {
+		/* The file changed while it was being sent: what was sent is not the
+		 * file. Look at the new version once it settles. */
+		log_warn("%s/%s changed while it was being sent; waiting for it to settle",
+			 job->folder->cfg->path, job->rel);
+		job_release_transfers(jobs, job);
+		job_settle(jobs, job, job->folder->cfg->settle_ms);
+		jobs_pump(jobs);
+		return;
+	}
+	if (result != CURLE_OK) {
+		char msg[256];
+		const char *code = g->body_too_large ? "ResponseTooLarge" : "NetworkError";
+		(void)snprintf(msg, sizeof(msg), "%s", curl_easy_strerror(result));
+		job_release_transfers(jobs, job);
+		job_retry_or_fail(jobs, job, status, code, msg, -1);
+		return;
+	}
+	api_result_clear(res);
+	if (api_parse_response(status, g->body ? g->body : "", g->body_len, res) < 0)
+		log_oom();
+	{
+		int64_t ra = api_parse_retry_after(g->retry_after[0] ? g->retry_after : NULL,
+						   loop_wall_ms() / 1000);
+		job->retry_after_ms = ra;
+	}
+	job_release_transfers(jobs, job);
+	if (jobs->paused && res->outcome != API_OUTCOME_PAUSE) {
+		log_info("the API answers again (HTTP %ld); resuming", status);
+		jobs->paused = false;
+		loop_timer_disarm(jobs->pause_timer);
+	}
+
+	switch (res->outcome) {
+	case API_OUTCOME_OK: {
+		uint64_t images = res->generated_images > 0 ? (uint64_t)res->generated_images : 1;
+		jobs->generations += images;
+		jobs->images_today += images;
+		job->folder->images_today += images;
+		job->generated_at = loop_wall_ms();
+		job_journal_write(jobs, job);
+		job_fetch(jobs, job);
+		break;
+	}
+	case API_OUTCOME_FILE_FAIL:
+		job_fail(jobs, job, status, res->error_code ? res->error_code : "Unknown",
+			 res->error_message ? res->error_message : "");
+		break;
+	case API_OUTCOME_RETRY:
+		job_retry_or_fail(jobs, job, status, res->error_code ? res->error_code : "Unknown",
+				  res->error_message ? res->error_message : "",
+				  job->retry_after_ms);
+		break;
+	case API_OUTCOME_PAUSE:
+		/* Not this file's fault: it goes back to the front of the queue. */
+		jobs_pause(jobs, res);
+		job_queue(jobs, job, true);
+		jobs_changed(jobs);
+		jobs_pump(jobs);
+		break;
+	}
+}
+
+void job_generate(struct jobs *jobs, struct job *job)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	struct api_request req = {
+	    .model = jobs->config->api.model,
+	    .prompt = cfg->prompt,
+	    .size = cfg->size,
+	    .watermark = cfg->watermark,
+	    .response_format =
+		jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON ? "b64_json" : "url",
+	    .image_format = image_format_name(job->format),
+	};
+	char *prefix = NULL, *suffix = NULL;
+	int fd, r;
+
+	fd = job_open_source(job);
+	if (fd < 0) {
+		job_finish(jobs, job); /* gone since it was queued */
+		return;
+	}
+	if (!job_source_unchanged(job, fd)) {
+		close(fd);
+		job_settle(jobs, job, cfg->settle_ms);
+		return;
+	}
+	r = job_open_output_dir(job);
+	if (r >= 0)
+		r = job_choose_stem(jobs, job);
+	if (r < 0) {
+		close(fd);
+		job_retry_or_fail(jobs, job, 0, "OutputFolder", strerror(-r), -1);
+		return;
+	}
+	r = api_request_frame(&req, &prefix, &suffix);
+	if (r < 0)
+		log_oom();
+	job->gen = calloc(1, sizeof(*job->gen));
+	if (!job->gen)
+		log_oom();
+	job->gen->fd = -1;
+	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
+			       job->size, &jobs->net);
+	if (r >= 0)
+		r = http_start(jobs->http, job->gen->easy, job_generated, job);
+	if (r < 0)
+		log_oom();
+	if (!job->started)
+		job->started = loop_now_ms();
+	job->attempts++;
+	job->folder->images_reserved++;
+	job->request_id[0] = '\0';
+	job_activate(jobs, job, JOB_GENERATING);
+	log_debug("submitting %s/%s (%s, %llu bytes, attempt %u)", cfg->path, job->rel,
+		  req.image_format, (unsigned long long)job->size, job->attempts);
+}
