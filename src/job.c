@@ -637,9 +637,11 @@ again:
 			job = job->next; /* other folders may still spend */
 			continue;
 		}
-		if (jobs->config->images_per_minute)
-			jobs->tokens_milli -= 1000;
 		job_generate(jobs, job);
+		/* A token pays for a request actually sent, not for a job that
+		 * turned out to be gone or changed. */
+		if (jobs->config->images_per_minute && jobs_generating(jobs) > generating)
+			jobs->tokens_milli -= 1000;
 		if (jobs->paused)
 			break; /* one probe at a time */
 		if (jobs->pump_again)

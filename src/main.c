@@ -331,7 +331,17 @@ static int daemon_open_state(struct daemon *d)
 	return 0;
 }
 
-/* Frees removed folders nothing refers to any more. */
+static bool config_in_use(const struct daemon *d, const struct config *c)
+{
+	for (size_t i = 0; i < d->n_folders; i++)
+		for (size_t j = 0; j < c->n_folders; j++)
+			if (d->folders[i]->cfg == &c->folders[j])
+				return true;
+	return false;
+}
+
+/* Frees removed folders nothing refers to any more, then the configurations
+ * replaced by reloads that no folder points into. */
 static void daemon_reap_folders(struct daemon *d)
 {
 	for (size_t i = 0; i < d->n_folders;) {
@@ -342,6 +352,14 @@ static void daemon_reap_folders(struct daemon *d)
 		} else {
 			i++;
 		}
+	}
+	for (size_t i = 0; i < d->n_retired;) {
+		if (config_in_use(d, d->retired[i])) {
+			i++;
+			continue;
+		}
+		config_free(d->retired[i]);
+		d->retired[i] = d->retired[--d->n_retired];
 	}
 }
 
@@ -549,7 +567,7 @@ static int daemon_run(struct daemon *d, const char *api_key)
 		if (r < 0)
 			return r;
 		daemon_check_done(d);
-		if (d->n_folders)
+		if (d->n_retired)
 			daemon_reap_folders(d);
 	}
 
