@@ -65,9 +65,6 @@ static void transfer_net_setup(CURL *easy, const char *url, const struct transfe
 		(void)curl_easy_setopt(easy, CURLOPT_CAINFO, net->ca_file);
 	(void)curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)net->timeout_ms);
 	(void)curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, 30000L);
-	/* A peer that stalls below 1 byte/s for 60 s is dead, whatever the timeout. */
-	(void)curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	(void)curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, 60L);
 	(void)curl_easy_setopt(easy, CURLOPT_USERAGENT, net->user_agent);
 	(void)curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
 }
@@ -332,6 +329,11 @@ int transfer_dl_setup(struct transfer_dl *d, const char *url, const struct trans
 	if (!d->easy)
 		return -ENOMEM;
 	transfer_net_setup(d->easy, url, net);
+	/* A download that stalls below 1 byte/s for 60 s is dead, whatever the
+	 * timeout. Not for generations: the API sends nothing while it works,
+	 * for minutes on large sizes, and cutting it short would pay twice. */
+	(void)curl_easy_setopt(d->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	(void)curl_easy_setopt(d->easy, CURLOPT_LOW_SPEED_TIME, 60L);
 	(void)curl_easy_setopt(d->easy, CURLOPT_WRITEFUNCTION, transfer_dl_write);
 	(void)curl_easy_setopt(d->easy, CURLOPT_WRITEDATA, d);
 	(void)curl_easy_setopt(d->easy, CURLOPT_FAILONERROR, 1L);
