@@ -189,10 +189,15 @@ static void heap_down(struct jobs *jobs, size_t i)
 
 static void jobs_rearm(struct jobs *jobs)
 {
-	if (jobs->heap_len == 0)
-		loop_timer_disarm(jobs->timer); /* idle: no wake-ups */
-	else
-		(void)loop_timer_arm_at(jobs->timer, jobs->heap[0]->deadline);
+	/* Only when the earliest deadline moves: a syscall per change otherwise. */
+	if (jobs->heap_len == 0) {
+		if (jobs->armed_at)
+			loop_timer_disarm(jobs->timer); /* idle: no wake-ups */
+		jobs->armed_at = 0;
+	} else if (jobs->heap[0]->deadline != jobs->armed_at || !loop_timer_armed(jobs->timer)) {
+		jobs->armed_at = jobs->heap[0]->deadline;
+		(void)loop_timer_arm_at(jobs->timer, jobs->armed_at);
+	}
 }
 
 static void heap_remove(struct jobs *jobs, struct job *job)

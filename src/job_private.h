@@ -91,6 +91,7 @@ struct jobs {
 	struct job **heap; /* deadlines, min-heap */
 	size_t heap_len, heap_cap;
 	struct loop_timer *timer; /* the earliest deadline */
+	uint64_t armed_at;         /* the deadline the timer is set for, 0 if none */
 	struct loop_timer *pause_timer;
 	struct job_list queue, active;
 	struct job *stem_holders; /* every job holding an output stem not yet on disk */
