@@ -62,6 +62,11 @@ bool output_is_tmp_name(const char *name);
  * file is a leftover. A missing root is not an error. Returns 0 or -errno. */
 int output_sweep_tmp(const char *root, size_t *ret_removed);
 
+/* Reads a whole regular file of at most max bytes from fd (its offset) into
+ * a NUL-terminated buffer the caller frees. 0, -EINVAL (not a regular
+ * file), -EFBIG, -ENOMEM or -errno. */
+int output_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len);
+
 /* mkdir -p of an absolute path; new folders get mode. 0 or -errno. */
 int output_mkdir_parents(const char *path, mode_t mode);
 

@@ -203,16 +203,11 @@ static bool job_reuse(struct jobs *jobs, struct job *job, const struct index_ent
 	bool done = false;
 	int fd, r;
 
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd >= 0) {
-		struct stat st;
-		if (fstat(fd, &st) == 0 && st.st_size > 0 && st.st_size < 1024 * 1024) {
-			text = calloc(1, (size_t)st.st_size + 1);
-			if (!text)
-				log_oom();
-			if (read_at(fd, (uint8_t *)text, (size_t)st.st_size, 0) == st.st_size)
-				old = cJSON_Parse(text);
-		}
+		size_t len;
+		if (output_read_fd(fd, 1024 * 1024, &text, &len) == 0)
+			old = cJSON_ParseWithLength(text, len);
 		close(fd);
 	}
 	output = old ? json_string(old, "output") : NULL;

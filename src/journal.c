@@ -256,31 +256,11 @@ int journal_remove(struct journal *journal, const char *folder, const char *sour
 
 static int read_small_file(int dirfd, const char *name, char **ret, size_t *ret_len)
 {
-	struct stat st;
-	char *buf;
-	ssize_t n;
-	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), r = 0;
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), r;
 
 	if (fd < 0)
 		return -errno;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > JOURNAL_RECORD_MAX) {
-		close(fd);
-		return -EINVAL;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	n = pread(fd, buf, (size_t)st.st_size, 0);
-	if (n != st.st_size) {
-		free(buf);
-		r = n < 0 ? -errno : -EIO;
-	} else {
-		buf[n] = '\0';
-		*ret = buf;
-		*ret_len = (size_t)n;
-	}
+	r = output_read_fd(fd, JOURNAL_RECORD_MAX, ret, ret_len);
 	close(fd);
 	return r;
 }

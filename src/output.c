@@ -123,7 +123,7 @@ enum sidecar_owner {
 
 /* Reads a whole regular file of at most `max` bytes into a NUL-terminated
  * buffer. -EFBIG when larger, -EINVAL when not a regular file. */
-static int read_small_file(int fd, size_t max, char **ret_buf, size_t *ret_len)
+int output_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len)
 {
 	struct stat st;
 	char *buf = NULL;
@@ -198,7 +198,7 @@ static int sidecar_owner(int dirfd, const char *name, const char *source_rel)
 			return SIDECAR_OTHER;
 		return -errno;
 	}
-	r = read_small_file(fd, SIDECAR_READ_MAX, &buf, &len);
+	r = output_read_fd(fd, SIDECAR_READ_MAX, &buf, &len);
 	(void)close(fd);
 	if (r == -ENOMEM)
 		return r;
