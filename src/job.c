@@ -365,6 +365,9 @@ static void job_free(struct jobs *jobs, struct job *job)
 void job_settle(struct jobs *jobs, struct job *job, uint64_t delay_ms)
 {
 	job_leave_state(jobs, job);
+	/* Settling means the file is looked at anew: a hash of what it was no
+	 * longer describes it. */
+	job->sha256[0] = '\0';
 	job->state = JOB_SETTLING;
 	jobs->n_settling++;
 	heap_set(jobs, job, loop_now_ms() + delay_ms);
@@ -428,7 +431,6 @@ void job_finish(struct jobs *jobs, struct job *job)
 		job->started = 0;
 		job->generated_at = 0;
 		job->retry_after_ms = 0;
-		job->sha256[0] = '\0';
 		job->request_id[0] = '\0';
 		job->first_seen = loop_now_ms();
 		job_settle(jobs, job, job->folder->cfg->settle_ms);

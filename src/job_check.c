@@ -75,37 +75,39 @@ static ssize_t read_at(int fd, uint8_t *buf, size_t len, off_t off)
 	return (ssize_t)got;
 }
 
-/* Whether the done record (a sidecar that still exists) covers this version. */
-bool job_already_done(const struct folder *folder, const char *rel, const struct stat *st)
+/* A done record counts only while its sidecar exists: a deleted .error.json
+ * means "try again". */
+static bool sidecar_still_there(const struct folder *folder, const struct index_entry *e)
 {
-	const struct index_entry *e = index_get(folder->index, rel);
-	char *path;
-	bool exists;
+	char *path = xasprintf("%s/%s", folder->cfg->output, e->sidecar);
+	bool exists = access(path, F_OK) == 0;
 
-	if (!e || e->size != (uint64_t)st->st_size || e->mtime_sec != st->st_mtim.tv_sec ||
-	    e->mtime_nsec != st->st_mtim.tv_nsec)
-		return false;
-	path = xasprintf("%s/%s", folder->cfg->output, e->sidecar);
-	exists = access(path, F_OK) == 0; /* a deleted .error.json means: try again */
 	free(path);
 	return exists;
 }
 
-/* Same bytes under a new mtime (copied again, touched): done already. */
-static bool job_same_content_done(const struct job *job, int fd)
+/* Whether the done record covers this version (size and mtime). */
+bool job_already_done(const struct folder *folder, const char *rel, const struct stat *st)
+{
+	const struct index_entry *e = index_get(folder->index, rel);
+
+	if (!e || e->size != (uint64_t)st->st_size || e->mtime_sec != st->st_mtim.tv_sec ||
+	    e->mtime_nsec != st->st_mtim.tv_nsec)
+		return false;
+	return sidecar_still_there(folder, e);
+}
+
+/* Same bytes under a new mtime (copied again, touched): done already. The
+ * hash is kept in the job, for the copy check and the sidecar. */
+static bool job_same_content_done(struct job *job, int fd)
 {
 	const struct index_entry *e = index_get(job->folder->index, job->rel);
-	char hex[65], *path;
-	bool exists;
 
 	if (!e || e->failed || e->size != job->size || !e->sha256[0])
 		return false;
-	if (transfer_sha256_fd(fd, hex) < 0 || strcmp(hex, e->sha256) != 0)
+	if (!job->sha256[0] && transfer_sha256_fd(fd, job->sha256) < 0)
 		return false;
-	path = xasprintf("%s/%s", job->folder->cfg->output, e->sidecar);
-	exists = access(path, F_OK) == 0;
-	free(path);
-	return exists;
+	return strcmp(job->sha256, e->sha256) == 0 && sidecar_still_there(job->folder, e);
 }
 
 static uint8_t *validate_buffer(void)
@@ -276,20 +278,13 @@ out:
 static const struct index_entry *job_find_copy(struct job *job, int fd)
 {
 	const struct index_entry *e;
-	char *path;
-	bool exists;
 
 	if (!index_may_have_size(job->folder->index, job->size))
 		return NULL;
 	if (!job->sha256[0] && transfer_sha256_fd(fd, job->sha256) < 0)
 		return NULL;
 	e = index_find_content(job->folder->index, job->size, job->sha256, job->rel);
-	if (!e)
-		return NULL;
-	path = xasprintf("%s/%s", job->folder->cfg->output, e->sidecar);
-	exists = access(path, F_OK) == 0;
-	free(path);
-	return exists ? e : NULL;
+	return e && sidecar_still_there(job->folder, e) ? e : NULL;
 }
 
 void job_validate(struct jobs *jobs, struct job *job)
