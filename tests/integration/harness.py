@@ -33,6 +33,8 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 FAKE_API = os.path.join(REPO, "tests", "fake_api.py")
+sys.path.insert(0, os.path.dirname(FAKE_API))
+from fake_api import magic_format  # noqa: E402  (the API's lowercase format name, or None)
 SAMPLES = os.path.join(REPO, "tests", "data", "samples")
 sys.path.insert(0, os.path.join(REPO, "tests", "data"))
 import make_samples  # noqa: E402
@@ -170,23 +172,6 @@ def is_int(v):
     return is_number(v) and float(v) == int(v)
 
 
-def magic_format(data):
-    """The API's lowercase format name from magic bytes, or None."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data.startswith(b"BM"):
-        return "bmp"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    return None
-
-
 FAKE_COMMENT = re.compile(r"seedream-fake sha256=([0-9a-f]{64}) prompt_sha256=([0-9a-f]{64})")
 
 
@@ -285,6 +270,23 @@ def listing(folder):
 # sidecars and outputs
 
 
+def _source_checks(sc, p, src_path, source):
+    """Checks the source fields both kinds of sidecar carry against the file; returns the
+    want(field, cond, expected) used for the rest, which appends to p."""
+    st = os.stat(src_path)
+
+    def want(field, cond, expected):
+        if field in sc and not cond(sc[field]):
+            p.append("%s: expected %s, found %s" % (field, expected, _short(sc[field])))
+
+    want("source", lambda v: v == source, repr(source))
+    want("source_sha256", lambda v: v == sha256_file(src_path), "the file's sha256 " + sha256_file(src_path))
+    want("source_size", lambda v: is_int(v) and v == st.st_size, "the file's size %d" % st.st_size)
+    want("source_mtime", lambda v: isinstance(v, str) and RFC3339_NS.match(v) and v == rfc3339_ns(st.st_mtime_ns),
+         "the file's mtime as RFC 3339 with nanoseconds %r" % rfc3339_ns(st.st_mtime_ns))
+    return want
+
+
 def success_sidecar_problems(sc, *, src_path, source, output, attempts=1, response_format="url",
                              model=MODEL, prompt=PROMPT, size="2K", watermark=False, version=None,
                              record=None, window=None):
@@ -297,17 +299,7 @@ def success_sidecar_problems(sc, *, src_path, source, output, attempts=1, respon
     missing = [f for f in SUCCESS_FIELDS if f not in sc]
     if missing:
         p.append("missing fields %s" % ", ".join(missing))
-    st = os.stat(src_path)
-
-    def want(field, cond, expected):
-        if field in sc and not cond(sc[field]):
-            p.append("%s: expected %s, found %s" % (field, expected, _short(sc[field])))
-
-    want("source", lambda v: v == source, repr(source))
-    want("source_sha256", lambda v: v == sha256_file(src_path), "the file's sha256 " + sha256_file(src_path))
-    want("source_size", lambda v: is_int(v) and v == st.st_size, "the file's size %d" % st.st_size)
-    want("source_mtime", lambda v: isinstance(v, str) and RFC3339_NS.match(v) and v == rfc3339_ns(st.st_mtime_ns),
-         "the file's mtime as RFC 3339 with nanoseconds %r" % rfc3339_ns(st.st_mtime_ns))
+    want = _source_checks(sc, p, src_path, source)
     want("output", lambda v: v == output, repr(output))
     want("model", lambda v: v == model, repr(model))
     want("prompt", lambda v: v == prompt, repr(prompt))
@@ -345,16 +337,7 @@ def error_sidecar_problems(sc, *, src_path, source, http_status, code=None, code
     missing = [f for f in ERROR_FIELDS if f not in sc]
     if missing:
         p.append("missing fields %s" % ", ".join(missing))
-    st = os.stat(src_path)
-
-    def want(field, cond, expected):
-        if field in sc and not cond(sc[field]):
-            p.append("%s: expected %s, found %s" % (field, expected, _short(sc[field])))
-
-    want("source", lambda v: v == source, repr(source))
-    want("source_sha256", lambda v: v == sha256_file(src_path), "the file's sha256")
-    want("source_size", lambda v: is_int(v) and v == st.st_size, "the file's size %d" % st.st_size)
-    want("source_mtime", lambda v: v == rfc3339_ns(st.st_mtime_ns), repr(rfc3339_ns(st.st_mtime_ns)))
+    want = _source_checks(sc, p, src_path, source)
     want("attempts", lambda v: attempts is None or (is_int(v) and v == attempts), repr(attempts))
     want("seedreamd_version", lambda v: isinstance(v, str) and v and (version is None or v == version),
          repr(version) if version else "a non-empty string")
