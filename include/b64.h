@@ -19,4 +19,8 @@ size_t b64_encode(const uint8_t *in, size_t len, char *out);
  * -EINVAL on a bad character or length. */
 int b64_decode(const char *in, size_t len, uint8_t *out, size_t *ret_len);
 
+/* Lowercase hex, the other text encoding the daemon writes (SHA-256 digests,
+ * raw file names in sidecars). out gets 2 * len characters and a NUL. */
+void b64_hex(const uint8_t *in, size_t len, char *out);
+
 #endif

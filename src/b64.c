@@ -139,3 +139,14 @@ int b64_decode(const char *in, size_t len, uint8_t *out, size_t *ret_len)
 	*ret_len = o;
 	return 0;
 }
+
+void b64_hex(const uint8_t *in, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}

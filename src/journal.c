@@ -11,6 +11,7 @@
 
 #include <openssl/evp.h>
 
+#include "b64.h"
 #include "output.h"
 
 #define JOURNAL_RECORD_MAX (1024 * 1024)
@@ -167,7 +168,6 @@ void journal_record_clear(struct journal_record *rec)
 /* One file per (folder, source): the SHA-256 of both names, so any name is safe. */
 static int journal_name(const char *folder, const char *source, char *name, size_t len)
 {
-	static const char digits[] = "0123456789abcdef";
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int md_len = 0;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -182,10 +182,7 @@ static int journal_name(const char *folder, const char *source, char *name, size
 		return -EIO;
 	}
 	EVP_MD_CTX_free(ctx);
-	for (unsigned int i = 0; i < md_len; i++) {
-		name[2 * i] = digits[md[i] >> 4];
-		name[2 * i + 1] = digits[md[i] & 15];
-	}
+	b64_hex(md, md_len, name);
 	memcpy(name + 2 * md_len, ".json", 6);
 	return 0;
 }

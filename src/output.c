@@ -1,5 +1,7 @@
 #include "output.h"
 
+#include "b64.h"
+
 #include <errno.h>
 #include <ctype.h>
 #include <dirent.h>
@@ -560,7 +562,6 @@ static char *utf8_lossy(const char *s)
  * exactly, as hex, under "<key>_hex". */
 static bool add_name(cJSON *obj, const char *key, const char *name)
 {
-	static const char digits[] = "0123456789abcdef";
 	char hex_key[32], *lossy, *hex;
 	size_t n;
 	bool ok;
@@ -572,11 +573,7 @@ static bool add_name(cJSON *obj, const char *key, const char *name)
 	hex = malloc(2 * n + 1);
 	ok = lossy && hex;
 	if (ok) {
-		for (size_t i = 0; i < n; i++) {
-			hex[2 * i] = digits[(unsigned char)name[i] >> 4];
-			hex[2 * i + 1] = digits[(unsigned char)name[i] & 15];
-		}
-		hex[2 * n] = '\0';
+		b64_hex((const uint8_t *)name, n, hex);
 		(void)snprintf(hex_key, sizeof(hex_key), "%s_hex", key);
 		ok = add_string(obj, key, lossy) && add_string(obj, hex_key, hex);
 	}

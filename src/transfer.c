@@ -14,17 +14,6 @@
  * curl's default upload buffer. */
 static uint8_t transfer_scratch[3 * 16 * 1024];
 
-static void hex_encode(const unsigned char *in, size_t len, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < len; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * len] = '\0';
-}
-
 static bool host_is_loopback(const char *url)
 {
 	const char *host = strstr(url, "://");
@@ -77,7 +66,7 @@ static void transfer_gen_digest_done(struct transfer_gen *g)
 	unsigned int md_len = 0;
 
 	(void)EVP_DigestFinal_ex(g->sha, md, &md_len);
-	hex_encode(md, md_len, g->sha256_hex);
+	b64_hex(md, md_len, g->sha256_hex);
 }
 
 static bool transfer_gen_chunk(struct transfer_gen *g, size_t want)
@@ -376,7 +365,7 @@ int transfer_sha256_fd(int fd, char hex[65])
 		off += n;
 	}
 	(void)EVP_DigestFinal_ex(ctx, md, &md_len);
-	hex_encode(md, md_len, hex);
+	b64_hex(md, md_len, hex);
 out:
 	EVP_MD_CTX_free(ctx);
 	return r;
