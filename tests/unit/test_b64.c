@@ -172,10 +172,23 @@ static void test_decode_embedded_nul(void **state)
 	assert_int_equal(b64_decode("Zm\0v", 4, out, &n), -EINVAL);
 }
 
+static void test_hex(void **state)
+{
+	static const uint8_t in[] = {0x00, 0x0f, 0xa5, 0xff};
+	char out[2 * sizeof(in) + 1];
+
+	(void)state;
+	b64_hex(in, sizeof(in), out);
+	assert_string_equal(out, "000fa5ff");
+	b64_hex(in, 0, out);
+	assert_string_equal(out, "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_rfc4648_vectors),
+	    cmocka_unit_test(test_hex),
 	    cmocka_unit_test(test_decode_without_padding),
 	    cmocka_unit_test(test_full_alphabet),
 	    cmocka_unit_test(test_round_trip_every_length),
