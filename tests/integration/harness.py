@@ -33,6 +33,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 FAKE_API = os.path.join(REPO, "tests", "fake_api.py")
+HOSTILE_API = os.path.join(REPO, "tests", "hostile_api.py")
 sys.path.insert(0, os.path.dirname(FAKE_API))
 from fake_api import magic_format  # noqa: E402  (the API's lowercase format name, or None)
 SAMPLES = os.path.join(REPO, "tests", "data", "samples")
@@ -395,6 +396,26 @@ def output_problems(path, src_sha, prompt=PROMPT):
 # the stand-in API
 
 
+def _start_server(ctx, argv, log, log_file, what):
+    """Starts a stand-in server that prints "PORT <n>" once listening; returns (proc, port)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+    ctx.processes.append(proc)
+    line = b""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not line.endswith(b"\n"):
+        r, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if r:
+            chunk = os.read(proc.stdout.fileno(), 100)
+            if not chunk:
+                break
+            line += chunk
+    m = re.match(rb"PORT (\d+)\n", line)
+    if not m:
+        log.flush()
+        raise Abort("%s did not start (stdout %r); its log:\n%s" % (what, line, tail(log_file)))
+    return proc, int(m.group(1))
+
+
 class FakeAPI:
     def __init__(self, ctx, name, key=DEFAULT_KEY, faults=None, latency_ms=0, extra=()):
         self.ctx = ctx
@@ -409,23 +430,7 @@ class FakeAPI:
             argv += ["--latency-ms", str(latency_ms)]
         argv += list(extra)
         self.log = open(self.log_file, "wb")
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL)
-        ctx.processes.append(self.proc)
-        line = b""
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not line.endswith(b"\n"):
-            r, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if r:
-                chunk = os.read(self.proc.stdout.fileno(), 100)
-                if not chunk:
-                    break
-                line += chunk
-        m = re.match(rb"PORT (\d+)\n", line)
-        if not m:
-            self.log.flush()
-            raise Abort("the stand-in API did not start (stdout %r); its log:\n%s"
-                        % (line, tail(self.log_file)))
-        self.port = int(m.group(1))
+        self.proc, self.port = _start_server(ctx, argv, self.log, self.log_file, "the stand-in API")
         self.base_url = "http://127.0.0.1:%d/v1" % self.port
 
     def records(self, kind=None):
@@ -481,6 +486,46 @@ class FakeAPI:
 
 # ------------------------------------------------------------------------------------------------
 # the daemon
+
+
+class HostileAPI(FakeAPI):
+    """tests/hostile_api.py: a stand-in that answers as its script says (see that file)."""
+
+    def __init__(self, ctx, name, script=None, host="127.0.0.1"):  # pylint: disable=super-init-not-called
+        self.ctx = ctx
+        self.key = DEFAULT_KEY
+        self.state_file = os.path.join(ctx.tmp, "%s-api-state.jsonl" % name)
+        self.log_file = os.path.join(ctx.tmp, "%s-api.log" % name)
+        argv = [sys.executable, HOSTILE_API, "--host", host, "--port", "0",
+                "--state-file", self.state_file, "--max-seconds", "300"]
+        if script is not None:
+            path = os.path.join(ctx.tmp, "%s-script.json" % name)
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(script, f)
+            argv += ["--script", path]
+        self.log = open(self.log_file, "wb")
+        self.proc, self.port = _start_server(ctx, argv, self.log, self.log_file, "the hostile API")
+        self.host = host
+        hostpart = "[%s]" % host if ":" in host else host
+        self.base_url = "http://%s:%d/v1" % (hostpart, self.port)
+        self._control = "http://%s:%d" % (hostpart, self.port)
+
+    def _http(self, method, path, body=None):
+        req = urllib.request.Request(self._control + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            data = resp.read()
+            return json.loads(data) if data else None
+
+    def set_script(self, script):
+        return self._http("POST", "/_script", script)
+
+    def generations(self, valid_only=True):
+        return [r for r in self.records("generation") if r.get("valid") or not valid_only]
+
+    def images(self):
+        """Downloads of honest results."""
+        return self.records("image")
 
 
 def tail(path, lines=40):
@@ -577,6 +622,12 @@ class Context:
 
     def start_api(self, name="api", **kw):
         api = FakeAPI(self, name, **kw)
+        self.apis.append(api)
+        return api
+
+    def start_hostile_api(self, name="hostile", **kw):
+        """tests/hostile_api.py with a script (see there); the same records() and stop()."""
+        api = HostileAPI(self, name, **kw)
         self.apis.append(api)
         return api
 
