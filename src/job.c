@@ -349,6 +349,8 @@ static void job_free(struct jobs *jobs, struct job *job)
 	struct job **pp = &jobs->table[job_hash(job->folder, job->rel, jobs->table_size)];
 
 	job_leave_state(jobs, job);
+	job_set_undurable(jobs, job, false);
+	job_set_storage_hold(jobs, job, false);
 	while (*pp != job)
 		pp = &(*pp)->hash_next;
 	*pp = job->hash_next;
@@ -403,6 +405,41 @@ void job_activate(struct jobs *jobs, struct job *job, enum job_state state)
 	job->state = state;
 }
 
+/* ---- paid results and storage ------------------------------------------ */
+
+void job_set_undurable(struct jobs *jobs, struct job *job, bool undurable)
+{
+	if (job->undurable == undurable)
+		return;
+	job->undurable = undurable;
+	if (undurable)
+		jobs->n_undurable++;
+	else
+		jobs->n_undurable--;
+}
+
+void job_set_storage_hold(struct jobs *jobs, struct job *job, bool hold)
+{
+	(void)jobs;
+	if (job->storage_hold == hold)
+		return;
+	job->storage_hold = hold;
+	if (hold)
+		job->folder->storage_holds++;
+	else
+		job->folder->storage_holds--;
+}
+
+/* The next try opens the output folder by its path again: a descriptor kept
+ * across a failure may be a mount that has since been replaced (a read-only
+ * bind mount removed, a share remounted). */
+void job_close_output_dir(struct job *job)
+{
+	if (job->out_dirfd >= 0)
+		close(job->out_dirfd);
+	job->out_dirfd = -1;
+}
+
 /* ---- endings ---------------------------------------------------------- */
 
 static char *job_output_dir(const struct job *job)
@@ -421,10 +458,11 @@ void job_finish(struct jobs *jobs, struct job *job)
 	if (job->dirty && !jobs->stopping) {
 		job_release_transfers(jobs, job);
 		api_result_clear(&job->result);
-		if (job->out_dirfd >= 0)
-			close(job->out_dirfd);
-		job->out_dirfd = -1;
+		job_close_output_dir(job);
 		job_release_stem(jobs, job);
+		job_set_undurable(jobs, job, false);
+		job_set_storage_hold(jobs, job, false);
+		job->journalled = false;
 		job->dirty = false;
 		job->retry_fetch = false;
 		job->attempts = job->failures = job->fetch_failures = 0;
@@ -632,6 +670,8 @@ again:
 			break; /* the probe is under way */
 		if (generating >= jobs->config->api.max_in_flight)
 			break;
+		if (jobs->n_undurable > 0)
+			break; /* a paid result is not safe yet: do not pay for another */
 		if (!jobs_spend_allows(jobs, generating))
 			break;
 		if (job->folder->removed) {
@@ -640,7 +680,7 @@ again:
 			job = next;
 			continue;
 		}
-		if (!folder_spend_allows(jobs, job->folder)) {
+		if (job->folder->storage_holds || !folder_spend_allows(jobs, job->folder)) {
 			job = job->next; /* other folders may still spend */
 			continue;
 		}
@@ -656,8 +696,9 @@ again:
 		/* The job left the queue (or went back to settling): start over
 		 * from the head, skipping folders held back by their limits. */
 		job = jobs->queue.head;
-		while (job && job->folder->cfg->max_images_per_day &&
-		       !folder_spend_allows(jobs, job->folder))
+		while (job && (job->folder->storage_holds ||
+			       (job->folder->cfg->max_images_per_day &&
+				!folder_spend_allows(jobs, job->folder))))
 			job = job->next;
 	}
 	if (jobs->pump_again)
@@ -936,9 +977,28 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 	struct job *job = jobs_find(jobs, folder, rec->source);
 	int64_t age_ms = loop_wall_ms() - rec->generated_at;
 
+	const struct index_entry *done = index_get(folder->index, rec->source);
+	int r;
+
 	if (job)
 		return; /* one record per source */
+	if (done && done->size == rec->size && done->mtime_sec == rec->mtime_sec &&
+	    done->mtime_nsec == rec->mtime_nsec && sidecar_still_there(folder, done)) {
+		/* Written out (or given up) before the crash; only the record's
+		 * removal was lost. Fetching again could only do harm. */
+		log_job(LOG_INFO, folder->cfg->path, rec->source, rec->request_id, NULL,
+			"%s/%s: its paid-for result is already on disk; journal record removed",
+			folder->cfg->path, rec->source);
+		if (jobs->journal) {
+			r = journal_remove(jobs->journal, folder->cfg->path, rec->source);
+			if (r < 0)
+				log_warn("cannot remove the journal record of %s/%s: %s",
+					 folder->cfg->path, rec->source, strerror(-r));
+		}
+		return;
+	}
 	job = jobs_create(jobs, folder, rec->source);
+	job->journalled = true;
 	job->size = rec->size;
 	job->mtime.tv_sec = rec->mtime_sec;
 	job->mtime.tv_nsec = rec->mtime_nsec;
@@ -964,8 +1024,9 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 		if (!job->result.usage)
 			log_oom();
 	}
-	log_info("resuming the paid-for result of %s/%s (generated %lld s ago)", folder->cfg->path,
-		 rec->source, (long long)(age_ms / 1000));
+	log_job(LOG_INFO, folder->cfg->path, rec->source, rec->request_id, NULL,
+		"resuming the paid-for result of %s/%s (generated %lld s ago)", folder->cfg->path,
+		rec->source, (long long)(age_ms / 1000));
 	job_wait(jobs, job, 0, true);
 	jobs_changed(jobs);
 }
