@@ -901,6 +901,21 @@ void jobs_drop_folder(struct jobs *jobs, struct folder *folder)
 	jobs_changed(jobs);
 }
 
+void jobs_leave_queued_for_later(struct jobs *jobs, struct folder *folder)
+{
+	struct job *j = jobs->queue.head;
+
+	while (j) {
+		struct job *next = j->next;
+		if (j->folder == folder) {
+			jobs->left_incomplete++;
+			job_free(jobs, j);
+		}
+		j = next;
+	}
+	jobs_changed(jobs);
+}
+
 bool jobs_folder_busy(const struct jobs *jobs, const struct folder *folder)
 {
 	for (size_t i = 0; i < jobs->table_size; i++)

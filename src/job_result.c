@@ -190,6 +190,7 @@ static void job_fetch_failed(struct jobs *jobs, struct job *job, const char *why
 			"journal for the next run",
 			job->folder->cfg->path, job->rel, why);
 		jobs->left_incomplete++;
+		jobs_leave_queued_for_later(jobs, job->folder);
 		job_finish(jobs, job);
 		return;
 	}
