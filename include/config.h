@@ -12,6 +12,11 @@
 enum folder_mode { FOLDER_MODE_AUTO = 0, FOLDER_MODE_INOTIFY, FOLDER_MODE_POLL };
 enum on_success { ON_SUCCESS_KEEP = 0, ON_SUCCESS_MOVE, ON_SUCCESS_DELETE };
 enum response_format { RESPONSE_FORMAT_URL = 0, RESPONSE_FORMAT_B64_JSON };
+enum fit_mode {
+	FIT_AUTO = 0, /* convert only what the API would refuse or read sideways */
+	FIT_NEVER,    /* refuse those (LocalValidation.*), as before fitting existed */
+	FIT_ALWAYS,   /* re-encode every image: upright, sRGB, metadata stripped */
+};
 
 /* One watched folder, after inheriting from "defaults:". */
 struct folder_config {
@@ -32,6 +37,8 @@ struct folder_config {
 	enum on_success on_success;   /* default keep */
 	char *done_dir;               /* default "<output>/originals" */
 	uint64_t max_images_per_day;  /* 0 = no limit (default) */
+	enum fit_mode fit;            /* default auto */
+	unsigned fit_quality;         /* JPEG quality of fitted images, 50..100, default 92 */
 	int line, column;             /* where the folder entry starts, 1-based */
 };
 
@@ -60,6 +67,7 @@ struct config {
 	uint64_t min_free_space;      /* bytes, default 256 MiB */
 	uint64_t max_images_per_day;  /* global, 0 = no limit */
 	uint64_t images_per_minute;   /* 0 = no limit */
+	unsigned max_fits;            /* images converted at once, 1..64; default min(2, cores) */
 };
 
 /* Parse a YAML document already in memory. `name` is used in messages.

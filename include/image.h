@@ -21,17 +21,38 @@ enum image_format {
 	IMAGE_FORMAT_BMP,
 	IMAGE_FORMAT_TIFF,
 	IMAGE_FORMAT_GIF,
+	/* Decodable here but not taken by the API: fitted (fit.h) or refused. */
+	IMAGE_FORMAT_HEIF,
+	IMAGE_FORMAT_AVIF,
+	IMAGE_FORMAT_JXL,
 };
+
+/* The API's pixel limit (6000x6000). */
+#define IMAGE_MAX_PIXELS 36000000u
 
 struct image_info {
 	enum image_format format;
-	uint32_t width;
+	uint32_t width;	 /* 0 for HEIF, AVIF and JPEG XL: only a decoder knows */
 	uint32_t height;
+	/* What the API would take but a model would read wrongly; seen in JPEG
+	 * (EXIF, SOF, APP2), PNG (IHDR, iCCP) and TIFF (IFD0) heads only. */
+	uint8_t orientation;   /* EXIF 1..8; 0 when none is recorded */
+	uint8_t bits;	       /* per sample; 0 when unknown */
+	bool cmyk;
+	bool foreign_profile;  /* an embedded ICC profile that does not call itself sRGB */
+	/* For IMAGE_PROBE_UNKNOWN: what the file is when it is something known
+	 * that nothing here decodes ("Canon CR3 camera raw", "PDF document"),
+	 * else NULL. A static string. */
+	const char *found;
 };
 
 /* Lowercase name as the API wants it in data URLs: "png", "jpeg", "webp",
- * "bmp", "tiff", "gif"; NULL for unknown. */
+ * "bmp", "tiff", "gif"; "heif", "avif", "jxl" for the formats it does not
+ * take; NULL for unknown. */
 const char *image_format_name(enum image_format format);
+
+/* Whether the API takes the format as it is (the six above HEIF). */
+bool image_api_format(enum image_format format);
 
 /* Only the format from magic bytes; UNKNOWN if none matches. */
 enum image_format image_sniff(const uint8_t *head, size_t len);

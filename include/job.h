@@ -1,5 +1,5 @@
 /* job: one input file's way through the daemon, as a state machine:
- *   settling -> (validated) -> queued -> generating -> fetching -> done
+ *   settling -> (validated) -> [fitting ->] queued -> generating -> fetching -> done
  *                                    \-> waiting-to-retry -/      \-> failed
  * plus the queue, the in-flight limit, retries with backoff, and the pause on
  * account or configuration errors. Every transition lives in job.c. */
@@ -21,7 +21,7 @@
 struct jobs;
 
 struct jobs_counts {
-	size_t settling, queued, in_flight, waiting;
+	size_t settling, fitting, queued, in_flight, waiting;
 	uint64_t done, failed, skipped, left_incomplete, generations;
 	bool paused;
 	const char *pause_reason; /* these three: NULL, or valid until the next call into jobs */

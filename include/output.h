@@ -89,6 +89,15 @@ struct sidecar_source {
 	long mtime_nsec;
 };
 
+/* What was sent instead of the source, when it was converted first. */
+struct sidecar_fitted {
+	const char *from;	     /* "HEIF 4032x3024 orientation 6" */
+	const char *to;		     /* "JPEG 3024x4032" */
+	const char *const *reasons;  /* "format", "orientation", ... */
+	size_t n_reasons;
+	uint64_t bytes_sent;
+};
+
 struct sidecar_success {
 	struct sidecar_source src;
 	const char *output;       /* output file name, relative to the output folder */
@@ -106,6 +115,7 @@ struct sidecar_success {
 	int64_t completed_at;     /* epoch seconds */
 	const char *version;      /* seedreamd_version */
 	const char *reused_from;  /* NULL, or the source whose paid result was reused */
+	const struct sidecar_fitted *fitted; /* NULL, or how the source was converted */
 };
 
 struct sidecar_error {
@@ -130,7 +140,8 @@ char *output_sidecar_source(const cJSON *root);
  * source_size, source_mtime (RFC 3339 with nanoseconds), and for success:
  * output, model, prompt, size, result_size, watermark, response_format,
  * created, usage, request_id, attempts, elapsed_ms, completed_at (RFC 3339),
- * seedreamd_version, reused_from (only when set); for errors: error {http_status, code, message},
+ * seedreamd_version, reused_from (only when set), fitted {from, to, reasons,
+ * bytes_sent} (only when set); for errors: error {http_status, code, message},
  * request_id, attempts, failed_at, seedreamd_version. */
 char *output_sidecar_json(const struct sidecar_success *s);
 char *output_error_json(const struct sidecar_error *e);

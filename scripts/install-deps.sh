@@ -5,6 +5,7 @@ set -eu
 PACKAGES="build-essential cmake pkg-config python3 libcurl4-openssl-dev libyaml-dev
 libcjson-dev libsystemd-dev libcmocka-dev libssl-dev ca-certificates curl jq inotify-tools systemd dpkg-dev file man-db
 clang libclang-rt-14-dev
+libvips-dev libvips-tools libheif-examples libimage-exiftool-perl
 ${SEEDREAMD_EXTRA_PACKAGES:-}"
 
 missing=""

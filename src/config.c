@@ -51,6 +51,7 @@ enum {
 	TK_MIN_FREE_SPACE,
 	TK_MAX_PER_DAY,
 	TK_PER_MINUTE,
+	TK_MAX_FITS,
 	TK_COUNT
 };
 
@@ -64,6 +65,7 @@ static const char *const top_keys[TK_COUNT] = {
 	[TK_MIN_FREE_SPACE] = "min_free_space",
 	[TK_MAX_PER_DAY] = "max_images_per_day",
 	[TK_PER_MINUTE] = "images_per_minute",
+	[TK_MAX_FITS] = "max_fits",
 };
 
 enum {
@@ -112,6 +114,8 @@ enum {
 	FK_ON_SUCCESS,
 	FK_DONE_DIR,
 	FK_MAX_PER_DAY,
+	FK_FIT,
+	FK_FIT_QUALITY,
 	FK_COUNT
 };
 
@@ -132,6 +136,14 @@ static const char *const folder_keys[FK_COUNT] = {
 	[FK_ON_SUCCESS] = "on_success",
 	[FK_DONE_DIR] = "done_dir",
 	[FK_MAX_PER_DAY] = "max_images_per_day",
+	[FK_FIT] = "fit",
+	[FK_FIT_QUALITY] = "fit_quality",
+};
+
+static const char *const fit_names[] = {
+	[FIT_AUTO] = "auto",
+	[FIT_NEVER] = "never",
+	[FIT_ALWAYS] = "always",
 };
 
 static const char *const mode_names[] = {
@@ -776,6 +788,8 @@ static void folder_init(struct folder_config *f)
 	f->poll_interval_ms = 10000;
 	f->max_input_bytes = 10 * MiB;
 	f->on_success = ON_SUCCESS_KEEP;
+	f->fit = FIT_AUTO;
+	f->fit_quality = 92;
 }
 
 static int dup_opt(char **dst, const char *src)
@@ -874,6 +888,16 @@ static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
 		return get_path(c, v, key, &fc->done_dir);
 	case FK_MAX_PER_DAY:
 		return get_uint(c, v, key, 0, UINT64_MAX, &fc->max_images_per_day);
+	case FK_FIT:
+		r = get_enum(c, v, key, fit_names, N_ELEMENTS(fit_names), &e);
+		fc->fit = (enum fit_mode)e;
+		return r;
+	case FK_FIT_QUALITY: {
+		uint64_t q = 0;
+		r = get_uint(c, v, key, 50, 100, &q);
+		fc->fit_quality = (unsigned)q;
+		return r;
+	}
 	}
 	return 0;
 }
@@ -1226,6 +1250,11 @@ static int parse_top_scalars(struct ctx *c, const struct found *f, struct config
 	if (r == 0 && f[TK_PER_MINUTE].value)
 		r = get_uint(c, f[TK_PER_MINUTE].value, "images_per_minute", 0, UINT64_MAX,
 			     &cfg->images_per_minute);
+	if (r == 0 && f[TK_MAX_FITS].value) {
+		uint64_t n = 0;
+		r = get_uint(c, f[TK_MAX_FITS].value, "max_fits", 1, 64, &n);
+		cfg->max_fits = (unsigned)n;
+	}
 	return r;
 }
 
@@ -1352,6 +1381,12 @@ static void config_set_defaults(struct config *cfg)
 	cfg->stop_timeout_ms = 60000;
 	cfg->rescan_interval_ms = 600000;
 	cfg->min_free_space = 256 * MiB;
+	{
+		/* A fit keeps one core busy and holds tens of MB: two at once use
+		 * a small machine without starving the rest of it. */
+		long cores = sysconf(_SC_NPROCESSORS_ONLN);
+		cfg->max_fits = cores >= 2 ? 2 : 1;
+	}
 }
 
 int config_parse(const char *name, const char *yaml, size_t len, struct config **ret_config,

@@ -4,11 +4,12 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 /* The API's input limits (seedream-api.md). */
 #define MIN_SIDE   15u /* "each side > 14 px" */
 #define MAX_ASPECT 16u
-#define MAX_PIXELS 36000000u
+#define MAX_PIXELS IMAGE_MAX_PIXELS
 
 /* Multi-byte fields are assembled from single bytes: the buffer has no
  * alignment and the host's byte order is irrelevant. */
@@ -112,9 +113,56 @@ const char *image_format_name(enum image_format format)
 		return "tiff";
 	case IMAGE_FORMAT_GIF:
 		return "gif";
+	case IMAGE_FORMAT_HEIF:
+		return "heif";
+	case IMAGE_FORMAT_AVIF:
+		return "avif";
+	case IMAGE_FORMAT_JXL:
+		return "jxl";
 	default:
 		return NULL;
 	}
+}
+
+bool image_api_format(enum image_format format)
+{
+	return format >= IMAGE_FORMAT_PNG && format <= IMAGE_FORMAT_GIF;
+}
+
+/* Whether an ISO BMFF "ftyp" box (HEIF, AVIF, CR3, MP4) names brand among
+ * its major and compatible brands. */
+static bool ftyp_has_brand(const uint8_t *p, size_t len, const char *brand)
+{
+	uint32_t box;
+
+	if (len < 16 || memcmp(p + 4, "ftyp", 4) != 0)
+		return false;
+	box = be32(p);
+	if (box < 16 || box > 4096)
+		return false;
+	if (box > len)
+		box = (uint32_t)len;
+	if (memcmp(p + 8, brand, 4) == 0)
+		return true;
+	for (uint32_t off = 16; off + 4 <= box; off += 4)
+		if (memcmp(p + off, brand, 4) == 0)
+			return true;
+	return false;
+}
+
+static enum image_format sniff_ftyp(const uint8_t *p, size_t len)
+{
+	static const char *const heif[] = {"heic", "heix", "heim", "heis", "hevc",
+					   "hevx", "mif1", "msf1"};
+
+	if (ftyp_has_brand(p, len, "crx "))
+		return IMAGE_FORMAT_UNKNOWN; /* a Canon CR3 is HEIF-like, and a raw */
+	if (ftyp_has_brand(p, len, "avif") || ftyp_has_brand(p, len, "avis"))
+		return IMAGE_FORMAT_AVIF;
+	for (size_t i = 0; i < sizeof(heif) / sizeof(heif[0]); i++)
+		if (ftyp_has_brand(p, len, heif[i]))
+			return IMAGE_FORMAT_HEIF;
+	return IMAGE_FORMAT_UNKNOWN;
 }
 
 enum image_format image_sniff(const uint8_t *head, size_t len)
@@ -122,7 +170,44 @@ enum image_format image_sniff(const uint8_t *head, size_t len)
 	for (size_t i = 0; i < N_MAGICS; i++)
 		if (len >= magics[i].len && magic_agrees(&magics[i], head, len))
 			return magics[i].format;
-	return IMAGE_FORMAT_UNKNOWN;
+	if (len >= 2 && head[0] == 0xff && head[1] == 0x0a)
+		return IMAGE_FORMAT_JXL; /* a bare codestream */
+	if (len >= 12 && memcmp(head, "\0\0\0\x0cJXL \r\n\x87\n", 12) == 0)
+		return IMAGE_FORMAT_JXL;
+	return sniff_ftyp(head, len);
+}
+
+/* Files that are something known which nothing here decodes (or that is not
+ * a photo to send): named in the refusal. TIFF-based camera raws are found
+ * by probe_tiff. */
+static const char *sniff_unsupported(const uint8_t *p, size_t len)
+{
+	static const struct {
+		const char *bytes;
+		size_t off, len;
+		const char *name;
+	} known[] = {
+	    {"8BPS", 0, 4, "Photoshop PSD document"},
+	    {"%PDF-", 0, 5, "PDF document"},
+	    {"FUJIFILMCCD-RAW", 0, 15, "Fujifilm RAF camera raw"},
+	    {"IIRO", 0, 4, "Olympus ORF camera raw"},
+	    {"IIRS", 0, 4, "Olympus ORF camera raw"},
+	    {"MMOR", 0, 4, "Olympus ORF camera raw"},
+	    {"IIU\0", 0, 4, "Panasonic RW2 camera raw"},
+	    {"HEAPCCDR", 6, 8, "Canon CRW camera raw"},
+	    {"FOVb", 0, 4, "Sigma X3F camera raw"},
+	};
+
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (len >= known[i].off + known[i].len &&
+		    memcmp(p + known[i].off, known[i].bytes, known[i].len) == 0)
+			return known[i].name;
+	if (ftyp_has_brand(p, len, "crx "))
+		return "Canon CR3 camera raw";
+	if (ftyp_has_brand(p, len, "qt  ") || ftyp_has_brand(p, len, "isom") ||
+	    ftyp_has_brand(p, len, "mp42"))
+		return "video (MP4 or QuickTime)";
+	return NULL;
 }
 
 /* A whole file shorter than a magic it starts like is one still being written. */
@@ -148,6 +233,21 @@ static enum image_probe_result probe_png(const struct head *h, struct image_info
 	height = be32(p + 20);
 	if (width > INT32_MAX || height > INT32_MAX)
 		return IMAGE_PROBE_CORRUPT;
+	info->bits = p[24];
+	/* An iCCP chunk comes before the image data; its keyword names the profile. */
+	for (uint64_t pos = 33; sees(h, pos + 8);) {
+		uint64_t len = be32(p + pos);
+		if (memcmp(p + pos + 4, "IDAT", 4) == 0)
+			break;
+		if (memcmp(p + pos + 4, "iCCP", 4) == 0) {
+			char name[80] = {0};
+			for (size_t i = 0; i < 79 && i < len && sees(h, pos + 8 + i + 1); i++)
+				name[i] = (char)p[pos + 8 + i];
+			info->foreign_profile = !strstr(name, "sRGB") && !strstr(name, "srgb");
+			break;
+		}
+		pos += 12 + len;
+	}
 	return set_dims(info, width, height);
 }
 
@@ -156,6 +256,52 @@ static bool is_jpeg_sof(uint8_t marker)
 	/* C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not frames. */
 	return marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 &&
 	       marker != 0xcc;
+}
+
+/* The orientation (tag 0x0112) in IFD0 of a TIFF structure (EXIF's, or a
+ * TIFF file's own), 0 when absent or out of reach. */
+static uint8_t tiff_orientation(const uint8_t *t, size_t len)
+{
+	bool big;
+	uint32_t (*u16)(const uint8_t *);
+	uint64_t ifd;
+	uint32_t count;
+
+	if (len < 8 || (memcmp(t, "II*\0", 4) != 0 && memcmp(t, "MM\0*", 4) != 0))
+		return 0;
+	big = t[0] == 'M';
+	u16 = big ? be16 : le16;
+	ifd = big ? be32(t + 4) : le32(t + 4);
+	if (ifd < 8 || ifd + 2 > len)
+		return 0;
+	count = u16(t + ifd);
+	for (uint64_t i = 0; i < count && ifd + 2 + 12 * (i + 1) <= len; i++) {
+		const uint8_t *e = t + ifd + 2 + 12 * i;
+		uint32_t v = u16(e + 8);
+		if (u16(e) == 0x0112 && u16(e + 2) == 3)
+			return v >= 1 && v <= 8 ? (uint8_t)v : 0;
+	}
+	return 0;
+}
+
+/* Whether an ICC profile's bytes name it sRGB (its description tag says so
+ * in plain ASCII in every sRGB profile met in practice). */
+static bool icc_says_srgb(const uint8_t *d, size_t len)
+{
+	for (size_t i = 0; i + 4 <= len; i++)
+		if (d[i] == 's' && d[i + 1] == 'R' && d[i + 2] == 'G' && d[i + 3] == 'B')
+			return true;
+	return false;
+}
+
+/* APP1 Exif (orientation) and APP2 ICC_PROFILE segments before the frame. */
+static void jpeg_app_segment(uint8_t marker, const uint8_t *d, size_t len, struct image_info *info)
+{
+	if (marker == 0xe1 && len > 6 && memcmp(d, "Exif\0\0", 6) == 0 && !info->orientation)
+		info->orientation = tiff_orientation(d + 6, len - 6);
+	else if (marker == 0xe2 && len > 14 && memcmp(d, "ICC_PROFILE\0", 12) == 0 &&
+		 d[12] == 1 && !icc_says_srgb(d + 14, len - 14))
+		info->foreign_profile = true; /* judged by its first chunk */
 }
 
 static enum image_probe_result probe_jpeg(const struct head *h, struct image_info *info)
@@ -191,8 +337,12 @@ static enum image_probe_result probe_jpeg(const struct head *h, struct image_inf
 				return IMAGE_PROBE_CORRUPT;
 			if (!sees(h, pos + 8))
 				return beyond(h, pos + 8);
+			info->bits = p[pos + 2];
+			info->cmyk = p[pos + 7] == 4;
 			return set_dims(info, be16(p + pos + 5), be16(p + pos + 3));
 		}
+		if (sees(h, pos + seglen))
+			jpeg_app_segment(marker, p + pos + 2, seglen - 2, info);
 		pos += seglen;
 	}
 }
@@ -291,6 +441,52 @@ static enum image_probe_result probe_bmp(const struct head *h, struct image_info
 	return set_dims(info, width, height);
 }
 
+/* The IFD0 tags other than the sides that matter: bits per sample,
+ * photometric CMYK, orientation, and what makes a TIFF a camera raw (a DNG
+ * version, or the maker of a NEF or an ARW). -1 for a raw. */
+static int tiff_side_tag(const uint8_t *p, const struct head *h, uint32_t tag, uint32_t type,
+			 uint32_t n, uint64_t entry, uint32_t (*u16)(const uint8_t *),
+			 uint32_t (*u32)(const uint8_t *), struct image_info *info)
+{
+	switch (tag) {
+	case 258: /* BitsPerSample: SHORTs, inline when two fit */
+		if (type == 3 && n >= 1 && n <= 2)
+			info->bits = (uint8_t)(u16(p + entry + 8) > 255 ? 255 : u16(p + entry + 8));
+		else if (type == 3 && n > 2 && sees(h, (uint64_t)u32(p + entry + 8) + 2))
+			info->bits = (uint8_t)(u16(p + u32(p + entry + 8)) > 255
+						   ? 255
+						   : u16(p + u32(p + entry + 8)));
+		break;
+	case 262: /* PhotometricInterpretation 5: separated (CMYK) */
+		info->cmyk = type == 3 && u16(p + entry + 8) == 5;
+		break;
+	case 271: { /* Make */
+		uint64_t at = n > 4 ? u32(p + entry + 8) : entry + 8;
+		if (type == 2 && n >= 4 && sees(h, at + 4)) {
+			if (memcmp(p + at, "NIKO", 4) == 0) {
+				info->found = "Nikon NEF camera raw";
+				return -1;
+			}
+			if (memcmp(p + at, "SONY", 4) == 0) {
+				info->found = "Sony ARW camera raw";
+				return -1;
+			}
+		}
+		break;
+	}
+	case 274: /* Orientation */
+		if (type == 3 && u16(p + entry + 8) >= 1 && u16(p + entry + 8) <= 8)
+			info->orientation = (uint8_t)u16(p + entry + 8);
+		break;
+	case 50706: /* DNGVersion */
+		info->found = "DNG camera raw";
+		return -1;
+	default:
+		break;
+	}
+	return 0;
+}
+
 static enum image_probe_result probe_tiff(const struct head *h, struct image_info *info)
 {
 	const uint8_t *p = h->buf;
@@ -311,15 +507,24 @@ static enum image_probe_result probe_tiff(const struct head *h, struct image_inf
 	if (count == 0)
 		return IMAGE_PROBE_CORRUPT;
 
-	for (uint32_t i = 0; i < count && (width == 0 || height == 0); i++) {
+	if (h->len >= 10 && p[8] == 'C' && p[9] == 'R') {
+		info->found = "Canon CR2 camera raw";
+		return IMAGE_PROBE_UNKNOWN;
+	}
+	for (uint32_t i = 0; i < count; i++) {
 		entry = ifd + 2 + 12 * (uint64_t)i;
-		if (!sees(h, entry + 12))
+		if (!sees(h, entry + 12)) {
+			if (width && height)
+				break; /* the rest is only what fit_wanted looks at */
 			return beyond(h, entry + 12);
+		}
 		tag = u16(p + entry);
-		if (tag != 256 && tag != 257)
-			continue;
 		type = u16(p + entry + 2);
 		n = u32(p + entry + 4);
+		if (tiff_side_tag(p, h, tag, type, n, entry, u16, u32, info) < 0)
+			return IMAGE_PROBE_UNKNOWN; /* a camera raw */
+		if (tag != 256 && tag != 257)
+			continue;
 		/* A SHORT sits left-justified in the 4-byte value field. */
 		if (n < 1)
 			return IMAGE_PROBE_CORRUPT;
@@ -377,6 +582,7 @@ enum image_probe_result image_probe_tiff_ifd(const uint8_t *head, size_t head_le
 	h.file_size = 8 + (file_size - ifd_offset);
 	r = probe_tiff(&h, &info);
 	ret_info->format = IMAGE_FORMAT_TIFF;
+	ret_info->found = info.found;
 	if (r == IMAGE_PROBE_OK)
 		*ret_info = info;
 	return r;
@@ -415,15 +621,26 @@ enum image_probe_result image_probe(const uint8_t *head, size_t len, uint64_t fi
 	case IMAGE_FORMAT_TIFF:
 		r = probe_tiff(&h, &info);
 		break;
+	case IMAGE_FORMAT_HEIF:
+	case IMAGE_FORMAT_AVIF:
+	case IMAGE_FORMAT_JXL:
+		/* The sides sit in boxes a decoder finds; a fit reads them. */
+		*ret_info = info;
+		return IMAGE_PROBE_OK;
 	default:
+		ret_info->found = sniff_unsupported(head, h.len);
+		if (ret_info->found)
+			return IMAGE_PROBE_UNKNOWN;
 		if (h.len == file_size && is_magic_prefix(head, h.len))
 			return IMAGE_PROBE_TRUNCATED;
 		return IMAGE_PROBE_UNKNOWN;
 	}
-	if (r == IMAGE_PROBE_OK)
+	if (r == IMAGE_PROBE_OK) {
 		*ret_info = info;
-	else
-		ret_info->format = info.format;
+	} else {
+		ret_info->format = r == IMAGE_PROBE_UNKNOWN ? IMAGE_FORMAT_UNKNOWN : info.format;
+		ret_info->found = info.found;
+	}
 	return r;
 }
 
@@ -526,7 +743,7 @@ const char *image_probe_message(enum image_probe_result result)
 	case IMAGE_PROBE_EMPTY:
 		return "the file is empty";
 	case IMAGE_PROBE_UNKNOWN:
-		return "not a PNG, JPEG, WebP, BMP, TIFF or GIF image";
+		return "not a PNG, JPEG, WebP, BMP, TIFF, GIF, HEIF, AVIF or JPEG XL image";
 	case IMAGE_PROBE_TRUNCATED:
 		return "the file ends before its header does, or is shorter than it declares";
 	default:

@@ -329,6 +329,9 @@ static void job_leave_state(struct jobs *jobs, struct job *job)
 	case JOB_SETTLING:
 		jobs->n_settling--;
 		break;
+	case JOB_FITTING:
+		jobs->n_fitting--;
+		break;
 	case JOB_QUEUED:
 		list_remove(&jobs->queue, job);
 		break;
@@ -356,6 +359,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 	*pp = job->hash_next;
 	jobs->n_jobs--;
 	job_release_transfers(jobs, job);
+	job_fit_release(job);
 	api_result_clear(&job->result);
 	if (job->out_dirfd >= 0)
 		close(job->out_dirfd);
@@ -370,9 +374,17 @@ void job_settle(struct jobs *jobs, struct job *job, uint64_t delay_ms)
 	/* Settling means the file is looked at anew: a hash of what it was no
 	 * longer describes it. */
 	job->sha256[0] = '\0';
+	job_fit_release(job);
 	job->state = JOB_SETTLING;
 	jobs->n_settling++;
 	heap_set(jobs, job, loop_now_ms() + delay_ms);
+}
+
+void job_activate_fitting(struct jobs *jobs, struct job *job)
+{
+	job_leave_state(jobs, job);
+	job->state = JOB_FITTING;
+	jobs->n_fitting++;
 }
 
 void job_wait(struct jobs *jobs, struct job *job, uint64_t delay_ms, bool fetch)
@@ -772,6 +784,9 @@ int jobs_new(struct loop *loop, struct http *http, const struct config *config, 
 		r = loop_timer_new(loop, jobs_pause_timer, jobs, &jobs->pause_timer);
 	if (r >= 0)
 		r = loop_timer_new(loop, jobs_limit_timer, jobs, &jobs->limit_timer);
+	/* Its size is read at start only: a reload keeps the running pool. */
+	if (r >= 0)
+		r = work_pool_new(loop, config->max_fits ? config->max_fits : 1, &jobs->fit_pool);
 	if (r < 0) {
 		jobs_free(jobs);
 		return r;
@@ -788,6 +803,8 @@ void jobs_free(struct jobs *jobs)
 	for (size_t i = 0; i < jobs->table_size; i++)
 		while (jobs->table[i])
 			job_free(jobs, jobs->table[i]);
+	/* After the jobs: fits still running are waited for, and dropped. */
+	work_pool_free(jobs->fit_pool);
 	free(jobs->table);
 	free(jobs->heap);
 	loop_timer_free(jobs->loop, jobs->timer);
@@ -838,6 +855,7 @@ void jobs_offer(struct jobs *jobs, struct folder *folder, const char *rel, const
 		switch (job->state) {
 		case JOB_GENERATING:
 		case JOB_FETCHING:
+		case JOB_FITTING: /* a fit of the old version is dropped when it ends */
 			if (changed)
 				job->dirty = true;
 			return;
@@ -946,12 +964,14 @@ bool jobs_quiet(const struct jobs *jobs)
 bool jobs_held_by_limits(const struct jobs *jobs)
 {
 	return jobs->active.n == 0 && jobs->n_settling == 0 && jobs->n_waiting == 0 &&
+	       jobs->n_fitting == 0 &&
 	       jobs->queue.n > 0 && jobs->limit_reason[0] && jobs->limit_daily;
 }
 
 void jobs_counts(const struct jobs *jobs, struct jobs_counts *c)
 {
 	c->settling = jobs->n_settling;
+	c->fitting = jobs->n_fitting;
 	c->queued = jobs->queue.n;
 	c->in_flight = jobs->active.n;
 	c->waiting = jobs->n_waiting;

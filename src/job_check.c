@@ -347,6 +347,7 @@ void job_validate(struct jobs *jobs, struct job *job)
 	const char *code;
 	struct stat st;
 	ssize_t head_len, tail_len;
+	unsigned reasons;
 	bool complete;
 	int fd;
 
@@ -391,9 +392,9 @@ void job_validate(struct jobs *jobs, struct job *job)
 			return;
 		}
 	}
-	if (job->size > cfg->max_input_bytes) {
+	if (job->size > cfg->max_input_bytes && cfg->fit == FIT_NEVER) {
 		/* Too large whatever else is wrong with it: say so now, and do not
-		 * hold it as "incomplete" first. */
+		 * hold it as "incomplete" first. (A fit makes it smaller.) */
 		close(fd);
 		(void)snprintf(msg, sizeof(msg), "file is %llu bytes; at most %llu are allowed",
 			       (unsigned long long)job->size,
@@ -436,16 +437,40 @@ void job_validate(struct jobs *jobs, struct job *job)
 			 "change within incomplete_timeout");
 		return;
 	}
+	if (pr == IMAGE_PROBE_UNKNOWN && info.found) {
+		(void)snprintf(msg, sizeof(msg),
+			       "a %s: neither the API nor a conversion here can read it",
+			       info.found);
+		job_fail(jobs, job, 0, image_probe_code(pr), msg);
+		return;
+	}
 	if (pr != IMAGE_PROBE_OK) {
 		job_fail(jobs, job, 0, image_probe_code(pr), image_probe_message(pr));
 		return;
 	}
-	code = image_check_limits(&info, job->size, cfg->max_input_bytes, msg, sizeof(msg));
-	if (code) {
+	reasons = fit_wanted(&info, job->size, cfg->max_input_bytes, cfg->fit);
+	if (!image_api_format(info.format) && !reasons) {
+		(void)snprintf(msg, sizeof(msg),
+			       "a %s image: the API does not take it and this folder has fit: never",
+			       image_format_name(info.format));
+		job_fail(jobs, job, 0, "LocalValidation.UnsupportedFormat", msg);
+		return;
+	}
+	code = image_api_format(info.format)
+		   ? image_check_limits(&info, job->size, cfg->max_input_bytes, msg, sizeof(msg))
+		   : NULL;
+	/* A fit shrinks; it cannot mend a side under 15 px or a 1:20 strip. */
+	if (code && (!reasons || strcmp(code, "LocalValidation.TooSmall") == 0 ||
+		     strcmp(code, "LocalValidation.AspectRatio") == 0)) {
 		job_fail(jobs, job, 0, code, msg);
 		return;
 	}
 	job->format = info.format;
+	if (reasons) {
+		job_fit_start(jobs, job, reasons);
+		jobs_changed(jobs);
+		return;
+	}
 	job_queue(jobs, job, false);
 	jobs_changed(jobs);
 	jobs_pump(jobs);

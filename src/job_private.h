@@ -2,6 +2,7 @@
  *   job.c         the table, the deadline heap, states and transitions, the
  *                 scheduler (in-flight limit, spend limits), the public side
  *   job_check.c   before any money is spent: open safely, validate, reuse
+ *   job_fit.c     converting what the API would refuse, on the fit workers
  *   job_send.c    the generation request, its answer, retries and the pause
  *   job_result.c  after: fetch the paid result, commit output and sidecar,
  *                 the journal, on_success, and error sidecars */
@@ -10,12 +11,14 @@
 
 #include "api.h"
 #include "b64.h"
+#include "fit.h"
 #include "image.h"
 #include "job.h"
 #include "journal.h"
 #include "log.h"
 #include "output.h"
 #include "transfer.h"
+#include "work.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -37,6 +40,7 @@
 
 enum job_state {
 	JOB_SETTLING,	/* waiting for the file to stop changing */
+	JOB_FITTING,	/* valid once converted: a fit worker has it */
 	JOB_QUEUED,	/* valid, waiting for a generation slot */
 	JOB_GENERATING, /* the API call is under way */
 	JOB_FETCHING,	/* paid for: downloading or decoding the result */
@@ -73,6 +77,8 @@ struct job {
 	char request_id[128];
 	struct transfer_gen *gen;
 	struct transfer_dl *dl;
+	struct job_fit *fit;	     /* the fit under way (JOB_FITTING) */
+	struct job_fitted *fitted;   /* what is sent instead of the file, once fitted */
 	struct api_result result;
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
@@ -99,7 +105,8 @@ struct jobs {
 	struct loop_timer *pause_timer;
 	struct job_list queue, active;
 	struct job *stem_holders; /* every job holding an output stem not yet on disk */
-	size_t n_settling, n_waiting;
+	size_t n_settling, n_waiting, n_fitting;
+	struct work_pool *fit_pool; /* max_fits threads: fits at once are bounded */
 	size_t n_paid_waiting; /* waiting jobs whose result is already paid for */
 	uint64_t done, failed, skipped, left_incomplete, generations;
 	bool paused, probing;
@@ -140,6 +147,7 @@ void job_settle(struct jobs *jobs, struct job *job, uint64_t delay_ms);
 void job_wait(struct jobs *jobs, struct job *job, uint64_t delay_ms, bool fetch);
 void job_queue(struct jobs *jobs, struct job *job, bool front);
 void job_activate(struct jobs *jobs, struct job *job, enum job_state state);
+void job_activate_fitting(struct jobs *jobs, struct job *job);
 void job_finish(struct jobs *jobs, struct job *job);
 int job_choose_stem(struct jobs *jobs, struct job *job);
 int job_open_output_dir(struct job *job);
@@ -164,6 +172,20 @@ void job_validate(struct jobs *jobs, struct job *job);
 void jobs_pause_timer(void *userdata);
 bool job_source_unchanged(const struct job *job, int fd);
 void job_generate(struct jobs *jobs, struct job *job);
+/* job_fit.c. The fitted image: its bytes (an unlinked file), what it is, and
+ * the source's descriptor while it is being sent (for the changed-check). */
+struct job_fitted {
+	struct fit_result res;
+	int src_fd;
+};
+/* Hands the job to a fit worker (JOB_FITTING); reasons from fit_wanted. */
+void job_fit_start(struct jobs *jobs, struct job *job, unsigned reasons);
+/* Forgets a fit under way (its result is dropped when it arrives) and the
+ * fitted bytes; for a job that is freed or looked at anew. */
+void job_fit_release(struct job *job);
+/* The sidecar's "fitted" object for a fitted job, or NULL. */
+const struct sidecar_fitted *job_fit_sidecar(const struct job *job, struct sidecar_fitted *buf,
+					     const char **names, size_t n_names);
 int copy_file(int src_fd, int dst_dirfd, const char *dst_name);
 void job_after_success(struct job *job);
 void job_fetch(struct jobs *jobs, struct job *job);

@@ -333,6 +333,8 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	enum image_format fmt = image_sniff(magic, magic_len);
 	char out_name[OUTPUT_NAME_MAX], side_name[OUTPUT_NAME_MAX], err_name[OUTPUT_NAME_MAX];
 	struct sidecar_success s = {0};
+	struct sidecar_fitted fitted;
+	const char *reasons[FIT_REASON_COUNT];
 	char *doc;
 	int r;
 
@@ -364,6 +366,7 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	s.elapsed_ms = loop_now_ms() - job->started;
 	s.completed_at = loop_wall_ms() / 1000;
 	s.version = SEEDREAMD_VERSION;
+	s.fitted = job_fit_sidecar(job, &fitted, reasons, FIT_REASON_COUNT);
 	doc = output_sidecar_json(&s);
 	if (!doc)
 		log_oom();

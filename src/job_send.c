@@ -63,22 +63,27 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	long status = 0;
 
 	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	/* A fitted job sent converted bytes: the source is checked through its
+	 * own descriptor, and source_sha256 stays the original's (hashed by
+	 * the fit worker). */
+	int src_fd = job->fitted ? job->fitted->src_fd : g->fd;
+
 	memcpy(job->request_id, g->request_id, sizeof(job->request_id));
 	job->folder->images_reserved--;
-	if (g->sha256_hex[0])
+	if (g->sha256_hex[0] && !job->fitted)
 		memcpy(job->sha256, g->sha256_hex, sizeof(job->sha256));
 	jobs->probing = false;
 	if (jobs->paused)
 		/* Unless this answer settles it, probe again later. */
 		(void)loop_timer_arm(jobs->pause_timer, jobs->config->api.pause_retry_ms);
 
-	if (!g->file_changed && !job_source_unchanged(job, g->fd) && result == CURLE_OK &&
+	if (!g->file_changed && !job_source_unchanged(job, src_fd) && result == CURLE_OK &&
 	    g->sha256_hex[0]) {
 		/* Changed after being read in full: what was sent is one whole
 		 * version (its SHA-256 is in the sidecar). A paid answer is kept;
 		 * the new version is looked at afterwards. */
 		job->dirty = true;
-	} else if (g->file_changed || !job_source_unchanged(job, g->fd)) {
+	} else if (g->file_changed || !job_source_unchanged(job, src_fd)) {
 		/* The file changed while it was being sent: what was sent is not the
 		 * file. Look at the new version once it settles. */
 		log_warn("%s/%s changed while it was being sent; waiting for it to settle",
@@ -179,6 +184,7 @@ void job_generate(struct jobs *jobs, struct job *job)
 	    .image_format = image_format_name(job->format),
 	};
 	char *prefix = NULL, *suffix = NULL;
+	uint64_t send_size = job->size;
 	int fd, r;
 
 	fd = job_open_source(job);
@@ -206,6 +212,23 @@ void job_generate(struct jobs *jobs, struct job *job)
 		job_hold_for_space(jobs, job);
 		return;
 	}
+	if (job->fitted) {
+		/* Send the fitted bytes; keep the source open for the changed-check. */
+		int sent = dup(job->fitted->res.fd);
+		if (sent < 0) {
+			r = -errno;
+			close(fd);
+			job_close_output_dir(job);
+			job_retry_or_fail(jobs, job, 0, "LocalError", strerror(-r), -1);
+			return;
+		}
+		if (job->fitted->src_fd >= 0)
+			close(job->fitted->src_fd);
+		job->fitted->src_fd = fd;
+		fd = sent;
+		send_size = job->fitted->res.bytes;
+		req.image_format = image_format_name(job->fitted->res.format);
+	}
 	r = api_request_frame(&req, &prefix, &suffix);
 	if (r < 0)
 		log_oom();
@@ -214,7 +237,7 @@ void job_generate(struct jobs *jobs, struct job *job)
 		log_oom();
 	job->gen->fd = -1;
 	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
-			       job->size, &jobs->net);
+			       send_size, &jobs->net);
 	if (r >= 0)
 		r = http_start(jobs->http, job->gen->easy, job_generated, job);
 	if (r == -ENOMEM)
@@ -232,5 +255,5 @@ void job_generate(struct jobs *jobs, struct job *job)
 	job->request_id[0] = '\0';
 	job_activate(jobs, job, JOB_GENERATING);
 	log_debug("submitting %s/%s (%s, %llu bytes, attempt %u)", cfg->path, job->rel,
-		  req.image_format, (unsigned long long)job->size, job->attempts);
+		  req.image_format, (unsigned long long)send_size, job->attempts);
 }

@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 
 #include "config.h"
+#include "fit.h"
 #include "folder.h"
 #include "http.h"
 #include "index.h"
@@ -171,7 +172,8 @@ static void daemon_status(void *userdata)
 	jobs_counts(d->jobs, &c);
 	again = notify_status("%s%zu queued, %zu in flight, %zu waiting to retry, %llu done, "
 			      "%llu failed%s%s%s%s%s%s%s",
-			      d->stopping ? "stopping: " : "", c.queued + c.settling, c.in_flight,
+			      d->stopping ? "stopping: " : "", c.queued + c.settling + c.fitting,
+			      c.in_flight,
 			      c.waiting, (unsigned long long)c.done, (unsigned long long)c.failed,
 			      c.pause_reason ? "; " : "", c.pause_reason ? c.pause_reason : "",
 			      c.limit_reason ? "; " : "", c.limit_reason ? c.limit_reason : "",
@@ -522,6 +524,10 @@ static int daemon_run(struct daemon *d, const char *api_key)
 	r = loop_add(d->loop, d->signal_fd, EPOLLIN, daemon_signal, d, &d->signal_source);
 	if (r >= 0)
 		r = http_new(d->loop, &d->http);
+	/* After the signal mask is set: threads vips and the fit pool start
+	 * inherit it, so SIGTERM and SIGHUP still arrive through the signalfd. */
+	if (r >= 0)
+		r = fit_global_init();
 	if (r >= 0)
 		r = jobs_new(d->loop, d->http, d->config, api_key, d->once, &d->jobs);
 	if (r >= 0)
@@ -577,7 +583,7 @@ static int daemon_run(struct daemon *d, const char *api_key)
 	log_info("%s: %llu done, %llu failed, %llu already done, %zu left in the queue",
 		 d->once ? "finished" : "stopped", (unsigned long long)c.done,
 		 (unsigned long long)c.failed, (unsigned long long)c.skipped,
-		 c.queued + c.settling + c.waiting + c.in_flight);
+		 c.queued + c.settling + c.fitting + c.waiting + c.in_flight);
 	if (d->once && (c.failed || c.left_incomplete || c.paused || c.queued || c.in_flight ||
 			c.waiting || folders_missing(d)))
 		d->exit_code = 1;
@@ -587,6 +593,7 @@ static int daemon_run(struct daemon *d, const char *api_key)
 static void daemon_cleanup(struct daemon *d)
 {
 	jobs_free(d->jobs);
+	fit_global_shutdown();
 	journal_close(d->journal);
 	if (d->lock_fd >= 0)
 		close(d->lock_fd);

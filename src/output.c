@@ -668,6 +668,25 @@ static char *print_document(const cJSON *root)
 	return out;
 }
 
+static bool add_fitted(cJSON *obj, const struct sidecar_fitted *f)
+{
+	cJSON *o = cJSON_AddObjectToObject(obj, "fitted"), *reasons;
+
+	if (!o || !add_string(o, "from", f->from) || !add_string(o, "to", f->to))
+		return false;
+	reasons = cJSON_AddArrayToObject(o, "reasons");
+	if (!reasons)
+		return false;
+	for (size_t i = 0; i < f->n_reasons; i++) {
+		cJSON *r = cJSON_CreateString(f->reasons[i]);
+		if (!r || !cJSON_AddItemToArray(reasons, r)) {
+			cJSON_Delete(r);
+			return false;
+		}
+	}
+	return add_number(o, "bytes_sent", (double)f->bytes_sent);
+}
+
 char *output_sidecar_json(const struct sidecar_success *s)
 {
 	cJSON *root;
@@ -690,7 +709,8 @@ char *output_sidecar_json(const struct sidecar_success *s)
 	     add_number(root, "elapsed_ms", (double)s->elapsed_ms) &&
 	     add_time(root, "completed_at", s->completed_at, -1) &&
 	     add_string(root, "seedreamd_version", s->version) &&
-	     (!s->reused_from || add_name(root, "reused_from", s->reused_from));
+	     (!s->reused_from || add_name(root, "reused_from", s->reused_from)) &&
+	     (!s->fitted || add_fitted(root, s->fitted));
 	if (ok)
 		out = print_document(root);
 	cJSON_Delete(root);

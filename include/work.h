@@ -1,0 +1,37 @@
+/* work: a small pool of worker threads for blocking work (image fitting now,
+ * file-system calls later), in the manner of redis's bio.c and libuv's
+ * threadpool. The loop thread submits a self-contained request; a worker runs
+ * fn(arg) and touches nothing else; done(arg, cancelled) then runs on the
+ * loop thread, woken through an eventfd registered with the loop. Requests
+ * run in submission order across the pool; each done is called exactly once. */
+#ifndef SEEDREAMD_WORK_H
+#define SEEDREAMD_WORK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "loop.h"
+
+struct work_pool;
+
+/* Runs on a worker thread: blocking is fine, logging and job state are not. */
+typedef void (*work_fn)(void *arg);
+/* Runs on the loop thread; cancelled when the pool was freed before fn ran. */
+typedef void (*work_done_fn)(void *arg, bool cancelled);
+
+/* threads: 1..64. Registers an eventfd with loop. Returns 0 or -errno. */
+int work_pool_new(struct loop *loop, unsigned threads, struct work_pool **ret_pool);
+
+/* Queues fn(arg) for a worker. -ENOMEM, or -ESHUTDOWN while the pool is
+ * being freed (done is not called then). */
+int work_submit(struct work_pool *pool, work_fn fn, work_done_fn done, void *arg);
+
+/* Requests queued or running (not yet handed to done). */
+size_t work_pending(const struct work_pool *pool);
+
+/* Waits for the requests already running, calls done(arg, true) for those
+ * not started and done(arg, false) for the finished ones, joins the threads
+ * and removes the eventfd from the loop. Accepts NULL. On the loop thread. */
+void work_pool_free(struct work_pool *pool);
+
+#endif

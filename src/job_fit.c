@@ -1,0 +1,181 @@
+/* job_fit: images the API would refuse or read sideways (fit.h) are
+ * converted before any money is spent, on the fit workers. The worker gets
+ * a self-contained request (the source's descriptor and the options) and
+ * fills a result; the job is touched only here, on the loop thread. */
+#include "job_private.h"
+
+/* A fit under way. job is NULL once the job is gone or looks again: the
+ * result is then dropped when it arrives. */
+struct job_fit {
+	struct job *job;
+	int src_fd;
+	char *tmp_dir;
+	struct fit_options opt;
+	struct fit_result res;
+	int err;
+	uint64_t started;
+};
+
+static void job_fit_work(void *arg)
+{
+	struct job_fit *f = arg;
+
+	f->err = fit_run(f->src_fd, &f->opt, &f->res);
+}
+
+static void job_fit_free(struct job_fit *f)
+{
+	fit_result_clear(&f->res);
+	if (f->src_fd >= 0)
+		close(f->src_fd);
+	free(f->tmp_dir);
+	free(f);
+}
+
+static void job_fit_done(void *arg, bool cancelled)
+{
+	struct job_fit *f = arg;
+	struct job *job = f->job;
+	struct jobs *jobs;
+	const struct folder_config *cfg;
+	struct image_info out;
+	char msg[256];
+	const char *code;
+
+	if (!job) {
+		job_fit_free(f);
+		return;
+	}
+	jobs = job->owner;
+	cfg = job->folder->cfg;
+	job->fit = NULL;
+	if (cancelled || jobs->stopping) {
+		job_fit_free(f);
+		job_finish(jobs, job); /* stopping: nothing more is started */
+		return;
+	}
+	if (job->dirty || !job_source_unchanged(job, f->src_fd)) {
+		/* Changed while being converted: what was fitted is not the file. */
+		log_info("%s/%s changed while it was being converted; waiting for it to settle",
+			 cfg->path, job->rel);
+		job->dirty = false;
+		job_fit_free(f);
+		job_settle(jobs, job, cfg->settle_ms);
+		jobs_changed(jobs);
+		return;
+	}
+	memcpy(job->sha256, f->res.sha256, sizeof(job->sha256));
+	if (f->err < 0) {
+		code = f->res.code ? f->res.code : "LocalValidation.Corrupt";
+		(void)snprintf(msg, sizeof(msg), "%s", f->res.message);
+		job_fit_free(f);
+		job_fail(jobs, job, 0, code, msg);
+		return;
+	}
+	/* What no conversion mends (a side under 15 px, a 1:20 panorama). */
+	out = (struct image_info){.format = f->res.format,
+				  .width = f->res.width,
+				  .height = f->res.height};
+	code = image_check_limits(&out, f->res.bytes, cfg->max_input_bytes, msg, sizeof(msg));
+	if (code) {
+		job_fit_free(f);
+		job_fail(jobs, job, 0, code, msg);
+		return;
+	}
+	job->fitted = calloc(1, sizeof(*job->fitted));
+	if (!job->fitted)
+		log_oom();
+	job->fitted->res = f->res;
+	job->fitted->src_fd = -1;
+	f->res.fd = -1; /* moved */
+	job->format = f->res.format;
+	log_job(LOG_INFO, cfg->path, job->rel, NULL, NULL,
+		"converted %s/%s: %s -> %s, %llu bytes, in %llu ms", cfg->path, job->rel,
+		job->fitted->res.from, job->fitted->res.to,
+		(unsigned long long)job->fitted->res.bytes,
+		(unsigned long long)(loop_now_ms() - f->started));
+	job_fit_free(f);
+	job_queue(jobs, job, false);
+	jobs_changed(jobs);
+	jobs_pump(jobs);
+}
+
+void job_fit_start(struct jobs *jobs, struct job *job, unsigned reasons)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	struct job_fit *f;
+	int fd, r;
+
+	fd = job_open_source(job);
+	if (fd < 0) {
+		job_finish(jobs, job); /* gone */
+		return;
+	}
+	if (!job_source_unchanged(job, fd)) {
+		close(fd);
+		job_settle(jobs, job, cfg->settle_ms);
+		return;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		log_oom();
+	f->job = job;
+	f->src_fd = fd;
+	f->tmp_dir = jobs->config->state_dir ? xstrdup(jobs->config->state_dir) : NULL;
+	f->opt = (struct fit_options){
+	    .max_pixels = IMAGE_MAX_PIXELS,
+	    .max_bytes = cfg->max_input_bytes,
+	    .quality = (int)cfg->fit_quality,
+	    .reasons = reasons,
+	    .tmp_dir = f->tmp_dir,
+	    .format = image_format_name(job->format),
+	};
+	f->res.fd = -1;
+	f->started = loop_now_ms();
+	r = work_submit(jobs->fit_pool, job_fit_work, job_fit_done, f);
+	if (r == -ENOMEM)
+		log_oom();
+	if (r < 0) {
+		job_fit_free(f);
+		job_finish(jobs, job); /* the pool is shutting down */
+		return;
+	}
+	job_fit_release(job);
+	job->fit = f;
+	job_activate_fitting(jobs, job);
+	log_debug("converting %s/%s (%s)", cfg->path, job->rel, f->opt.format);
+}
+
+void job_fit_release(struct job *job)
+{
+	if (job->fit) {
+		job->fit->job = NULL;
+		job->fit = NULL;
+	}
+	if (job->fitted) {
+		fit_result_clear(&job->fitted->res);
+		if (job->fitted->src_fd >= 0)
+			close(job->fitted->src_fd);
+		free(job->fitted);
+		job->fitted = NULL;
+	}
+}
+
+const struct sidecar_fitted *job_fit_sidecar(const struct job *job, struct sidecar_fitted *buf,
+					     const char **names, size_t n_names)
+{
+	const struct fit_result *res;
+
+	if (!job->fitted)
+		return NULL;
+	res = &job->fitted->res;
+	buf->from = res->from;
+	buf->to = res->to;
+	buf->n_reasons = 0;
+	for (unsigned i = 0; i < FIT_REASON_COUNT && buf->n_reasons < n_names; i++)
+		if (res->reasons & (1u << i))
+			names[buf->n_reasons++] = fit_reason_name(1u << i);
+	buf->reasons = names;
+	buf->bytes_sent = res->bytes;
+	return buf;
+}

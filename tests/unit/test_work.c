@@ -1,0 +1,140 @@
+/* work: every submitted request runs once on a worker and completes once on
+ * the loop thread; freeing the pool with work pending cancels what has not
+ * started and still completes everything exactly once. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "loop.h"
+#include "work.h"
+
+#define N_REQUESTS 2000
+
+struct item {
+	atomic_int ran;
+	int done;
+	bool cancelled;
+	bool on_worker;
+	pthread_t loop_thread;
+	bool done_on_loop;
+	unsigned sleep_us;
+	size_t *completed;
+};
+
+static pthread_t main_thread;
+
+static void item_work(void *arg)
+{
+	struct item *it = arg;
+
+	it->on_worker = !pthread_equal(pthread_self(), main_thread);
+	if (it->sleep_us)
+		usleep(it->sleep_us);
+	atomic_fetch_add(&it->ran, 1);
+}
+
+static void item_done(void *arg, bool cancelled)
+{
+	struct item *it = arg;
+
+	it->done++;
+	it->cancelled = cancelled;
+	it->done_on_loop = pthread_equal(pthread_self(), main_thread);
+	(*it->completed)++;
+}
+
+static void test_many_complete_once_on_loop(void **state)
+{
+	struct item *items = calloc(N_REQUESTS, sizeof(*items));
+	struct work_pool *pool;
+	struct loop *loop;
+	size_t completed = 0;
+
+	(void)state;
+	assert_non_null(items);
+	assert_int_equal(loop_new(&loop), 0);
+	assert_int_equal(work_pool_new(loop, 3, &pool), 0);
+	for (size_t i = 0; i < N_REQUESTS; i++) {
+		items[i].completed = &completed;
+		assert_int_equal(work_submit(pool, item_work, item_done, &items[i]), 0);
+	}
+	assert_int_equal(work_pending(pool), N_REQUESTS);
+	for (int spins = 0; completed < N_REQUESTS && spins < 10000; spins++)
+		assert_true(loop_run_once(loop, 1000) >= 0);
+	assert_int_equal(completed, N_REQUESTS);
+	assert_int_equal(work_pending(pool), 0);
+	for (size_t i = 0; i < N_REQUESTS; i++) {
+		assert_int_equal(atomic_load(&items[i].ran), 1);
+		assert_int_equal(items[i].done, 1);
+		assert_false(items[i].cancelled);
+		assert_true(items[i].on_worker);
+		assert_true(items[i].done_on_loop);
+	}
+	work_pool_free(pool);
+	assert_int_equal(completed, N_REQUESTS); /* nothing completes twice */
+	loop_free(loop);
+	free(items);
+}
+
+static void test_free_with_work_pending(void **state)
+{
+	struct item items[20] = {0};
+	struct work_pool *pool;
+	struct loop *loop;
+	size_t completed = 0;
+	int cancelled = 0;
+
+	(void)state;
+	assert_int_equal(loop_new(&loop), 0);
+	assert_int_equal(work_pool_new(loop, 1, &pool), 0);
+	for (size_t i = 0; i < 20; i++) {
+		items[i].completed = &completed;
+		items[i].sleep_us = 20000;
+		assert_int_equal(work_submit(pool, item_work, item_done, &items[i]), 0);
+	}
+	usleep(5000); /* the first is running */
+	work_pool_free(pool);
+	assert_int_equal(completed, 20);
+	for (size_t i = 0; i < 20; i++) {
+		assert_int_equal(items[i].done, 1);
+		assert_true(items[i].done_on_loop);
+		/* Ran and completed normally, or never ran and was cancelled. */
+		assert_int_equal(atomic_load(&items[i].ran), items[i].cancelled ? 0 : 1);
+		cancelled += items[i].cancelled;
+	}
+	assert_true(cancelled >= 1 && cancelled <= 19);
+	loop_free(loop);
+}
+
+static void test_bad_sizes(void **state)
+{
+	struct work_pool *pool = NULL;
+	struct loop *loop;
+
+	(void)state;
+	assert_int_equal(loop_new(&loop), 0);
+	assert_int_equal(work_pool_new(loop, 0, &pool), -EINVAL);
+	assert_int_equal(work_pool_new(loop, 65, &pool), -EINVAL);
+	work_pool_free(NULL);
+	loop_free(loop);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_many_complete_once_on_loop),
+	    cmocka_unit_test(test_free_with_work_pending),
+	    cmocka_unit_test(test_bad_sizes),
+	};
+
+	main_thread = pthread_self();
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
