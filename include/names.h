@@ -7,7 +7,9 @@
 
 /* A file name that may be an input: not hidden, not a temporary or partial
  * download name (*.part, *.tmp, *.crdownload, *.filepart, ~$*, ._*), and with
- * an image extension (.jpg .jpeg .png .webp .bmp .tif .tiff .gif, any case). */
+ * an image extension (.jpg .jpeg .png .webp .bmp .tif .tiff .gif; .heic .heif
+ * .avif .jxl, fitted; camera raws .cr2 .cr3 .crw .nef .arw .dng .raf .orf .rw2
+ * .x3f, .psd and .pdf, refused by name; any case). */
 bool names_is_candidate_file(const char *name);
 
 /* A directory never descended into: hidden ones and NAS/OS litter (@eaDir,

@@ -35,6 +35,15 @@ const char *fit_reason_name(unsigned bit)
 
 static bool fit_started;
 
+static void fit_quiet(const gchar *domain, GLogLevelFlags level, const gchar *message,
+		      gpointer userdata)
+{
+	(void)domain;
+	(void)level;
+	(void)message;
+	(void)userdata;
+}
+
 int fit_global_init(void)
 {
 	if (fit_started)
@@ -42,6 +51,9 @@ int fit_global_init(void)
 	if (VIPS_INIT("seedreamd"))
 		return -EIO;
 	fit_started = true;
+	/* Decoder warnings (an odd colour box, a short marker) are not the
+	 * daemon's to print on stderr; failures still come back as errors. */
+	(void)g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING, fit_quiet, NULL);
 	/* One vips thread per fit: the parallelism is max_fits worker threads,
 	 * each running one fit, so CPU and memory grow with max_fits alone
 	 * (vips's default is a thread pool per pipeline sized to the cores). */
@@ -172,18 +184,22 @@ struct source_header {
 	VipsInterpretation interpretation;
 };
 
+/* The descriptor as a path that opens the very same file (not whatever the
+ * name points at now). vips's file loaders, unlike its source loaders in
+ * 8.14, honour fail_on: a truncated image is an error, not grey pixels. */
+static void fd_path(int fd, char *buf, size_t len)
+{
+	(void)snprintf(buf, len, "/proc/self/fd/%d", fd);
+}
+
 static int read_header(int fd, struct source_header *sh, char *err, size_t errlen)
 {
-	VipsSource *src = vips_source_new_from_descriptor(fd);
+	char path[64];
 	VipsImage *im;
 
-	if (!src) {
-		(void)vips_reason(err, errlen);
-		return -EIO;
-	}
+	fd_path(fd, path, sizeof(path));
 	/* Only the header: loaders are lazy until pixels are asked for. */
-	im = vips_image_new_from_source(src, "", "access", VIPS_ACCESS_SEQUENTIAL, NULL);
-	g_object_unref(src);
+	im = vips_image_new_from_file(path, "access", VIPS_ACCESS_SEQUENTIAL, NULL);
 	if (!im) {
 		(void)vips_reason(err, errlen);
 		return -EINVAL;
@@ -207,18 +223,17 @@ static int encode_round(int fd, int out_fd, int side, const struct fit_options *
 			uint32_t *ret_w, uint32_t *ret_h, uint64_t *ret_bytes, char *err,
 			size_t errlen)
 {
-	VipsSource *src = vips_source_new_from_descriptor(fd);
 	VipsTarget *target = NULL;
 	VipsImage *thumb = NULL, *srgb = NULL, *u8 = NULL;
+	char path[64];
 	struct stat st;
 	int r = -EINVAL;
 
-	if (!src)
-		goto vips_fail;
+	fd_path(fd, path, sizeof(path));
 	/* thumbnail: shrink-on-load (JPEG by 2/4/8, HEIF from its largest
 	 * sufficient image), EXIF autorotate, embedded profile imported (CMYK
 	 * without one through vips's CMYK profile) and exported to sRGB. */
-	if (vips_thumbnail_source(src, &thumb, side, "height", side, "size", VIPS_SIZE_DOWN,
+	if (vips_thumbnail(path, &thumb, side, "height", side, "size", VIPS_SIZE_DOWN,
 				  "fail_on", VIPS_FAIL_ON_ERROR, "intent",
 				  VIPS_INTENT_RELATIVE, NULL))
 		goto vips_fail;
@@ -261,8 +276,6 @@ out:
 		g_object_unref(srgb);
 	if (thumb)
 		g_object_unref(thumb);
-	if (src)
-		g_object_unref(src);
 	return r;
 }
 

@@ -288,9 +288,15 @@ static uint8_t tiff_orientation(const uint8_t *t, size_t len)
  * in plain ASCII in every sRGB profile met in practice). */
 static bool icc_says_srgb(const uint8_t *d, size_t len)
 {
-	for (size_t i = 0; i + 4 <= len; i++)
+	for (size_t i = 0; i + 4 <= len; i++) {
 		if (d[i] == 's' && d[i + 1] == 'R' && d[i + 2] == 'G' && d[i + 3] == 'B')
 			return true;
+		/* ICC v4 descriptions are UTF-16BE. */
+		if (i + 8 <= len && d[i] == 0 && d[i + 1] == 's' && d[i + 2] == 0 &&
+		    d[i + 3] == 'R' && d[i + 4] == 0 && d[i + 5] == 'G' && d[i + 6] == 0 &&
+		    d[i + 7] == 'B')
+			return true;
+	}
 	return false;
 }
 

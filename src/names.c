@@ -14,8 +14,12 @@ static bool has_suffix_ci(const char *name, const char *suffix)
 bool names_is_candidate_file(const char *name)
 {
 	static const char *const partial[] = {".part", ".tmp", ".crdownload", ".filepart"};
-	static const char *const images[] = {".jpg", ".jpeg", ".png", ".webp",
-					     ".bmp", ".tif",  ".tiff", ".gif"};
+	/* The API's six formats; those fitted first (fit.h); and camera raws,
+	 * Photoshop and PDF files, which are refused by name (not ignored). */
+	static const char *const images[] = {
+	    ".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif",
+	    ".avif", ".jxl", ".cr2", ".cr3", ".crw", ".nef", ".arw", ".dng", ".raf", ".orf",
+	    ".rw2", ".x3f", ".psd", ".pdf"};
 
 	if (name[0] == '.' || strncmp(name, "~$", 2) == 0)
 		return false; /* hidden, AppleDouble "._x" and Office lock files */

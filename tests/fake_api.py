@@ -3,6 +3,7 @@
 
     python3 tests/fake_api.py --port 0 --state-file FILE [--key KEY] [--latency-ms N]
                               [--faults SPEC] [--fault-rate R --seed S] [--max-seconds N]
+                              [--save-images DIR]
 
 Serves HTTP/1.1 (keep-alive) on 127.0.0.1 and prints "PORT <n>" on stdout once listening.
 
@@ -469,6 +470,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                    response_format=req["response_format"], image_format=fmt,
                    image_sha256=hashlib.sha256(image).hexdigest(), image_len=len(image),
                    prompt_sha256=hashlib.sha256(prompt.encode("utf-8")).hexdigest())
+        if st.args.save_images:
+            # The image as received, for tests that look at its pixels.
+            with open(os.path.join(st.args.save_images, "%s.%s" % (rec["image_sha256"], fmt)), "wb") as f:
+                f.write(image)
         fault = st.take_fault()
         kind = fault["kind"] if fault else "ok"
         rec["fault"] = fault["token"] if fault else None
@@ -606,6 +611,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-seconds", type=float, default=600, help="stop by itself after this long")
     ap.add_argument("--quiet", action="store_true", help="no request log on stderr")
+    ap.add_argument("--save-images", help="write each received image here as <image_sha256>.<format>")
     args = ap.parse_args()
     try:
         state = State(args)

@@ -55,7 +55,9 @@ def yaml_config(path, *, api, state_dir, hot):
              "  - path: %s" % json.dumps(hot),
              "    prompt: %s" % json.dumps(h.PROMPT),
              "    settle: 200ms",
-             "    incomplete_timeout: 2s"]
+             "    incomplete_timeout: 2s",
+             # The refusals as such (test_fit.py covers what fit: auto makes of these).
+             "    fit: never"]
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return path

@@ -321,7 +321,8 @@ def case_too_large_and_truncated(ctx):
     root, hot, out, state = ctx.folder("toolarge")
     png = h.png_image(300, 300, 2)
     h.write_bytes(os.path.join(hot, "big.png"), png[:len(png) - 20])  # no IEND: looks incomplete
-    cfg = config(ctx, root, api, hot, state, folder_extra=["max_input_bytes: 1000"],
+    # fit: never: with fit: auto a file over max_input_bytes is shrunk, so it waits to be complete.
+    cfg = config(ctx, root, api, hot, state, folder_extra=["max_input_bytes: 1000", "fit: never"],
                  top_extra=["min_free_space: 0"])
     r = ctx.run_once(cfg, timeout=30)
     c.eq(r.rc, 1, "--once exits 1: a file failed")
