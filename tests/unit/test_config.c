@@ -199,6 +199,37 @@ static void test_defaults(void **state)
 	config_free(cfg);
 }
 
+static void test_fit_keys(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = parse_ok(API ONE_FOLDER);
+	assert_int_equal(cfg->folders[0].fit, FIT_AUTO);
+	assert_int_equal(cfg->folders[0].fit_quality, 92);
+	assert_true(cfg->max_fits >= 1 && cfg->max_fits <= 2);
+	config_free(cfg);
+	cfg = parse_ok(API "max_fits: 3\n"
+			   "defaults:\n"
+			   "  fit: always\n"
+			   "  fit_quality: 80\n"
+			   "folders:\n"
+			   "  - path: /srv/a\n"
+			   "    prompt: p\n"
+			   "  - path: /srv/b\n"
+			   "    prompt: p\n"
+			   "    fit: never\n");
+	assert_int_equal(cfg->max_fits, 3);
+	assert_int_equal(cfg->folders[0].fit, FIT_ALWAYS);
+	assert_int_equal(cfg->folders[0].fit_quality, 80);
+	assert_int_equal(cfg->folders[1].fit, FIT_NEVER);
+	assert_int_equal(cfg->folders[1].fit_quality, 80);
+	config_free(cfg);
+	refused(API ONE_FOLDER "    fit: sometimes\n", "test.yaml:7:10: ", "auto, never, always");
+	refused(API ONE_FOLDER "    fit_quality: 49\n", "test.yaml:7:18: ", "50");
+	refused(API "max_fits: 0\n" ONE_FOLDER, "test.yaml:4:11: ", "64");
+}
+
 static void test_state_directory_env(void **state)
 {
 	struct config *cfg;
@@ -880,6 +911,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full_config),
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_fit_keys),
 		cmocka_unit_test(test_state_directory_env),
 		cmocka_unit_test(test_inheritance),
 		cmocka_unit_test(test_paths_normalised),

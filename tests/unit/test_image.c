@@ -742,6 +742,66 @@ static void test_limits(void **state)
 	assert_string_equal(limits(10, 10, 100, mib10, NULL, 0), "LocalValidation.TooSmall");
 }
 
+static enum image_probe_result probe_bytes(const void *d, size_t n, struct image_info *info)
+{
+	return image_probe(d, n, n + 100000, info);
+}
+
+static void test_fit_formats_and_refusals(void **state)
+{
+	static const uint8_t heic[] = "\0\0\0\x18" "ftypheic\0\0\0\0mif1heic";
+	static const uint8_t avif[] = "\0\0\0\x1c" "ftypavif\0\0\0\0avifmif1miaf";
+	static const uint8_t cr3[] = "\0\0\0\x18" "ftypcrx \0\0\0\x01" "crx isom";
+	static const uint8_t jxl[] = "\xff\x0a\xfa\x7f\x01\x90\x08";
+	static const uint8_t psd[] = "8BPS\0\x01\0\0\0\0\0\0";
+	static const uint8_t pdf[] = "%PDF-1.7\n%\xe2\xe3";
+	/* A TIFF whose IFD0 holds only Make = "NIKON CORPORATION". */
+	static const uint8_t nef[] = "II*\0\x08\0\0\0\x01\0\x0f\x01\x02\0\x12\0\0\0\x1a\0\0\0"
+				     "\0\0\0\0NIKON CORPORATION";
+	struct image_info info;
+
+	(void)state;
+	assert_int_equal(probe_bytes(heic, sizeof(heic) - 1, &info), IMAGE_PROBE_OK);
+	assert_int_equal(info.format, IMAGE_FORMAT_HEIF);
+	assert_false(image_api_format(info.format));
+	assert_string_equal(image_format_name(info.format), "heif");
+	assert_int_equal(probe_bytes(avif, sizeof(avif) - 1, &info), IMAGE_PROBE_OK);
+	assert_int_equal(info.format, IMAGE_FORMAT_AVIF);
+	assert_int_equal(probe_bytes(jxl, sizeof(jxl) - 1, &info), IMAGE_PROBE_OK);
+	assert_int_equal(info.format, IMAGE_FORMAT_JXL);
+	assert_int_equal(probe_bytes(cr3, sizeof(cr3) - 1, &info), IMAGE_PROBE_UNKNOWN);
+	assert_string_equal(info.found, "Canon CR3 camera raw");
+	assert_int_equal(probe_bytes(psd, sizeof(psd) - 1, &info), IMAGE_PROBE_UNKNOWN);
+	assert_string_equal(info.found, "Photoshop PSD document");
+	assert_int_equal(probe_bytes(pdf, sizeof(pdf) - 1, &info), IMAGE_PROBE_UNKNOWN);
+	assert_string_equal(info.found, "PDF document");
+	assert_int_equal(probe_bytes(nef, sizeof(nef) - 1, &info), IMAGE_PROBE_UNKNOWN);
+	assert_string_equal(info.found, "Nikon NEF camera raw");
+	assert_true(image_api_format(IMAGE_FORMAT_GIF));
+	assert_false(image_api_format(IMAGE_FORMAT_UNKNOWN));
+}
+
+static void test_jpeg_exif_orientation_and_cmyk(void **state)
+{
+	/* SOI, APP1 Exif with IFD0 { Orientation = 6 }, SOF0 8-bit 4 components. */
+	static const uint8_t jpeg[] = "\xff\xd8"
+				      "\xff\xe1\0\x22" "Exif\0\0"
+				      "MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0"
+				      "\0\0\0\0"
+				      "\xff\xc0\0\x14\x08\0\x30\0\x40\x04"
+				      "\x01\x11\0\x02\x11\0\x03\x11\0\x04\x11\0"
+				      "\xff\xd9";
+	struct image_info info;
+
+	(void)state;
+	assert_int_equal(probe_bytes(jpeg, sizeof(jpeg) - 1, &info), IMAGE_PROBE_OK);
+	assert_int_equal(info.width, 64);
+	assert_int_equal(info.height, 48);
+	assert_int_equal(info.orientation, 6);
+	assert_true(info.cmyk);
+	assert_int_equal(info.bits, 8);
+}
+
 static void test_probe_codes(void **state)
 {
 	(void)state;
@@ -834,6 +894,8 @@ int main(void)
 	    cmocka_unit_test(test_tiff_ifd_beyond_head),
 	    cmocka_unit_test(test_limits),
 	    cmocka_unit_test(test_probe_codes),
+	    cmocka_unit_test(test_fit_formats_and_refusals),
+	    cmocka_unit_test(test_jpeg_exif_orientation_and_cmyk),
 	    cmocka_unit_test(test_mutations),
 	};
 
