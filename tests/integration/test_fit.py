@@ -137,6 +137,7 @@ def test(ctx):
     t0 = time.monotonic()
     res = ctx.run_once(config, timeout=120)
     c.check(not res.timed_out, "the --once run finishes (%.1f s)" % (time.monotonic() - t0))
+    c.eq(res.rc, 1, "--once exits 1 (some files are refused; no sanitizer report)")
     gens = api.generations()
     by_sha = {}
     for g in gens:
@@ -243,12 +244,17 @@ def responsive(ctx, c, tmp):
     stage = os.path.join(tmp, "stage")
     os.makedirs(stage)
     run("vips", "gaussnoise", os.path.join(tmp, "n.v"), "8000", "6000")
-    for i in range(4):
+    for i in range(5):
         p = os.path.join(stage, "big%d.jpg" % i)
         run("vips", "linear", os.path.join(tmp, "n.v"), p + "[Q=85]", "1", str(i), "--uchar")
     for i in range(4):
         os.rename(os.path.join(stage, "big%d.jpg" % i), os.path.join(big, "big%d.jpg" % i))
     time.sleep(0.3)  # the fits are under way
+    # big0 is rewritten in place while it is being fitted: that fit is dropped, the new
+    # version settles and is fitted and sent instead (once).
+    with open(os.path.join(stage, "big4.jpg"), "rb") as f:
+        newer = f.read()
+    harness.write_bytes(os.path.join(big, "big0.jpg"), newer)
     png = os.path.join(stage, "small.png")
     harness.write_bytes(png, harness.png_image(64, 64, 7))
     sha = sha256_file(png)
@@ -262,8 +268,15 @@ def responsive(ctx, c, tmp):
         big_done = [g for g in api.generations() if g["image_sha256"] != sha]
         c.check(latency < 1.0, "drop-to-request of the small PNG while 4 fits of 48 MP run: "
                 "%.3f s (< 1 s; %d of the big ones sent before it)" % (latency, len(big_done)))
-    harness.wait_until(lambda: len(api.generations()) >= 5, 90)
+    harness.wait_until(lambda: len(api.generations()) >= 5 and
+                       os.path.exists(os.path.join(big + "-out", "big0.json")), 120)
+    time.sleep(1)
     c.eq(len(api.generations()), 5, "the four big ones are fitted and sent too, once each")
+    sc = os.path.join(big + "-out", "big0.json")
+    c.check(os.path.exists(sc) and read_json(sc)["source_sha256"] == harness.sha256_bytes(newer),
+            "big0.jpg, rewritten during its fit: the sent version is the new one")
+    c.check("changed while it was being converted" in d.stderr_text(),
+            "the daemon says the fit of the old version was dropped")
     d.terminate()
 
 
