@@ -378,7 +378,7 @@ static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
 		 * generated again. */
 		(void)snprintf(why, sizeof(why), "%s", d->guard.why);
 		job_release_transfers(jobs, job);
-		job_fail(jobs, job, status, "UnsafeResultURL", why);
+		job_fail(jobs, job, 200, "UnsafeResultURL", why); /* as a URL refused up front */
 		return;
 	}
 	if (d->write_errno)
