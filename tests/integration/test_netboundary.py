@@ -28,7 +28,7 @@ REMOTE = "203.0.113.5"
 PRIVATE = "10.1.2.3"
 HOSTS = ("127.0.0.1 localhost\n::1 localhost\n"
          "%s 127.attacker.example api.example\n"
-         "%s internal.example\n" % (REMOTE, PRIVATE))
+         "%s internal.example relay.example\n" % (REMOTE, PRIVATE))
 MARK = "SEEDREAMD_TEST_NETNS"
 
 
@@ -153,6 +153,21 @@ def test(ctx):
          "the allowed URL was fetched, and its redirect was not followed")
     c.eq(local_sink.records(), [], "the loopback sink saw no request")
     c.eq(private_sink.records(), [], "the private-network sink saw no request")
+
+    # ---- a relay on the local network, named: its own result URLs ---------------------------
+    # The download may reuse the generation's connection (no new socket to check): the address
+    # in use is checked again before the request.
+    relay = ctx.start_hostile_api(name="relay", host=PRIVATE)
+    relay_url = "http://relay.example:%d/v1" % relay.port
+    res, out = run_folder(ctx, "relay", relay_url, ["a.png"], extra_api=insecure)
+    c.eq(error_codes(out), {"a": "UnsafeResultURL"},
+         "a relay on the local network: its result URL is refused without the opt-in")
+    c.eq((len(relay.generations()), relay.images()), (1, []),
+         "the relay was paid once and its result not fetched")
+    res, out = run_folder(ctx, "relay-optin", relay_url, ["a.png"],
+                          extra_api=dict(insecure, allow_private_result_urls="true"))
+    c.eq((outputs(out), error_codes(out)), (["a.png"], {}),
+         "with allow_private_result_urls: true the relay's result is fetched")
 
     # ---- the same API with honest results, and with the opt-in ------------------------------
     remote_api.set_script({"generation": []})
