@@ -1,4 +1,5 @@
 #include "job_private.h"
+#include "url.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -804,11 +805,19 @@ void jobs_free(struct jobs *jobs)
 
 void jobs_set_config(struct jobs *jobs, const struct config *config)
 {
+	struct url_info base;
+
 	jobs->config = config;
 	free(jobs->gen_url);
 	jobs->gen_url = xasprintf("%s/images/generations", config->api.base_url);
 	jobs->net.ca_file = config->api.ca_file;
 	jobs->net.allow_insecure_http = config->api.allow_insecure_http;
+	/* An API on loopback is this machine's own relay or stand-in: its result
+	 * URLs may point anywhere it can. Otherwise a result URL into this
+	 * machine or its network is a request forged for the API's owner. */
+	jobs->net.allow_private = config->api.allow_private_result_urls ||
+				  (url_inspect(config->api.base_url, &base) == 0 &&
+				   base.host == URL_LOOPBACK);
 	jobs->net.timeout_ms = config->api.timeout_ms;
 	jobs->net.user_agent = "seedreamd/" SEEDREAMD_VERSION;
 	jobs_pump(jobs);

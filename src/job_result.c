@@ -420,6 +420,15 @@ static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
 		job_commit(jobs, job, fd, tmp, magic, magic_len);
 		return;
 	}
+	if (d->guard.refused) {
+		/* A policy answer, not a passing fault: trying again would only
+		 * knock on the same door. The result stays paid; nothing is
+		 * generated again. */
+		(void)snprintf(why, sizeof(why), "%s", d->guard.why);
+		job_release_transfers(jobs, job);
+		job_fail(jobs, job, 200, "UnsafeResultURL", why); /* as a URL refused up front */
+		return;
+	}
 	if (d->write_errno)
 		(void)snprintf(why, sizeof(why), "writing the output: %s",
 			       strerror(d->write_errno));
@@ -511,7 +520,9 @@ void job_fetch(struct jobs *jobs, struct job *job)
 	if (!job->result.url || !transfer_url_allowed(job->result.url, &jobs->net)) {
 		output_tmp_abort(job->out_dirfd, fd, tmp);
 		job_fail(jobs, job, 200, "UnsafeResultURL",
-			 "the result URL is missing or not https");
+			 job->result.url ? "the result URL is not https, or leads to this "
+					   "machine or its local network"
+					 : "the result URL is missing");
 		return;
 	}
 	job->dl = calloc(1, sizeof(*job->dl));

@@ -91,7 +91,8 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	if (result != CURLE_OK) {
 		char msg[256];
 		const char *code = g->body_too_large ? "ResponseTooLarge" : "NetworkError";
-		(void)snprintf(msg, sizeof(msg), "%s", curl_easy_strerror(result));
+		(void)snprintf(msg, sizeof(msg), "%s",
+			       g->guard.refused ? g->guard.why : curl_easy_strerror(result));
 		job_release_transfers(jobs, job);
 		job_retry_or_fail(jobs, job, status, code, msg, -1);
 		return;
