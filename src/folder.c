@@ -90,8 +90,7 @@ void folder_output_id_file(const struct folder *f, char *buf, size_t len)
 		(void)snprintf(buf, len, "%s", "");
 		return;
 	}
-	(void)snprintf(buf, len, "%s/outputs/%016" PRIx64, f->state_dir,
-		       path_hash(f->cfg->output));
+	(void)snprintf(buf, len, "%s/outputs/%016" PRIx64, f->state_dir, path_hash(f->cfg->output));
 }
 
 static bool file_exists(const char *path)
@@ -189,8 +188,11 @@ bool folder_output_check(struct folder *f, char *why, size_t whylen)
 	int r;
 
 	folder_output_id_file(f, file, sizeof(file));
-	if (!f->out_id_for || strcmp(f->out_id_for, out) != 0) {
-		folder_output_load(f); /* first look, or a reload changed the output */
+	if (!f->out_id_for) {
+		folder_output_load(f); /* first look */
+	} else if (strcmp(f->out_id_for, out) != 0) {
+		folder_output_load(f); /* a reload changed the output: its own records */
+		f->index_stale = true;
 	} else if (f->out_id_saved && !file_exists(file)) {
 		/* Deleted by the user: take the output as it is now. */
 		folder_id_clear(&f->out_id);

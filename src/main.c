@@ -434,6 +434,9 @@ static void daemon_reload(struct daemon *d)
 		fc = config_find_folder(next, f->cfg->path);
 		if (fc) {
 			f->cfg = fc; /* changed settings apply to what is not yet submitted */
+			/* A reload accepts the watched folder as it is now (say, a share
+			 * the user has given up on); the output keeps its identity file. */
+			folder_id_clear(&f->root_id);
 			continue;
 		}
 		log_info("folder %s is no longer watched", f->cfg->path);

@@ -391,7 +391,9 @@ static bool watch_check_folder(struct watch *w, struct folder *f)
 		return false;
 	}
 	if (r > 0 || f->index_stale) {
-		log_info("folder %s or its output was mounted again; scanning it anew", f->cfg->path);
+		log_info("folder %s: it or its output is another directory than before (mounted "
+			 "again?); reading its records and scanning it anew",
+			 f->cfg->path);
 		watch_forget_subtree(w, f, "");
 		f->root_wd = -1;
 		watch_start_folder(w, f);
