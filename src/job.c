@@ -536,6 +536,13 @@ int job_open_output_dir(struct job *job)
 
 	if (job->out_dirfd >= 0)
 		return 0;
+	/* Never write into (or create again) an output that is not the one the
+	 * done records came from: an unmounted share's bare mount point. */
+	{
+		char why[512];
+		if (!folder_output_check(job->folder, why, sizeof(why)))
+			return -ENODEV;
+	}
 	path = job_output_dir(job);
 	r = output_mkdir_parents(path, 0755);
 	if (r < 0)
@@ -681,7 +688,8 @@ again:
 			job = next;
 			continue;
 		}
-		if (job->folder->storage_holds || !folder_spend_allows(jobs, job->folder)) {
+		if (!job->folder->present || job->folder->storage_holds ||
+		    !folder_spend_allows(jobs, job->folder)) {
 			job = job->next; /* other folders may still spend */
 			continue;
 		}
@@ -697,7 +705,7 @@ again:
 		/* The job left the queue (or went back to settling): start over
 		 * from the head, skipping folders held back by their limits. */
 		job = jobs->queue.head;
-		while (job && (job->folder->storage_holds ||
+		while (job && (!job->folder->present || job->folder->storage_holds ||
 			       (job->folder->cfg->max_images_per_day &&
 				!folder_spend_allows(jobs, job->folder))))
 			job = job->next;
@@ -923,6 +931,12 @@ void jobs_leave_queued_for_later(struct jobs *jobs, struct folder *folder)
 		j = next;
 	}
 	jobs_changed(jobs);
+}
+
+void jobs_folder_changed(struct jobs *jobs, struct folder *folder)
+{
+	(void)folder;
+	jobs_pump(jobs);
 }
 
 bool jobs_folder_busy(const struct jobs *jobs, const struct folder *folder)

@@ -350,6 +350,15 @@ void job_validate(struct jobs *jobs, struct job *job)
 	bool complete;
 	int fd;
 
+	if (!job->folder->present) {
+		/* Paused (its folder or its output is away): a missing sidecar
+		 * proves nothing now. Look again after a settle; a resume rescans. */
+		if (jobs->once)
+			job_finish(jobs, job);
+		else
+			job_settle(jobs, job, cfg->settle_ms > 1000 ? cfg->settle_ms : 1000);
+		return;
+	}
 	fd = job_open_source(job);
 	if (fd < 0) {
 		/* Deleted before submission, or a symlink we do not follow: nothing to do. */
