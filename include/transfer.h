@@ -34,6 +34,8 @@ struct transfer_image {
 	bool too_large;            /* over TRANSFER_IMAGE_MAX decoded */
 	int write_errno;
 	uint64_t written;          /* decoded bytes in fd */
+	uint8_t *spill;            /* after a write error, the rest, in memory */
+	size_t spill_len, spill_cap;
 	uint8_t magic[16];
 	size_t magic_len;
 	/* The scanner: just enough JSON to know where it is. */
@@ -108,6 +110,11 @@ size_t transfer_gen_fill(struct transfer_gen *g, char *buf, size_t room);
  * directly): keeps them in body, or decodes them into img.fd. Returns n, or 0
  * to abort (the kept JSON or the image too large, out of memory). */
 size_t transfer_gen_take(struct transfer_gen *g, const char *data, size_t n);
+
+/* The image as base64 text (NUL-terminated, caller frees), from what reached
+ * img.fd and the rest kept in memory after a write error: a paid image is
+ * never dropped for a disk error. 0, -ENOMEM or -errno of reading it back. */
+int transfer_image_text(struct transfer_gen *g, char **ret_text);
 
 /* Sets up d (zeroed) to download url into the already open temporary file fd
  * (owned by the caller). */

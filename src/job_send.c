@@ -55,9 +55,10 @@ static void job_retry_or_fail(struct jobs *jobs, struct job *job, long status, c
 }
 
 /* The decoded b64_json image, as if it had been downloaded: job_fetch
- * commits it. NULL (with a code and a reason) when it cannot be used. */
-static struct transfer_dl *job_take_image(struct transfer_gen *g, const char **ret_code,
-					  char *why, size_t whylen)
+ * commits it. NULL with a code and a reason when it cannot be used, or
+ * NULL with the image back in res->b64_json after a write error. */
+static struct transfer_dl *job_take_image(struct transfer_gen *g, struct api_result *res,
+					  const char **ret_code, char *why, size_t whylen)
 {
 	struct transfer_dl *d;
 
@@ -67,10 +68,19 @@ static struct transfer_dl *job_take_image(struct transfer_gen *g, const char **r
 		return NULL;
 	}
 	if (g->img.write_errno) {
-		/* The bytes are gone with the answer: nothing to retry from. */
-		*ret_code = "Result.WriteFailed";
-		(void)snprintf(why, whylen, "writing the b64_json result: %s",
-			       strerror(g->img.write_errno));
+		/* The disk failed under it: keep the image in memory as the text
+		 * of the answer, and job_fetch writes it when it can. */
+		char *text = NULL;
+		int r = transfer_image_text(g, &text);
+		if (r < 0) {
+			*ret_code = "Result.WriteFailed";
+			(void)snprintf(why, whylen, "writing the b64_json result: %s; reading it back: %s",
+				       strerror(g->img.write_errno), strerror(-r));
+			return NULL;
+		}
+		free(res->b64_json);
+		res->b64_json = text;
+		res->b64_streamed = false;
 		return NULL;
 	}
 	d = calloc(1, sizeof(*d));
@@ -134,7 +144,7 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	if (api_parse_streamed(status, g->body ? g->body : "", g->body_len, g->img.found, res) < 0)
 		log_oom();
 	if (res->outcome == API_OUTCOME_OK && res->b64_streamed)
-		img = job_take_image(g, &img_code, img_why, sizeof(img_why));
+		img = job_take_image(g, res, &img_code, img_why, sizeof(img_why));
 	{
 		int64_t ra = api_parse_retry_after(g->retry_after[0] ? g->retry_after : NULL,
 						   loop_wall_ms() / 1000);

@@ -203,8 +203,6 @@ static int transfer_image_write(struct transfer_gen *g, const uint8_t *data, siz
 		memcpy(im->magic + im->magic_len, data, m);
 		im->magic_len += m;
 	}
-	/* After a write error the rest is only scanned: the answer must still
-	 * be read to its end for the caller to know what it said. */
 	while (off < n && !im->write_errno) {
 		ssize_t w = write(im->fd, data + off, n - off);
 		if (w < 0 && errno == EINTR)
@@ -215,7 +213,57 @@ static int transfer_image_write(struct transfer_gen *g, const uint8_t *data, siz
 			off += (size_t)w;
 	}
 	im->written += off;
+	if (off < n) {
+		/* The disk failed: the rest waits in memory (bounded by the
+		 * cap above) for the caller to write it later. */
+		if (im->spill_len + n - off > im->spill_cap) {
+			size_t cap = im->spill_cap ? im->spill_cap : 64 * 1024;
+			uint8_t *p;
+			while (cap < im->spill_len + n - off)
+				cap *= 2;
+			p = realloc(im->spill, cap);
+			if (!p)
+				return -ENOMEM;
+			im->spill = p;
+			im->spill_cap = cap;
+		}
+		memcpy(im->spill + im->spill_len, data + off, n - off);
+		im->spill_len += n - off;
+	}
 	return 0;
+}
+
+int transfer_image_text(struct transfer_gen *g, char **ret_text)
+{
+	struct transfer_image *im = &g->img;
+	size_t len = (size_t)im->written + im->spill_len, done = 0;
+	uint8_t *raw = malloc(len ? len : 1);
+	char *text = malloc(B64_ENCODED_LEN(len) + 1);
+	int r = 0;
+
+	if (!raw || !text) {
+		r = -ENOMEM;
+		goto out;
+	}
+	while (done < im->written) {
+		ssize_t n = pread(im->fd, raw + done, (size_t)im->written - done, (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			goto out;
+		}
+		done += (size_t)n;
+	}
+	if (im->spill_len)
+		memcpy(raw + done, im->spill, im->spill_len);
+	text[b64_encode(raw, len, text)] = '\0';
+	*ret_text = text;
+	text = NULL;
+out:
+	free(text);
+	free(raw);
+	return r;
 }
 
 /* Decodes characters of the image string (never a quote or a backslash). */
@@ -497,6 +545,7 @@ void transfer_gen_clear(struct transfer_gen *g)
 		close(g->fd);
 	if (g->img.fd >= 0)
 		close(g->img.fd);
+	free(g->img.spill);
 	memset(g, 0, sizeof(*g));
 	g->fd = -1;
 	g->img.fd = -1;
