@@ -4,7 +4,8 @@ an empty body or a PNG cut short, and a b64_json answer holding an HTML page, ar
 output file, no success sidecar, an .error.json with Result.NotAnImage (Result.Incomplete for the
 cut PNG), and the original kept although on_success is delete. A download is tried again (the
 generation is paid) but never generated again; a b64_json answer fails at once. An honest result
-in the same setup does delete the original, so the setup can tell."""
+in the same setup does delete the original, so the setup can tell. The daemon gives up too, after
+api.retries downloads."""
 
 import base64
 import os
@@ -73,6 +74,32 @@ def run_case(ctx, api, name, script, response_format, expect_code, expect_route_
     c.problems(h.leftovers(out), "%s: no temporary file left" % name)
 
 
+def daemon_case(ctx, api, routes):
+    """Not only --once: the daemon gives up too (after api.retries downloads, not after the 24 h a
+    result URL lives), and keeps the original."""
+    c = ctx.checks
+    api.set_script({"generation": [answer_url("/r/html")], "routes": routes})
+    before_gens = len(api.generations(valid_only=False))
+    before_routes = len(api.records("route"))
+    root, hot, out, state = ctx.folder("daemon-html")
+    config = ctx.write_config(os.path.join(root, "seedreamd.yaml"), api=api, state_dir=state,
+                              folders=[{"path": hot}], retries=RETRIES)
+    with open(config, "a", encoding="utf-8") as f:
+        f.write("    on_success: delete\n")
+    daemon = ctx.start_daemon(config)
+    c.require(daemon.wait_for(r"ready", 10), "daemon: ready")
+    src = os.path.join(hot, "photo.png")
+    h.write_bytes(src, h.sample("plasma.png"))
+    c.check(daemon.wait_for(r"failed .*photo\.png: Result\.NotAnImage", 20),
+            "daemon: fails the file with Result.NotAnImage")
+    rc, _ = daemon.terminate()
+    c.eq(rc, 0, "daemon: exits 0 on SIGTERM")
+    c.eq(len(api.generations(valid_only=False)) - before_gens, 1, "daemon: exactly one generation")
+    c.eq(len(api.records("route")) - before_routes, RETRIES + 1, "daemon: %d downloads" % (RETRIES + 1))
+    c.eq(sorted(h.listing(out)), ["photo.error.json"], "daemon: only the .error.json")
+    c.check(os.path.exists(src), "daemon: the original is kept (on_success: delete)")
+
+
 def test(ctx):
     api = ctx.start_hostile_api()
     png = h.sample("plasma.png")
@@ -93,6 +120,7 @@ def test(ctx):
              "b64_json", "Result.NotAnImage", 0)
     run_case(ctx, api, "b64-zip", {"generation": [answer_b64(ZIP)], "routes": routes},
              "b64_json", "Result.NotAnImage", 0)
+    daemon_case(ctx, api, routes)
 
 
 if __name__ == "__main__":
