@@ -26,8 +26,8 @@ int b64_decode(const char *in, size_t len, uint8_t *out, size_t *ret_len);
 struct b64_stream {
 	uint8_t group[4]; /* the sextets of a group not yet complete */
 	size_t n;
-	size_t pad;       /* '=' seen in this group: the text ends with it */
-	bool ended;       /* a padded group is complete: nothing may follow */
+	size_t pad; /* '=' seen in this group: the text ends with it */
+	bool ended; /* a padded group is complete: nothing may follow */
 };
 
 /* Room out needs for len more characters. */

@@ -196,7 +196,8 @@ static const char *job_result_problem(int fd, const uint8_t *magic, size_t magic
 		return "Result.NotAnImage";
 	}
 	if (*ret_fmt == IMAGE_FORMAT_UNKNOWN) {
-		(void)snprintf(msg, msglen, "the result is not an image: its first bytes match no "
+		(void)snprintf(msg, msglen,
+			       "the result is not an image: its first bytes match no "
 			       "known image format");
 		return "Result.NotAnImage";
 	}
@@ -205,8 +206,10 @@ static const char *job_result_problem(int fd, const uint8_t *magic, size_t magic
 		got = pread(fd, tail, n, st.st_size - (off_t)n);
 	while (got < 0 && errno == EINTR);
 	if (got == (ssize_t)n && !image_tail_complete(*ret_fmt, tail, n)) {
-		(void)snprintf(msg, msglen, "the result is a %s cut short (it does not end like "
-			       "a whole file)", image_format_name(*ret_fmt));
+		(void)snprintf(msg, msglen,
+			       "the result is a %s cut short (it does not end like "
+			       "a whole file)",
+			       image_format_name(*ret_fmt));
 		return "Result.Incomplete";
 	}
 	return NULL;

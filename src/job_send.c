@@ -74,7 +74,8 @@ static struct transfer_dl *job_take_image(struct transfer_gen *g, struct api_res
 		int r = transfer_image_text(g, &text);
 		if (r < 0) {
 			*ret_code = "Result.WriteFailed";
-			(void)snprintf(why, whylen, "writing the b64_json result: %s; reading it back: %s",
+			(void)snprintf(why, whylen,
+				       "writing the b64_json result: %s; reading it back: %s",
 				       strerror(g->img.write_errno), strerror(-r));
 			return NULL;
 		}

@@ -443,7 +443,8 @@ size_t transfer_gen_take(struct transfer_gen *g, const char *data, size_t n)
 			kept = i;
 		}
 	}
-	if (im->string != SCAN_IMAGE && kept < n && transfer_body_keep(g, data + kept, n - kept) < 0)
+	if (im->string != SCAN_IMAGE && kept < n &&
+	    transfer_body_keep(g, data + kept, n - kept) < 0)
 		return 0;
 	return n;
 }
