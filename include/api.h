@@ -40,6 +40,7 @@ struct api_result {
 	char *error_message;
 	char *url;           /* data[0].url, or NULL */
 	char *b64_json;      /* data[0].b64_json, or NULL */
+	bool b64_streamed;   /* instead, it was taken out as it arrived (api_parse_streamed) */
 	char *size;          /* data[0].size, or NULL */
 	char *model;         /* top-level model, or NULL */
 	int64_t created;     /* top-level created, 0 if absent */
@@ -52,6 +53,12 @@ struct api_result {
  * A 200 without data[0].url or data[0].b64_json is RETRY with code
  * "MalformedResponse". Returns 0 (the result is always filled), or -ENOMEM. */
 int api_parse_response(long http_status, const char *body, size_t len,
+		       struct api_result *ret_result);
+
+/* The same for a body from which the caller took the string of
+ * data[0].b64_json out while it arrived (transfer_gen_take), when b64_taken:
+ * the "" left in its place stands for the image, and sets b64_streamed. */
+int api_parse_streamed(long http_status, const char *body, size_t len, bool b64_taken,
 		       struct api_result *ret_result);
 
 /* Classifies an HTTP status and an API error code (either may be 0/NULL). */

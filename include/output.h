@@ -42,7 +42,8 @@ int output_choose_stem(int dirfd, const char *stem, const char *source_rel,
 		       char *ret, size_t retlen);
 
 /* Opens a new temporary file in dirfd for final_name: a hidden name
- * ".<final_name>.<random>.tmp", O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, mode 0644.
+ * ".<final_name>.<random>.tmp", O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, mode 0644
+ * (read back to check a result before it is committed).
  * Returns the fd (>= 0) and the name in ret_tmp, or -errno. */
 int output_tmp_open(int dirfd, const char *final_name, char *ret_tmp, size_t tmplen);
 

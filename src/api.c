@@ -331,7 +331,7 @@ static int take_metadata(cJSON *root, struct api_result *res)
 	return 0;
 }
 
-static int parse_object(cJSON *root, struct api_result *res)
+static int parse_object(cJSON *root, bool b64_taken, struct api_result *res)
 {
 	const cJSON *error = cJSON_GetObjectItemCaseSensitive(root, "error");
 	const cJSON *data, *first;
@@ -357,7 +357,11 @@ static int parse_object(cJSON *root, struct api_result *res)
 	    take_string(first, "b64_json", &res->b64_json) < 0 ||
 	    take_string(first, "size", &res->size) < 0)
 		return -ENOMEM;
-	if (!res->url && !res->b64_json)
+	if (b64_taken && !res->b64_json) {
+		const cJSON *b64 = cJSON_GetObjectItemCaseSensitive(first, "b64_json");
+		res->b64_streamed = cJSON_IsString(b64) && b64->valuestring && !b64->valuestring[0];
+	}
+	if (!res->url && !res->b64_json && !res->b64_streamed)
 		return set_unusable(res, "data[0] has neither url nor b64_json");
 	res->outcome = API_OUTCOME_OK;
 	return 0;
@@ -382,6 +386,12 @@ static cJSON *parse_whole(const char *body, size_t len)
 }
 
 int api_parse_response(long http_status, const char *body, size_t len,
+		       struct api_result *ret_result)
+{
+	return api_parse_streamed(http_status, body, len, false, ret_result);
+}
+
+int api_parse_streamed(long http_status, const char *body, size_t len, bool b64_taken,
 		       struct api_result *ret_result)
 {
 	cJSON *root = NULL;
@@ -412,7 +422,7 @@ int api_parse_response(long http_status, const char *body, size_t len,
 	else if (!cJSON_IsObject(root))
 		r = set_unusable(ret_result, "the response is not a JSON object");
 	else
-		r = parse_object(root, ret_result);
+		r = parse_object(root, b64_taken, ret_result);
 	cJSON_Delete(root);
 out:
 	if (r < 0)

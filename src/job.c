@@ -307,6 +307,11 @@ void job_release_transfers(struct jobs *jobs, struct job *job)
 	if (job->gen) {
 		if (job->state == JOB_GENERATING)
 			http_cancel(jobs->http, job->gen->easy);
+		if (job->gen->img.fd >= 0) {
+			/* A b64_json image not handed on (see job_generated). */
+			output_tmp_abort(job->out_dirfd, job->gen->img.fd, job->gen->img.tmp_name);
+			job->gen->img.fd = -1;
+		}
 		transfer_gen_clear(job->gen);
 		free(job->gen);
 		job->gen = NULL;

@@ -293,7 +293,7 @@ int output_tmp_open(int dirfd, const char *final_name, char *ret_tmp, size_t tmp
 
 		if (n < 0 || (size_t)n >= tmplen)
 			return -ENAMETOOLONG;
-		fd = openat(dirfd, ret_tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY,
+		fd = openat(dirfd, ret_tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY,
 			    0644);
 		if (fd >= 0)
 			return fd;

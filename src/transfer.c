@@ -232,14 +232,11 @@ static int transfer_gen_seek(void *userdata, curl_off_t offset, int origin)
 	return CURL_SEEKFUNC_OK;
 }
 
-static size_t transfer_gen_write(char *data, size_t size, size_t nmemb, void *userdata)
+static int transfer_body_keep(struct transfer_gen *g, const char *data, size_t n)
 {
-	struct transfer_gen *g = userdata;
-	size_t n = size * nmemb;
-
 	if (g->body_len + n > TRANSFER_JSON_MAX) {
 		g->body_too_large = true;
-		return 0; /* aborts the transfer */
+		return -EFBIG;
 	}
 	if (g->body_len + n + 1 > g->body_cap) {
 		size_t cap = g->body_cap ? g->body_cap : 4096;
@@ -248,14 +245,283 @@ static size_t transfer_gen_write(char *data, size_t size, size_t nmemb, void *us
 			cap *= 2;
 		p = realloc(g->body, cap);
 		if (!p)
-			return 0;
+			return -ENOMEM;
 		g->body = p;
 		g->body_cap = cap;
 	}
 	memcpy(g->body + g->body_len, data, n);
 	g->body_len += n;
 	g->body[g->body_len] = '\0';
+	return 0;
+}
+
+enum { SCAN_NONE, SCAN_KEY, SCAN_VALUE, SCAN_IMAGE };
+
+static int transfer_image_write(struct transfer_gen *g, const uint8_t *data, size_t n)
+{
+	struct transfer_image *im = &g->img;
+	size_t off = 0;
+
+	if (im->written + n > TRANSFER_IMAGE_MAX) {
+		im->too_large = g->body_too_large = true;
+		return -EFBIG;
+	}
+	if (im->magic_len < sizeof(im->magic)) {
+		size_t m = sizeof(im->magic) - im->magic_len;
+		if (m > n)
+			m = n;
+		memcpy(im->magic + im->magic_len, data, m);
+		im->magic_len += m;
+	}
+	while (off < n && !im->write_errno) {
+		ssize_t w = write(im->fd, data + off, n - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			im->write_errno = errno;
+		else
+			off += (size_t)w;
+	}
+	im->written += off;
+	if (off < n) {
+		/* The disk failed: the rest waits in memory (bounded by the
+		 * cap above) for the caller to write it later. */
+		if (im->spill_len + n - off > im->spill_cap) {
+			size_t cap = im->spill_cap ? im->spill_cap : 64 * 1024;
+			uint8_t *p;
+			while (cap < im->spill_len + n - off)
+				cap *= 2;
+			p = realloc(im->spill, cap);
+			if (!p)
+				return -ENOMEM;
+			im->spill = p;
+			im->spill_cap = cap;
+		}
+		memcpy(im->spill + im->spill_len, data + off, n - off);
+		im->spill_len += n - off;
+	}
+	return 0;
+}
+
+int transfer_image_text(struct transfer_gen *g, char **ret_text)
+{
+	struct transfer_image *im = &g->img;
+	size_t len = (size_t)im->written + im->spill_len, done = 0;
+	uint8_t *raw = malloc(len ? len : 1);
+	char *text = malloc(B64_ENCODED_LEN(len) + 1);
+	int r = 0;
+
+	if (!raw || !text) {
+		r = -ENOMEM;
+		goto out;
+	}
+	while (done < im->written) {
+		ssize_t n = pread(im->fd, raw + done, (size_t)im->written - done, (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			goto out;
+		}
+		done += (size_t)n;
+	}
+	if (im->spill_len)
+		memcpy(raw + done, im->spill, im->spill_len);
+	text[b64_encode(raw, len, text)] = '\0';
+	*ret_text = text;
+	text = NULL;
+out:
+	free(text);
+	free(raw);
+	return r;
+}
+
+/* Decodes characters of the image string (never a quote or a backslash). */
+static int transfer_image_put(struct transfer_gen *g, const char *text, size_t n)
+{
+	struct transfer_image *im = &g->img;
+	/* 32 Ki characters decode to at most 24 KiB: they fit the scratch buffer. */
+	const size_t step = 32 * 1024;
+
+	while (n > 0 && !im->malformed) {
+		size_t take = n < step ? n : step, out = 0;
+		if (b64_stream_decode(&im->dec, text, take, transfer_scratch, &out) < 0)
+			im->malformed = true;
+		else if (transfer_image_write(g, transfer_scratch, out) < 0)
+			return -EFBIG;
+		text += take;
+		n -= take;
+	}
+	return 0;
+}
+
+static int transfer_image_end(struct transfer_gen *g)
+{
+	struct transfer_image *im = &g->img;
+	size_t out = 0;
+
+	if (im->malformed)
+		return 0;
+	if (b64_stream_finish(&im->dec, transfer_scratch, &out) < 0) {
+		im->malformed = true;
+		return 0;
+	}
+	return transfer_image_write(g, transfer_scratch, out);
+}
+
+/* A key has ended: is it one of the two on the way to the image? */
+static void transfer_scan_key(struct transfer_image *im)
+{
+	im->key[im->key_len] = '\0';
+	if (im->key_odd)
+		return;
+	if (im->depth == 1 && !im->data_seen && strcmp(im->key, "data") == 0)
+		im->data_seen = im->data_next = true; /* the first "data" only, as cJSON */
+	else if (im->depth == 3 && im->in_first && !im->b64_seen &&
+		 strcmp(im->key, "b64_json") == 0)
+		im->b64_seen = im->b64_next = true;
+}
+
+/* One character outside the image string. Returns true when it opens the
+ * image string. */
+static bool transfer_scan_char(struct transfer_image *im, char c)
+{
+	unsigned d = im->depth;
+
+	if (im->string != SCAN_NONE) {
+		if (im->escape) {
+			im->escape = false;
+			im->key_odd = true;
+		} else if (c == '\\') {
+			im->escape = true;
+			im->key_odd = true;
+		} else if (c == '"') {
+			if (im->string == SCAN_KEY)
+				transfer_scan_key(im);
+			im->string = SCAN_NONE;
+		} else if (im->string == SCAN_KEY) {
+			if (im->key_len + 1 < sizeof(im->key))
+				im->key[im->key_len++] = c;
+			else
+				im->key_odd = true;
+		}
+		return false;
+	}
+	switch (c) {
+	case '"':
+		if (d >= 1 && d <= 3 && im->kind[d] == '{' && im->expect_key[d]) {
+			im->string = SCAN_KEY;
+			im->key_len = 0;
+			im->key_odd = false;
+			return false;
+		}
+		if (im->b64_next && im->fd >= 0 && !im->found) {
+			im->b64_next = false;
+			im->found = true;
+			im->string = SCAN_IMAGE;
+			return true;
+		}
+		im->string = SCAN_VALUE;
+		break;
+	case '{':
+	case '[':
+		im->depth = ++d;
+		if (d <= 3) {
+			im->kind[d] = c;
+			im->expect_key[d] = c == '{';
+		}
+		if (d == 2) {
+			im->in_data = im->data_next && c == '[';
+			im->elem = 0;
+		}
+		if (d == 3)
+			im->in_first = im->in_data && im->elem == 0 && c == '{';
+		break;
+	case '}':
+	case ']':
+		if (d == 2)
+			im->in_data = false;
+		if (d == 3)
+			im->in_first = false;
+		if (d > 0)
+			im->depth = d - 1;
+		break;
+	case ',':
+		if (d >= 1 && d <= 3 && im->kind[d] == '{')
+			im->expect_key[d] = true;
+		if (d == 2 && im->in_data)
+			im->elem++;
+		break;
+	case ':':
+		if (d >= 1 && d <= 3)
+			im->expect_key[d] = false;
+		return false; /* the value comes next */
+	case ' ':
+	case '\t':
+	case '\r':
+	case '\n':
+		return false;
+	default:
+		break; /* numbers, true, false, null */
+	}
+	/* Any other value ends the expectation of the array or the image. */
+	im->data_next = false;
+	im->b64_next = false;
+	return false;
+}
+
+size_t transfer_gen_take(struct transfer_gen *g, const char *data, size_t n)
+{
+	struct transfer_image *im = &g->img;
+	size_t i = 0, kept = 0; /* data[kept..i) is still to go into the body */
+
+	while (i < n) {
+		if (im->string == SCAN_IMAGE) {
+			size_t j = i;
+			if (im->escape) {
+				/* Base64 has one character JSON may escape: '/'. */
+				im->escape = false;
+				if (data[i] != '/')
+					im->malformed = true;
+				else if (transfer_image_put(g, "/", 1) < 0)
+					return 0;
+				kept = ++i;
+				continue;
+			}
+			while (j < n && data[j] != '"' && data[j] != '\\')
+				j++;
+			if (transfer_image_put(g, data + i, j - i) < 0)
+				return 0;
+			i = kept = j;
+			if (j == n)
+				break;
+			if (data[j] == '\\') {
+				im->escape = true;
+				kept = ++i;
+				continue;
+			}
+			/* The closing quote goes into the body. */
+			im->string = SCAN_NONE;
+			if (transfer_image_end(g) < 0)
+				return 0;
+			i++;
+			continue;
+		}
+		if (transfer_scan_char(im, data[i++])) {
+			if (transfer_body_keep(g, data + kept, i - kept) < 0)
+				return 0;
+			kept = i;
+		}
+	}
+	if (im->string != SCAN_IMAGE && kept < n &&
+	    transfer_body_keep(g, data + kept, n - kept) < 0)
+		return 0;
 	return n;
+}
+
+static size_t transfer_gen_write(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	return transfer_gen_take(userdata, data, size * nmemb);
 }
 
 static void copy_header_value(const char *line, size_t len, char *out, size_t outlen)
@@ -350,8 +616,12 @@ void transfer_gen_clear(struct transfer_gen *g)
 	free(g->body);
 	if (g->fd >= 0)
 		close(g->fd);
+	if (g->img.fd >= 0)
+		close(g->img.fd);
+	free(g->img.spill);
 	memset(g, 0, sizeof(*g));
 	g->fd = -1;
+	g->img.fd = -1;
 }
 
 static size_t transfer_dl_write(char *data, size_t size, size_t nmemb, void *userdata)
