@@ -16,7 +16,7 @@ static void check_response(long status, const char *body, size_t len)
 {
 	struct api_result res;
 
-	if (api_parse_response(status, body, len, &res) < 0)
+	if (api_parse_response(status, body, len, "sk-secret-key", &res) < 0)
 		return;
 	switch (res.outcome) {
 	case API_OUTCOME_OK:
