@@ -46,6 +46,7 @@ enum api_outcome {
 #define API_USAGE_DEPTH_MAX 4     /* {"a":{"b":1}} is 2 */
 #define API_USAGE_KEEP_MAX  32    /* top-level numbers kept of an oversized usage */
 #define API_USAGE_NAME_MAX  64
+#define API_CREATED_MAX	    9000000000000000LL /* what journal_record_parse accepts */
 
 struct api_result {
 	enum api_outcome outcome;
@@ -71,7 +72,7 @@ struct api_result {
  * API_*_MAX above; usage is cleaned recursively and bounded by
  * api_bound_usage. A result URL that is longer than API_URL_MAX, is not
  * printable ASCII or contains the secret is not cut or changed: the answer
- * is FILE_FAIL with code "UnusableResultURL". A "created" outside 0..2^53 is
+ * is FILE_FAIL with code "UnusableResultURL". A "created" outside 0..API_CREATED_MAX is
  * taken as absent. Returns 0 (the result is always filled), or -ENOMEM. */
 int api_parse_response(long http_status, const char *body, size_t len, const char *secret,
 		       struct api_result *ret_result);

@@ -36,7 +36,7 @@ char *clean_text(const char *s, size_t max, const char *secret);
  * included), with no cap. 0 or -ENOMEM. */
 int clean_json(cJSON *item, const char *secret);
 
-/* Nesting depth of item: 1 for a scalar or an empty container. */
+/* Nesting depth of containers: 0 for a scalar, 1 for [] or {"a":1}. */
 unsigned clean_json_depth(const cJSON *item);
 
 /* v truncated toward zero, when it is finite and within int64_t; false (and

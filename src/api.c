@@ -287,9 +287,9 @@ static int take_metadata(cJSON *root, struct api_result *res)
 
 	if (take_string(root, "model", &res->model) < 0)
 		return -ENOMEM;
-	/* The journal reads back 0..2^53 only: anything else is no time. */
+	/* The journal reads back 0..API_CREATED_MAX only: anything else is no time. */
 	if (!take_int64(root, "created", &res->created) || res->created < 0 ||
-	    res->created > (int64_t)1 << 53)
+	    res->created > API_CREATED_MAX)
 		res->created = 0;
 	if (cJSON_IsObject(usage)) {
 		res->usage = cJSON_DetachItemViaPointer(root, usage);

@@ -186,6 +186,8 @@ unsigned clean_json_depth(const cJSON *item)
 {
 	unsigned deepest = 0;
 
+	if (!cJSON_IsObject(item) && !cJSON_IsArray(item))
+		return 0;
 	for (const cJSON *c = item->child; c; c = c->next) {
 		unsigned d = clean_json_depth(c);
 		if (d > deepest)

@@ -11,6 +11,7 @@
 
 #include <openssl/evp.h>
 
+#include "api.h"
 #include "b64.h"
 #include "clean.h"
 #include "output.h"
@@ -135,7 +136,7 @@ int journal_record_parse(const char *json, size_t len, struct journal_record *re
 	if (!rec->stem[0] || strchr(rec->stem, '/') || rec->stem[0] == '.')
 		goto out; /* never let a record name a file outside its folder */
 	if (get_number(o, "source_size", 9e15, &size) < 0 ||
-	    get_number(o, "created", 9e15, &created) < 0 ||
+	    get_number(o, "created", (double)API_CREATED_MAX, &created) < 0 ||
 	    get_number(o, "generated_at_ms", 9e15, &gen) < 0 ||
 	    get_number(o, "elapsed_ms", 9e15, &elapsed) < 0 ||
 	    get_number(o, "attempts", 1e6, &attempts) < 0)
