@@ -17,6 +17,7 @@
 #include <limits.h>
 
 #include "api.h"
+#include "config.h"
 #include "output.h"
 
 static struct journal_record sample(void)
@@ -185,7 +186,7 @@ static char *read_back(const char *text)
 /* Every field at its cap with the worst escaping: each record is read back. */
 static void test_largest_records_read_back(void **state)
 {
-	char *path = worst(PATH_MAX - 1), *name = worst(NAME_MAX), *prompt = worst(8192);
+	char *path = worst(PATH_MAX - 1), *name = worst(NAME_MAX), *prompt = worst(CONFIG_PROMPT_MAX);
 	char *model = worst(API_MODEL_MAX), *size = worst(API_SIZE_MAX);
 	char *rid = worst(API_REQUEST_ID_MAX), *code = worst(API_CODE_MAX);
 	char *message = worst(API_MESSAGE_MAX), *url = malloc(API_URL_MAX + 1), *text, *back;
