@@ -33,7 +33,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (journal_record_parse(text, strlen(text), &again) < 0)
 			abort();
 		/* Names are exact (hex when not UTF-8); other text may turn lossy. */
-		if (strcmp(again.folder, rec.folder) != 0 || strcmp(again.source, rec.source) != 0 ||
+		if (strcmp(again.folder, rec.folder) != 0 ||
+		    strcmp(again.source, rec.source) != 0 ||
 		    (clean_utf8_valid(rec.stem) && strcmp(again.stem, rec.stem) != 0) ||
 		    (clean_utf8_valid(rec.url) && strcmp(again.url, rec.url) != 0))
 			abort();

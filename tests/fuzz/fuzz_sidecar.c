@@ -34,7 +34,8 @@ static void check_rewrite(const cJSON *old)
 
 	if (!source || !*source)
 		goto out;
-	if (string_of(old, "model") && !(model = clean_text(string_of(old, "model"), API_MODEL_MAX, NULL)))
+	if (string_of(old, "model") &&
+	    !(model = clean_text(string_of(old, "model"), API_MODEL_MAX, NULL)))
 		goto out;
 	if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(old, "usage"))) {
 		usage = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(old, "usage"), true);

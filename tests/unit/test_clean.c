@@ -40,7 +40,9 @@ static void test_utf8_invalid_forms(void **state)
 {
 	(void)state;
 	/* overlong: "/" as 2, 3 and 4 bytes, and an overlong NUL */
-	check_text("a\xc0\xaf" "b", SIZE_MAX, NULL, "a" FFFD FFFD "b");
+	check_text("a\xc0\xaf"
+		   "b",
+		   SIZE_MAX, NULL, "a" FFFD FFFD "b");
 	check_text("\xe0\x80\xaf", SIZE_MAX, NULL, FFFD FFFD FFFD);
 	check_text("\xf0\x80\x80\xaf", SIZE_MAX, NULL, FFFD FFFD FFFD FFFD);
 	check_text("\xc0\x80", SIZE_MAX, NULL, FFFD FFFD);
@@ -52,7 +54,9 @@ static void test_utf8_invalid_forms(void **state)
 	check_text("\xf5\xff\xfe", SIZE_MAX, NULL, FFFD FFFD FFFD);
 	/* truncated sequences, at the end and in the middle */
 	check_text("x\xe2\x82", SIZE_MAX, NULL, "x" FFFD FFFD);
-	check_text("\xf0\x9f\x98" "y", SIZE_MAX, NULL, FFFD FFFD FFFD "y");
+	check_text("\xf0\x9f\x98"
+		   "y",
+		   SIZE_MAX, NULL, FFFD FFFD FFFD "y");
 	/* a lone continuation byte */
 	check_text("\x80", SIZE_MAX, NULL, FFFD);
 	assert_false(clean_utf8_valid("\xed\xa0\x80"));
@@ -86,8 +90,7 @@ static void test_secret_scrubbed(void **state)
 	const char *key = "sk-0123456789abcdef";
 
 	check_text("bad key sk-0123456789abcdef!", SIZE_MAX, key, "bad key [redacted]!");
-	check_text("sk-0123456789abcdefsk-0123456789abcdef", SIZE_MAX, key,
-		   "[redacted][redacted]");
+	check_text("sk-0123456789abcdefsk-0123456789abcdef", SIZE_MAX, key, "[redacted][redacted]");
 	/* cut by someone else's cap: a tail of at least CLEAN_PARTIAL_MIN bytes */
 	check_text("rid-sk-0123456789a", SIZE_MAX, key, "rid-[redacted]");
 	check_text("ends sk-0123", SIZE_MAX, key, "ends sk-0123"); /* too short to tell */
@@ -102,8 +105,9 @@ static void test_json_recursive(void **state)
 {
 	(void)state;
 	const char *key = "sk-0123456789abcdef";
-	cJSON *root = cJSON_Parse("{\"a\":[\"x sk-0123456789abcdef\",{\"sk-0123456789abcdef\":\"\\u00ff\"}],"
-				  "\"b\":{\"c\":{\"d\":\"ok\"}},\"n\":1}");
+	cJSON *root =
+	    cJSON_Parse("{\"a\":[\"x sk-0123456789abcdef\",{\"sk-0123456789abcdef\":\"\\u00ff\"}],"
+			"\"b\":{\"c\":{\"d\":\"ok\"}},\"n\":1}");
 	char *text;
 
 	assert_non_null(root);
