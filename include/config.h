@@ -50,6 +50,7 @@ struct api_config {
 	uint64_t pause_retry_ms;      /* default 300000 */
 	char *ca_file;                /* may be NULL */
 	bool allow_insecure_http;     /* default false */
+	bool allow_private_result_urls; /* default false: results only from public addresses */
 };
 
 struct config {

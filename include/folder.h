@@ -23,6 +23,7 @@ struct folder {
 	uint64_t images_today;           /* images generated today (spend limit) */
 	unsigned images_reserved;        /* generations in flight, counted against the limit */
 	int64_t images_day_end;          /* epoch s when images_today starts again at 0 */
+	unsigned storage_holds;          /* paid results waiting for the output to take writes */
 };
 
 #endif

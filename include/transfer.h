@@ -19,12 +19,26 @@
 struct transfer_net {
 	const char *ca_file;       /* may be NULL */
 	bool allow_insecure_http;  /* plain http beyond loopback */
+	bool allow_private;        /* result URLs on loopback or private addresses */
 	uint64_t timeout_ms;       /* the whole exchange */
 	const char *user_agent;
 };
 
+/* What one transfer may reach, checked on every hop (redirects too) before
+ * its socket is opened and again on the address actually in use (a reused
+ * connection, a name that resolves somewhere else than it did). */
+struct transfer_guard {
+	CURL *easy;
+	bool insecure_ok;          /* plain http beyond loopback */
+	bool private_ok;           /* loopback and private addresses */
+	bool https;                /* the hop being checked */
+	bool refused;              /* the transfer failed because a check said no */
+	char why[128];
+};
+
 struct transfer_gen {
 	CURL *easy;
+	struct transfer_guard guard;
 	struct curl_slist *headers;
 	char *prefix, *suffix;
 	size_t prefix_len, suffix_len, sent_prefix, sent_suffix;
@@ -44,6 +58,7 @@ struct transfer_gen {
 
 struct transfer_dl {
 	CURL *easy;
+	struct transfer_guard guard;
 	int fd;                    /* the temporary output file */
 	char tmp_name[300];
 	uint64_t written;
@@ -53,13 +68,17 @@ struct transfer_dl {
 	int write_errno;
 };
 
-/* Whether a URL is http(s) and allowed by net (https always; http only to
- * loopback unless allow_insecure_http). */
+/* Whether a result URL may be downloaded: http(s); plain http only to
+ * loopback unless allow_insecure_http; loopback and private addresses only
+ * with allow_private. The transfer checks the same again on every redirect
+ * and on the address it connects to. */
 bool transfer_url_allowed(const char *url, const struct transfer_net *net);
 
 /* Sets up g (zeroed by the caller) to post to url with the given framing
  * around fd's content of file_size bytes. Takes ownership of prefix, suffix
- * and fd. auth_header is "Authorization: Bearer ..." (copied by curl). */
+ * and fd. auth_header is "Authorization: Bearer ..." (copied by curl). A
+ * redirect is never followed: it would send the paid request again (307,
+ * 308) or turn it into a GET elsewhere (301-303); the caller sees the 3xx. */
 int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth_header,
 		       char *prefix, char *suffix, int fd, uint64_t file_size,
 		       const struct transfer_net *net);

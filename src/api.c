@@ -461,6 +461,19 @@ int api_parse_response(long http_status, const char *body, size_t len, const cha
 	ret_result->http_status = http_status;
 	ret_result->generated_images = -1;
 
+	if (http_status >= 300 && http_status < 400) {
+		/* The transfer never follows a redirect (that would pay again, or
+		 * turn the request into a GET elsewhere). Whatever the body says,
+		 * nothing was generated here, and every file would get the same
+		 * answer until base_url is fixed. */
+		char code[32];
+
+		(void)snprintf(code, sizeof(code), "HTTP%ld", http_status);
+		r = set_error(ret_result, API_OUTCOME_PAUSE, code,
+			      "the API answered with a redirect, which a generation request never "
+			      "follows; check api.base_url");
+		goto out;
+	}
 	if (body && len > 0)
 		root = parse_whole(body, len);
 	if (!root)
@@ -473,6 +486,7 @@ int api_parse_response(long http_status, const char *body, size_t len, const cha
 	cJSON_Delete(root);
 	if (r == 0)
 		r = clean_result(ret_result, secret);
+out:
 	if (r < 0)
 		api_result_clear(ret_result); /* nothing half-filled to leak */
 	return r;

@@ -9,8 +9,11 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <yaml.h>
+
+#include "url.h"
 
 #define MAX_DOCUMENT_BYTES (1024 * 1024)
 /* A valid config is four levels deep (folders, entry, exclude); anything far
@@ -78,6 +81,7 @@ enum {
 	AK_PAUSE_RETRY,
 	AK_CA_FILE,
 	AK_INSECURE,
+	AK_PRIVATE_RESULTS,
 	AK_COUNT
 };
 
@@ -93,6 +97,7 @@ static const char *const api_keys[AK_COUNT] = {
 	[AK_PAUSE_RETRY] = "pause_retry",
 	[AK_CA_FILE] = "ca_file",
 	[AK_INSECURE] = "allow_insecure_http",
+	[AK_PRIVATE_RESULTS] = "allow_private_result_urls",
 };
 
 enum {
@@ -1063,20 +1068,37 @@ static bool env_name_ok(const char *s)
 	return true;
 }
 
-/* The same test transfer.c applies: plain http is fine to this machine. */
-static bool host_is_loopback(const char *url)
+/* A file named in the configuration that curl reads only when a transfer
+ * starts: without this, a typo would pass --check and fail every call. */
+static int check_readable_file(struct ctx *c, const yaml_node_t *n, const char *key,
+			       const char *path)
 {
-	const char *host = strstr(url, "://") + 3;
-	size_t n = strcspn(host, ":/?#");
+	struct stat st;
+	char ebuf[128];
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK), e;
 
-	return (n == 9 && !strncmp(host, "localhost", 9)) || !strncmp(host, "127.", 4) ||
-	       !strncmp(host, "[::1]", 5);
+	if (fd < 0) {
+		e = errno;
+		return fail_at(c, n->start_mark, "%s: cannot read %s: %s", key, quote(path).s,
+			       strerror_r(e, ebuf, sizeof(ebuf)));
+	}
+	e = fstat(fd, &st) < 0 ? errno : 0;
+	close(fd);
+	if (e)
+		return fail_at(c, n->start_mark, "%s: cannot read %s: %s", key, quote(path).s,
+			       strerror_r(e, ebuf, sizeof(ebuf)));
+	if (!S_ISREG(st.st_mode))
+		return fail_at(c, n->start_mark, "%s: %s is not a regular file", key,
+			       quote(path).s);
+	return 0;
 }
 
 static int check_base_url(struct ctx *c, const yaml_node_t *n, struct api_config *api)
 {
 	char *u = api->base_url;
 	size_t len = strlen(u), scheme;
+	struct url_info info;
+	int r;
 
 	if (!strncasecmp(u, "https://", 8))
 		scheme = 8;
@@ -1099,7 +1121,14 @@ static int check_base_url(struct ctx *c, const yaml_node_t *n, struct api_config
 		u[--len] = '\0';
 	if (len == scheme || u[scheme] == '/')
 		return fail_at(c, n->start_mark, "api.base_url: no host in %s", quote(u).s);
-	if (scheme == 7 && !api->allow_insecure_http && !host_is_loopback(u))
+	/* The host curl will connect to, as curl parses it (the transfer code
+	 * checks the same way, and again on the address it connects to). */
+	r = url_inspect(u, &info);
+	if (r == -ENOMEM)
+		return oom(c);
+	if (r < 0)
+		return fail_at(c, n->start_mark, "api.base_url: not a valid URL: %s", quote(u).s);
+	if (!info.https && !api->allow_insecure_http && info.host != URL_LOOPBACK)
 		return fail_at(c, n->start_mark,
 			       "api.base_url: plain http beyond this machine would send the API "
 			       "key in the clear; set api.allow_insecure_http: true to allow it");
@@ -1183,8 +1212,13 @@ static int parse_api(struct ctx *c, const yaml_node_t *n, struct api_config *api
 	    (r = get_duration(c, f[AK_PAUSE_RETRY].value, "api.pause_retry", 1000,
 			      &api->pause_retry_ms)) < 0)
 		return r;
+	if (f[AK_PRIVATE_RESULTS].value &&
+	    (r = get_bool(c, f[AK_PRIVATE_RESULTS].value, "api.allow_private_result_urls",
+			  &api->allow_private_result_urls)) < 0)
+		return r;
 	if (f[AK_CA_FILE].value &&
-	    (r = get_path(c, f[AK_CA_FILE].value, "api.ca_file", &api->ca_file)) < 0)
+	    ((r = get_path(c, f[AK_CA_FILE].value, "api.ca_file", &api->ca_file)) < 0 ||
+	     (r = check_readable_file(c, f[AK_CA_FILE].value, "api.ca_file", api->ca_file)) < 0))
 		return r;
 	return 0;
 }

@@ -1,4 +1,5 @@
 #include "job_private.h"
+#include "url.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -349,6 +350,8 @@ static void job_free(struct jobs *jobs, struct job *job)
 	struct job **pp = &jobs->table[job_hash(job->folder, job->rel, jobs->table_size)];
 
 	job_leave_state(jobs, job);
+	job_set_undurable(jobs, job, false);
+	job_set_storage_hold(jobs, job, false);
 	while (*pp != job)
 		pp = &(*pp)->hash_next;
 	*pp = job->hash_next;
@@ -403,6 +406,41 @@ void job_activate(struct jobs *jobs, struct job *job, enum job_state state)
 	job->state = state;
 }
 
+/* ---- paid results and storage ------------------------------------------ */
+
+void job_set_undurable(struct jobs *jobs, struct job *job, bool undurable)
+{
+	if (job->undurable == undurable)
+		return;
+	job->undurable = undurable;
+	if (undurable)
+		jobs->n_undurable++;
+	else
+		jobs->n_undurable--;
+}
+
+void job_set_storage_hold(struct jobs *jobs, struct job *job, bool hold)
+{
+	(void)jobs;
+	if (job->storage_hold == hold)
+		return;
+	job->storage_hold = hold;
+	if (hold)
+		job->folder->storage_holds++;
+	else
+		job->folder->storage_holds--;
+}
+
+/* The next try opens the output folder by its path again: a descriptor kept
+ * across a failure may be a mount that has since been replaced (a read-only
+ * bind mount removed, a share remounted). */
+void job_close_output_dir(struct job *job)
+{
+	if (job->out_dirfd >= 0)
+		close(job->out_dirfd);
+	job->out_dirfd = -1;
+}
+
 /* ---- endings ---------------------------------------------------------- */
 
 static char *job_output_dir(const struct job *job)
@@ -421,10 +459,11 @@ void job_finish(struct jobs *jobs, struct job *job)
 	if (job->dirty && !jobs->stopping) {
 		job_release_transfers(jobs, job);
 		api_result_clear(&job->result);
-		if (job->out_dirfd >= 0)
-			close(job->out_dirfd);
-		job->out_dirfd = -1;
+		job_close_output_dir(job);
 		job_release_stem(jobs, job);
+		job_set_undurable(jobs, job, false);
+		job_set_storage_hold(jobs, job, false);
+		job->journalled = false;
 		job->dirty = false;
 		job->retry_fetch = false;
 		job->attempts = job->failures = job->fetch_failures = 0;
@@ -632,6 +671,8 @@ again:
 			break; /* the probe is under way */
 		if (generating >= jobs->config->api.max_in_flight)
 			break;
+		if (jobs->n_undurable > 0)
+			break; /* a paid result is not safe yet: do not pay for another */
 		if (!jobs_spend_allows(jobs, generating))
 			break;
 		if (job->folder->removed) {
@@ -640,7 +681,7 @@ again:
 			job = next;
 			continue;
 		}
-		if (!folder_spend_allows(jobs, job->folder)) {
+		if (job->folder->storage_holds || !folder_spend_allows(jobs, job->folder)) {
 			job = job->next; /* other folders may still spend */
 			continue;
 		}
@@ -656,8 +697,9 @@ again:
 		/* The job left the queue (or went back to settling): start over
 		 * from the head, skipping folders held back by their limits. */
 		job = jobs->queue.head;
-		while (job && job->folder->cfg->max_images_per_day &&
-		       !folder_spend_allows(jobs, job->folder))
+		while (job && (job->folder->storage_holds ||
+			       (job->folder->cfg->max_images_per_day &&
+				!folder_spend_allows(jobs, job->folder))))
 			job = job->next;
 	}
 	if (jobs->pump_again)
@@ -763,11 +805,19 @@ void jobs_free(struct jobs *jobs)
 
 void jobs_set_config(struct jobs *jobs, const struct config *config)
 {
+	struct url_info base;
+
 	jobs->config = config;
 	free(jobs->gen_url);
 	jobs->gen_url = xasprintf("%s/images/generations", config->api.base_url);
 	jobs->net.ca_file = config->api.ca_file;
 	jobs->net.allow_insecure_http = config->api.allow_insecure_http;
+	/* An API on loopback is this machine's own relay or stand-in: its result
+	 * URLs may point anywhere it can. Otherwise a result URL into this
+	 * machine or its network is a request forged for the API's owner. */
+	jobs->net.allow_private = config->api.allow_private_result_urls ||
+				  (url_inspect(config->api.base_url, &base) == 0 &&
+				   base.host == URL_LOOPBACK);
 	jobs->net.timeout_ms = config->api.timeout_ms;
 	jobs->net.user_agent = "seedreamd/" SEEDREAMD_VERSION;
 	jobs_pump(jobs);
@@ -860,6 +910,21 @@ void jobs_drop_folder(struct jobs *jobs, struct folder *folder)
 	jobs_changed(jobs);
 }
 
+void jobs_leave_queued_for_later(struct jobs *jobs, struct folder *folder)
+{
+	struct job *j = jobs->queue.head;
+
+	while (j) {
+		struct job *next = j->next;
+		if (j->folder == folder) {
+			jobs->left_incomplete++;
+			job_free(jobs, j);
+		}
+		j = next;
+	}
+	jobs_changed(jobs);
+}
+
 bool jobs_folder_busy(const struct jobs *jobs, const struct folder *folder)
 {
 	for (size_t i = 0; i < jobs->table_size; i++)
@@ -936,9 +1001,28 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 	struct job *job = jobs_find(jobs, folder, rec->source);
 	int64_t age_ms = loop_wall_ms() - rec->generated_at;
 
+	const struct index_entry *done = index_get(folder->index, rec->source);
+	int r;
+
 	if (job)
 		return; /* one record per source */
+	if (done && done->size == rec->size && done->mtime_sec == rec->mtime_sec &&
+	    done->mtime_nsec == rec->mtime_nsec && sidecar_still_there(folder, done)) {
+		/* Written out (or given up) before the crash; only the record's
+		 * removal was lost. Fetching again could only do harm. */
+		log_job(LOG_INFO, folder->cfg->path, rec->source, rec->request_id, NULL,
+			"%s/%s: its paid-for result is already on disk; journal record removed",
+			folder->cfg->path, rec->source);
+		if (jobs->journal) {
+			r = journal_remove(jobs->journal, folder->cfg->path, rec->source);
+			if (r < 0)
+				log_warn("cannot remove the journal record of %s/%s: %s",
+					 folder->cfg->path, rec->source, strerror(-r));
+		}
+		return;
+	}
 	job = jobs_create(jobs, folder, rec->source);
+	job->journalled = true;
 	job->size = rec->size;
 	job->mtime.tv_sec = rec->mtime_sec;
 	job->mtime.tv_nsec = rec->mtime_nsec;
@@ -964,8 +1048,9 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 		if (!job->result.usage)
 			log_oom();
 	}
-	log_info("resuming the paid-for result of %s/%s (generated %lld s ago)", folder->cfg->path,
-		 rec->source, (long long)(age_ms / 1000));
+	log_job(LOG_INFO, folder->cfg->path, rec->source, rec->request_id, NULL,
+		"resuming the paid-for result of %s/%s (generated %lld s ago)", folder->cfg->path,
+		rec->source, (long long)(age_ms / 1000));
 	job_wait(jobs, job, 0, true);
 	jobs_changed(jobs);
 }

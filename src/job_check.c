@@ -77,7 +77,7 @@ static ssize_t read_at(int fd, uint8_t *buf, size_t len, off_t off)
 
 /* A done record counts only while its sidecar exists: a deleted .error.json
  * means "try again". */
-static bool sidecar_still_there(const struct folder *folder, const struct index_entry *e)
+bool sidecar_still_there(const struct folder *folder, const struct index_entry *e)
 {
 	char *path = xasprintf("%s/%s", folder->cfg->output, e->sidecar);
 	bool exists = access(path, F_OK) == 0;
@@ -230,28 +230,46 @@ static int job_link_output(struct job *job, const char *old_path, const char *ne
 	return output_tmp_commit(job->out_dirfd, fd, tmp, new_name);
 }
 
+enum job_reuse_result {
+	REUSE_NONE,	   /* nothing to reuse (other settings, or gone): generate */
+	REUSE_DONE,	   /* finished with the earlier result */
+	REUSE_LOCAL_ERROR, /* a result to reuse, but it could not be written here yet */
+};
+
 /* The same bytes were already paid for under another name in this folder
  * (a file copied, or a subfolder renamed): reuse that result instead of
  * generating again, if it was made with the settings this file would get.
- * Returns true when the job was finished that way. */
-static bool job_reuse(struct jobs *jobs, struct job *job, const struct index_entry *e)
+ * A local read or write error is never a reason to pay: the caller holds
+ * the job and tries the reuse again. */
+static enum job_reuse_result job_reuse(struct jobs *jobs, struct job *job,
+				       const struct index_entry *e, int *ret_errno)
 {
 	const struct folder_config *cfg = job->folder->cfg;
 	char *path = xasprintf("%s/%s", cfg->output, e->sidecar), *text = NULL, *old_out = NULL;
 	char out_name[OUTPUT_NAME_MAX], side_name[OUTPUT_NAME_MAX], *doc = NULL, *rel_out = NULL;
 	struct sidecar_success s = {0};
 	const char *output, *ext;
+	enum job_reuse_result result = REUSE_LOCAL_ERROR;
 	cJSON *old = NULL, *wm;
-	bool done = false;
-	int fd, r;
+	int fd, r = 0;
 
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd >= 0) {
+	if (fd < 0) {
+		r = -errno;
+		if (r == -ENOENT || r == -ELOOP)
+			result = REUSE_NONE;
+		goto out;
+	}
+	{
 		size_t len;
-		if (output_read_fd(fd, OUTPUT_RECORD_MAX, &text, &len) == 0)
+		r = output_read_fd(fd, OUTPUT_RECORD_MAX, &text, &len);
+		if (r == 0)
 			old = cJSON_ParseWithLength(text, len);
 		close(fd);
+		if (r < 0 && r != -EFBIG && r != -EINVAL)
+			goto out;
 	}
+	result = REUSE_NONE;
 	if (old && bound_reused(old) < 0)
 		log_oom();
 	output = old ? json_string(old, "output") : NULL;
@@ -263,7 +281,13 @@ static bool job_reuse(struct jobs *jobs, struct job *job, const struct index_ent
 		goto out; /* other settings (or not ours to read): generate anew */
 	old_out = xasprintf("%s/%s", cfg->output, output);
 	ext = strrchr(output, '.');
-	if (job_open_output_dir(job) < 0 || job_choose_stem(jobs, job) < 0)
+	if (access(old_out, F_OK) < 0 && errno == ENOENT)
+		goto out; /* the earlier output was deleted: nothing to reuse */
+	result = REUSE_LOCAL_ERROR;
+	r = job_open_output_dir(job);
+	if (r >= 0)
+		r = job_choose_stem(jobs, job);
+	if (r < 0)
 		goto out;
 	(void)snprintf(out_name, sizeof(out_name), "%s%s", job->stem, ext ? ext : ".jpeg");
 	r = job_link_output(job, old_out, out_name);
@@ -297,14 +321,18 @@ static bool job_reuse(struct jobs *jobs, struct job *job, const struct index_ent
 	if (!doc)
 		log_oom();
 	(void)snprintf(side_name, sizeof(side_name), "%s.json", job->stem);
-	if (output_write_atomic(job->out_dirfd, side_name, doc, strlen(doc)) < 0)
+	r = output_write_atomic(job->out_dirfd, side_name, doc, strlen(doc));
+	if (r < 0) {
+		/* The linked output without its sidecar is not "done": take it away. */
+		(void)unlinkat(job->out_dirfd, out_name, 0);
 		goto out;
+	}
 	log_job(LOG_INFO, cfg->path, job->rel, NULL, NULL,
 		"done %s/%s -> %s/%s (the same image as %s: its result reused, no API call)",
 		cfg->path, job->rel, cfg->output, rel_out, e->source);
 	job_index_put(job, side_name, false, s.completed_at, 0);
 	jobs->done++;
-	done = true;
+	result = REUSE_DONE;
 out:
 	free(doc);
 	free(rel_out);
@@ -312,11 +340,33 @@ out:
 	cJSON_Delete(old);
 	free(text);
 	free(path);
-	if (done) {
+	*ret_errno = r < 0 ? -r : EIO;
+	if (result == REUSE_DONE) {
 		job_after_success(job);
 		job_finish(jobs, job);
 	}
-	return done;
+	return result;
+}
+
+/* A reuse that failed on a local error: try it again later (validation runs
+ * again then), never pay for the image instead. */
+static void job_hold_reuse(struct jobs *jobs, struct job *job, int err)
+{
+	job_close_output_dir(job);
+	(void)snprintf(jobs->disk_reason, sizeof(jobs->disk_reason),
+		       "reusing an earlier result for %s/%s failed (%s); held and retried",
+		       job->folder->cfg->path, job->rel, strerror(err));
+	if (jobs->once) {
+		log_warn("%s/%s: reusing an earlier result failed (%s); left for a later run",
+			 job->folder->cfg->path, job->rel, strerror(err));
+		jobs->left_incomplete++;
+		job_finish(jobs, job);
+		return;
+	}
+	log_warn("%s/%s: reusing an earlier result failed (%s); trying again in %u s",
+		 job->folder->cfg->path, job->rel, strerror(err), JOBS_STORAGE_RETRY_MS / 1000);
+	job_settle(jobs, job, JOBS_STORAGE_RETRY_MS);
+	jobs_changed(jobs);
 }
 
 /* A copy of something already paid for in this folder, by content. */
@@ -377,10 +427,24 @@ void job_validate(struct jobs *jobs, struct job *job)
 	}
 	{
 		const struct index_entry *copy = job_find_copy(job, fd);
-		if (copy && job_reuse(jobs, job, copy)) {
+		int err = 0;
+		enum job_reuse_result rr = copy ? job_reuse(jobs, job, copy, &err) : REUSE_NONE;
+		if (rr != REUSE_NONE) {
 			close(fd);
+			if (rr == REUSE_LOCAL_ERROR)
+				job_hold_reuse(jobs, job, err);
 			return;
 		}
+	}
+	if (job->size > cfg->max_input_bytes) {
+		/* Too large whatever else is wrong with it: say so now, and do not
+		 * hold it as "incomplete" first. */
+		close(fd);
+		(void)snprintf(msg, sizeof(msg), "file is %llu bytes; at most %llu are allowed",
+			       (unsigned long long)job->size,
+			       (unsigned long long)cfg->max_input_bytes);
+		job_fail(jobs, job, 0, "LocalValidation.FileTooLarge", msg);
+		return;
 	}
 	head_len = read_at(fd, validate_buffer(), IMAGE_HEAD_MAX, 0);
 	tail_len =

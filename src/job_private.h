@@ -34,6 +34,7 @@
 #define JOBS_URL_VALID_MS	(24ull * 3600 * 1000) /* result URLs live 24 h */
 #define JOBS_HASH_MIN		1024
 #define JOBS_HASH_FOR_ERROR_MAX (256ull * 1024 * 1024)
+#define JOBS_STORAGE_RETRY_MS	10000 /* looking again at storage that failed or is full */
 
 enum job_state {
 	JOB_SETTLING,	/* waiting for the file to stop changing */
@@ -50,6 +51,9 @@ struct job {
 	enum job_state state;
 	bool dirty;	     /* changed while in flight: look again afterwards */
 	bool retry_fetch;    /* the wait is for the fetch, not a new generation */
+	bool journalled;     /* its paid result is recorded in the journal */
+	bool undurable;      /* paid, but neither journalled nor written out yet */
+	bool storage_hold;   /* waiting for its output folder to take writes again */
 	uint64_t deadline;   /* settling and waiting, monotonic ms */
 	size_t heap_pos;     /* SIZE_MAX when not in the deadline heap */
 	uint64_t first_seen; /* for incomplete_timeout */
@@ -117,6 +121,10 @@ struct jobs {
 	char limit_reason[256];
 	bool limit_daily;      /* the reason is a daily limit (not a rate to wait out) */
 	char disk_reason[256]; /* why writing outputs fails, while it does */
+	/* Paid results that a crash now would lose (the journal could not take
+	 * them and they are not written out): while there is one, no new
+	 * generation starts, so a full state_dir costs at most what is in flight. */
+	size_t n_undurable;
 };
 
 /* Shared between the files of the module; each is defined where its
@@ -139,7 +147,15 @@ int job_open_output_dir(struct job *job);
 void job_fill_source(const struct job *job, struct sidecar_source *src);
 void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64_t finished_at,
 		   int64_t generated_images);
-void job_journal_write(struct jobs *jobs, struct job *job);
+int job_journal_write(struct jobs *jobs, struct job *job);
+void job_set_undurable(struct jobs *jobs, struct job *job, bool undurable);
+void job_set_storage_hold(struct jobs *jobs, struct job *job, bool hold);
+bool job_disk_space_ok(const struct jobs *jobs, int dirfd);
+void job_close_output_dir(struct job *job);
+/* --once: a folder whose output cannot take results gets no more spent on it
+ * in this run; its queued files are left for a later run. */
+void jobs_leave_queued_for_later(struct jobs *jobs, struct folder *folder);
+bool sidecar_still_there(const struct folder *folder, const struct index_entry *e);
 void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *code,
 	      const char *message);
 int job_open_source(const struct job *job);

@@ -36,7 +36,11 @@ void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64
 	free(dir);
 }
 
-void job_journal_write(struct jobs *jobs, struct job *job)
+/* Records the paid result so that a crash before it is written out costs a
+ * download, not a second generation. Without a state_dir there is nothing
+ * to record into (the README says what that costs); a result that has no
+ * URL (b64_json) cannot be recorded and is safe only once written out. */
+int job_journal_write(struct jobs *jobs, struct job *job)
 {
 	struct journal_record rec = {
 	    .folder = (char *)job->folder->cfg->path,
@@ -57,14 +61,30 @@ void job_journal_write(struct jobs *jobs, struct job *job)
 	};
 	int r;
 
-	if (!jobs->journal || !job->result.url)
-		return; /* b64_json results are written out at once: nothing to resume */
+	if (!jobs->journal)
+		return 0;
+	if (!job->result.url) {
+		job_set_undurable(jobs, job, true);
+		return 0;
+	}
 	memcpy(rec.sha256, job->sha256, sizeof(rec.sha256));
 	r = journal_write(jobs->journal, &rec);
-	if (r < 0)
-		log_warn("cannot journal the result of %s/%s: %s; a crash now would cost a "
-			 "second generation",
-			 job->folder->cfg->path, job->rel, strerror(-r));
+	if (r < 0) {
+		job_set_undurable(jobs, job, true);
+		(void)snprintf(jobs->disk_reason, sizeof(jobs->disk_reason),
+			       "cannot write the journal in state_dir (%s): no new generation "
+			       "starts until the paid result of %s/%s is written out",
+			       strerror(-r), job->folder->cfg->path, job->rel);
+		log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
+			job->request_id[0] ? job->request_id : NULL, NULL,
+			"cannot journal the result of %s/%s: %s; no new generation starts until "
+			"it is written out",
+			job->folder->cfg->path, job->rel, strerror(-r));
+		return r;
+	}
+	job->journalled = true;
+	job_set_undurable(jobs, job, false);
+	return 0;
 }
 
 static void job_journal_remove(struct jobs *jobs, struct job *job)
@@ -120,6 +140,8 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 	if (!doc)
 		log_oom();
 	(void)snprintf(name, sizeof(name), "%s.error.json", job->stem);
+	/* The record of this failure replaces the paid result's journal record
+	 * (removed below, once the error is on disk). */
 	r = output_write_atomic(job->out_dirfd, name, doc, strlen(doc));
 	if (r < 0)
 		goto out;
@@ -134,7 +156,7 @@ out:
 	job_finish(jobs, job);
 }
 
-static bool disk_space_ok(const struct jobs *jobs, int dirfd)
+bool job_disk_space_ok(const struct jobs *jobs, int dirfd)
 {
 	struct statvfs sv;
 
@@ -143,22 +165,42 @@ static bool disk_space_ok(const struct jobs *jobs, int dirfd)
 	return (uint64_t)sv.f_bavail * sv.f_frsize >= jobs->config->min_free_space;
 }
 
-static void job_fetch_failed(struct jobs *jobs, struct job *job, const char *why)
+/* Fetching or writing a paid result failed. storage: the failure was ours
+ * (the output folder, the disk), not the network's: the folder takes no new
+ * generation until it works again, and the next try opens the folder anew. */
+static void job_fetch_failed(struct jobs *jobs, struct job *job, const char *why, bool storage)
 {
 	uint64_t delay;
 
 	job->fetch_failures++;
-	/* The URL lives 24 h: keep trying within that, never generate again.
-	 * A batch run (--once) gives up after api.retries. */
+	if (storage) {
+		job_close_output_dir(job);
+		job_set_storage_hold(jobs, job, true);
+		(void)snprintf(jobs->disk_reason, sizeof(jobs->disk_reason),
+			       "writing results is failing (%s/%s: %s); kept and retried",
+			       job->folder->cfg->output, job->rel, why);
+	}
+	/* A batch run (--once) gives up after api.retries; a journalled result
+	 * that could not be written stays in the journal for the next run. */
+	if (jobs->once && job->fetch_failures > jobs->config->api.retries && storage &&
+	    job->journalled && loop_wall_ms() - job->generated_at <= (int64_t)JOBS_URL_VALID_MS) {
+		log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
+			job->request_id[0] ? job->request_id : NULL, NULL,
+			"the paid result of %s/%s cannot be written (%s); it stays in the "
+			"journal for the next run",
+			job->folder->cfg->path, job->rel, why);
+		jobs->left_incomplete++;
+		jobs_leave_queued_for_later(jobs, job->folder);
+		job_finish(jobs, job);
+		return;
+	}
+	/* The URL lives 24 h: keep trying within that, never generate again. */
 	if (loop_wall_ms() - job->generated_at > (int64_t)JOBS_URL_VALID_MS ||
 	    (jobs->once && job->fetch_failures > jobs->config->api.retries)) {
 		job_fail(jobs, job, 0, "FetchFailed", why);
 		return;
 	}
 	delay = jobs_backoff(jobs, job->fetch_failures, -1);
-	(void)snprintf(jobs->disk_reason, sizeof(jobs->disk_reason),
-		       "writing results is failing (%s/%s: %s); kept and retried",
-		       job->folder->cfg->output, job->rel, why);
 	log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
 		job->request_id[0] ? job->request_id : NULL, NULL,
 		"fetching the result of %s/%s failed (%s); trying again in %llu ms",
@@ -297,7 +339,7 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	(void)snprintf(out_name, sizeof(out_name), "%s%s", job->stem, output_ext_for(fmt));
 	r = output_tmp_commit(job->out_dirfd, tmp_fd, tmp_name, out_name);
 	if (r < 0) {
-		job_fetch_failed(jobs, job, strerror(-r));
+		job_fetch_failed(jobs, job, strerror(-r), true);
 		return;
 	}
 	job_fill_source(job, &s.src);
@@ -329,8 +371,11 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	r = output_write_atomic(job->out_dirfd, side_name, doc, strlen(doc));
 	free(doc);
 	if (r < 0) {
+		/* Without its sidecar the output is not "done": the next try writes
+		 * both again (under the same stem), rather than leave an orphan. */
+		(void)unlinkat(job->out_dirfd, out_name, 0);
 		free((char *)s.output);
-		job_fetch_failed(jobs, job, strerror(-r));
+		job_fetch_failed(jobs, job, strerror(-r), true);
 		return;
 	}
 	(void)snprintf(err_name, sizeof(err_name), "%s.error.json", job->stem);
@@ -338,6 +383,8 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	job_index_put(job, side_name, false, s.completed_at,
 		      job->result.generated_images > 0 ? job->result.generated_images : 1);
 	job_journal_remove(jobs, job);
+	job_set_undurable(jobs, job, false);
+	job_set_storage_hold(jobs, job, false);
 	jobs->disk_reason[0] = '\0';
 	job_after_success(job);
 	jobs->done++;
@@ -356,6 +403,7 @@ static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
 	struct transfer_dl *d = job->dl;
 	long status = 0;
 	char why[256];
+	bool storage = d->write_errno != 0;
 
 	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 	transfer_dl_clear(d);
@@ -372,6 +420,15 @@ static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
 		job_commit(jobs, job, fd, tmp, magic, magic_len);
 		return;
 	}
+	if (d->guard.refused) {
+		/* A policy answer, not a passing fault: trying again would only
+		 * knock on the same door. The result stays paid; nothing is
+		 * generated again. */
+		(void)snprintf(why, sizeof(why), "%s", d->guard.why);
+		job_release_transfers(jobs, job);
+		job_fail(jobs, job, 200, "UnsafeResultURL", why); /* as a URL refused up front */
+		return;
+	}
 	if (d->write_errno)
 		(void)snprintf(why, sizeof(why), "writing the output: %s",
 			       strerror(d->write_errno));
@@ -383,7 +440,7 @@ static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
 	else
 		(void)snprintf(why, sizeof(why), "HTTP %ld", status);
 	job_release_transfers(jobs, job);
-	job_fetch_failed(jobs, job, why);
+	job_fetch_failed(jobs, job, why, storage);
 }
 
 static int job_decode_b64(struct job *job, int fd, uint8_t *magic, size_t *magic_len)
@@ -426,20 +483,22 @@ void job_fetch(struct jobs *jobs, struct job *job)
 	int fd, r;
 
 	job_activate(jobs, job, JOB_FETCHING);
+	if (job->undurable && job->result.url)
+		(void)job_journal_write(jobs, job); /* the state_dir may take it now */
 	jobs_pump(jobs); /* the generation slot is free: fill it while this downloads */
 	r = job_open_output_dir(job);
 	if (r < 0) {
-		job_fetch_failed(jobs, job, strerror(-r));
+		job_fetch_failed(jobs, job, strerror(-r), true);
 		return;
 	}
-	if (!disk_space_ok(jobs, job->out_dirfd)) {
-		job_fetch_failed(jobs, job, "less free space than min_free_space");
+	if (!job_disk_space_ok(jobs, job->out_dirfd)) {
+		job_fetch_failed(jobs, job, "less free space than min_free_space", true);
 		return;
 	}
 	(void)snprintf(final_hint, sizeof(final_hint), "%s.out", job->stem);
 	fd = output_tmp_open(job->out_dirfd, final_hint, tmp, sizeof(tmp));
 	if (fd < 0) {
-		job_fetch_failed(jobs, job, strerror(-fd));
+		job_fetch_failed(jobs, job, strerror(-fd), true);
 		return;
 	}
 	if (job->result.b64_json) {
@@ -452,7 +511,7 @@ void job_fetch(struct jobs *jobs, struct job *job)
 		}
 		if (r < 0) {
 			output_tmp_abort(job->out_dirfd, fd, tmp);
-			job_fetch_failed(jobs, job, strerror(-r));
+			job_fetch_failed(jobs, job, strerror(-r), true);
 			return;
 		}
 		job_commit(jobs, job, fd, tmp, magic, magic_len);
@@ -461,7 +520,9 @@ void job_fetch(struct jobs *jobs, struct job *job)
 	if (!job->result.url || !transfer_url_allowed(job->result.url, &jobs->net)) {
 		output_tmp_abort(job->out_dirfd, fd, tmp);
 		job_fail(jobs, job, 200, "UnsafeResultURL",
-			 "the result URL is missing or not https");
+			 job->result.url ? "the result URL is not https, or leads to this "
+					   "machine or its local network"
+					 : "the result URL is missing");
 		return;
 	}
 	job->dl = calloc(1, sizeof(*job->dl));
@@ -472,6 +533,10 @@ void job_fetch(struct jobs *jobs, struct job *job)
 	r = transfer_dl_setup(job->dl, job->result.url, &jobs->net);
 	if (r >= 0)
 		r = http_start(jobs->http, job->dl->easy, job_downloaded, job);
-	if (r < 0)
+	if (r == -ENOMEM)
 		log_oom();
+	if (r < 0) {
+		job_release_transfers(jobs, job);
+		job_fetch_failed(jobs, job, strerror(-r), false);
+	}
 }

@@ -108,7 +108,8 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	if (result != CURLE_OK) {
 		char msg[256];
 		const char *code = g->body_too_large ? "ResponseTooLarge" : "NetworkError";
-		(void)snprintf(msg, sizeof(msg), "%s", curl_easy_strerror(result));
+		(void)snprintf(msg, sizeof(msg), "%s",
+			       g->guard.refused ? g->guard.why : curl_easy_strerror(result));
 		job_release_transfers(jobs, job);
 		job_retry_or_fail(jobs, job, status, code, msg, -1);
 		return;
@@ -136,7 +137,7 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		jobs->images_today += images;
 		job->folder->images_today += images;
 		job->generated_at = loop_wall_ms();
-		job_journal_write(jobs, job);
+		(void)job_journal_write(jobs, job); /* on failure it holds new generations */
 		job_fetch(jobs, job);
 		break;
 	}
@@ -157,6 +158,31 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		jobs_pump(jobs);
 		break;
 	}
+}
+
+/* The output folder has less room than min_free_space: the job waits
+ * unpaid (a batch run leaves it for a later run). */
+static void job_hold_for_space(struct jobs *jobs, struct job *job)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+
+	job_close_output_dir(job);
+	(void)snprintf(jobs->disk_reason, sizeof(jobs->disk_reason),
+		       "%s has less free space than min_free_space; nothing is sent until it has",
+		       cfg->output);
+	if (jobs->once) {
+		log_job(LOG_WARNING, cfg->path, job->rel, NULL, NULL,
+			"%s/%s left for a later run: %s has less free space than min_free_space",
+			cfg->path, job->rel, cfg->output);
+		jobs->left_incomplete++;
+		job_finish(jobs, job);
+		return;
+	}
+	log_job(LOG_WARNING, cfg->path, job->rel, NULL, NULL,
+		"%s/%s waits: %s has less free space than min_free_space", cfg->path, job->rel,
+		cfg->output);
+	job_wait(jobs, job, JOBS_STORAGE_RETRY_MS, false);
+	jobs_changed(jobs);
 }
 
 void job_generate(struct jobs *jobs, struct job *job)
@@ -189,7 +215,14 @@ void job_generate(struct jobs *jobs, struct job *job)
 		r = job_choose_stem(jobs, job);
 	if (r < 0) {
 		close(fd);
+		job_close_output_dir(job);
 		job_retry_or_fail(jobs, job, 0, "OutputFolder", strerror(-r), -1);
+		return;
+	}
+	if (!job_disk_space_ok(jobs, job->out_dirfd)) {
+		/* A result that could not be written would be paid for in vain. */
+		close(fd);
+		job_hold_for_space(jobs, job);
 		return;
 	}
 	r = api_request_frame(&req, &prefix, &suffix);
@@ -203,8 +236,14 @@ void job_generate(struct jobs *jobs, struct job *job)
 			       job->size, &jobs->net);
 	if (r >= 0)
 		r = http_start(jobs->http, job->gen->easy, job_generated, job);
-	if (r < 0)
+	if (r == -ENOMEM)
 		log_oom();
+	if (r < 0) {
+		/* Nothing was sent: a local fault, retried like a network one. */
+		job_release_transfers(jobs, job);
+		job_retry_or_fail(jobs, job, 0, "LocalError", strerror(-r), -1);
+		return;
+	}
 	if (!job->started)
 		job->started = loop_now_ms();
 	job->attempts++;

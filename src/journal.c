@@ -299,8 +299,14 @@ int journal_load(struct journal *journal, void (*fn)(struct journal_record *rec,
 		size_t len = 0;
 		char *text = NULL;
 
+		if (output_is_tmp_name(de->d_name)) {
+			/* An interrupted write (the lock says no other run is writing):
+			 * its record never became durable, so nothing refers to it. */
+			(void)unlinkat(journal->dirfd, de->d_name, 0);
+			continue;
+		}
 		if (de->d_name[0] == '.')
-			continue; /* ".", "..", and temporary files of an interrupted write */
+			continue;
 		if (read_small_file(journal->dirfd, de->d_name, &text, &len) < 0) {
 			bad++;
 			continue;

@@ -6,48 +6,118 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include "b64.h"
+#include "url.h"
 
 /* One scratch buffer for raw file bytes: a single thread reads one chunk at
  * a time, so no job needs a buffer of its own. 3 * 16 KiB encodes to 64 KiB,
  * curl's default upload buffer. */
 static uint8_t transfer_scratch[3 * 16 * 1024];
 
-static bool host_is_loopback(const char *url)
+static bool guard_refuse(struct transfer_guard *gd, const char *why)
 {
-	const char *host = strstr(url, "://");
-	size_t n;
+	gd->refused = true;
+	(void)snprintf(gd->why, sizeof(gd->why), "refused: %s", why);
+	return false;
+}
 
-	if (!host)
-		return false;
-	host += 3;
-	n = strcspn(host, ":/?#");
-	return (n == 9 && strncmp(host, "localhost", 9) == 0) || strncmp(host, "127.", 4) == 0 ||
-	       strncmp(host, "[::1]", 5) == 0;
+/* One hop's URL, as curl parses it. */
+static bool guard_url(struct transfer_guard *gd, const char *url)
+{
+	struct url_info info;
+
+	if (!url || url_inspect(url, &info) < 0)
+		return guard_refuse(gd, "not an http(s) URL");
+	gd->https = info.https;
+	if (!info.https && !gd->insecure_ok && info.host != URL_LOOPBACK)
+		return guard_refuse(gd, "plain http beyond this machine");
+	if (!gd->private_ok && info.host != URL_PUBLIC)
+		return guard_refuse(gd, "a host on this machine or its local network");
+	return true;
+}
+
+/* The address the hop connects to: a name may resolve anywhere. */
+static bool guard_addr(struct transfer_guard *gd, enum url_class addr)
+{
+	if (!gd->https && !gd->insecure_ok && addr != URL_LOOPBACK)
+		return guard_refuse(gd, "plain http to an address beyond this machine");
+	if (!gd->private_ok && addr != URL_PUBLIC)
+		return guard_refuse(gd, "an address on this machine or its local network");
+	return true;
+}
+
+static const char *guard_hop_url(struct transfer_guard *gd)
+{
+	char *url = NULL;
+
+	/* The URL of the hop under way: after a redirect, the new one. */
+	if (curl_easy_getinfo(gd->easy, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK)
+		return NULL;
+	return url;
+}
+
+/* Before a new connection: nothing is sent to a refused address, not even a SYN. */
+static curl_socket_t transfer_open_socket(void *clientp, curlsocktype purpose,
+					  struct curl_sockaddr *a)
+{
+	struct transfer_guard *gd = clientp;
+	struct sockaddr_storage ss;
+	size_t len = a->addrlen < sizeof(ss) ? a->addrlen : sizeof(ss);
+
+	if (purpose != CURLSOCKTYPE_IPCXN)
+		return CURL_SOCKET_BAD;
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, &a->addr, len);
+	if (!guard_url(gd, guard_hop_url(gd)) ||
+	    !guard_addr(gd, url_sockaddr_class((const struct sockaddr *)&ss)))
+		return CURL_SOCKET_BAD;
+	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* Before every request, on a new or a reused connection. */
+static int transfer_prereq(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+			   int local_port)
+{
+	struct transfer_guard *gd = clientp;
+
+	(void)local_ip;
+	(void)primary_port;
+	(void)local_port;
+	if (!guard_url(gd, guard_hop_url(gd)) || !guard_addr(gd, url_ip_class(primary_ip)))
+		return CURL_PREREQFUNC_ABORT;
+	return CURL_PREREQFUNC_OK;
 }
 
 bool transfer_url_allowed(const char *url, const struct transfer_net *net)
 {
-	if (strncmp(url, "https://", 8) == 0)
-		return true;
-	if (strncmp(url, "http://", 7) == 0)
-		return net->allow_insecure_http || host_is_loopback(url);
-	return false;
+	struct transfer_guard gd = {
+	    .insecure_ok = net->allow_insecure_http,
+	    .private_ok = net->allow_private,
+	};
+
+	return guard_url(&gd, url);
 }
 
-static void transfer_net_setup(CURL *easy, const char *url, const struct transfer_net *net)
+static void transfer_net_setup(CURL *easy, struct transfer_guard *gd, const char *url,
+			       const struct transfer_net *net)
 {
 	const char *protocols = "https";
+	struct url_info info;
 
-	if (net->allow_insecure_http || host_is_loopback(url))
+	gd->easy = easy;
+	gd->insecure_ok = net->allow_insecure_http;
+	if (net->allow_insecure_http || (url_inspect(url, &info) == 0 && info.host == URL_LOOPBACK))
 		protocols = "http,https";
 	(void)curl_easy_setopt(easy, CURLOPT_URL, url);
 	(void)curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	(void)curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, protocols);
 	(void)curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, protocols);
-	(void)curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
-	(void)curl_easy_setopt(easy, CURLOPT_MAXREDIRS, 3L);
+	(void)curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, transfer_open_socket);
+	(void)curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, gd);
+	(void)curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, transfer_prereq);
+	(void)curl_easy_setopt(easy, CURLOPT_PREREQDATA, gd);
 	(void)curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
 	(void)curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (net->ca_file)
@@ -248,7 +318,11 @@ int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth
 	if (!h)
 		return -ENOMEM;
 	g->headers = h;
-	transfer_net_setup(g->easy, url, net);
+	/* The API is where the configuration says, wherever that is; only
+	 * plain http is held to this machine. */
+	g->guard.private_ok = true;
+	transfer_net_setup(g->easy, &g->guard, url, net);
+	(void)curl_easy_setopt(g->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	(void)curl_easy_setopt(g->easy, CURLOPT_POST, 1L);
 	(void)curl_easy_setopt(g->easy, CURLOPT_HTTPHEADER, g->headers);
 	(void)curl_easy_setopt(g->easy, CURLOPT_POSTFIELDSIZE_LARGE,
@@ -261,8 +335,6 @@ int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth
 	(void)curl_easy_setopt(g->easy, CURLOPT_WRITEDATA, g);
 	(void)curl_easy_setopt(g->easy, CURLOPT_HEADERFUNCTION, transfer_gen_header);
 	(void)curl_easy_setopt(g->easy, CURLOPT_HEADERDATA, g);
-	/* Never resend a paid request on a redirect as a GET or again as a POST. */
-	(void)curl_easy_setopt(g->easy, CURLOPT_POSTREDIR, 0L);
 	return 0;
 }
 
@@ -317,7 +389,10 @@ int transfer_dl_setup(struct transfer_dl *d, const char *url, const struct trans
 	d->easy = curl_easy_init();
 	if (!d->easy)
 		return -ENOMEM;
-	transfer_net_setup(d->easy, url, net);
+	d->guard.private_ok = net->allow_private;
+	transfer_net_setup(d->easy, &d->guard, url, net);
+	(void)curl_easy_setopt(d->easy, CURLOPT_FOLLOWLOCATION, 1L);
+	(void)curl_easy_setopt(d->easy, CURLOPT_MAXREDIRS, 3L);
 	/* A download that stalls below 1 byte/s for 60 s is dead, whatever the
 	 * timeout. Not for generations: the API sends nothing while it works,
 	 * for minutes on large sizes, and cutting it short would pay twice. */

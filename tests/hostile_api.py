@@ -14,7 +14,8 @@ The script (JSON, from --script or POST /_script):
     {"generation": [STEP, ...],   answers to generation POSTs (any path ending in
                                   /images/generations), in order; the last one repeats;
                                   an empty list answers honestly (see below)
-     "routes": {"/path": STEP}}   answers to any other request by exact path (GET or POST)
+     "routes": {"/path": STEP},   answers to any other request by exact path (GET or POST)
+     "image_delay_ms": N}         a pause before serving each honest result ({image_url})
 
 A STEP is an object with any of:
     "status": 200                 HTTP status
@@ -31,7 +32,7 @@ bearer key the client sent: a relay that echoes it), {created} (now, epoch secon
 With no script, a generation is answered honestly: the uploaded image comes back as the result
 (at {image_url}), with a small usage object.
 
-Every request is appended to --state-file as one JSON line: kind ("generation", "image",
+Every request is appended to --state-file as one JSON line when it arrives: kind ("generation", "image",
 "route", "other"), method, path, status, and for generations whether a body came with it.
 GET /_stats returns the counts by kind. Control paths (/_script, /_stats) are never recorded.
 """
@@ -62,7 +63,7 @@ class State:
     def __init__(self, args):
         self.args = args
         self.lock = threading.Lock()
-        self.script = {"generation": [], "routes": {}}
+        self.script = {"generation": [], "routes": {}, "image_delay_ms": 0}
         self.gen_index = 0
         self.images = {}
         self.counts = {}
@@ -77,7 +78,8 @@ class State:
             raise ValueError("the script is a JSON object")
         with self.lock:
             self.script = {"generation": list(script.get("generation") or []),
-                           "routes": dict(script.get("routes") or {})}
+                           "routes": dict(script.get("routes") or {}),
+                           "image_delay_ms": int(script.get("image_delay_ms") or 0)}
             self.gen_index = 0
 
     def next_generation_step(self):
@@ -142,11 +144,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def answer(self, step, subs, rec):
+        # Recorded on arrival, before any delay: a test can act while the answer is pending.
+        rec["status"] = None if step.get("drop") else int(step.get("status", 200))
+        self.state.record(rec)
         if step.get("delay_ms"):
             time.sleep(step["delay_ms"] / 1000.0)
         if step.get("drop"):
-            rec["status"] = None
-            self.state.record(rec)
             self.close_connection = True
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -166,8 +169,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             body = b""
         headers = substitute(step.get("headers") or {}, subs)
-        rec["status"] = status
-        self.state.record(rec)
         self.send_response(status)
         if not any(k.lower() == "content-type" for k in headers):
             self.send_header("Content-Type", ctype)
@@ -233,11 +234,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if m and self.command == "GET":
             with self.state.lock:
                 image = self.state.images.get(m.group(1))
+                delay_ms = self.state.script.get("image_delay_ms", 0)
             rec["kind"] = "image"
             if image is None:
                 return self.answer({"status": 404}, {}, rec)
             rec["status"] = 200
             self.state.record(rec)
+            if delay_ms:
+                time.sleep(delay_ms / 1000.0)
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(image)))

@@ -368,6 +368,10 @@ static void test_parse_malformed(void **state)
 	expect_error(400, "{\"data\":[{\"url\":\"https://x/y\"}]}", API_OUTCOME_FILE_FAIL,
 		     "HTTP400");
 	expect_error(302, "", API_OUTCOME_PAUSE, "HTTP302");
+	/* A redirect is never a result nor a retry, whatever its body claims. */
+	expect_error(307, "{\"data\":[{\"url\":\"https://x/y\"}]}", API_OUTCOME_PAUSE, "HTTP307");
+	expect_error(308, "{\"error\":{\"code\":\"ServerOverloaded\",\"message\":\"m\"}}",
+		     API_OUTCOME_PAUSE, "HTTP308");
 }
 
 static void test_parse_wrong_types(void **state)

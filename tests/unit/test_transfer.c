@@ -5,6 +5,7 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 
 #include "b64.h"
 #include "transfer.h"
+#include "url.h"
 
 static const struct transfer_net net = {.timeout_ms = 1000, .user_agent = "test"};
 
@@ -131,20 +133,101 @@ static void test_body_file_shrank(void **state)
 
 static void test_url_allowed(void **state)
 {
-	struct transfer_net insecure = net;
+	struct transfer_net insecure = net, local = net;
 
 	(void)state;
+	local.allow_private = true;
 	assert_true(transfer_url_allowed("https://ark.example/v3", &net));
-	assert_true(transfer_url_allowed("http://127.0.0.1:8080/v1", &net));
-	assert_true(transfer_url_allowed("http://localhost/v1", &net));
-	assert_true(transfer_url_allowed("http://[::1]:80/v1", &net));
+	assert_true(transfer_url_allowed("http://127.0.0.1:8080/v1", &local));
+	assert_true(transfer_url_allowed("http://localhost/v1", &local));
+	assert_true(transfer_url_allowed("http://[::1]:80/v1", &local));
+	/* Loopback is this machine: not a result URL unless allowed. */
+	assert_false(transfer_url_allowed("http://127.0.0.1:8080/v1", &net));
+	assert_false(transfer_url_allowed("https://127.0.0.1/x", &net));
+	assert_false(transfer_url_allowed("https://10.1.2.3/x", &net));
+	assert_false(transfer_url_allowed("https://[fd00::1]/x", &net));
+	assert_true(transfer_url_allowed("https://10.1.2.3/x", &local));
 	assert_false(transfer_url_allowed("http://example.com/v1", &net));
 	assert_false(transfer_url_allowed("http://localhost.evil.example/v1", &net));
+	assert_false(transfer_url_allowed("http://127.attacker.example/v1", &local));
+	assert_false(transfer_url_allowed("http://127.0.0.1@203.0.113.5/v1", &local));
+	assert_false(transfer_url_allowed("http://[::1]@203.0.113.5/v1", &local));
 	assert_false(transfer_url_allowed("ftp://example.com/x", &net));
 	assert_false(transfer_url_allowed("file:///etc/passwd", &net));
+	assert_false(transfer_url_allowed("https://", &net));
 	insecure.allow_insecure_http = true;
 	assert_true(transfer_url_allowed("http://example.com/v1", &insecure));
+	assert_false(transfer_url_allowed("http://10.1.2.3/v1", &insecure));
 	assert_false(transfer_url_allowed("file:///etc/passwd", &insecure));
+}
+
+/* The host as curl parses and will connect to it. */
+static void test_url_classes(void **state)
+{
+	static const struct {
+		const char *url;
+		enum url_class host;
+	} cases[] = {
+	    {"http://127.0.0.1/", URL_LOOPBACK},
+	    {"http://127.255.1.2:8/", URL_LOOPBACK},
+	    {"http://2130706433/", URL_LOOPBACK},      /* decimal */
+	    {"http://0x7f.1/", URL_LOOPBACK},          /* hex, short form */
+	    {"http://0177.0.0.1/", URL_LOOPBACK},      /* octal */
+	    {"http://127.1/", URL_LOOPBACK},
+	    {"http://%31%32%37.0.0.1/", URL_LOOPBACK}, /* escaped */
+	    {"http://localhost/", URL_LOOPBACK},
+	    {"HTTP://LOCALHOST./", URL_LOOPBACK},
+	    {"http://[::1]:80/", URL_LOOPBACK},
+	    {"http://[0:0:0:0:0:0:0:1]/", URL_LOOPBACK},
+	    {"http://[::ffff:127.0.0.1]/", URL_LOOPBACK},
+	    {"http://[::FFFF:7f00:1]/", URL_LOOPBACK},
+	    {"http://127.attacker.example/", URL_PUBLIC},
+	    {"http://localhost.evil.example/", URL_PUBLIC},
+	    {"http://127.0.0.1@203.0.113.5/", URL_PUBLIC}, /* userinfo, then the host */
+	    {"http://127.0.0.1:x@example.com/", URL_PUBLIC},
+	    {"http://203.0.113.5/", URL_PUBLIC},
+	    {"http://[2001:db8::1]/", URL_PUBLIC},
+	    {"http://10.1.2.3/", URL_PRIVATE},
+	    {"http://167838211/", URL_PRIVATE}, /* 10.1.2.3 */
+	    {"http://172.16.0.1/", URL_PRIVATE},
+	    {"http://172.31.255.255/", URL_PRIVATE},
+	    {"http://172.32.0.1/", URL_PUBLIC},
+	    {"http://172.15.0.1/", URL_PUBLIC},
+	    {"http://192.168.1.1/", URL_PRIVATE},
+	    {"http://169.254.169.254/", URL_PRIVATE},
+	    {"http://0/", URL_PRIVATE}, /* 0.0.0.0 reaches this machine */
+	    {"http://0.1.2.3/", URL_PRIVATE},
+	    {"http://[::]/", URL_PRIVATE},
+	    {"http://[fe80::1%25eth0]/", URL_PRIVATE},
+	    {"http://[febf::1]/", URL_PRIVATE},
+	    {"http://[fec0::1]/", URL_PUBLIC},
+	    {"http://[fc00::1]/", URL_PRIVATE},
+	    {"http://[fdff::1]/", URL_PRIVATE},
+	    {"http://[::ffff:10.1.2.3]/", URL_PRIVATE},
+	    {"http://[::ffff:192.168.0.1]/", URL_PRIVATE},
+	    {"http://[::ffff:8.8.8.8]/", URL_PUBLIC},
+	};
+	struct url_info info;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (url_inspect(cases[i].url, &info) != 0)
+			fail_msg("%s: not parsed", cases[i].url);
+		if (info.host != cases[i].host)
+			fail_msg("%s: class %d, expected %d", cases[i].url, info.host,
+				 cases[i].host);
+	}
+	assert_int_equal(url_inspect("ftp://example.com/", &info), -EINVAL);
+	assert_int_equal(url_inspect("example.com/v1", &info), -EINVAL);
+	assert_int_equal(url_inspect("http://a b/", &info), -EINVAL);
+	assert_int_equal(url_inspect("https://x/", &info), 0);
+	assert_true(info.https);
+	assert_int_equal(url_inspect("hTTp://x/", &info), 0);
+	assert_false(info.https);
+	assert_int_equal(url_ip_class("::1"), URL_LOOPBACK);
+	assert_int_equal(url_ip_class("fe80::1%eth0"), URL_PRIVATE);
+	assert_int_equal(url_ip_class("203.0.113.5"), URL_PUBLIC);
+	assert_int_equal(url_ip_class("10.255.0.1"), URL_PRIVATE);
 }
 
 int main(void)
@@ -154,6 +237,7 @@ int main(void)
 		cmocka_unit_test(test_body_tiny_pieces),
 		cmocka_unit_test(test_body_file_shrank),
 		cmocka_unit_test(test_url_allowed),
+		cmocka_unit_test(test_url_classes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
