@@ -14,6 +14,9 @@ enum on_success { ON_SUCCESS_KEEP = 0, ON_SUCCESS_MOVE, ON_SUCCESS_DELETE };
 enum response_format { RESPONSE_FORMAT_URL = 0, RESPONSE_FORMAT_B64_JSON };
 
 /* One watched folder, after inheriting from "defaults:". */
+/* The API advises ~600 words; the bound keeps every sidecar readable. */
+#define CONFIG_PROMPT_MAX 8192
+
 struct folder_config {
 	char *path;                   /* absolute, no trailing slash */
 	char *output;                 /* absolute; default "<path>-out" */

@@ -10,6 +10,7 @@
 
 #include "api.h"
 #include "b64.h"
+#include "clean.h"
 #include "image.h"
 #include "job.h"
 #include "journal.h"

@@ -2,6 +2,16 @@
  * the pause on account or configuration errors. */
 #include "job_private.h"
 
+/* The key inside jobs->auth_header: what a server must never make us repeat. */
+static const char *jobs_key(const struct jobs *jobs)
+{
+	static const char prefix[] = "Authorization: Bearer ";
+
+	return strncmp(jobs->auth_header, prefix, sizeof(prefix) - 1) == 0
+		       ? jobs->auth_header + sizeof(prefix) - 1
+		       : NULL;
+}
+
 static void jobs_pause(struct jobs *jobs, const struct api_result *res)
 {
 	(void)snprintf(jobs->pause_reason, sizeof(jobs->pause_reason),
@@ -108,7 +118,14 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	long status = 0;
 
 	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
-	memcpy(job->request_id, g->request_id, sizeof(job->request_id));
+	{
+		/* A header from the server, like the body: no key, valid UTF-8. */
+		char *rid = clean_text(g->request_id, sizeof(job->request_id) - 1, jobs_key(jobs));
+		if (!rid)
+			log_oom();
+		(void)snprintf(job->request_id, sizeof(job->request_id), "%s", rid);
+		free(rid);
+	}
 	job->folder->images_reserved--;
 	if (g->sha256_hex[0])
 		memcpy(job->sha256, g->sha256_hex, sizeof(job->sha256));
@@ -143,7 +160,8 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		return;
 	}
 	api_result_clear(res);
-	if (api_parse_streamed(status, g->body ? g->body : "", g->body_len, g->img.found, res) < 0)
+	if (api_parse_streamed(status, g->body ? g->body : "", g->body_len, g->img.found,
+			       jobs_key(jobs), res) < 0)
 		log_oom();
 	if (res->outcome == API_OUTCOME_OK && res->b64_streamed)
 		img = job_take_image(g, res, &img_code, img_why, sizeof(img_why));

@@ -21,7 +21,7 @@ static void check_response(long status, const char *body, size_t len)
 {
 	struct api_result res;
 
-	if (api_parse_response(status, body, len, &res) < 0)
+	if (api_parse_response(status, body, len, "sk-secret-key", &res) < 0)
 		return;
 	switch (res.outcome) {
 	case API_OUTCOME_OK:
@@ -67,9 +67,9 @@ static void check_stream(long status, const char *body, size_t len, size_t piece
 	/* cJSON reads strings up to a raw NUL; the scanner calls it malformed. */
 	if (memchr(body, '\0', len))
 		goto out;
-	if (api_parse_response(status, body, len, &whole) < 0)
+	if (api_parse_response(status, body, len, NULL, &whole) < 0)
 		goto out;
-	if (api_parse_streamed(status, g.body ? g.body : "", g.body_len, g.img.found, &kept) < 0) {
+	if (api_parse_streamed(status, g.body ? g.body : "", g.body_len, g.img.found, NULL, &kept) < 0) {
 		api_result_clear(&whole);
 		goto out;
 	}

@@ -335,7 +335,7 @@ static void test_scan_takes_first_image(void **state)
 		expect_scan(answer, true, body, png, sizeof(png), false);
 	}
 	/* What is kept still parses, with the image standing in as streamed. */
-	assert_int_equal(api_parse_streamed(200, body, strlen(body), true, &res), 0);
+	assert_int_equal(api_parse_streamed(200, body, strlen(body), true, NULL, &res), 0);
 	assert_int_equal(res.outcome, API_OUTCOME_OK);
 	assert_true(res.b64_streamed);
 	assert_null(res.b64_json);
@@ -344,7 +344,7 @@ static void test_scan_takes_first_image(void **state)
 	assert_int_equal(res.generated_images, 1);
 	api_result_clear(&res);
 	/* Without the scanner's word, an empty b64_json is no image. */
-	assert_int_equal(api_parse_response(200, body, strlen(body), &res), 0);
+	assert_int_equal(api_parse_response(200, body, strlen(body), NULL, &res), 0);
 	assert_int_equal(res.outcome, API_OUTCOME_RETRY);
 	api_result_clear(&res);
 }
