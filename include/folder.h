@@ -37,6 +37,7 @@ struct folder {
 	unsigned images_reserved;        /* generations in flight, counted against the limit */
 	int64_t images_day_end;          /* epoch s when images_today starts again at 0 */
 	unsigned storage_holds;          /* paid results waiting for the output to take writes */
+	bool gave_up_this_run;           /* --once: its output failed a paid result; spend no more */
 	struct folder_id root_id;        /* the watched folder as last seen present */
 	struct folder_id out_id;         /* the output root as first seen (kept in state_dir) */
 	char *out_id_for;                /* the output path out_id belongs to */

@@ -22,6 +22,7 @@ struct jobs;
 
 struct jobs_counts {
 	size_t settling, queued, in_flight, waiting;
+	size_t undurable; /* paid results neither journalled nor written out */
 	uint64_t done, failed, skipped, left_incomplete, generations;
 	bool paused;
 	const char *pause_reason; /* these three: NULL, or valid until the next call into jobs */

@@ -202,6 +202,11 @@ bool folder_output_check(struct folder *f, char *why, size_t whylen)
 	r = folder_probe(out, &now);
 	if (r == -ENOENT && !f->out_id.known)
 		return true; /* never seen: the first result creates it */
+	/* Whatever the records said while the output was away (read from a
+	 * bare mount point, say) cannot be trusted: read them again once it is
+	 * back, before anything is judged "not done". */
+	if (r < 0)
+		f->index_stale = true;
 	if (r < 0) {
 		(void)snprintf(why, whylen, "output %s %s", out,
 			       r == -ENOENT ? "is missing (it existed before; share not mounted?)"
@@ -232,6 +237,7 @@ bool folder_output_check(struct folder *f, char *why, size_t whylen)
 			       out, now.mount, f->out_id.mount,
 			       file[0] ? "; if it moved on purpose, delete " : "", file);
 		folder_id_clear(&now);
+		f->index_stale = true;
 		return false;
 	}
 	/* The same mount point, mounted again (devices are numbered anew) or

@@ -548,6 +548,8 @@ int job_open_output_dir(struct job *job)
 		if (!folder_output_check(job->folder, why, sizeof(why)))
 			return -ENODEV;
 	}
+	if (job->folder->index_stale)
+		return -EAGAIN; /* back, but its records are not read again yet */
 	path = job_output_dir(job);
 	r = output_mkdir_parents(path, 0755);
 	if (r < 0)
@@ -690,6 +692,13 @@ again:
 		if (job->folder->removed) {
 			struct job *next = job->next;
 			job_free(jobs, job); /* a reload removed its folder: spend nothing more */
+			job = next;
+			continue;
+		}
+		if (job->folder->gave_up_this_run) {
+			struct job *next = job->next;
+			jobs->left_incomplete++; /* --once: left for a later run */
+			job_free(jobs, job);
 			job = next;
 			continue;
 		}
@@ -968,7 +977,10 @@ bool jobs_quiet(const struct jobs *jobs)
 {
 	/* Without a journal a paid result waiting to download would be lost at
 	 * exit: wait for it too (stop_timeout still bounds the wait). */
-	return jobs->active.n == 0 && (jobs->journal || jobs->n_paid_waiting == 0);
+	/* A paid result that is neither journalled nor written out (a full
+	 * state_dir, a b64_json image held in memory) is waited for too. */
+	return jobs->active.n == 0 && jobs->n_undurable == 0 &&
+	       (jobs->journal || jobs->n_paid_waiting == 0);
 }
 
 bool jobs_held_by_limits(const struct jobs *jobs)
@@ -983,6 +995,7 @@ void jobs_counts(const struct jobs *jobs, struct jobs_counts *c)
 	c->queued = jobs->queue.n;
 	c->in_flight = jobs->active.n;
 	c->waiting = jobs->n_waiting;
+	c->undurable = jobs->n_undurable;
 	c->done = jobs->done;
 	c->failed = jobs->failed;
 	c->skipped = jobs->skipped;
@@ -1015,18 +1028,27 @@ void jobs_set_journal(struct jobs *jobs, struct journal *journal)
 	jobs->journal = journal;
 }
 
+/* Whether the done records show this version of the source as finished,
+ * with its sidecar still there. */
+bool job_version_done(const struct folder *folder, const char *rel, uint64_t size,
+		      int64_t mtime_sec, long mtime_nsec)
+{
+	const struct index_entry *done = index_get(folder->index, rel);
+
+	return done && done->size == size && done->mtime_sec == mtime_sec &&
+	       done->mtime_nsec == mtime_nsec && sidecar_still_there(folder, done);
+}
+
 void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal_record *rec)
 {
 	struct job *job = jobs_find(jobs, folder, rec->source);
 	int64_t age_ms = loop_wall_ms() - rec->generated_at;
 
-	const struct index_entry *done = index_get(folder->index, rec->source);
 	int r;
 
 	if (job)
 		return; /* one record per source */
-	if (done && done->size == rec->size && done->mtime_sec == rec->mtime_sec &&
-	    done->mtime_nsec == rec->mtime_nsec && sidecar_still_there(folder, done)) {
+	if (job_version_done(folder, rec->source, rec->size, rec->mtime_sec, rec->mtime_nsec)) {
 		/* Written out (or given up) before the crash; only the record's
 		 * removal was lost. Fetching again could only do harm. */
 		log_job(LOG_INFO, folder->cfg->path, rec->source, rec->request_id, NULL,

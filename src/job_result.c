@@ -195,6 +195,7 @@ static void job_fetch_retry(struct jobs *jobs, struct job *job, const char *code
 			"journal for the next run",
 			job->folder->cfg->path, job->rel, why);
 		jobs->left_incomplete++;
+		job->folder->gave_up_this_run = true;
 		jobs_leave_queued_for_later(jobs, job->folder);
 		job_finish(jobs, job);
 		return;
@@ -372,9 +373,68 @@ out:
 
 /* The output file is complete in a temporary file: rename it in, then the
  * sidecar, which is the "done" record. */
+/* A b64_json image decoded straight to its file exists nowhere else: before
+ * a failed commit throws the file away, its bytes go back into the job as
+ * the answer's text, and the retried write decodes them again. keep_fd is a
+ * second descriptor of the file (it outlives the unlink). */
+static int job_keep_streamed_image(struct job *job, int keep_fd)
+{
+	struct stat st;
+	uint8_t *buf = NULL;
+	char *text = NULL;
+	size_t got = 0;
+	int r = 0;
+
+	if (fstat(keep_fd, &st) < 0)
+		return -errno;
+	if (st.st_size <= 0 || (uint64_t)st.st_size > TRANSFER_IMAGE_MAX)
+		return -EFBIG;
+	buf = malloc((size_t)st.st_size);
+	text = malloc(B64_ENCODED_LEN((size_t)st.st_size) + 1);
+	if (!buf || !text) {
+		r = -ENOMEM;
+		goto out;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = pread(keep_fd, buf + got, (size_t)st.st_size - got, (off_t)got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	text[b64_encode(buf, got, text)] = '\0';
+	free(job->result.b64_json);
+	job->result.b64_json = text;
+	job->result.b64_streamed = false;
+	text = NULL;
+out:
+	free(buf);
+	free(text);
+	return r;
+}
+
+/* The commit of a paid result failed on storage: retry, and for a streamed
+ * b64_json image, keep its bytes first (see above). */
+static void job_commit_failed(struct jobs *jobs, struct job *job, int keep_fd, int err)
+{
+	if (keep_fd >= 0) {
+		int r = job_keep_streamed_image(job, keep_fd);
+		close(keep_fd);
+		if (r < 0) {
+			job_fail(jobs, job, 200, "Result.WriteFailed", strerror(-r));
+			return;
+		}
+	}
+	job_fetch_failed(jobs, job, strerror(err), true);
+}
+
 static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const char *tmp_name,
 		       const uint8_t *magic, size_t magic_len, bool downloaded)
 {
+	int keep_fd = -1;
 	const struct folder_config *cfg = job->folder->cfg;
 	enum image_format fmt;
 	char out_name[OUTPUT_NAME_MAX], side_name[OUTPUT_NAME_MAX], err_name[OUTPUT_NAME_MAX];
@@ -397,9 +457,18 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	}
 
 	(void)snprintf(out_name, sizeof(out_name), "%s%s", job->stem, output_ext_for(fmt));
+	if (job->result.b64_streamed) {
+		keep_fd = dup(tmp_fd);
+		if (keep_fd < 0) {
+			r = -errno;
+			output_tmp_abort(job->out_dirfd, tmp_fd, tmp_name);
+			job_fail(jobs, job, 200, "Result.WriteFailed", strerror(-r));
+			return;
+		}
+	}
 	r = output_tmp_commit(job->out_dirfd, tmp_fd, tmp_name, out_name);
 	if (r < 0) {
-		job_fetch_failed(jobs, job, strerror(-r), true);
+		job_commit_failed(jobs, job, keep_fd, -r);
 		return;
 	}
 	job_fill_source(job, &s.src);
@@ -435,9 +504,11 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 		 * both again (under the same stem), rather than leave an orphan. */
 		(void)unlinkat(job->out_dirfd, out_name, 0);
 		free((char *)s.output);
-		job_fetch_failed(jobs, job, strerror(-r), true);
+		job_commit_failed(jobs, job, keep_fd, -r);
 		return;
 	}
+	if (keep_fd >= 0)
+		close(keep_fd);
 	(void)snprintf(err_name, sizeof(err_name), "%s.error.json", job->stem);
 	(void)unlinkat(job->out_dirfd, err_name, 0); /* an old failure of this source */
 	job_index_put(job, side_name, false, s.completed_at,
@@ -563,6 +634,18 @@ void job_fetch(struct jobs *jobs, struct job *job)
 	r = job_open_output_dir(job);
 	if (r < 0) {
 		job_fetch_failed(jobs, job, strerror(-r), true);
+		return;
+	}
+	if (job->journalled &&
+	    job_version_done(job->folder, job->rel, job->size, job->mtime.tv_sec, job->mtime.tv_nsec)) {
+		/* A result restored from the journal while the output was away,
+		 * which turned out to be written before the crash. */
+		log_job(LOG_INFO, job->folder->cfg->path, job->rel,
+			job->request_id[0] ? job->request_id : NULL, NULL,
+			"%s/%s: its paid-for result is already on disk; journal record removed",
+			job->folder->cfg->path, job->rel);
+		job_journal_remove(jobs, job);
+		job_finish(jobs, job);
 		return;
 	}
 	if (!job_disk_space_ok(jobs, job->out_dirfd)) {

@@ -153,9 +153,21 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	if (result != CURLE_OK) {
 		char msg[256];
 		const char *code = g->body_too_large ? "ResponseTooLarge" : "NetworkError";
-		(void)snprintf(msg, sizeof(msg), "%s",
-			       g->guard.refused ? g->guard.why : curl_easy_strerror(result));
-		job_release_transfers(jobs, job);
+		if (g->body_too_large)
+			(void)snprintf(msg, sizeof(msg),
+				       "the answer is larger than %u bytes (or its image than %u)",
+				       TRANSFER_JSON_MAX, TRANSFER_IMAGE_MAX);
+		else
+			(void)snprintf(msg, sizeof(msg), "%s",
+				       g->guard.refused ? g->guard.why : curl_easy_strerror(result));
+		bool paid_too_large = g->body_too_large && status >= 200 && status < 300;
+		job_release_transfers(jobs, job); /* g is gone from here on */
+		if (paid_too_large) {
+			/* A success too large to keep was generated, and paid: asking
+			 * again would pay again for the same oversized answer. */
+			job_fail(jobs, job, status, code, msg);
+			return;
+		}
 		job_retry_or_fail(jobs, job, status, code, msg, -1);
 		return;
 	}
@@ -266,6 +278,12 @@ void job_generate(struct jobs *jobs, struct job *job)
 	r = job_open_output_dir(job);
 	if (r >= 0)
 		r = job_choose_stem(jobs, job);
+	if (r >= 0 && !job_disk_space_ok(jobs, job->out_dirfd)) {
+		/* A result that could not be written would be paid for in vain. */
+		close(fd);
+		job_hold_for_space(jobs, job);
+		return;
+	}
 	if (r >= 0 && jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON) {
 		/* The image is decoded into it as the answer arrives. */
 		(void)snprintf(hint, sizeof(hint), "%s.out", job->stem);
@@ -275,12 +293,6 @@ void job_generate(struct jobs *jobs, struct job *job)
 		close(fd);
 		job_close_output_dir(job);
 		job_retry_or_fail(jobs, job, 0, "OutputFolder", strerror(-r), -1);
-		return;
-	}
-	if (!job_disk_space_ok(jobs, job->out_dirfd)) {
-		/* A result that could not be written would be paid for in vain. */
-		close(fd);
-		job_hold_for_space(jobs, job);
 		return;
 	}
 	r = api_request_frame(&req, &prefix, &suffix);

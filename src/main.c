@@ -221,6 +221,10 @@ static void daemon_stop_timeout(void *userdata)
 	log_warn("stop_timeout reached with %zu transfer(s) in flight; they resume at the next "
 		 "start",
 		 c.in_flight);
+	if (c.undurable)
+		log_error("%zu paid result(s) could be neither journalled nor written out before "
+			  "stop_timeout; they are lost, and their files will be paid for again",
+			  c.undurable);
 	d->done = true;
 }
 

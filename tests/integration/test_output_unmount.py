@@ -3,8 +3,10 @@
 bind mount); after three results it is unmounted, leaving the bare mount point. A new image then
 waits: no generation, nothing written on the bare mount point, and STATUS= and the log name the
 folder and the reason. A restart during the outage also pauses instead of paying for everything
-again. When the share is back (a new tmpfs holding the old content: another device), the new image
-is processed and the three old ones are not paid again. Needs root (mount)."""
+again. When the share is back, the new image is processed and the three old ones are not paid
+again: both when it comes back as another device (a new tmpfs holding the old content) and as the
+very same one (the records read on the bare mount point during the outage must be read again).
+Needs root (mount)."""
 
 import os
 import shutil
@@ -31,12 +33,19 @@ def status_with(notify, text, start=0, timeout=10.0):
 
 
 def test(ctx):
-    c = ctx.checks
     if os.geteuid() != 0:
         print("skip - needs root to mount tmpfs (run as root, as CI does)")
         return
-    api = ctx.start_api()
-    root, hot, out, state = ctx.folder("outmount")
+    scenario(ctx, same_share=False)
+    scenario(ctx, same_share=True)
+
+
+def scenario(ctx, same_share):
+    c = ctx.checks
+    print("# the share comes back as %s" % ("the same one" if same_share else "another device"),
+          flush=True)
+    api = ctx.start_api("api-same" if same_share else "api")
+    root, hot, out, state = ctx.folder("outmount-same" if same_share else "outmount")
     os.makedirs(out)
     store1, store2 = os.path.join(root, "store1"), os.path.join(root, "store2")
     for p in (store1, store2):
@@ -51,7 +60,7 @@ def test(ctx):
                                folders=[{"path": hot}])
         with open(cfg, "a", encoding="utf-8") as fh:
             fh.write("min_free_space: 1MiB\n")  # the share is a 16 MiB tmpfs
-        notify = NotifySocket(ctx.tmp)
+        notify = NotifySocket(root)
         d = start(ctx, cfg, notify, "first")
         c.require(d.wait_for(r"\bready\b", 15), "the daemon starts", d.stderr_text()[-600:])
         for i in range(3):
@@ -91,12 +100,15 @@ def test(ctx):
         c.check("paused" in d.stderr_text(), "the restarted daemon says the folder is paused",
                 d.stderr_text()[-600:])
 
-        # ---- the share comes back (another tmpfs with the old content) ------------------
-        mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", store2)
-        mounts.append(store2)
-        for name in os.listdir(store1):
-            shutil.copy2(os.path.join(store1, name), os.path.join(store2, name))
-        mount("--bind", store2, out)
+        # ---- the share comes back (the same, or another tmpfs with the old content) ------
+        if same_share:
+            mount("--bind", store1, out)
+        else:
+            mount("-t", "tmpfs", "-o", "size=16m", "tmpfs", store2)
+            mounts.append(store2)
+            for name in os.listdir(store1):
+                shutil.copy2(os.path.join(store1, name), os.path.join(store2, name))
+            mount("--bind", store2, out)
         mounts.append(out)
         c.check(h.wait_until(lambda: os.path.exists(os.path.join(out, "new.json")), 15),
                 "the new image is processed within 15 s of the share coming back", h.listing(out))
