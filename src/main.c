@@ -244,6 +244,9 @@ static struct folder *folder_new(const struct folder_config *cfg)
 		log_oom();
 	f->cfg = cfg;
 	f->root_wd = -1;
+	/* Not missing until the watcher finds it so: jobs restored before watch_add_folder()
+	 * update STATUS=, which must not say "a watched folder is missing" meanwhile. */
+	f->present = true;
 	if (index_new(&f->index) < 0)
 		log_oom();
 	r = index_load_tree(f->index, cfg->output, cfg->done_dir, &skipped);
