@@ -54,7 +54,8 @@ fi
 
 if [ ! -f "$CONFIG" ]; then
 	echo "seedreamd-entrypoint: no configuration at $CONFIG: mount a folder at /config with a" \
-		"seedreamd.yaml (see /usr/share/doc/seedreamd and seedreamd.yaml(5); state_dir: /config/state)"
+		"seedreamd.yaml (seedreamd.yaml(5); the commented example is /etc/seedreamd/seedreamd.yaml in" \
+		"the image; set state_dir: /config/state)"
 	exit 1
 fi
 mkdir -p /config/state

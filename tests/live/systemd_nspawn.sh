@@ -36,8 +36,12 @@ command -v systemd-nspawn >/dev/null 2>&1 || skip "no systemd-nspawn (apt-get in
 command -v debootstrap >/dev/null 2>&1 || skip "no debootstrap (apt-get install debootstrap)"
 command -v nsenter >/dev/null 2>&1 || skip "no nsenter (util-linux)"
 
+# shellcheck disable=SC2012  # our own build directory
 DEB=${1:-$(ls -t build/seedreamd_*.deb 2>/dev/null | head -n 1)}
-[ -n "$DEB" ] && [ -f "$DEB" ] || { echo "FAIL - no .deb (run scripts/package.sh first)"; exit 1; }
+if [ -z "$DEB" ] || [ ! -f "$DEB" ]; then
+	echo "FAIL - no .deb (run scripts/package.sh first)"
+	exit 1
+fi
 
 KEY=live-test-key-$$
 PORT=18080
