@@ -103,17 +103,16 @@ setsid systemd-nspawn --quiet --register=no --keep-unit --private-network --boot
 	</dev/null >"$WORK/nspawn.log" 2>&1 &
 NSPAWN_PID=$!
 
-# The container's PID 1: the process whose innermost pid is 1, below nspawn.
+# The container's PID 1: a process whose innermost pid is 1, a child or grandchild of nspawn.
+# (From /proc: the host may have no procps.)
+ppid_of() { awk '/^PPid:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 find_leader() {
-	for p in $(ps -o pid= --ppid "$NSPAWN_PID" 2>/dev/null) $(ps -e -o pid= 2>/dev/null); do
-		[ -r "/proc/$p/status" ] || continue
-		ns=$(awk '/^NSpid:/ { print $NF }' "/proc/$p/status" 2>/dev/null)
+	for d in /proc/[0-9]*; do
+		p=${d#/proc/}
+		ns=$(awk '/^NSpid:/ { if (NF > 2) print $NF }' "$d/status" 2>/dev/null)
 		[ "$ns" = 1 ] || continue
-		[ "$(readlink "/proc/$p/root")" = "$ROOT" ] && { echo "$p"; return 0; }
-		# the outer child's parent is nspawn: accept a pid-1 process under it
-		pp=$(awk '/^PPid:/ { print $2 }' "/proc/$p/status")
-		ppp=$(awk '/^PPid:/ { print $2 }' "/proc/$pp/status" 2>/dev/null || true)
-		if [ "$pp" = "$NSPAWN_PID" ] || [ "$ppp" = "$NSPAWN_PID" ]; then
+		pp=$(ppid_of "$p")
+		if [ "$pp" = "$NSPAWN_PID" ] || [ "$(ppid_of "$pp")" = "$NSPAWN_PID" ]; then
 			echo "$p"
 			return 0
 		fi
@@ -140,7 +139,7 @@ ct() {
 }
 ctsh() { ct /bin/sh -c "$@"; }
 
-state=$(ct systemctl is-system-running --wait 2>/dev/null || true)
+state=$(timeout 120 nsenter -t "$LEADER" -a systemctl is-system-running --wait 2>/dev/null || true)
 case $state in
 running | degraded) ok "systemd booted in the container ($state, $(($(date +%s) - START)) s)" ;;
 *)
