@@ -213,6 +213,10 @@ while ! pm logs sd1 2>/dev/null | grep -q 'ready: watching' && [ $i -lt 50 ]; do
 done
 check "the daemon is ready (its log on standard output: 'ready: watching')" \
 	sh -c 'echo "$1" | grep -q "ready: watching"' sh "$(pm logs sd1 2>/dev/null)"
+# k8s-file logs tag each line with its stream: all on stdout, none on stderr.
+logfile=$(pm inspect --format '{{.HostConfig.LogConfig.Path}}' sd1 2>/dev/null || true)
+check "the log is on standard output only (k8s-file: no stderr line)" \
+	sh -c '[ -s "$1" ] && grep -q " stdout " "$1" && ! grep -q " stderr " "$1"' sh "$logfile"
 hostpid=$(pm inspect --format '{{.State.Pid}}' sd1)
 check "the daemon is the container's PID 1 (exec: it gets SIGTERM itself)" \
 	sh -c '[ "$(awk "/^NSpid:/ { print \$NF }" /proc/$1/status)" = 1 ] && [ "$(cat /proc/$1/comm)" = seedreamd ]' sh "$hostpid"

@@ -242,6 +242,8 @@ check "the credential api_key is in the service's credentials directory" \
 	ctsh "test -s /run/credentials/seedreamd.service/api_key"
 check "the seedreamd user cannot read /etc/seedreamd/api_key" \
 	sh -c '! nsenter -t "$1" -a setpriv --reuid=seedreamd --regid=seedreamd --clear-groups cat /etc/seedreamd/api_key >/dev/null 2>&1' sh "$LEADER"
+check "another user (nobody) cannot read the credential" \
+	sh -c '! nsenter -t "$1" -a setpriv --reuid=nobody --regid=nogroup --clear-groups cat /run/credentials/seedreamd.service/api_key >/dev/null 2>&1' sh "$LEADER"
 check "/etc/seedreamd/api_key is root's, mode 0600" \
 	sh -c '[ "$(nsenter -t "$1" -a stat -c %U:%a /etc/seedreamd/api_key)" = root:600 ]' sh "$LEADER"
 # In the unit's own mount namespace (as root there): /etc/seedreamd read-only, the grants writable.
