@@ -14,6 +14,9 @@ enum on_success { ON_SUCCESS_KEEP = 0, ON_SUCCESS_MOVE, ON_SUCCESS_DELETE };
 enum response_format { RESPONSE_FORMAT_URL = 0, RESPONSE_FORMAT_B64_JSON };
 
 /* One watched folder, after inheriting from "defaults:". */
+/* The API advises ~600 words; the bound keeps every sidecar readable. */
+#define CONFIG_PROMPT_MAX 8192
+
 struct folder_config {
 	char *path;                   /* absolute, no trailing slash */
 	char *output;                 /* absolute; default "<path>-out" */
@@ -47,6 +50,7 @@ struct api_config {
 	uint64_t pause_retry_ms;      /* default 300000 */
 	char *ca_file;                /* may be NULL */
 	bool allow_insecure_http;     /* default false */
+	bool allow_private_result_urls; /* default false: results only from public addresses */
 };
 
 struct config {

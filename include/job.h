@@ -43,6 +43,9 @@ void jobs_offer(struct jobs *jobs, struct folder *folder, const char *rel, const
 void jobs_removed(struct jobs *jobs, struct folder *folder, const char *rel);
 /* Drops every job of a folder that is not in flight (a reload removed it). */
 void jobs_drop_folder(struct jobs *jobs, struct folder *folder);
+/* A folder was paused or resumed (folder->present): no generation starts for
+ * a paused folder; a resumed one's queued jobs go on. */
+void jobs_folder_changed(struct jobs *jobs, struct folder *folder);
 /* Whether a folder still has jobs in flight. */
 bool jobs_folder_busy(const struct jobs *jobs, const struct folder *folder);
 

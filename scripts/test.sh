@@ -2,6 +2,7 @@
 # Installs the build dependencies, builds with -Werror and runs the whole suite
 # through ctest; then again under AddressSanitizer + UndefinedBehaviorSanitizer
 # (leak detection on); then each fuzz target for FUZZ_SECONDS (default 60);
+# the record parsers (sidecar, journal) for FUZZ_RECORD_SECONDS (default 30);
 # then the Debian package checks, then the live tests (tests/live: the package under systemd in
 # systemd-nspawn, and the container image with podman). This is the README's test command and what
 # .ci/run calls. QUICK=1 runs only the first build and ctest.
@@ -23,8 +24,10 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir "$ASAN_BUILD" --output-on-failure -j2
 
-# Bounded fuzzing of the three parsers fed by strangers: config, API answers, images.
-./tests/fuzz/run.sh "${FUZZ_SECONDS:-60}"
+# Bounded fuzzing of the parsers fed by strangers: config, API answers, images;
+# and the records anyone who can write a folder can plant: sidecars, journal.
+./tests/fuzz/run.sh "${FUZZ_SECONDS:-60}" config api image
+./tests/fuzz/run.sh "${FUZZ_RECORD_SECONDS:-30}" sidecar journal
 # The Debian package: build, systemd-analyze, dpkg -i, run, purge. dpkg needs root.
 if [ "$(id -u)" -eq 0 ]; then
 	BUILD_DIR="$BUILD" ./scripts/package.sh

@@ -1,4 +1,5 @@
 #include "job_private.h"
+#include "url.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -306,6 +307,11 @@ void job_release_transfers(struct jobs *jobs, struct job *job)
 	if (job->gen) {
 		if (job->state == JOB_GENERATING)
 			http_cancel(jobs->http, job->gen->easy);
+		if (job->gen->img.fd >= 0) {
+			/* A b64_json image not handed on (see job_generated). */
+			output_tmp_abort(job->out_dirfd, job->gen->img.fd, job->gen->img.tmp_name);
+			job->gen->img.fd = -1;
+		}
 		transfer_gen_clear(job->gen);
 		free(job->gen);
 		job->gen = NULL;
@@ -535,6 +541,13 @@ int job_open_output_dir(struct job *job)
 
 	if (job->out_dirfd >= 0)
 		return 0;
+	/* Never write into (or create again) an output that is not the one the
+	 * done records came from: an unmounted share's bare mount point. */
+	{
+		char why[512];
+		if (!folder_output_check(job->folder, why, sizeof(why)))
+			return -ENODEV;
+	}
 	path = job_output_dir(job);
 	r = output_mkdir_parents(path, 0755);
 	if (r < 0)
@@ -680,7 +693,8 @@ again:
 			job = next;
 			continue;
 		}
-		if (job->folder->storage_holds || !folder_spend_allows(jobs, job->folder)) {
+		if (!job->folder->present || job->folder->storage_holds ||
+		    !folder_spend_allows(jobs, job->folder)) {
 			job = job->next; /* other folders may still spend */
 			continue;
 		}
@@ -696,7 +710,7 @@ again:
 		/* The job left the queue (or went back to settling): start over
 		 * from the head, skipping folders held back by their limits. */
 		job = jobs->queue.head;
-		while (job && (job->folder->storage_holds ||
+		while (job && (!job->folder->present || job->folder->storage_holds ||
 			       (job->folder->cfg->max_images_per_day &&
 				!folder_spend_allows(jobs, job->folder))))
 			job = job->next;
@@ -804,11 +818,19 @@ void jobs_free(struct jobs *jobs)
 
 void jobs_set_config(struct jobs *jobs, const struct config *config)
 {
+	struct url_info base;
+
 	jobs->config = config;
 	free(jobs->gen_url);
 	jobs->gen_url = xasprintf("%s/images/generations", config->api.base_url);
 	jobs->net.ca_file = config->api.ca_file;
 	jobs->net.allow_insecure_http = config->api.allow_insecure_http;
+	/* An API on loopback is this machine's own relay or stand-in: its result
+	 * URLs may point anywhere it can. Otherwise a result URL into this
+	 * machine or its network is a request forged for the API's owner. */
+	jobs->net.allow_private = config->api.allow_private_result_urls ||
+				  (url_inspect(config->api.base_url, &base) == 0 &&
+				   base.host == URL_LOOPBACK);
 	jobs->net.timeout_ms = config->api.timeout_ms;
 	jobs->net.user_agent = "seedreamd/" SEEDREAMD_VERSION;
 	jobs_pump(jobs);
@@ -899,6 +921,27 @@ void jobs_drop_folder(struct jobs *jobs, struct folder *folder)
 		}
 	}
 	jobs_changed(jobs);
+}
+
+void jobs_leave_queued_for_later(struct jobs *jobs, struct folder *folder)
+{
+	struct job *j = jobs->queue.head;
+
+	while (j) {
+		struct job *next = j->next;
+		if (j->folder == folder) {
+			jobs->left_incomplete++;
+			job_free(jobs, j);
+		}
+		j = next;
+	}
+	jobs_changed(jobs);
+}
+
+void jobs_folder_changed(struct jobs *jobs, struct folder *folder)
+{
+	(void)folder;
+	jobs_pump(jobs);
 }
 
 bool jobs_folder_busy(const struct jobs *jobs, const struct folder *folder)

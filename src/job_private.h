@@ -10,6 +10,7 @@
 
 #include "api.h"
 #include "b64.h"
+#include "clean.h"
 #include "image.h"
 #include "job.h"
 #include "journal.h"
@@ -151,6 +152,9 @@ void job_set_undurable(struct jobs *jobs, struct job *job, bool undurable);
 void job_set_storage_hold(struct jobs *jobs, struct job *job, bool hold);
 bool job_disk_space_ok(const struct jobs *jobs, int dirfd);
 void job_close_output_dir(struct job *job);
+/* --once: a folder whose output cannot take results gets no more spent on it
+ * in this run; its queued files are left for a later run. */
+void jobs_leave_queued_for_later(struct jobs *jobs, struct folder *folder);
 bool sidecar_still_there(const struct folder *folder, const struct index_entry *e);
 void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *code,
 	      const char *message);
