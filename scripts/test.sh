@@ -3,7 +3,8 @@
 # through ctest; then again under AddressSanitizer + UndefinedBehaviorSanitizer
 # (leak detection on); then each fuzz target for FUZZ_SECONDS (default 60);
 # the record parsers (sidecar, journal) for FUZZ_RECORD_SECONDS (default 30);
-# then the Debian package checks. This is the README's test command and what
+# then the Debian package checks, then the live tests (tests/live: the package under systemd in
+# systemd-nspawn, and the container image with podman). This is the README's test command and what
 # .ci/run calls. QUICK=1 runs only the first build and ctest.
 set -eu
 cd "$(dirname "$0")/.."
@@ -32,4 +33,17 @@ if [ "$(id -u)" -eq 0 ]; then
 	BUILD_DIR="$BUILD" ./scripts/package.sh
 else
 	echo "test.sh: not root: skipping scripts/package.sh (the .deb checks)" >&2
+fi
+
+# Live: that .deb under a real systemd (a Debian 12 booted in systemd-nspawn), then in the
+# container image (podman). Root only; the root file systems are cached in
+# /var/cache/seedreamd-test (SEEDREAMD_TEST_CACHE). SEEDREAMD_LIVE=0 skips them.
+if [ "$(id -u)" -eq 0 ] && [ "${SEEDREAMD_LIVE:-1}" != 0 ]; then
+	SEEDREAMD_EXTRA_PACKAGES="systemd-container debootstrap podman runc" ./scripts/install-deps.sh
+	# shellcheck disable=SC2012  # package.sh's own output
+	DEB=$(ls -t "$BUILD"/seedreamd_*.deb | head -n 1)
+	SEEDREAMD_LIVE_REQUIRED=1 ./tests/live/systemd_nspawn.sh "$DEB"
+	SEEDREAMD_LIVE_REQUIRED=1 ./tests/live/container_podman.sh "$DEB"
+else
+	echo "test.sh: not root or SEEDREAMD_LIVE=0: skipping tests/live (systemd-nspawn, podman)" >&2
 fi

@@ -270,6 +270,9 @@ static struct folder *folder_new(const struct folder_config *cfg, const char *st
 		log_oom();
 	f->cfg = cfg;
 	f->root_wd = -1;
+	/* Not missing until the watcher finds it so: jobs restored before watch_add_folder()
+	 * update STATUS=, which must not say "a watched folder is missing" meanwhile. */
+	f->present = true;
 	if (state_dir && !(f->state_dir = strdup(state_dir)))
 		log_oom();
 	if (index_new(&f->index) < 0)
