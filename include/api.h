@@ -33,6 +33,21 @@ enum api_outcome {
 	API_OUTCOME_PAUSE,     /* account or configuration: 401, 403, 404, quota */
 };
 
+/* Caps on what a server sends, in bytes of UTF-8 (see api_parse_response).
+ * Together they keep every sidecar and journal record well inside
+ * OUTPUT_RECORD_MAX, so what was paid for is always read back. */
+#define API_CODE_MAX	    128
+#define API_MESSAGE_MAX	    4096
+#define API_MODEL_MAX	    256
+#define API_SIZE_MAX	    64
+#define API_REQUEST_ID_MAX  127
+#define API_URL_MAX	    16384 /* longer is an error, never cut */
+#define API_USAGE_MAX	    4096  /* usage serialised without spaces */
+#define API_USAGE_DEPTH_MAX 4     /* {"a":{"b":1}} is 2 */
+#define API_USAGE_KEEP_MAX  32    /* top-level numbers kept of an oversized usage */
+#define API_USAGE_NAME_MAX  64
+#define API_CREATED_MAX	    9000000000000000LL /* what journal_record_parse accepts */
+
 struct api_result {
 	enum api_outcome outcome;
 	long http_status;
@@ -40,6 +55,7 @@ struct api_result {
 	char *error_message;
 	char *url;           /* data[0].url, or NULL */
 	char *b64_json;      /* data[0].b64_json, or NULL */
+	bool b64_streamed;   /* instead, it was taken out as it arrived (api_parse_streamed) */
 	char *size;          /* data[0].size, or NULL */
 	char *model;         /* top-level model, or NULL */
 	int64_t created;     /* top-level created, 0 if absent */
@@ -50,9 +66,30 @@ struct api_result {
 /* Parses a complete response body for a given HTTP status and classifies it.
  * An "error" object is honoured even with HTTP 200, and so is data[0].error.
  * A 200 without data[0].url or data[0].b64_json is RETRY with code
- * "MalformedResponse". Returns 0 (the result is always filled), or -ENOMEM. */
-int api_parse_response(long http_status, const char *body, size_t len,
+ * "MalformedResponse".
+ *
+ * Every string kept is cleaned (clean_text: secret, which may be NULL,
+ * replaced by "[redacted]", invalid UTF-8 made U+FFFD) and capped at the
+ * API_*_MAX above; usage is cleaned recursively and bounded by
+ * api_bound_usage. A result URL that is longer than API_URL_MAX, is not
+ * printable ASCII or contains the secret is not cut or changed: the answer
+ * is FILE_FAIL with code "UnusableResultURL". A "created" outside 0..API_CREATED_MAX is
+ * taken as absent. Returns 0 (the result is always filled), or -ENOMEM. */
+int api_parse_response(long http_status, const char *body, size_t len, const char *secret,
 		       struct api_result *ret_result);
+
+/* The same for a body from which the caller took the string of
+ * data[0].b64_json out while it arrived (transfer_gen_take), when b64_taken:
+ * the "" left in its place stands for the image, and sets b64_streamed. */
+int api_parse_streamed(long http_status, const char *body, size_t len, bool b64_taken,
+		       const char *secret, struct api_result *ret_result);
+
+/* Cleans *usage in place (clean_json) and, when it is nested deeper than
+ * API_USAGE_DEPTH_MAX or longer than API_USAGE_MAX serialised, replaces it
+ * by a summary: its first API_USAGE_KEEP_MAX top-level numeric members whose
+ * names fit API_USAGE_NAME_MAX, plus "truncated": true. A NULL *usage stays
+ * NULL. 0 or -ENOMEM (then *usage is unchanged or already freed and NULL). */
+int api_bound_usage(cJSON **usage, const char *secret);
 
 /* Classifies an HTTP status and an API error code (either may be 0/NULL). */
 enum api_outcome api_classify(long http_status, const char *code);

@@ -19,6 +19,9 @@ enum fit_mode {
 };
 
 /* One watched folder, after inheriting from "defaults:". */
+/* The API advises ~600 words; the bound keeps every sidecar readable. */
+#define CONFIG_PROMPT_MAX 8192
+
 struct folder_config {
 	char *path;                   /* absolute, no trailing slash */
 	char *output;                 /* absolute; default "<path>-out" */
@@ -54,6 +57,7 @@ struct api_config {
 	uint64_t pause_retry_ms;      /* default 300000 */
 	char *ca_file;                /* may be NULL */
 	bool allow_insecure_http;     /* default false */
+	bool allow_private_result_urls; /* default false: results only from public addresses */
 };
 
 struct config {

@@ -3,13 +3,26 @@
 #define SEEDREAMD_FOLDER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "index.h"
 
 struct loop_timer;
 struct watch;
+
+/* Which directory a path leads to, and on which mount: a share that goes
+ * away leaves its bare mount point (another mount) behind, while a share
+ * mounted again may come back with new device numbers on the same mount point. */
+struct folder_id {
+	bool known;
+	dev_t dev;
+	ino_t ino;
+	bool mount_root; /* it is itself the mount point */
+	char *mount;     /* where the filesystem holding it is mounted */
+};
 
 struct folder {
 	const struct folder_config *cfg; /* points into the current config */
@@ -24,6 +37,36 @@ struct folder {
 	unsigned images_reserved;        /* generations in flight, counted against the limit */
 	int64_t images_day_end;          /* epoch s when images_today starts again at 0 */
 	unsigned storage_holds;          /* paid results waiting for the output to take writes */
+	bool gave_up_this_run;           /* --once: its output failed a paid result; spend no more */
+	struct folder_id root_id;        /* the watched folder as last seen present */
+	struct folder_id out_id;         /* the output root as first seen (kept in state_dir) */
+	char *out_id_for;                /* the output path out_id belongs to */
+	char *state_dir;                 /* for out_id's file; NULL without one */
+	bool out_id_saved;               /* its file was written (deleting it forgets out_id) */
+	bool index_stale;                /* reload the done records before the next scan */
+	char pause_reason[512];          /* why not present, for the log and STATUS= */
 };
+
+/* Where path leads: its device, inode and mount point. -errno (ENOTDIR if it
+ * is not a directory). */
+int folder_probe(const char *path, struct folder_id *ret_id);
+void folder_id_clear(struct folder_id *id);
+
+/* Whether the output root is the one the done records came from. Learns (and
+ * saves to state_dir) its identity when first seen; an output that never
+ * existed is fine (the first result creates it). Returns true when usable,
+ * else false with the reason in why. The same mount point with a new device
+ * or inode (a share mounted again, a restore) is accepted and sets
+ * index_stale. Never logs. */
+bool folder_output_check(struct folder *folder, char *why, size_t whylen);
+
+/* The file in state_dir that keeps the output's identity ("" if none). */
+void folder_output_id_file(const struct folder *folder, char *buf, size_t len);
+
+/* Reads the done records again from the output. 0 or -errno. */
+int folder_reload_index(struct folder *folder);
+
+/* Frees what the folder_* functions allocated in the folder. */
+void folder_clear_ids(struct folder *folder);
 
 #endif

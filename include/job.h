@@ -22,6 +22,7 @@ struct jobs;
 
 struct jobs_counts {
 	size_t settling, fitting, queued, in_flight, waiting;
+	size_t undurable; /* paid results neither journalled nor written out */
 	uint64_t done, failed, skipped, left_incomplete, generations;
 	bool paused;
 	const char *pause_reason; /* these three: NULL, or valid until the next call into jobs */
@@ -43,6 +44,9 @@ void jobs_offer(struct jobs *jobs, struct folder *folder, const char *rel, const
 void jobs_removed(struct jobs *jobs, struct folder *folder, const char *rel);
 /* Drops every job of a folder that is not in flight (a reload removed it). */
 void jobs_drop_folder(struct jobs *jobs, struct folder *folder);
+/* A folder was paused or resumed (folder->present): no generation starts for
+ * a paused folder; a resumed one's queued jobs go on. */
+void jobs_folder_changed(struct jobs *jobs, struct folder *folder);
 /* Whether a folder still has jobs in flight. */
 bool jobs_folder_busy(const struct jobs *jobs, const struct folder *folder);
 

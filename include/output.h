@@ -18,6 +18,12 @@
 #define OUTPUT_STEM_MAX 200
 #define OUTPUT_NAME_MAX 256
 
+/* The largest sidecar, error sidecar or journal record that is read back;
+ * one limit for writers and readers. Whatever a server sends is bounded
+ * (api.h's API_*_MAX) so that the largest record written stays well inside
+ * it; a record that could not be read back would be paid for again. */
+#define OUTPUT_RECORD_MAX (1024 * 1024)
+
 /* Derives a safe stem from a source file name (a basename, no '/'): drops the
  * last extension; replaces control bytes (< 0x20, 0x7f), invalid UTF-8 and '/'
  * with '_'; a leading '.' becomes '_' (so "..", "." and hidden names cannot
@@ -42,7 +48,8 @@ int output_choose_stem(int dirfd, const char *stem, const char *source_rel,
 		       char *ret, size_t retlen);
 
 /* Opens a new temporary file in dirfd for final_name: a hidden name
- * ".<final_name>.<random>.tmp", O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, mode 0644.
+ * ".<final_name>.<random>.tmp", O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, mode 0644
+ * (read back to check a result before it is committed).
  * Returns the fd (>= 0) and the name in ret_tmp, or -errno. */
 int output_tmp_open(int dirfd, const char *final_name, char *ret_tmp, size_t tmplen);
 
@@ -133,6 +140,12 @@ struct sidecar_error {
  * (names that are not valid UTF-8 are written that way), else "source".
  * Caller frees; NULL when absent, malformed or out of memory. */
 char *output_sidecar_source(const cJSON *root);
+
+/* The same for any name member: adds key (and "<key>_hex" when name is not
+ * valid UTF-8; NULL is written as null), and reads it back. Adding returns
+ * false only when out of memory; reading as output_sidecar_source. */
+bool output_json_add_name(cJSON *obj, const char *key, const char *name);
+char *output_json_name(const cJSON *root, const char *key);
 
 /* Sidecar documents, pretty-printed, NUL-terminated, newline at the end;
  * caller frees. NULL only when out of memory. Fields: source (and source_hex

@@ -23,6 +23,8 @@ struct watch_events {
 		     enum watch_how how);
 	/* A candidate file deleted or moved away. */
 	void (*removed)(void *userdata, struct folder *folder, const char *rel);
+	/* The folder was paused (present false, pause_reason says why) or resumed. */
+	void (*changed)(void *userdata, struct folder *folder);
 };
 
 struct watch;
@@ -33,8 +35,11 @@ int watch_new(struct loop *loop, bool use_inotify, const struct watch_events *ev
 void watch_free(struct watch *watch); /* accepts NULL; folders must be removed first */
 
 /* Starts watching a folder (mode chosen per config and statfs, logged) and
- * scans it. A missing folder is logged, marked not present and looked for
- * again every few seconds; it is not an error. Returns 0 or -ENOMEM. */
+ * scans it. A missing folder, an empty mount point where the folder was a
+ * mount, or an output that is not the one its done records came from (see
+ * folder_output_check) pauses it: logged, marked not present with a reason,
+ * looked at again every few seconds, scanned in full when back. Present
+ * folders are checked the same way every few seconds. Returns 0 or -ENOMEM. */
 int watch_add_folder(struct watch *watch, struct folder *folder);
 void watch_remove_folder(struct watch *watch, struct folder *folder);
 

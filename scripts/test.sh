@@ -2,7 +2,9 @@
 # Installs the build dependencies, builds with -Werror and runs the whole suite
 # through ctest; then again under AddressSanitizer + UndefinedBehaviorSanitizer
 # (leak detection on); then each fuzz target for FUZZ_SECONDS (default 60);
-# then the Debian package checks. This is the README's test command and what
+# the record parsers (sidecar, journal) for FUZZ_RECORD_SECONDS (default 30);
+# then the Debian package checks, then the live tests (tests/live: the package under systemd in
+# systemd-nspawn, and the container image with podman). This is the README's test command and what
 # .ci/run calls. QUICK=1 runs only the first build and ctest.
 set -eu
 cd "$(dirname "$0")/.."
@@ -22,11 +24,26 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir "$ASAN_BUILD" --output-on-failure -j2
 
-# Bounded fuzzing of the three parsers fed by strangers: config, API answers, images.
-./tests/fuzz/run.sh "${FUZZ_SECONDS:-60}"
+# Bounded fuzzing of the parsers fed by strangers: config, API answers, images;
+# and the records anyone who can write a folder can plant: sidecars, journal.
+./tests/fuzz/run.sh "${FUZZ_SECONDS:-60}" config api image
+./tests/fuzz/run.sh "${FUZZ_RECORD_SECONDS:-30}" sidecar journal
 # The Debian package: build, systemd-analyze, dpkg -i, run, purge. dpkg needs root.
 if [ "$(id -u)" -eq 0 ]; then
 	BUILD_DIR="$BUILD" ./scripts/package.sh
 else
 	echo "test.sh: not root: skipping scripts/package.sh (the .deb checks)" >&2
+fi
+
+# Live: that .deb under a real systemd (a Debian 12 booted in systemd-nspawn), then in the
+# container image (podman). Root only; the root file systems are cached in
+# /var/cache/seedreamd-test (SEEDREAMD_TEST_CACHE). SEEDREAMD_LIVE=0 skips them.
+if [ "$(id -u)" -eq 0 ] && [ "${SEEDREAMD_LIVE:-1}" != 0 ]; then
+	SEEDREAMD_EXTRA_PACKAGES="systemd-container debootstrap podman runc" ./scripts/install-deps.sh
+	# shellcheck disable=SC2012  # package.sh's own output
+	DEB=$(ls -t "$BUILD"/seedreamd_*.deb | head -n 1)
+	SEEDREAMD_LIVE_REQUIRED=1 ./tests/live/systemd_nspawn.sh "$DEB"
+	SEEDREAMD_LIVE_REQUIRED=1 ./tests/live/container_podman.sh "$DEB"
+else
+	echo "test.sh: not root or SEEDREAMD_LIVE=0: skipping tests/live (systemd-nspawn, podman)" >&2
 fi

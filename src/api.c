@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clean.h"
+
 #define RETRY_AFTER_MAX_S 3600 /* a server may not park us for longer than an hour */
 
 /* The body must be valid JSON, and cJSON copies bytes >= 0x80 through
@@ -13,40 +15,7 @@
  * will reject after the whole image has been uploaded. */
 static bool valid_utf8(const char *s)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	uint32_t cp, min;
-	int more;
-
-	while (*p) {
-		if (*p < 0x80) {
-			p++;
-			continue;
-		}
-		if (*p >= 0xc2 && *p <= 0xdf) {
-			cp = *p & 0x1fu;
-			min = 0x80;
-			more = 1;
-		} else if (*p >= 0xe0 && *p <= 0xef) {
-			cp = *p & 0x0fu;
-			min = 0x800;
-			more = 2;
-		} else if (*p >= 0xf0 && *p <= 0xf4) {
-			cp = *p & 0x07u;
-			min = 0x10000;
-			more = 3;
-		} else {
-			return false;
-		}
-		/* A NUL in place of a continuation byte fails here: no over-read. */
-		for (p++; more > 0; more--, p++) {
-			if ((*p & 0xc0) != 0x80)
-				return false;
-			cp = cp << 6 | (*p & 0x3fu);
-		}
-		if (cp < min || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-			return false;
-	}
-	return true;
+	return clean_utf8_valid(s);
 }
 
 /* The format goes into the data URL unescaped, so only a short lowercase word
@@ -240,11 +209,7 @@ static bool take_int64(const cJSON *object, const char *key, int64_t *ret)
 	if (!cJSON_IsNumber(item))
 		return false;
 	v = item->valuedouble;
-	/* Also false for NaN; the bounds keep the conversion defined. */
-	if (!(v > -9.0e18 && v < 9.0e18))
-		return false;
-	*ret = (int64_t)v;
-	return true;
+	return clean_int64(v, ret);
 }
 
 static int set_error(struct api_result *res, enum api_outcome outcome, const char *code,
@@ -322,7 +287,10 @@ static int take_metadata(cJSON *root, struct api_result *res)
 
 	if (take_string(root, "model", &res->model) < 0)
 		return -ENOMEM;
-	(void)take_int64(root, "created", &res->created);
+	/* The journal reads back 0..API_CREATED_MAX only: anything else is no time. */
+	if (!take_int64(root, "created", &res->created) || res->created < 0 ||
+	    res->created > API_CREATED_MAX)
+		res->created = 0;
 	if (cJSON_IsObject(usage)) {
 		res->usage = cJSON_DetachItemViaPointer(root, usage);
 		if (take_int64(res->usage, "generated_images", &n) && n >= 0)
@@ -331,7 +299,7 @@ static int take_metadata(cJSON *root, struct api_result *res)
 	return 0;
 }
 
-static int parse_object(cJSON *root, struct api_result *res)
+static int parse_object(cJSON *root, bool b64_taken, struct api_result *res)
 {
 	const cJSON *error = cJSON_GetObjectItemCaseSensitive(root, "error");
 	const cJSON *data, *first;
@@ -357,7 +325,11 @@ static int parse_object(cJSON *root, struct api_result *res)
 	    take_string(first, "b64_json", &res->b64_json) < 0 ||
 	    take_string(first, "size", &res->size) < 0)
 		return -ENOMEM;
-	if (!res->url && !res->b64_json)
+	if (b64_taken && !res->b64_json) {
+		const cJSON *b64 = cJSON_GetObjectItemCaseSensitive(first, "b64_json");
+		res->b64_streamed = cJSON_IsString(b64) && b64->valuestring && !b64->valuestring[0];
+	}
+	if (!res->url && !res->b64_json && !res->b64_streamed)
 		return set_unusable(res, "data[0] has neither url nor b64_json");
 	res->outcome = API_OUTCOME_OK;
 	return 0;
@@ -381,8 +353,116 @@ static cJSON *parse_whole(const char *body, size_t len)
 	return root;
 }
 
-int api_parse_response(long http_status, const char *body, size_t len,
+/* *text replaced by its cleaned copy (see clean_text); NULL stays NULL. */
+static int clean_member(char **text, size_t max, const char *secret)
+{
+	char *c;
+
+	if (!*text)
+		return 0;
+	c = clean_text(*text, max, secret);
+	if (!c)
+		return -ENOMEM;
+	free(*text);
+	*text = c;
+	return 0;
+}
+
+/* A URL is fetched as it is, so it is refused rather than changed. */
+static const char *url_problem(const char *url, const char *secret)
+{
+	size_t n = strlen(url);
+
+	if (n > API_URL_MAX)
+		return "the result URL is too long";
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)url[i] <= 0x20 || (unsigned char)url[i] >= 0x7f)
+			return "the result URL has bytes that are not printable ASCII";
+	if (secret && *secret && strstr(url, secret))
+		return "the result URL contains the API key";
+	return NULL;
+}
+
+static cJSON *usage_summary(const cJSON *usage)
+{
+	cJSON *sum = cJSON_CreateObject();
+	unsigned kept = 0;
+
+	if (!sum)
+		return NULL;
+	for (const cJSON *m = usage->child; m && kept < API_USAGE_KEEP_MAX; m = m->next) {
+		if (!cJSON_IsNumber(m) || !m->string || strlen(m->string) > API_USAGE_NAME_MAX ||
+		    strcmp(m->string, "truncated") == 0 ||
+		    cJSON_GetObjectItemCaseSensitive(sum, m->string))
+			continue;
+		if (!cJSON_AddNumberToObject(sum, m->string, m->valuedouble))
+			goto fail;
+		kept++;
+	}
+	if (!cJSON_AddTrueToObject(sum, "truncated"))
+		goto fail;
+	return sum;
+fail:
+	cJSON_Delete(sum);
+	return NULL;
+}
+
+int api_bound_usage(cJSON **usage, const char *secret)
+{
+	cJSON *sum;
+	char *text = NULL;
+	bool fits;
+
+	if (!*usage)
+		return 0;
+	if (clean_json(*usage, secret) < 0)
+		return -ENOMEM;
+	fits = clean_json_depth(*usage) <= API_USAGE_DEPTH_MAX;
+	if (fits) {
+		text = cJSON_PrintUnformatted(*usage);
+		if (!text)
+			return -ENOMEM;
+		fits = strlen(text) <= API_USAGE_MAX;
+		cJSON_free(text);
+	}
+	if (fits)
+		return 0;
+	sum = usage_summary(*usage);
+	if (!sum)
+		return -ENOMEM;
+	cJSON_Delete(*usage);
+	*usage = sum;
+	return 0;
+}
+
+/* Bounds and cleans every server string kept in the result. */
+static int clean_result(struct api_result *res, const char *secret)
+{
+	const char *problem;
+
+	if (clean_member(&res->error_code, API_CODE_MAX, secret) < 0 ||
+	    clean_member(&res->error_message, API_MESSAGE_MAX, secret) < 0 ||
+	    clean_member(&res->model, API_MODEL_MAX, secret) < 0 ||
+	    clean_member(&res->size, API_SIZE_MAX, secret) < 0 ||
+	    api_bound_usage(&res->usage, secret) < 0)
+		return -ENOMEM;
+	problem = res->url ? url_problem(res->url, secret) : NULL;
+	if (problem) {
+		free(res->url);
+		res->url = NULL;
+		return set_error(res, API_OUTCOME_FILE_FAIL, "UnusableResultURL", problem);
+	}
+	return 0;
+}
+
+int api_parse_response(long http_status, const char *body, size_t len, const char *secret,
 		       struct api_result *ret_result)
+{
+	return api_parse_streamed(http_status, body, len, false, secret, ret_result);
+}
+
+int api_parse_streamed(long http_status, const char *body, size_t len, bool b64_taken,
+		       const char *secret, struct api_result *ret_result)
 {
 	cJSON *root = NULL;
 	int r;
@@ -391,6 +471,19 @@ int api_parse_response(long http_status, const char *body, size_t len,
 	ret_result->http_status = http_status;
 	ret_result->generated_images = -1;
 
+	if (http_status >= 300 && http_status < 400) {
+		/* The transfer never follows a redirect (that would pay again, or
+		 * turn the request into a GET elsewhere). Whatever the body says,
+		 * nothing was generated here, and every file would get the same
+		 * answer until base_url is fixed. */
+		char code[32];
+
+		(void)snprintf(code, sizeof(code), "HTTP%ld", http_status);
+		r = set_error(ret_result, API_OUTCOME_PAUSE, code,
+			      "the API answered with a redirect, which a generation request never "
+			      "follows; check api.base_url");
+		goto out;
+	}
 	if (body && len > 0)
 		root = parse_whole(body, len);
 	if (!root)
@@ -399,8 +492,11 @@ int api_parse_response(long http_status, const char *body, size_t len,
 	else if (!cJSON_IsObject(root))
 		r = set_unusable(ret_result, "the response is not a JSON object");
 	else
-		r = parse_object(root, ret_result);
+		r = parse_object(root, b64_taken, ret_result);
 	cJSON_Delete(root);
+	if (r == 0)
+		r = clean_result(ret_result, secret);
+out:
 	if (r < 0)
 		api_result_clear(ret_result); /* nothing half-filled to leak */
 	return r;

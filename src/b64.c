@@ -140,6 +140,74 @@ int b64_decode(const char *in, size_t len, uint8_t *out, size_t *ret_len)
 	return 0;
 }
 
+int b64_stream_decode(struct b64_stream *s, const char *in, size_t len, uint8_t *out,
+		      size_t *ret_len)
+{
+	size_t i = 0, o = 0;
+	int a, b, c, d;
+
+	while (i < len) {
+		if (s->n == 0 && !s->ended) {
+			/* Whole groups straight from the input; a '=' or a bad
+			 * character drops to the careful path below. */
+			for (; len - i >= 4; i += 4, o += 3) {
+				a = sextet(in[i]);
+				b = sextet(in[i + 1]);
+				c = sextet(in[i + 2]);
+				d = sextet(in[i + 3]);
+				if ((a | b | c | d) < 0)
+					break;
+				out[o] = (uint8_t)(a << 2 | b >> 4);
+				out[o + 1] = (uint8_t)(b << 4 | c >> 2);
+				out[o + 2] = (uint8_t)(c << 6 | d);
+			}
+			if (i == len)
+				break;
+		}
+		if (s->ended)
+			return -EINVAL;
+		if (in[i] == '=') {
+			/* Padding completes a group of 2 or 3 characters. */
+			if (s->n < 2)
+				return -EINVAL;
+			s->pad++;
+			s->group[s->n++] = 0;
+		} else {
+			a = sextet(in[i]);
+			if (a < 0 || s->pad)
+				return -EINVAL;
+			s->group[s->n++] = (uint8_t)a;
+		}
+		i++;
+		if (s->n == 4) {
+			uint8_t bytes[3] = {
+			    (uint8_t)(s->group[0] << 2 | s->group[1] >> 4),
+			    (uint8_t)(s->group[1] << 4 | s->group[2] >> 2),
+			    (uint8_t)(s->group[2] << 6 | s->group[3]),
+			};
+			memcpy(out + o, bytes, 3 - s->pad);
+			o += 3 - s->pad;
+			s->ended = s->pad > 0;
+			s->n = 0;
+		}
+	}
+	*ret_len = o;
+	return 0;
+}
+
+int b64_stream_finish(struct b64_stream *s, uint8_t *out, size_t *ret_len)
+{
+	*ret_len = 0;
+	if ((s->pad && !s->ended) || s->n == 1)
+		return -EINVAL; /* "QQ=" or "Q" at the end */
+	if (s->n >= 2)
+		out[(*ret_len)++] = (uint8_t)(s->group[0] << 2 | s->group[1] >> 4);
+	if (s->n == 3)
+		out[(*ret_len)++] = (uint8_t)(s->group[1] << 4 | s->group[2] >> 2);
+	s->n = 0;
+	return 0;
+}
+
 void b64_hex(const uint8_t *in, size_t len, char *out)
 {
 	static const char digits[] = "0123456789abcdef";

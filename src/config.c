@@ -8,9 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <yaml.h>
+
+#include "url.h"
 
 #define MAX_DOCUMENT_BYTES (1024 * 1024)
 /* A valid config is four levels deep (folders, entry, exclude); anything far
@@ -80,6 +84,7 @@ enum {
 	AK_PAUSE_RETRY,
 	AK_CA_FILE,
 	AK_INSECURE,
+	AK_PRIVATE_RESULTS,
 	AK_COUNT
 };
 
@@ -95,6 +100,7 @@ static const char *const api_keys[AK_COUNT] = {
 	[AK_PAUSE_RETRY] = "pause_retry",
 	[AK_CA_FILE] = "ca_file",
 	[AK_INSECURE] = "allow_insecure_http",
+	[AK_PRIVATE_RESULTS] = "allow_private_result_urls",
 };
 
 enum {
@@ -471,6 +477,100 @@ static bool path_within(const char *a, const char *b)
 	if (!strcmp(b, "/"))
 		return true;
 	return !strncmp(a, b, n) && (a[n] == '\0' || a[n] == '/');
+}
+
+/* A folder as the filesystem sees it: a path can reach a folder through a
+ * symbolic link or a bind mount, so string comparisons alone miss overlaps. */
+struct ident {
+	char *real;  /* realpath of the longest existing ancestor + the rest */
+	bool exists; /* dev and ino are valid */
+	dev_t dev;
+	ino_t ino;
+};
+
+/* Resolves p (normalised) as far as it exists. NULL only for ENOMEM. */
+static char *resolve_path(const char *p)
+{
+	char *prefix = strdup(p), *real = NULL, *out;
+	const char *rest;
+
+	if (!prefix)
+		return NULL;
+	for (;;) {
+		char *slash;
+
+		real = realpath(prefix[0] ? prefix : "/", NULL);
+		if (real || errno == ENOMEM)
+			break;
+		slash = strrchr(prefix, '/');
+		if (!slash)
+			break;
+		*slash = '\0';
+	}
+	if (!real) {
+		free(prefix);
+		return NULL;
+	}
+	rest = p + strlen(prefix);
+	if (!strcmp(real, "/") && rest[0])
+		out = strdup(rest);
+	else if (asprintf(&out, "%s%s", real, rest) < 0)
+		out = NULL;
+	free(real);
+	free(prefix);
+	return out;
+}
+
+static int ident_init(struct ident *id, const char *path)
+{
+	struct stat st;
+
+	id->real = resolve_path(path);
+	if (!id->real)
+		return -ENOMEM;
+	id->exists = stat(path, &st) == 0;
+	id->dev = id->exists ? st.st_dev : 0;
+	id->ino = id->exists ? st.st_ino : 0;
+	return 0;
+}
+
+static bool ident_same(const struct ident *a, const struct ident *b)
+{
+	return !strcmp(a->real, b->real) ||
+	       (a->exists && b->exists && a->dev == b->dev && a->ino == b->ino);
+}
+
+/* a is b or below it, by real path, or by device+inode of one of a's
+ * existing ancestors (b bind-mounted somewhere above a). */
+static bool ident_within(const struct ident *a, const struct ident *b)
+{
+	size_t n = strlen(a->real);
+	char *p;
+	bool found = false;
+
+	if (path_within(a->real, b->real))
+		return true;
+	if (!b->exists)
+		return false;
+	p = strdup(a->real);
+	if (!p)
+		return false;
+	while (!found) {
+		struct stat st;
+		char *slash;
+
+		if (stat(n ? p : "/", &st) == 0 && st.st_dev == b->dev && st.st_ino == b->ino)
+			found = true;
+		if (!n)
+			break;
+		slash = strrchr(p, '/');
+		if (!slash)
+			break;
+		*slash = '\0';
+		n = strlen(p);
+	}
+	free(p);
+	return found;
 }
 
 static char *concat(const char *a, const char *b)
@@ -948,6 +1048,11 @@ static int finish_folder(struct ctx *c, const yaml_node_t *map, struct folder_co
 		return fail_at(c, map->start_mark,
 			       "missing key \"prompt\" in folder %s (set it here or in defaults)",
 			       quote(fc->path).s);
+	/* Every sidecar repeats the prompt: it must stay readable (OUTPUT_RECORD_MAX). */
+	if (strlen(fc->prompt) > CONFIG_PROMPT_MAX)
+		return fail_at(c, map->start_mark,
+			       "the prompt of folder %s is longer than %d bytes", quote(fc->path).s,
+			       CONFIG_PROMPT_MAX);
 	if (!fc->size && !(fc->size = strdup("2K")))
 		return oom(c);
 	if (!fc->output) {
@@ -991,52 +1096,109 @@ static int parse_folder(struct ctx *c, const yaml_node_t *n, const struct folder
 	return finish_folder(c, n, fc, m);
 }
 
-/* Outputs must never land where a watcher would pick them up again. */
+/* " (the same folder as ...)" when only the resolved identity shows the overlap. */
+static const char *by_identity(bool lexical)
+{
+	return lexical ? "" : " (the same folder reached through a symbolic link or a mount)";
+}
+
+/* Outputs must never land where a watcher would pick them up again. Compared
+ * by spelling and by identity (real path, device+inode): a symlink or a bind
+ * mount must not hide an overlap. */
 static int check_overlaps(struct ctx *c, const struct config *cfg, const struct fmeta *m)
 {
 	const struct folder_config *f = cfg->folders;
 	size_t n = cfg->n_folders;
+	struct ident *ids = calloc(3 * (n ? n : 1), sizeof(*ids));
+	const struct ident *path, *out, *done;
+	int r = 0;
 
-	for (size_t i = 0; i < n; i++)
-		for (size_t j = 0; j < i; j++)
-			if (!strcmp(f[i].path, f[j].path))
-				return fail_at(c, m[i].path,
-					       "folder %s is listed twice (first at line %d)",
-					       quote(f[i].path).s, f[j].line);
+	if (!ids)
+		return oom(c);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		r = ident_init(&ids[3 * i], f[i].path);
+		if (r == 0)
+			r = ident_init(&ids[3 * i + 1], f[i].output);
+		if (r == 0)
+			r = ident_init(&ids[3 * i + 2], f[i].done_dir);
+	}
+	if (r < 0) {
+		r = oom(c);
+		goto out;
+	}
+	path = ids;
+	out = ids + 1;
+	done = ids + 2;
+#define ID(a, i) (&(a)[3 * (i)])
 	for (size_t i = 0; i < n; i++) {
-		for (size_t j = 0; j < n; j++) {
-			/* Sidecars name sources relative to their folder: two folders
-			 * writing into one output would overwrite each other. */
-			if (j < i && !strcmp(f[i].output, f[j].output))
-				return fail_at(c, m[i].output,
-					       "output %s is also the output of the folder at line "
-					       "%d: each folder needs its own",
-					       quote(f[i].output).s, f[j].line);
-			/* A file inside both would be taken (and paid for) twice. */
-			if (i != j && f[j].recursive && path_within(f[i].path, f[j].path))
-				return fail_at(c, m[i].path,
-					       "folder %s is inside the recursive folder %s: its "
-					       "files would be taken twice",
-					       quote(f[i].path).s, quote(f[j].path).s);
-			if (path_within(f[i].output, f[j].path))
-				return fail_at(c, m[i].output,
-					       "output %s is inside (or is) the watched folder %s: "
-					       "results would be fed back in",
-					       quote(f[i].output).s, quote(f[j].path).s);
-			if (i != j && path_within(f[i].path, f[j].output))
-				return fail_at(c, m[i].path,
-					       "folder %s is inside (or is) the output %s of the "
-					       "folder at line %d",
-					       quote(f[i].path).s, quote(f[j].output).s, f[j].line);
-			if (f[i].on_success == ON_SUCCESS_MOVE &&
-			    path_within(f[i].done_dir, f[j].path))
-				return fail_at(c, m[i].done,
-					       "done_dir %s is inside (or is) the watched folder "
-					       "%s: moved originals would be processed again",
-					       quote(f[i].done_dir).s, quote(f[j].path).s);
+		for (size_t j = 0; j < i; j++) {
+			bool lex = !strcmp(f[i].path, f[j].path);
+			if (lex || ident_same(ID(path, i), ID(path, j))) {
+				r = fail_at(c, m[i].path,
+					    "folder %s is listed twice (first at line %d)%s",
+					    quote(f[i].path).s, f[j].line, by_identity(lex));
+				goto out;
+			}
 		}
 	}
-	return 0;
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < n; j++) {
+			bool lex;
+
+			/* Sidecars name sources relative to their folder: two folders
+			 * writing into one output would overwrite each other. */
+			lex = !strcmp(f[i].output, f[j].output);
+			if (j < i && (lex || ident_same(ID(out, i), ID(out, j)))) {
+				r = fail_at(c, m[i].output,
+					    "output %s is also the output of the folder at line "
+					    "%d: each folder needs its own%s",
+					    quote(f[i].output).s, f[j].line, by_identity(lex));
+				goto out;
+			}
+			/* A file inside both would be taken (and paid for) twice. */
+			lex = path_within(f[i].path, f[j].path);
+			if (i != j && f[j].recursive && (lex || ident_within(ID(path, i), ID(path, j)))) {
+				r = fail_at(c, m[i].path,
+					    "folder %s is inside the recursive folder %s: its "
+					    "files would be taken twice%s",
+					    quote(f[i].path).s, quote(f[j].path).s, by_identity(lex));
+				goto out;
+			}
+			lex = path_within(f[i].output, f[j].path);
+			if (lex || ident_within(ID(out, i), ID(path, j))) {
+				r = fail_at(c, m[i].output,
+					    "output %s is inside (or is) the watched folder %s: "
+					    "results would be fed back in%s",
+					    quote(f[i].output).s, quote(f[j].path).s, by_identity(lex));
+				goto out;
+			}
+			lex = path_within(f[i].path, f[j].output);
+			if (i != j && (lex || ident_within(ID(path, i), ID(out, j)))) {
+				r = fail_at(c, m[i].path,
+					    "folder %s is inside (or is) the output %s of the "
+					    "folder at line %d%s",
+					    quote(f[i].path).s, quote(f[j].output).s, f[j].line,
+					    by_identity(lex));
+				goto out;
+			}
+			lex = path_within(f[i].done_dir, f[j].path);
+			if (f[i].on_success == ON_SUCCESS_MOVE &&
+			    (lex || ident_within(ID(done, i), ID(path, j)))) {
+				r = fail_at(c, m[i].done,
+					    "done_dir %s is inside (or is) the watched folder "
+					    "%s: moved originals would be processed again%s",
+					    quote(f[i].done_dir).s, quote(f[j].path).s,
+					    by_identity(lex));
+				goto out;
+			}
+		}
+	}
+#undef ID
+out:
+	for (size_t i = 0; i < 3 * n; i++)
+		free(ids[i].real);
+	free(ids);
+	return r;
 }
 
 static int parse_folders(struct ctx *c, const yaml_node_t *n, const struct folder_config *tmpl,
@@ -1082,20 +1244,37 @@ static bool env_name_ok(const char *s)
 	return true;
 }
 
-/* The same test transfer.c applies: plain http is fine to this machine. */
-static bool host_is_loopback(const char *url)
+/* A file named in the configuration that curl reads only when a transfer
+ * starts: without this, a typo would pass --check and fail every call. */
+static int check_readable_file(struct ctx *c, const yaml_node_t *n, const char *key,
+			       const char *path)
 {
-	const char *host = strstr(url, "://") + 3;
-	size_t n = strcspn(host, ":/?#");
+	struct stat st;
+	char ebuf[128];
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK), e;
 
-	return (n == 9 && !strncmp(host, "localhost", 9)) || !strncmp(host, "127.", 4) ||
-	       !strncmp(host, "[::1]", 5);
+	if (fd < 0) {
+		e = errno;
+		return fail_at(c, n->start_mark, "%s: cannot read %s: %s", key, quote(path).s,
+			       strerror_r(e, ebuf, sizeof(ebuf)));
+	}
+	e = fstat(fd, &st) < 0 ? errno : 0;
+	close(fd);
+	if (e)
+		return fail_at(c, n->start_mark, "%s: cannot read %s: %s", key, quote(path).s,
+			       strerror_r(e, ebuf, sizeof(ebuf)));
+	if (!S_ISREG(st.st_mode))
+		return fail_at(c, n->start_mark, "%s: %s is not a regular file", key,
+			       quote(path).s);
+	return 0;
 }
 
 static int check_base_url(struct ctx *c, const yaml_node_t *n, struct api_config *api)
 {
 	char *u = api->base_url;
 	size_t len = strlen(u), scheme;
+	struct url_info info;
+	int r;
 
 	if (!strncasecmp(u, "https://", 8))
 		scheme = 8;
@@ -1118,7 +1297,14 @@ static int check_base_url(struct ctx *c, const yaml_node_t *n, struct api_config
 		u[--len] = '\0';
 	if (len == scheme || u[scheme] == '/')
 		return fail_at(c, n->start_mark, "api.base_url: no host in %s", quote(u).s);
-	if (scheme == 7 && !api->allow_insecure_http && !host_is_loopback(u))
+	/* The host curl will connect to, as curl parses it (the transfer code
+	 * checks the same way, and again on the address it connects to). */
+	r = url_inspect(u, &info);
+	if (r == -ENOMEM)
+		return oom(c);
+	if (r < 0)
+		return fail_at(c, n->start_mark, "api.base_url: not a valid URL: %s", quote(u).s);
+	if (!info.https && !api->allow_insecure_http && info.host != URL_LOOPBACK)
 		return fail_at(c, n->start_mark,
 			       "api.base_url: plain http beyond this machine would send the API "
 			       "key in the clear; set api.allow_insecure_http: true to allow it");
@@ -1202,8 +1388,13 @@ static int parse_api(struct ctx *c, const yaml_node_t *n, struct api_config *api
 	    (r = get_duration(c, f[AK_PAUSE_RETRY].value, "api.pause_retry", 1000,
 			      &api->pause_retry_ms)) < 0)
 		return r;
+	if (f[AK_PRIVATE_RESULTS].value &&
+	    (r = get_bool(c, f[AK_PRIVATE_RESULTS].value, "api.allow_private_result_urls",
+			  &api->allow_private_result_urls)) < 0)
+		return r;
 	if (f[AK_CA_FILE].value &&
-	    (r = get_path(c, f[AK_CA_FILE].value, "api.ca_file", &api->ca_file)) < 0)
+	    ((r = get_path(c, f[AK_CA_FILE].value, "api.ca_file", &api->ca_file)) < 0 ||
+	     (r = check_readable_file(c, f[AK_CA_FILE].value, "api.ca_file", api->ca_file)) < 0))
 		return r;
 	return 0;
 }

@@ -14,7 +14,6 @@
 
 #define INDEX_MIN_CAPACITY 64
 /* A sidecar larger than this is not one of ours. */
-#define SIDECAR_READ_MAX (1024 * 1024)
 #define WALK_DEPTH_MAX	 64
 
 /* One allocation per entry: the public entry, its hash, then both strings. */
@@ -408,7 +407,7 @@ static bool is_resource_error(int r)
 	return r == -ENOMEM || r == -EMFILE || r == -ENFILE;
 }
 
-/* Reads fd (a regular file of `size` bytes, at most SIDECAR_READ_MAX) into
+/* Reads fd (a regular file of `size` bytes, at most OUTPUT_RECORD_MAX) into
  * w->buf. Returns the length or -errno; -EFBIG when it grew past the cap. */
 static ssize_t read_sidecar(struct walk *w, int fd, size_t size)
 {
@@ -460,7 +459,7 @@ static int load_file(struct walk *w, int dirfd, const char *name)
 			w->skipped++;
 		return 0;
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > SIDECAR_READ_MAX) {
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > OUTPUT_RECORD_MAX) {
 		w->skipped++;
 		r = 0;
 		goto out;

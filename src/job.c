@@ -1,4 +1,5 @@
 #include "job_private.h"
+#include "url.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -306,6 +307,11 @@ void job_release_transfers(struct jobs *jobs, struct job *job)
 	if (job->gen) {
 		if (job->state == JOB_GENERATING)
 			http_cancel(jobs->http, job->gen->easy);
+		if (job->gen->img.fd >= 0) {
+			/* A b64_json image not handed on (see job_generated). */
+			output_tmp_abort(job->out_dirfd, job->gen->img.fd, job->gen->img.tmp_name);
+			job->gen->img.fd = -1;
+		}
 		transfer_gen_clear(job->gen);
 		free(job->gen);
 		job->gen = NULL;
@@ -547,6 +553,15 @@ int job_open_output_dir(struct job *job)
 
 	if (job->out_dirfd >= 0)
 		return 0;
+	/* Never write into (or create again) an output that is not the one the
+	 * done records came from: an unmounted share's bare mount point. */
+	{
+		char why[512];
+		if (!folder_output_check(job->folder, why, sizeof(why)))
+			return -ENODEV;
+	}
+	if (job->folder->index_stale)
+		return -EAGAIN; /* back, but its records are not read again yet */
 	path = job_output_dir(job);
 	r = output_mkdir_parents(path, 0755);
 	if (r < 0)
@@ -692,7 +707,15 @@ again:
 			job = next;
 			continue;
 		}
-		if (job->folder->storage_holds || !folder_spend_allows(jobs, job->folder)) {
+		if (job->folder->gave_up_this_run) {
+			struct job *next = job->next;
+			jobs->left_incomplete++; /* --once: left for a later run */
+			job_free(jobs, job);
+			job = next;
+			continue;
+		}
+		if (!job->folder->present || job->folder->storage_holds ||
+		    !folder_spend_allows(jobs, job->folder)) {
 			job = job->next; /* other folders may still spend */
 			continue;
 		}
@@ -708,7 +731,7 @@ again:
 		/* The job left the queue (or went back to settling): start over
 		 * from the head, skipping folders held back by their limits. */
 		job = jobs->queue.head;
-		while (job && (job->folder->storage_holds ||
+		while (job && (!job->folder->present || job->folder->storage_holds ||
 			       (job->folder->cfg->max_images_per_day &&
 				!folder_spend_allows(jobs, job->folder))))
 			job = job->next;
@@ -821,11 +844,19 @@ void jobs_free(struct jobs *jobs)
 
 void jobs_set_config(struct jobs *jobs, const struct config *config)
 {
+	struct url_info base;
+
 	jobs->config = config;
 	free(jobs->gen_url);
 	jobs->gen_url = xasprintf("%s/images/generations", config->api.base_url);
 	jobs->net.ca_file = config->api.ca_file;
 	jobs->net.allow_insecure_http = config->api.allow_insecure_http;
+	/* An API on loopback is this machine's own relay or stand-in: its result
+	 * URLs may point anywhere it can. Otherwise a result URL into this
+	 * machine or its network is a request forged for the API's owner. */
+	jobs->net.allow_private = config->api.allow_private_result_urls ||
+				  (url_inspect(config->api.base_url, &base) == 0 &&
+				   base.host == URL_LOOPBACK);
 	jobs->net.timeout_ms = config->api.timeout_ms;
 	jobs->net.user_agent = "seedreamd/" SEEDREAMD_VERSION;
 	jobs_pump(jobs);
@@ -934,6 +965,12 @@ void jobs_leave_queued_for_later(struct jobs *jobs, struct folder *folder)
 	jobs_changed(jobs);
 }
 
+void jobs_folder_changed(struct jobs *jobs, struct folder *folder)
+{
+	(void)folder;
+	jobs_pump(jobs);
+}
+
 bool jobs_folder_busy(const struct jobs *jobs, const struct folder *folder)
 {
 	for (size_t i = 0; i < jobs->table_size; i++)
@@ -958,7 +995,10 @@ bool jobs_quiet(const struct jobs *jobs)
 {
 	/* Without a journal a paid result waiting to download would be lost at
 	 * exit: wait for it too (stop_timeout still bounds the wait). */
-	return jobs->active.n == 0 && (jobs->journal || jobs->n_paid_waiting == 0);
+	/* A paid result that is neither journalled nor written out (a full
+	 * state_dir, a b64_json image held in memory) is waited for too. */
+	return jobs->active.n == 0 && jobs->n_undurable == 0 &&
+	       (jobs->journal || jobs->n_paid_waiting == 0);
 }
 
 bool jobs_held_by_limits(const struct jobs *jobs)
@@ -975,6 +1015,7 @@ void jobs_counts(const struct jobs *jobs, struct jobs_counts *c)
 	c->queued = jobs->queue.n;
 	c->in_flight = jobs->active.n;
 	c->waiting = jobs->n_waiting;
+	c->undurable = jobs->n_undurable;
 	c->done = jobs->done;
 	c->failed = jobs->failed;
 	c->skipped = jobs->skipped;
@@ -1007,18 +1048,27 @@ void jobs_set_journal(struct jobs *jobs, struct journal *journal)
 	jobs->journal = journal;
 }
 
+/* Whether the done records show this version of the source as finished,
+ * with its sidecar still there. */
+bool job_version_done(const struct folder *folder, const char *rel, uint64_t size,
+		      int64_t mtime_sec, long mtime_nsec)
+{
+	const struct index_entry *done = index_get(folder->index, rel);
+
+	return done && done->size == size && done->mtime_sec == mtime_sec &&
+	       done->mtime_nsec == mtime_nsec && sidecar_still_there(folder, done);
+}
+
 void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal_record *rec)
 {
 	struct job *job = jobs_find(jobs, folder, rec->source);
 	int64_t age_ms = loop_wall_ms() - rec->generated_at;
 
-	const struct index_entry *done = index_get(folder->index, rec->source);
 	int r;
 
 	if (job)
 		return; /* one record per source */
-	if (done && done->size == rec->size && done->mtime_sec == rec->mtime_sec &&
-	    done->mtime_nsec == rec->mtime_nsec && sidecar_still_there(folder, done)) {
+	if (job_version_done(folder, rec->source, rec->size, rec->mtime_sec, rec->mtime_nsec)) {
 		/* Written out (or given up) before the crash; only the record's
 		 * removal was lost. Fetching again could only do harm. */
 		log_job(LOG_INFO, folder->cfg->path, rec->source, rec->request_id, NULL,

@@ -155,6 +155,46 @@ static const char *json_string(const cJSON *o, const char *key)
 	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* A sidecar found in the folder may have been planted and hold anything up to
+ * OUTPUT_RECORD_MAX: what a reuse carries over is bounded like an answer
+ * from the server, so the new sidecar can always be read back. */
+static int bound_reused(cJSON *old)
+{
+	static const struct {
+		const char *key;
+		size_t max;
+	} texts[] = {
+	    {"model", API_MODEL_MAX},
+	    {"result_size", API_SIZE_MAX},
+	    {"request_id", API_REQUEST_ID_MAX},
+	    {"response_format", API_SIZE_MAX},
+	};
+	cJSON *usage;
+
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		cJSON *v = cJSON_GetObjectItemCaseSensitive(old, texts[i].key);
+		char *c;
+
+		if (!cJSON_IsString(v))
+			continue;
+		c = clean_text(v->valuestring, texts[i].max, NULL);
+		if (!c || !cJSON_SetValuestring(v, c)) {
+			free(c);
+			return -ENOMEM;
+		}
+		free(c);
+	}
+	usage = cJSON_DetachItemFromObjectCaseSensitive(old, "usage");
+	if (!cJSON_IsObject(usage)) {
+		cJSON_Delete(usage);
+		return 0;
+	}
+	if (api_bound_usage(&usage, NULL) < 0)
+		return -ENOMEM;
+	cJSON_AddItemToObject(old, "usage", usage);
+	return 0;
+}
+
 /* Links (or copies) an output file into the job's output folder. */
 static int job_link_output(struct job *job, const char *old_path, const char *new_name)
 {
@@ -222,7 +262,7 @@ static enum job_reuse_result job_reuse(struct jobs *jobs, struct job *job,
 	}
 	{
 		size_t len;
-		r = output_read_fd(fd, 1024 * 1024, &text, &len);
+		r = output_read_fd(fd, OUTPUT_RECORD_MAX, &text, &len);
 		if (r == 0)
 			old = cJSON_ParseWithLength(text, len);
 		close(fd);
@@ -230,6 +270,8 @@ static enum job_reuse_result job_reuse(struct jobs *jobs, struct job *job,
 			goto out;
 	}
 	result = REUSE_NONE;
+	if (old && bound_reused(old) < 0)
+		log_oom();
 	output = old ? json_string(old, "output") : NULL;
 	wm = old ? cJSON_GetObjectItemCaseSensitive(old, "watermark") : NULL;
 	if (!output || json_string(old, "output_hex") || strstr(output, "..") ||
@@ -264,7 +306,10 @@ static enum job_reuse_result job_reuse(struct jobs *jobs, struct job *job,
 	s.result_size = json_string(old, "result_size");
 	s.watermark = cfg->watermark;
 	s.response_format = json_string(old, "response_format");
-	s.created = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(old, "created"));
+	/* NaN when absent: the checked conversion keeps that defined (as 0). */
+	if (!clean_int64(cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(old, "created")),
+			 &s.created))
+		s.created = 0;
 	s.usage = cJSON_GetObjectItemCaseSensitive(old, "usage");
 	s.request_id = json_string(old, "request_id");
 	s.attempts = 0;
@@ -351,6 +396,15 @@ void job_validate(struct jobs *jobs, struct job *job)
 	bool complete;
 	int fd;
 
+	if (!job->folder->present) {
+		/* Paused (its folder or its output is away): a missing sidecar
+		 * proves nothing now. Look again after a settle; a resume rescans. */
+		if (jobs->once)
+			job_finish(jobs, job);
+		else
+			job_settle(jobs, job, cfg->settle_ms > 1000 ? cfg->settle_ms : 1000);
+		return;
+	}
 	fd = job_open_source(job);
 	if (fd < 0) {
 		/* Deleted before submission, or a symlink we do not follow: nothing to do. */

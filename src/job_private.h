@@ -11,6 +11,7 @@
 
 #include "api.h"
 #include "b64.h"
+#include "clean.h"
 #include "fit.h"
 #include "image.h"
 #include "job.h"
@@ -163,6 +164,8 @@ void job_close_output_dir(struct job *job);
  * in this run; its queued files are left for a later run. */
 void jobs_leave_queued_for_later(struct jobs *jobs, struct folder *folder);
 bool sidecar_still_there(const struct folder *folder, const struct index_entry *e);
+bool job_version_done(const struct folder *folder, const char *rel, uint64_t size,
+		      int64_t mtime_sec, long mtime_nsec);
 void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *code,
 	      const char *message);
 int job_open_source(const struct job *job);

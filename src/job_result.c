@@ -165,10 +165,15 @@ bool job_disk_space_ok(const struct jobs *jobs, int dirfd)
 	return (uint64_t)sv.f_bavail * sv.f_frsize >= jobs->config->min_free_space;
 }
 
-/* Fetching or writing a paid result failed. storage: the failure was ours
+/* The paid result could not be fetched or written: fetch it again later,
+ * never generate again. code is NULL for a download or a write that failed
+ * (tried for as long as the URL lives), or the code of an answer that was
+ * not the image (tried api.retries more times: a proxy's error page may go
+ * away, a relay that serves HTML will not). storage: the failure was ours
  * (the output folder, the disk), not the network's: the folder takes no new
  * generation until it works again, and the next try opens the folder anew. */
-static void job_fetch_failed(struct jobs *jobs, struct job *job, const char *why, bool storage)
+static void job_fetch_retry(struct jobs *jobs, struct job *job, const char *code, const char *why,
+			    bool storage)
 {
 	uint64_t delay;
 
@@ -190,24 +195,66 @@ static void job_fetch_failed(struct jobs *jobs, struct job *job, const char *why
 			"journal for the next run",
 			job->folder->cfg->path, job->rel, why);
 		jobs->left_incomplete++;
+		job->folder->gave_up_this_run = true;
 		jobs_leave_queued_for_later(jobs, job->folder);
 		job_finish(jobs, job);
 		return;
 	}
 	/* The URL lives 24 h: keep trying within that, never generate again. */
 	if (loop_wall_ms() - job->generated_at > (int64_t)JOBS_URL_VALID_MS ||
-	    (jobs->once && job->fetch_failures > jobs->config->api.retries)) {
-		job_fail(jobs, job, 0, "FetchFailed", why);
+	    ((jobs->once || code) && job->fetch_failures > jobs->config->api.retries)) {
+		job_fail(jobs, job, code ? 200 : 0, code ? code : "FetchFailed", why);
 		return;
 	}
 	delay = jobs_backoff(jobs, job->fetch_failures, -1);
 	log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
-		job->request_id[0] ? job->request_id : NULL, NULL,
+		job->request_id[0] ? job->request_id : NULL, code,
 		"fetching the result of %s/%s failed (%s); trying again in %llu ms",
 		job->folder->cfg->path, job->rel, why, (unsigned long long)delay);
 	job_wait(jobs, job, delay, true);
 	jobs_changed(jobs);
 	jobs_pump(jobs); /* a download waiting to retry holds no generation slot */
+}
+
+static void job_fetch_failed(struct jobs *jobs, struct job *job, const char *why, bool storage)
+{
+	job_fetch_retry(jobs, job, NULL, why, storage);
+}
+
+/* Whether the result in fd is an image: known magic bytes, and for PNG and
+ * JPEG the ending of a whole file (the check inputs get). NULL when it is,
+ * else a code, with a sentence in msg. */
+static const char *job_result_problem(int fd, const uint8_t *magic, size_t magic_len,
+				      enum image_format *ret_fmt, char *msg, size_t msglen)
+{
+	uint8_t tail[IMAGE_TAIL_MAX];
+	struct stat st;
+	size_t n;
+	ssize_t got;
+
+	*ret_fmt = image_sniff(magic, magic_len);
+	if (fstat(fd, &st) < 0 || st.st_size == 0) {
+		(void)snprintf(msg, msglen, "the result is empty");
+		return "Result.NotAnImage";
+	}
+	if (*ret_fmt == IMAGE_FORMAT_UNKNOWN) {
+		(void)snprintf(msg, msglen,
+			       "the result is not an image: its first bytes match no "
+			       "known image format");
+		return "Result.NotAnImage";
+	}
+	n = (uint64_t)st.st_size < sizeof(tail) ? (size_t)st.st_size : sizeof(tail);
+	do
+		got = pread(fd, tail, n, st.st_size - (off_t)n);
+	while (got < 0 && errno == EINTR);
+	if (got == (ssize_t)n && !image_tail_complete(*ret_fmt, tail, n)) {
+		(void)snprintf(msg, msglen,
+			       "the result is a %s cut short (it does not end like "
+			       "a whole file)",
+			       image_format_name(*ret_fmt));
+		return "Result.Incomplete";
+	}
+	return NULL;
 }
 
 /* Copies src to dst (O_EXCL) and fsyncs it: moves across filesystems. */
@@ -326,22 +373,104 @@ out:
 
 /* The output file is complete in a temporary file: rename it in, then the
  * sidecar, which is the "done" record. */
-static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const char *tmp_name,
-		       const uint8_t *magic, size_t magic_len)
+/* A b64_json image decoded straight to its file exists nowhere else: before
+ * a failed commit throws the file away, its bytes go back into the job as
+ * the answer's text, and the retried write decodes them again. keep_fd is a
+ * second descriptor of the file (it outlives the unlink). */
+static int job_keep_streamed_image(struct job *job, int keep_fd)
 {
+	struct stat st;
+	uint8_t *buf = NULL;
+	char *text = NULL;
+	size_t got = 0;
+	int r = 0;
+
+	if (fstat(keep_fd, &st) < 0)
+		return -errno;
+	if (st.st_size <= 0 || (uint64_t)st.st_size > TRANSFER_IMAGE_MAX)
+		return -EFBIG;
+	buf = malloc((size_t)st.st_size);
+	text = malloc(B64_ENCODED_LEN((size_t)st.st_size) + 1);
+	if (!buf || !text) {
+		r = -ENOMEM;
+		goto out;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = pread(keep_fd, buf + got, (size_t)st.st_size - got, (off_t)got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	text[b64_encode(buf, got, text)] = '\0';
+	free(job->result.b64_json);
+	job->result.b64_json = text;
+	job->result.b64_streamed = false;
+	text = NULL;
+out:
+	free(buf);
+	free(text);
+	return r;
+}
+
+/* The commit of a paid result failed on storage: retry, and for a streamed
+ * b64_json image, keep its bytes first (see above). */
+static void job_commit_failed(struct jobs *jobs, struct job *job, int keep_fd, int err)
+{
+	if (keep_fd >= 0) {
+		int r = job_keep_streamed_image(job, keep_fd);
+		close(keep_fd);
+		if (r < 0) {
+			job_fail(jobs, job, 200, "Result.WriteFailed", strerror(-r));
+			return;
+		}
+	}
+	job_fetch_failed(jobs, job, strerror(err), true);
+}
+
+static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const char *tmp_name,
+		       const uint8_t *magic, size_t magic_len, bool downloaded)
+{
+	int keep_fd = -1;
 	const struct folder_config *cfg = job->folder->cfg;
-	enum image_format fmt = image_sniff(magic, magic_len);
+	enum image_format fmt;
 	char out_name[OUTPUT_NAME_MAX], side_name[OUTPUT_NAME_MAX], err_name[OUTPUT_NAME_MAX];
+	char why[160];
 	struct sidecar_success s = {0};
 	struct sidecar_fitted fitted;
 	const char *reasons[FIT_REASON_COUNT];
+	const char *problem;
 	char *doc;
 	int r;
 
+	/* Anything else (an HTML page, a zip) is no success: on_success could
+	 * otherwise delete the original for it. */
+	problem = job_result_problem(tmp_fd, magic, magic_len, &fmt, why, sizeof(why));
+	if (problem) {
+		output_tmp_abort(job->out_dirfd, tmp_fd, tmp_name);
+		if (downloaded)
+			job_fetch_retry(jobs, job, problem, why, false); /* paid: download again */
+		else
+			job_fail(jobs, job, 200, problem, why); /* b64_json: it stays what it is */
+		return;
+	}
+
 	(void)snprintf(out_name, sizeof(out_name), "%s%s", job->stem, output_ext_for(fmt));
+	if (job->result.b64_streamed) {
+		keep_fd = dup(tmp_fd);
+		if (keep_fd < 0) {
+			r = -errno;
+			output_tmp_abort(job->out_dirfd, tmp_fd, tmp_name);
+			job_fail(jobs, job, 200, "Result.WriteFailed", strerror(-r));
+			return;
+		}
+	}
 	r = output_tmp_commit(job->out_dirfd, tmp_fd, tmp_name, out_name);
 	if (r < 0) {
-		job_fetch_failed(jobs, job, strerror(-r), true);
+		job_commit_failed(jobs, job, keep_fd, -r);
 		return;
 	}
 	job_fill_source(job, &s.src);
@@ -378,9 +507,11 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 		 * both again (under the same stem), rather than leave an orphan. */
 		(void)unlinkat(job->out_dirfd, out_name, 0);
 		free((char *)s.output);
-		job_fetch_failed(jobs, job, strerror(-r), true);
+		job_commit_failed(jobs, job, keep_fd, -r);
 		return;
 	}
+	if (keep_fd >= 0)
+		close(keep_fd);
 	(void)snprintf(err_name, sizeof(err_name), "%s.error.json", job->stem);
 	(void)unlinkat(job->out_dirfd, err_name, 0); /* an old failure of this source */
 	job_index_put(job, side_name, false, s.completed_at,
@@ -410,7 +541,7 @@ static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
 
 	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 	transfer_dl_clear(d);
-	if (result == CURLE_OK && status == 200 && d->written > 0) {
+	if (result == CURLE_OK && status == 200) { /* an empty body is judged by job_commit */
 		int fd = d->fd;
 		char tmp[sizeof(d->tmp_name)];
 		uint8_t magic[sizeof(d->magic)];
@@ -420,7 +551,16 @@ static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
 		memcpy(magic, d->magic, sizeof(magic));
 		free(job->dl);
 		job->dl = NULL;
-		job_commit(jobs, job, fd, tmp, magic, magic_len);
+		job_commit(jobs, job, fd, tmp, magic, magic_len, true);
+		return;
+	}
+	if (d->guard.refused) {
+		/* A policy answer, not a passing fault: trying again would only
+		 * knock on the same door. The result stays paid; nothing is
+		 * generated again. */
+		(void)snprintf(why, sizeof(why), "%s", d->guard.why);
+		job_release_transfers(jobs, job);
+		job_fail(jobs, job, 200, "UnsafeResultURL", why); /* as a URL refused up front */
 		return;
 	}
 	if (d->write_errno)
@@ -480,9 +620,35 @@ void job_fetch(struct jobs *jobs, struct job *job)
 	if (job->undurable && job->result.url)
 		(void)job_journal_write(jobs, job); /* the state_dir may take it now */
 	jobs_pump(jobs); /* the generation slot is free: fill it while this downloads */
+	if (job->dl) {
+		/* A b64_json image, already decoded as the answer arrived. */
+		struct transfer_dl *d = job->dl;
+		job->dl = NULL;
+		job_commit(jobs, job, d->fd, d->tmp_name, d->magic, d->magic_len, false);
+		free(d);
+		return;
+	}
+	if (job->result.b64_streamed) {
+		/* Decoded once, lost on the way to the disk: no bytes to retry with. */
+		job_fail(jobs, job, 200, "Result.WriteFailed",
+			 "the b64_json result could not be written");
+		return;
+	}
 	r = job_open_output_dir(job);
 	if (r < 0) {
 		job_fetch_failed(jobs, job, strerror(-r), true);
+		return;
+	}
+	if (job->journalled &&
+	    job_version_done(job->folder, job->rel, job->size, job->mtime.tv_sec, job->mtime.tv_nsec)) {
+		/* A result restored from the journal while the output was away,
+		 * which turned out to be written before the crash. */
+		log_job(LOG_INFO, job->folder->cfg->path, job->rel,
+			job->request_id[0] ? job->request_id : NULL, NULL,
+			"%s/%s: its paid-for result is already on disk; journal record removed",
+			job->folder->cfg->path, job->rel);
+		job_journal_remove(jobs, job);
+		job_finish(jobs, job);
 		return;
 	}
 	if (!job_disk_space_ok(jobs, job->out_dirfd)) {
@@ -508,13 +674,15 @@ void job_fetch(struct jobs *jobs, struct job *job)
 			job_fetch_failed(jobs, job, strerror(-r), true);
 			return;
 		}
-		job_commit(jobs, job, fd, tmp, magic, magic_len);
+		job_commit(jobs, job, fd, tmp, magic, magic_len, false);
 		return;
 	}
 	if (!job->result.url || !transfer_url_allowed(job->result.url, &jobs->net)) {
 		output_tmp_abort(job->out_dirfd, fd, tmp);
 		job_fail(jobs, job, 200, "UnsafeResultURL",
-			 "the result URL is missing or not https");
+			 job->result.url ? "the result URL is not https, or leads to this "
+					   "machine or its local network"
+					 : "the result URL is missing");
 		return;
 	}
 	job->dl = calloc(1, sizeof(*job->dl));

@@ -2,6 +2,16 @@
  * the pause on account or configuration errors. */
 #include "job_private.h"
 
+/* The key inside jobs->auth_header: what a server must never make us repeat. */
+static const char *jobs_key(const struct jobs *jobs)
+{
+	static const char prefix[] = "Authorization: Bearer ";
+
+	return strncmp(jobs->auth_header, prefix, sizeof(prefix) - 1) == 0
+		       ? jobs->auth_header + sizeof(prefix) - 1
+		       : NULL;
+}
+
 static void jobs_pause(struct jobs *jobs, const struct api_result *res)
 {
 	(void)snprintf(jobs->pause_reason, sizeof(jobs->pause_reason),
@@ -54,12 +64,57 @@ static void job_retry_or_fail(struct jobs *jobs, struct job *job, long status, c
 	jobs_pump(jobs);
 }
 
+/* The decoded b64_json image, as if it had been downloaded: job_fetch
+ * commits it. NULL with a code and a reason when it cannot be used, or
+ * NULL with the image back in res->b64_json after a write error. */
+static struct transfer_dl *job_take_image(struct transfer_gen *g, struct api_result *res,
+					  const char **ret_code, char *why, size_t whylen)
+{
+	struct transfer_dl *d;
+
+	if (g->img.malformed) {
+		*ret_code = "MalformedResponse";
+		(void)snprintf(why, whylen, "data[0].b64_json is not valid base64");
+		return NULL;
+	}
+	if (g->img.write_errno) {
+		/* The disk failed under it: keep the image in memory as the text
+		 * of the answer, and job_fetch writes it when it can. */
+		char *text = NULL;
+		int r = transfer_image_text(g, &text);
+		if (r < 0) {
+			*ret_code = "Result.WriteFailed";
+			(void)snprintf(why, whylen,
+				       "writing the b64_json result: %s; reading it back: %s",
+				       strerror(g->img.write_errno), strerror(-r));
+			return NULL;
+		}
+		free(res->b64_json);
+		res->b64_json = text;
+		res->b64_streamed = false;
+		return NULL;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		log_oom();
+	d->fd = g->img.fd;
+	g->img.fd = -1;
+	memcpy(d->tmp_name, g->img.tmp_name, sizeof(d->tmp_name));
+	memcpy(d->magic, g->img.magic, sizeof(d->magic));
+	d->magic_len = g->img.magic_len;
+	d->written = g->img.written;
+	return d;
+}
+
 static void job_generated(CURL *easy, CURLcode result, void *userdata)
 {
 	struct job *job = userdata;
 	struct jobs *jobs = job->owner;
 	struct transfer_gen *g = job->gen;
 	struct api_result *res = &job->result;
+	struct transfer_dl *img = NULL;
+	const char *img_code = NULL;
+	char img_why[256];
 	long status = 0;
 
 	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
@@ -68,7 +123,14 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	 * the fit worker). */
 	int src_fd = job->fitted ? job->fitted->src_fd : g->fd;
 
-	memcpy(job->request_id, g->request_id, sizeof(job->request_id));
+	{
+		/* A header from the server, like the body: no key, valid UTF-8. */
+		char *rid = clean_text(g->request_id, sizeof(job->request_id) - 1, jobs_key(jobs));
+		if (!rid)
+			log_oom();
+		(void)snprintf(job->request_id, sizeof(job->request_id), "%s", rid);
+		free(rid);
+	}
 	job->folder->images_reserved--;
 	if (g->sha256_hex[0] && !job->fitted)
 		memcpy(job->sha256, g->sha256_hex, sizeof(job->sha256));
@@ -96,14 +158,30 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	if (result != CURLE_OK) {
 		char msg[256];
 		const char *code = g->body_too_large ? "ResponseTooLarge" : "NetworkError";
-		(void)snprintf(msg, sizeof(msg), "%s", curl_easy_strerror(result));
-		job_release_transfers(jobs, job);
+		if (g->body_too_large)
+			(void)snprintf(msg, sizeof(msg),
+				       "the answer is larger than %u bytes (or its image than %u)",
+				       TRANSFER_JSON_MAX, TRANSFER_IMAGE_MAX);
+		else
+			(void)snprintf(msg, sizeof(msg), "%s",
+				       g->guard.refused ? g->guard.why : curl_easy_strerror(result));
+		bool paid_too_large = g->body_too_large && status >= 200 && status < 300;
+		job_release_transfers(jobs, job); /* g is gone from here on */
+		if (paid_too_large) {
+			/* A success too large to keep was generated, and paid: asking
+			 * again would pay again for the same oversized answer. */
+			job_fail(jobs, job, status, code, msg);
+			return;
+		}
 		job_retry_or_fail(jobs, job, status, code, msg, -1);
 		return;
 	}
 	api_result_clear(res);
-	if (api_parse_response(status, g->body ? g->body : "", g->body_len, res) < 0)
+	if (api_parse_streamed(status, g->body ? g->body : "", g->body_len, g->img.found,
+			       jobs_key(jobs), res) < 0)
 		log_oom();
+	if (res->outcome == API_OUTCOME_OK && res->b64_streamed)
+		img = job_take_image(g, res, &img_code, img_why, sizeof(img_why));
 	{
 		int64_t ra = api_parse_retry_after(g->retry_after[0] ? g->retry_after : NULL,
 						   loop_wall_ms() / 1000);
@@ -123,7 +201,13 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		jobs->images_today += images;
 		job->folder->images_today += images;
 		job->generated_at = loop_wall_ms();
+		if (img_code) {
+			/* Paid, and a second call would answer the same: no retry. */
+			job_fail(jobs, job, status, img_code, img_why);
+			break;
+		}
 		(void)job_journal_write(jobs, job); /* on failure it holds new generations */
+		job->dl = img;
 		job_fetch(jobs, job);
 		break;
 	}
@@ -183,9 +267,9 @@ void job_generate(struct jobs *jobs, struct job *job)
 		jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON ? "b64_json" : "url",
 	    .image_format = image_format_name(job->format),
 	};
-	char *prefix = NULL, *suffix = NULL;
+	char *prefix = NULL, *suffix = NULL, img_tmp[300] = "", hint[OUTPUT_NAME_MAX];
 	uint64_t send_size = job->size;
-	int fd, r;
+	int fd, img_fd = -1, r;
 
 	fd = job_open_source(job);
 	if (fd < 0) {
@@ -200,16 +284,21 @@ void job_generate(struct jobs *jobs, struct job *job)
 	r = job_open_output_dir(job);
 	if (r >= 0)
 		r = job_choose_stem(jobs, job);
+	if (r >= 0 && !job_disk_space_ok(jobs, job->out_dirfd)) {
+		/* A result that could not be written would be paid for in vain. */
+		close(fd);
+		job_hold_for_space(jobs, job);
+		return;
+	}
+	if (r >= 0 && jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON) {
+		/* The image is decoded into it as the answer arrives. */
+		(void)snprintf(hint, sizeof(hint), "%s.out", job->stem);
+		img_fd = r = output_tmp_open(job->out_dirfd, hint, img_tmp, sizeof(img_tmp));
+	}
 	if (r < 0) {
 		close(fd);
 		job_close_output_dir(job);
 		job_retry_or_fail(jobs, job, 0, "OutputFolder", strerror(-r), -1);
-		return;
-	}
-	if (!job_disk_space_ok(jobs, job->out_dirfd)) {
-		/* A result that could not be written would be paid for in vain. */
-		close(fd);
-		job_hold_for_space(jobs, job);
 		return;
 	}
 	if (job->fitted) {
@@ -218,6 +307,8 @@ void job_generate(struct jobs *jobs, struct job *job)
 		if (sent < 0) {
 			r = -errno;
 			close(fd);
+			if (img_fd >= 0)
+				output_tmp_abort(job->out_dirfd, img_fd, img_tmp);
 			job_close_output_dir(job);
 			job_retry_or_fail(jobs, job, 0, "LocalError", strerror(-r), -1);
 			return;
@@ -236,6 +327,8 @@ void job_generate(struct jobs *jobs, struct job *job)
 	if (!job->gen)
 		log_oom();
 	job->gen->fd = -1;
+	job->gen->img.fd = img_fd;
+	memcpy(job->gen->img.tmp_name, img_tmp, sizeof(img_tmp));
 	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
 			       send_size, &jobs->net);
 	if (r >= 0)

@@ -11,23 +11,21 @@
 
 #include <openssl/evp.h>
 
+#include "api.h"
 #include "b64.h"
+#include "clean.h"
 #include "output.h"
-
-#define JOURNAL_RECORD_MAX (1024 * 1024)
 
 struct journal {
 	int dirfd;
 };
 
+/* Server text arrives cleaned (api_parse_response); names may be any bytes,
+ * so they are written as sidecars write them: readable, and exact as hex.
+ * Either way the record stays valid UTF-8. */
 static int add_string(cJSON *o, const char *key, const char *value)
 {
-	cJSON *item = value ? cJSON_CreateString(value) : cJSON_CreateNull();
-
-	if (!item)
-		return -ENOMEM;
-	cJSON_AddItemToObject(o, key, item);
-	return 0;
+	return output_json_add_name(o, key, value) ? 0 : -ENOMEM;
 }
 
 static int add_number(cJSON *o, const char *key, double value)
@@ -61,8 +59,10 @@ char *journal_record_json(const struct journal_record *rec)
 	r |= add_number(o, "elapsed_ms", (double)rec->elapsed_ms);
 	r |= add_number(o, "attempts", rec->attempts);
 	usage = rec->usage ? cJSON_Duplicate(rec->usage, true) : cJSON_CreateNull();
-	if (!usage || r)
+	if (!usage || r || clean_json(usage, NULL) < 0) {
+		cJSON_Delete(usage);
 		goto out;
+	}
 	cJSON_AddItemToObject(o, "usage", usage);
 	text = cJSON_PrintUnformatted(o);
 out:
@@ -80,6 +80,22 @@ static int dup_string(const cJSON *o, const char *key, bool required, char **ret
 		return *ret ? 0 : -ENOMEM;
 	}
 	return required ? -EINVAL : 0;
+}
+
+/* A name written by add_string: exact from "<key>_hex" when present. */
+static int dup_name(const cJSON *o, const char *key, char **ret)
+{
+	char hex_key[32];
+
+	(void)snprintf(hex_key, sizeof(hex_key), "%s_hex", key);
+	*ret = NULL;
+	if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, key)))
+		return -EINVAL;
+	*ret = output_json_name(o, key);
+	if (*ret)
+		return 0;
+	/* NULL: a malformed hex form, or out of memory. */
+	return cJSON_GetObjectItemCaseSensitive(o, hex_key) ? -EINVAL : -ENOMEM;
 }
 
 static int get_number(const cJSON *o, const char *key, double max, double *ret)
@@ -106,8 +122,8 @@ int journal_record_parse(const char *json, size_t len, struct journal_record *re
 	r = -EINVAL;
 	if (!cJSON_IsObject(o))
 		goto out;
-	if ((r = dup_string(o, "folder", true, &rec->folder)) < 0 ||
-	    (r = dup_string(o, "source", true, &rec->source)) < 0 ||
+	if ((r = dup_name(o, "folder", &rec->folder)) < 0 ||
+	    (r = dup_name(o, "source", &rec->source)) < 0 ||
 	    (r = dup_string(o, "stem", true, &rec->stem)) < 0 ||
 	    (r = dup_string(o, "url", true, &rec->url)) < 0 ||
 	    (r = dup_string(o, "model", false, &rec->model)) < 0 ||
@@ -120,7 +136,7 @@ int journal_record_parse(const char *json, size_t len, struct journal_record *re
 	if (!rec->stem[0] || strchr(rec->stem, '/') || rec->stem[0] == '.')
 		goto out; /* never let a record name a file outside its folder */
 	if (get_number(o, "source_size", 9e15, &size) < 0 ||
-	    get_number(o, "created", 9e15, &created) < 0 ||
+	    get_number(o, "created", (double)API_CREATED_MAX, &created) < 0 ||
 	    get_number(o, "generated_at_ms", 9e15, &gen) < 0 ||
 	    get_number(o, "elapsed_ms", 9e15, &elapsed) < 0 ||
 	    get_number(o, "attempts", 1e6, &attempts) < 0)
@@ -257,7 +273,7 @@ static int read_small_file(int dirfd, const char *name, char **ret, size_t *ret_
 
 	if (fd < 0)
 		return -errno;
-	r = output_read_fd(fd, JOURNAL_RECORD_MAX, ret, ret_len);
+	r = output_read_fd(fd, OUTPUT_RECORD_MAX, ret, ret_len);
 	close(fd);
 	return r;
 }

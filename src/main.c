@@ -140,13 +140,19 @@ static int load_api_key(const struct config *config, char *key, size_t keylen)
 
 /* ---- status and timers ------------------------------------------------ */
 
-static size_t folders_missing(const struct daemon *d)
+/* How many folders are paused; *ret_first gets the first of them. */
+static size_t folders_missing(const struct daemon *d, const struct folder **ret_first)
 {
 	size_t n = 0;
 
-	for (size_t i = 0; i < d->n_folders; i++)
-		if (!d->folders[i]->present && !d->folders[i]->removed)
+	*ret_first = NULL;
+	for (size_t i = 0; i < d->n_folders; i++) {
+		if (!d->folders[i]->present && !d->folders[i]->removed) {
+			if (!n)
+				*ret_first = d->folders[i];
 			n++;
+		}
+	}
 	return n;
 }
 
@@ -166,9 +172,15 @@ static void daemon_status(void *userdata)
 {
 	struct daemon *d = userdata;
 	struct jobs_counts c;
-	size_t missing = folders_missing(d);
+	const struct folder *first;
+	size_t missing = folders_missing(d, &first);
+	char paused[700] = "";
 	uint64_t again;
 
+	if (missing)
+		(void)snprintf(paused, sizeof(paused), "; folder %s paused: %s%s", first->cfg->path,
+			       first->pause_reason[0] ? first->pause_reason : "missing",
+			       missing > 1 ? " (and other folders)" : "");
 	jobs_counts(d->jobs, &c);
 	again = notify_status("%s%zu queued, %zu in flight, %zu waiting to retry, %llu done, "
 			      "%llu failed%s%s%s%s%s%s%s",
@@ -178,7 +190,7 @@ static void daemon_status(void *userdata)
 			      c.pause_reason ? "; " : "", c.pause_reason ? c.pause_reason : "",
 			      c.limit_reason ? "; " : "", c.limit_reason ? c.limit_reason : "",
 			      c.disk_reason ? "; " : "", c.disk_reason ? c.disk_reason : "",
-			      missing ? "; a watched folder is missing" : "");
+			      paused);
 	if (again && !loop_timer_armed(d->status_timer))
 		(void)loop_timer_arm(d->status_timer, again);
 	daemon_check_done(d);
@@ -211,6 +223,10 @@ static void daemon_stop_timeout(void *userdata)
 	log_warn("stop_timeout reached with %zu transfer(s) in flight; they resume at the next "
 		 "start",
 		 c.in_flight);
+	if (c.undurable)
+		log_error("%zu paid result(s) could be neither journalled nor written out before "
+			  "stop_timeout; they are lost, and their files will be paid for again",
+			  c.undurable);
 	d->done = true;
 }
 
@@ -231,12 +247,22 @@ static void on_removed(void *userdata, struct folder *folder, const char *rel)
 	jobs_removed(d->jobs, folder, rel);
 }
 
+/* Paused or resumed: say so, and let held jobs of a resumed folder go on. */
+static void on_folder_changed(void *userdata, struct folder *folder)
+{
+	struct daemon *d = userdata;
+
+	jobs_folder_changed(d->jobs, folder);
+	daemon_status(d);
+}
+
 static const struct watch_events daemon_watch_events = {
 	.file = on_file,
 	.removed = on_removed,
+	.changed = on_folder_changed,
 };
 
-static struct folder *folder_new(const struct folder_config *cfg)
+static struct folder *folder_new(const struct folder_config *cfg, const char *state_dir)
 {
 	struct folder *f = calloc(1, sizeof(*f));
 	size_t skipped = 0;
@@ -246,6 +272,11 @@ static struct folder *folder_new(const struct folder_config *cfg)
 		log_oom();
 	f->cfg = cfg;
 	f->root_wd = -1;
+	/* Not missing until the watcher finds it so: jobs restored before watch_add_folder()
+	 * update STATUS=, which must not say "a watched folder is missing" meanwhile. */
+	f->present = true;
+	if (state_dir && !(f->state_dir = strdup(state_dir)))
+		log_oom();
 	if (index_new(&f->index) < 0)
 		log_oom();
 	r = index_load_tree(f->index, cfg->output, cfg->done_dir, &skipped);
@@ -262,6 +293,7 @@ static void folder_free(struct folder *f)
 	if (!f)
 		return;
 	index_free(f->index);
+	folder_clear_ids(f);
 	free(f);
 }
 
@@ -278,7 +310,7 @@ static int daemon_add_folder(struct daemon *d, const struct folder_config *cfg)
 	if (output_sweep_tmp(cfg->output, &swept) == 0 && swept)
 		log_info("folder %s: removed %zu temporary file(s) left by an interrupted run",
 			 cfg->path, swept);
-	f = folder_new(cfg);
+	f = folder_new(cfg, d->journal ? d->config->state_dir : NULL);
 	d->folders[d->n_folders++] = f;
 	jobs_count_today(d->jobs, f);
 	/* Paid-for results first, so the scan finds their jobs already there. */
@@ -411,6 +443,9 @@ static void daemon_reload(struct daemon *d)
 		fc = config_find_folder(next, f->cfg->path);
 		if (fc) {
 			f->cfg = fc; /* changed settings apply to what is not yet submitted */
+			/* A reload accepts the watched folder as it is now (say, a share
+			 * the user has given up on); the output keeps its identity file. */
+			folder_id_clear(&f->root_id);
 			continue;
 		}
 		log_info("folder %s is no longer watched", f->cfg->path);
@@ -515,6 +550,7 @@ static int daemon_setup_signals(struct daemon *d)
 
 static int daemon_run(struct daemon *d, const char *api_key)
 {
+	const struct folder *first;
 	struct jobs_counts c;
 	int r;
 
@@ -585,7 +621,7 @@ static int daemon_run(struct daemon *d, const char *api_key)
 		 (unsigned long long)c.failed, (unsigned long long)c.skipped,
 		 c.queued + c.settling + c.fitting + c.waiting + c.in_flight);
 	if (d->once && (c.failed || c.left_incomplete || c.paused || c.queued || c.in_flight ||
-			c.waiting || folders_missing(d)))
+			c.waiting || folders_missing(d, &first)))
 		d->exit_code = 1;
 	return 0;
 }

@@ -1,6 +1,7 @@
 #include "output.h"
 
 #include "b64.h"
+#include "clean.h"
 
 #include <errno.h>
 #include <ctype.h>
@@ -14,47 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* A sidecar larger than this is not one of ours. */
-#define SIDECAR_READ_MAX (1024 * 1024)
 #define TMP_OPEN_TRIES	 8
 #define STEM_SUFFIX_MAX	 9999
-
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when it is
- * invalid: overlong forms, surrogates and code points above U+10FFFF are
- * rejected, so the stem is always well-formed UTF-8. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	size_t len;
-	uint32_t cp;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		len = 2;
-		cp = c & 0x1fu;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		len = 3;
-		cp = c & 0x0fu;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		len = 4;
-		cp = c & 0x07u;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3fu);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000))
-		return 0;
-	if ((cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-		return 0;
-	return len;
-}
 
 int output_safe_stem(const char *filename, char *out, size_t outlen)
 {
@@ -72,7 +34,7 @@ int output_safe_stem(const char *filename, char *out, size_t outlen)
 	limit = outlen - 1 < OUTPUT_STEM_MAX ? outlen - 1 : OUTPUT_STEM_MAX;
 
 	while (i < n) {
-		size_t len = utf8_seq_len(s + i, n - i);
+		size_t len = clean_utf8_seq(s + i, n - i);
 		bool bad = len == 0 || (len == 1 && (s[i] < 0x20 || s[i] == 0x7f || s[i] == '/'));
 
 		if (bad) {
@@ -200,7 +162,7 @@ static int sidecar_owner(int dirfd, const char *name, const char *source_rel)
 			return SIDECAR_OTHER;
 		return -errno;
 	}
-	r = output_read_fd(fd, SIDECAR_READ_MAX, &buf, &len);
+	r = output_read_fd(fd, OUTPUT_RECORD_MAX, &buf, &len);
 	(void)close(fd);
 	if (r == -ENOMEM)
 		return r;
@@ -293,7 +255,7 @@ int output_tmp_open(int dirfd, const char *final_name, char *ret_tmp, size_t tmp
 
 		if (n < 0 || (size_t)n >= tmplen)
 			return -ENAMETOOLONG;
-		fd = openat(dirfd, ret_tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY,
+		fd = openat(dirfd, ret_tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY,
 			    0644);
 		if (fd >= 0)
 			return fd;
@@ -497,12 +459,22 @@ int output_parse_rfc3339(const char *text, int64_t *ret_sec, long *ret_nsec)
 	return 0;
 }
 
-/* cJSON adders return NULL only when out of memory; NULL strings become null. */
+/* cJSON adders return NULL only when out of memory; NULL strings become null.
+ * cJSON writes bytes as they are, and a document must stay valid UTF-8: bad
+ * bytes become U+FFFD (names that must stay exact go through add_name). */
 static bool add_string(cJSON *obj, const char *key, const char *value)
 {
+	char *lossy;
+	bool ok;
+
 	if (!value)
 		return cJSON_AddNullToObject(obj, key) != NULL;
-	return cJSON_AddStringToObject(obj, key, value) != NULL;
+	if (clean_utf8_valid(value))
+		return cJSON_AddStringToObject(obj, key, value) != NULL;
+	lossy = clean_text(value, SIZE_MAX, NULL);
+	ok = lossy && cJSON_AddStringToObject(obj, key, lossy) != NULL;
+	free(lossy);
+	return ok;
 }
 
 static bool add_number(cJSON *obj, const char *key, double value)
@@ -520,43 +492,6 @@ static bool add_time(cJSON *obj, const char *key, int64_t sec, long nsec)
 	return add_string(obj, key, buf);
 }
 
-static bool utf8_valid(const char *s)
-{
-	size_t n = strlen(s);
-
-	for (size_t i = 0; i < n;) {
-		size_t len = utf8_seq_len((const unsigned char *)s + i, n - i);
-		if (len == 0)
-			return false;
-		i += len;
-	}
-	return true;
-}
-
-/* s with every byte that is not part of valid UTF-8 replaced by U+FFFD. */
-static char *utf8_lossy(const char *s)
-{
-	size_t n = strlen(s), o = 0;
-	char *out = malloc(3 * n + 1);
-
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n;) {
-		size_t len = utf8_seq_len((const unsigned char *)s + i, n - i);
-		if (len == 0) {
-			memcpy(out + o, "\xef\xbf\xbd", 3);
-			o += 3;
-			i++;
-		} else {
-			memcpy(out + o, s + i, len);
-			o += len;
-			i += len;
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
 /* JSON text must be UTF-8, names on disk need not be: a name that is not
  * valid UTF-8 is written readable (U+FFFD for bad bytes) under key, and
  * exactly, as hex, under "<key>_hex". */
@@ -566,10 +501,10 @@ static bool add_name(cJSON *obj, const char *key, const char *name)
 	size_t n;
 	bool ok;
 
-	if (!name || utf8_valid(name))
+	if (!name || clean_utf8_valid(name))
 		return add_string(obj, key, name);
 	n = strlen(name);
-	lossy = utf8_lossy(name);
+	lossy = clean_text(name, SIZE_MAX, NULL);
 	hex = malloc(2 * n + 1);
 	ok = lossy && hex;
 	if (ok) {
@@ -593,13 +528,15 @@ static int hex_value(char c)
 	return -1;
 }
 
-char *output_sidecar_source(const cJSON *root)
+char *output_json_name(const cJSON *root, const char *key)
 {
-	const cJSON *hex = cJSON_GetObjectItemCaseSensitive(root, "source_hex");
-	const cJSON *src = cJSON_GetObjectItemCaseSensitive(root, "source");
+	char hex_key[32];
+	const cJSON *hex, *src = cJSON_GetObjectItemCaseSensitive(root, key);
 	size_t n;
 	char *out;
 
+	(void)snprintf(hex_key, sizeof(hex_key), "%s_hex", key);
+	hex = cJSON_GetObjectItemCaseSensitive(root, hex_key);
 	if (!cJSON_IsString(hex) || !hex->valuestring)
 		return cJSON_IsString(src) && src->valuestring ? strdup(src->valuestring) : NULL;
 	n = strlen(hex->valuestring);
@@ -618,6 +555,16 @@ char *output_sidecar_source(const cJSON *root)
 	}
 	out[n / 2] = '\0';
 	return out;
+}
+
+char *output_sidecar_source(const cJSON *root)
+{
+	return output_json_name(root, "source");
+}
+
+bool output_json_add_name(cJSON *obj, const char *key, const char *name)
+{
+	return add_name(obj, key, name);
 }
 
 static bool add_source(cJSON *obj, const struct sidecar_source *src)
@@ -640,6 +587,12 @@ static bool add_usage(cJSON *obj, const cJSON *usage)
 	copy = cJSON_Duplicate(usage, true);
 	if (!copy)
 		return false;
+	/* Bounded by api_bound_usage already; this keeps the document UTF-8
+	 * whoever filled usage (a reused sidecar, say). */
+	if (clean_json(copy, NULL) < 0) {
+		cJSON_Delete(copy);
+		return false;
+	}
 	if (!cJSON_AddItemToObject(obj, "usage", copy)) {
 		cJSON_Delete(copy);
 		return false;

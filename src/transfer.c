@@ -6,48 +6,118 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include "b64.h"
+#include "url.h"
 
 /* One scratch buffer for raw file bytes: a single thread reads one chunk at
  * a time, so no job needs a buffer of its own. 3 * 16 KiB encodes to 64 KiB,
  * curl's default upload buffer. */
 static uint8_t transfer_scratch[3 * 16 * 1024];
 
-static bool host_is_loopback(const char *url)
+static bool guard_refuse(struct transfer_guard *gd, const char *why)
 {
-	const char *host = strstr(url, "://");
-	size_t n;
+	gd->refused = true;
+	(void)snprintf(gd->why, sizeof(gd->why), "refused: %s", why);
+	return false;
+}
 
-	if (!host)
-		return false;
-	host += 3;
-	n = strcspn(host, ":/?#");
-	return (n == 9 && strncmp(host, "localhost", 9) == 0) || strncmp(host, "127.", 4) == 0 ||
-	       strncmp(host, "[::1]", 5) == 0;
+/* One hop's URL, as curl parses it. */
+static bool guard_url(struct transfer_guard *gd, const char *url)
+{
+	struct url_info info;
+
+	if (!url || url_inspect(url, &info) < 0)
+		return guard_refuse(gd, "not an http(s) URL");
+	gd->https = info.https;
+	if (!info.https && !gd->insecure_ok && info.host != URL_LOOPBACK)
+		return guard_refuse(gd, "plain http beyond this machine");
+	if (!gd->private_ok && info.host != URL_PUBLIC)
+		return guard_refuse(gd, "a host on this machine or its local network");
+	return true;
+}
+
+/* The address the hop connects to: a name may resolve anywhere. */
+static bool guard_addr(struct transfer_guard *gd, enum url_class addr)
+{
+	if (!gd->https && !gd->insecure_ok && addr != URL_LOOPBACK)
+		return guard_refuse(gd, "plain http to an address beyond this machine");
+	if (!gd->private_ok && addr != URL_PUBLIC)
+		return guard_refuse(gd, "an address on this machine or its local network");
+	return true;
+}
+
+static const char *guard_hop_url(struct transfer_guard *gd)
+{
+	char *url = NULL;
+
+	/* The URL of the hop under way: after a redirect, the new one. */
+	if (curl_easy_getinfo(gd->easy, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK)
+		return NULL;
+	return url;
+}
+
+/* Before a new connection: nothing is sent to a refused address, not even a SYN. */
+static curl_socket_t transfer_open_socket(void *clientp, curlsocktype purpose,
+					  struct curl_sockaddr *a)
+{
+	struct transfer_guard *gd = clientp;
+	struct sockaddr_storage ss;
+	size_t len = a->addrlen < sizeof(ss) ? a->addrlen : sizeof(ss);
+
+	if (purpose != CURLSOCKTYPE_IPCXN)
+		return CURL_SOCKET_BAD;
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, &a->addr, len);
+	if (!guard_url(gd, guard_hop_url(gd)) ||
+	    !guard_addr(gd, url_sockaddr_class((const struct sockaddr *)&ss)))
+		return CURL_SOCKET_BAD;
+	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* Before every request, on a new or a reused connection. */
+static int transfer_prereq(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+			   int local_port)
+{
+	struct transfer_guard *gd = clientp;
+
+	(void)local_ip;
+	(void)primary_port;
+	(void)local_port;
+	if (!guard_url(gd, guard_hop_url(gd)) || !guard_addr(gd, url_ip_class(primary_ip)))
+		return CURL_PREREQFUNC_ABORT;
+	return CURL_PREREQFUNC_OK;
 }
 
 bool transfer_url_allowed(const char *url, const struct transfer_net *net)
 {
-	if (strncmp(url, "https://", 8) == 0)
-		return true;
-	if (strncmp(url, "http://", 7) == 0)
-		return net->allow_insecure_http || host_is_loopback(url);
-	return false;
+	struct transfer_guard gd = {
+	    .insecure_ok = net->allow_insecure_http,
+	    .private_ok = net->allow_private,
+	};
+
+	return guard_url(&gd, url);
 }
 
-static void transfer_net_setup(CURL *easy, const char *url, const struct transfer_net *net)
+static void transfer_net_setup(CURL *easy, struct transfer_guard *gd, const char *url,
+			       const struct transfer_net *net)
 {
 	const char *protocols = "https";
+	struct url_info info;
 
-	if (net->allow_insecure_http || host_is_loopback(url))
+	gd->easy = easy;
+	gd->insecure_ok = net->allow_insecure_http;
+	if (net->allow_insecure_http || (url_inspect(url, &info) == 0 && info.host == URL_LOOPBACK))
 		protocols = "http,https";
 	(void)curl_easy_setopt(easy, CURLOPT_URL, url);
 	(void)curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	(void)curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, protocols);
 	(void)curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, protocols);
-	(void)curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
-	(void)curl_easy_setopt(easy, CURLOPT_MAXREDIRS, 3L);
+	(void)curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, transfer_open_socket);
+	(void)curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, gd);
+	(void)curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, transfer_prereq);
+	(void)curl_easy_setopt(easy, CURLOPT_PREREQDATA, gd);
 	(void)curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
 	(void)curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (net->ca_file)
@@ -162,14 +232,11 @@ static int transfer_gen_seek(void *userdata, curl_off_t offset, int origin)
 	return CURL_SEEKFUNC_OK;
 }
 
-static size_t transfer_gen_write(char *data, size_t size, size_t nmemb, void *userdata)
+static int transfer_body_keep(struct transfer_gen *g, const char *data, size_t n)
 {
-	struct transfer_gen *g = userdata;
-	size_t n = size * nmemb;
-
 	if (g->body_len + n > TRANSFER_JSON_MAX) {
 		g->body_too_large = true;
-		return 0; /* aborts the transfer */
+		return -EFBIG;
 	}
 	if (g->body_len + n + 1 > g->body_cap) {
 		size_t cap = g->body_cap ? g->body_cap : 4096;
@@ -178,14 +245,283 @@ static size_t transfer_gen_write(char *data, size_t size, size_t nmemb, void *us
 			cap *= 2;
 		p = realloc(g->body, cap);
 		if (!p)
-			return 0;
+			return -ENOMEM;
 		g->body = p;
 		g->body_cap = cap;
 	}
 	memcpy(g->body + g->body_len, data, n);
 	g->body_len += n;
 	g->body[g->body_len] = '\0';
+	return 0;
+}
+
+enum { SCAN_NONE, SCAN_KEY, SCAN_VALUE, SCAN_IMAGE };
+
+static int transfer_image_write(struct transfer_gen *g, const uint8_t *data, size_t n)
+{
+	struct transfer_image *im = &g->img;
+	size_t off = 0;
+
+	if (im->written + n > TRANSFER_IMAGE_MAX) {
+		im->too_large = g->body_too_large = true;
+		return -EFBIG;
+	}
+	if (im->magic_len < sizeof(im->magic)) {
+		size_t m = sizeof(im->magic) - im->magic_len;
+		if (m > n)
+			m = n;
+		memcpy(im->magic + im->magic_len, data, m);
+		im->magic_len += m;
+	}
+	while (off < n && !im->write_errno) {
+		ssize_t w = write(im->fd, data + off, n - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			im->write_errno = errno;
+		else
+			off += (size_t)w;
+	}
+	im->written += off;
+	if (off < n) {
+		/* The disk failed: the rest waits in memory (bounded by the
+		 * cap above) for the caller to write it later. */
+		if (im->spill_len + n - off > im->spill_cap) {
+			size_t cap = im->spill_cap ? im->spill_cap : 64 * 1024;
+			uint8_t *p;
+			while (cap < im->spill_len + n - off)
+				cap *= 2;
+			p = realloc(im->spill, cap);
+			if (!p)
+				return -ENOMEM;
+			im->spill = p;
+			im->spill_cap = cap;
+		}
+		memcpy(im->spill + im->spill_len, data + off, n - off);
+		im->spill_len += n - off;
+	}
+	return 0;
+}
+
+int transfer_image_text(struct transfer_gen *g, char **ret_text)
+{
+	struct transfer_image *im = &g->img;
+	size_t len = (size_t)im->written + im->spill_len, done = 0;
+	uint8_t *raw = malloc(len ? len : 1);
+	char *text = malloc(B64_ENCODED_LEN(len) + 1);
+	int r = 0;
+
+	if (!raw || !text) {
+		r = -ENOMEM;
+		goto out;
+	}
+	while (done < im->written) {
+		ssize_t n = pread(im->fd, raw + done, (size_t)im->written - done, (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			goto out;
+		}
+		done += (size_t)n;
+	}
+	if (im->spill_len)
+		memcpy(raw + done, im->spill, im->spill_len);
+	text[b64_encode(raw, len, text)] = '\0';
+	*ret_text = text;
+	text = NULL;
+out:
+	free(text);
+	free(raw);
+	return r;
+}
+
+/* Decodes characters of the image string (never a quote or a backslash). */
+static int transfer_image_put(struct transfer_gen *g, const char *text, size_t n)
+{
+	struct transfer_image *im = &g->img;
+	/* 32 Ki characters decode to at most 24 KiB: they fit the scratch buffer. */
+	const size_t step = 32 * 1024;
+
+	while (n > 0 && !im->malformed) {
+		size_t take = n < step ? n : step, out = 0;
+		if (b64_stream_decode(&im->dec, text, take, transfer_scratch, &out) < 0)
+			im->malformed = true;
+		else if (transfer_image_write(g, transfer_scratch, out) < 0)
+			return -EFBIG;
+		text += take;
+		n -= take;
+	}
+	return 0;
+}
+
+static int transfer_image_end(struct transfer_gen *g)
+{
+	struct transfer_image *im = &g->img;
+	size_t out = 0;
+
+	if (im->malformed)
+		return 0;
+	if (b64_stream_finish(&im->dec, transfer_scratch, &out) < 0) {
+		im->malformed = true;
+		return 0;
+	}
+	return transfer_image_write(g, transfer_scratch, out);
+}
+
+/* A key has ended: is it one of the two on the way to the image? */
+static void transfer_scan_key(struct transfer_image *im)
+{
+	im->key[im->key_len] = '\0';
+	if (im->key_odd)
+		return;
+	if (im->depth == 1 && !im->data_seen && strcmp(im->key, "data") == 0)
+		im->data_seen = im->data_next = true; /* the first "data" only, as cJSON */
+	else if (im->depth == 3 && im->in_first && !im->b64_seen &&
+		 strcmp(im->key, "b64_json") == 0)
+		im->b64_seen = im->b64_next = true;
+}
+
+/* One character outside the image string. Returns true when it opens the
+ * image string. */
+static bool transfer_scan_char(struct transfer_image *im, char c)
+{
+	unsigned d = im->depth;
+
+	if (im->string != SCAN_NONE) {
+		if (im->escape) {
+			im->escape = false;
+			im->key_odd = true;
+		} else if (c == '\\') {
+			im->escape = true;
+			im->key_odd = true;
+		} else if (c == '"') {
+			if (im->string == SCAN_KEY)
+				transfer_scan_key(im);
+			im->string = SCAN_NONE;
+		} else if (im->string == SCAN_KEY) {
+			if (im->key_len + 1 < sizeof(im->key))
+				im->key[im->key_len++] = c;
+			else
+				im->key_odd = true;
+		}
+		return false;
+	}
+	switch (c) {
+	case '"':
+		if (d >= 1 && d <= 3 && im->kind[d] == '{' && im->expect_key[d]) {
+			im->string = SCAN_KEY;
+			im->key_len = 0;
+			im->key_odd = false;
+			return false;
+		}
+		if (im->b64_next && im->fd >= 0 && !im->found) {
+			im->b64_next = false;
+			im->found = true;
+			im->string = SCAN_IMAGE;
+			return true;
+		}
+		im->string = SCAN_VALUE;
+		break;
+	case '{':
+	case '[':
+		im->depth = ++d;
+		if (d <= 3) {
+			im->kind[d] = c;
+			im->expect_key[d] = c == '{';
+		}
+		if (d == 2) {
+			im->in_data = im->data_next && c == '[';
+			im->elem = 0;
+		}
+		if (d == 3)
+			im->in_first = im->in_data && im->elem == 0 && c == '{';
+		break;
+	case '}':
+	case ']':
+		if (d == 2)
+			im->in_data = false;
+		if (d == 3)
+			im->in_first = false;
+		if (d > 0)
+			im->depth = d - 1;
+		break;
+	case ',':
+		if (d >= 1 && d <= 3 && im->kind[d] == '{')
+			im->expect_key[d] = true;
+		if (d == 2 && im->in_data)
+			im->elem++;
+		break;
+	case ':':
+		if (d >= 1 && d <= 3)
+			im->expect_key[d] = false;
+		return false; /* the value comes next */
+	case ' ':
+	case '\t':
+	case '\r':
+	case '\n':
+		return false;
+	default:
+		break; /* numbers, true, false, null */
+	}
+	/* Any other value ends the expectation of the array or the image. */
+	im->data_next = false;
+	im->b64_next = false;
+	return false;
+}
+
+size_t transfer_gen_take(struct transfer_gen *g, const char *data, size_t n)
+{
+	struct transfer_image *im = &g->img;
+	size_t i = 0, kept = 0; /* data[kept..i) is still to go into the body */
+
+	while (i < n) {
+		if (im->string == SCAN_IMAGE) {
+			size_t j = i;
+			if (im->escape) {
+				/* Base64 has one character JSON may escape: '/'. */
+				im->escape = false;
+				if (data[i] != '/')
+					im->malformed = true;
+				else if (transfer_image_put(g, "/", 1) < 0)
+					return 0;
+				kept = ++i;
+				continue;
+			}
+			while (j < n && data[j] != '"' && data[j] != '\\')
+				j++;
+			if (transfer_image_put(g, data + i, j - i) < 0)
+				return 0;
+			i = kept = j;
+			if (j == n)
+				break;
+			if (data[j] == '\\') {
+				im->escape = true;
+				kept = ++i;
+				continue;
+			}
+			/* The closing quote goes into the body. */
+			im->string = SCAN_NONE;
+			if (transfer_image_end(g) < 0)
+				return 0;
+			i++;
+			continue;
+		}
+		if (transfer_scan_char(im, data[i++])) {
+			if (transfer_body_keep(g, data + kept, i - kept) < 0)
+				return 0;
+			kept = i;
+		}
+	}
+	if (im->string != SCAN_IMAGE && kept < n &&
+	    transfer_body_keep(g, data + kept, n - kept) < 0)
+		return 0;
 	return n;
+}
+
+static size_t transfer_gen_write(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	return transfer_gen_take(userdata, data, size * nmemb);
 }
 
 static void copy_header_value(const char *line, size_t len, char *out, size_t outlen)
@@ -248,7 +584,11 @@ int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth
 	if (!h)
 		return -ENOMEM;
 	g->headers = h;
-	transfer_net_setup(g->easy, url, net);
+	/* The API is where the configuration says, wherever that is; only
+	 * plain http is held to this machine. */
+	g->guard.private_ok = true;
+	transfer_net_setup(g->easy, &g->guard, url, net);
+	(void)curl_easy_setopt(g->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	(void)curl_easy_setopt(g->easy, CURLOPT_POST, 1L);
 	(void)curl_easy_setopt(g->easy, CURLOPT_HTTPHEADER, g->headers);
 	(void)curl_easy_setopt(g->easy, CURLOPT_POSTFIELDSIZE_LARGE,
@@ -261,8 +601,6 @@ int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth
 	(void)curl_easy_setopt(g->easy, CURLOPT_WRITEDATA, g);
 	(void)curl_easy_setopt(g->easy, CURLOPT_HEADERFUNCTION, transfer_gen_header);
 	(void)curl_easy_setopt(g->easy, CURLOPT_HEADERDATA, g);
-	/* Never resend a paid request on a redirect as a GET or again as a POST. */
-	(void)curl_easy_setopt(g->easy, CURLOPT_POSTREDIR, 0L);
 	return 0;
 }
 
@@ -278,8 +616,12 @@ void transfer_gen_clear(struct transfer_gen *g)
 	free(g->body);
 	if (g->fd >= 0)
 		close(g->fd);
+	if (g->img.fd >= 0)
+		close(g->img.fd);
+	free(g->img.spill);
 	memset(g, 0, sizeof(*g));
 	g->fd = -1;
+	g->img.fd = -1;
 }
 
 static size_t transfer_dl_write(char *data, size_t size, size_t nmemb, void *userdata)
@@ -317,7 +659,10 @@ int transfer_dl_setup(struct transfer_dl *d, const char *url, const struct trans
 	d->easy = curl_easy_init();
 	if (!d->easy)
 		return -ENOMEM;
-	transfer_net_setup(d->easy, url, net);
+	d->guard.private_ok = net->allow_private;
+	transfer_net_setup(d->easy, &d->guard, url, net);
+	(void)curl_easy_setopt(d->easy, CURLOPT_FOLLOWLOCATION, 1L);
+	(void)curl_easy_setopt(d->easy, CURLOPT_MAXREDIRS, 3L);
 	/* A download that stalls below 1 byte/s for 60 s is dead, whatever the
 	 * timeout. Not for generations: the API sends nothing while it works,
 	 * for minutes on large sizes, and cutting it short would pay twice. */

@@ -18,6 +18,7 @@
 
 #define WATCH_DEPTH_MAX      64
 #define WATCH_MISSING_RETRY  5000 /* ms between looks for a missing folder */
+#define WATCH_HEALTH_PERIOD  5000 /* ms between checks that folders and outputs are still theirs */
 #define WATCH_DIR_MASK                                                                             \
 	(IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE | IN_DELETE_SELF |   \
 	 IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
@@ -30,6 +31,12 @@ struct watch_dir {
 	char *rel; /* "" for the root */
 };
 
+/* A directory that is some folder's output or done_dir: never scanned as input. */
+struct watch_avoid {
+	dev_t dev;
+	ino_t ino;
+};
+
 struct watch {
 	struct loop *loop;
 	const struct watch_events *events;
@@ -40,12 +47,16 @@ struct watch {
 	size_t n_dirs, cap_dirs;
 	struct folder **folders; /* for IN_Q_OVERFLOW rescans */
 	size_t n_folders;
+	struct watch_avoid *avoid; /* outputs and done_dirs, as of the last scan */
+	size_t n_avoid;
+	struct loop_timer *health_timer;
 	bool warned_limit;
 };
 
 static void watch_scan_dir(struct watch *w, struct folder *f, int dirfd, const char *rel,
 			   unsigned depth);
 static void watch_folder_timer(void *userdata);
+static void watch_start_folder(struct watch *w, struct folder *f);
 
 bool watch_is_remote_fs(const char *path, const char **ret_fs_name)
 {
@@ -181,6 +192,41 @@ static void watch_add_dir(struct watch *w, struct folder *f, const char *rel)
 	w->n_dirs++;
 }
 
+/* Looks up where every folder's output and done_dir are now: a scan must not
+ * take results for inputs even when a bind mount or a link the config cannot
+ * see puts an output inside a watched tree. */
+static void watch_refresh_avoid(struct watch *w)
+{
+	struct watch_avoid *a = reallocarray(w->avoid, 2 * w->n_folders + 1, sizeof(*a));
+
+	if (!a)
+		log_oom();
+	w->avoid = a;
+	w->n_avoid = 0;
+	for (size_t i = 0; i < w->n_folders; i++) {
+		const char *paths[2] = {w->folders[i]->cfg->output, w->folders[i]->cfg->done_dir};
+		for (size_t k = 0; k < 2; k++) {
+			struct stat st;
+			if (stat(paths[k], &st) == 0 && S_ISDIR(st.st_mode))
+				w->avoid[w->n_avoid++] = (struct watch_avoid){st.st_dev, st.st_ino};
+		}
+	}
+}
+
+static bool watch_is_avoided(const struct watch *w, const struct folder *f, const char *rel,
+			     const struct stat *st)
+{
+	for (size_t i = 0; i < w->n_avoid; i++) {
+		if (w->avoid[i].dev == st->st_dev && w->avoid[i].ino == st->st_ino) {
+			log_warn("folder %s: \"%s\" is an output folder (reached through a mount or "
+				 "a link); not scanned",
+				 f->cfg->path, rel);
+			return true;
+		}
+	}
+	return false;
+}
+
 static void watch_offer(struct watch *w, struct folder *f, int dirfd, const char *name,
 			const char *rel, enum watch_how how)
 {
@@ -220,6 +266,10 @@ static void watch_scan_entry(struct watch *w, struct folder *f, int dirfd, const
 		sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (sub < 0)
 			goto out;
+		if (fstat(sub, &st) < 0 || watch_is_avoided(w, f, child, &st)) {
+			close(sub);
+			goto out;
+		}
 		watch_add_dir(w, f, child);
 		watch_scan_dir(w, f, sub, child, depth + 1); /* closes sub */
 	} else if (type == DT_REG || type == DT_LNK) {
@@ -259,42 +309,125 @@ static void watch_scan_folder(struct watch *w, struct folder *f, const char *rel
 	char *abs = rel[0] ? path_join(f->cfg->path, rel) : strdup(f->cfg->path);
 	int fd;
 
+	struct stat st;
+
 	if (!abs)
 		log_oom();
 	fd = open(abs, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (rel[0] ? O_NOFOLLOW : 0));
 	free(abs);
 	if (fd < 0)
 		return;
+	watch_refresh_avoid(w);
+	if (fstat(fd, &st) < 0 || watch_is_avoided(w, f, rel, &st)) {
+		close(fd);
+		return;
+	}
 	watch_scan_dir(w, f, fd, rel, 0);
 }
 
+static void watch_changed(struct watch *w, struct folder *f)
+{
+	if (w->events->changed)
+		w->events->changed(w->userdata, f);
+}
+
+/* Pauses the folder (its watched folder or its output is not the one it was)
+ * and looks again every few seconds. */
 static void watch_folder_missing(struct watch *w, struct folder *f, const char *why)
 {
-	if (f->present)
-		log_warn("folder %s is missing (%s); paused until it comes back", f->cfg->path,
-			 why);
+	bool was = f->present, same = !strcmp(f->pause_reason, why);
+
+	if (was || !same)
+		log_warn("folder %s is paused (missing or away): %s; it resumes when it is back",
+			 f->cfg->path, why);
+	(void)snprintf(f->pause_reason, sizeof(f->pause_reason), "%s", why);
 	f->present = false;
 	watch_forget_subtree(w, f, "");
 	f->root_wd = -1;
 	if (w->inotify_fd >= 0)
 		(void)loop_timer_arm(f->timer, WATCH_MISSING_RETRY);
+	if (was || !same)
+		watch_changed(w, f);
+}
+
+/* The watched folder as it is now, against what it was: <0 not usable (why
+ * filled), 0 the same, 1 another directory (mounted again): scan it anew. An
+ * empty mount point where a mount was is not the folder. */
+static int watch_check_root(struct folder *f, char *why, size_t whylen)
+{
+	struct folder_id now = {0};
+	bool changed;
+	int r = folder_probe(f->cfg->path, &now);
+
+	if (r < 0) {
+		(void)snprintf(why, whylen, "%s %s", f->cfg->path,
+			       r == -ENOTDIR ? "is not a directory" : strerror(-r));
+		return -1;
+	}
+	if (f->root_id.known && f->root_id.mount_root && !now.mount_root) {
+		(void)snprintf(why, whylen,
+			       "%s is not mounted (an empty mount point on %s, where a mount was)",
+			       f->cfg->path, now.mount);
+		folder_id_clear(&now);
+		return -1;
+	}
+	changed = !f->root_id.known || now.dev != f->root_id.dev || now.ino != f->root_id.ino;
+	folder_id_clear(&f->root_id);
+	f->root_id = now;
+	return changed ? 1 : 0;
+}
+
+/* Checks a present folder; pauses it, or starts it over when it came back as
+ * another directory. Returns whether it is (still) present. */
+static bool watch_check_folder(struct watch *w, struct folder *f)
+{
+	char why[sizeof(f->pause_reason)];
+	int r = watch_check_root(f, why, sizeof(why));
+
+	if (r >= 0 && !folder_output_check(f, why, sizeof(why)))
+		r = -1;
+	if (r < 0) {
+		watch_folder_missing(w, f, why);
+		return false;
+	}
+	if (r > 0 || f->index_stale) {
+		log_info("folder %s: it or its output is another directory than before (mounted "
+			 "again?); reading its records and scanning it anew",
+			 f->cfg->path);
+		watch_forget_subtree(w, f, "");
+		f->root_wd = -1;
+		watch_start_folder(w, f);
+		return false; /* scanned already */
+	}
+	return true;
 }
 
 /* Sets the folder up if it is there: mode, watches, first scan. */
 static void watch_start_folder(struct watch *w, struct folder *f)
 {
-	struct stat st;
+	char why[sizeof(f->pause_reason)];
 	const char *fs_name;
-	bool remote;
+	bool remote, was = f->present;
+	int r;
 
-	if (stat(f->cfg->path, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		watch_folder_missing(w, f, stat(f->cfg->path, &st) < 0 ? strerror(errno)
-									 : "not a directory");
+	if (watch_check_root(f, why, sizeof(why)) < 0 || !folder_output_check(f, why, sizeof(why))) {
+		watch_folder_missing(w, f, why);
 		return;
 	}
-	if (!f->present)
+	if (f->index_stale) {
+		/* The output is another directory than the records came from. */
+		r = folder_reload_index(f);
+		if (r < 0) {
+			(void)snprintf(why, sizeof(why), "cannot read the output %s: %s",
+				       f->cfg->output, strerror(-r));
+			watch_folder_missing(w, f, why);
+			return;
+		}
+	}
+	if (!was)
 		log_info("folder %s is present", f->cfg->path);
 	f->present = true;
+	f->pause_reason[0] = '\0';
 	remote = watch_is_remote_fs(f->cfg->path, &fs_name);
 	if (w->inotify_fd < 0) {
 		f->polling = false;
@@ -313,6 +446,8 @@ static void watch_start_folder(struct watch *w, struct folder *f)
 	watch_scan_folder(w, f, "");
 	if (f->polling)
 		(void)loop_timer_arm(f->timer, f->cfg->poll_interval_ms);
+	if (!was)
+		watch_changed(w, f);
 }
 
 static void watch_folder_timer(void *userdata)
@@ -325,15 +460,25 @@ static void watch_folder_timer(void *userdata)
 		return;
 	}
 	if (f->polling) {
-		struct stat st;
-		if (stat(f->cfg->path, &st) < 0) {
-			watch_folder_missing(w, f, strerror(errno));
-			(void)loop_timer_arm(f->timer, f->cfg->poll_interval_ms);
-			return;
-		}
+		if (!watch_check_folder(w, f))
+			return; /* paused (looked at again soon), or started over */
 		watch_scan_folder(w, f, "");
 		(void)loop_timer_arm(f->timer, f->cfg->poll_interval_ms);
 	}
+}
+
+/* A share can go away without an inotify event reaching us (a lazy unmount
+ * with files still open, NFS that stops answering): look every few seconds. */
+static void watch_health_timer(void *userdata)
+{
+	struct watch *w = userdata;
+
+	for (size_t i = 0; i < w->n_folders; i++) {
+		struct folder *f = w->folders[i];
+		if (!f->removed && f->present)
+			(void)watch_check_folder(w, f);
+	}
+	(void)loop_timer_arm(w->health_timer, WATCH_HEALTH_PERIOD);
 }
 
 static void watch_handle_event(struct watch *w, const struct inotify_event *ev)
@@ -374,10 +519,21 @@ static void watch_handle_event(struct watch *w, const struct inotify_event *ev)
 		if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && f->cfg->recursive &&
 		    !names_is_ignored_dir(ev->name) &&
 		    !names_is_excluded(rel, f->cfg->exclude, f->cfg->n_exclude)) {
+			char *abs = path_join(f->cfg->path, rel);
+			struct stat st;
+			bool skip;
+
+			if (!abs)
+				log_oom();
+			watch_refresh_avoid(w);
+			skip = stat(abs, &st) < 0 || watch_is_avoided(w, f, rel, &st);
+			free(abs);
 			/* Watch first, then scan: a file landing in between is seen twice,
 			 * never missed, and the job table folds the two. */
-			watch_add_dir(w, f, rel);
-			watch_scan_folder(w, f, rel);
+			if (!skip) {
+				watch_add_dir(w, f, rel);
+				watch_scan_folder(w, f, rel);
+			}
 		}
 	} else if (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) {
 		char *dir = d->rel[0] ? path_join(f->cfg->path, d->rel) : strdup(f->cfg->path);
@@ -442,6 +598,14 @@ int watch_new(struct loop *loop, bool use_inotify, const struct watch_events *ev
 			free(w);
 			return r;
 		}
+		r = loop_timer_new(loop, watch_health_timer, w, &w->health_timer);
+		if (r < 0) {
+			loop_remove(loop, w->source);
+			close(w->inotify_fd);
+			free(w);
+			return r;
+		}
+		(void)loop_timer_arm(w->health_timer, WATCH_HEALTH_PERIOD);
 	}
 	*ret_watch = w;
 	return 0;
@@ -455,6 +619,9 @@ void watch_free(struct watch *w)
 		free(w->dirs[i].rel);
 	free(w->dirs);
 	free(w->folders);
+	free(w->avoid);
+	if (w->health_timer)
+		loop_timer_free(w->loop, w->health_timer);
 	if (w->inotify_fd >= 0) {
 		loop_remove(w->loop, w->source);
 		close(w->inotify_fd);
@@ -504,6 +671,8 @@ void watch_rescan(struct watch *w, struct folder **folders, size_t n_folders)
 			watch_start_folder(w, f);
 			continue;
 		}
+		if (!watch_check_folder(w, f))
+			continue; /* paused, or started over with a scan */
 		if (f->polling) {
 			watch_scan_folder(w, f, "");
 			continue;

@@ -23,6 +23,8 @@ A STEP is an object with any of:
     "json": {...}                 a body, serialised as JSON (strings may use the placeholders)
     "body": "..."                 a body as text (placeholders apply), or
     "body_b64": "..."             a body as raw bytes (no placeholders): e.g. invalid UTF-8
+    "body_file": "/path"          a body read from a file as it is (no placeholders), served as
+                                  application/json: answers too large to script (a 60 MB b64_json)
     "delay_ms": N                 sleep before answering
     "drop": true                  close the connection without an answer
 Placeholders: {port}, {host}, {rid} (a fresh request id), {image_url} (a URL on this server that
@@ -161,6 +163,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "body_b64" in step:
             body = base64.b64decode(step["body_b64"])
             ctype = "application/octet-stream"
+        elif "body_file" in step:
+            with open(step["body_file"], "rb") as f:
+                body = f.read()
         elif "body" in step:
             body = substitute(step["body"], subs).encode("utf-8")
             ctype = "text/html"

@@ -1,14 +1,19 @@
-/* libFuzzer: the API response parser, plus the request framing and the
- * Retry-After parser on the same bytes.
+/* libFuzzer: the API response parser, plus the request framing, the
+ * Retry-After parser and the streaming b64_json scanner on the same bytes.
  *
  * Input layout: the HTTP status as two big-endian bytes, then the body. */
+#define _GNU_SOURCE
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "api.h"
+#include "b64.h"
+#include "transfer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -16,7 +21,7 @@ static void check_response(long status, const char *body, size_t len)
 {
 	struct api_result res;
 
-	if (api_parse_response(status, body, len, &res) < 0)
+	if (api_parse_response(status, body, len, "sk-secret-key", &res) < 0)
 		return;
 	switch (res.outcome) {
 	case API_OUTCOME_OK:
@@ -33,6 +38,81 @@ static void check_response(long status, const char *body, size_t len)
 		abort();
 	}
 	api_result_clear(&res);
+}
+
+/* The scanner fed in pieces, then the parser on what it kept, agree with the
+ * parser on the whole body: same outcome, and a taken image is the base64
+ * decoding of the data[0].b64_json the whole body holds. */
+static void check_stream(long status, const char *body, size_t len, size_t piece)
+{
+	static int fd = -1;
+	struct transfer_gen g;
+	struct api_result whole, kept;
+	uint8_t *file = NULL, *decoded = NULL;
+	size_t decoded_len = 0;
+
+	if (fd < 0 && (fd = memfd_create("fuzz_api", 0)) < 0)
+		abort();
+	if (ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0)
+		abort();
+	memset(&g, 0, sizeof(g));
+	g.fd = -1;
+	g.img.fd = fd;
+	for (size_t i = 0; i < len; i += piece) {
+		size_t n = len - i < piece ? len - i : piece;
+		if (transfer_gen_take(&g, body + i, n) != n)
+			abort(); /* far below every cap */
+	}
+	g.img.fd = -1; /* not transfer_gen_clear's to close */
+	/* cJSON reads strings up to a raw NUL; the scanner calls it malformed. */
+	if (memchr(body, '\0', len))
+		goto out;
+	if (api_parse_response(status, body, len, NULL, &whole) < 0)
+		goto out;
+	if (api_parse_streamed(status, g.body ? g.body : "", g.body_len, g.img.found, NULL, &kept) < 0) {
+		api_result_clear(&whole);
+		goto out;
+	}
+	if (kept.b64_streamed) {
+		if (!g.img.found || kept.b64_json || kept.outcome != API_OUTCOME_OK)
+			abort();
+		if (g.img.malformed) {
+			/* Stricter than the whole parse by design (only "\\/" may be
+			 * escaped), and a bad escape that makes the whole body no
+			 * JSON is caught here as malformed too. */
+			if (whole.outcome != API_OUTCOME_OK &&
+			    strcmp(whole.error_code, "MalformedResponse") != 0)
+				abort();
+			goto done;
+		}
+		/* An empty image string: no image for the whole parse; taken,
+		 * and judged no image later, for the streamed one. */
+		if (!whole.b64_json) {
+			if (g.img.written != 0)
+				abort();
+			goto done;
+		}
+		decoded = malloc(strlen(whole.b64_json) / 4 * 3 + 3);
+		file = malloc(strlen(whole.b64_json) / 4 * 3 + 3);
+		if (!decoded || !file ||
+		    b64_decode(whole.b64_json, strlen(whole.b64_json), decoded, &decoded_len) < 0 ||
+		    g.img.written != decoded_len ||
+		    pread(fd, file, decoded_len, 0) != (ssize_t)decoded_len ||
+		    memcmp(file, decoded, decoded_len) != 0)
+			abort();
+	} else if (whole.b64_json &&
+		   (!kept.b64_json || strcmp(whole.b64_json, kept.b64_json) != 0)) {
+		abort();
+	}
+	if (kept.outcome != whole.outcome)
+		abort();
+done:
+	api_result_clear(&whole);
+	api_result_clear(&kept);
+out:
+	free(file);
+	free(decoded);
+	transfer_gen_clear(&g);
 }
 
 /* Whatever the prompt, prefix + base64 + suffix is JSON with that prompt. */
@@ -82,6 +162,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	status = (long)data[0] << 8 | data[1];
 	/* The exact bytes, no NUL after them: reads past the end are caught. */
 	check_response(status, (const char *)data + 2, size - 2);
+	check_stream(status, (const char *)data + 2, size - 2, 1 + data[1] % 23);
 
 	text = malloc(size - 1);
 	if (!text)

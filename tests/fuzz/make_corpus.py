@@ -4,10 +4,13 @@
     corpus/image/   one mode byte (see fuzz_image.c) + a tiny image of each format
     corpus/api/     the HTTP status as two big-endian bytes + a response body
     corpus/config/  YAML configurations
+    corpus/sidecar/ sidecars and error sidecars as seedreamd writes them, and odd ones
+    corpus/journal/ journal records
 
 The output is committed; run this again after changing it. Every seed stays
 under 4 KiB so the fuzzers start fast.
 """
+import json
 import os
 import struct
 import sys
@@ -292,6 +295,51 @@ def config_seeds():
     }
 
 
+SIDECAR_OK = {
+    "source": "sub/photo.png", "source_sha256": "a" * 64, "source_size": 9499,
+    "source_mtime": "2026-11-24T15:16:54.123456789Z", "output": "sub/photo.jpeg",
+    "model": "doubao-seedream-4-5-251128", "prompt": "Make it watercolour", "size": "2K",
+    "result_size": "2048x2048", "watermark": False, "response_format": "url", "created": 1757321139,
+    "usage": {"generated_images": 1, "output_tokens": 16384, "total_tokens": 16384},
+    "request_id": "0217", "attempts": 1, "elapsed_ms": 1234, "completed_at": "2026-11-24T15:17:00Z",
+    "seedreamd_version": "1.0.0"}
+SIDECAR_ERR = {
+    "source": "\ufffd.png", "source_hex": "ff2e706e67", "source_sha256": "b" * 64, "source_size": 1,
+    "source_mtime": "2026-11-24T15:16:54.000000000Z",
+    "error": {"http_status": 400, "code": "InvalidParameter", "message": "bad \u00e9"},
+    "request_id": None, "attempts": 1, "failed_at": "2026-11-24T15:17:00Z",
+    "seedreamd_version": "1.0.0"}
+JOURNAL = {
+    "folder": "/srv/hot", "source": "sub/photo.png", "stem": "photo", "url": "https://h/r.jpeg",
+    "model": "m", "result_size": "2048x2048", "request_id": "0217", "source_sha256": "c" * 64,
+    "source_mtime": "2026-11-24T15:16:54.123456789Z", "source_size": 9499, "created": 1757321139,
+    "generated_at_ms": 1764000000000, "elapsed_ms": 1234, "attempts": 1,
+    "usage": {"generated_images": 1}}
+
+
+def sidecar_seeds():
+    deep = dict(SIDECAR_OK, usage={"a": {"b": {"c": {"d": {"e": [1, "x", None]}}}}, "n": 2})
+    return {
+        "ok.json": json.dumps(SIDECAR_OK, indent=2).encode(),
+        "error.json": json.dumps(SIDECAR_ERR, indent=2).encode(),
+        "deep_usage.json": json.dumps(deep).encode(),
+        "raw_bytes.json": json.dumps(SIDECAR_OK).encode().replace(b"Make it", b"\xff\xc0\xaf"),
+        "bad_hex.json": json.dumps(dict(SIDECAR_ERR, source_hex="f")).encode(),
+        "not_object.json": b"[1,2,3]",
+    }
+
+
+def journal_seeds():
+    return {
+        "record.json": json.dumps(JOURNAL).encode(),
+        "hex_names.json": json.dumps(dict(JOURNAL, source="\ufffd", source_hex="ff",
+                                          folder="/x\ufffd", folder_hex="2f78ff")).encode(),
+        "no_url.json": json.dumps({k: v for k, v in JOURNAL.items() if k != "url"}).encode(),
+        "stem_escape.json": json.dumps(dict(JOURNAL, stem="../x")).encode(),
+        "huge_numbers.json": json.dumps(dict(JOURNAL, created=1e300, source_size=-1)).encode(),
+    }
+
+
 def write(folder, seeds):
     os.makedirs(folder, exist_ok=True)
     for name, data in seeds.items():
@@ -306,6 +354,8 @@ def main():
     write(os.path.join(root, "image"), image_seeds())
     write(os.path.join(root, "api"), api_seeds())
     write(os.path.join(root, "config"), config_seeds())
+    write(os.path.join(root, "sidecar"), sidecar_seeds())
+    write(os.path.join(root, "journal"), journal_seeds())
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ WatchdogSec=, and checks what the daemon says and when:
     finishes (output and sidecar written), exit status 0 within stop_timeout;
   - every message comes from the main process (NotifyAccess=main);
   - sd_watchdog_enabled()'s WATCHDOG_PID rule: pings when it is the daemon's pid, none when it is
-    another process's.
+    another process's;
+  - a restart with a paid-for result in the journal: no STATUS= says a folder is missing while the
+    restored job is set up.
 """
 
 import os
@@ -162,6 +164,7 @@ def test(ctx):
     finally:
         notify.close()
     run_watchdog_pid(ctx, c, config)
+    run_restored(ctx, c)
 
 
 def run_main(ctx, c, api, notify, config, state, hot, out, hot2, out2, pre):
@@ -329,6 +332,46 @@ def run_watchdog_pid(ctx, c, config):
             c.eq(rc, 0, "WATCHDOG_PID = %s: exit status 0 on SIGTERM" % label)
         finally:
             notify.close()
+
+
+def run_restored(ctx, c):
+    """A restart with a paid-for result in the journal: the restored job updates STATUS= while
+    its folder is being set up, and no STATUS= may say a watched folder is missing."""
+    api = ctx.start_api(name="restored")
+    root, hot, out, state = ctx.folder("restored")
+    config = os.path.join(root, "seedreamd.yaml")
+    write_config(ctx, config, api, state, [hot])
+    h.write_bytes(os.path.join(hot, "in.png"), h.png_image(48, 40, 7001))
+    api.add_faults(["slowdl:ms=8000"], replace=True)
+    notify = NotifySocket(ctx.tmp, "notify-before-kill")
+    try:
+        d = h.Daemon(ctx, [ctx.binary, "-c", config], daemon_env(ctx, notify), "restored-1")
+        stalled = h.wait_until(lambda: any(r.get("stalled") for r in api.downloads()), 15)
+        time.sleep(0.3)
+        if d.proc.poll() is None:
+            d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait()
+    finally:
+        notify.close()
+    if not c.check(stalled, "restored: the paid result's download stalls when the daemon is killed",
+                   "downloads %s" % api.downloads()):
+        return
+    notify = NotifySocket(ctx.tmp, "notify-restored")
+    try:
+        d = h.Daemon(ctx, [ctx.binary, "-c", config], daemon_env(ctx, notify), "restored-2")
+        done = h.wait_until(lambda: processed(out, "in"), 20)
+        c.check(done, "restored: the paid-for result is written after the restart",
+                "stderr: %s" % d.stderr_text()[-300:])
+        statuses = [m["fields"]["STATUS"] for m in notify.snapshot() if "STATUS" in m["fields"]]
+        c.check(statuses, "restored: STATUS= sent after the restart", describe(notify.snapshot()))
+        c.eq([st for st in statuses if "missing" in st], [],
+             "restored: no STATUS= says a watched folder is missing")
+        c.eq(len(api.generations()), 1, "restored: generated once, not again after the restart")
+        rc, _ = d.terminate(timeout=8)
+        c.eq(rc, 0, "restored: exit status 0 on SIGTERM")
+    finally:
+        notify.close()
+        api.stop()
 
 
 if __name__ == "__main__":

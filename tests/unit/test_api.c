@@ -163,7 +163,7 @@ static struct api_result parse(long status, const char *body)
 {
 	struct api_result res;
 
-	assert_int_equal(api_parse_response(status, body, body ? strlen(body) : 0, &res), 0);
+	assert_int_equal(api_parse_response(status, body, body ? strlen(body) : 0, NULL, &res), 0);
 	assert_int_equal(res.http_status, status);
 	return res;
 }
@@ -368,6 +368,10 @@ static void test_parse_malformed(void **state)
 	expect_error(400, "{\"data\":[{\"url\":\"https://x/y\"}]}", API_OUTCOME_FILE_FAIL,
 		     "HTTP400");
 	expect_error(302, "", API_OUTCOME_PAUSE, "HTTP302");
+	/* A redirect is never a result nor a retry, whatever its body claims. */
+	expect_error(307, "{\"data\":[{\"url\":\"https://x/y\"}]}", API_OUTCOME_PAUSE, "HTTP307");
+	expect_error(308, "{\"error\":{\"code\":\"ServerOverloaded\",\"message\":\"m\"}}",
+		     API_OUTCOME_PAUSE, "HTTP308");
 }
 
 static void test_parse_wrong_types(void **state)
@@ -412,10 +416,10 @@ static void test_parse_wrong_types(void **state)
 	api_result_clear(&res);
 
 	/* Embedded NULs: nothing breaks, nothing reads past the length. */
-	assert_int_equal(api_parse_response(200, nul_in_string, sizeof(nul_in_string) - 1, &res),
+	assert_int_equal(api_parse_response(200, nul_in_string, sizeof(nul_in_string) - 1, NULL, &res),
 			 0);
 	api_result_clear(&res);
-	assert_int_equal(api_parse_response(200, nul_after, sizeof(nul_after) - 1, &res), 0);
+	assert_int_equal(api_parse_response(200, nul_after, sizeof(nul_after) - 1, NULL, &res), 0);
 	assert_int_equal(res.outcome, API_OUTCOME_RETRY);
 	api_result_clear(&res);
 	/* Whitespace after the value is fine. */
@@ -435,8 +439,169 @@ static void test_parse_long_code(void **state)
 	memcpy(code, "QuotaExceeded.", 14);
 	(void)snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\"}}", code);
 	res = parse(429, body);
+	/* classified on the whole code, kept capped at API_CODE_MAX */
 	assert_int_equal(res.outcome, API_OUTCOME_PAUSE);
-	assert_string_equal(res.error_code, code);
+	assert_int_equal(strlen(res.error_code), API_CODE_MAX);
+	assert_memory_equal(res.error_code, code, API_CODE_MAX - 3);
+	assert_string_equal(res.error_code + API_CODE_MAX - 3, "\xe2\x80\xa6");
+	api_result_clear(&res);
+}
+
+#define KEY "sk-sdr-0123456789abcdef0123456789"
+
+static struct api_result parse_secret(long status, const char *body)
+{
+	struct api_result res;
+
+	assert_int_equal(api_parse_response(status, body, strlen(body), KEY, &res), 0);
+	return res;
+}
+
+/* Builds {"model":M,"created":C,"data":[{"url":U,"size":S}],"usage":USAGE}. */
+static char *success_body(const char *model, const char *created, const char *url,
+			  const char *size, const char *usage)
+{
+	size_t n = strlen(model) + strlen(created) + strlen(url) + strlen(size) + strlen(usage) + 128;
+	char *body = malloc(n);
+
+	assert_non_null(body);
+	(void)snprintf(body, n,
+		       "{\"model\":\"%s\",\"created\":%s,\"data\":[{\"url\":\"%s\",\"size\":\"%s\"}],"
+		       "\"usage\":%s}",
+		       model, created, url, size, usage);
+	return body;
+}
+
+static char *repeat(char c, size_t n)
+{
+	char *s = malloc(n + 1);
+
+	assert_non_null(s);
+	memset(s, c, n);
+	s[n] = '\0';
+	return s;
+}
+
+static void test_parse_bounds_every_field(void **state)
+{
+	char *big = repeat('m', 3 * 1024 * 1024), *usage, *body;
+	struct api_result res;
+	size_t n;
+
+	(void)state;
+	/* a 3 MiB usage object: replaced by its top-level numbers */
+	n = strlen(big) + 128;
+	usage = malloc(n);
+	assert_non_null(usage);
+	(void)snprintf(usage, n,
+		       "{\"generated_images\":1,\"total_tokens\":16384,\"note\":\"%s\",\"x\":{\"y\":2}}",
+		       big);
+	body = success_body(big, "1e300", "https://h/r.png", big, usage);
+	res = parse_secret(200, body);
+	assert_int_equal(res.outcome, API_OUTCOME_OK);
+	assert_true(strlen(res.model) <= API_MODEL_MAX);
+	assert_true(strlen(res.size) <= API_SIZE_MAX);
+	assert_int_equal(res.created, 0); /* 1e300: no time, and no UB */
+	assert_int_equal(res.generated_images, 1);
+	assert_non_null(res.usage);
+	assert_int_equal(cJSON_GetArraySize(res.usage), 3);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res.usage, "truncated")));
+	assert_int_equal(
+	    cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(res.usage, "total_tokens")),
+	    16384);
+	api_result_clear(&res);
+	free(body);
+
+	/* too deep: {"a":{"b":{"c":{"d":{}}}}} is depth 5 */
+	body = success_body("m", "1700000000", "https://h/r.png", "2K",
+			    "{\"n\":3,\"a\":{\"b\":{\"c\":{\"d\":{}}}}}");
+	res = parse_secret(200, body);
+	assert_int_equal(res.created, 1700000000);
+	assert_int_equal(cJSON_GetArraySize(res.usage), 2);
+	api_result_clear(&res);
+	free(body);
+	/* depth 4 and small: verbatim */
+	body = success_body("m", "-5", "https://h/r.png", "2K", "{\"a\":{\"b\":{\"c\":1}}}");
+	res = parse_secret(200, body);
+	assert_int_equal(res.created, 0); /* negative: the journal could not read it back */
+	assert_null(cJSON_GetObjectItemCaseSensitive(res.usage, "truncated"));
+	assert_non_null(cJSON_GetObjectItemCaseSensitive(res.usage, "a"));
+	api_result_clear(&res);
+	free(body);
+
+	/* a 3 MiB error message */
+	n = strlen(big) + 64;
+	body = malloc(n);
+	assert_non_null(body);
+	(void)snprintf(body, n, "{\"error\":{\"code\":\"BadThing\",\"message\":\"%s\"}}", big);
+	res = parse_secret(400, body);
+	assert_int_equal(res.outcome, API_OUTCOME_FILE_FAIL);
+	assert_int_equal(strlen(res.error_message), API_MESSAGE_MAX);
+	api_result_clear(&res);
+	free(body);
+	free(usage);
+	free(big);
+}
+
+static void test_parse_url_refused_not_cut(void **state)
+{
+	char *url = repeat('u', API_URL_MAX + 1), *body;
+	struct api_result res;
+
+	(void)state;
+	memcpy(url, "https://h/", 10);
+	body = success_body("m", "1", url, "2K", "null");
+	res = parse_secret(200, body);
+	assert_int_equal(res.outcome, API_OUTCOME_FILE_FAIL);
+	assert_string_equal(res.error_code, "UnusableResultURL");
+	assert_null(res.url);
+	api_result_clear(&res);
+	free(body);
+	url[API_URL_MAX] = '\0'; /* exactly at the cap: kept as it is */
+	body = success_body("m", "1", url, "2K", "null");
+	res = parse_secret(200, body);
+	assert_int_equal(res.outcome, API_OUTCOME_OK);
+	assert_string_equal(res.url, url);
+	api_result_clear(&res);
+	free(body);
+	free(url);
+
+	res = parse_secret(200, "{\"data\":[{\"url\":\"https://h/?k=" KEY "\"}]}");
+	assert_int_equal(res.outcome, API_OUTCOME_FILE_FAIL);
+	assert_null(res.url);
+	api_result_clear(&res);
+	res = parse_secret(200, "{\"data\":[{\"url\":\"https://h/\u00e9\"}]}");
+	assert_int_equal(res.outcome, API_OUTCOME_FILE_FAIL);
+	api_result_clear(&res);
+}
+
+static void test_parse_scrubs_key_and_utf8(void **state)
+{
+	static const char body[] =
+	    "{\"model\":\"m-" KEY "\",\"created\":1,"
+	    "\"data\":[{\"url\":\"https://h/r.png\",\"size\":\"\xff" KEY "\"}],"
+	    "\"usage\":{\"" KEY "\":{\"v\":[\"" KEY "\",\"\xc0\xaf\"]},\"generated_images\":1}}";
+	struct api_result res;
+	char *text;
+
+	(void)state;
+	res = parse_secret(200, body);
+	assert_int_equal(res.outcome, API_OUTCOME_OK);
+	assert_string_equal(res.model, "m-[redacted]");
+	assert_string_equal(res.size, "\xef\xbf\xbd[redacted]");
+	text = cJSON_PrintUnformatted(res.usage);
+	assert_non_null(text);
+	assert_null(strstr(text, KEY));
+	assert_null(strstr(text, "\xc0"));
+	assert_non_null(strstr(text, "[redacted]"));
+	cJSON_free(text);
+	api_result_clear(&res);
+
+	res = parse_secret(401, "{\"error\":{\"code\":\"AuthenticationError." KEY "\","
+				"\"message\":\"the key " KEY " is wrong \xe2\x82\"}}");
+	assert_int_equal(res.outcome, API_OUTCOME_PAUSE);
+	assert_string_equal(res.error_code, "AuthenticationError.[redacted]");
+	assert_string_equal(res.error_message, "the key [redacted] is wrong \xef\xbf\xbd\xef\xbf\xbd");
 	api_result_clear(&res);
 }
 
@@ -561,6 +726,9 @@ int main(void)
 	    cmocka_unit_test(test_parse_malformed),
 	    cmocka_unit_test(test_parse_wrong_types),
 	    cmocka_unit_test(test_parse_long_code),
+	    cmocka_unit_test(test_parse_bounds_every_field),
+	    cmocka_unit_test(test_parse_url_refused_not_cut),
+	    cmocka_unit_test(test_parse_scrubs_key_and_utf8),
 	    cmocka_unit_test(test_classify),
 	    cmocka_unit_test(test_result_clear),
 	    cmocka_unit_test(test_retry_after_seconds),

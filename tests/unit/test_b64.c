@@ -172,6 +172,72 @@ static void test_decode_embedded_nul(void **state)
 	assert_int_equal(b64_decode("Zm\0v", 4, out, &n), -EINVAL);
 }
 
+/* Streams text in pieces of `piece` characters; -EINVAL or 0 with the bytes. */
+static int stream_decode(const char *text, size_t len, size_t piece, uint8_t *out, size_t *ret_len)
+{
+	struct b64_stream s = {0};
+	size_t o = 0, n;
+
+	for (size_t i = 0; i < len; i += piece) {
+		size_t take = len - i < piece ? len - i : piece;
+		if (b64_stream_decode(&s, text + i, take, out + o, &n) < 0)
+			return -EINVAL;
+		assert_true(n <= B64_STREAM_OUT_MAX(take));
+		o += n;
+	}
+	if (b64_stream_finish(&s, out + o, &n) < 0)
+		return -EINVAL;
+	*ret_len = o + n;
+	return 0;
+}
+
+/* The streaming decoder agrees with b64_decode on every valid and invalid
+ * text, whatever the piece size. */
+static void test_stream_equals_whole(void **state)
+{
+	static const char *const texts[] = {
+	    "", "QQ", "QUI", "QUJD", "QQ==", "QUI=", "QUJDRA==", "QUJDREU=", "+/+/", "A/B+",
+	    "Q", "QQ=", "QQ=A", "Q===", "QUJD=", "QUJD====", "QQ==QQ==", "QU JD", "QUJ\\n",
+	    "QUJD\\/", "QUJDR", "====", "=", "QQ===", "QUJ-", "QU_D", "QUJDQUJDQUJDQUJDQUJD",
+	};
+	uint8_t whole[64], streamed[64];
+
+	(void)state;
+	for (size_t t = 0; t < sizeof(texts) / sizeof(texts[0]); t++) {
+		size_t len = strlen(texts[t]), wn = 0, sn = 0;
+		int wr = b64_decode(texts[t], len, whole, &wn);
+		for (size_t piece = 1; piece <= len + 1; piece++) {
+			int sr = stream_decode(texts[t], len, piece, streamed, &sn);
+			if (sr != wr)
+				fail_msg("\"%s\" in pieces of %zu: %d, whole: %d", texts[t], piece, sr, wr);
+			if (wr == 0) {
+				assert_int_equal(sn, wn);
+				assert_memory_equal(streamed, whole, wn);
+			}
+		}
+	}
+}
+
+static void test_stream_round_trip(void **state)
+{
+	uint8_t plain[3000], out[3000 + 8];
+	char text[B64_ENCODED_LEN(3000)];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(plain); i++)
+		plain[i] = (uint8_t)(i * 131 + (i >> 3));
+	for (size_t len = 2990; len <= sizeof(plain); len++) {
+		size_t n = b64_encode(plain, len, text), got = 0;
+		for (size_t piece = 1; piece <= 9; piece++) {
+			assert_int_equal(stream_decode(text, n, piece, out, &got), 0);
+			assert_int_equal(got, len);
+			assert_memory_equal(out, plain, len);
+		}
+		assert_int_equal(stream_decode(text, n, 1000, out, &got), 0);
+		assert_int_equal(got, len);
+	}
+}
+
 static void test_hex(void **state)
 {
 	static const uint8_t in[] = {0x00, 0x0f, 0xa5, 0xff};
@@ -195,6 +261,8 @@ int main(void)
 	    cmocka_unit_test(test_chunked_equals_whole),
 	    cmocka_unit_test(test_decode_rejects_garbage),
 	    cmocka_unit_test(test_decode_embedded_nul),
+	    cmocka_unit_test(test_stream_equals_whole),
+	    cmocka_unit_test(test_stream_round_trip),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

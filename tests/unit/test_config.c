@@ -73,7 +73,7 @@ static void test_full_config(void **state)
 		"  response_format: b64_json\n"
 		"  retries: 0\n"
 		"  pause_retry: 2m\n"
-		"  ca_file: /etc/ssl/extra.pem\n"
+		"  ca_file: /etc/hosts\n" /* must exist: any readable file will do here */
 		"  allow_insecure_http: yes\n"
 		"defaults:\n"
 		"  size: 4K\n"
@@ -115,7 +115,8 @@ static void test_full_config(void **state)
 	assert_int_equal(cfg->api.response_format, RESPONSE_FORMAT_B64_JSON);
 	assert_int_equal(cfg->api.retries, 0);
 	assert_int_equal(cfg->api.pause_retry_ms, 120000);
-	assert_string_equal(cfg->api.ca_file, "/etc/ssl/extra.pem");
+	assert_string_equal(cfg->api.ca_file, "/etc/hosts");
+	assert_false(cfg->api.allow_private_result_urls);
 	assert_true(cfg->api.allow_insecure_http);
 
 	assert_int_equal(cfg->n_folders, 1);
@@ -168,6 +169,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->api.retries, 5);
 	assert_int_equal(cfg->api.pause_retry_ms, 300000);
 	assert_null(cfg->api.ca_file);
+	assert_false(cfg->api.allow_private_result_urls);
 	assert_false(cfg->api.allow_insecure_http);
 
 	assert_int_equal(cfg->n_folders, 1);
@@ -346,6 +348,9 @@ static void test_plain_http(void **state)
 		"http://localhost/api/v3",
 		"http://[::1]:9/v1",
 		"HTTP://127.0.0.1/v1",
+		"http://2130706433/v1", /* 127.0.0.1 to curl */
+		"http://LOCALHOST./v1",
+		"http://[::ffff:127.0.0.1]/v1",
 	};
 	struct config *cfg;
 	char yaml[256];
@@ -359,6 +364,27 @@ static void test_plain_http(void **state)
 		"  base_url: http://localhost.example.test/api/v3\n"
 		"  model: m\n" ONE_FOLDER,
 		"test.yaml:2:13: ", "allow_insecure_http");
+	/* The host curl connects to, not the text's prefix. */
+	refused("api:\n"
+		"  base_url: http://127.attacker.example:8080/v1\n"
+		"  model: m\n" ONE_FOLDER,
+		"test.yaml:2:13: ", "allow_insecure_http");
+	refused("api:\n"
+		"  base_url: http://127.0.0.1@203.0.113.5:8080/v1\n"
+		"  model: m\n" ONE_FOLDER,
+		"test.yaml:2:13: ", "allow_insecure_http");
+	refused("api:\n"
+		"  base_url: \"http://[::1]@203.0.113.5/v1\"\n"
+		"  model: m\n" ONE_FOLDER,
+		"test.yaml:2:13: ", "allow_insecure_http");
+	refused("api:\n"
+		"  base_url: http://10.0.0.1/v1\n"
+		"  model: m\n" ONE_FOLDER,
+		"test.yaml:2:13: ", "allow_insecure_http");
+	refused("api:\n"
+		"  base_url: \"https://[::1/v1\"\n"
+		"  model: m\n" ONE_FOLDER,
+		"test.yaml:2:13: ", "not a valid URL");
 	cfg = parse_ok("api:\n"
 		       "  allow_insecure_http: true\n"
 		       "  base_url: http://example.test/api/v3\n"
@@ -459,6 +485,8 @@ static void test_refuse_types(void **state)
 
 static void test_refuse_api(void **state)
 {
+	struct config *cfg;
+
 	(void)state;
 	refused("api:\n"
 		"  model: m\n" ONE_FOLDER,
@@ -495,6 +523,13 @@ static void test_refuse_api(void **state)
 	refused(API "  api_key_env: \"MY KEY\"\n" ONE_FOLDER, "test.yaml:4:16: ",
 		"environment variable");
 	refused(API "  ca_file: ca.pem\n" ONE_FOLDER, "test.yaml:4:12: ", "absolute path");
+	refused(API "  ca_file: /nonexistent/ca.pem\n" ONE_FOLDER, "test.yaml:4:12: ",
+		"cannot read \"/nonexistent/ca.pem\": No such file or directory");
+	refused(API "  ca_file: /\n" ONE_FOLDER, "test.yaml:4:12: ", "not a regular file");
+	cfg = parse_ok(API "  allow_private_result_urls: yes\n" ONE_FOLDER);
+	assert_true(cfg->api.allow_private_result_urls);
+	config_free(cfg);
+	refused(API "  allow_private_result_urls: 2\n" ONE_FOLDER, "test.yaml:4:30: ", "boolean");
 	refused(API "  allow_insecure_http: maybe\n" ONE_FOLDER, "test.yaml:4:24: ", "boolean");
 	refused(API "  model: other\n" ONE_FOLDER, "test.yaml:4:3: ",
 		"duplicate key \"model\" in api (first at line 3)");

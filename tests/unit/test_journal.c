@@ -13,6 +13,13 @@
 
 #include "journal.h"
 
+#include <fcntl.h>
+#include <limits.h>
+
+#include "api.h"
+#include "config.h"
+#include "output.h"
+
 static struct journal_record sample(void)
 {
 	struct journal_record rec = {
@@ -148,10 +155,138 @@ static void test_write_load_remove(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* n bytes of 0x01: valid UTF-8 that cJSON writes as \u0001, 6 bytes each. */
+static char *worst(size_t n)
+{
+	char *s = malloc(n + 1);
+
+	assert_non_null(s);
+	memset(s, 0x01, n);
+	s[n] = '\0';
+	return s;
+}
+
+/* Writes text to a file and reads it back the way every reader does. */
+static char *read_back(const char *text)
+{
+	char path[] = "/tmp/seedreamd-record-XXXXXX", *buf = NULL;
+	size_t len = 0;
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	assert_int_equal(output_read_fd(fd, OUTPUT_RECORD_MAX, &buf, &len), 0);
+	assert_int_equal(len, strlen(text));
+	close(fd);
+	unlink(path);
+	return buf;
+}
+
+/* Every field at its cap with the worst escaping: each record is read back. */
+static void test_largest_records_read_back(void **state)
+{
+	char *path = worst(PATH_MAX - 1), *name = worst(NAME_MAX), *prompt = worst(CONFIG_PROMPT_MAX);
+	char *model = worst(API_MODEL_MAX), *size = worst(API_SIZE_MAX);
+	char *rid = worst(API_REQUEST_ID_MAX), *code = worst(API_CODE_MAX);
+	char *message = worst(API_MESSAGE_MAX), *url = malloc(API_URL_MAX + 1), *text, *back;
+	char sha[65];
+	cJSON *usage = cJSON_CreateObject(), *a = cJSON_AddObjectToObject(usage, "a");
+	cJSON *b = cJSON_AddObjectToObject(a, "b"), *arr = cJSON_AddArrayToObject(b, "c");
+	struct journal_record rec = {0}, got;
+
+	(void)state;
+	assert_non_null(url);
+	/* a URL is printable ASCII; '"' and '\\' are escaped as 2 bytes */
+	memset(url, '"', API_URL_MAX);
+	url[API_URL_MAX] = '\0';
+	memset(sha, 'a', 64);
+	sha[64] = '\0';
+	/* a usage just inside the bounds, so kept verbatim */
+	for (int i = 0; i < 1000; i++)
+		cJSON_AddItemToArray(arr, cJSON_CreateNumber(0));
+	assert_int_equal(api_bound_usage(&usage, NULL), 0);
+	assert_null(cJSON_GetObjectItemCaseSensitive(usage, "truncated"));
+
+	struct sidecar_success s = {
+	    .src = {.source = path, .sha256_hex = sha, .size = 1ull << 53, .mtime_sec = 253402300799,
+		    .mtime_nsec = 999999999},
+	    .output = path, .model = model, .prompt = prompt, .size = size, .result_size = size,
+	    .response_format = "b64_json", .created = 1ll << 53, .usage = usage, .request_id = rid,
+	    .attempts = UINT_MAX, .elapsed_ms = 1ull << 53, .completed_at = 253402300799,
+	    .version = name, .reused_from = path,
+	};
+	struct sidecar_error e = {
+	    .src = s.src, .http_status = 599, .code = code, .message = message, .request_id = rid,
+	    .attempts = UINT_MAX, .failed_at = 253402300799, .version = name,
+	};
+
+	text = output_sidecar_json(&s);
+	assert_non_null(text);
+	assert_true(strlen(text) < OUTPUT_RECORD_MAX);
+	back = read_back(text);
+	cJSON *doc = cJSON_Parse(back);
+	assert_non_null(doc);
+	char *src = output_sidecar_source(doc);
+	assert_string_equal(src, path);
+	free(src);
+	cJSON_Delete(doc);
+	free(back);
+	free(text);
+
+	text = output_error_json(&e);
+	assert_non_null(text);
+	assert_true(strlen(text) < OUTPUT_RECORD_MAX);
+	back = read_back(text);
+	doc = cJSON_Parse(back);
+	assert_non_null(doc);
+	cJSON_Delete(doc);
+	free(back);
+	free(text);
+
+	rec.folder = path;
+	rec.source = path;
+	rec.stem = name + 1; /* a stem starts with no '.', and \x01 is none */
+	rec.url = url;
+	rec.model = model;
+	rec.result_size = size;
+	rec.request_id = rid;
+	rec.usage = usage;
+	memcpy(rec.sha256, sha, 65);
+	rec.size = 9000000000000000ull; /* what the reader takes; inputs are far smaller */
+	rec.mtime_sec = 253402300799;
+	rec.created = API_CREATED_MAX;
+	rec.generated_at = 1ll << 52;
+	rec.elapsed_ms = 1ull << 52;
+	rec.attempts = 1000000;
+	text = journal_record_json(&rec);
+	assert_non_null(text);
+	assert_true(strlen(text) < OUTPUT_RECORD_MAX);
+	back = read_back(text);
+	assert_int_equal(journal_record_parse(back, strlen(back), &got), 0);
+	assert_string_equal(got.source, path);
+	assert_string_equal(got.url, url);
+	journal_record_clear(&got);
+	free(back);
+	free(text);
+
+	cJSON_Delete(usage);
+	free(path);
+	free(name);
+	free(prompt);
+	free(model);
+	free(size);
+	free(rid);
+	free(code);
+	free(message);
+	free(url);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_largest_records_read_back),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_write_load_remove),
 	};

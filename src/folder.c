@@ -1,0 +1,279 @@
+/* folder: the identity of a watched folder and of its output, so that an
+ * unmounted share (an empty mount point) is never taken for an empty folder.
+ * Never logs; the watch logs what these find. */
+#include "folder.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "output.h"
+
+#define FOLDER_ID_FILE_MAX 16384
+
+/* Whether the directory p (a real path, not "/") is the root of a mount. */
+static bool is_mount_root(const char *p)
+{
+	struct statx sx;
+	struct stat self, parent;
+	char *up;
+	bool root = false;
+
+	if (statx(AT_FDCWD, p, AT_SYMLINK_NOFOLLOW, STATX_INO, &sx) == 0 &&
+	    (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+	    (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT))
+		return true;
+	/* Older kernels: a mount of another filesystem shows as a new device. */
+	if (asprintf(&up, "%s/..", p) < 0)
+		return false;
+	if (stat(p, &self) == 0 && stat(up, &parent) == 0)
+		root = self.st_dev != parent.st_dev;
+	free(up);
+	return root;
+}
+
+int folder_probe(const char *path, struct folder_id *ret_id)
+{
+	struct stat st;
+	char *real;
+
+	if (stat(path, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	real = realpath(path, NULL);
+	if (!real)
+		return -errno;
+	/* Walk up to the mount point: cut the last part until a mount root. */
+	ret_id->mount_root = !strcmp(real, "/") || is_mount_root(real);
+	while (strcmp(real, "/") != 0 && !is_mount_root(real)) {
+		char *slash = strrchr(real, '/');
+		if (slash == real)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	ret_id->known = true;
+	ret_id->dev = st.st_dev;
+	ret_id->ino = st.st_ino;
+	ret_id->mount = real;
+	return 0;
+}
+
+void folder_id_clear(struct folder_id *id)
+{
+	free(id->mount);
+	memset(id, 0, sizeof(*id));
+}
+
+/* FNV-1a: a short stable file name for an output path (the path itself is
+ * inside the file, and checked). */
+static uint64_t path_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+	return h;
+}
+
+void folder_output_id_file(const struct folder *f, char *buf, size_t len)
+{
+	if (!f->state_dir) {
+		(void)snprintf(buf, len, "%s", "");
+		return;
+	}
+	(void)snprintf(buf, len, "%s/outputs/%016" PRIx64, f->state_dir, path_hash(f->cfg->output));
+}
+
+static bool file_exists(const char *path)
+{
+	return access(path, F_OK) == 0 || errno != ENOENT;
+}
+
+/* Reads the saved identity of the output path now configured. */
+static void folder_output_load(struct folder *f)
+{
+	char file[PATH_MAX + 64], *text = NULL, *save = NULL;
+	struct folder_id id = {0};
+	bool path_ok = false, have_dev = false, have_ino = false;
+	size_t len;
+	int fd;
+
+	folder_id_clear(&f->out_id);
+	free(f->out_id_for);
+	f->out_id_for = strdup(f->cfg->output);
+	f->out_id_saved = false;
+	folder_output_id_file(f, file, sizeof(file));
+	if (!file[0] || !f->out_id_for)
+		return;
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (output_read_fd(fd, FOLDER_ID_FILE_MAX, &text, &len) < 0)
+		text = NULL;
+	close(fd);
+	if (!text)
+		return;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		unsigned maj, min;
+		unsigned long long ino;
+
+		if (!strncmp(line, "path=", 5)) {
+			path_ok = !strcmp(line + 5, f->cfg->output);
+		} else if (!strncmp(line, "mount=", 6)) {
+			free(id.mount);
+			id.mount = strdup(line + 6);
+		} else if (sscanf(line, "dev=%u:%u", &maj, &min) == 2) {
+			id.dev = makedev(maj, min);
+			have_dev = true;
+		} else if (sscanf(line, "ino=%llu", &ino) == 1) {
+			id.ino = (ino_t)ino;
+			have_ino = true;
+		}
+	}
+	free(text);
+	if (path_ok && id.mount && have_dev && have_ino) {
+		id.known = true;
+		f->out_id = id;
+		f->out_id_saved = true;
+		return;
+	}
+	folder_id_clear(&id);
+}
+
+static void folder_output_save(struct folder *f)
+{
+	char file[PATH_MAX + 64], *dir, *name, *text;
+	int dirfd, n;
+
+	f->out_id_saved = false;
+	folder_output_id_file(f, file, sizeof(file));
+	if (!file[0])
+		return;
+	n = asprintf(&text,
+		     "# seedreamd: the output folder as first seen. While it is not this one\n"
+		     "# (a share not mounted), the folder is paused. Delete this file if the\n"
+		     "# output really moved.\n"
+		     "path=%s\nmount=%s\ndev=%u:%u\nino=%llu\n",
+		     f->cfg->output, f->out_id.mount, major(f->out_id.dev), minor(f->out_id.dev),
+		     (unsigned long long)f->out_id.ino);
+	if (n < 0)
+		return;
+	name = strrchr(file, '/');
+	*name++ = '\0';
+	dir = file;
+	if (output_mkdir_parents(dir, 0700) == 0) {
+		dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dirfd >= 0) {
+			f->out_id_saved = output_write_atomic(dirfd, name, text, (size_t)n) == 0;
+			close(dirfd);
+		}
+	}
+	free(text);
+}
+
+bool folder_output_check(struct folder *f, char *why, size_t whylen)
+{
+	const char *out = f->cfg->output;
+	char file[PATH_MAX + 64];
+	struct folder_id now = {0};
+	int r;
+
+	folder_output_id_file(f, file, sizeof(file));
+	if (!f->out_id_for) {
+		folder_output_load(f); /* first look */
+	} else if (strcmp(f->out_id_for, out) != 0) {
+		folder_output_load(f); /* a reload changed the output: its own records */
+		f->index_stale = true;
+	} else if (f->out_id_saved && !file_exists(file)) {
+		/* Deleted by the user: take the output as it is now. */
+		folder_id_clear(&f->out_id);
+		f->out_id_saved = false;
+		f->index_stale = true;
+	}
+	r = folder_probe(out, &now);
+	if (r == -ENOENT && !f->out_id.known)
+		return true; /* never seen: the first result creates it */
+	/* Whatever the records said while the output was away (read from a
+	 * bare mount point, say) cannot be trusted: read them again once it is
+	 * back, before anything is judged "not done". */
+	if (r < 0)
+		f->index_stale = true;
+	if (r < 0) {
+		(void)snprintf(why, whylen, "output %s %s", out,
+			       r == -ENOENT ? "is missing (it existed before; share not mounted?)"
+					    : strerror(-r));
+		return false;
+	}
+	if (!f->out_id.known) {
+		f->out_id = now;
+		folder_output_save(f);
+		return true;
+	}
+	if (now.dev == f->out_id.dev && now.ino == f->out_id.ino) {
+		/* The very same directory, even if a bind mount over it came or
+		 * went (a read-only period, say): its records still hold. */
+		if (strcmp(now.mount, f->out_id.mount) != 0) {
+			folder_id_clear(&f->out_id);
+			f->out_id = now;
+			folder_output_save(f);
+		} else {
+			folder_id_clear(&now);
+		}
+		return true;
+	}
+	if (strcmp(now.mount, f->out_id.mount) != 0) {
+		(void)snprintf(why, whylen,
+			       "output %s is on the mount %s, not on %s as before (share not "
+			       "mounted?)%s%s",
+			       out, now.mount, f->out_id.mount,
+			       file[0] ? "; if it moved on purpose, delete " : "", file);
+		folder_id_clear(&now);
+		f->index_stale = true;
+		return false;
+	}
+	/* The same mount point, mounted again (devices are numbered anew) or
+	 * restored: a new directory, whose sidecars are read before anything is
+	 * judged. */
+	folder_id_clear(&f->out_id);
+	f->out_id = now;
+	folder_output_save(f);
+	f->index_stale = true;
+	return true;
+}
+
+int folder_reload_index(struct folder *f)
+{
+	struct index *index;
+	int r = index_new(&index);
+
+	if (r < 0)
+		return r;
+	r = index_load_tree(index, f->cfg->output, f->cfg->done_dir, NULL);
+	if (r < 0) {
+		index_free(index);
+		return r;
+	}
+	index_free(f->index);
+	f->index = index;
+	f->index_stale = false;
+	return 0;
+}
+
+void folder_clear_ids(struct folder *f)
+{
+	folder_id_clear(&f->root_id);
+	folder_id_clear(&f->out_id);
+	free(f->out_id_for);
+	f->out_id_for = NULL;
+	free(f->state_dir);
+	f->state_dir = NULL;
+}
