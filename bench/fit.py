@@ -12,7 +12,7 @@ of the whole process (getrusage of the reaped child), peak RSS its ru_maxrss. Im
 the first --n-im images of each set (it needs ~35 s of CPU per 48 MP JPEG here). seedreamd's
 per-image CPU is its whole run's CPU / N (so it includes the upload, the HTTP and the output
 writing); its peak RSS is that of the whole run, with all N images queued for fitting at once
-and max_fits (2 here) fitting at a time. Needs vips, heif-enc, exiftool and convert.
+and max_fits (--max-fits, default 1 as in the daemon) fitting at a time. Needs vips, heif-enc, exiftool and convert.
 """
 
 import argparse
@@ -46,7 +46,7 @@ def measured(argv, env=None):
     return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0, time.monotonic() - t0, p.returncode
 
 
-def make_inputs(tmp, n):
+def make_inputs(tmp, n, only=None):
     jpegs, heics = [], []
     base = os.path.join(tmp, "base.v")
     # A textured image (gradient + noise) so that the JPEGs are camera-sized (~10-20 MB).
@@ -61,6 +61,8 @@ def make_inputs(tmp, n):
         run("vips", "linear", base, p + "[Q=90]", "1", str(i), "--uchar")  # distinct bytes
         run("exiftool", "-q", "-overwrite_original", "-Orientation#=6", "-n", p)
         jpegs.append(p)
+    if only == "jpeg":
+        return jpegs, []
     small = os.path.join(tmp, "phone.png")
     run("vips", "crop", base, small, "0", "0", "4032", "3024")
     for i in range(n):
@@ -74,7 +76,7 @@ def make_inputs(tmp, n):
     return jpegs, heics
 
 
-def seedreamd(binary, tmp, files, name):
+def seedreamd(binary, tmp, files, name, max_fits=2):
     root = os.path.join(tmp, "run-" + name)
     hot, state = os.path.join(root, "hot"), os.path.join(root, "state")
     os.makedirs(hot)
@@ -87,8 +89,8 @@ def seedreamd(binary, tmp, files, name):
     config = os.path.join(root, "c.yaml")
     with open(config, "w") as f:
         f.write("api:\n  base_url: http://127.0.0.1:%d/v1\n  model: doubao-seedream-4-5-251128\n"
-                "  max_in_flight: 4\nstate_dir: %s\nmax_fits: 2\nfolders:\n  - path: %s\n"
-                "    prompt: p\n" % (port, state, hot))
+                "  max_in_flight: 4\nstate_dir: %s\nmax_fits: %d\nfolders:\n  - path: %s\n"
+                "    prompt: p\n" % (port, state, max_fits, hot))
     env = dict(os.environ, SEEDREAM_API_KEY="test-key")
     try:
         cpu, rss, wall, rc = measured([binary, "-c", config, "--once", "-q"], env)
@@ -122,27 +124,36 @@ def main():
     ap.add_argument("--n-im", type=int, default=4,
                     help="of those, how many ImageMagick converts (default 4: ~35 s each for 48 MP)")
     ap.add_argument("--tmpdir", default=None)
+    ap.add_argument("--max-fits", type=int, default=1)
+    ap.add_argument("--no-im", action="store_true", help="seedreamd only (no ImageMagick runs)")
+    ap.add_argument("--only", choices=("jpeg", "heic"), help="one set only")
     args = ap.parse_args()
     for tool in ("vips", "heif-enc", "exiftool", "convert"):
         if not shutil.which(tool):
             sys.exit("bench/fit.py: %s is missing" % tool)
     tmp = tempfile.mkdtemp(prefix="seedreamd-fit-bench-", dir=args.tmpdir)
     try:
-        jpegs, heics = make_inputs(tmp, args.n)
-        mb = sum(os.path.getsize(f) for f in jpegs) / len(jpegs) / 1e6
-        hb = sum(os.path.getsize(f) for f in heics) / len(heics) / 1e6
+        jpegs, heics = make_inputs(tmp, args.n, args.only)
+        mb = sum(os.path.getsize(f) for f in jpegs) / max(1, len(jpegs)) / 1e6
+        hb = sum(os.path.getsize(f) for f in heics) / max(1, len(heics)) / 1e6
         rows = []
         for label, files in (("48 MP JPEG (%.1f MB, orientation 6)" % mb, jpegs),
                              ("12 MP HEIC (%.1f MB)" % hb, heics)):
-            s = seedreamd(args.binary, tmp, files, label[:2])
-            m = imagemagick(tmp, files[:args.n_im])
+            if args.only and not label.lower().startswith({"jpeg": "48", "heic": "12"}[args.only]):
+                continue
+            s = seedreamd(args.binary, tmp, files, label[:2], args.max_fits)
+            m = (1e-9, 1e-9, 0.0, True) if args.no_im else imagemagick(tmp, files[:args.n_im])
             rows.append((label, s, m))
         n, k = args.n, args.n_im
         print("| fit (seedreamd %d images, ImageMagick %d) | seedreamd CPU/image | "
-              "ImageMagick CPU/image | CPU ratio | seedreamd peak RSS (%d queued, max_fits 2) | "
-              "ImageMagick peak RSS (one image) | RSS ratio | all done |" % (n, k, n))
+              "ImageMagick CPU/image | CPU ratio | seedreamd peak RSS (%d queued, max_fits %d) | "
+              "ImageMagick peak RSS (one image) | RSS ratio | all done |" % (n, k, n, args.max_fits))
         print("|---|---|---|---|---|---|---|---|")
         for label, s, m in rows:
+            if args.no_im:
+                print("| %s | %.2f s | - | - | %.0f MB | - | - | %s |" % (
+                    label, s[0] / n, s[1], "yes" if s[3] else "NO"))
+                continue
             print("| %s | %.2f s | %.2f s | %.1fx less | %.0f MB | %.0f MB | %.2f | %s |" % (
                 label, s[0] / n, m[0] / k, (m[0] / k) / (s[0] / n), s[1], m[1], s[1] / m[1],
                 "yes" if s[3] and m[3] else "NO"))

@@ -1572,12 +1572,12 @@ static void config_set_defaults(struct config *cfg)
 	cfg->stop_timeout_ms = 60000;
 	cfg->rescan_interval_ms = 600000;
 	cfg->min_free_space = 256 * MiB;
-	{
-		/* A fit keeps one core busy and holds tens of MB: two at once use
-		 * a small machine without starving the rest of it. */
-		long cores = sysconf(_SC_NPROCESSORS_ONLN);
-		cfg->max_fits = cores >= 2 ? 2 : 1;
-	}
+	/* One fit at a time: a 48 MP photo that must be turned upright peaks
+	 * at ~160 MB (the rotation needs the whole fitted image), a 12 MP HEIC
+	 * at ~100 MB (libheif decodes whole images); two at once pass 300 MB
+	 * (bench/fit.py). One core fits a photo in 2-5 s, faster than the API
+	 * generates. */
+	cfg->max_fits = 1;
 }
 
 int config_parse(const char *name, const char *yaml, size_t len, struct config **ret_config,

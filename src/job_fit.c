@@ -4,6 +4,8 @@
  * fills a result; the job is touched only here, on the loop thread. */
 #include "job_private.h"
 
+#include <malloc.h>
+
 /* A fit under way. job is NULL once the job is gone or looks again: the
  * result is then dropped when it arrives. */
 struct job_fit {
@@ -21,6 +23,9 @@ static void job_fit_work(void *arg)
 	struct job_fit *f = arg;
 
 	f->err = fit_run(f->src_fd, &f->opt, &f->res);
+	/* Give the decoded image's memory back now, not when this thread's
+	 * malloc arena happens to shrink. */
+	(void)malloc_trim(0);
 }
 
 static void job_fit_free(struct job_fit *f)
