@@ -23,12 +23,14 @@ import re
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
 import urllib.request
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -212,6 +214,47 @@ def sent(records, names_by_sha):
     """What each generation record sent, as file names where known (for readable messages)."""
     return [names_by_sha.get(r.get("image_sha256")) or "unknown content %s..." % (r.get("image_sha256") or "")[:12]
             for r in records]
+
+
+def png_chunk(kind, data):
+    body = kind + data
+    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def big_png(total, fill=None):
+    """A valid PNG (a sample) grown to `total` bytes by a private ancillary chunk before IEND;
+    the padding is `fill`'s bytes (default: zeros)."""
+    data = sample("plasma.png")
+    iend = data[-12:]
+    assert iend[4:8] == b"IEND"
+    pad = total - len(data) - 12
+    return data[:-12] + png_chunk(b"prVt", fill(pad) if fill else bytes(pad)) + iend
+
+
+def tree_texts(folder):
+    """(relative path, text) of every file under folder, bytes read as Latin-1."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            p = os.path.join(root, name)
+            with open(p, "rb") as f:
+                yield os.path.relpath(p, folder), f.read().decode("latin-1")
+
+
+class tmpfs:
+    """`with h.tmpfs(path, "size=1m"):` a tmpfs mounted on path (made if missing) for the block;
+    needs root."""
+
+    def __init__(self, path, options="size=16m"):
+        self.path, self.options = path, options
+
+    def __enter__(self):
+        os.makedirs(self.path, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", self.options, "tmpfs", self.path], check=True)
+        return self.path
+
+    def __exit__(self, *exc):
+        subprocess.run(["umount", "-l", self.path], check=False)
+        return False
 
 
 def sample(name):

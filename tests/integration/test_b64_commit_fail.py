@@ -5,7 +5,6 @@ has no inode left), the bytes must be kept and written once the disk takes them 
 one generation, a success sidecar, no .error.json. Needs root (mount); skipped otherwise."""
 
 import os
-import subprocess
 import sys
 
 import harness as h
@@ -17,13 +16,8 @@ def test(ctx):
         print("skip - needs root to mount a tmpfs with few inodes as the output folder", flush=True)
         return
     root, hot, _, state = ctx.folder("inode")
-    out = os.path.join(root, "out")
-    os.makedirs(out)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,nr_inodes=40", "tmpfs", out], check=True)
-    try:
+    with h.tmpfs(os.path.join(root, "out"), "size=16m,nr_inodes=40") as out:
         run(ctx, c, root, hot, out, state)
-    finally:
-        subprocess.run(["umount", "-l", out], check=False)
 
 
 def run(ctx, c, root, hot, out, state):

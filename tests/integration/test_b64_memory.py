@@ -9,29 +9,14 @@ import base64
 import hashlib
 import json
 import os
-import struct
 import sys
 import time
-import zlib
 
 import harness as h
 
 IMAGE_BYTES = 46_500_000  # base64: 62,000,000 characters
 RSS_LIMIT_KB = 80 * 1024
 
-
-def png_chunk(kind, data):
-    body = kind + data
-    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
-
-
-def big_png(total):
-    """A valid PNG grown to `total` bytes by a private ancillary chunk before IEND."""
-    data = h.sample("plasma.png")
-    iend = data[-12:]
-    assert iend[4:8] == b"IEND"
-    pad = total - len(data) - 12
-    return data[:-12] + png_chunk(b"prVt", bytes(pad)) + iend
 
 
 def sanitized(binary):
@@ -55,7 +40,7 @@ def vm_hwm_kb(pid):
 def test(ctx):
     c = ctx.checks
     root, hot, out, state = ctx.folder("big")
-    image = big_png(IMAGE_BYTES)
+    image = h.big_png(IMAGE_BYTES)
     answer = os.path.join(ctx.tmp, "answer.json")
     with open(answer, "wb") as f:
         f.write(b'{"model": "%s", "created": %d, "data": [{"b64_json": "'

@@ -19,13 +19,6 @@ def scan(items):
             if frag in text]
 
 
-def tree_texts(folder):
-    for root, _, files in os.walk(folder):
-        for name in files:
-            p = os.path.join(root, name)
-            with open(p, "rb") as f:
-                yield os.path.relpath(p, folder), f.read().decode("latin-1")
-
 
 def test(ctx):
     c = ctx.checks
@@ -52,7 +45,7 @@ def test(ctx):
     c.eq((sum(n.endswith(".error.json") for n in names),
           sum(n.endswith(".json") and not n.endswith(".error.json") for n in names)), (1, 1),
          "one success sidecar and one error sidecar")
-    texts = list(tree_texts(out))
+    texts = list(h.tree_texts(out))
     # the echoed strings really went through (else this test could not fail)
     c.check(any("[redacted]" in t for w, t in texts if w.endswith(".error.json")),
             "the error sidecar keeps the message, with the key redacted")
@@ -63,7 +56,7 @@ def test(ctx):
     c.problems(scan([("stdout", res.stdout), ("stderr", res.stderr)]),
                "the echoed key is not on stdout or stderr")
     c.problems(scan(texts), "the echoed key is not in the output folder")
-    c.problems(scan(tree_texts(state)), "the echoed key is not in the state directory")
+    c.problems(scan(h.tree_texts(state)), "the echoed key is not in the state directory")
 
 
 if __name__ == "__main__":

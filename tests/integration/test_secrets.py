@@ -22,13 +22,6 @@ def scan(paths_or_texts):
     return hits
 
 
-def tree_texts(folder):
-    for root, _, files in os.walk(folder):
-        for name in files:
-            p = os.path.join(root, name)
-            with open(p, "rb") as f:
-                yield os.path.relpath(p, folder), f.read().decode("latin-1")
-
 
 def test(ctx):
     c = ctx.checks
@@ -49,8 +42,8 @@ def test(ctx):
          "one success sidecar and one error sidecar")
     c.check(len(res.stderr) > 0, "-v produced log output on stderr", "stderr is empty")
     c.problems(scan([("stdout", res.stdout), ("stderr", res.stderr)]), "the key is not on stdout or stderr")
-    c.problems(scan(tree_texts(out)), "the key is not in the output folder (sidecars, error sidecars, images)")
-    c.problems(scan(tree_texts(state)), "the key is not in the state directory")
+    c.problems(scan(h.tree_texts(out)), "the key is not in the output folder (sidecars, error sidecars, images)")
+    c.problems(scan(h.tree_texts(state)), "the key is not in the state directory")
 
     # a background run with -v too: startup and shutdown logging
     h.write_bytes(os.path.join(hot, "three.png"), h.sample("truchet.png"))
@@ -64,7 +57,7 @@ def test(ctx):
     c.check(os.path.exists(os.path.join(out, "three.json")), "background run processed three.png")
     c.problems(scan([("stdout", d.stdout_text()), ("stderr", d.stderr_text())]),
                "background run: the key is not on stdout or stderr")
-    c.problems(scan(tree_texts(out)) + scan(tree_texts(state)),
+    c.problems(scan(h.tree_texts(out)) + scan(h.tree_texts(state)),
                "background run: the key is not in anything the daemon wrote")
 
 
