@@ -58,8 +58,11 @@ check() { # check "what" command...
 }
 
 START=$(date +%s)
-ROOTFS=$(./tests/live/rootfs.sh systemd systemd dbus libcurl4 libyaml-0-2 libcjson1 libssl3 \
-	ca-certificates python3)
+# The package's own Depends (libvips and friends included), so dpkg -i finds them all.
+DEPENDS=$(dpkg-deb -f "$DEB" Depends | tr ',' '\n' | sed 's/(.*)//; s/|.*//; s/[[:space:]]//g' |
+	grep -v '^$' | sort -u | tr '\n' ' ')
+# shellcheck disable=SC2086  # one word per package
+ROOTFS=$(./tests/live/rootfs.sh systemd systemd dbus $DEPENDS ca-certificates python3)
 echo "     root file system: $ROOTFS ($(($(date +%s) - START)) s to get it)"
 
 WORK=$(mktemp -d /var/tmp/seedreamd-live.XXXXXX)
@@ -283,6 +286,20 @@ check "the outputs belong to seedreamd" \
 	sh -c '[ -z "$(nsenter -t "$1" -a find "$2/a-out" ! -user seedreamd)" ]' sh "$LEADER" "$HOT"
 billed=$(api GET /_stats | python3 -c 'import json, sys; print(json.load(sys.stdin)["billed"])' || echo "?")
 check "the stand-in API billed 3 generations (the key reached it through LoadCredential=)" [ "$billed" = 3 ]
+# A HEIC photo is converted by libvips on a worker thread: its threads and codecs (libheif, x265,
+# libnuma) under the unit's syscall filter, set to kill.
+if command -v heif-enc >/dev/null 2>&1 &&
+	heif-enc -q 60 -o "$ROOT/var/tmp/photo.heic" "$TOP/tests/data/samples/dusk.jpg" >/dev/null 2>&1; then
+	ctsh "cp /var/tmp/photo.heic $HOT/.photo.tmp && chown seedreamd: $HOT/.photo.tmp && mv $HOT/.photo.tmp $HOT/a/photo.heic"
+	if wait_outputs a 4 60 && ctsh "grep -q '\"fitted\"' $HOT/a-out/photo.json"; then
+		ok "a HEIC photo is converted (fit) and processed under the filter"
+	else
+		ct journalctl -u seedreamd --no-pager | tail -n 20
+		fail "a HEIC photo is converted (fit) and processed under the filter"
+	fi
+else
+	fail "cannot make a HEIC photo (heif-enc from libheif-examples)"
+fi
 ct journalctl -u seedreamd -o json --no-pager >"$WORK/journal.json" 2>/dev/null || true
 job_lines=$(grep "\"FOLDER\":\"$HOT/a\"" "$WORK/journal.json" | grep '"SOURCE":"aurora.png"' | grep -c '"REQUEST_ID":"' || true)
 if [ "$job_lines" -ge 1 ]; then
