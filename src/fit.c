@@ -118,10 +118,12 @@ static void fail(struct fit_result *res, const char *code, const char *fmt, ...)
 /* vips's last error, one line, for a message; clears it. */
 static const char *vips_reason(char *buf, size_t len)
 {
-	const char *e = vips_error_buffer();
+	/* vips keeps one error buffer for the process: take a copy and clear it
+	 * in one step, under its lock, so fits on other workers cannot mix in. */
+	char *e = vips_error_buffer_copy();
 
-	(void)snprintf(buf, len, "%.*s", (int)strcspn(e, "\n"), e);
-	vips_error_clear();
+	(void)snprintf(buf, len, "%.*s", e ? (int)strcspn(e, "\n") : 0, e ? e : "");
+	g_free(e);
 	return buf[0] ? buf : "unknown error";
 }
 

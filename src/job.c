@@ -377,6 +377,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 void job_settle(struct jobs *jobs, struct job *job, uint64_t delay_ms)
 {
 	job_leave_state(jobs, job);
+	job->fit_reasons = 0; /* validation decides again */
 	/* Settling means the file is looked at anew: a hash of what it was no
 	 * longer describes it. */
 	job->sha256[0] = '\0';
@@ -672,6 +673,33 @@ static bool folder_spend_allows(struct jobs *jobs, struct folder *folder)
 	return false;
 }
 
+static bool job_needs_fit(const struct job *job)
+{
+	return job->fit_reasons && !job->fitted;
+}
+
+/* Starts fits for the jobs near the head of the queue only: at most
+ * max_in_flight + max_fits queued jobs hold fitted bytes or are being fitted,
+ * so a long queue of photos (a slow API, a daily limit) does not fill
+ * state_dir and the descriptor table with conversions waiting to be sent. */
+static void jobs_fit_ahead(struct jobs *jobs)
+{
+	size_t window = jobs->config->api.max_in_flight + jobs->config->max_fits;
+	size_t ahead = jobs->n_fitting;
+	struct job *job = jobs->queue.head;
+
+	for (size_t seen = 0; job && seen < window && ahead < window; seen++) {
+		struct job *next = job->next;
+		if (job->fitted) {
+			ahead++;
+		} else if (job->fit_reasons && !job->folder->removed) {
+			ahead++;
+			job_fit_start(jobs, job, job->fit_reasons);
+		}
+		job = next;
+	}
+}
+
 void jobs_pump(struct jobs *jobs)
 {
 	struct job *job;
@@ -687,6 +715,8 @@ again:
 	jobs->pump_again = false;
 	jobs->limit_reason[0] = '\0';
 	jobs->limit_daily = false;
+	if (!jobs->stopping)
+		jobs_fit_ahead(jobs);
 	job = jobs->queue.head;
 	while (job && !jobs->stopping) {
 		size_t generating = jobs_generating(jobs);
@@ -705,6 +735,10 @@ again:
 			struct job *next = job->next;
 			job_free(jobs, job); /* a reload removed its folder: spend nothing more */
 			job = next;
+			continue;
+		}
+		if (job_needs_fit(job)) {
+			job = job->next; /* fitted first (jobs_fit_ahead) */
 			continue;
 		}
 		if (job->folder->gave_up_this_run) {
@@ -731,7 +765,8 @@ again:
 		/* The job left the queue (or went back to settling): start over
 		 * from the head, skipping folders held back by their limits. */
 		job = jobs->queue.head;
-		while (job && (!job->folder->present || job->folder->storage_holds ||
+		while (job && (job_needs_fit(job) || !job->folder->present ||
+			       job->folder->storage_holds ||
 			       (job->folder->cfg->max_images_per_day &&
 				!folder_spend_allows(jobs, job->folder))))
 			job = job->next;

@@ -520,11 +520,9 @@ void job_validate(struct jobs *jobs, struct job *job)
 		return;
 	}
 	job->format = info.format;
-	if (reasons) {
-		job_fit_start(jobs, job, reasons);
-		jobs_changed(jobs);
-		return;
-	}
+	/* A file to fit waits in the queue like any other; jobs_pump fits it
+	 * when it comes near a generation slot, so fitted bytes never pile up. */
+	job->fit_reasons = reasons;
 	job_queue(jobs, job, false);
 	jobs_changed(jobs);
 	jobs_pump(jobs);

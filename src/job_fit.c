@@ -100,7 +100,7 @@ static void job_fit_done(void *arg, bool cancelled)
 		(unsigned long long)job->fitted->res.bytes,
 		(unsigned long long)(loop_now_ms() - f->started));
 	job_fit_free(f);
-	job_queue(jobs, job, false);
+	job_queue(jobs, job, true); /* it was near the head when its fit started */
 	jobs_changed(jobs);
 	jobs_pump(jobs);
 }
@@ -149,6 +149,18 @@ void job_fit_start(struct jobs *jobs, struct job *job, unsigned reasons)
 	job->fit = f;
 	job_activate_fitting(jobs, job);
 	log_debug("converting %s/%s (%s)", cfg->path, job->rel, f->opt.format);
+}
+
+void job_fit_drop_bytes(struct job *job)
+{
+	if (!job->fitted)
+		return;
+	if (job->fitted->res.fd >= 0)
+		close(job->fitted->res.fd);
+	job->fitted->res.fd = -1;
+	if (job->fitted->src_fd >= 0)
+		close(job->fitted->src_fd);
+	job->fitted->src_fd = -1;
 }
 
 void job_fit_release(struct job *job)

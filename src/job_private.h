@@ -80,6 +80,7 @@ struct job {
 	struct transfer_dl *dl;
 	struct job_fit *fit;	     /* the fit under way (JOB_FITTING) */
 	struct job_fitted *fitted;   /* what is sent instead of the file, once fitted */
+	unsigned fit_reasons;	     /* queued, to be fitted first (fit_wanted's reasons) */
 	struct api_result result;
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
@@ -183,6 +184,9 @@ struct job_fitted {
 };
 /* Hands the job to a fit worker (JOB_FITTING); reasons from fit_wanted. */
 void job_fit_start(struct jobs *jobs, struct job *job, unsigned reasons);
+/* The fitted bytes are not needed again (the answer came): closes them,
+ * keeping what the sidecar says of the fit. */
+void job_fit_drop_bytes(struct job *job);
 /* Forgets a fit under way (its result is dropped when it arrives) and the
  * fitted bytes; for a job that is freed or looked at anew. */
 void job_fit_release(struct job *job);

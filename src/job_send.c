@@ -194,6 +194,8 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		loop_timer_disarm(jobs->pause_timer);
 	}
 
+	if (res->outcome == API_OUTCOME_OK || res->outcome == API_OUTCOME_FILE_FAIL)
+		job_fit_drop_bytes(job); /* never sent again */
 	switch (res->outcome) {
 	case API_OUTCOME_OK: {
 		uint64_t images = res->generated_images > 0 ? (uint64_t)res->generated_images : 1;
