@@ -379,40 +379,31 @@ out:
  * second descriptor of the file (it outlives the unlink). */
 static int job_keep_streamed_image(struct job *job, int keep_fd)
 {
-	struct stat st;
-	uint8_t *buf = NULL;
-	char *text = NULL;
-	size_t got = 0;
-	int r = 0;
+	char *buf = NULL, *text = NULL;
+	size_t len = 0;
+	int r;
 
-	if (fstat(keep_fd, &st) < 0)
+	/* The descriptor shares the writer's offset (at the end): read from 0. */
+	if (lseek(keep_fd, 0, SEEK_SET) < 0)
 		return -errno;
-	if (st.st_size <= 0 || (uint64_t)st.st_size > TRANSFER_IMAGE_MAX)
-		return -EFBIG;
-	buf = malloc((size_t)st.st_size);
-	text = malloc(B64_ENCODED_LEN((size_t)st.st_size) + 1);
-	if (!buf || !text) {
+	r = output_read_fd(keep_fd, TRANSFER_IMAGE_MAX, &buf, &len);
+	if (r < 0)
+		return r;
+	if (len == 0) {
+		r = -EFBIG;
+		goto out;
+	}
+	text = malloc(B64_ENCODED_LEN(len) + 1);
+	if (!text) {
 		r = -ENOMEM;
 		goto out;
 	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = pread(keep_fd, buf + got, (size_t)st.st_size - got, (off_t)got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
-			goto out;
-		}
-		got += (size_t)n;
-	}
-	text[b64_encode(buf, got, text)] = '\0';
+	text[b64_encode((const uint8_t *)buf, len, text)] = '\0';
 	free(job->result.b64_json);
 	job->result.b64_json = text;
 	job->result.b64_streamed = false;
-	text = NULL;
 out:
 	free(buf);
-	free(text);
 	return r;
 }
 
