@@ -1,0 +1,116 @@
+/* schedule (prefix sched_; not sched.h, which would hide the system header): whether one more
+ * generation may start now, and if not, until when. Pure: no I/O, no logging, no globals; the
+ * clocks are passed in (a monotonic one in ms for the per-minute bucket, the epoch in s for days,
+ * which end at local midnight in the process's time zone). It owns the limits of the config
+ * (max_in_flight, images_per_minute, max_images_per_day globally and per folder), the counters they
+ * are checked against and the pause on account errors; the caller owns the queue and the timers. */
+#ifndef SEEDREAMD_SCHEDULE_H
+#define SEEDREAMD_SCHEDULE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct sched_limits {
+	unsigned max_in_flight;	     /* generations at once, all folders (>= 1) */
+	uint64_t max_images_per_day; /* all folders, 0 = no limit */
+	uint64_t images_per_minute;  /* a token bucket, 0 = no limit */
+};
+
+/* Images counted against a daily limit, and when they start again at 0. */
+struct sched_day {
+	uint64_t images_today;
+	int64_t day_end; /* epoch s of the next local midnight; 0 before the first use */
+};
+
+/* One folder's share of the schedule; the caller keeps one per folder. */
+struct sched_folder {
+	uint64_t max_images_per_day; /* 0 = no limit; the caller updates it on reload */
+	struct sched_day day;
+	unsigned in_flight; /* generations of this folder not answered yet */
+};
+
+struct sched {
+	struct sched_limits limits;
+	struct sched_day day;
+	uint64_t tokens_milli; /* the bucket, in thousandths of an image */
+	uint64_t tokens_at;    /* monotonic ms of its last refill */
+	size_t in_flight;      /* generations not answered yet, all folders */
+	bool paused;	       /* the API refused the account: only probes */
+	bool probing;	       /* while paused, one request may find out if it works again */
+};
+
+enum sched_answer {
+	SCHED_YES,	/* start it now */
+	SCHED_NO,	/* not now: something that ends a generation or the pause changes it */
+	SCHED_NO_UNTIL, /* a rate limit: ask again after wait_ms */
+	SCHED_NO_TODAY, /* a daily limit: ask again after wait_ms (just after midnight) */
+};
+
+enum sched_reason {
+	SCHED_REASON_NONE,
+	SCHED_REASON_PAUSED,	 /* paused, and no probe is due (or one is under way) */
+	SCHED_REASON_IN_FLIGHT,	 /* max_in_flight generations are under way */
+	SCHED_REASON_DAY,	 /* max_images_per_day of all folders */
+	SCHED_REASON_MINUTE,	 /* images_per_minute */
+	SCHED_REASON_FOLDER_DAY, /* the folder's max_images_per_day */
+};
+
+struct sched_verdict {
+	enum sched_answer answer;
+	enum sched_reason reason;
+	uint64_t wait_ms; /* for SCHED_NO_UNTIL and SCHED_NO_TODAY */
+	uint64_t count;	  /* for the daily limits: images counted today */
+	uint64_t limit;	  /* the limit that was reached */
+};
+
+/* A full bucket at now_mono_ms, nothing counted today. */
+void sched_init(struct sched *s, const struct sched_limits *limits, uint64_t now_mono_ms);
+
+/* A reload: new limits, the counters and the bucket's content kept (a new
+ * images_per_minute caps the bucket at its next refill). */
+void sched_set_limits(struct sched *s, const struct sched_limits *limits);
+
+/* The epoch second of the next local midnight after t. */
+int64_t sched_next_midnight(int64_t t);
+
+/* Starts the days over that ended by now_epoch_s (folder may be NULL). */
+void sched_roll_day(struct sched *s, struct sched_folder *folder, int64_t now_epoch_s);
+
+/* The epoch second today started at (a day before the next midnight, DST
+ * days aside), for counting today's images from the records at start. */
+int64_t sched_day_start(struct sched *s, struct sched_folder *folder, int64_t now_epoch_s);
+
+/* Images generated today before this run (from the folder's records). */
+void sched_count_today(struct sched *s, struct sched_folder *folder, uint64_t images);
+
+/* Whether a generation of any folder may start: the pause, the in-flight
+ * limit, the global daily limit (generations in flight count as one image
+ * each) and the per-minute bucket, in that order. Refills the bucket. */
+struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms,
+					 int64_t now_epoch_s);
+
+/* Whether the folder's daily limit allows one more (its generations in
+ * flight count as one image each). */
+struct sched_verdict sched_folder_allows(struct sched *s, struct sched_folder *folder,
+					 int64_t now_epoch_s);
+
+/* Both of the above, the global checks first. */
+struct sched_verdict sched_may_start(struct sched *s, struct sched_folder *folder,
+				     uint64_t now_mono_ms, int64_t now_epoch_s);
+
+/* A generation request was sent: it takes a token and counts as in flight.
+ * While paused it is the probe. Only after a SCHED_YES. */
+void sched_started(struct sched *s, struct sched_folder *folder);
+
+/* Its answer came (images: what was paid for, 0 when nothing was). */
+void sched_answered(struct sched *s, struct sched_folder *folder, uint64_t images);
+
+/* The API refused the account: no generation until sched_probe allows one. */
+void sched_pause(struct sched *s);
+/* The pause's retry time came: one request may probe. */
+void sched_probe(struct sched *s);
+/* An answer other than an account error came while paused. */
+void sched_resume(struct sched *s);
+
+#endif

@@ -1,0 +1,173 @@
+/* schedule: the spend and concurrency limits over a clock (see schedule.h). */
+#include "schedule.h"
+
+#include <time.h>
+
+#define SCHED_MILLI 1000 /* thousandths of an image per image */
+
+void sched_init(struct sched *s, const struct sched_limits *limits, uint64_t now_mono_ms)
+{
+	*s = (struct sched){0};
+	s->limits = *limits;
+	s->tokens_at = now_mono_ms;
+	s->tokens_milli = limits->images_per_minute * SCHED_MILLI; /* a full bucket at start */
+}
+
+void sched_set_limits(struct sched *s, const struct sched_limits *limits)
+{
+	s->limits = *limits;
+}
+
+int64_t sched_next_midnight(int64_t t)
+{
+	time_t now = (time_t)t;
+	struct tm tm;
+
+	if (!localtime_r(&now, &tm))
+		return t + 86400;
+	tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+	tm.tm_mday++;
+	tm.tm_isdst = -1; /* mktime finds whether that midnight is in summer time */
+	return (int64_t)mktime(&tm);
+}
+
+static void sched_day_roll(struct sched_day *day, int64_t now_epoch_s)
+{
+	if (now_epoch_s >= day->day_end) {
+		day->images_today = 0;
+		day->day_end = sched_next_midnight(now_epoch_s);
+	}
+}
+
+void sched_roll_day(struct sched *s, struct sched_folder *folder, int64_t now_epoch_s)
+{
+	sched_day_roll(&s->day, now_epoch_s);
+	if (folder)
+		sched_day_roll(&folder->day, now_epoch_s);
+}
+
+int64_t sched_day_start(struct sched *s, struct sched_folder *folder, int64_t now_epoch_s)
+{
+	sched_roll_day(s, folder, now_epoch_s);
+	return folder->day.day_end - 86400;
+}
+
+void sched_count_today(struct sched *s, struct sched_folder *folder, uint64_t images)
+{
+	folder->day.images_today = images;
+	s->day.images_today += images;
+}
+
+/* Until just after the day's end: a second late rather than a second early. */
+static uint64_t sched_until_day_end(const struct sched_day *day, int64_t now_epoch_s)
+{
+	return (uint64_t)(day->day_end - now_epoch_s) * 1000 + 1000;
+}
+
+static struct sched_verdict sched_no(enum sched_answer answer, enum sched_reason reason,
+				     uint64_t wait_ms)
+{
+	return (struct sched_verdict){.answer = answer, .reason = reason, .wait_ms = wait_ms};
+}
+
+struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms, int64_t now_epoch_s)
+{
+	const struct sched_limits *lim = &s->limits;
+	struct sched_verdict v;
+
+	/* While paused, one probe at a time and nothing beside it. */
+	if (s->paused && (!s->probing || s->in_flight > 0))
+		return sched_no(SCHED_NO, SCHED_REASON_PAUSED, 0);
+	if (s->in_flight >= lim->max_in_flight)
+		return sched_no(SCHED_NO, SCHED_REASON_IN_FLIGHT, 0);
+	sched_roll_day(s, NULL, now_epoch_s);
+	/* A generation in flight may be paid: it counts until its answer says. */
+	if (lim->max_images_per_day &&
+	    s->day.images_today + s->in_flight >= lim->max_images_per_day) {
+		v = sched_no(SCHED_NO_TODAY, SCHED_REASON_DAY,
+			     sched_until_day_end(&s->day, now_epoch_s));
+		v.count = s->day.images_today;
+		v.limit = lim->max_images_per_day;
+		return v;
+	}
+	if (lim->images_per_minute) {
+		uint64_t cap = lim->images_per_minute * SCHED_MILLI;
+
+		/* ms * images/min / 60 = thousandths of an image. */
+		s->tokens_milli += (now_mono_ms - s->tokens_at) * lim->images_per_minute / 60;
+		if (s->tokens_milli > cap)
+			s->tokens_milli = cap;
+		s->tokens_at = now_mono_ms;
+		if (s->tokens_milli < SCHED_MILLI) {
+			v = sched_no(SCHED_NO_UNTIL, SCHED_REASON_MINUTE,
+				     (SCHED_MILLI - s->tokens_milli) * 60 / lim->images_per_minute +
+					 1);
+			v.limit = lim->images_per_minute;
+			return v;
+		}
+	}
+	return sched_no(SCHED_YES, SCHED_REASON_NONE, 0);
+}
+
+struct sched_verdict sched_folder_allows(struct sched *s, struct sched_folder *folder,
+					 int64_t now_epoch_s)
+{
+	struct sched_verdict v;
+
+	if (!folder->max_images_per_day)
+		return sched_no(SCHED_YES, SCHED_REASON_NONE, 0);
+	sched_roll_day(s, folder, now_epoch_s);
+	if (folder->day.images_today + folder->in_flight < folder->max_images_per_day)
+		return sched_no(SCHED_YES, SCHED_REASON_NONE, 0);
+	v = sched_no(SCHED_NO_TODAY, SCHED_REASON_FOLDER_DAY,
+		     sched_until_day_end(&folder->day, now_epoch_s));
+	v.count = folder->day.images_today;
+	v.limit = folder->max_images_per_day;
+	return v;
+}
+
+struct sched_verdict sched_may_start(struct sched *s, struct sched_folder *folder,
+				     uint64_t now_mono_ms, int64_t now_epoch_s)
+{
+	struct sched_verdict v = sched_may_start_any(s, now_mono_ms, now_epoch_s);
+
+	if (v.answer != SCHED_YES)
+		return v;
+	return sched_folder_allows(s, folder, now_epoch_s);
+}
+
+void sched_started(struct sched *s, struct sched_folder *folder)
+{
+	/* A token pays for a request actually sent. */
+	if (s->limits.images_per_minute && s->tokens_milli >= SCHED_MILLI)
+		s->tokens_milli -= SCHED_MILLI;
+	s->in_flight++;
+	folder->in_flight++;
+}
+
+void sched_answered(struct sched *s, struct sched_folder *folder, uint64_t images)
+{
+	if (s->in_flight > 0)
+		s->in_flight--;
+	if (folder->in_flight > 0)
+		folder->in_flight--;
+	s->probing = false;
+	s->day.images_today += images;
+	folder->day.images_today += images;
+}
+
+void sched_pause(struct sched *s)
+{
+	s->paused = true;
+	s->probing = false;
+}
+
+void sched_probe(struct sched *s)
+{
+	s->probing = true;
+}
+
+void sched_resume(struct sched *s)
+{
+	s->paused = false;
+}

@@ -1,0 +1,276 @@
+/* sched: the per-minute bucket (burst and refill), the daily limits (global
+ * and per folder, generations in flight counted, reset at local midnight),
+ * the in-flight limit and the pause, and the waits it returns. The clocks
+ * are numbers passed in; the time zone is a POSIX TZ string (no tzdata). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "schedule.h"
+
+/* 2026-01-10 20:30:00 UTC: 23:30 local in UTC+3 (date -d ... +%s). */
+#define JAN10_2030_UTC 1768077000
+#define JAN10_2100_UTC 1768078800 /* local midnight in UTC+3 */
+/* 2026-03-08, the day summer time starts in EST5EDT (23 hours long). */
+#define MAR08_0530_UTC 1772947800 /* 00:30 EST */
+#define MAR09_0400_UTC 1773028800 /* 00:00 EDT, the next midnight */
+
+static void set_tz(const char *tz)
+{
+	assert_int_equal(setenv("TZ", tz, 1), 0);
+	tzset();
+}
+
+static struct sched_limits limits(unsigned in_flight, uint64_t per_day, uint64_t per_minute)
+{
+	return (struct sched_limits){in_flight, per_day, per_minute};
+}
+
+/* Starts and answers one generation of n images right away. */
+static void spend(struct sched *s, struct sched_folder *f, uint64_t n)
+{
+	sched_started(s, f);
+	sched_answered(s, f, n);
+}
+
+static void test_bucket_burst_then_refill(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {0};
+	struct sched_limits lim = limits(100, 0, 6);
+	struct sched_verdict v;
+	uint64_t t = 1000000;
+
+	(void)state;
+	sched_init(&s, &lim, t);
+	/* A full bucket: a burst of 6 at once, then 10 s per image. */
+	for (int i = 0; i < 6; i++) {
+		v = sched_may_start(&s, &f, t, JAN10_2030_UTC);
+		assert_int_equal(v.answer, SCHED_YES);
+		spend(&s, &f, 1);
+	}
+	v = sched_may_start(&s, &f, t, JAN10_2030_UTC);
+	assert_int_equal(v.answer, SCHED_NO_UNTIL);
+	assert_int_equal(v.reason, SCHED_REASON_MINUTE);
+	assert_int_equal(v.limit, 6);
+	assert_int_equal(v.wait_ms, 10001);
+	/* Just short of the wait: still no, with the rest of the wait. */
+	v = sched_may_start(&s, &f, t + 9990, JAN10_2030_UTC);
+	assert_int_equal(v.answer, SCHED_NO_UNTIL);
+	assert_true(v.wait_ms >= 10 && v.wait_ms <= 12);
+	t += 9990 + v.wait_ms;
+	v = sched_may_start(&s, &f, t, JAN10_2030_UTC);
+	assert_int_equal(v.answer, SCHED_YES);
+	spend(&s, &f, 1);
+	assert_int_equal(sched_may_start(&s, &f, t, JAN10_2030_UTC).answer, SCHED_NO_UNTIL);
+
+	/* An idle hour refills to the cap, not beyond: a burst of 6 again. */
+	t += 3600 * 1000;
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(sched_may_start(&s, &f, t, JAN10_2030_UTC).answer, SCHED_YES);
+		spend(&s, &f, 1);
+	}
+	assert_int_equal(sched_may_start(&s, &f, t, JAN10_2030_UTC).answer, SCHED_NO_UNTIL);
+}
+
+static void test_bucket_only_sent_requests_pay(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {0};
+	struct sched_limits lim = limits(100, 0, 1);
+
+	(void)state;
+	sched_init(&s, &lim, 0);
+	/* Asking does not take a token; only a request sent does. */
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(sched_may_start(&s, &f, 0, JAN10_2030_UTC).answer, SCHED_YES);
+	spend(&s, &f, 1);
+	struct sched_verdict v = sched_may_start(&s, &f, 0, JAN10_2030_UTC);
+	assert_int_equal(v.answer, SCHED_NO_UNTIL);
+	assert_int_equal(v.wait_ms, 60001);
+}
+
+static void test_daily_limit_resets_at_local_midnight(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {0};
+	struct sched_limits lim = limits(10, 3, 0);
+	struct sched_verdict v;
+	int64_t now = JAN10_2030_UTC;
+
+	(void)state;
+	set_tz("XYZ-3"); /* UTC+3: local midnight is 21:00 UTC */
+	sched_init(&s, &lim, 0);
+	/* Answers count into the day the last check started (as in job.c). */
+	sched_roll_day(&s, &f, now);
+	spend(&s, &f, 1);
+	spend(&s, &f, 1);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
+	sched_started(&s, &f);
+	/* Two paid and one in flight: the third may be paid, so no fourth. */
+	v = sched_may_start(&s, &f, 0, now);
+	assert_int_equal(v.answer, SCHED_NO_TODAY);
+	assert_int_equal(v.reason, SCHED_REASON_DAY);
+	assert_int_equal(v.count, 2);
+	assert_int_equal(v.limit, 3);
+	assert_int_equal(s.day.day_end, JAN10_2100_UTC);
+	assert_int_equal(v.wait_ms, (uint64_t)(JAN10_2100_UTC - now) * 1000 + 1000);
+	/* The one in flight failed, unpaid: room again. */
+	sched_answered(&s, &f, 0);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
+	/* An answer of two images counts two. */
+	spend(&s, &f, 2);
+	assert_int_equal(s.day.images_today, 4);
+	assert_int_equal(sched_may_start(&s, &f, 0, now + 1799).answer, SCHED_NO_TODAY);
+	/* At local midnight (21:00 UTC) the day starts over. */
+	v = sched_may_start(&s, &f, 0, JAN10_2100_UTC);
+	assert_int_equal(v.answer, SCHED_YES);
+	assert_int_equal(s.day.images_today, 0);
+	assert_int_equal(s.day.day_end, JAN10_2100_UTC + 86400);
+}
+
+static void test_day_of_summer_time_change(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {.max_images_per_day = 1};
+	struct sched_limits lim = limits(10, 0, 0);
+	struct sched_verdict v;
+
+	(void)state;
+	set_tz("EST5EDT,M3.2.0,M11.1.0");
+	assert_int_equal(sched_next_midnight(MAR08_0530_UTC), MAR09_0400_UTC);
+	sched_init(&s, &lim, 0);
+	assert_int_equal(sched_day_start(&s, &f, MAR08_0530_UTC), MAR09_0400_UTC - 86400);
+	spend(&s, &f, 1);
+	v = sched_folder_allows(&s, &f, MAR08_0530_UTC);
+	assert_int_equal(v.answer, SCHED_NO_TODAY);
+	/* 22.5 hours to the next midnight, not 23.5. */
+	assert_int_equal(v.wait_ms, (uint64_t)(MAR09_0400_UTC - MAR08_0530_UTC) * 1000 + 1000);
+	assert_int_equal(v.wait_ms, 22 * 3600 * 1000 + 1800 * 1000 + 1000);
+	assert_int_equal(sched_folder_allows(&s, &f, MAR09_0400_UTC).answer, SCHED_YES);
+}
+
+static void test_folder_limit_against_global(void **state)
+{
+	struct sched s;
+	struct sched_folder a = {.max_images_per_day = 2}, b = {0};
+	struct sched_limits lim = limits(10, 5, 0);
+	struct sched_verdict v;
+	int64_t now = JAN10_2030_UTC;
+
+	(void)state;
+	set_tz("XYZ-3");
+	sched_init(&s, &lim, 0);
+	sched_roll_day(&s, &a, now);
+	sched_roll_day(&s, &b, now);
+	spend(&s, &a, 1);
+	sched_started(&s, &a);
+	/* a: one paid and one in flight reach its 2; b and the global go on. */
+	v = sched_may_start(&s, &a, 0, now);
+	assert_int_equal(v.answer, SCHED_NO_TODAY);
+	assert_int_equal(v.reason, SCHED_REASON_FOLDER_DAY);
+	assert_int_equal(v.count, 1);
+	assert_int_equal(v.limit, 2);
+	assert_int_equal(v.wait_ms, (uint64_t)(JAN10_2100_UTC - now) * 1000 + 1000);
+	assert_int_equal(sched_may_start(&s, &b, 0, now).answer, SCHED_YES);
+	sched_answered(&s, &a, 1);
+	spend(&s, &b, 1);
+	spend(&s, &b, 1);
+	/* Global 4 of 5: b may start one more, then the global limit holds b. */
+	assert_int_equal(sched_may_start(&s, &b, 0, now).answer, SCHED_YES);
+	sched_started(&s, &b);
+	v = sched_may_start(&s, &b, 0, now);
+	assert_int_equal(v.answer, SCHED_NO_TODAY);
+	assert_int_equal(v.reason, SCHED_REASON_DAY);
+	assert_int_equal(v.count, 4);
+	/* The global check comes first, also for a folder with its own limit. */
+	assert_int_equal(sched_may_start(&s, &a, 0, now).reason, SCHED_REASON_DAY);
+	/* Without a limit of its own a folder is never held by the folder check. */
+	assert_int_equal(sched_folder_allows(&s, &b, now).answer, SCHED_YES);
+	/* Counts read from the records at start add to both. */
+	sched_count_today(&s, &b, 7);
+	assert_int_equal(b.day.images_today, 7);
+	assert_int_equal(s.day.images_today, 11);
+}
+
+static void test_in_flight_limit(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {0}, g = {0};
+	struct sched_limits lim = limits(2, 0, 0);
+	struct sched_verdict v;
+
+	(void)state;
+	sched_init(&s, &lim, 0);
+	sched_started(&s, &f);
+	assert_int_equal(sched_may_start(&s, &g, 0, JAN10_2030_UTC).answer, SCHED_YES);
+	sched_started(&s, &g);
+	v = sched_may_start(&s, &g, 0, JAN10_2030_UTC);
+	assert_int_equal(v.answer, SCHED_NO);
+	assert_int_equal(v.reason, SCHED_REASON_IN_FLIGHT);
+	assert_int_equal(v.wait_ms, 0);
+	sched_answered(&s, &f, 1);
+	assert_int_equal(sched_may_start(&s, &g, 0, JAN10_2030_UTC).answer, SCHED_YES);
+	/* A reload to a lower limit holds new starts until enough answered. */
+	lim.max_in_flight = 1;
+	sched_set_limits(&s, &lim);
+	assert_int_equal(sched_may_start(&s, &f, 0, JAN10_2030_UTC).reason, SCHED_REASON_IN_FLIGHT);
+}
+
+static void test_pause_blocks_all_but_one_probe(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {0}, g = {0};
+	struct sched_limits lim = limits(4, 0, 0);
+	struct sched_verdict v;
+
+	(void)state;
+	sched_init(&s, &lim, 0);
+	sched_pause(&s);
+	v = sched_may_start(&s, &f, 0, JAN10_2030_UTC);
+	assert_int_equal(v.answer, SCHED_NO);
+	assert_int_equal(v.reason, SCHED_REASON_PAUSED);
+	assert_int_equal(sched_may_start(&s, &g, 0, JAN10_2030_UTC).answer, SCHED_NO);
+	/* The retry time: exactly one probe. */
+	sched_probe(&s);
+	assert_int_equal(sched_may_start(&s, &f, 0, JAN10_2030_UTC).answer, SCHED_YES);
+	sched_started(&s, &f);
+	assert_int_equal(sched_may_start(&s, &g, 0, JAN10_2030_UTC).reason, SCHED_REASON_PAUSED);
+	/* Refused again: still paused, no probe until the next retry time. */
+	sched_answered(&s, &f, 0);
+	assert_int_equal(sched_may_start(&s, &g, 0, JAN10_2030_UTC).reason, SCHED_REASON_PAUSED);
+	/* A probe while another generation from before the pause is in flight waits. */
+	sched_resume(&s);
+	sched_started(&s, &g);
+	sched_pause(&s);
+	sched_probe(&s);
+	assert_int_equal(sched_may_start(&s, &f, 0, JAN10_2030_UTC).reason, SCHED_REASON_PAUSED);
+	sched_answered(&s, &g, 1);
+	sched_probe(&s);
+	sched_started(&s, &f);
+	sched_answered(&s, &f, 1);
+	sched_resume(&s);
+	assert_int_equal(sched_may_start(&s, &g, 0, JAN10_2030_UTC).answer, SCHED_YES);
+	assert_int_equal(s.in_flight, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_bucket_burst_then_refill),
+	    cmocka_unit_test(test_bucket_only_sent_requests_pay),
+	    cmocka_unit_test(test_daily_limit_resets_at_local_midnight),
+	    cmocka_unit_test(test_day_of_summer_time_change),
+	    cmocka_unit_test(test_folder_limit_against_global),
+	    cmocka_unit_test(test_in_flight_limit),
+	    cmocka_unit_test(test_pause_blocks_all_but_one_probe),
+	};
+
+	set_tz("UTC0");
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
