@@ -45,6 +45,10 @@ struct folder {
 	bool out_id_saved;               /* its file was written (deleting it forgets out_id) */
 	bool index_stale;                /* reload the done records before the next scan */
 	char pause_reason[512];          /* why not present, for the log and STATUS= */
+	/* Monotonic ms since when a look at the watched folder (a scan, a health
+	 * check) has been under way without progress for longer than the watch's
+	 * bound; 0 while it answers. */
+	uint64_t storage_stalled_since;
 };
 
 /* Where path leads: its device, inode and mount point. -errno (ENOTDIR if it
@@ -59,6 +63,21 @@ void folder_id_clear(struct folder_id *id);
  * or inode (a share mounted again, a restore) is accepted and sets
  * index_stale. Never logs. */
 bool folder_output_check(struct folder *folder, char *why, size_t whylen);
+
+/* What folder_output_check looks at on the storage, split so that a worker
+ * thread can look (folder_output_look: no folder state, never logs) and the
+ * loop judge (folder_output_judge: may read or write the identity file in
+ * state_dir when it is first needed or the output changed). */
+struct folder_output_seen {
+	int probe_r;         /* folder_probe of the output: 0 or -errno */
+	struct folder_id id; /* when probe_r is 0 */
+	bool id_file_exists; /* the identity file in state_dir is (still) there */
+};
+void folder_output_look(const char *output, const char *id_file,
+			struct folder_output_seen *ret_seen);
+/* folder_output_check's verdict on what was seen; takes over seen->id. */
+bool folder_output_judge(struct folder *f, struct folder_output_seen *seen, char *why,
+			 size_t whylen);
 
 /* The file in state_dir that keeps the output's identity ("" if none). */
 void folder_output_id_file(const struct folder *folder, char *buf, size_t len);

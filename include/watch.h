@@ -25,6 +25,9 @@ struct watch_events {
 	void (*removed)(void *userdata, struct folder *folder, const char *rel);
 	/* The folder was paused (present false, pause_reason says why) or resumed. */
 	void (*changed)(void *userdata, struct folder *folder);
+	/* Its storage stopped answering (folder->storage_stalled_since set), still
+	 * does not (reported again every few seconds), or answers again. May be NULL. */
+	void (*stalled)(void *userdata, struct folder *folder);
 };
 
 struct watch;
@@ -35,7 +38,10 @@ int watch_new(struct loop *loop, bool use_inotify, const struct watch_events *ev
 void watch_free(struct watch *watch); /* accepts NULL; folders must be removed first */
 
 /* Starts watching a folder (mode chosen per config and statfs, logged) and
- * scans it. A missing folder, an empty mount point where the folder was a
+ * scans it. The looks at the storage run on the watch's worker threads (inline
+ * without inotify, for --once) and report through the callbacks later; a
+ * folder whose look has made no progress for 10 s is marked with
+ * storage_stalled_since. A missing folder, an empty mount point where the folder was a
  * mount, or an output that is not the one its done records came from (see
  * folder_output_check) pauses it: logged, marked not present with a reason,
  * looked at again every few seconds, scanned in full when back. Present

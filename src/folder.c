@@ -180,26 +180,35 @@ static void folder_output_save(struct folder *f)
 	free(text);
 }
 
-bool folder_output_check(struct folder *f, char *why, size_t whylen)
+void folder_output_look(const char *output, const char *id_file,
+			struct folder_output_seen *ret_seen)
+{
+	*ret_seen = (struct folder_output_seen){0};
+	ret_seen->probe_r = folder_probe(output, &ret_seen->id);
+	ret_seen->id_file_exists = id_file[0] && file_exists(id_file);
+}
+
+bool folder_output_judge(struct folder *f, struct folder_output_seen *seen, char *why,
+			 size_t whylen)
 {
 	const char *out = f->cfg->output;
 	char file[PATH_MAX + 64];
-	struct folder_id now = {0};
-	int r;
+	struct folder_id now = seen->id;
+	int r = seen->probe_r;
 
+	seen->id = (struct folder_id){0}; /* owned here from now on */
 	folder_output_id_file(f, file, sizeof(file));
 	if (!f->out_id_for) {
 		folder_output_load(f); /* first look */
 	} else if (strcmp(f->out_id_for, out) != 0) {
 		folder_output_load(f); /* a reload changed the output: its own records */
 		f->index_stale = true;
-	} else if (f->out_id_saved && !file_exists(file)) {
+	} else if (f->out_id_saved && !seen->id_file_exists) {
 		/* Deleted by the user: take the output as it is now. */
 		folder_id_clear(&f->out_id);
 		f->out_id_saved = false;
 		f->index_stale = true;
 	}
-	r = folder_probe(out, &now);
 	if (r == -ENOENT && !f->out_id.known)
 		return true; /* never seen: the first result creates it */
 	/* Whatever the records said while the output was away (read from a
@@ -248,6 +257,16 @@ bool folder_output_check(struct folder *f, char *why, size_t whylen)
 	folder_output_save(f);
 	f->index_stale = true;
 	return true;
+}
+
+bool folder_output_check(struct folder *f, char *why, size_t whylen)
+{
+	char file[PATH_MAX + 64];
+	struct folder_output_seen seen;
+
+	folder_output_id_file(f, file, sizeof(file));
+	folder_output_look(f->cfg->output, file, &seen);
+	return folder_output_judge(f, &seen, why, whylen);
 }
 
 int folder_reload_index(struct folder *f)

@@ -156,6 +156,23 @@ static size_t folders_missing(const struct daemon *d, const struct folder **ret_
 	return n;
 }
 
+/* How many folders' storage does not answer; *ret_first gets the one silent longest. */
+static size_t folders_stalled(const struct daemon *d, const struct folder **ret_first)
+{
+	size_t n = 0;
+
+	*ret_first = NULL;
+	for (size_t i = 0; i < d->n_folders; i++) {
+		const struct folder *f = d->folders[i];
+		if (!f->storage_stalled_since || f->removed)
+			continue;
+		if (!*ret_first || f->storage_stalled_since < (*ret_first)->storage_stalled_since)
+			*ret_first = f;
+		n++;
+	}
+	return n;
+}
+
 static void daemon_check_done(struct daemon *d)
 {
 	struct jobs_counts c;
@@ -173,24 +190,31 @@ static void daemon_status(void *userdata)
 	struct daemon *d = userdata;
 	struct jobs_counts c;
 	const struct folder *first;
-	size_t missing = folders_missing(d, &first);
-	char paused[700] = "";
+	size_t missing = folders_missing(d, &first), stalled;
+	char paused[700] = "", silent[300] = "";
 	uint64_t again;
 
 	if (missing)
 		(void)snprintf(paused, sizeof(paused), "; folder %s paused: %s%s", first->cfg->path,
 			       first->pause_reason[0] ? first->pause_reason : "missing",
 			       missing > 1 ? " (and other folders)" : "");
+	stalled = folders_stalled(d, &first);
+	if (stalled)
+		(void)snprintf(silent, sizeof(silent), "; folder %s not answering for %llu s%s",
+			       first->cfg->path,
+			       (unsigned long long)(loop_now_ms() - first->storage_stalled_since) /
+				   1000,
+			       stalled > 1 ? " (and other folders)" : "");
 	jobs_counts(d->jobs, &c);
 	again = notify_status("%s%zu queued, %zu in flight, %zu waiting to retry, %llu done, "
-			      "%llu failed%s%s%s%s%s%s%s",
+			      "%llu failed%s%s%s%s%s%s%s%s",
 			      d->stopping ? "stopping: " : "", c.queued + c.settling + c.fitting,
 			      c.in_flight,
 			      c.waiting, (unsigned long long)c.done, (unsigned long long)c.failed,
 			      c.pause_reason ? "; " : "", c.pause_reason ? c.pause_reason : "",
 			      c.limit_reason ? "; " : "", c.limit_reason ? c.limit_reason : "",
 			      c.disk_reason ? "; " : "", c.disk_reason ? c.disk_reason : "",
-			      paused);
+			      paused, silent);
 	if (again && !loop_timer_armed(d->status_timer))
 		(void)loop_timer_arm(d->status_timer, again);
 	daemon_check_done(d);
@@ -256,10 +280,18 @@ static void on_folder_changed(void *userdata, struct folder *folder)
 	daemon_status(d);
 }
 
+/* Its storage stopped answering, still does not, or answers again. */
+static void on_folder_stalled(void *userdata, struct folder *folder)
+{
+	(void)folder;
+	daemon_status(userdata);
+}
+
 static const struct watch_events daemon_watch_events = {
 	.file = on_file,
 	.removed = on_removed,
 	.changed = on_folder_changed,
+	.stalled = on_folder_stalled,
 };
 
 static struct folder *folder_new(const struct folder_config *cfg, const char *state_dir)
