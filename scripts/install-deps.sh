@@ -6,6 +6,7 @@ PACKAGES="build-essential cmake pkg-config python3 libcurl4-openssl-dev libyaml-
 libcjson-dev libsystemd-dev libcmocka-dev libssl-dev ca-certificates curl jq inotify-tools systemd dpkg-dev file man-db
 clang libclang-rt-14-dev
 libvips-dev libvips-tools libheif-examples libimage-exiftool-perl
+fuse python3-fusepy
 ${SEEDREAMD_EXTRA_PACKAGES:-}"
 
 missing=""
