@@ -3,7 +3,9 @@
  * clocks are passed in (a monotonic one in ms for the per-minute bucket, the epoch in s for days,
  * which end at local midnight in the process's time zone). It owns the limits of the config
  * (max_in_flight, images_per_minute, max_images_per_day globally and per folder), the counters they
- * are checked against and the pause on account errors; the caller owns the queue and the timers. */
+ * are checked against and the pause on account errors; the caller owns the queue and the timers.
+ * One deliberate difference from job.c: the per-minute bucket keeps the fraction of a thousandth
+ * it refilled, which job.c dropped at every check (so checks every few ms starved a low rate). */
 #ifndef SEEDREAMD_SCHEDULE_H
 #define SEEDREAMD_SCHEDULE_H
 
@@ -34,7 +36,8 @@ struct sched {
 	struct sched_limits limits;
 	struct sched_day day;
 	uint64_t tokens_milli; /* the bucket, in thousandths of an image */
-	uint64_t tokens_at;    /* monotonic ms of its last refill */
+	uint64_t tokens_sixtieths; /* and 1/60000 of an image, refilled but not yet a milli */
+	uint64_t tokens_at;        /* monotonic ms of its last refill */
 	size_t in_flight;      /* generations not answered yet, all folders */
 	bool paused;	       /* the API refused the account: only probes */
 	bool probing;	       /* while paused, one request may find out if it works again */

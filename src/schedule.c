@@ -93,10 +93,16 @@ struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms, 
 	if (lim->images_per_minute) {
 		uint64_t cap = lim->images_per_minute * SCHED_MILLI;
 
-		/* ms * images/min / 60 = thousandths of an image. */
-		s->tokens_milli += (now_mono_ms - s->tokens_at) * lim->images_per_minute / 60;
-		if (s->tokens_milli > cap)
+		/* ms * images/min / 60 = thousandths of an image; the remainder is
+		 * kept, so that asking often (every few ms) still refills at a low
+		 * rate (job.c dropped it, and asked in every pump). */
+		s->tokens_sixtieths += (now_mono_ms - s->tokens_at) * lim->images_per_minute;
+		s->tokens_milli += s->tokens_sixtieths / 60;
+		s->tokens_sixtieths %= 60;
+		if (s->tokens_milli >= cap) {
 			s->tokens_milli = cap;
+			s->tokens_sixtieths = 0;
+		}
 		s->tokens_at = now_mono_ms;
 		if (s->tokens_milli < SCHED_MILLI) {
 			v = sched_no(SCHED_NO_UNTIL, SCHED_REASON_MINUTE,

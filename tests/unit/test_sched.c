@@ -95,6 +95,22 @@ static void test_bucket_only_sent_requests_pay(void **state)
 	assert_int_equal(v.wait_ms, 60001);
 }
 
+static void test_bucket_refills_when_asked_often(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {0};
+	struct sched_limits lim = limits(100, 0, 1);
+	uint64_t t = 0;
+
+	(void)state;
+	sched_init(&s, &lim, t);
+	spend(&s, &f, 1);
+	/* Asked every 10 ms (a pump per event): one image a minute still comes. */
+	while (sched_may_start(&s, &f, t, JAN10_2030_UTC).answer != SCHED_YES && t < 120000)
+		t += 10;
+	assert_in_range(t, 59990, 60010);
+}
+
 static void test_daily_limit_resets_at_local_midnight(void **state)
 {
 	struct sched s;
@@ -264,6 +280,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_bucket_burst_then_refill),
 	    cmocka_unit_test(test_bucket_only_sent_requests_pay),
+	    cmocka_unit_test(test_bucket_refills_when_asked_often),
 	    cmocka_unit_test(test_daily_limit_resets_at_local_midnight),
 	    cmocka_unit_test(test_day_of_summer_time_change),
 	    cmocka_unit_test(test_folder_limit_against_global),
