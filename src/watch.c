@@ -562,7 +562,9 @@ static void watch_update_stall(struct watch *w, struct watch_slot *slot, uint64_
 {
 	struct folder *f = slot->folder;
 	uint64_t since = watch_slot_quiet_since(slot);
-	bool stalled = since && now - since >= WATCH_STALL_MS, was = f->storage_stalled_since != 0;
+	/* A worker's progress stamp may be newer than now. */
+	bool stalled = since && now > since && now - since >= WATCH_STALL_MS;
+	bool was = f->storage_stalled_since != 0;
 
 	if (stalled && !was)
 		log_warn("folder %s: its storage has not answered for %llu s (a share that hangs?); "

@@ -131,6 +131,11 @@ def run(ctx, c, notify, server, hot, out, state, backing, share):
                   "a file on the share is processed while it answers",
                   describe(notify.snapshot()))
 
+        c.check(not any("not answering" in status_text(m) for m in notify.snapshot())
+                and "has not answered" not in d.stderr_text(),
+                "no folder is called 'not answering' while every one answers",
+                describe(notify.snapshot()))
+
         # The share stops answering.
         server.send_signal(signal.SIGSTOP)
         t_stop = time.monotonic()
@@ -174,6 +179,10 @@ def run(ctx, c, notify, server, hot, out, state, backing, share):
                 "a file dropped into the share afterwards is processed",
                 describe(notify.snapshot()))
         c.eq(len(api.generations()), 3, "one generation per file")
+        c.check("folder %s: its storage has not answered" % hot not in d.stderr_text()
+                and not any("folder %s not answering" % hot in status_text(m) for m in notify.snapshot()),
+                "the folder that answered all along is never called 'not answering'",
+                d.stderr_text()[-600:])
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGCONT)
