@@ -4,7 +4,8 @@ as a hard NFS mount does when its server goes away) is looked at by the watch's 
 only: the loop keeps feeding the watchdog (no gap between WATCHDOG=1 reaches WATCHDOG_USEC),
 STATUS= names the folder as "not answering for N s" once its look has made no progress for 10 s,
 a file dropped into another folder meanwhile is processed, and once the share answers again the
-status clears and a file dropped into it is processed.
+status clears and a file dropped into it is processed; a reload that drops it while it hangs
+answers at once, and the folder taken back later works.
 
 Needs /dev/fuse, fusermount and Debian's python3-fusepy (scripts/install-deps.sh installs them)."""
 
@@ -111,11 +112,11 @@ def test(ctx):
 
 def run(ctx, c, notify, server, hot, out, state, backing, share):
     api = ctx.start_api()
-    config = write_config(os.path.join(ctx.tmp, "stall.yaml"), api=api, state_dir=state, folders=[
-        {"path": share, "output": os.path.join(os.path.dirname(share), "share-out"),
-         "poll_interval": "1s", "settle": "300ms"},
-        {"path": hot, "settle": "300ms"},
-    ])
+    config = os.path.join(ctx.tmp, "stall.yaml")
+    share_folder = {"path": share, "output": os.path.join(os.path.dirname(share), "share-out"),
+                    "poll_interval": "1s", "settle": "300ms"}
+    hot_folder = {"path": hot, "settle": "300ms"}
+    write_config(config, api=api, state_dir=state, folders=[share_folder, hot_folder])
     h.write_bytes(os.path.join(backing, "before.png"), h.png_image(64, 64, 1))
     env = ctx.env()
     env["NOTIFY_SOCKET"] = notify.path
@@ -179,6 +180,33 @@ def run(ctx, c, notify, server, hot, out, state, backing, share):
                 "a file dropped into the share afterwards is processed",
                 describe(notify.snapshot()))
         c.eq(len(api.generations()), 3, "one generation per file")
+
+        # It hangs again, and a reload drops it meanwhile: the folder is freed while its look
+        # is under way, which then completes for nobody. (A reload that names a hanging share
+        # still blocks: the configuration's identity checks stat the folders on the loop.)
+        server.send_signal(signal.SIGSTOP)
+        time.sleep(3)
+        t_drop = time.monotonic()
+        write_config(config, api=api, state_dir=state, folders=[hot_folder])
+        d.proc.send_signal(signal.SIGHUP)
+        c.check(d.wait_for(r"folder %s is no longer watched" % share, 5),
+                "a reload drops the hanging share at once", d.stderr_text()[-600:])
+        time.sleep(3)
+        pings = [m["mono"] for m in notify.snapshot() if has("WATCHDOG", "1")(m) and m["mono"] >= t_drop - 1]
+        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        c.check(gaps and max(gaps) < WATCHDOG_USEC / 1e6 and pings[-1] >= time.monotonic() - WATCHDOG_USEC / 1e6,
+                "the watchdog is fed across that reload", "pings %s" % pings)
+        server.send_signal(signal.SIGCONT)
+        time.sleep(1)  # the abandoned look completes now
+        write_config(config, api=api, state_dir=state, folders=[share_folder, hot_folder])
+        d.proc.send_signal(signal.SIGHUP)
+        c.check(d.wait_for(r"folder %s is (now )?watched( again)?" % share, 10),
+                "the next reload takes it back", d.stderr_text()[-600:])
+        h.write_bytes(os.path.join(backing, "last.png"), h.png_image(64, 64, 4))
+        c.check(notify.wait(done(4), 0, 20) is not None,
+                "a file dropped into the share taken back is processed",
+                describe(notify.snapshot()))
+        c.eq(len(api.generations()), 4, "one generation per file, also after the reloads")
         c.check("folder %s: its storage has not answered" % hot not in d.stderr_text()
                 and not any("folder %s not answering" % hot in status_text(m) for m in notify.snapshot()),
                 "the folder that answered all along is never called 'not answering'",
