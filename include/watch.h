@@ -41,8 +41,8 @@ void watch_free(struct watch *watch); /* accepts NULL; folders must be removed f
  * scans it. The looks at the storage run on the watch's worker threads (inline
  * without inotify, for --once) and report through the callbacks later; a
  * folder whose look has made no progress for 10 s is marked with
- * storage_stalled_since. A missing folder, an empty mount point where the folder was a
- * mount, or an output that is not the one its done records came from (see
+ * storage_stalled_since. A missing folder, an empty mount point where the
+ * folder was a mount, or an output that is not the one its done records came from (see
  * folder_output_check) pauses it: logged, marked not present with a reason,
  * looked at again every few seconds, scanned in full when back. Present
  * folders are checked the same way every few seconds. Returns 0 or -ENOMEM. */

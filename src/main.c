@@ -191,7 +191,7 @@ static void daemon_status(void *userdata)
 	struct jobs_counts c;
 	const struct folder *first;
 	size_t missing = folders_missing(d, &first), stalled;
-	char paused[700] = "", silent[300] = "";
+	char paused[700] = "", silent[700] = "";
 	uint64_t again;
 
 	if (missing)
