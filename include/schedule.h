@@ -106,8 +106,11 @@ struct sched_verdict sched_may_start(struct sched *s, struct sched_folder *folde
  * While paused it is the probe. Only after a SCHED_YES. */
 void sched_started(struct sched *s, struct sched_folder *folder);
 
-/* Its answer came (images: what was paid for, 0 when nothing was). */
-void sched_answered(struct sched *s, struct sched_folder *folder, uint64_t images);
+/* Its answer came, whatever it says: no longer in flight, and no longer the probe. */
+void sched_answered(struct sched *s, struct sched_folder *folder);
+
+/* The answer was a paid success of this many images (today, here and in all). */
+void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images);
 
 /* The API refused the account: no generation until sched_probe allows one. */
 void sched_pause(struct sched *s);

@@ -151,13 +151,17 @@ void sched_started(struct sched *s, struct sched_folder *folder)
 	folder->in_flight++;
 }
 
-void sched_answered(struct sched *s, struct sched_folder *folder, uint64_t images)
+void sched_answered(struct sched *s, struct sched_folder *folder)
 {
 	if (s->in_flight > 0)
 		s->in_flight--;
 	if (folder->in_flight > 0)
 		folder->in_flight--;
 	s->probing = false;
+}
+
+void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images)
+{
 	s->day.images_today += images;
 	folder->day.images_today += images;
 }

@@ -35,7 +35,8 @@ static struct sched_limits limits(unsigned in_flight, uint64_t per_day, uint64_t
 static void spend(struct sched *s, struct sched_folder *f, uint64_t n)
 {
 	sched_started(s, f);
-	sched_answered(s, f, n);
+	sched_answered(s, f);
+	sched_paid(s, f, n);
 }
 
 static void test_bucket_burst_then_refill(void **state)
@@ -137,7 +138,7 @@ static void test_daily_limit_resets_at_local_midnight(void **state)
 	assert_int_equal(s.day.day_end, JAN10_2100_UTC);
 	assert_int_equal(v.wait_ms, (uint64_t)(JAN10_2100_UTC - now) * 1000 + 1000);
 	/* The one in flight failed, unpaid: room again. */
-	sched_answered(&s, &f, 0);
+	sched_answered(&s, &f);
 	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
 	/* An answer of two images counts two. */
 	spend(&s, &f, 2);
@@ -194,7 +195,8 @@ static void test_folder_limit_against_global(void **state)
 	assert_int_equal(v.limit, 2);
 	assert_int_equal(v.wait_ms, (uint64_t)(JAN10_2100_UTC - now) * 1000 + 1000);
 	assert_int_equal(sched_may_start(&s, &b, 0, now).answer, SCHED_YES);
-	sched_answered(&s, &a, 1);
+	sched_answered(&s, &a);
+	sched_paid(&s, &a, 1);
 	spend(&s, &b, 1);
 	spend(&s, &b, 1);
 	/* Global 4 of 5: b may start one more, then the global limit holds b. */
@@ -230,7 +232,8 @@ static void test_in_flight_limit(void **state)
 	assert_int_equal(v.answer, SCHED_NO);
 	assert_int_equal(v.reason, SCHED_REASON_IN_FLIGHT);
 	assert_int_equal(v.wait_ms, 0);
-	sched_answered(&s, &f, 1);
+	sched_answered(&s, &f);
+	sched_paid(&s, &f, 1);
 	assert_int_equal(sched_may_start(&s, &g, 0, JAN10_2030_UTC).answer, SCHED_YES);
 	/* A reload to a lower limit holds new starts until enough answered. */
 	lim.max_in_flight = 1;
@@ -258,7 +261,7 @@ static void test_pause_blocks_all_but_one_probe(void **state)
 	sched_started(&s, &f);
 	assert_int_equal(sched_may_start(&s, &g, 0, JAN10_2030_UTC).reason, SCHED_REASON_PAUSED);
 	/* Refused again: still paused, no probe until the next retry time. */
-	sched_answered(&s, &f, 0);
+	sched_answered(&s, &f);
 	assert_int_equal(sched_may_start(&s, &g, 0, JAN10_2030_UTC).reason, SCHED_REASON_PAUSED);
 	/* A probe while another generation from before the pause is in flight waits. */
 	sched_resume(&s);
@@ -266,10 +269,12 @@ static void test_pause_blocks_all_but_one_probe(void **state)
 	sched_pause(&s);
 	sched_probe(&s);
 	assert_int_equal(sched_may_start(&s, &f, 0, JAN10_2030_UTC).reason, SCHED_REASON_PAUSED);
-	sched_answered(&s, &g, 1);
+	sched_answered(&s, &g);
+	sched_paid(&s, &g, 1);
 	sched_probe(&s);
 	sched_started(&s, &f);
-	sched_answered(&s, &f, 1);
+	sched_answered(&s, &f);
+	sched_paid(&s, &f, 1);
 	sched_resume(&s);
 	assert_int_equal(sched_may_start(&s, &g, 0, JAN10_2030_UTC).answer, SCHED_YES);
 	assert_int_equal(s.in_flight, 0);
