@@ -360,7 +360,9 @@ static int daemon_open_state(struct daemon *d)
 	if (r < 0)
 		log_warn("cannot read the journal in %s: %s", dir, strerror(-r));
 	if (bad)
-		log_warn("%zu unreadable record(s) in %s/journal were left in place", bad, dir);
+		log_warn("%zu unreadable journal record(s) in %s were kept for a human in "
+			 "journal.bad (or, of the old layout, left in journal/)",
+			 bad, dir);
 	jobs_set_journal(d->jobs, d->journal);
 	return 0;
 }
