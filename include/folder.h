@@ -63,6 +63,9 @@ bool folder_output_check(struct folder *folder, char *why, size_t whylen);
 /* The file in state_dir that keeps the output's identity ("" if none). */
 void folder_output_id_file(const struct folder *folder, char *buf, size_t len);
 
+/* The done-record cache of its output in state_dir ("" if none). */
+void folder_index_cache_file(const struct folder *folder, char *buf, size_t len);
+
 /* Reads the done records again from the output. 0 or -errno. */
 int folder_reload_index(struct folder *folder);
 

@@ -93,6 +93,20 @@ void folder_output_id_file(const struct folder *f, char *buf, size_t len)
 	(void)snprintf(buf, len, "%s/outputs/%016" PRIx64, f->state_dir, path_hash(f->cfg->output));
 }
 
+void folder_index_cache_file(const struct folder *f, char *buf, size_t len)
+{
+	uint64_t h;
+
+	if (!f->state_dir) {
+		(void)snprintf(buf, len, "%s", "");
+		return;
+	}
+	/* The done_dir is skipped by the walk: a cache for each pair. */
+	h = path_hash(f->cfg->output) ^ (path_hash(f->cfg->done_dir ? f->cfg->done_dir : "") *
+					 0x9e3779b97f4a7c15ULL);
+	(void)snprintf(buf, len, "%s/index/%016" PRIx64 ".cache", f->state_dir, h);
+}
+
 static bool file_exists(const char *path)
 {
 	return access(path, F_OK) == 0 || errno != ENOENT;
@@ -252,12 +266,17 @@ bool folder_output_check(struct folder *f, char *why, size_t whylen)
 
 int folder_reload_index(struct folder *f)
 {
+	char cache[PATH_MAX + 64];
 	struct index *index;
 	int r = index_new(&index);
 
 	if (r < 0)
 		return r;
-	r = index_load_tree(index, f->cfg->output, f->cfg->done_dir, NULL);
+	folder_index_cache_file(f, cache, sizeof(cache));
+	/* The cache checks every directory's device and inode: a share mounted
+	 * again, or another tree, is read from its sidecars. */
+	r = index_load_tree_cached(index, f->cfg->output, f->cfg->done_dir, cache[0] ? cache : NULL,
+				   NULL, NULL);
 	if (r < 0) {
 		index_free(index);
 		return r;

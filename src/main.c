@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -265,6 +266,8 @@ static const struct watch_events daemon_watch_events = {
 static struct folder *folder_new(const struct folder_config *cfg, const char *state_dir)
 {
 	struct folder *f = calloc(1, sizeof(*f));
+	struct index_load_stats stats;
+	char cache[PATH_MAX + 64];
 	size_t skipped = 0;
 	int r;
 
@@ -279,12 +282,24 @@ static struct folder *folder_new(const struct folder_config *cfg, const char *st
 		log_oom();
 	if (index_new(&f->index) < 0)
 		log_oom();
-	r = index_load_tree(f->index, cfg->output, cfg->done_dir, &skipped);
+	folder_index_cache_file(f, cache, sizeof(cache));
+	r = index_load_tree_cached(f->index, cfg->output, cfg->done_dir, cache[0] ? cache : NULL,
+				   &skipped, &stats);
+	if (r == -ENOMEM)
+		log_oom();
 	if (r < 0)
 		log_warn("folder %s: cannot read the output folder %s: %s", cfg->path, cfg->output,
 			 strerror(-r));
-	log_debug("folder %s: %zu done record(s) in %s%s", cfg->path, index_count(f->index),
-		  cfg->output, skipped ? " (some JSON files there are not sidecars)" : "");
+	if (cache[0] && stats.cache_result < 0 && stats.cache_result != -ENOENT)
+		log_info("folder %s: the done-record cache %s is not usable (%s): reading the "
+			 "sidecars",
+			 cfg->path, cache,
+			 stats.cache_result == -EINVAL ? "damaged or of another version"
+						       : strerror(-stats.cache_result));
+	log_debug("folder %s: %zu done record(s) in %s (%zu folder(s) from the cache, %zu read, "
+		  "%zu sidecar(s) read)%s",
+		  cfg->path, index_count(f->index), cfg->output, stats.dirs_cached, stats.dirs_read,
+		  stats.sidecars_read, skipped ? " (some JSON files there are not sidecars)" : "");
 	return f;
 }
 
@@ -365,6 +380,28 @@ static int daemon_open_state(struct daemon *d)
 			 bad, dir);
 	jobs_set_journal(d->jobs, d->journal);
 	return 0;
+}
+
+/* At a clean stop: the done records of each folder, so the next start needs
+ * neither a sidecar read nor a hash for the folders that did not change. */
+static void daemon_save_index_caches(struct daemon *d)
+{
+	char cache[PATH_MAX + 64];
+
+	for (size_t i = 0; i < d->n_folders; i++) {
+		struct folder *f = d->folders[i];
+		int r;
+
+		if (f->removed || f->index_stale || !f->state_dir)
+			continue;
+		folder_index_cache_file(f, cache, sizeof(cache));
+		r = index_save_cache(f->index, f->cfg->output, f->cfg->done_dir, cache);
+		if (r == -ENOMEM)
+			log_oom();
+		if (r < 0)
+			log_warn("folder %s: cannot write the done-record cache %s: %s", f->cfg->path,
+				 cache, strerror(-r));
+	}
 }
 
 static bool config_in_use(const struct daemon *d, const struct config *c)
@@ -615,6 +652,7 @@ static int daemon_run(struct daemon *d, const char *api_key)
 			daemon_reap_folders(d);
 	}
 
+	daemon_save_index_caches(d);
 	jobs_counts(d->jobs, &c);
 	if (c.limit_reason && c.queued)
 		log_warn("%s", c.limit_reason);
