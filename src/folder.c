@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "output.h"
+#include "work.h"
 
 #define FOLDER_ID_FILE_MAX 16384
 
@@ -284,6 +285,89 @@ int folder_reload_index(struct folder *f)
 	index_free(f->index);
 	f->index = index;
 	f->index_stale = false;
+	return 0;
+}
+
+struct reload_request {
+	struct folder *folder; /* only on the loop thread */
+	void (*done)(struct folder *folder, int result, void *userdata);
+	void *userdata;
+	/* the worker's own copies */
+	char *output;
+	char *done_dir;
+	char cache[PATH_MAX + 64];
+	/* its result */
+	struct index *index;
+	int result;
+};
+
+static void reload_request_free(struct reload_request *req)
+{
+	index_free(req->index);
+	free(req->output);
+	free(req->done_dir);
+	free(req);
+}
+
+static void reload_work(void *arg)
+{
+	struct reload_request *req = arg;
+
+	req->result = index_new(&req->index);
+	if (req->result < 0)
+		return;
+	req->result = index_load_tree_cached(req->index, req->output, req->done_dir,
+					     req->cache[0] ? req->cache : NULL, NULL, NULL);
+}
+
+static void reload_done(void *arg, bool cancelled)
+{
+	struct reload_request *req = arg;
+	struct folder *f = req->folder;
+	int r = cancelled ? -ECANCELED : req->result;
+
+	f->index_reloading = false;
+	if (r == 0 && strcmp(req->output, f->cfg->output) != 0)
+		r = -ESTALE; /* another output now: its records are still to be read */
+	if (r == 0) {
+		index_free(f->index);
+		f->index = req->index;
+		req->index = NULL;
+		f->index_stale = false;
+	}
+	if (req->done)
+		req->done(f, r, req->userdata);
+	reload_request_free(req);
+}
+
+int folder_reload_index_async(struct folder *f, struct work_pool *pool,
+			      void (*done)(struct folder *folder, int result, void *userdata),
+			      void *userdata)
+{
+	struct reload_request *req;
+	int r;
+
+	if (f->index_reloading)
+		return -EBUSY;
+	req = calloc(1, sizeof(*req));
+	if (!req)
+		return -ENOMEM;
+	req->folder = f;
+	req->done = done;
+	req->userdata = userdata;
+	req->output = strdup(f->cfg->output);
+	req->done_dir = f->cfg->done_dir ? strdup(f->cfg->done_dir) : NULL;
+	if (!req->output || (f->cfg->done_dir && !req->done_dir)) {
+		reload_request_free(req);
+		return -ENOMEM;
+	}
+	folder_index_cache_file(f, req->cache, sizeof(req->cache));
+	r = work_submit(pool, reload_work, reload_done, req);
+	if (r < 0) {
+		reload_request_free(req);
+		return r;
+	}
+	f->index_reloading = true;
 	return 0;
 }
 

@@ -419,7 +419,7 @@ static void daemon_reap_folders(struct daemon *d)
 {
 	for (size_t i = 0; i < d->n_folders;) {
 		struct folder *f = d->folders[i];
-		if (f->removed && !jobs_folder_busy(d->jobs, f)) {
+		if (f->removed && !jobs_folder_busy(d->jobs, f) && !f->index_reloading) {
 			folder_free(f);
 			d->folders[i] = d->folders[--d->n_folders];
 		} else {
