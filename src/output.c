@@ -852,6 +852,11 @@ static int sweep_dir(int dirfd, unsigned depth, size_t *removed)
 
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
+		/* Only temporary names and folders need a look: no stat for
+		 * each of 100,000 outputs and sidecars. */
+		if (de->d_type != DT_UNKNOWN && de->d_type != DT_DIR &&
+		    !(de->d_type == DT_REG && output_is_tmp_name(de->d_name)))
+			continue;
 		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (S_ISREG(st.st_mode) && output_is_tmp_name(de->d_name)) {
