@@ -44,7 +44,7 @@ struct folder {
 	char *state_dir;                 /* for out_id's file; NULL without one */
 	bool out_id_saved;               /* its file was written (deleting it forgets out_id) */
 	bool index_stale;                /* reload the done records before the next scan */
-	bool index_reloading;            /* folder_reload_index_async runs: keep the folder */
+	bool index_reloading;		 /* folder_reload_index_async runs: keep the folder */
 	char pause_reason[512];          /* why not present, for the log and STATUS= */
 };
 

@@ -103,8 +103,8 @@ void folder_index_cache_file(const struct folder *f, char *buf, size_t len)
 		return;
 	}
 	/* The done_dir is skipped by the walk: a cache for each pair. */
-	h = path_hash(f->cfg->output) ^ (path_hash(f->cfg->done_dir ? f->cfg->done_dir : "") *
-					 0x9e3779b97f4a7c15ULL);
+	h = path_hash(f->cfg->output) ^
+	    (path_hash(f->cfg->done_dir ? f->cfg->done_dir : "") * 0x9e3779b97f4a7c15ULL);
 	(void)snprintf(buf, len, "%s/index/%016" PRIx64 ".cache", f->state_dir, h);
 }
 

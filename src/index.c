@@ -706,7 +706,7 @@ const struct index_entry *index_find_content(const struct index *index, uint64_t
 #define INDEX_CACHE_MAGIC   "SEEDREAMD-INDEX\n"
 #define INDEX_CACHE_VERSION 2u
 #define INDEX_CACHE_RACY_S  2
-#define INDEX_CACHE_MAX     ((size_t)1 << 31)
+#define INDEX_CACHE_MAX	    ((size_t)1 << 31)
 
 static uint64_t fnv64(const void *data, size_t len)
 {
@@ -1185,17 +1185,19 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 	 * entries and is trusted. */
 	trusted = !incomplete && fstat(dirfd, &after) == 0 &&
 		  before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
-	    before.st_mtim.tv_nsec == after.st_mtim.tv_nsec && before.st_size == after.st_size &&
-	    (before.st_mtim.tv_sec < s->racy_after.tv_sec ||
-	     (before.st_mtim.tv_sec == s->racy_after.tv_sec &&
-	      before.st_mtim.tv_nsec < s->racy_after.tv_nsec));
+		  before.st_mtim.tv_nsec == after.st_mtim.tv_nsec &&
+		  before.st_size == after.st_size &&
+		  (before.st_mtim.tv_sec < s->racy_after.tv_sec ||
+		   (before.st_mtim.tv_sec == s->racy_after.tv_sec &&
+		    before.st_mtim.tv_nsec < s->racy_after.tv_nsec));
 	{
 		size_t first = first_entry_of(s, s->path.buf), last = first, len = s->path.len;
 		unsigned char trust = trusted;
 		uint64_t n = 0;
 
 		qsort(jsons, n_json, sizeof(*jsons), name_cmp);
-		while (last < s->n_entries && !strncmp(s->entries[last]->sidecar, s->path.buf, len) &&
+		while (last < s->n_entries &&
+		       !strncmp(s->entries[last]->sidecar, s->path.buf, len) &&
 		       !strchr(s->entries[last]->sidecar + len, '/'))
 			last++;
 		if (!trusted)

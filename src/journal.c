@@ -205,10 +205,10 @@ void journal_record_clear(struct journal_record *rec)
  * torn append: its writer never heard "durable", so it is set aside, never
  * replayed. */
 
-#define JOURNAL_LOG      "journal.log"
-#define JOURNAL_BAD      "journal.bad"
-#define JOURNAL_OLD_DIR  "journal"
-#define JOURNAL_MAGIC    "SJ1 "
+#define JOURNAL_LOG	"journal.log"
+#define JOURNAL_BAD	"journal.bad"
+#define JOURNAL_OLD_DIR "journal"
+#define JOURNAL_MAGIC	"SJ1 "
 /* Compact once the file has grown past this and doubled since it was last
  * rewritten: tombstones then hold at least half of it. */
 #define JOURNAL_COMPACT_MIN (1024 * 1024)
@@ -218,16 +218,16 @@ void journal_record_clear(struct journal_record *rec)
 
 struct journal {
 	int dirfd; /* state_dir */
-	int fd;    /* journal.log, O_APPEND */
+	int fd;	   /* journal.log, O_APPEND */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	uint64_t appended;    /* records appended so far */
 	uint64_t synced;      /* of which durable */
 	uint64_t failed_upto; /* a failed sync covered records up to this one */
 	int failed_err;
-	bool syncing;        /* a leader is in fdatasync outside the lock */
+	bool syncing;	     /* a leader is in fdatasync outside the lock */
 	bool needs_rewrite;  /* the file's tail is suspect: rewrite before appending */
-	uint64_t size;       /* bytes in journal.log */
+	uint64_t size;	     /* bytes in journal.log */
 	uint64_t base_size;  /* after the last rewrite */
 	uint64_t sync_count; /* fdatasync calls, for tests and figures */
 	unsigned sync_delay_us;
@@ -324,7 +324,8 @@ static int tombstone_parse(const char *json, size_t len, char **ret_folder, char
 	*ret_folder = *ret_source = NULL;
 	if (!cJSON_IsObject(o))
 		goto out;
-	if ((r = dup_name(o, "folder", ret_folder)) < 0 || (r = dup_name(o, "source", ret_source)) < 0)
+	if ((r = dup_name(o, "folder", ret_folder)) < 0 ||
+	    (r = dup_name(o, "source", ret_source)) < 0)
 		goto out;
 	r = 0;
 out:
@@ -340,19 +341,19 @@ out:
 /* ---- reading: what is live ----------------------------------------------- */
 
 struct entry {
-	char kind;                  /* 'W' or 'D' */
-	size_t seq;                 /* order of appearance: old-layout files first */
-	struct journal_record rec;  /* 'W': the record; 'D': folder and source only */
-	char *old_name;             /* a file of the old layout, removed once migrated */
+	char kind;		   /* 'W' or 'D' */
+	size_t seq;		   /* order of appearance: old-layout files first */
+	struct journal_record rec; /* 'W': the record; 'D': folder and source only */
+	char *old_name;		   /* a file of the old layout, removed once migrated */
 };
 
 struct scan {
 	struct entry *e;
 	size_t n, cap;
 	size_t bad;
-	bool dirty;  /* something to drop: dead records, bad lines, a torn tail, old files */
-	int bad_fd;  /* journal.bad, opened on the first bad line */
-	int bad_err; /* a bad line could not be kept: do not drop it */
+	bool dirty;	   /* something to drop: dead records, bad lines, a torn tail, old files */
+	int bad_fd;	   /* journal.bad, opened on the first bad line */
+	int bad_err;	   /* a bad line could not be kept: do not drop it */
 	uint64_t good_end; /* journal.log's bytes up to the last complete line */
 };
 
@@ -727,8 +728,16 @@ int journal_open(const char *state_dir, struct journal **ret_journal)
 		r = -errno;
 		goto fail;
 	}
-	j->fd = openat(j->dirfd, JOURNAL_LOG, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
-		       0600);
+	j->fd = openat(j->dirfd, JOURNAL_LOG,
+		       O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (j->fd >= 0) {
+		/* New: its name must be durable before any record in it is. */
+		r = output_sync_dir(j->dirfd);
+		if (r < 0)
+			goto fail;
+	} else if (errno == EEXIST) {
+		j->fd = openat(j->dirfd, JOURNAL_LOG, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	}
 	if (j->fd < 0 || fstat(j->fd, &st) < 0) {
 		r = -errno;
 		goto fail;

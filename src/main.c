@@ -8,10 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -399,8 +399,8 @@ static void daemon_save_index_caches(struct daemon *d)
 		if (r == -ENOMEM)
 			log_oom();
 		if (r < 0)
-			log_warn("folder %s: cannot write the done-record cache %s: %s", f->cfg->path,
-				 cache, strerror(-r));
+			log_warn("folder %s: cannot write the done-record cache %s: %s",
+				 f->cfg->path, cache, strerror(-r));
 	}
 }
 

@@ -3,9 +3,9 @@
 #include "b64.h"
 #include "clean.h"
 
-#include <errno.h>
 #include <ctype.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -236,13 +236,13 @@ int output_choose_stem(int dirfd, const char *stem, const char *source_rel,
 
 static uint64_t tmp_random(void)
 {
-	static uint64_t counter;
+	static uint64_t counter; /* atomic: commits run on several threads */
 	uint64_t v;
 
 	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == (ssize_t)sizeof(v))
 		return v;
 	/* No entropy yet (early boot): uniqueness is all O_EXCL needs. */
-	return ((uint64_t)(uint32_t)getpid() << 32) ^ ++counter;
+	return ((uint64_t)(uint32_t)getpid() << 32) ^ __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
 }
 
 int output_tmp_open(int dirfd, const char *final_name, char *ret_tmp, size_t tmplen)
@@ -294,7 +294,7 @@ struct dir_sync {
 	ino_t ino;
 	uint64_t started;   /* syncs begun */
 	uint64_t completed; /* the last that finished */
-	int result;         /* its result */
+	int result;	    /* its result */
 	bool running;
 	unsigned users;
 	struct dir_sync *next;
@@ -888,7 +888,7 @@ int output_sweep_tmp(const char *root, size_t *ret_removed)
 
 /* Directories output_mkdir_parents made or found, by path, so a job does not
  * mkdir every component per image. Forgotten when they turn out gone. */
-#define MKDIR_BUCKETS   1024
+#define MKDIR_BUCKETS	1024
 #define MKDIR_KNOWN_MAX 65536 /* then the set starts over: a cache, never a limit */
 
 struct known_dir {
@@ -1011,6 +1011,37 @@ static int sync_parent(const char *path)
 	return r;
 }
 
+/* Makes each component of p not known yet. A component that exists but was
+ * not known is synced into its parent as well as a new one: another thread
+ * may have just made it and not synced yet, or a crashed run never did. */
+static int mkdir_components(char *p, mode_t mode)
+{
+	for (char *s = p + 1;; s++) {
+		if (*s == '/' || *s == '\0') {
+			char c = *s;
+			int r;
+
+			*s = '\0';
+			if (!mkdir_is_known(p)) {
+				r = mkdir(p, mode) == 0 || errno == EEXIST ? 0 : -errno;
+				pthread_mutex_lock(&mkdir_lock);
+				mkdir_calls++;
+				pthread_mutex_unlock(&mkdir_lock);
+				if (r == 0)
+					r = sync_parent(p);
+				if (r < 0) {
+					*s = c;
+					return r;
+				}
+				mkdir_remember(p);
+			}
+			*s = c;
+			if (c == '\0')
+				return 0;
+		}
+	}
+}
+
 int output_mkdir_parents(const char *path, mode_t mode)
 {
 	struct stat st;
@@ -1027,32 +1058,26 @@ int output_mkdir_parents(const char *path, mode_t mode)
 	p = strdup(path);
 	if (!p)
 		return -ENOMEM;
-	for (char *s = p + 1;; s++) {
-		if (*s == '/' || *s == '\0') {
-			char c = *s;
-			int made;
+	r = mkdir_components(p, mode);
+	if (r == -ENOENT) {
+		/* A known parent was removed meanwhile: forget the first one that
+		 * is gone (and so all below it), then once more. */
+		for (char *s = p + 1;; s++) {
+			if (*s == '/' || *s == '\0') {
+				char c = *s;
+				bool gone;
 
-			*s = '\0';
-			made = mkdir(p, mode);
-			pthread_mutex_lock(&mkdir_lock);
-			mkdir_calls++;
-			pthread_mutex_unlock(&mkdir_lock);
-			if (made < 0 && errno != EEXIST) {
-				r = -errno;
-				break;
-			}
-			if (made == 0) {
-				r = sync_parent(p);
-				if (r < 0)
+				*s = '\0';
+				gone = mkdir_is_known(p) && stat(p, &st) < 0 && errno == ENOENT;
+				if (gone)
+					output_mkdir_forget(p);
+				*s = c;
+				if (gone || c == '\0')
 					break;
 			}
-			*s = c;
-			if (c == '\0')
-				break;
 		}
+		r = mkdir_components(p, mode);
 	}
-	if (r == 0)
-		mkdir_remember(path);
 	free(p);
 	return r;
 }

@@ -37,12 +37,19 @@ static void put_sidecar(const char *dir, const char *stem)
 {
 	struct sidecar_success s = {
 	    .src = {.source = NULL,
-		    .sha256_hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+		    .sha256_hex =
+			"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
 		    .size = 10,
 		    .mtime_sec = 1700000000},
-	    .output = "x.jpeg", .model = "m", .prompt = "p", .size = "2K",
-	    .response_format = "url", .created = 1700000001, .attempts = 1,
-	    .completed_at = 1700000002, .version = "0.1.0",
+	    .output = "x.jpeg",
+	    .model = "m",
+	    .prompt = "p",
+	    .size = "2K",
+	    .response_format = "url",
+	    .created = 1700000001,
+	    .attempts = 1,
+	    .completed_at = 1700000002,
+	    .version = "0.1.0",
 	};
 	char source[64], path[512], *text;
 	FILE *f;
@@ -132,7 +139,7 @@ static void test_reload_async(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_reload_async),
+	    cmocka_unit_test(test_reload_async),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -498,7 +498,6 @@ static void test_load_depth_limit(void **state)
 	index_free(idx);
 }
 
-
 /* ---- the done-record cache ---------------------------------------------- */
 
 /* Sets the mtime of root/rel back 10 s: settled, so the cache trusts it. */
@@ -654,17 +653,17 @@ static void test_cache(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_put_get_remove),
-		cmocka_unit_test(test_many),
-		cmocka_unit_test(test_parse_success),
-		cmocka_unit_test(test_parse_error),
-		cmocka_unit_test(test_parse_not_utf8),
-		cmocka_unit_test(test_parse_lenient_members),
-		cmocka_unit_test(test_parse_invalid),
-		cmocka_unit_test_setup_teardown(test_load_tree, setup_tree, teardown_tree),
-		cmocka_unit_test_setup_teardown(test_load_missing_root, setup_tree, teardown_tree),
-		cmocka_unit_test_setup_teardown(test_load_depth_limit, setup_tree, teardown_tree),
-		cmocka_unit_test_setup_teardown(test_cache, setup_tree, teardown_tree),
+	    cmocka_unit_test(test_put_get_remove),
+	    cmocka_unit_test(test_many),
+	    cmocka_unit_test(test_parse_success),
+	    cmocka_unit_test(test_parse_error),
+	    cmocka_unit_test(test_parse_not_utf8),
+	    cmocka_unit_test(test_parse_lenient_members),
+	    cmocka_unit_test(test_parse_invalid),
+	    cmocka_unit_test_setup_teardown(test_load_tree, setup_tree, teardown_tree),
+	    cmocka_unit_test_setup_teardown(test_load_missing_root, setup_tree, teardown_tree),
+	    cmocka_unit_test_setup_teardown(test_load_depth_limit, setup_tree, teardown_tree),
+	    cmocka_unit_test_setup_teardown(test_cache, setup_tree, teardown_tree),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

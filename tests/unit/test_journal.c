@@ -286,7 +286,6 @@ static void test_largest_records_read_back(void **state)
 	free(url);
 }
 
-
 /* ---- the one-file log ---------------------------------------------------- */
 
 static void make_dir(char *dir)
@@ -391,7 +390,7 @@ static void test_log_round_trip_and_tombstones(void **state)
 	write_source(j, "c.png");
 	assert_int_equal(journal_remove(j, "/srv/hot", "b.png"), 0);
 	write_source(j, "c.png"); /* the same source again: one live record */
-	assert_int_equal(journal_remove(j, "/srv/hot", "d.png"), 0); /* never written */
+	assert_int_equal(journal_remove(j, "/srv/hot", "d.png"), 0);   /* never written */
 	assert_int_equal(journal_remove(j, "/srv/other", "a.png"), 0); /* another folder */
 	/* a tombstone, then the same source paid again: live */
 	write_source(j, "e.png");
@@ -591,9 +590,9 @@ static void test_log_migrates_old_layout(void **state)
 	remove_dir(dir);
 }
 
-#define WRITERS            8
-#define WRITES_PER_WRITER  200
-#define NAS_SYNC_DELAY_US  2000
+#define WRITERS		  8
+#define WRITES_PER_WRITER 200
+#define NAS_SYNC_DELAY_US 2000
 
 struct writer {
 	struct journal *j;
@@ -680,16 +679,16 @@ static void test_log_group_commit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_roundtrip),
-		cmocka_unit_test(test_largest_records_read_back),
-		cmocka_unit_test(test_refusals),
-		cmocka_unit_test(test_write_load_remove),
-		cmocka_unit_test(test_log_round_trip_and_tombstones),
-		cmocka_unit_test(test_log_torn_tail),
-		cmocka_unit_test(test_log_corrupt_middle),
-		cmocka_unit_test(test_log_compaction),
-		cmocka_unit_test(test_log_migrates_old_layout),
-		cmocka_unit_test(test_log_group_commit),
+	    cmocka_unit_test(test_roundtrip),
+	    cmocka_unit_test(test_largest_records_read_back),
+	    cmocka_unit_test(test_refusals),
+	    cmocka_unit_test(test_write_load_remove),
+	    cmocka_unit_test(test_log_round_trip_and_tombstones),
+	    cmocka_unit_test(test_log_torn_tail),
+	    cmocka_unit_test(test_log_corrupt_middle),
+	    cmocka_unit_test(test_log_compaction),
+	    cmocka_unit_test(test_log_migrates_old_layout),
+	    cmocka_unit_test(test_log_group_commit),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

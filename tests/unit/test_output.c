@@ -647,12 +647,11 @@ static void test_error_json(void **state)
 	free(text);
 }
 
-
 /* ---- shared directory syncs and remembered folders ---------------------- */
 
-#define COMMITTERS          8
-#define COMMITS_EACH        40
-#define NAS_SYNC_DELAY_US   2000
+#define COMMITTERS	  8
+#define COMMITS_EACH	  40
+#define NAS_SYNC_DELAY_US 2000
 
 struct committer {
 	const char *dir;
@@ -756,6 +755,8 @@ static void test_mkdir_remembered(void **state)
 	(void)snprintf(deep, sizeof(deep), "%s/a/b/c", dir);
 	(void)snprintf(mid, sizeof(mid), "%s/a/b", dir);
 
+	/* the existing parents: known (and synced into theirs) once */
+	assert_int_equal(output_mkdir_parents(dir, 0755), 0);
 	/* three new folders, each fsync'd into its parent */
 	syncs = output_dir_sync_count();
 	assert_int_equal(output_mkdir_parents(deep, 0755), 0);
@@ -808,28 +809,26 @@ static void test_mkdir_remembered(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_stem_basic),
-		cmocka_unit_test(test_stem_control_and_invalid),
-		cmocka_unit_test(test_stem_unicode),
-		cmocka_unit_test(test_stem_length),
-		cmocka_unit_test(test_ext),
-		cmocka_unit_test_setup_teardown(test_choose_stem, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_choose_stem_unreadable, setup_dir,
-						teardown_dir),
-		cmocka_unit_test_setup_teardown(test_choose_stem_exhausted, setup_dir,
-						teardown_dir),
-		cmocka_unit_test_setup_teardown(test_write_atomic, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_tmp_open_abort, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_sweep_tmp, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_tmp_commit, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_tmp_commit_opath, setup_dir, teardown_dir),
-		cmocka_unit_test(test_rfc3339_roundtrip),
-		cmocka_unit_test(test_rfc3339_parse),
-		cmocka_unit_test(test_rfc3339_format_errors),
-		cmocka_unit_test(test_sidecar_json),
-		cmocka_unit_test(test_error_json),
-		cmocka_unit_test(test_dir_sync_shared),
-		cmocka_unit_test(test_mkdir_remembered),
+	    cmocka_unit_test(test_stem_basic),
+	    cmocka_unit_test(test_stem_control_and_invalid),
+	    cmocka_unit_test(test_stem_unicode),
+	    cmocka_unit_test(test_stem_length),
+	    cmocka_unit_test(test_ext),
+	    cmocka_unit_test_setup_teardown(test_choose_stem, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_choose_stem_unreadable, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_choose_stem_exhausted, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_write_atomic, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_tmp_open_abort, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_sweep_tmp, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_tmp_commit, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_tmp_commit_opath, setup_dir, teardown_dir),
+	    cmocka_unit_test(test_rfc3339_roundtrip),
+	    cmocka_unit_test(test_rfc3339_parse),
+	    cmocka_unit_test(test_rfc3339_format_errors),
+	    cmocka_unit_test(test_sidecar_json),
+	    cmocka_unit_test(test_error_json),
+	    cmocka_unit_test(test_dir_sync_shared),
+	    cmocka_unit_test(test_mkdir_remembered),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
