@@ -1200,14 +1200,23 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 		       !strncmp(s->entries[last]->sidecar, s->path.buf, len) &&
 		       !strchr(s->entries[last]->sidecar + len, '/'))
 			last++;
-		if (!trusted)
-			last = first;
 		for (size_t i = first; i < last; i++) {
 			const char *base = s->entries[i]->sidecar + len;
 
 			if (bsearch(&base, jsons, n_json, sizeof(*jsons), name_cmp))
 				n++;
 		}
+		/* Every "*.json" there must be an entry: one that is not (a
+		 * sidecar committed after the index was taken, the older of a
+		 * success and an error sidecar, a foreign file) is read at the
+		 * next start rather than taken for nothing. */
+		if (n != n_json)
+			trusted = false;
+		if (!trusted) {
+			last = first;
+			n = 0;
+		}
+		trust = trusted;
 		put_str(&s->out, s->path.buf);
 		put_u64(&s->out, (uint64_t)before.st_dev);
 		put_u64(&s->out, (uint64_t)before.st_ino);

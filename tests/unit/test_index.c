@@ -622,6 +622,21 @@ static void test_cache(void **state)
 	assert_int_equal(index_count(idx), 2);
 	index_free(idx);
 
+	/* a "*.json" the index does not hold (a sidecar committed after the
+	 * index was taken, say): its folder is not trusted */
+	put_doc("sub/late.json", success_doc("sub/late.png", 300));
+	age_dir("sub");
+	assert_int_equal(index_save_cache(from_sidecars, root, skip, cache), 0);
+	idx = load_cached(cache, skip, &st);
+	assert_int_equal(st.dirs_cached, 2);
+	assert_int_equal(st.sidecars_read, 1);
+	assert_non_null(index_get(idx, "sub/late.png"));
+	index_free(idx);
+	snprintf(path, sizeof(path), "%s/sub/late.json", root);
+	assert_int_equal(unlink(path), 0);
+	age_dir("sub");
+	assert_int_equal(index_save_cache(from_sidecars, root, skip, cache), 0);
+
 	/* truncated: ignored, the sidecars are read */
 	assert_int_equal(stat(cache, &sb), 0);
 	assert_int_equal(truncate(cache, sb.st_size / 2), 0);
