@@ -45,6 +45,8 @@ struct folder {
 	bool out_id_saved;               /* its file was written (deleting it forgets out_id) */
 	bool index_stale;                /* reload the done records before the next scan */
 	bool index_reloading;		 /* folder_reload_index_async runs: keep the folder */
+	bool index_saving;		 /* folder_save_index_cache_async runs: keep the folder */
+	uint64_t index_changes_saved;	 /* index_changes() when the cache was last written */
 	char pause_reason[512];          /* why not present, for the log and STATUS= */
 };
 
@@ -82,6 +84,14 @@ struct work_pool;
 int folder_reload_index_async(struct folder *folder, struct work_pool *pool,
 			      void (*done)(struct folder *folder, int result, void *userdata),
 			      void *userdata);
+
+/* Writes the done-record cache on a worker of pool from a copy of the index
+ * taken now (on the loop thread); then done(folder, result, userdata) on the
+ * loop. index_saving is true until then. 0 or -errno (-EBUSY while one runs;
+ * done is then not called). */
+int folder_save_index_cache_async(struct folder *folder, struct work_pool *pool,
+				  void (*done)(struct folder *folder, int result, void *userdata),
+				  void *userdata);
 
 /* Frees what the folder_* functions allocated in the folder. */
 void folder_clear_ids(struct folder *folder);

@@ -90,6 +90,14 @@ bool index_may_have_size(const struct index *index, uint64_t size);
 const struct index_entry *index_find_content(const struct index *index, uint64_t size,
 					     const char *sha256, const char *except_source);
 
+/* Puts and removes made so far (to decide when to save the cache again). */
+uint64_t index_changes(const struct index *index);
+
+/* A copy of src for a worker to read while the loop goes on changing src;
+ * index_save_cache trusts no folder changed after the copy was taken (less
+ * 2 s). 0, -EINVAL or -ENOMEM. */
+int index_clone(const struct index *src, struct index **ret_index);
+
 /* Calls fn for every entry (order unspecified). */
 void index_foreach(const struct index *index,
 		   void (*fn)(const struct index_entry *entry, void *userdata), void *userdata);

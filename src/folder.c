@@ -285,6 +285,7 @@ int folder_reload_index(struct folder *f)
 	index_free(f->index);
 	f->index = index;
 	f->index_stale = false;
+	f->index_changes_saved = index_changes(index);
 	return 0;
 }
 
@@ -334,6 +335,7 @@ static void reload_done(void *arg, bool cancelled)
 		f->index = req->index;
 		req->index = NULL;
 		f->index_stale = false;
+		f->index_changes_saved = index_changes(f->index);
 	}
 	if (req->done)
 		req->done(f, r, req->userdata);
@@ -368,6 +370,80 @@ int folder_reload_index_async(struct folder *f, struct work_pool *pool,
 		return r;
 	}
 	f->index_reloading = true;
+	return 0;
+}
+
+struct save_request {
+	struct folder *folder; /* only on the loop thread */
+	void (*done)(struct folder *folder, int result, void *userdata);
+	void *userdata;
+	/* the worker's own copies */
+	struct index *index;
+	char *output;
+	char *done_dir;
+	char cache[PATH_MAX + 64];
+	int result;
+};
+
+static void save_request_free(struct save_request *req)
+{
+	index_free(req->index);
+	free(req->output);
+	free(req->done_dir);
+	free(req);
+}
+
+static void save_work(void *arg)
+{
+	struct save_request *req = arg;
+
+	req->result = index_save_cache(req->index, req->output, req->done_dir, req->cache);
+}
+
+static void save_done(void *arg, bool cancelled)
+{
+	struct save_request *req = arg;
+	struct folder *f = req->folder;
+	int r = cancelled ? -ECANCELED : req->result;
+
+	f->index_saving = false;
+	if (r == 0)
+		f->index_changes_saved = index_changes(req->index);
+	if (req->done)
+		req->done(f, r, req->userdata);
+	save_request_free(req);
+}
+
+int folder_save_index_cache_async(struct folder *f, struct work_pool *pool,
+				  void (*done)(struct folder *folder, int result, void *userdata),
+				  void *userdata)
+{
+	struct save_request *req;
+	int r;
+
+	if (f->index_saving)
+		return -EBUSY;
+	req = calloc(1, sizeof(*req));
+	if (!req)
+		return -ENOMEM;
+	req->folder = f;
+	req->done = done;
+	req->userdata = userdata;
+	folder_index_cache_file(f, req->cache, sizeof(req->cache));
+	req->output = strdup(f->cfg->output);
+	req->done_dir = f->cfg->done_dir ? strdup(f->cfg->done_dir) : NULL;
+	r = !req->cache[0] ? -EINVAL : 0;
+	if (r == 0 && (!req->output || (f->cfg->done_dir && !req->done_dir)))
+		r = -ENOMEM;
+	if (r == 0)
+		r = index_clone(f->index, &req->index);
+	if (r == 0)
+		r = work_submit(pool, save_work, save_done, req);
+	if (r < 0) {
+		save_request_free(req);
+		return r;
+	}
+	f->index_saving = true;
 	return 0;
 }
 

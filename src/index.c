@@ -36,6 +36,8 @@ struct index {
 	/* A filter over the sizes of successful sources: a new file whose size
 	 * was never done cannot be a copy of one, so it needs no hashing. */
 	uint64_t sizes[INDEX_SIZE_BITS / 64];
+	uint64_t changes;      /* puts and removes so far */
+	struct timespec taken; /* a clone: when it was taken (else zero) */
 };
 
 static size_t size_bit(uint64_t size)
@@ -168,6 +170,7 @@ int index_put(struct index *index, const struct index_entry *entry)
 	n = node_new(entry, hash);
 	if (!n)
 		return -ENOMEM;
+	index->changes++;
 	if (index->slots[i]) {
 		free(index->slots[i]);
 		index->slots[i] = n;
@@ -210,6 +213,7 @@ int index_remove(struct index *index, const char *source)
 	free(index->slots[i]);
 	index->slots[i] = NULL;
 	index->count--;
+	index->changes++;
 	/* Backward shift: pull later members of the probe run into the hole
 	 * unless their home slot lies cyclically in (i, j]. */
 	for (j = (i + 1) & mask; index->slots[j]; j = (j + 1) & mask) {
@@ -221,6 +225,47 @@ int index_remove(struct index *index, const char *source)
 			i = j;
 		}
 	}
+	return 0;
+}
+
+uint64_t index_changes(const struct index *index)
+{
+	return index ? index->changes : 0;
+}
+
+int index_clone(const struct index *src, struct index **ret_index)
+{
+	struct index *index;
+
+	if (!src || !ret_index)
+		return -EINVAL;
+	index = calloc(1, sizeof(*index));
+	if (!index)
+		return -ENOMEM;
+	index->slots = calloc(src->capacity, sizeof(*index->slots));
+	if (!index->slots) {
+		free(index);
+		return -ENOMEM;
+	}
+	index->capacity = src->capacity;
+	for (size_t i = 0; i < src->capacity; i++) {
+		const struct node *n = src->slots[i];
+		struct node *copy;
+
+		if (!n)
+			continue;
+		copy = node_new(&n->entry, n->hash);
+		if (!copy) {
+			index_free(index);
+			return -ENOMEM;
+		}
+		index->slots[i] = copy;
+	}
+	index->count = src->count;
+	index->changes = src->changes;
+	memcpy(index->sizes, src->sizes, sizeof(index->sizes));
+	(void)clock_gettime(CLOCK_REALTIME, &index->taken);
+	*ret_index = index;
 	return 0;
 }
 
@@ -1282,7 +1327,12 @@ int index_save_cache(const struct index *index, const char *output_root, const c
 		s.skip_dev = st.st_dev;
 		s.skip_ino = st.st_ino;
 	}
-	(void)clock_gettime(CLOCK_REALTIME, &s.racy_after);
+	/* A clone is as old as when it was taken: a folder changed after that
+	 * (less the racy margin) may hold what it lacks. */
+	if (index->taken.tv_sec)
+		s.racy_after = index->taken;
+	else
+		(void)clock_gettime(CLOCK_REALTIME, &s.racy_after);
 	s.racy_after.tv_sec -= INDEX_CACHE_RACY_S;
 	put(&s.out, INDEX_CACHE_MAGIC, strlen(INDEX_CACHE_MAGIC));
 	put(&s.out, &version, sizeof(version));

@@ -28,6 +28,7 @@
 #include "notify.h"
 #include "output.h"
 #include "watch.h"
+#include "work.h"
 
 #define API_KEY_MAX 4096
 
@@ -46,6 +47,7 @@ struct daemon {
 	int signal_fd;
 	int lock_fd;               /* flock on <state_dir>/lock: one daemon per state */
 	struct journal *journal;
+	struct work_pool *index_pool;	/* writes the done-record caches while running */
 	struct journal_record *pending; /* journalled results not yet handed to a folder */
 	size_t n_pending;
 	struct loop_source *signal_source;
@@ -197,10 +199,42 @@ static void daemon_status(void *userdata)
 	daemon_check_done(d);
 }
 
+/* Puts and removes after which a running daemon writes a folder's done-record
+ * cache again, so a crash does not lose what a clean stop would have kept. */
+#define INDEX_CACHE_SAVE_CHANGES 5000
+
+static void daemon_index_saved(struct folder *f, int result, void *userdata)
+{
+	(void)userdata;
+	if (result < 0 && result != -ECANCELED)
+		log_warn("folder %s: cannot write the done-record cache: %s", f->cfg->path,
+			 strerror(-result));
+}
+
+/* On a worker: the copy of the index is taken here, the writing is not. */
+static void daemon_save_changed_indexes(struct daemon *d)
+{
+	for (size_t i = 0; d->index_pool && i < d->n_folders; i++) {
+		struct folder *f = d->folders[i];
+		int r;
+
+		if (f->removed || f->index_stale || f->index_saving || !f->state_dir ||
+		    index_changes(f->index) - f->index_changes_saved < INDEX_CACHE_SAVE_CHANGES)
+			continue;
+		r = folder_save_index_cache_async(f, d->index_pool, daemon_index_saved, d);
+		if (r == -ENOMEM)
+			log_oom();
+		if (r < 0)
+			log_warn("folder %s: cannot write the done-record cache: %s", f->cfg->path,
+				 strerror(-r));
+	}
+}
+
 static void daemon_rescan(void *userdata)
 {
 	struct daemon *d = userdata;
 
+	daemon_save_changed_indexes(d);
 	watch_rescan(d->watch, d->folders, d->n_folders);
 	(void)loop_timer_arm(d->rescan_timer, d->config->rescan_interval_ms);
 }
@@ -300,6 +334,7 @@ static struct folder *folder_new(const struct folder_config *cfg, const char *st
 		  "%zu sidecar(s) read)%s",
 		  cfg->path, index_count(f->index), cfg->output, stats.dirs_cached, stats.dirs_read,
 		  stats.sidecars_read, skipped ? " (some JSON files there are not sidecars)" : "");
+	f->index_changes_saved = index_changes(f->index);
 	return f;
 }
 
@@ -388,6 +423,9 @@ static void daemon_save_index_caches(struct daemon *d)
 {
 	char cache[PATH_MAX + 64];
 
+	/* A save still running would finish after this one with an older copy. */
+	work_pool_free(d->index_pool);
+	d->index_pool = NULL;
 	for (size_t i = 0; i < d->n_folders; i++) {
 		struct folder *f = d->folders[i];
 		int r;
@@ -419,7 +457,8 @@ static void daemon_reap_folders(struct daemon *d)
 {
 	for (size_t i = 0; i < d->n_folders;) {
 		struct folder *f = d->folders[i];
-		if (f->removed && !jobs_folder_busy(d->jobs, f) && !f->index_reloading) {
+		if (f->removed && !jobs_folder_busy(d->jobs, f) && !f->index_reloading &&
+		    !f->index_saving) {
 			folder_free(f);
 			d->folders[i] = d->folders[--d->n_folders];
 		} else {
@@ -615,6 +654,8 @@ static int daemon_run(struct daemon *d, const char *api_key)
 		r = loop_timer_new(d->loop, daemon_watchdog, d, &d->watchdog_timer);
 	if (r >= 0)
 		r = loop_timer_new(d->loop, daemon_stop_timeout, d, &d->stop_timer);
+	if (r >= 0 && !d->once)
+		r = work_pool_new(d->loop, 1, &d->index_pool);
 	if (r < 0)
 		return r;
 	jobs_on_change(d->jobs, daemon_status, d);
@@ -668,6 +709,7 @@ static int daemon_run(struct daemon *d, const char *api_key)
 
 static void daemon_cleanup(struct daemon *d)
 {
+	work_pool_free(d->index_pool); /* its completions touch folders */
 	jobs_free(d->jobs);
 	fit_global_shutdown();
 	journal_close(d->journal);

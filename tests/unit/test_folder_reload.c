@@ -8,9 +8,12 @@
 
 #include <cmocka.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "folder.h"
@@ -136,10 +139,75 @@ static void test_reload_async(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+static void age(const char *path)
+{
+	struct timespec ts[2];
+
+	assert_int_equal(clock_gettime(CLOCK_REALTIME, &ts[0]), 0);
+	ts[0].tv_sec -= 10;
+	ts[1] = ts[0];
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+/* The cache written on a worker from a copy taken on the loop. */
+static void test_save_async(void **state)
+{
+	char dir[] = "/tmp/test_folder_save.XXXXXX", sdir[] = "/tmp/test_folder_state.XXXXXX";
+	char cache[600], cmd[600];
+	struct folder_config cfg = {0};
+	struct folder f = {0};
+	struct outcome o = {0};
+	struct index_load_stats st;
+	struct work_pool *pool = NULL;
+	struct loop *loop = NULL;
+	struct index *idx = NULL;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_non_null(mkdtemp(sdir));
+	put_sidecar(dir, "a");
+	put_sidecar(dir, "b");
+	age(dir);
+	cfg.path = "/nonexistent-hot";
+	cfg.output = dir;
+	f.cfg = &cfg;
+	f.state_dir = sdir;
+	assert_int_equal(loop_new(&loop), 0);
+	assert_int_equal(work_pool_new(loop, 1, &pool), 0);
+	assert_int_equal(folder_reload_index(&f), 0);
+	assert_int_equal(f.index_changes_saved, index_changes(f.index));
+
+	assert_int_equal(folder_save_index_cache_async(&f, pool, on_reloaded, &o), 0);
+	assert_true(f.index_saving);
+	assert_int_equal(folder_save_index_cache_async(&f, pool, on_reloaded, &o), -EBUSY);
+	/* the loop goes on changing the index: the copy is what is written */
+	assert_int_equal(index_remove(f.index, "a.png"), 0);
+	run_until(loop, &o);
+	assert_int_equal(o.result, 0);
+	assert_false(f.index_saving);
+	assert_int_equal(f.index_changes_saved, index_changes(f.index) - 1);
+
+	folder_index_cache_file(&f, cache, sizeof(cache));
+	assert_int_equal(index_new(&idx), 0);
+	assert_int_equal(index_load_tree_cached(idx, dir, NULL, cache, NULL, &st), 0);
+	assert_int_equal(st.cache_result, 0);
+	assert_int_equal(st.dirs_cached, 1);
+	assert_int_equal(st.sidecars_read, 0);
+	assert_int_equal(index_count(idx), 2);
+	index_free(idx);
+
+	work_pool_free(pool);
+	index_free(f.index);
+	loop_free(loop);
+	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", dir, sdir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_reload_async),
+	    cmocka_unit_test(test_save_async),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
