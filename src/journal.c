@@ -798,6 +798,7 @@ static int wait_durable_locked(struct journal *j, uint64_t seq)
 {
 	for (;;) {
 		uint64_t target;
+		unsigned delay;
 		int fd, r;
 
 		if (j->synced >= seq)
@@ -811,9 +812,10 @@ static int wait_durable_locked(struct journal *j, uint64_t seq)
 		j->syncing = true;
 		target = j->appended;
 		fd = j->fd; /* not swapped while syncing: compaction waits */
+		delay = j->sync_delay_us;
 		pthread_mutex_unlock(&j->lock);
-		if (j->sync_delay_us)
-			(void)usleep(j->sync_delay_us);
+		if (delay)
+			(void)usleep(delay);
 		r = fdatasync(fd) < 0 ? -errno : 0;
 		pthread_mutex_lock(&j->lock);
 		j->syncing = false;
