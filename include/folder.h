@@ -44,6 +44,9 @@ struct folder {
 	char *state_dir;                 /* for out_id's file; NULL without one */
 	bool out_id_saved;               /* its file was written (deleting it forgets out_id) */
 	bool index_stale;                /* reload the done records before the next scan */
+	bool index_reloading;		 /* folder_reload_index_async runs: keep the folder */
+	bool index_saving;		 /* folder_save_index_cache_async runs: keep the folder */
+	uint64_t index_changes_saved;	 /* index_changes() when the cache was last written */
 	char pause_reason[512];          /* why not present, for the log and STATUS= */
 	/* Monotonic ms since when a look at the watched folder (a scan, a health
 	 * check) has been under way without progress for longer than the watch's
@@ -82,8 +85,32 @@ bool folder_output_judge(struct folder *f, struct folder_output_seen *seen, char
 /* The file in state_dir that keeps the output's identity ("" if none). */
 void folder_output_id_file(const struct folder *folder, char *buf, size_t len);
 
+/* The done-record cache of its output in state_dir ("" if none). */
+void folder_index_cache_file(const struct folder *folder, char *buf, size_t len);
+
 /* Reads the done records again from the output. 0 or -errno. */
 int folder_reload_index(struct folder *folder);
+
+/* folder_reload_index on a worker of pool: the new index is built there from
+ * copies of the paths (nothing of the folder is touched off the loop), then on
+ * the loop thread it replaces folder->index (clearing index_stale) unless the
+ * output was reconfigured meanwhile or the pool was freed, and done(folder,
+ * result, userdata) runs: 0, -ESTALE (reconfigured: still stale), -ECANCELED
+ * or the load's -errno. index_reloading is true until then: the folder must
+ * not be freed, nor a second reload started. Returns 0 or -errno (done is
+ * then not called). */
+struct work_pool;
+int folder_reload_index_async(struct folder *folder, struct work_pool *pool,
+			      void (*done)(struct folder *folder, int result, void *userdata),
+			      void *userdata);
+
+/* Writes the done-record cache on a worker of pool from a copy of the index
+ * taken now (on the loop thread); then done(folder, result, userdata) on the
+ * loop. index_saving is true until then. 0 or -errno (-EBUSY while one runs;
+ * done is then not called). */
+int folder_save_index_cache_async(struct folder *folder, struct work_pool *pool,
+				  void (*done)(struct folder *folder, int result, void *userdata),
+				  void *userdata);
 
 /* Frees what the folder_* functions allocated in the folder. */
 void folder_clear_ids(struct folder *folder);

@@ -54,6 +54,32 @@ void index_entry_clear(struct index_entry *entry);
 int index_load_tree(struct index *index, const char *output_root, const char *skip_dir,
 		    size_t *ret_skipped);
 
+/* What a load did, for the log and tests. */
+struct index_load_stats {
+	int cache_result;     /* reading the cache: 0, or why not used (-ENOENT, -EINVAL...) */
+	size_t dirs_cached;   /* directories whose entries came from the cache */
+	size_t dirs_read;     /* directories listed and their sidecars read */
+	size_t sidecars_read; /* sidecar files opened */
+};
+
+/* index_load_tree, helped by the cache at cache_path (may be NULL): a
+ * directory whose device, inode, mtime and size match the cache gives its
+ * entries and subdirectories from it, without a readdir or a sidecar read;
+ * any other is read. A missing, foreign (another output_root/skip_dir or
+ * version), truncated or corrupt (checksum) cache is ignored. */
+int index_load_tree_cached(struct index *index, const char *output_root, const char *skip_dir,
+			   const char *cache_path, size_t *ret_skipped,
+			   struct index_load_stats *ret_stats);
+
+/* Writes the cache for index over output_root at cache_path (tmp + fsync +
+ * rename; its folder created 0700). Lists every directory of the tree (no
+ * file is read): a directory unchanged during its listing and not modified in
+ * the last 2 s is stored with the entries whose sidecar is still listed
+ * there; others are left out, so the next load reads them. Blocks: on a
+ * worker or at stop. 0 or -errno. */
+int index_save_cache(const struct index *index, const char *output_root, const char *skip_dir,
+		     const char *cache_path);
+
 /* Whether a successful entry of this size may exist (a filter: false
  * positives, never false negatives). Cheap enough for every new file. */
 bool index_may_have_size(const struct index *index, uint64_t size);
@@ -63,6 +89,14 @@ bool index_may_have_size(const struct index *index, uint64_t size);
  * index_may_have_size() says so. */
 const struct index_entry *index_find_content(const struct index *index, uint64_t size,
 					     const char *sha256, const char *except_source);
+
+/* Puts and removes made so far (to decide when to save the cache again). */
+uint64_t index_changes(const struct index *index);
+
+/* A copy of src for a worker to read while the loop goes on changing src;
+ * index_save_cache trusts no folder changed after the copy was taken (less
+ * 2 s). 0, -EINVAL or -ENOMEM. */
+int index_clone(const struct index *src, struct index **ret_index);
 
 /* Calls fn for every entry (order unspecified). */
 void index_foreach(const struct index *index,

@@ -1,7 +1,8 @@
-/* journal: paid-for results not yet written out, one small file each under
- * <state_dir>/journal, written atomically when the API answers and removed
- * once the sidecar is on disk. A crash in between costs a download after the
- * restart, never a second generation. Never logs; returns negative errno. */
+/* journal: paid-for results not yet written out, as records appended to
+ * <state_dir>/journal.log when the API answers, and "done" tombstones
+ * appended once the sidecar is on disk. A crash in between costs a download
+ * after the restart, never a second generation. Thread-safe: any thread may
+ * write and remove at once. Never logs; returns negative errno. */
 #ifndef SEEDREAMD_JOURNAL_H
 #define SEEDREAMD_JOURNAL_H
 
@@ -38,16 +39,32 @@ void journal_record_clear(struct journal_record *rec); /* frees members */
 
 struct journal;
 
-/* Opens (creating) <state_dir>/journal. */
+/* Opens (creating) <state_dir>/journal.log; changes nothing else, so it may
+ * run before the state_dir lock is taken. */
 int journal_open(const char *state_dir, struct journal **ret_journal);
 void journal_close(struct journal *journal); /* accepts NULL */
 
+/* Appends the record for (rec->folder, rec->source), replacing an earlier
+ * one, and returns once it is durable. Concurrent callers share one
+ * fdatasync. Blocks: call it on a worker thread. */
 int journal_write(struct journal *journal, const struct journal_record *rec);
+/* Appends a tombstone for (folder, source), ordered after its write but not
+ * waited for. Rewrites the file without dead records when it has grown. */
 int journal_remove(struct journal *journal, const char *folder, const char *source);
 
-/* Calls fn for every readable record; unreadable ones are counted in
- * *ret_bad (may be NULL) and left in place for a human. */
+/* At start-up, under the state_dir lock: calls fn for every live record
+ * (fn may take over the record's members, leaving it zeroed), migrating the
+ * records of the old layout (<state_dir>/journal/<hash>.json) and rewriting
+ * the log without dead records and torn tails. Lines that do not read are
+ * counted in *ret_bad (may be NULL) and kept in <state_dir>/journal.bad for a
+ * human (old-layout files stay where they are). fn is called even when the
+ * rewrite fails (then the result is that error). */
 int journal_load(struct journal *journal, void (*fn)(struct journal_record *rec, void *userdata),
 		 void *userdata, size_t *ret_bad);
+
+/* fdatasync calls so far (group commit makes them fewer than writes). */
+unsigned long journal_sync_count(struct journal *journal);
+/* Tests: sleep this long before each fdatasync, as a NAS would take. */
+void journal_test_set_sync_delay(struct journal *journal, unsigned usec);
 
 #endif

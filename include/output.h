@@ -53,7 +53,8 @@ int output_choose_stem(int dirfd, const char *stem, const char *source_rel,
  * Returns the fd (>= 0) and the name in ret_tmp, or -errno. */
 int output_tmp_open(int dirfd, const char *final_name, char *ret_tmp, size_t tmplen);
 
-/* fsync(fd), close(fd), renameat into final_name, fsync(dirfd). On any error
+/* fsync(fd), close(fd), renameat into final_name, output_sync_dir(dirfd)
+ * (thread-safe: shared with concurrent commits in the same folder). On any error
  * the temporary file is removed. fd is closed in every case. Returns 0 or -errno. */
 int output_tmp_commit(int dirfd, int fd, const char *tmp_name, const char *final_name);
 
@@ -74,8 +75,29 @@ int output_sweep_tmp(const char *root, size_t *ret_removed);
  * file), -EFBIG, -ENOMEM or -errno. */
 int output_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len);
 
-/* mkdir -p of an absolute path; new folders get mode. 0 or -errno. */
+/* mkdir -p of an absolute path; new folders get mode and are fsync'd into
+ * their parent. Remembers the path (thread-safe): the next call for it costs
+ * one stat instead of a mkdir per component. 0 or -errno. */
 int output_mkdir_parents(const char *path, mode_t mode);
+/* Opens the directory path (O_RDONLY|O_DIRECTORY), creating it as above
+ * unless it is known; one open and no other call when known. When it is gone
+ * (ENOENT) it is forgotten and made again once. The fd, or -errno. */
+int output_mkdir_open(const char *path, mode_t mode);
+/* Forgets path and every known folder under it: call when an open or write in
+ * it failed with ENOENT (someone removed it). */
+void output_mkdir_forget(const char *path);
+/* mkdir(2) calls made by output_mkdir_parents so far (tests, figures). */
+unsigned long output_mkdir_count(void);
+
+/* fsync of the directory dirfd (an O_PATH one too), shared between threads:
+ * a caller whose rename happened before a sync of that directory started is
+ * covered by it and returns with its result; others wait for or start the
+ * next one. Thread-safe. 0 or -errno. */
+int output_sync_dir(int dirfd);
+/* Directory fsyncs made by output_sync_dir so far (tests, figures). */
+unsigned long output_dir_sync_count(void);
+/* Tests: sleep this long before each directory fsync, as a NAS would take. */
+void output_test_set_sync_delay(unsigned usec);
 
 /* Writes data under final_name atomically (the three calls above). */
 int output_write_atomic(int dirfd, const char *final_name, const void *data, size_t len);

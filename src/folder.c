@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "output.h"
+#include "work.h"
 
 #define FOLDER_ID_FILE_MAX 16384
 
@@ -91,6 +92,20 @@ void folder_output_id_file(const struct folder *f, char *buf, size_t len)
 		return;
 	}
 	(void)snprintf(buf, len, "%s/outputs/%016" PRIx64, f->state_dir, path_hash(f->cfg->output));
+}
+
+void folder_index_cache_file(const struct folder *f, char *buf, size_t len)
+{
+	uint64_t h;
+
+	if (!f->state_dir) {
+		(void)snprintf(buf, len, "%s", "");
+		return;
+	}
+	/* The done_dir is skipped by the walk: a cache for each pair. */
+	h = path_hash(f->cfg->output) ^
+	    (path_hash(f->cfg->done_dir ? f->cfg->done_dir : "") * 0x9e3779b97f4a7c15ULL);
+	(void)snprintf(buf, len, "%s/index/%016" PRIx64 ".cache", f->state_dir, h);
 }
 
 static bool file_exists(const char *path)
@@ -271,12 +286,17 @@ bool folder_output_check(struct folder *f, char *why, size_t whylen)
 
 int folder_reload_index(struct folder *f)
 {
+	char cache[PATH_MAX + 64];
 	struct index *index;
 	int r = index_new(&index);
 
 	if (r < 0)
 		return r;
-	r = index_load_tree(index, f->cfg->output, f->cfg->done_dir, NULL);
+	folder_index_cache_file(f, cache, sizeof(cache));
+	/* The cache checks every directory's device and inode: a share mounted
+	 * again, or another tree, is read from its sidecars. */
+	r = index_load_tree_cached(index, f->cfg->output, f->cfg->done_dir, cache[0] ? cache : NULL,
+				   NULL, NULL);
 	if (r < 0) {
 		index_free(index);
 		return r;
@@ -284,6 +304,165 @@ int folder_reload_index(struct folder *f)
 	index_free(f->index);
 	f->index = index;
 	f->index_stale = false;
+	f->index_changes_saved = index_changes(index);
+	return 0;
+}
+
+struct reload_request {
+	struct folder *folder; /* only on the loop thread */
+	void (*done)(struct folder *folder, int result, void *userdata);
+	void *userdata;
+	/* the worker's own copies */
+	char *output;
+	char *done_dir;
+	char cache[PATH_MAX + 64];
+	/* its result */
+	struct index *index;
+	int result;
+};
+
+static void reload_request_free(struct reload_request *req)
+{
+	index_free(req->index);
+	free(req->output);
+	free(req->done_dir);
+	free(req);
+}
+
+static void reload_work(void *arg)
+{
+	struct reload_request *req = arg;
+
+	req->result = index_new(&req->index);
+	if (req->result < 0)
+		return;
+	req->result = index_load_tree_cached(req->index, req->output, req->done_dir,
+					     req->cache[0] ? req->cache : NULL, NULL, NULL);
+}
+
+static void reload_done(void *arg, bool cancelled)
+{
+	struct reload_request *req = arg;
+	struct folder *f = req->folder;
+	int r = cancelled ? -ECANCELED : req->result;
+
+	f->index_reloading = false;
+	if (r == 0 && strcmp(req->output, f->cfg->output) != 0)
+		r = -ESTALE; /* another output now: its records are still to be read */
+	if (r == 0) {
+		index_free(f->index);
+		f->index = req->index;
+		req->index = NULL;
+		f->index_stale = false;
+		f->index_changes_saved = index_changes(f->index);
+	}
+	if (req->done)
+		req->done(f, r, req->userdata);
+	reload_request_free(req);
+}
+
+int folder_reload_index_async(struct folder *f, struct work_pool *pool,
+			      void (*done)(struct folder *folder, int result, void *userdata),
+			      void *userdata)
+{
+	struct reload_request *req;
+	int r;
+
+	if (f->index_reloading)
+		return -EBUSY;
+	req = calloc(1, sizeof(*req));
+	if (!req)
+		return -ENOMEM;
+	req->folder = f;
+	req->done = done;
+	req->userdata = userdata;
+	req->output = strdup(f->cfg->output);
+	req->done_dir = f->cfg->done_dir ? strdup(f->cfg->done_dir) : NULL;
+	if (!req->output || (f->cfg->done_dir && !req->done_dir)) {
+		reload_request_free(req);
+		return -ENOMEM;
+	}
+	folder_index_cache_file(f, req->cache, sizeof(req->cache));
+	r = work_submit(pool, reload_work, reload_done, req);
+	if (r < 0) {
+		reload_request_free(req);
+		return r;
+	}
+	f->index_reloading = true;
+	return 0;
+}
+
+struct save_request {
+	struct folder *folder; /* only on the loop thread */
+	void (*done)(struct folder *folder, int result, void *userdata);
+	void *userdata;
+	/* the worker's own copies */
+	struct index *index;
+	char *output;
+	char *done_dir;
+	char cache[PATH_MAX + 64];
+	int result;
+};
+
+static void save_request_free(struct save_request *req)
+{
+	index_free(req->index);
+	free(req->output);
+	free(req->done_dir);
+	free(req);
+}
+
+static void save_work(void *arg)
+{
+	struct save_request *req = arg;
+
+	req->result = index_save_cache(req->index, req->output, req->done_dir, req->cache);
+}
+
+static void save_done(void *arg, bool cancelled)
+{
+	struct save_request *req = arg;
+	struct folder *f = req->folder;
+	int r = cancelled ? -ECANCELED : req->result;
+
+	f->index_saving = false;
+	if (r == 0)
+		f->index_changes_saved = index_changes(req->index);
+	if (req->done)
+		req->done(f, r, req->userdata);
+	save_request_free(req);
+}
+
+int folder_save_index_cache_async(struct folder *f, struct work_pool *pool,
+				  void (*done)(struct folder *folder, int result, void *userdata),
+				  void *userdata)
+{
+	struct save_request *req;
+	int r;
+
+	if (f->index_saving)
+		return -EBUSY;
+	req = calloc(1, sizeof(*req));
+	if (!req)
+		return -ENOMEM;
+	req->folder = f;
+	req->done = done;
+	req->userdata = userdata;
+	folder_index_cache_file(f, req->cache, sizeof(req->cache));
+	req->output = strdup(f->cfg->output);
+	req->done_dir = f->cfg->done_dir ? strdup(f->cfg->done_dir) : NULL;
+	r = !req->cache[0] ? -EINVAL : 0;
+	if (r == 0 && (!req->output || (f->cfg->done_dir && !req->done_dir)))
+		r = -ENOMEM;
+	if (r == 0)
+		r = index_clone(f->index, &req->index);
+	if (r == 0)
+		r = work_submit(pool, save_work, save_done, req);
+	if (r < 0) {
+		save_request_free(req);
+		return r;
+	}
+	f->index_saving = true;
 	return 0;
 }
 

@@ -3,9 +3,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -34,6 +36,8 @@ struct index {
 	/* A filter over the sizes of successful sources: a new file whose size
 	 * was never done cannot be a copy of one, so it needs no hashing. */
 	uint64_t sizes[INDEX_SIZE_BITS / 64];
+	uint64_t changes;      /* puts and removes so far */
+	struct timespec taken; /* a clone: when it was taken (else zero) */
 };
 
 static size_t size_bit(uint64_t size)
@@ -166,6 +170,7 @@ int index_put(struct index *index, const struct index_entry *entry)
 	n = node_new(entry, hash);
 	if (!n)
 		return -ENOMEM;
+	index->changes++;
 	if (index->slots[i]) {
 		free(index->slots[i]);
 		index->slots[i] = n;
@@ -208,6 +213,7 @@ int index_remove(struct index *index, const char *source)
 	free(index->slots[i]);
 	index->slots[i] = NULL;
 	index->count--;
+	index->changes++;
 	/* Backward shift: pull later members of the probe run into the hole
 	 * unless their home slot lies cyclically in (i, j]. */
 	for (j = (i + 1) & mask; index->slots[j]; j = (j + 1) & mask) {
@@ -219,6 +225,47 @@ int index_remove(struct index *index, const char *source)
 			i = j;
 		}
 	}
+	return 0;
+}
+
+uint64_t index_changes(const struct index *index)
+{
+	return index ? index->changes : 0;
+}
+
+int index_clone(const struct index *src, struct index **ret_index)
+{
+	struct index *index;
+
+	if (!src || !ret_index)
+		return -EINVAL;
+	index = calloc(1, sizeof(*index));
+	if (!index)
+		return -ENOMEM;
+	index->slots = calloc(src->capacity, sizeof(*index->slots));
+	if (!index->slots) {
+		free(index);
+		return -ENOMEM;
+	}
+	index->capacity = src->capacity;
+	for (size_t i = 0; i < src->capacity; i++) {
+		const struct node *n = src->slots[i];
+		struct node *copy;
+
+		if (!n)
+			continue;
+		copy = node_new(&n->entry, n->hash);
+		if (!copy) {
+			index_free(index);
+			return -ENOMEM;
+		}
+		index->slots[i] = copy;
+	}
+	index->count = src->count;
+	index->changes = src->changes;
+	memcpy(index->sizes, src->sizes, sizeof(index->sizes));
+	(void)clock_gettime(CLOCK_REALTIME, &index->taken);
+	*ret_index = index;
 	return 0;
 }
 
@@ -400,7 +447,19 @@ struct walk {
 	size_t skipped;
 	char *buf; /* reused read buffer */
 	size_t bufcap;
+	const struct cache *cache; /* may be NULL */
+	struct index_load_stats stats;
 };
+
+struct cache;
+struct cache_dir;
+static int cache_read(const char *path, const char *output_root, const char *skip_dir,
+		      struct cache **ret);
+static void cache_free(struct cache *c);
+/* The cached directory rel when its stat still matches, else NULL. */
+static const struct cache_dir *cache_match(const struct cache *c, const char *rel,
+					   const struct stat *st);
+static int walk_cached(struct walk *w, const struct cache_dir *d, int dirfd, unsigned depth);
 
 static bool is_resource_error(int r)
 {
@@ -464,6 +523,7 @@ static int load_file(struct walk *w, int dirfd, const char *name)
 		r = 0;
 		goto out;
 	}
+	w->stats.sidecars_read++;
 	len = read_sidecar(w, fd, (size_t)st.st_size);
 	if (len < 0) {
 		r = (int)len;
@@ -502,6 +562,17 @@ static bool has_json_suffix(const char *name)
 
 static int walk_dir(struct walk *w, int dirfd, unsigned depth);
 
+/* From the cache when it vouches for the directory, else by reading it. */
+static int walk_any(struct walk *w, int dirfd, const struct stat *st, unsigned depth)
+{
+	const struct cache_dir *d = w->cache ? cache_match(w->cache, w->path.buf, st) : NULL;
+
+	if (d)
+		return walk_cached(w, d, dirfd, depth);
+	w->stats.dirs_read++;
+	return walk_dir(w, dirfd, depth);
+}
+
 /* A subdirectory: 0 when walked or passed over, or a fatal -errno. */
 static int enter_dir(struct walk *w, int dirfd, const char *name, unsigned depth)
 {
@@ -530,7 +601,7 @@ static int enter_dir(struct walk *w, int dirfd, const char *name, unsigned depth
 		(void)close(fd);
 		return r;
 	}
-	r = walk_dir(w, fd, depth + 1);
+	r = walk_any(w, fd, &st, depth + 1);
 	w->path.len = base;
 	w->path.buf[base] = '\0';
 	return r;
@@ -582,15 +653,19 @@ static int walk_dir(struct walk *w, int dirfd, unsigned depth)
 	return r;
 }
 
-int index_load_tree(struct index *index, const char *output_root, const char *skip_dir,
-		    size_t *ret_skipped)
+int index_load_tree_cached(struct index *index, const char *output_root, const char *skip_dir,
+			   const char *cache_path, size_t *ret_skipped,
+			   struct index_load_stats *ret_stats)
 {
 	struct walk w = {.index = index};
+	struct cache *cache = NULL;
 	struct stat st;
 	int fd, r;
 
 	if (ret_skipped)
 		*ret_skipped = 0;
+	if (ret_stats)
+		memset(ret_stats, 0, sizeof(*ret_stats));
 	if (!index || !output_root)
 		return -EINVAL;
 	if (skip_dir && stat(skip_dir, &st) == 0) {
@@ -598,21 +673,40 @@ int index_load_tree(struct index *index, const char *output_root, const char *sk
 		w.skip_dev = st.st_dev;
 		w.skip_ino = st.st_ino;
 	}
+	if (cache_path) {
+		r = cache_read(cache_path, output_root, skip_dir, &cache);
+		if (r == -ENOMEM)
+			return r;
+		w.stats.cache_result = r;
+		w.cache = cache;
+	}
 	fd = open(output_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+	if (fd < 0) {
+		r = errno == ENOENT ? 0 : -errno;
+		goto out;
+	}
 	r = path_push(&w.path, "", false);
-	if (r < 0) {
+	if (r < 0 || fstat(fd, &st) < 0) {
+		r = r < 0 ? r : -errno;
 		(void)close(fd);
 		goto out;
 	}
-	r = walk_dir(&w, fd, 0);
+	r = walk_any(&w, fd, &st, 0);
 out:
 	if (ret_skipped)
 		*ret_skipped = w.skipped;
+	if (ret_stats)
+		*ret_stats = w.stats;
+	cache_free(cache);
 	free(w.path.buf);
 	free(w.buf);
 	return r;
+}
+
+int index_load_tree(struct index *index, const char *output_root, const char *skip_dir,
+		    size_t *ret_skipped)
+{
+	return index_load_tree_cached(index, output_root, skip_dir, NULL, ret_skipped, NULL);
 }
 
 bool index_may_have_size(const struct index *index, uint64_t size)
@@ -631,4 +725,658 @@ const struct index_entry *index_find_content(const struct index *index, uint64_t
 			return &n->entry;
 	}
 	return NULL;
+}
+
+/* ---- the done-record cache ------------------------------------------------
+ *
+ * Reading 100,000 sidecars at every start costs seconds (minutes on a share).
+ * The cache keeps the entries per output directory together with the
+ * directory's (device, inode, mtime, size) when it was written. At the next
+ * start a directory whose stat still matches gives its entries and its list of
+ * subdirectories from the cache, without a readdir or a sidecar read; any
+ * other is read as before. The daemon writes every sidecar by rename, which
+ * changes the directory's mtime, and so does a deletion or a new
+ * subdirectory. A directory changed within INDEX_CACHE_RACY_S of writing the
+ * cache is not trusted (a later change could leave the same mtime).
+ *
+ * Layout (host byte order; a cache never moves between machines):
+ *   magic, u32 version, str output_root, str skip_dir,
+ *   u64 n_dirs, per dir: str rel ("" or "a/b/"), u64 dev, ino, i64 mtime
+ *   sec, nsec, u64 size, u8 trusted, u64 n_entries, then the entries:
+ *   str source, str sidecar, u64 size, i64 mtime sec, nsec, str sha256,
+ *   u8 failed, i64 finished_at, generated_images;
+ *   u64 FNV-1a over everything before.
+ * A str is a u32 length that counts a final NUL, then the bytes. */
+
+#define INDEX_CACHE_MAGIC   "SEEDREAMD-INDEX\n"
+#define INDEX_CACHE_VERSION 2u
+#define INDEX_CACHE_RACY_S  2
+#define INDEX_CACHE_MAX	    ((size_t)1 << 31)
+
+static uint64_t fnv64(const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	while (len--)
+		h = (h ^ *p++) * 0x100000001b3ULL;
+	return h;
+}
+
+struct wbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+static void put(struct wbuf *b, const void *data, size_t len)
+{
+	if (b->oom)
+		return;
+	if (b->len + len > b->cap) {
+		size_t cap = b->cap ? b->cap : 1 << 16;
+		char *p;
+
+		while (cap < b->len + len)
+			cap *= 2;
+		p = realloc(b->p, cap);
+		if (!p) {
+			b->oom = true;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, data, len);
+	b->len += len;
+}
+
+static void put_u64(struct wbuf *b, uint64_t v)
+{
+	put(b, &v, sizeof(v));
+}
+
+static void put_i64(struct wbuf *b, int64_t v)
+{
+	put(b, &v, sizeof(v));
+}
+
+static void put_str(struct wbuf *b, const char *s)
+{
+	uint32_t n = (uint32_t)strlen(s) + 1;
+
+	put(b, &n, sizeof(n));
+	put(b, s, n);
+}
+
+struct rbuf {
+	const char *p;
+	size_t len, pos;
+	bool bad;
+};
+
+static void get(struct rbuf *b, void *out, size_t len)
+{
+	if (b->bad || b->len - b->pos < len) {
+		b->bad = true;
+		memset(out, 0, len);
+		return;
+	}
+	memcpy(out, b->p + b->pos, len);
+	b->pos += len;
+}
+
+static uint64_t get_u64(struct rbuf *b)
+{
+	uint64_t v;
+
+	get(b, &v, sizeof(v));
+	return v;
+}
+
+static int64_t get_i64(struct rbuf *b)
+{
+	int64_t v;
+
+	get(b, &v, sizeof(v));
+	return v;
+}
+
+/* A NUL-terminated string inside the buffer, or "" (and bad). */
+static const char *get_str(struct rbuf *b)
+{
+	uint32_t n;
+	const char *s;
+
+	get(b, &n, sizeof(n));
+	if (b->bad || n == 0 || b->len - b->pos < n) {
+		b->bad = true;
+		return "";
+	}
+	s = b->p + b->pos;
+	if (s[n - 1] != '\0' || memchr(s, '\0', n - 1)) {
+		b->bad = true;
+		return "";
+	}
+	b->pos += n;
+	return s;
+}
+
+struct cache_dir {
+	const char *rel;
+	uint64_t dev, ino, size;
+	int64_t mtime_sec, mtime_nsec;
+	unsigned char trusted; /* else listed only as a child, read at load */
+	size_t entries_pos;    /* where its entries start in the file */
+	uint64_t n_entries;
+};
+
+struct cache {
+	char *text;
+	size_t len;
+	struct cache_dir *dirs; /* sorted by rel */
+	size_t n_dirs;
+};
+
+static int cache_dir_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct cache_dir *)a)->rel, ((const struct cache_dir *)b)->rel);
+}
+
+static void read_entry(struct rbuf *b, struct index_entry *e)
+{
+	const char *sha;
+
+	e->source = (char *)get_str(b);
+	e->sidecar = (char *)get_str(b);
+	e->size = get_u64(b);
+	e->mtime_sec = get_i64(b);
+	e->mtime_nsec = (long)get_i64(b);
+	sha = get_str(b);
+	if (strlen(sha) == 64)
+		memcpy(e->sha256, sha, 65);
+	else if (sha[0])
+		b->bad = true;
+	else
+		e->sha256[0] = '\0';
+	{
+		unsigned char failed = 0;
+
+		get(b, &failed, 1);
+		e->failed = failed != 0;
+	}
+	e->finished_at = get_i64(b);
+	e->generated_images = get_i64(b);
+	if (!e->source[0] || e->mtime_nsec < 0 || e->mtime_nsec > 999999999)
+		b->bad = true;
+}
+
+static void cache_free(struct cache *c)
+{
+	if (!c)
+		return;
+	free(c->text);
+	free(c->dirs);
+	free(c);
+}
+
+/* Reads and checks the whole cache; NULL when missing, foreign or damaged. */
+static int cache_read(const char *path, const char *output_root, const char *skip_dir,
+		      struct cache **ret)
+{
+	struct cache *c = calloc(1, sizeof(*c));
+	struct rbuf b = {0};
+	char magic[sizeof(INDEX_CACHE_MAGIC) - 1];
+	uint32_t version = 0;
+	uint64_t sum, n;
+	int fd, r;
+
+	*ret = NULL;
+	if (!c)
+		return -ENOMEM;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	r = output_read_fd(fd, INDEX_CACHE_MAX, &c->text, &c->len);
+	(void)close(fd);
+	if (r < 0)
+		goto fail;
+	r = -EINVAL;
+	if (c->len < sizeof(magic) + sizeof(sum))
+		goto fail;
+	memcpy(&sum, c->text + c->len - sizeof(sum), sizeof(sum));
+	if (fnv64(c->text, c->len - sizeof(sum)) != sum)
+		goto fail;
+	b.p = c->text;
+	b.len = c->len - sizeof(sum);
+	get(&b, magic, sizeof(magic));
+	get(&b, &version, sizeof(version));
+	if (b.bad || memcmp(magic, INDEX_CACHE_MAGIC, sizeof(magic)) != 0 ||
+	    version != INDEX_CACHE_VERSION)
+		goto fail;
+	if (strcmp(get_str(&b), output_root) != 0 || strcmp(get_str(&b), skip_dir ? skip_dir : ""))
+		goto fail;
+	n = get_u64(&b);
+	if (b.bad || n > b.len / 8)
+		goto fail;
+	c->dirs = calloc(n ? n : 1, sizeof(*c->dirs));
+	if (!c->dirs) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (uint64_t i = 0; i < n && !b.bad; i++) {
+		struct cache_dir *d = &c->dirs[c->n_dirs++];
+
+		d->rel = get_str(&b);
+		d->dev = get_u64(&b);
+		d->ino = get_u64(&b);
+		d->mtime_sec = get_i64(&b);
+		d->mtime_nsec = get_i64(&b);
+		d->size = get_u64(&b);
+		get(&b, &d->trusted, 1);
+		d->n_entries = get_u64(&b);
+		if (!d->trusted && d->n_entries)
+			b.bad = true;
+		d->entries_pos = b.pos;
+		for (uint64_t k = 0; k < d->n_entries && !b.bad; k++) {
+			struct index_entry e;
+
+			read_entry(&b, &e);
+		}
+	}
+	if (b.bad || b.pos != b.len)
+		goto fail;
+	qsort(c->dirs, c->n_dirs, sizeof(*c->dirs), cache_dir_cmp);
+	for (size_t i = 1; i < c->n_dirs; i++)
+		if (!strcmp(c->dirs[i - 1].rel, c->dirs[i].rel))
+			goto fail;
+	*ret = c;
+	return 0;
+fail:
+	cache_free(c);
+	return r;
+}
+
+static const struct cache_dir *cache_find(const struct cache *c, const char *rel)
+{
+	struct cache_dir key = {.rel = rel};
+
+	return bsearch(&key, c->dirs, c->n_dirs, sizeof(*c->dirs), cache_dir_cmp);
+}
+
+static const struct cache_dir *cache_match(const struct cache *c, const char *rel,
+					   const struct stat *st)
+{
+	const struct cache_dir *d = cache_find(c, rel);
+
+	if (d && d->trusted && d->dev == (uint64_t)st->st_dev && d->ino == (uint64_t)st->st_ino &&
+	    d->size == (uint64_t)st->st_size && d->mtime_sec == (int64_t)st->st_mtim.tv_sec &&
+	    d->mtime_nsec == (int64_t)st->st_mtim.tv_nsec)
+		return d;
+	return NULL;
+}
+
+/* A directory unchanged since the cache was written: its entries from the
+ * cache, its subdirectories (the cached ones with one more component) walked
+ * as usual. Consumes dirfd. */
+static int walk_cached(struct walk *w, const struct cache_dir *d, int dirfd, unsigned depth)
+{
+	const struct cache *c = w->cache;
+	struct rbuf b = {.p = c->text, .len = c->len, .pos = d->entries_pos};
+	size_t rel_len = strlen(d->rel);
+	int r = 0;
+
+	w->stats.dirs_cached++;
+	for (uint64_t k = 0; k < d->n_entries && r == 0; k++) {
+		struct index_entry e;
+
+		read_entry(&b, &e);
+		r = index_put(w->index, &e);
+	}
+	for (const struct cache_dir *s = d + 1; r == 0 && s < c->dirs + c->n_dirs; s++) {
+		const char *rest = s->rel + rel_len, *slash;
+		char name[NAME_MAX + 1];
+		size_t n;
+
+		if (strncmp(s->rel, d->rel, rel_len) != 0)
+			break; /* past the descendants: sorted, so contiguous */
+		slash = strchr(rest, '/');
+		if (!slash || slash[1] != '\0')
+			continue; /* deeper: reached through its parent */
+		n = (size_t)(slash - rest);
+		if (n == 0 || n > NAME_MAX)
+			continue;
+		memcpy(name, rest, n);
+		name[n] = '\0';
+		r = enter_dir(w, dirfd, name, depth);
+	}
+	(void)close(dirfd);
+	return r;
+}
+
+/* ---- writing it ---------------------------------------------------------- */
+
+/* Sorted by directory, then name: a directory's entries are contiguous. */
+static int sidecar_cmp(const void *a, const void *b)
+{
+	const char *x = (*(const struct index_entry *const *)a)->sidecar;
+	const char *y = (*(const struct index_entry *const *)b)->sidecar;
+	const char *xs = strrchr(x, '/'), *ys = strrchr(y, '/');
+	size_t xd = xs ? (size_t)(xs - x) + 1 : 0, yd = ys ? (size_t)(ys - y) + 1 : 0;
+	int c = memcmp(x, y, xd < yd ? xd : yd);
+
+	if (c)
+		return c;
+	if (xd != yd)
+		return xd < yd ? -1 : 1;
+	return strcmp(x + xd, y + yd);
+}
+
+struct saver {
+	struct wbuf out;
+	const struct index_entry **entries; /* sorted with sidecar_cmp */
+	size_t n_entries;
+	bool have_skip;
+	dev_t skip_dev;
+	ino_t skip_ino;
+	struct timespec racy_after; /* changed since then: not trusted */
+	uint64_t n_dirs;
+	struct path path;
+};
+
+static void collect_entry(const struct index_entry *e, void *userdata)
+{
+	struct saver *s = userdata;
+
+	s->entries[s->n_entries++] = e;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The first entry whose sidecar lies in directory rel. */
+static size_t first_entry_of(const struct saver *s, const char *rel)
+{
+	size_t lo = 0, hi = s->n_entries, len = strlen(rel);
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const char *p = s->entries[mid]->sidecar, *slash = strrchr(p, '/');
+		size_t dlen = slash ? (size_t)(slash - p) + 1 : 0;
+		int c = memcmp(p, rel, dlen < len ? dlen : len);
+
+		if (!c)
+			c = dlen < len ? -1 : dlen > len;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int save_dir(struct saver *s, int dirfd, unsigned depth);
+
+static int save_subdir(struct saver *s, int dirfd, const char *name, unsigned depth)
+{
+	size_t base = s->path.len;
+	struct stat st;
+	int fd, r;
+
+	if (depth >= WALK_DEPTH_MAX)
+		return 0;
+	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (is_resource_error(-errno))
+			return -errno;
+		/* Not listed as a child: its parent cannot vouch for the tree. */
+		return errno == ENOENT || errno == ELOOP || errno == ENOTDIR ? 0 : 1;
+	}
+	if (fstat(fd, &st) < 0) {
+		(void)close(fd);
+		return 1;
+	}
+	if (s->have_skip && st.st_dev == s->skip_dev && st.st_ino == s->skip_ino) {
+		(void)close(fd);
+		return 0;
+	}
+	r = path_push(&s->path, name, true);
+	if (r < 0) {
+		(void)close(fd);
+		return r;
+	}
+	r = save_dir(s, fd, depth + 1);
+	s->path.len = base;
+	s->path.buf[base] = '\0';
+	return r;
+}
+
+/* Lists the directory (names only, no file is read), writes it with the
+ * entries whose sidecar is still there when it did not change meanwhile,
+ * then its subdirectories. Consumes dirfd. */
+static int save_dir(struct saver *s, int dirfd, unsigned depth)
+{
+	char **jsons = NULL, **subdirs = NULL;
+	size_t n_json = 0, n_sub = 0, cap_json = 0, cap_sub = 0;
+	struct stat before, after;
+	bool incomplete = false, trusted;
+	struct dirent *de;
+	DIR *dir;
+	int r = 0;
+
+	if (fstat(dirfd, &before) < 0) {
+		(void)close(dirfd);
+		return 0;
+	}
+	dir = fdopendir(dirfd);
+	if (!dir) {
+		(void)close(dirfd);
+		return 0;
+	}
+	while ((de = readdir(dir))) {
+		unsigned char type = de->d_type;
+		char ***list;
+		size_t *n, *cap;
+
+		if (de->d_name[0] == '.')
+			continue;
+		if (type == DT_UNKNOWN) {
+			struct stat st;
+
+			if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+				continue;
+			type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : 0;
+		}
+		if (type == DT_DIR) {
+			list = &subdirs, n = &n_sub, cap = &cap_sub;
+		} else if (type == DT_REG && has_json_suffix(de->d_name)) {
+			list = &jsons, n = &n_json, cap = &cap_json;
+		} else {
+			continue;
+		}
+		if (*n == *cap) {
+			size_t c = *cap ? *cap * 2 : 16;
+			char **l = reallocarray(*list, c, sizeof(*l));
+
+			if (!l) {
+				r = -ENOMEM;
+				goto out;
+			}
+			*list = l;
+			*cap = c;
+		}
+		if (!((*list)[*n] = strdup(de->d_name))) {
+			r = -ENOMEM;
+			goto out;
+		}
+		(*n)++;
+	}
+	for (size_t i = 0; i < n_sub && r >= 0; i++) {
+		int k = save_subdir(s, dirfd, subdirs[i], depth);
+
+		if (k < 0)
+			r = k;
+		else if (k > 0)
+			incomplete = true;
+	}
+	if (r < 0)
+		goto out;
+	/* Every directory is listed, so a cached parent leads to all its
+	 * children; only one that is unchanged, settled and complete carries
+	 * entries and is trusted. */
+	trusted = !incomplete && fstat(dirfd, &after) == 0 &&
+		  before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
+		  before.st_mtim.tv_nsec == after.st_mtim.tv_nsec &&
+		  before.st_size == after.st_size &&
+		  (before.st_mtim.tv_sec < s->racy_after.tv_sec ||
+		   (before.st_mtim.tv_sec == s->racy_after.tv_sec &&
+		    before.st_mtim.tv_nsec < s->racy_after.tv_nsec));
+	{
+		size_t first = first_entry_of(s, s->path.buf), last = first, len = s->path.len;
+		unsigned char trust = trusted;
+		uint64_t n = 0;
+
+		qsort(jsons, n_json, sizeof(*jsons), name_cmp);
+		while (last < s->n_entries &&
+		       !strncmp(s->entries[last]->sidecar, s->path.buf, len) &&
+		       !strchr(s->entries[last]->sidecar + len, '/'))
+			last++;
+		for (size_t i = first; i < last; i++) {
+			const char *base = s->entries[i]->sidecar + len;
+
+			if (bsearch(&base, jsons, n_json, sizeof(*jsons), name_cmp))
+				n++;
+		}
+		/* Every "*.json" there must be an entry: one that is not (a
+		 * sidecar committed after the index was taken, the older of a
+		 * success and an error sidecar, a foreign file) is read at the
+		 * next start rather than taken for nothing. */
+		if (n != n_json)
+			trusted = false;
+		if (!trusted) {
+			last = first;
+			n = 0;
+		}
+		trust = trusted;
+		put_str(&s->out, s->path.buf);
+		put_u64(&s->out, (uint64_t)before.st_dev);
+		put_u64(&s->out, (uint64_t)before.st_ino);
+		put_i64(&s->out, (int64_t)before.st_mtim.tv_sec);
+		put_i64(&s->out, (int64_t)before.st_mtim.tv_nsec);
+		put_u64(&s->out, (uint64_t)before.st_size);
+		put(&s->out, &trust, 1);
+		put_u64(&s->out, n);
+		for (size_t i = first; i < last; i++) {
+			const struct index_entry *e = s->entries[i];
+			const char *base = e->sidecar + len;
+			unsigned char failed = e->failed;
+
+			/* A sidecar deleted while the daemon ran is not done. */
+			if (!bsearch(&base, jsons, n_json, sizeof(*jsons), name_cmp))
+				continue;
+			put_str(&s->out, e->source);
+			put_str(&s->out, e->sidecar);
+			put_u64(&s->out, e->size);
+			put_i64(&s->out, e->mtime_sec);
+			put_i64(&s->out, (int64_t)e->mtime_nsec);
+			put_str(&s->out, e->sha256);
+			put(&s->out, &failed, 1);
+			put_i64(&s->out, e->finished_at);
+			put_i64(&s->out, e->generated_images);
+		}
+		s->n_dirs++;
+	}
+out:
+	for (size_t i = 0; i < n_json; i++)
+		free(jsons[i]);
+	for (size_t i = 0; i < n_sub; i++)
+		free(subdirs[i]);
+	free(jsons);
+	free(subdirs);
+	(void)closedir(dir);
+	return r;
+}
+
+int index_save_cache(const struct index *index, const char *output_root, const char *skip_dir,
+		     const char *cache_path)
+{
+	struct saver s = {0};
+	const char *slash = strrchr(cache_path, '/');
+	char *dir = NULL;
+	uint64_t n_dirs_pos, sum;
+	uint32_t version = INDEX_CACHE_VERSION;
+	struct stat st;
+	int fd = -1, r;
+
+	if (!index || !output_root || !slash || !slash[1])
+		return -EINVAL;
+	s.entries = calloc(index->count ? index->count : 1, sizeof(*s.entries));
+	dir = strndup(cache_path, (size_t)(slash - cache_path));
+	if (!s.entries || !dir) {
+		r = -ENOMEM;
+		goto out;
+	}
+	index_foreach(index, collect_entry, &s);
+	qsort(s.entries, s.n_entries, sizeof(*s.entries), sidecar_cmp);
+	if (skip_dir && stat(skip_dir, &st) == 0) {
+		s.have_skip = true;
+		s.skip_dev = st.st_dev;
+		s.skip_ino = st.st_ino;
+	}
+	/* A clone is as old as when it was taken: a folder changed after that
+	 * (less the racy margin) may hold what it lacks. */
+	if (index->taken.tv_sec)
+		s.racy_after = index->taken;
+	else
+		(void)clock_gettime(CLOCK_REALTIME, &s.racy_after);
+	s.racy_after.tv_sec -= INDEX_CACHE_RACY_S;
+	put(&s.out, INDEX_CACHE_MAGIC, strlen(INDEX_CACHE_MAGIC));
+	put(&s.out, &version, sizeof(version));
+	put_str(&s.out, output_root);
+	put_str(&s.out, skip_dir ? skip_dir : "");
+	n_dirs_pos = s.out.len;
+	put_u64(&s.out, 0);
+	r = path_push(&s.path, "", false);
+	if (r < 0)
+		goto out;
+	fd = open(output_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		r = save_dir(&s, fd, 0);
+		if (r < 0)
+			goto out;
+	} else if (errno != ENOENT) {
+		r = -errno;
+		goto out;
+	}
+	if (s.out.oom) {
+		r = -ENOMEM;
+		goto out;
+	}
+	memcpy(s.out.p + n_dirs_pos, &s.n_dirs, sizeof(s.n_dirs));
+	sum = fnv64(s.out.p, s.out.len);
+	put_u64(&s.out, sum);
+	if (s.out.oom) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = output_mkdir_parents(dir, 0700);
+	if (r < 0)
+		goto out;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	r = output_write_atomic(fd, slash + 1, s.out.p, s.out.len);
+	(void)close(fd);
+out:
+	free(s.entries);
+	free(s.out.p);
+	free(s.path.buf);
+	free(dir);
+	return r;
 }

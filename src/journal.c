@@ -1,24 +1,37 @@
+/* journal: paid results not yet written out, in one append-only file.
+ *
+ * The guarantees (the README states them too):
+ * - A crash costs at most the generations in flight: a result the API has
+ *   answered is in the journal (or written out) before anything else
+ *   happens to it, and a restart downloads it instead of paying again.
+ * - A paid result is durable (a journal record after fdatasync, or the
+ *   output and its sidecar after fsync of file and directory) before the job
+ *   counts it done.
+ * - No partial file under a final name: every file is written to a hidden
+ *   temporary name, fsync'd and renamed; a torn journal append is detected
+ *   by its frame and checksum and never replayed.
+ *
+ * Cheaper than one file per record: concurrent writers share one fdatasync
+ * (group commit), and a "done" tombstone needs none (a lost one only makes
+ * the restart find the result already written, which the restore checks). */
 #include "journal.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-
 #include "api.h"
-#include "b64.h"
 #include "clean.h"
 #include "output.h"
-
-struct journal {
-	int dirfd;
-};
 
 /* Server text arrives cleaned (api_parse_response); names may be any bytes,
  * so they are written as sidecars write them: readable, and exact as hex.
@@ -181,53 +194,565 @@ void journal_record_clear(struct journal_record *rec)
 	memset(rec, 0, sizeof(*rec));
 }
 
-/* One file per (folder, source): the SHA-256 of both names, so any name is safe. */
-static int journal_name(const char *folder, const char *source, char *name, size_t len)
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int md_len = 0;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+/* ---- the log file ----------------------------------------------------------
+ *
+ * One line per record: "SJ1 <kind> <length> <crc32> <payload>\n", kind 'W'
+ * (a paid result, payload journal_record_json) or 'D' (done: payload
+ * {"folder","source"}), length the payload's bytes in decimal, crc32 (IEEE)
+ * over the kind and the payload in 8 hex digits. JSON as cJSON prints it
+ * unformatted never holds a raw newline, so a damaged line ends at the next
+ * '\n' and the lines after it still read. A last line without its '\n' is a
+ * torn append: its writer never heard "durable", so it is set aside, never
+ * replayed. */
 
-	if (!ctx)
-		return -ENOMEM;
-	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
-	    EVP_DigestUpdate(ctx, folder, strlen(folder) + 1) != 1 ||
-	    EVP_DigestUpdate(ctx, source, strlen(source)) != 1 ||
-	    EVP_DigestFinal_ex(ctx, md, &md_len) != 1 || len < 2 * md_len + 6) {
-		EVP_MD_CTX_free(ctx);
-		return -EIO;
+#define JOURNAL_LOG	"journal.log"
+#define JOURNAL_BAD	"journal.bad"
+#define JOURNAL_OLD_DIR "journal"
+#define JOURNAL_MAGIC	"SJ1 "
+/* Compact once the file has grown past this and doubled since it was last
+ * rewritten: tombstones then hold at least half of it. */
+#define JOURNAL_COMPACT_MIN (1024 * 1024)
+/* A log larger than this is not read (never written: compaction keeps it
+ * near the live records, each under OUTPUT_RECORD_MAX). */
+#define JOURNAL_READ_MAX ((size_t)1 << 30)
+
+struct journal {
+	int dirfd; /* state_dir */
+	int fd;	   /* journal.log, O_APPEND */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint64_t appended;    /* records appended so far */
+	uint64_t synced;      /* of which durable */
+	uint64_t failed_upto; /* a failed sync covered records up to this one */
+	int failed_err;
+	bool syncing;	     /* a leader is in fdatasync outside the lock */
+	bool needs_rewrite;  /* the file's tail is suspect: rewrite before appending */
+	uint64_t size;	     /* bytes in journal.log */
+	uint64_t base_size;  /* after the last rewrite */
+	uint64_t sync_count; /* fdatasync calls, for tests and figures */
+	unsigned sync_delay_us;
+};
+
+static uint32_t journal_crc32(uint32_t crc, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+
+	crc = ~crc;
+	while (len--) {
+		crc ^= *p++;
+		for (int k = 0; k < 8; k++)
+			crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
 	}
-	EVP_MD_CTX_free(ctx);
-	b64_hex(md, md_len, name);
-	memcpy(name + 2 * md_len, ".json", 6);
+	return ~crc;
+}
+
+static uint32_t line_crc(char kind, const char *payload, size_t len)
+{
+	return journal_crc32(journal_crc32(0, &kind, 1), payload, len);
+}
+
+/* The framed line for payload (caller frees), or NULL on ENOMEM. */
+static char *line_new(char kind, const char *payload, size_t *ret_len)
+{
+	size_t len = strlen(payload);
+	char *line;
+	int n;
+
+	n = asprintf(&line, JOURNAL_MAGIC "%c %zu %08" PRIx32 " %s\n", kind, len,
+		     line_crc(kind, payload, len), payload);
+	if (n < 0)
+		return NULL;
+	*ret_len = (size_t)n;
+	return line;
+}
+
+/* Parses one line (without its '\n'); on success *ret_payload points into it. */
+static int line_parse(const char *line, size_t len, char *ret_kind, const char **ret_payload,
+		      size_t *ret_payload_len)
+{
+	const size_t magic = strlen(JOURNAL_MAGIC);
+	unsigned long long plen = 0;
+	uint32_t crc = 0;
+	const char *p = line + magic + 2, *end = line + len;
+	int digits = 0;
+
+	if (len < magic + 2 || memcmp(line, JOURNAL_MAGIC, magic) != 0 || line[magic + 1] != ' ')
+		return -EINVAL;
+	if (line[magic] != 'W' && line[magic] != 'D')
+		return -EINVAL;
+	while (p < end && *p >= '0' && *p <= '9' && digits < 12) {
+		plen = plen * 10 + (unsigned)(*p++ - '0');
+		digits++;
+	}
+	if (!digits || p >= end || *p++ != ' ')
+		return -EINVAL;
+	for (digits = 0; digits < 8; digits++, p++) {
+		int v = p < end && isxdigit((unsigned char)*p)
+			    ? (*p <= '9' ? *p - '0' : (*p | 0x20) - 'a' + 10)
+			    : -1;
+		if (v < 0)
+			return -EINVAL;
+		crc = crc << 4 | (uint32_t)v;
+	}
+	if (p >= end || *p++ != ' ' || (size_t)(end - p) != plen)
+		return -EINVAL;
+	if (line_crc(line[magic], p, (size_t)plen) != crc)
+		return -EINVAL;
+	*ret_kind = line[magic];
+	*ret_payload = p;
+	*ret_payload_len = (size_t)plen;
 	return 0;
 }
+
+static char *tombstone_json(const char *folder, const char *source)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *text = NULL;
+
+	if (o && output_json_add_name(o, "folder", folder) &&
+	    output_json_add_name(o, "source", source))
+		text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return text;
+}
+
+static int tombstone_parse(const char *json, size_t len, char **ret_folder, char **ret_source)
+{
+	cJSON *o = cJSON_ParseWithLength(json, len);
+	int r = -EINVAL;
+
+	*ret_folder = *ret_source = NULL;
+	if (!cJSON_IsObject(o))
+		goto out;
+	if ((r = dup_name(o, "folder", ret_folder)) < 0 ||
+	    (r = dup_name(o, "source", ret_source)) < 0)
+		goto out;
+	r = 0;
+out:
+	cJSON_Delete(o);
+	if (r < 0) {
+		free(*ret_folder);
+		free(*ret_source);
+		*ret_folder = *ret_source = NULL;
+	}
+	return r;
+}
+
+/* ---- reading: what is live ----------------------------------------------- */
+
+struct entry {
+	char kind;		   /* 'W' or 'D' */
+	size_t seq;		   /* order of appearance: old-layout files first */
+	struct journal_record rec; /* 'W': the record; 'D': folder and source only */
+	char *old_name;		   /* a file of the old layout, removed once migrated */
+};
+
+struct scan {
+	struct entry *e;
+	size_t n, cap;
+	size_t bad;
+	bool dirty;	   /* something to drop: dead records, bad lines, a torn tail, old files */
+	int bad_fd;	   /* journal.bad, opened on the first bad line */
+	int bad_err;	   /* a bad line could not be kept: do not drop it */
+	uint64_t good_end; /* journal.log's bytes up to the last complete line */
+};
+
+static void scan_clear(struct scan *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		journal_record_clear(&s->e[i].rec);
+		free(s->e[i].old_name);
+	}
+	free(s->e);
+	if (s->bad_fd >= 0)
+		(void)close(s->bad_fd);
+	memset(s, 0, sizeof(*s));
+	s->bad_fd = -1;
+}
+
+static struct entry *scan_add(struct scan *s)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 64;
+		struct entry *e = reallocarray(s->e, cap, sizeof(*e));
+
+		if (!e)
+			return NULL;
+		s->e = e;
+		s->cap = cap;
+	}
+	memset(&s->e[s->n], 0, sizeof(s->e[0]));
+	s->e[s->n].seq = s->n;
+	return &s->e[s->n++];
+}
+
+/* Keeps a line that did not read in journal.bad for a human: it leaves the
+ * log only once it is durable there. */
+static void scan_keep_bad(struct journal *j, struct scan *s, const char *text, size_t len)
+{
+	static const char nl = '\n';
+	struct iovec iov[2] = {{(void *)text, len}, {(void *)&nl, 1}};
+	ssize_t k;
+
+	if (s->bad_fd < 0 && !s->bad_err) {
+		s->bad_fd = openat(j->dirfd, JOURNAL_BAD,
+				   O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (s->bad_fd < 0)
+			s->bad_err = -errno;
+	}
+	if (s->bad_fd < 0)
+		return;
+	do
+		k = writev(s->bad_fd, iov, 2);
+	while (k < 0 && errno == EINTR);
+	if (k != (ssize_t)(len + 1))
+		s->bad_err = k < 0 ? -errno : -EIO;
+}
+
+static int scan_line(struct scan *s, char kind, const char *payload, size_t len)
+{
+	struct entry *e = scan_add(s);
+	int r;
+
+	if (!e)
+		return -ENOMEM;
+	if (kind == 'W')
+		r = journal_record_parse(payload, len, &e->rec);
+	else
+		r = tombstone_parse(payload, len, &e->rec.folder, &e->rec.source);
+	if (r < 0) {
+		s->n--;
+		return r;
+	}
+	e->kind = kind;
+	return 0;
+}
+
+/* Reads journal.log into s. A line that does not read is counted bad and
+ * copied to journal.bad; a torn tail is copied there too, not counted. */
+static int scan_log(struct journal *j, struct scan *s)
+{
+	char *buf = NULL;
+	size_t len = 0, pos = 0;
+	int fd, r;
+
+	fd = openat(j->dirfd, JOURNAL_LOG, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	r = output_read_fd(fd, JOURNAL_READ_MAX, &buf, &len);
+	(void)close(fd);
+	if (r < 0)
+		return r;
+	while (pos < len) {
+		char *nl = memchr(buf + pos, '\n', len - pos);
+		size_t line_len = nl ? (size_t)(nl - (buf + pos)) : len - pos;
+		const char *payload;
+		size_t plen;
+		char kind;
+
+		if (!nl) {
+			scan_keep_bad(j, s, buf + pos, line_len);
+			s->dirty = true;
+			break;
+		}
+		r = line_parse(buf + pos, line_len, &kind, &payload, &plen);
+		if (r == 0)
+			r = scan_line(s, kind, payload, plen);
+		if (r == -ENOMEM)
+			goto out;
+		if (r < 0) {
+			s->bad++;
+			s->dirty = true;
+			scan_keep_bad(j, s, buf + pos, line_len);
+		}
+		pos += line_len + 1;
+		s->good_end = pos;
+	}
+	r = 0;
+out:
+	free(buf);
+	return r;
+}
+
+/* The records of the old one-file-per-record layout (<state_dir>/journal),
+ * as writes that precede everything in the log. Files that do not read stay
+ * where they are, counted bad. */
+static int scan_old_dir(struct journal *j, struct scan *s)
+{
+	int fd = openat(j->dirfd, JOURNAL_OLD_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct dirent *de;
+	DIR *dir;
+	int r = 0;
+
+	if (fd < 0)
+		return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+	dir = fdopendir(fd);
+	if (!dir) {
+		r = -errno;
+		(void)close(fd);
+		return r;
+	}
+	while ((de = readdir(dir))) {
+		struct entry *e;
+		size_t len = 0;
+		char *text = NULL;
+		int rfd;
+
+		if (output_is_tmp_name(de->d_name)) {
+			/* An interrupted write of the old layout: never durable. */
+			(void)unlinkat(fd, de->d_name, 0);
+			continue;
+		}
+		if (de->d_name[0] == '.')
+			continue;
+		rfd = openat(fd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (rfd < 0) {
+			s->bad++;
+			continue;
+		}
+		r = output_read_fd(rfd, OUTPUT_RECORD_MAX, &text, &len);
+		(void)close(rfd);
+		if (r == -ENOMEM)
+			break;
+		e = r == 0 ? scan_add(s) : NULL;
+		if (r == 0 && !e) {
+			free(text);
+			r = -ENOMEM;
+			break;
+		}
+		r = 0;
+		if (!e || journal_record_parse(text, len, &e->rec) < 0) {
+			if (e)
+				s->n--;
+			s->bad++;
+			free(text);
+			continue;
+		}
+		free(text);
+		e->kind = 'W';
+		e->old_name = strdup(de->d_name);
+		if (!e->old_name) {
+			r = -ENOMEM;
+			break;
+		}
+		s->dirty = true;
+	}
+	closedir(dir);
+	return r;
+}
+
+static int entry_key_cmp(const void *a, const void *b)
+{
+	const struct entry *x = *(struct entry *const *)a, *y = *(struct entry *const *)b;
+	int c = strcmp(x->rec.folder, y->rec.folder);
+
+	if (!c)
+		c = strcmp(x->rec.source, y->rec.source);
+	if (!c)
+		c = x->seq < y->seq ? -1 : x->seq > y->seq;
+	return c;
+}
+
+static int entry_seq_cmp(const void *a, const void *b)
+{
+	const struct entry *x = *(struct entry *const *)a, *y = *(struct entry *const *)b;
+
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* The live writes (the last entry of their key is a write), in order of
+ * appearance. Marks the scan dirty when anything is dead. */
+static int scan_live(struct scan *s, struct entry ***ret_live, size_t *ret_n)
+{
+	struct entry **all = calloc(s->n ? s->n : 1, sizeof(*all));
+	size_t n = 0;
+
+	if (!all)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->n; i++)
+		all[i] = &s->e[i];
+	qsort(all, s->n, sizeof(*all), entry_key_cmp);
+	for (size_t i = 0; i < s->n; i++) {
+		bool last = i + 1 == s->n || strcmp(all[i]->rec.folder, all[i + 1]->rec.folder) ||
+			    strcmp(all[i]->rec.source, all[i + 1]->rec.source);
+
+		if (last && all[i]->kind == 'W')
+			all[n++] = all[i];
+		else
+			s->dirty = true;
+	}
+	qsort(all, n, sizeof(*all), entry_seq_cmp);
+	*ret_live = all;
+	*ret_n = n;
+	return 0;
+}
+
+static int write_all_fd(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t k = write(fd, p, len);
+
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += k;
+		len -= (size_t)k;
+	}
+	return 0;
+}
+
+/* Writes the live records to a new file and renames it over journal.log
+ * (fsync'd, and the directory too). Called with the lock held and no sync
+ * running. On success j->fd is the new file. */
+static int rewrite_locked(struct journal *j, struct entry **live, size_t n)
+{
+	char tmp[64];
+	uint64_t size = 0;
+	int fd, nfd, r = 0;
+
+	fd = output_tmp_open(j->dirfd, JOURNAL_LOG, tmp, sizeof(tmp));
+	if (fd < 0)
+		return fd;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		char *text = journal_record_json(&live[i]->rec), *line = NULL;
+		size_t len = 0;
+
+		if (text)
+			line = line_new('W', text, &len);
+		free(text);
+		r = line ? write_all_fd(fd, line, len) : -ENOMEM;
+		free(line);
+		size += len;
+	}
+	if (r < 0) {
+		output_tmp_abort(j->dirfd, fd, tmp);
+		return r;
+	}
+	r = output_tmp_commit(j->dirfd, fd, tmp, JOURNAL_LOG);
+	if (r < 0)
+		return r;
+	nfd = openat(j->dirfd, JOURNAL_LOG, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	if (nfd < 0)
+		return -errno; /* the old fd still appends to the unlinked file: rewrite again */
+	if (j->fd >= 0)
+		(void)close(j->fd);
+	j->fd = nfd;
+	j->size = j->base_size = size;
+	j->synced = j->appended; /* everything before is in the fsync'd new file */
+	j->needs_rewrite = false;
+	pthread_cond_broadcast(&j->cond);
+	return 0;
+}
+
+/* Reads the log (and with old_dir the old layout), rewrites it when anything
+ * can go, and hands the live records to fn (may be NULL). Lock held. */
+static int compact_locked(struct journal *j, bool old_dir,
+			  void (*fn)(struct journal_record *rec, void *userdata), void *userdata,
+			  size_t *ret_bad)
+{
+	struct scan s = {.bad_fd = -1};
+	struct entry **live = NULL;
+	size_t n_live = 0;
+	int r = 0;
+
+	while (j->syncing)
+		pthread_cond_wait(&j->cond, &j->lock);
+	/* The old layout's records came before any log of this one. */
+	if (old_dir)
+		r = scan_old_dir(j, &s);
+	if (r == 0)
+		r = scan_log(j, &s);
+	if (r == 0)
+		r = scan_live(&s, &live, &n_live);
+	if (r < 0)
+		goto out;
+	if (s.bad_fd >= 0 && fsync(s.bad_fd) < 0 && !s.bad_err)
+		s.bad_err = -errno;
+	if (s.dirty || j->needs_rewrite) {
+		if (s.bad_err)
+			r = s.bad_err; /* keep the log as it is: it holds the only copy */
+		else
+			r = rewrite_locked(j, live, n_live);
+		if (r < 0 && j->size > s.good_end && !j->needs_rewrite) {
+			/* Cannot rewrite: at least cut a torn tail so appends start
+			 * on a line of their own. */
+			if (ftruncate(j->fd, (off_t)s.good_end) == 0)
+				j->size = s.good_end;
+			else
+				j->needs_rewrite = true;
+		}
+	} else {
+		j->base_size = j->size;
+	}
+	if (r == 0) {
+		/* The records are in journal.log now (or were never dropped). */
+		int old = openat(j->dirfd, JOURNAL_OLD_DIR,
+				 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+		for (size_t i = 0; old >= 0 && i < s.n; i++)
+			if (s.e[i].old_name)
+				(void)unlinkat(old, s.e[i].old_name, 0);
+		if (old >= 0)
+			(void)close(old);
+	}
+	if (fn)
+		for (size_t i = 0; i < n_live; i++)
+			fn(&live[i]->rec, userdata);
+out:
+	if (ret_bad)
+		*ret_bad = s.bad;
+	free(live);
+	scan_clear(&s);
+	return r;
+}
+
+/* ---- the public face ----------------------------------------------------- */
 
 int journal_open(const char *state_dir, struct journal **ret_journal)
 {
 	struct journal *j;
-	char *path;
+	struct stat st;
 	int r;
 
-	if (asprintf(&path, "%s/journal", state_dir) < 0)
-		return -ENOMEM;
-	r = output_mkdir_parents(path, 0700);
+	r = output_mkdir_parents(state_dir, 0700);
 	if (r < 0)
-		goto out;
+		return r;
 	j = calloc(1, sizeof(*j));
-	if (!j) {
-		r = -ENOMEM;
-		goto out;
-	}
-	j->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (!j)
+		return -ENOMEM;
+	j->fd = -1;
+	j->dirfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (j->dirfd < 0) {
 		r = -errno;
-		free(j);
-		goto out;
+		goto fail;
 	}
+	j->fd = openat(j->dirfd, JOURNAL_LOG,
+		       O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (j->fd >= 0) {
+		/* New: its name must be durable before any record in it is. */
+		r = output_sync_dir(j->dirfd);
+		if (r < 0)
+			goto fail;
+	} else if (errno == EEXIST) {
+		j->fd = openat(j->dirfd, JOURNAL_LOG, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	}
+	if (j->fd < 0 || fstat(j->fd, &st) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	j->size = j->base_size = (uint64_t)st.st_size;
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_cond_init(&j->cond, NULL);
 	*ret_journal = j;
-out:
-	free(path);
+	return 0;
+fail:
+	if (j->fd >= 0)
+		(void)close(j->fd);
+	if (j->dirfd >= 0)
+		(void)close(j->dirfd);
+	free(j);
 	return r;
 }
 
@@ -235,92 +760,148 @@ void journal_close(struct journal *journal)
 {
 	if (!journal)
 		return;
-	close(journal->dirfd);
+	(void)close(journal->fd);
+	(void)close(journal->dirfd);
+	pthread_mutex_destroy(&journal->lock);
+	pthread_cond_destroy(&journal->cond);
 	free(journal);
+}
+
+/* Appends one line; a short write is cut off again so the next line starts
+ * clean, or the file is marked for a rewrite. Lock held. */
+static int append_locked(struct journal *j, const char *line, size_t len)
+{
+	int r;
+
+	if (j->needs_rewrite) {
+		r = compact_locked(j, false, NULL, NULL, NULL);
+		if (r < 0)
+			return r;
+	}
+	r = write_all_fd(j->fd, line, len);
+	if (r < 0) {
+		struct stat st;
+
+		if (fstat(j->fd, &st) < 0 || (uint64_t)st.st_size != j->size)
+			if (ftruncate(j->fd, (off_t)j->size) < 0)
+				j->needs_rewrite = true;
+		return r;
+	}
+	j->size += len;
+	j->appended++;
+	return 0;
+}
+
+/* Group commit: the first waiter syncs everything appended so far; the others
+ * whose records that covers wait for it instead of syncing themselves. */
+static int wait_durable_locked(struct journal *j, uint64_t seq)
+{
+	for (;;) {
+		uint64_t target;
+		unsigned delay;
+		int fd, r;
+
+		if (j->synced >= seq)
+			return 0;
+		if (j->failed_upto >= seq)
+			return j->failed_err;
+		if (j->syncing) {
+			pthread_cond_wait(&j->cond, &j->lock);
+			continue;
+		}
+		j->syncing = true;
+		target = j->appended;
+		fd = j->fd; /* not swapped while syncing: compaction waits */
+		delay = j->sync_delay_us;
+		pthread_mutex_unlock(&j->lock);
+		if (delay)
+			(void)usleep(delay);
+		r = fdatasync(fd) < 0 ? -errno : 0;
+		pthread_mutex_lock(&j->lock);
+		j->syncing = false;
+		j->sync_count++;
+		if (r == 0) {
+			if (target > j->synced)
+				j->synced = target;
+		} else {
+			/* After a failed sync the page cache may have dropped the
+			 * data while a later sync succeeds: rewrite the file. */
+			j->failed_upto = target;
+			j->failed_err = r;
+			j->needs_rewrite = true;
+		}
+		pthread_cond_broadcast(&j->cond);
+	}
 }
 
 int journal_write(struct journal *journal, const struct journal_record *rec)
 {
-	char name[80], *text;
+	char *text = journal_record_json(rec), *line = NULL;
+	size_t len = 0;
 	int r;
 
-	r = journal_name(rec->folder, rec->source, name, sizeof(name));
-	if (r < 0)
-		return r;
-	text = journal_record_json(rec);
-	if (!text)
-		return -ENOMEM;
-	r = output_write_atomic(journal->dirfd, name, text, strlen(text));
+	if (text)
+		line = line_new('W', text, &len);
 	free(text);
+	if (!line)
+		return -ENOMEM;
+	pthread_mutex_lock(&journal->lock);
+	r = append_locked(journal, line, len);
+	if (r == 0)
+		r = wait_durable_locked(journal, journal->appended);
+	pthread_mutex_unlock(&journal->lock);
+	free(line);
 	return r;
 }
 
 int journal_remove(struct journal *journal, const char *folder, const char *source)
 {
-	char name[80];
-	int r = journal_name(folder, source, name, sizeof(name));
+	char *text = tombstone_json(folder, source), *line = NULL;
+	size_t len = 0;
+	int r;
 
-	if (r < 0)
-		return r;
-	if (unlinkat(journal->dirfd, name, 0) < 0 && errno != ENOENT)
-		return -errno;
-	return 0;
-}
-
-static int read_small_file(int dirfd, const char *name, char **ret, size_t *ret_len)
-{
-	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), r;
-
-	if (fd < 0)
-		return -errno;
-	r = output_read_fd(fd, OUTPUT_RECORD_MAX, ret, ret_len);
-	close(fd);
+	if (text)
+		line = line_new('D', text, &len);
+	free(text);
+	if (!line)
+		return -ENOMEM;
+	pthread_mutex_lock(&journal->lock);
+	r = append_locked(journal, line, len);
+	if (r == 0 && journal->size > JOURNAL_COMPACT_MIN &&
+	    journal->size > 2 * journal->base_size) {
+		/* A failure leaves the old file intact; try again at the next doubling. */
+		if (compact_locked(journal, false, NULL, NULL, NULL) < 0)
+			journal->base_size = journal->size;
+	}
+	pthread_mutex_unlock(&journal->lock);
+	free(line);
 	return r;
 }
 
 int journal_load(struct journal *journal, void (*fn)(struct journal_record *rec, void *userdata),
 		 void *userdata, size_t *ret_bad)
 {
-	int fd = dup(journal->dirfd);
-	size_t bad = 0;
-	struct dirent *de;
-	DIR *dir;
+	int r;
 
-	if (fd < 0)
-		return -errno;
-	dir = fdopendir(fd);
-	if (!dir) {
-		close(fd);
-		return -errno;
-	}
-	rewinddir(dir);
-	while ((de = readdir(dir))) {
-		struct journal_record rec;
-		size_t len = 0;
-		char *text = NULL;
+	pthread_mutex_lock(&journal->lock);
+	r = compact_locked(journal, true, fn, userdata, ret_bad);
+	pthread_mutex_unlock(&journal->lock);
+	return r;
+}
 
-		if (output_is_tmp_name(de->d_name)) {
-			/* An interrupted write (the lock says no other run is writing):
-			 * its record never became durable, so nothing refers to it. */
-			(void)unlinkat(journal->dirfd, de->d_name, 0);
-			continue;
-		}
-		if (de->d_name[0] == '.')
-			continue;
-		if (read_small_file(journal->dirfd, de->d_name, &text, &len) < 0) {
-			bad++;
-			continue;
-		}
-		if (journal_record_parse(text, len, &rec) < 0) {
-			bad++;
-		} else {
-			fn(&rec, userdata);
-			journal_record_clear(&rec);
-		}
-		free(text);
-	}
-	closedir(dir);
-	if (ret_bad)
-		*ret_bad = bad;
-	return 0;
+unsigned long journal_sync_count(struct journal *journal)
+{
+	unsigned long n;
+
+	pthread_mutex_lock(&journal->lock);
+	n = (unsigned long)journal->sync_count;
+	pthread_mutex_unlock(&journal->lock);
+	return n;
+}
+
+void journal_test_set_sync_delay(struct journal *journal, unsigned usec)
+{
+	pthread_mutex_lock(&journal->lock);
+	journal->sync_delay_us = usec;
+	pthread_mutex_unlock(&journal->lock);
 }

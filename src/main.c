@@ -3,14 +3,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -27,6 +28,7 @@
 #include "notify.h"
 #include "output.h"
 #include "watch.h"
+#include "work.h"
 
 #define API_KEY_MAX 4096
 
@@ -45,6 +47,7 @@ struct daemon {
 	int signal_fd;
 	int lock_fd;               /* flock on <state_dir>/lock: one daemon per state */
 	struct journal *journal;
+	struct work_pool *index_pool;	/* writes the done-record caches while running */
 	struct journal_record *pending; /* journalled results not yet handed to a folder */
 	size_t n_pending;
 	struct loop_source *signal_source;
@@ -220,10 +223,42 @@ static void daemon_status(void *userdata)
 	daemon_check_done(d);
 }
 
+/* Puts and removes after which a running daemon writes a folder's done-record
+ * cache again, so a crash does not lose what a clean stop would have kept. */
+#define INDEX_CACHE_SAVE_CHANGES 5000
+
+static void daemon_index_saved(struct folder *f, int result, void *userdata)
+{
+	(void)userdata;
+	if (result < 0 && result != -ECANCELED)
+		log_warn("folder %s: cannot write the done-record cache: %s", f->cfg->path,
+			 strerror(-result));
+}
+
+/* On a worker: the copy of the index is taken here, the writing is not. */
+static void daemon_save_changed_indexes(struct daemon *d)
+{
+	for (size_t i = 0; d->index_pool && i < d->n_folders; i++) {
+		struct folder *f = d->folders[i];
+		int r;
+
+		if (f->removed || f->index_stale || f->index_saving || !f->state_dir ||
+		    index_changes(f->index) - f->index_changes_saved < INDEX_CACHE_SAVE_CHANGES)
+			continue;
+		r = folder_save_index_cache_async(f, d->index_pool, daemon_index_saved, d);
+		if (r == -ENOMEM)
+			log_oom();
+		if (r < 0)
+			log_warn("folder %s: cannot write the done-record cache: %s", f->cfg->path,
+				 strerror(-r));
+	}
+}
+
 static void daemon_rescan(void *userdata)
 {
 	struct daemon *d = userdata;
 
+	daemon_save_changed_indexes(d);
 	watch_rescan(d->watch, d->folders, d->n_folders);
 	(void)loop_timer_arm(d->rescan_timer, d->config->rescan_interval_ms);
 }
@@ -297,6 +332,8 @@ static const struct watch_events daemon_watch_events = {
 static struct folder *folder_new(const struct folder_config *cfg, const char *state_dir)
 {
 	struct folder *f = calloc(1, sizeof(*f));
+	struct index_load_stats stats;
+	char cache[PATH_MAX + 64];
 	size_t skipped = 0;
 	int r;
 
@@ -311,12 +348,25 @@ static struct folder *folder_new(const struct folder_config *cfg, const char *st
 		log_oom();
 	if (index_new(&f->index) < 0)
 		log_oom();
-	r = index_load_tree(f->index, cfg->output, cfg->done_dir, &skipped);
+	folder_index_cache_file(f, cache, sizeof(cache));
+	r = index_load_tree_cached(f->index, cfg->output, cfg->done_dir, cache[0] ? cache : NULL,
+				   &skipped, &stats);
+	if (r == -ENOMEM)
+		log_oom();
 	if (r < 0)
 		log_warn("folder %s: cannot read the output folder %s: %s", cfg->path, cfg->output,
 			 strerror(-r));
-	log_debug("folder %s: %zu done record(s) in %s%s", cfg->path, index_count(f->index),
-		  cfg->output, skipped ? " (some JSON files there are not sidecars)" : "");
+	if (cache[0] && stats.cache_result < 0 && stats.cache_result != -ENOENT)
+		log_info("folder %s: the done-record cache %s is not usable (%s): reading the "
+			 "sidecars",
+			 cfg->path, cache,
+			 stats.cache_result == -EINVAL ? "damaged or of another version"
+						       : strerror(-stats.cache_result));
+	log_debug("folder %s: %zu done record(s) in %s (%zu folder(s) from the cache, %zu read, "
+		  "%zu sidecar(s) read)%s",
+		  cfg->path, index_count(f->index), cfg->output, stats.dirs_cached, stats.dirs_read,
+		  stats.sidecars_read, skipped ? " (some JSON files there are not sidecars)" : "");
+	f->index_changes_saved = index_changes(f->index);
 	return f;
 }
 
@@ -392,9 +442,36 @@ static int daemon_open_state(struct daemon *d)
 	if (r < 0)
 		log_warn("cannot read the journal in %s: %s", dir, strerror(-r));
 	if (bad)
-		log_warn("%zu unreadable record(s) in %s/journal were left in place", bad, dir);
+		log_warn("%zu unreadable journal record(s) in %s were kept for a human in "
+			 "journal.bad (or, of the old layout, left in journal/)",
+			 bad, dir);
 	jobs_set_journal(d->jobs, d->journal);
 	return 0;
+}
+
+/* At a clean stop: the done records of each folder, so the next start needs
+ * neither a sidecar read nor a hash for the folders that did not change. */
+static void daemon_save_index_caches(struct daemon *d)
+{
+	char cache[PATH_MAX + 64];
+
+	/* A save still running would finish after this one with an older copy. */
+	work_pool_free(d->index_pool);
+	d->index_pool = NULL;
+	for (size_t i = 0; i < d->n_folders; i++) {
+		struct folder *f = d->folders[i];
+		int r;
+
+		if (f->removed || f->index_stale || !f->state_dir)
+			continue;
+		folder_index_cache_file(f, cache, sizeof(cache));
+		r = index_save_cache(f->index, f->cfg->output, f->cfg->done_dir, cache);
+		if (r == -ENOMEM)
+			log_oom();
+		if (r < 0)
+			log_warn("folder %s: cannot write the done-record cache %s: %s",
+				 f->cfg->path, cache, strerror(-r));
+	}
 }
 
 static bool config_in_use(const struct daemon *d, const struct config *c)
@@ -412,7 +489,8 @@ static void daemon_reap_folders(struct daemon *d)
 {
 	for (size_t i = 0; i < d->n_folders;) {
 		struct folder *f = d->folders[i];
-		if (f->removed && !jobs_folder_busy(d->jobs, f)) {
+		if (f->removed && !jobs_folder_busy(d->jobs, f) && !f->index_reloading &&
+		    !f->index_saving) {
 			folder_free(f);
 			d->folders[i] = d->folders[--d->n_folders];
 		} else {
@@ -608,6 +686,8 @@ static int daemon_run(struct daemon *d, const char *api_key)
 		r = loop_timer_new(d->loop, daemon_watchdog, d, &d->watchdog_timer);
 	if (r >= 0)
 		r = loop_timer_new(d->loop, daemon_stop_timeout, d, &d->stop_timer);
+	if (r >= 0 && !d->once)
+		r = work_pool_new(d->loop, 1, &d->index_pool);
 	if (r < 0)
 		return r;
 	jobs_on_change(d->jobs, daemon_status, d);
@@ -645,6 +725,7 @@ static int daemon_run(struct daemon *d, const char *api_key)
 			daemon_reap_folders(d);
 	}
 
+	daemon_save_index_caches(d);
 	jobs_counts(d->jobs, &c);
 	if (c.limit_reason && c.queued)
 		log_warn("%s", c.limit_reason);
@@ -660,6 +741,7 @@ static int daemon_run(struct daemon *d, const char *api_key)
 
 static void daemon_cleanup(struct daemon *d)
 {
+	work_pool_free(d->index_pool); /* its completions touch folders */
 	jobs_free(d->jobs);
 	fit_global_shutdown();
 	journal_close(d->journal);

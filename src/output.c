@@ -3,11 +3,12 @@
 #include "b64.h"
 #include "clean.h"
 
-#include <errno.h>
 #include <ctype.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,13 +236,13 @@ int output_choose_stem(int dirfd, const char *stem, const char *source_rel,
 
 static uint64_t tmp_random(void)
 {
-	static uint64_t counter;
+	static uint64_t counter; /* atomic: commits run on several threads */
 	uint64_t v;
 
 	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == (ssize_t)sizeof(v))
 		return v;
 	/* No entropy yet (early boot): uniqueness is all O_EXCL needs. */
-	return ((uint64_t)(uint32_t)getpid() << 32) ^ ++counter;
+	return ((uint64_t)(uint32_t)getpid() << 32) ^ __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
 }
 
 int output_tmp_open(int dirfd, const char *final_name, char *ret_tmp, size_t tmplen)
@@ -266,7 +267,7 @@ int output_tmp_open(int dirfd, const char *final_name, char *ret_tmp, size_t tmp
 }
 
 /* fsync wants a descriptor opened for reading; an O_PATH dirfd gets EBADF. */
-static int sync_dir(int dirfd)
+static int sync_dir_now(int dirfd)
 {
 	int fd, r = 0;
 
@@ -281,6 +282,119 @@ static int sync_dir(int dirfd)
 		r = -errno;
 	(void)close(fd);
 	return r;
+}
+
+/* Directory fsyncs shared between threads, per directory (device + inode):
+ * a rename made before a sync of its directory *started* is covered by it,
+ * so a caller joins the next sync to start, or starts it. Syncs of one
+ * directory run one at a time; different directories do not wait on each
+ * other. */
+struct dir_sync {
+	dev_t dev;
+	ino_t ino;
+	uint64_t started;   /* syncs begun */
+	uint64_t completed; /* the last that finished */
+	int result;	    /* its result */
+	bool running;
+	unsigned users;
+	struct dir_sync *next;
+};
+
+static pthread_mutex_t dir_sync_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t dir_sync_done = PTHREAD_COND_INITIALIZER;
+static struct dir_sync *dir_syncs;
+static uint64_t dir_sync_calls;
+static unsigned dir_sync_delay_us;
+
+static struct dir_sync *dir_sync_get(dev_t dev, ino_t ino)
+{
+	struct dir_sync *d;
+
+	for (d = dir_syncs; d; d = d->next)
+		if (d->dev == dev && d->ino == ino)
+			return d;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	d->dev = dev;
+	d->ino = ino;
+	d->next = dir_syncs;
+	dir_syncs = d;
+	return d;
+}
+
+static void dir_sync_put(struct dir_sync *d)
+{
+	if (--d->users || d->running)
+		return;
+	for (struct dir_sync **p = &dir_syncs; *p; p = &(*p)->next)
+		if (*p == d) {
+			*p = d->next;
+			break;
+		}
+	free(d);
+}
+
+int output_sync_dir(int dirfd)
+{
+	struct dir_sync *d;
+	struct stat st;
+	uint64_t target;
+	int r;
+
+	if (fstat(dirfd, &st) < 0)
+		return -errno;
+	pthread_mutex_lock(&dir_sync_lock);
+	d = dir_sync_get(st.st_dev, st.st_ino);
+	if (!d) {
+		pthread_mutex_unlock(&dir_sync_lock);
+		return -ENOMEM;
+	}
+	d->users++;
+	target = d->started + 1; /* the first sync that starts after this call */
+	while (d->completed < target) {
+		uint64_t gen;
+		unsigned delay;
+
+		if (d->running) {
+			pthread_cond_wait(&dir_sync_done, &dir_sync_lock);
+			continue;
+		}
+		d->running = true;
+		gen = ++d->started;
+		delay = dir_sync_delay_us;
+		pthread_mutex_unlock(&dir_sync_lock);
+		if (delay)
+			(void)usleep(delay);
+		r = sync_dir_now(dirfd);
+		pthread_mutex_lock(&dir_sync_lock);
+		d->running = false;
+		d->completed = gen;
+		d->result = r;
+		dir_sync_calls++;
+		pthread_cond_broadcast(&dir_sync_done);
+	}
+	r = d->result;
+	dir_sync_put(d);
+	pthread_mutex_unlock(&dir_sync_lock);
+	return r;
+}
+
+unsigned long output_dir_sync_count(void)
+{
+	unsigned long n;
+
+	pthread_mutex_lock(&dir_sync_lock);
+	n = (unsigned long)dir_sync_calls;
+	pthread_mutex_unlock(&dir_sync_lock);
+	return n;
+}
+
+void output_test_set_sync_delay(unsigned usec)
+{
+	pthread_mutex_lock(&dir_sync_lock);
+	dir_sync_delay_us = usec;
+	pthread_mutex_unlock(&dir_sync_lock);
 }
 
 int output_tmp_commit(int dirfd, int fd, const char *tmp_name, const char *final_name)
@@ -302,7 +416,7 @@ int output_tmp_commit(int dirfd, int fd, const char *tmp_name, const char *final
 		r = -errno;
 		goto fail;
 	}
-	return sync_dir(dirfd);
+	return output_sync_dir(dirfd);
 fail:
 	output_tmp_abort(dirfd, fd, tmp_name);
 	return r;
@@ -738,6 +852,11 @@ static int sweep_dir(int dirfd, unsigned depth, size_t *removed)
 
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
+		/* Only temporary names and folders need a look: no stat for
+		 * each of 100,000 outputs and sidecars. */
+		if (de->d_type != DT_UNKNOWN && de->d_type != DT_DIR &&
+		    !(de->d_type == DT_REG && output_is_tmp_name(de->d_name)))
+			continue;
 		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (S_ISREG(st.st_mode) && output_is_tmp_name(de->d_name)) {
@@ -767,26 +886,218 @@ int output_sweep_tmp(const char *root, size_t *ret_removed)
 	return r;
 }
 
-int output_mkdir_parents(const char *path, mode_t mode)
-{
-	char *p = strdup(path);
-	int r = 0;
+/* Directories output_mkdir_parents made or found, by path, so a job does not
+ * mkdir every component per image. Forgotten when they turn out gone. */
+#define MKDIR_BUCKETS	1024
+#define MKDIR_KNOWN_MAX 65536 /* then the set starts over: a cache, never a limit */
 
-	if (!p)
+struct known_dir {
+	struct known_dir *next;
+	char path[];
+};
+
+static pthread_mutex_t mkdir_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct known_dir *mkdir_known[MKDIR_BUCKETS];
+static size_t mkdir_n_known;
+static uint64_t mkdir_calls;
+
+static size_t mkdir_bucket(const char *path)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+	for (const unsigned char *p = (const unsigned char *)path; *p; p++)
+		h = (h ^ *p) * 1099511628211ull;
+	return (size_t)(h % MKDIR_BUCKETS);
+}
+
+static void mkdir_known_clear_locked(void)
+{
+	for (size_t i = 0; i < MKDIR_BUCKETS; i++)
+		while (mkdir_known[i]) {
+			struct known_dir *k = mkdir_known[i];
+
+			mkdir_known[i] = k->next;
+			free(k);
+		}
+	mkdir_n_known = 0;
+}
+
+static bool mkdir_is_known(const char *path)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&mkdir_lock);
+	for (struct known_dir *k = mkdir_known[mkdir_bucket(path)]; k && !found; k = k->next)
+		found = strcmp(k->path, path) == 0;
+	pthread_mutex_unlock(&mkdir_lock);
+	return found;
+}
+
+static void mkdir_remember(const char *path)
+{
+	size_t len = strlen(path), b = mkdir_bucket(path);
+	struct known_dir *k;
+
+	pthread_mutex_lock(&mkdir_lock);
+	for (k = mkdir_known[b]; k; k = k->next)
+		if (strcmp(k->path, path) == 0)
+			goto out;
+	if (mkdir_n_known >= MKDIR_KNOWN_MAX)
+		mkdir_known_clear_locked();
+	k = malloc(sizeof(*k) + len + 1);
+	if (!k)
+		goto out; /* only a cache: the next call makes it again */
+	memcpy(k->path, path, len + 1);
+	k->next = mkdir_known[b];
+	mkdir_known[b] = k;
+	mkdir_n_known++;
+out:
+	pthread_mutex_unlock(&mkdir_lock);
+}
+
+void output_mkdir_forget(const char *path)
+{
+	size_t len = strlen(path);
+
+	while (len > 1 && path[len - 1] == '/')
+		len--;
+	pthread_mutex_lock(&mkdir_lock);
+	/* The folder and everything under it. */
+	for (size_t i = 0; i < MKDIR_BUCKETS; i++)
+		for (struct known_dir **p = &mkdir_known[i]; *p;) {
+			struct known_dir *k = *p;
+
+			if (strncmp(k->path, path, len) == 0 &&
+			    (k->path[len] == '\0' || k->path[len] == '/')) {
+				*p = k->next;
+				free(k);
+				mkdir_n_known--;
+			} else {
+				p = &k->next;
+			}
+		}
+	pthread_mutex_unlock(&mkdir_lock);
+}
+
+unsigned long output_mkdir_count(void)
+{
+	unsigned long n;
+
+	pthread_mutex_lock(&mkdir_lock);
+	n = (unsigned long)mkdir_calls;
+	pthread_mutex_unlock(&mkdir_lock);
+	return n;
+}
+
+/* A directory created just now is durable only once its parent is synced. */
+static int sync_parent(const char *path)
+{
+	char *parent = strdup(path), *slash;
+	int fd, r;
+
+	if (!parent)
 		return -ENOMEM;
+	slash = strrchr(parent, '/');
+	if (slash == parent)
+		slash[1] = '\0';
+	else if (slash)
+		*slash = '\0';
+	fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(parent);
+	if (fd < 0)
+		return -errno;
+	r = output_sync_dir(fd);
+	(void)close(fd);
+	return r;
+}
+
+/* Makes each component of p not known yet. A component that exists but was
+ * not known is synced into its parent as well as a new one: another thread
+ * may have just made it and not synced yet, or a crashed run never did. */
+static int mkdir_components(char *p, mode_t mode)
+{
 	for (char *s = p + 1;; s++) {
 		if (*s == '/' || *s == '\0') {
 			char c = *s;
+			int r;
+
 			*s = '\0';
-			if (mkdir(p, mode) < 0 && errno != EEXIST) {
-				r = -errno;
-				break;
+			if (!mkdir_is_known(p)) {
+				r = mkdir(p, mode) == 0 || errno == EEXIST ? 0 : -errno;
+				pthread_mutex_lock(&mkdir_lock);
+				mkdir_calls++;
+				pthread_mutex_unlock(&mkdir_lock);
+				if (r == 0)
+					r = sync_parent(p);
+				if (r < 0) {
+					*s = c;
+					return r;
+				}
+				mkdir_remember(p);
 			}
 			*s = c;
 			if (c == '\0')
-				break;
+				return 0;
 		}
+	}
+}
+
+int output_mkdir_parents(const char *path, mode_t mode)
+{
+	struct stat st;
+	char *p;
+	int r = 0;
+
+	/* A known folder costs one stat, not a mkdir per component (a write
+	 * round trip on a network file system each). */
+	if (mkdir_is_known(path)) {
+		if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+			return 0;
+		output_mkdir_forget(path);
+	}
+	p = strdup(path);
+	if (!p)
+		return -ENOMEM;
+	r = mkdir_components(p, mode);
+	if (r == -ENOENT) {
+		/* A known parent was removed meanwhile: forget the first one that
+		 * is gone (and so all below it), then once more. */
+		for (char *s = p + 1;; s++) {
+			if (*s == '/' || *s == '\0') {
+				char c = *s;
+				bool gone;
+
+				*s = '\0';
+				gone = mkdir_is_known(p) && stat(p, &st) < 0 && errno == ENOENT;
+				if (gone)
+					output_mkdir_forget(p);
+				*s = c;
+				if (gone || c == '\0')
+					break;
+			}
+		}
+		r = mkdir_components(p, mode);
 	}
 	free(p);
 	return r;
+}
+
+int output_mkdir_open(const char *path, mode_t mode)
+{
+	int fd, r;
+
+	for (int tries = 0; tries < 2; tries++) {
+		if (!mkdir_is_known(path)) {
+			r = output_mkdir_parents(path, mode);
+			if (r < 0)
+				return r;
+		}
+		fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd >= 0)
+			return fd;
+		if (errno != ENOENT)
+			return -errno;
+		output_mkdir_forget(path); /* removed since: make it again */
+	}
+	return -ENOENT;
 }

@@ -306,6 +306,42 @@ def leftovers(folder):
     return sorted(found)
 
 
+def journal_lines(state_dir):
+    """The lines of <state_dir>/journal.log as (kind, payload bytes), each frame and checksum
+    checked: "SJ1 <W|D> <length> <crc32 hex> <payload>\n". A line that does not check out is
+    returned as ("?", line)."""
+    path = os.path.join(state_dir, "journal.log")
+    try:
+        data = read_bytes(path)
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
+        m = re.match(rb"SJ1 ([WD]) (\d+) ([0-9a-f]{8}) (.*)\Z", line, re.S)
+        if (not m or int(m.group(2)) != len(m.group(4))
+                or zlib.crc32(m.group(1) + m.group(4)) != int(m.group(3), 16)):
+            out.append(("?", line))
+        else:
+            out.append((m.group(1).decode(), m.group(4)))
+    return out
+
+
+def journal_records(state_dir):
+    """The live paid-result records of the journal (parsed JSON), in order: a write not followed
+    by a "done" tombstone for its folder and source."""
+    def key(rec):
+        return (rec.get("folder_hex") or rec.get("folder"), rec.get("source_hex") or rec.get("source"))
+    live = {}
+    for kind, payload in journal_lines(state_dir):
+        if kind == "?":
+            continue
+        rec = json.loads(payload.decode("utf-8"))
+        live.pop(key(rec), None)
+        if kind == "W":
+            live[key(rec)] = rec
+    return list(live.values())
+
+
 def listing(folder):
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 

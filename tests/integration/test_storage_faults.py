@@ -194,7 +194,7 @@ def case_once_unwritable_result(ctx):
         c.eq(proc.returncode, 1, "--once exits 1: a paid result is left for the next run")
         c.eq([n for n in os.listdir(out) if n.endswith(".json")], [],
              "no .error.json for a result that could not be written")
-        c.eq(len(os.listdir(os.path.join(state, "journal"))), 1, "the paid result is still journalled")
+        c.eq(len(h.journal_records(state)), 1, "the paid result is still journalled")
         c.check("stays in the journal" in err, "the log says so", err[-400:])
         c.eq(len(api.generations()), 1, "the other files of that folder are not paid for in this run")
         os.unlink(filler)
@@ -283,7 +283,9 @@ def case_reuse_local_error(ctx):
 
 def case_restore_done_record(ctx):
     """9: a journal record whose sidecar already exists (the unlink was lost in a power cut) is
-    removed, not fetched again (its URL is long expired here: a 404)."""
+    removed, not fetched again (its URL is long expired here: a 404). The record is planted in the
+    old one-file-per-record layout (<state_dir>/journal/<sha256>.json), which the start-up
+    migrates into journal.log: an upgrade loses nothing."""
     c = ctx.checks
     api = ctx.start_hostile_api("restore")
     root, hot, out, state = ctx.folder("restore")
@@ -301,6 +303,7 @@ def case_restore_done_record(ctx):
               "attempts": 1, "usage": None}
     name = hashlib.sha256(hot.encode() + b"\0" + b"p.png").hexdigest() + ".json"
     jdir = os.path.join(state, "journal")
+    os.makedirs(jdir, exist_ok=True)
     with open(os.path.join(jdir, name), "w", encoding="utf-8") as f:
         json.dump(record, f)
     before = h.read_bytes(os.path.join(out, "p.json"))
@@ -310,7 +313,8 @@ def case_restore_done_record(ctx):
          "the record is not fetched again (only the first run's download)")
     c.check(not os.path.exists(os.path.join(out, "p.error.json")), "no .error.json beside the good sidecar")
     c.eq(h.read_bytes(os.path.join(out, "p.json")), before, "the sidecar is untouched")
-    c.eq(os.listdir(jdir), [], "the stale record is removed")
+    c.eq(os.listdir(jdir), [], "the stale record is migrated out of the old layout")
+    c.eq(h.journal_records(state), [], "and removed (a tombstone follows it)")
     c.eq(len(api.generations()), 1, "and nothing is paid again")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Issue 9.15: raw invalid UTF-8 from the server (in a message, a code, model, size, usage values
 and member names) never makes a file the daemon writes invalid: every .json in the output folder
-and in the journal decodes as strict UTF-8 and parses as JSON; bad bytes become U+FFFD. A source
+and every record in the journal (state_dir/journal.log) decodes as strict UTF-8 and parses as JSON; bad bytes become U+FFFD. A source
 name that is not UTF-8 is kept exactly (as hex) in the journal as in sidecars."""
 
 import base64
@@ -52,41 +52,39 @@ def test(ctx):
     h.write_bytes(os.path.join(hot.encode(), b"\xff-truchet.png"), h.sample("truchet.png"))
 
     d = ctx.start_daemon(config, name="utf8-daemon")
-    journal = os.path.join(state, "journal")
+    def journal_writes():
+        return [payload for kind, payload in h.journal_lines(state) if kind == "W"]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and d.proc.poll() is None:
         names = h.listing(out)
         if (any(n.endswith(".error.json") for n in names)
                 and any(n.endswith(".json") and not n.endswith(".error.json") for n in names)
-                and any(True for _ in json_files(journal))):
+                and journal_writes()):
             break
         time.sleep(0.1)
-    files = list(json_files(out)) + list(json_files(journal))
+    files = list(json_files(out))
+    texts_raw = [h.read_bytes(p) for p in files]
+    records = journal_writes()
     c.eq(len(api.generations(valid_only=False)), 3, "three generation calls")
-    c.eq(sorted(os.path.dirname(p) == journal for p in files), [False, False, True],
+    c.eq((len(files), len(records)), (2, 1),
          "a success sidecar, an error sidecar and a journal record (the slow download) exist")
+    c.eq([kind for kind, _ in h.journal_lines(state) if kind == "?"], [],
+         "every journal line has its frame and checksum")
     bad = []
-    for p in files:
-        with open(p, "rb") as f:
-            data = f.read()
+    for name, data in list(zip(files, texts_raw)) + [("journal.log record", r) for r in records]:
         try:
             json.loads(data.decode("utf-8", "strict"))
         except ValueError as e:
-            bad.append("%s: %s" % (os.path.relpath(p, ctx.tmp), e))
+            bad.append("%s: %s" % (os.path.relpath(name, ctx.tmp) if name.startswith("/") else name, e))
     c.problems(bad, "every sidecar, error sidecar and journal record is strict UTF-8 JSON")
-    texts = []
-    for p in files:
-        with open(p, "rb") as f:
-            texts.append(f.read().decode("utf-8", "replace"))
+    texts = [data.decode("utf-8", "replace") for data in texts_raw + records]
     c.check(all("\ufffd" in t for t in texts), "the bad bytes are kept as U+FFFD in each file")
     sources = {b"\xff-truchet.png", b"bubbles.png", b"rings.png"}
-    for p in files:
-        if os.path.dirname(p) == journal:
-            with open(p, "rb") as f:
-                rec = json.loads(f.read().decode("utf-8", "replace"))
-            exact = (bytes.fromhex(rec["source_hex"]) if "source_hex" in rec
-                     else rec.get("source", "").encode())
-            c.check(exact in sources, "the journal keeps the exact source name", repr(rec)[:200])
+    for data in records:
+        rec = json.loads(data.decode("utf-8", "replace"))
+        exact = (bytes.fromhex(rec["source_hex"]) if "source_hex" in rec
+                 else rec.get("source", "").encode())
+        c.check(exact in sources, "the journal keeps the exact source name", repr(rec)[:200])
     d.terminate()
 
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "index.h"
@@ -497,19 +498,187 @@ static void test_load_depth_limit(void **state)
 	index_free(idx);
 }
 
+/* ---- the done-record cache ---------------------------------------------- */
+
+/* Sets the mtime of root/rel back 10 s: settled, so the cache trusts it. */
+static void age_dir(const char *rel)
+{
+	char path[4096];
+	struct timespec ts[2];
+
+	snprintf(path, sizeof(path), "%s/%s", root, rel);
+	assert_int_equal(clock_gettime(CLOCK_REALTIME, &ts[0]), 0);
+	ts[0].tv_sec -= 10;
+	ts[1] = ts[0];
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static struct index *load_cached(const char *cache, const char *skip, struct index_load_stats *st)
+{
+	struct index *idx = NULL;
+
+	assert_int_equal(index_new(&idx), 0);
+	assert_int_equal(index_load_tree_cached(idx, root, skip, cache, NULL, st), 0);
+	return idx;
+}
+
+static void assert_same_entry(const struct index *a, const struct index *b, const char *source)
+{
+	const struct index_entry *x = index_get(a, source), *y = index_get(b, source);
+
+	assert_non_null(x);
+	assert_non_null(y);
+	assert_string_equal(x->sidecar, y->sidecar);
+	assert_int_equal(x->size, y->size);
+	assert_int_equal(x->mtime_sec, y->mtime_sec);
+	assert_int_equal(x->mtime_nsec, y->mtime_nsec);
+	assert_string_equal(x->sha256, y->sha256);
+	assert_int_equal(x->failed, y->failed);
+	assert_int_equal(x->finished_at, y->finished_at);
+	assert_int_equal(x->generated_images, y->generated_images);
+}
+
+static void test_cache(void **state)
+{
+	char cache[4096], skip[4096], path[4096], state_dir[] = "/tmp/test_index_state.XXXXXX";
+	struct index_load_stats st;
+	struct index *from_sidecars, *idx;
+	struct stat sb;
+	FILE *f;
+
+	(void)state;
+	make_dir("sub");
+	make_dir("sub/deep");
+	make_dir("done");
+	assert_non_null(mkdtemp(state_dir));
+	put_doc("a.json", success_doc("a.png", 100));
+	put_doc("sub/b.error.json", error_doc("sub/b.png", 150));
+	put_doc("sub/deep/c.json", success_doc("sub/deep/c.png", 200));
+	put_doc("done/d.json", success_doc("d.png", 100));
+	age_dir("sub/deep");
+	age_dir("sub");
+	age_dir("done");
+	age_dir(".");
+	snprintf(cache, sizeof(cache), "%s/index/x.cache", state_dir);
+	snprintf(skip, sizeof(skip), "%s/done", root);
+
+	/* no cache yet: everything is read */
+	from_sidecars = load_cached(cache, skip, &st);
+	assert_int_equal(st.cache_result, -ENOENT);
+	assert_int_equal(st.dirs_read, 3);
+	assert_int_equal(st.sidecars_read, 3);
+	assert_int_equal(index_count(from_sidecars), 3);
+	assert_int_equal(index_save_cache(from_sidecars, root, skip, cache), 0);
+
+	/* with it: no folder listed, no sidecar read, the same entries */
+	idx = load_cached(cache, skip, &st);
+	assert_int_equal(st.cache_result, 0);
+	assert_int_equal(st.sidecars_read, 0);
+	assert_int_equal(st.dirs_read, 0);
+	assert_int_equal(st.dirs_cached, 3);
+	assert_int_equal(index_count(idx), 3);
+	assert_same_entry(idx, from_sidecars, "a.png");
+	assert_same_entry(idx, from_sidecars, "sub/b.png");
+	assert_same_entry(idx, from_sidecars, "sub/deep/c.png");
+	assert_null(index_get(idx, "d.png")); /* the done_dir stays skipped */
+	index_free(idx);
+
+	/* another skip_dir (or output): a foreign cache, not used */
+	idx = load_cached(cache, NULL, &st);
+	assert_int_equal(st.cache_result, -EINVAL);
+	assert_int_equal(index_count(idx), 4);
+	index_free(idx);
+
+	/* a sidecar deleted: its folder is read again, the others still cached,
+	 * and sub/deep is still reached through sub */
+	snprintf(path, sizeof(path), "%s/sub/b.error.json", root);
+	assert_int_equal(unlink(path), 0);
+	idx = load_cached(cache, skip, &st);
+	assert_int_equal(st.dirs_cached, 2);
+	assert_int_equal(st.sidecars_read, 0);
+	assert_null(index_get(idx, "sub/b.png"));
+	assert_non_null(index_get(idx, "sub/deep/c.png"));
+	assert_non_null(index_get(idx, "a.png"));
+
+	/* a cache written right after that change does not trust sub (it could
+	 * change again within the same mtime), yet leads to sub/deep */
+	assert_int_equal(index_save_cache(idx, root, skip, cache), 0);
+	index_free(idx);
+	idx = load_cached(cache, skip, &st);
+	assert_int_equal(st.cache_result, 0);
+	assert_null(index_get(idx, "sub/b.png"));
+	assert_non_null(index_get(idx, "sub/deep/c.png"));
+	assert_non_null(index_get(idx, "a.png"));
+	assert_int_equal(index_count(idx), 2);
+	index_free(idx);
+
+	/* a cache entry for a sidecar deleted while the daemon ran is dropped at
+	 * the save: the in-memory index still has b, the folder does not */
+	age_dir("sub");
+	assert_int_equal(index_save_cache(from_sidecars, root, skip, cache), 0);
+	idx = load_cached(cache, skip, &st);
+	assert_int_equal(st.sidecars_read, 0);
+	assert_null(index_get(idx, "sub/b.png"));
+	assert_int_equal(index_count(idx), 2);
+	index_free(idx);
+
+	/* a "*.json" the index does not hold (a sidecar committed after the
+	 * index was taken, say): its folder is not trusted */
+	put_doc("sub/late.json", success_doc("sub/late.png", 300));
+	age_dir("sub");
+	assert_int_equal(index_save_cache(from_sidecars, root, skip, cache), 0);
+	idx = load_cached(cache, skip, &st);
+	assert_int_equal(st.dirs_cached, 2);
+	assert_int_equal(st.sidecars_read, 1);
+	assert_non_null(index_get(idx, "sub/late.png"));
+	index_free(idx);
+	snprintf(path, sizeof(path), "%s/sub/late.json", root);
+	assert_int_equal(unlink(path), 0);
+	age_dir("sub");
+	assert_int_equal(index_save_cache(from_sidecars, root, skip, cache), 0);
+
+	/* truncated: ignored, the sidecars are read */
+	assert_int_equal(stat(cache, &sb), 0);
+	assert_int_equal(truncate(cache, sb.st_size / 2), 0);
+	idx = load_cached(cache, skip, &st);
+	assert_int_equal(st.cache_result, -EINVAL);
+	assert_int_equal(st.sidecars_read, 2);
+	assert_int_equal(index_count(idx), 2);
+	index_free(idx);
+
+	/* one byte changed: the checksum says so */
+	assert_int_equal(index_save_cache(from_sidecars, root, skip, cache), 0);
+	f = fopen(cache, "r+b");
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 40, SEEK_SET), 0);
+	assert_int_equal(fputc('Z', f), 'Z');
+	assert_int_equal(fclose(f), 0);
+	idx = load_cached(cache, skip, &st);
+	assert_int_equal(st.cache_result, -EINVAL);
+	assert_int_equal(st.dirs_cached, 0);
+	assert_int_equal(index_count(idx), 2);
+	index_free(idx);
+	index_free(from_sidecars);
+	assert_int_equal(unlink(cache), 0);
+	snprintf(path, sizeof(path), "%s/index", state_dir);
+	assert_int_equal(rmdir(path), 0);
+	assert_int_equal(rmdir(state_dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_put_get_remove),
-		cmocka_unit_test(test_many),
-		cmocka_unit_test(test_parse_success),
-		cmocka_unit_test(test_parse_error),
-		cmocka_unit_test(test_parse_not_utf8),
-		cmocka_unit_test(test_parse_lenient_members),
-		cmocka_unit_test(test_parse_invalid),
-		cmocka_unit_test_setup_teardown(test_load_tree, setup_tree, teardown_tree),
-		cmocka_unit_test_setup_teardown(test_load_missing_root, setup_tree, teardown_tree),
-		cmocka_unit_test_setup_teardown(test_load_depth_limit, setup_tree, teardown_tree),
+	    cmocka_unit_test(test_put_get_remove),
+	    cmocka_unit_test(test_many),
+	    cmocka_unit_test(test_parse_success),
+	    cmocka_unit_test(test_parse_error),
+	    cmocka_unit_test(test_parse_not_utf8),
+	    cmocka_unit_test(test_parse_lenient_members),
+	    cmocka_unit_test(test_parse_invalid),
+	    cmocka_unit_test_setup_teardown(test_load_tree, setup_tree, teardown_tree),
+	    cmocka_unit_test_setup_teardown(test_load_missing_root, setup_tree, teardown_tree),
+	    cmocka_unit_test_setup_teardown(test_load_depth_limit, setup_tree, teardown_tree),
+	    cmocka_unit_test_setup_teardown(test_cache, setup_tree, teardown_tree),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

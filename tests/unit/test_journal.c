@@ -15,6 +15,8 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sys/stat.h>
 
 #include "api.h"
 #include "config.h"
@@ -132,6 +134,8 @@ static void test_write_load_remove(void **state)
 	assert_int_equal(journal_open(dir, &j), 0);
 	assert_int_equal(journal_write(j, &a), 0);
 	b.source = "other.png";
+	(void)snprintf(path, sizeof(path), "%s/journal", dir); /* the old layout's folder */
+	assert_int_equal(mkdir(path, 0700), 0);
 	assert_int_equal(journal_write(j, &b), 0);
 	assert_int_equal(journal_write(j, &b), 0); /* the same source again: replaced */
 	(void)snprintf(path, sizeof(path), "%s/journal/garbage.json", dir);
@@ -282,13 +286,409 @@ static void test_largest_records_read_back(void **state)
 	free(url);
 }
 
+/* ---- the one-file log ---------------------------------------------------- */
+
+static void make_dir(char *dir)
+{
+	assert_non_null(mkdtemp(dir));
+}
+
+static void remove_dir(const char *dir)
+{
+	char cmd[256];
+
+	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static char *slurp(const char *dir, const char *name, size_t *ret_len)
+{
+	char path[512], *buf = NULL;
+	size_t len = 0;
+	int fd;
+
+	(void)snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return NULL;
+	assert_int_equal(output_read_fd(fd, 1 << 30, &buf, &len), 0);
+	close(fd);
+	if (ret_len)
+		*ret_len = len;
+	return buf;
+}
+
+static void append_bytes(const char *dir, const char *name, const char *data, size_t len)
+{
+	char path[512];
+	int fd;
+
+	(void)snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	close(fd);
+}
+
+static off_t file_size(const char *dir, const char *name)
+{
+	char path[512];
+	struct stat st;
+
+	(void)snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (stat(path, &st) < 0)
+		return -1;
+	return st.st_size;
+}
+
+struct names {
+	int count;
+	char source[64][64];
+};
+
+static void collect_names(struct journal_record *rec, void *userdata)
+{
+	struct names *n = userdata;
+
+	if (n->count < 64)
+		(void)snprintf(n->source[n->count], sizeof(n->source[0]), "%s", rec->source);
+	n->count++;
+}
+
+/* Closes j (if any), opens the journal again and loads it. */
+static struct journal *reload(struct journal *j, const char *dir, struct names *n, size_t *bad)
+{
+	journal_close(j);
+	j = NULL;
+	assert_int_equal(journal_open(dir, &j), 0);
+	memset(n, 0, sizeof(*n));
+	assert_int_equal(journal_load(j, collect_names, n, bad), 0);
+	return j;
+}
+
+static void write_source(struct journal *j, const char *source)
+{
+	struct journal_record rec = sample();
+
+	rec.source = (char *)source;
+	assert_int_equal(journal_write(j, &rec), 0);
+}
+
+static void test_log_round_trip_and_tombstones(void **state)
+{
+	char dir[] = "/tmp/test_journal.XXXXXX";
+	struct journal *j = NULL;
+	struct names n;
+	size_t bad = 99;
+
+	(void)state;
+	make_dir(dir);
+	j = reload(NULL, dir, &n, &bad);
+	assert_int_equal(n.count, 0);
+	write_source(j, "a.png");
+	write_source(j, "b.png");
+	write_source(j, "c.png");
+	assert_int_equal(journal_remove(j, "/srv/hot", "b.png"), 0);
+	write_source(j, "c.png"); /* the same source again: one live record */
+	assert_int_equal(journal_remove(j, "/srv/hot", "d.png"), 0);   /* never written */
+	assert_int_equal(journal_remove(j, "/srv/other", "a.png"), 0); /* another folder */
+	/* a tombstone, then the same source paid again: live */
+	write_source(j, "e.png");
+	assert_int_equal(journal_remove(j, "/srv/hot", "e.png"), 0);
+	write_source(j, "e.png");
+	assert_true(file_size(dir, "journal.log") > 0);
+	j = reload(j, dir, &n, &bad);
+	assert_int_equal(bad, 0);
+	assert_int_equal(n.count, 3);
+	assert_string_equal(n.source[0], "a.png");
+	assert_string_equal(n.source[1], "c.png");
+	assert_string_equal(n.source[2], "e.png");
+	/* the load rewrote the file without the dead records: the same again */
+	j = reload(j, dir, &n, &bad);
+	assert_int_equal(n.count, 3);
+	assert_int_equal(bad, 0);
+	journal_close(j);
+	remove_dir(dir);
+}
+
+static void test_log_torn_tail(void **state)
+{
+	char dir[] = "/tmp/test_journal.XXXXXX";
+	struct journal *j = NULL;
+	struct names n;
+	size_t bad = 99, len = 0;
+	char *log, *kept;
+
+	(void)state;
+	make_dir(dir);
+	j = reload(NULL, dir, &n, &bad);
+	write_source(j, "a.png");
+	write_source(j, "b.png");
+	journal_close(j);
+	j = NULL;
+	/* A crash in the middle of appending the next record: half of a line. */
+	log = slurp(dir, "journal.log", &len);
+	assert_non_null(log);
+	append_bytes(dir, "journal.log", log, len / 2 / 2);
+	j = reload(NULL, dir, &n, &bad);
+	assert_int_equal(n.count, 2);
+	assert_int_equal(bad, 0); /* never acknowledged: not a lost record */
+	kept = slurp(dir, "journal.bad", NULL);
+	assert_non_null(kept); /* but kept for a human */
+	assert_memory_equal(kept, log, len / 2 / 2);
+	free(kept);
+	/* appends after it start on a line of their own */
+	write_source(j, "c.png");
+	j = reload(j, dir, &n, &bad);
+	assert_int_equal(n.count, 3);
+	assert_string_equal(n.source[2], "c.png");
+	assert_int_equal(bad, 0);
+	free(log);
+	journal_close(j);
+	remove_dir(dir);
+}
+
+static void test_log_corrupt_middle(void **state)
+{
+	char dir[] = "/tmp/test_journal.XXXXXX", path[512];
+	struct journal *j = NULL;
+	struct names n;
+	size_t bad = 99, len = 0;
+	char *log, *second, *kept;
+	int fd;
+
+	(void)state;
+	make_dir(dir);
+	j = reload(NULL, dir, &n, &bad);
+	write_source(j, "a.png");
+	write_source(j, "b.png");
+	write_source(j, "c.png");
+	journal_close(j);
+	/* One byte of the middle record's payload changes: the checksum says so. */
+	log = slurp(dir, "journal.log", &len);
+	second = strchr(log, '\n') + 1;
+	second = strstr(second, "b.png");
+	assert_non_null(second);
+	(void)snprintf(path, sizeof(path), "%s/journal.log", dir);
+	fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "x", 1, second - log), 1);
+	close(fd);
+	j = reload(NULL, dir, &n, &bad);
+	assert_int_equal(bad, 1);
+	assert_int_equal(n.count, 2);
+	assert_string_equal(n.source[0], "a.png");
+	assert_string_equal(n.source[1], "c.png");
+	kept = slurp(dir, "journal.bad", NULL);
+	assert_non_null(kept);
+	assert_non_null(strstr(kept, "x.png")); /* the damaged line, as it was */
+	free(kept);
+	/* moved out of the log once: not counted again */
+	j = reload(j, dir, &n, &bad);
+	assert_int_equal(bad, 0);
+	assert_int_equal(n.count, 2);
+	free(log);
+	journal_close(j);
+	remove_dir(dir);
+}
+
+static void test_log_compaction(void **state)
+{
+	char dir[] = "/tmp/test_journal.XXXXXX", src[32];
+	struct journal_record rec = sample();
+	struct journal *j = NULL;
+	struct names n;
+	size_t bad = 0;
+	char *url = malloc(8001);
+	off_t most = 0;
+
+	(void)state;
+	assert_non_null(url);
+	memset(url, 'u', 8000);
+	url[8000] = '\0';
+	rec.url = url;
+	make_dir(dir);
+	j = reload(NULL, dir, &n, &bad);
+	write_source(j, "kept.png");
+	/* 300 records of 8 KB, each done at once: 2.4 MB appended in all. */
+	for (int i = 0; i < 300; i++) {
+		off_t size;
+
+		(void)snprintf(src, sizeof(src), "gone-%d.png", i);
+		rec.source = src;
+		assert_int_equal(journal_write(j, &rec), 0);
+		assert_int_equal(journal_remove(j, rec.folder, src), 0);
+		size = file_size(dir, "journal.log");
+		if (size > most)
+			most = size;
+	}
+	/* Rewritten whenever it doubled past 1 MiB: never much more. */
+	assert_true(most < 2 * 1024 * 1024 + 16 * 1024);
+	assert_true(file_size(dir, "journal.log") < 2 * 1024 * 1024);
+	/* a record written right after a rewrite is durable in the new file */
+	write_source(j, "after.png");
+	j = reload(j, dir, &n, &bad);
+	assert_int_equal(bad, 0);
+	assert_int_equal(n.count, 2);
+	assert_string_equal(n.source[0], "kept.png");
+	assert_string_equal(n.source[1], "after.png");
+	/* the load compacted the tail of tombstones away */
+	assert_true(file_size(dir, "journal.log") < 4096);
+	free(url);
+	journal_close(j);
+	remove_dir(dir);
+}
+
+static void test_log_migrates_old_layout(void **state)
+{
+	char dir[] = "/tmp/test_journal.XXXXXX", path[512];
+	struct journal_record rec = sample();
+	struct journal *j = NULL;
+	struct names n;
+	size_t bad = 99;
+	char *text;
+	FILE *f;
+
+	(void)state;
+	make_dir(dir);
+	(void)snprintf(path, sizeof(path), "%s/journal", dir);
+	assert_int_equal(mkdir(path, 0700), 0);
+	/* what the one-file-per-record journal left: a record, a half-written
+	 * temporary file, an unreadable record */
+	rec.source = "old.png";
+	text = journal_record_json(&rec);
+	assert_non_null(text);
+	(void)snprintf(path, sizeof(path), "%s/journal/%s.json", dir, "0123abcd");
+	f = fopen(path, "w");
+	assert_non_null(f);
+	(void)fputs(text, f);
+	(void)fclose(f);
+	free(text);
+	append_bytes(dir, "journal/.0123abcd.json.0123456789abcdef.tmp", "{\"fo", 4);
+	append_bytes(dir, "journal/broken.json", "{\"folder\"", 9);
+
+	assert_int_equal(journal_open(dir, &j), 0);
+	write_source(j, "new.png"); /* a record of the new layout beside them */
+	j = reload(j, dir, &n, &bad);
+	assert_int_equal(n.count, 2);
+	assert_string_equal(n.source[0], "old.png");
+	assert_string_equal(n.source[1], "new.png");
+	assert_int_equal(bad, 1);
+	assert_int_equal(access(path, F_OK), -1); /* migrated: gone from the old folder */
+	(void)snprintf(path, sizeof(path), "%s/journal/.0123abcd.json.0123456789abcdef.tmp", dir);
+	assert_int_equal(access(path, F_OK), -1);
+	(void)snprintf(path, sizeof(path), "%s/journal/broken.json", dir);
+	assert_int_equal(access(path, F_OK), 0); /* left for a human */
+	/* the migrated record lives on in journal.log, and can be done */
+	j = reload(j, dir, &n, &bad);
+	assert_int_equal(n.count, 2);
+	assert_int_equal(journal_remove(j, "/srv/hot", "old.png"), 0);
+	j = reload(j, dir, &n, &bad);
+	assert_int_equal(n.count, 1);
+	assert_string_equal(n.source[0], "new.png");
+	journal_close(j);
+	remove_dir(dir);
+}
+
+#define WRITERS		  8
+#define WRITES_PER_WRITER 200
+#define NAS_SYNC_DELAY_US 2000
+
+struct writer {
+	struct journal *j;
+	int id;
+	int failed;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	struct journal_record rec = sample();
+	char src[32];
+
+	for (int i = 0; i < WRITES_PER_WRITER; i++) {
+		(void)snprintf(src, sizeof(src), "w%d-%d.png", w->id, i);
+		rec.source = src;
+		if (journal_write(w->j, &rec) < 0)
+			w->failed++;
+		/* done for half of them, from the same thread, right after */
+		if (i % 2 && journal_remove(w->j, rec.folder, src) < 0)
+			w->failed++;
+	}
+	return NULL;
+}
+
+static void count_record(struct journal_record *rec, void *userdata)
+{
+	(void)rec;
+	(*(int *)userdata)++;
+}
+
+/* Group commit: writers that wait at the same time share one fdatasync. */
+static void test_log_group_commit(void **state)
+{
+	char dir[] = "/tmp/test_journal.XXXXXX";
+	struct writer w[WRITERS];
+	pthread_t t[WRITERS];
+	struct journal *j = NULL;
+	unsigned long syncs;
+	size_t bad = 0;
+	int count = 0;
+
+	(void)state;
+	make_dir(dir);
+	assert_int_equal(journal_open(dir, &j), 0);
+	assert_int_equal(journal_load(j, count_record, &count, &bad), 0);
+	journal_test_set_sync_delay(j, NAS_SYNC_DELAY_US);
+
+	/* One writer alone: every write waits for a sync of its own. */
+	for (int i = 0; i < 20; i++) {
+		char src[32];
+
+		(void)snprintf(src, sizeof(src), "alone-%d.png", i);
+		write_source(j, src);
+	}
+	assert_int_equal(journal_sync_count(j), 20);
+
+	for (int i = 0; i < WRITERS; i++) {
+		w[i] = (struct writer){.j = j, .id = i};
+		assert_int_equal(pthread_create(&t[i], NULL, writer_main, &w[i]), 0);
+	}
+	for (int i = 0; i < WRITERS; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(w[i].failed, 0);
+	}
+	syncs = journal_sync_count(j) - 20;
+	print_message("group commit: %d writes by %d threads, %lu fdatasync calls\n",
+		      WRITERS * WRITES_PER_WRITER, WRITERS, syncs);
+	/* Without sharing it would be one per write (1600); with it a sync
+	 * covers the records of the writers that waited meanwhile (about 4 here). */
+	assert_true(syncs <= WRITERS * WRITES_PER_WRITER / 2);
+
+	journal_close(j);
+	j = NULL;
+	assert_int_equal(journal_open(dir, &j), 0);
+	count = 0;
+	assert_int_equal(journal_load(j, count_record, &count, &bad), 0);
+	assert_int_equal(bad, 0);
+	assert_int_equal(count, 20 + WRITERS * WRITES_PER_WRITER / 2);
+	journal_close(j);
+	remove_dir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_roundtrip),
-		cmocka_unit_test(test_largest_records_read_back),
-		cmocka_unit_test(test_refusals),
-		cmocka_unit_test(test_write_load_remove),
+	    cmocka_unit_test(test_roundtrip),
+	    cmocka_unit_test(test_largest_records_read_back),
+	    cmocka_unit_test(test_refusals),
+	    cmocka_unit_test(test_write_load_remove),
+	    cmocka_unit_test(test_log_round_trip_and_tombstones),
+	    cmocka_unit_test(test_log_torn_tail),
+	    cmocka_unit_test(test_log_corrupt_middle),
+	    cmocka_unit_test(test_log_compaction),
+	    cmocka_unit_test(test_log_migrates_old_layout),
+	    cmocka_unit_test(test_log_group_commit),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -646,29 +647,188 @@ static void test_error_json(void **state)
 	free(text);
 }
 
+/* ---- shared directory syncs and remembered folders ---------------------- */
+
+#define COMMITTERS	  8
+#define COMMITS_EACH	  40
+#define NAS_SYNC_DELAY_US 2000
+
+struct committer {
+	const char *dir;
+	int id;
+	int failed;
+};
+
+static void *committer_main(void *arg)
+{
+	struct committer *c = arg;
+	/* each its own descriptor (half of them O_PATH): the sharing is by folder */
+	int dirfd = open(c->dir, (c->id % 2 ? O_PATH : O_RDONLY) | O_DIRECTORY | O_CLOEXEC);
+	char name[32], text[32];
+
+	if (dirfd < 0) {
+		c->failed++;
+		return NULL;
+	}
+	for (int i = 0; i < COMMITS_EACH; i++) {
+		int n = snprintf(text, sizeof(text), "%d-%d", c->id, i);
+
+		(void)snprintf(name, sizeof(name), "f%d-%d", c->id, i);
+		if (output_write_atomic(dirfd, name, text, (size_t)n) < 0)
+			c->failed++;
+	}
+	close(dirfd);
+	return NULL;
+}
+
+static void rm_rf(const char *dir)
+{
+	char cmd[256];
+
+	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static void test_dir_sync_shared(void **state)
+{
+	char dir[] = "/tmp/test_output_sync.XXXXXX", path[128], *buf;
+	struct committer c[COMMITTERS];
+	pthread_t t[COMMITTERS];
+	unsigned long before, syncs;
+	size_t len;
+	int dirfd, fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	output_test_set_sync_delay(NAS_SYNC_DELAY_US);
+	/* Alone, every commit syncs the folder itself. */
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY);
+	assert_true(dirfd >= 0);
+	before = output_dir_sync_count();
+	for (int i = 0; i < 10; i++) {
+		(void)snprintf(path, sizeof(path), "alone-%d", i);
+		assert_int_equal(output_write_atomic(dirfd, path, "x", 1), 0);
+	}
+	assert_int_equal(output_dir_sync_count() - before, 10);
+	close(dirfd);
+
+	before = output_dir_sync_count();
+	for (int i = 0; i < COMMITTERS; i++) {
+		c[i] = (struct committer){.dir = dir, .id = i};
+		assert_int_equal(pthread_create(&t[i], NULL, committer_main, &c[i]), 0);
+	}
+	for (int i = 0; i < COMMITTERS; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(c[i].failed, 0);
+	}
+	syncs = output_dir_sync_count() - before;
+	output_test_set_sync_delay(0);
+	print_message("shared directory fsync: %d commits by %d threads, %lu fsync calls\n",
+		      COMMITTERS * COMMITS_EACH, COMMITTERS, syncs);
+	/* One per commit without sharing (320). */
+	assert_true(syncs <= COMMITTERS * COMMITS_EACH / 2);
+	for (int i = 0; i < COMMITTERS; i++)
+		for (int k = 0; k < COMMITS_EACH; k++) {
+			char want[32];
+
+			(void)snprintf(path, sizeof(path), "%s/f%d-%d", dir, i, k);
+			(void)snprintf(want, sizeof(want), "%d-%d", i, k);
+			fd = open(path, O_RDONLY);
+			assert_true(fd >= 0);
+			assert_int_equal(output_read_fd(fd, 64, &buf, &len), 0);
+			assert_string_equal(buf, want);
+			free(buf);
+			close(fd);
+		}
+	rm_rf(dir);
+}
+
+static void test_mkdir_remembered(void **state)
+{
+	char dir[] = "/tmp/test_output_mkdir.XXXXXX", deep[128], mid[128];
+	unsigned long mkdirs, syncs;
+	struct stat st;
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	(void)snprintf(deep, sizeof(deep), "%s/a/b/c", dir);
+	(void)snprintf(mid, sizeof(mid), "%s/a/b", dir);
+
+	/* the existing parents: known (and synced into theirs) once */
+	assert_int_equal(output_mkdir_parents(dir, 0755), 0);
+	/* three new folders, each fsync'd into its parent */
+	syncs = output_dir_sync_count();
+	assert_int_equal(output_mkdir_parents(deep, 0755), 0);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(output_dir_sync_count() - syncs, 3);
+
+	/* known now: no mkdir at all, and no sync */
+	mkdirs = output_mkdir_count();
+	syncs = output_dir_sync_count();
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(output_mkdir_parents(deep, 0755), 0);
+	fd = output_mkdir_open(deep, 0755);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(output_mkdir_count(), mkdirs);
+	assert_int_equal(output_dir_sync_count(), syncs);
+
+	/* removed behind its back: output_mkdir_parents notices (one stat) */
+	assert_int_equal(rmdir(deep), 0);
+	assert_int_equal(output_mkdir_parents(deep, 0755), 0);
+	assert_int_equal(stat(deep, &st), 0);
+
+	/* and output_mkdir_open, on the ENOENT of its open */
+	assert_int_equal(rmdir(deep), 0);
+	assert_int_equal(rmdir(mid), 0);
+	syncs = output_dir_sync_count();
+	fd = output_mkdir_open(deep, 0755);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_int_equal(output_dir_sync_count() - syncs, 2); /* b and c were new */
+
+	/* forgetting a folder forgets what is under it */
+	output_mkdir_forget(mid);
+	mkdirs = output_mkdir_count();
+	assert_int_equal(output_mkdir_parents(deep, 0755), 0);
+	assert_true(output_mkdir_count() > mkdirs);
+
+	/* a file where a folder should be is an error, as before */
+	(void)snprintf(deep, sizeof(deep), "%s/file", dir);
+	fd = open(deep, O_WRONLY | O_CREAT, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	(void)snprintf(deep, sizeof(deep), "%s/file/sub", dir);
+	assert_int_equal(output_mkdir_parents(deep, 0755), -ENOTDIR);
+	rm_rf(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_stem_basic),
-		cmocka_unit_test(test_stem_control_and_invalid),
-		cmocka_unit_test(test_stem_unicode),
-		cmocka_unit_test(test_stem_length),
-		cmocka_unit_test(test_ext),
-		cmocka_unit_test_setup_teardown(test_choose_stem, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_choose_stem_unreadable, setup_dir,
-						teardown_dir),
-		cmocka_unit_test_setup_teardown(test_choose_stem_exhausted, setup_dir,
-						teardown_dir),
-		cmocka_unit_test_setup_teardown(test_write_atomic, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_tmp_open_abort, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_sweep_tmp, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_tmp_commit, setup_dir, teardown_dir),
-		cmocka_unit_test_setup_teardown(test_tmp_commit_opath, setup_dir, teardown_dir),
-		cmocka_unit_test(test_rfc3339_roundtrip),
-		cmocka_unit_test(test_rfc3339_parse),
-		cmocka_unit_test(test_rfc3339_format_errors),
-		cmocka_unit_test(test_sidecar_json),
-		cmocka_unit_test(test_error_json),
+	    cmocka_unit_test(test_stem_basic),
+	    cmocka_unit_test(test_stem_control_and_invalid),
+	    cmocka_unit_test(test_stem_unicode),
+	    cmocka_unit_test(test_stem_length),
+	    cmocka_unit_test(test_ext),
+	    cmocka_unit_test_setup_teardown(test_choose_stem, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_choose_stem_unreadable, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_choose_stem_exhausted, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_write_atomic, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_tmp_open_abort, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_sweep_tmp, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_tmp_commit, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_tmp_commit_opath, setup_dir, teardown_dir),
+	    cmocka_unit_test(test_rfc3339_roundtrip),
+	    cmocka_unit_test(test_rfc3339_parse),
+	    cmocka_unit_test(test_rfc3339_format_errors),
+	    cmocka_unit_test(test_sidecar_json),
+	    cmocka_unit_test(test_error_json),
+	    cmocka_unit_test(test_dir_sync_shared),
+	    cmocka_unit_test(test_mkdir_remembered),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
