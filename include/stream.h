@@ -51,8 +51,8 @@ void stream_reader_free(struct stream_reader *r); /* accepts NULL */
 
 /* Writes to fd from its current offset, chunk bytes per request; full()
  * says so once cap bytes wait in memory. -ENOMEM, -errno of dup(). */
-int stream_writer_new(struct work_pool *pool, int fd, size_t chunk, size_t cap,
-		      stream_wake_fn wake, void *userdata, struct stream_writer **ret_writer);
+int stream_writer_new(struct work_pool *pool, int fd, size_t chunk, size_t cap, stream_wake_fn wake,
+		      void *userdata, struct stream_writer **ret_writer);
 
 /* Appends n bytes (kept in memory until a worker wrote them). After a write
  * error they stay in memory (see rest). 0 or -ENOMEM. */

@@ -63,10 +63,10 @@ struct stream_read_op {
 	size_t want;
 	uint8_t *buf;
 	EVP_MD_CTX *sha;
-	bool last;      /* finishes the file: the worker finalises the hash */
+	bool last; /* finishes the file: the worker finalises the hash */
 	unsigned gen;
 	size_t got;
-	int err;        /* errno of a failed read */
+	int err; /* errno of a failed read */
 	char hex[65];
 };
 
@@ -81,9 +81,9 @@ struct stream_reader {
 	size_t len[2];
 	bool ready[2];
 	unsigned cur, fill; /* the buffer being consumed, the next to fill */
-	size_t pos;         /* consumed in buf[cur] */
+	size_t pos;	    /* consumed in buf[cur] */
 	uint64_t next_off;  /* of the next read to queue */
-	unsigned gen;       /* bumped by a rewind: older reads are stale */
+	unsigned gen;	    /* bumped by a rewind: older reads are stale */
 	bool in_flight, waiting, orphaned;
 	int error;
 	EVP_MD_CTX *sha;
@@ -330,8 +330,8 @@ struct stream_writer {
 	stream_wake_fn wake;
 	void *userdata;
 	struct stream_chunk *head, *tail; /* waiting, oldest first */
-	struct stream_chunk *writing;     /* the chunk of the request under way */
-	size_t buffered;                  /* bytes not on the file */
+	struct stream_chunk *writing;	  /* the chunk of the request under way */
+	size_t buffered;		  /* bytes not on the file */
 	uint64_t written;
 	int error;
 	bool in_flight, waiting, finishing, orphaned;
@@ -464,8 +464,8 @@ static void writer_done(void *arg, bool cancelled)
 	writer_kick(w);
 }
 
-int stream_writer_new(struct work_pool *pool, int fd, size_t chunk, size_t cap,
-		      stream_wake_fn wake, void *userdata, struct stream_writer **ret_writer)
+int stream_writer_new(struct work_pool *pool, int fd, size_t chunk, size_t cap, stream_wake_fn wake,
+		      void *userdata, struct stream_writer **ret_writer)
 {
 	struct stream_writer *w;
 
