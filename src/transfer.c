@@ -616,8 +616,7 @@ static void transfer_gen_flushed(void *userdata)
 	done(g->easy, g->result, g->done_data);
 }
 
-void transfer_gen_finish(struct transfer_gen *g, CURLcode result, http_done_fn done,
-			 void *userdata)
+void transfer_gen_finish(struct transfer_gen *g, CURLcode result, http_done_fn done, void *userdata)
 {
 	g->running = false;
 	g->paused = 0;
@@ -640,8 +639,7 @@ static void transfer_gen_http_done(CURL *easy, CURLcode result, void *userdata)
 	transfer_gen_finish(g, result, g->done, g->done_data);
 }
 
-int transfer_gen_start(struct transfer_gen *g, struct http *http, http_done_fn done,
-		       void *userdata)
+int transfer_gen_start(struct transfer_gen *g, struct http *http, http_done_fn done, void *userdata)
 {
 	int r;
 
