@@ -1,10 +1,16 @@
 /* transfer: the two HTTP exchanges of a job as curl easy handles.
  * - generation: POST <base_url>/images/generations with the JSON body streamed
  *   as prefix + base64(file) + suffix from a read callback (never a whole
- *   base64 copy in memory), hashing the file with SHA-256 in the same pass;
+ *   base64 copy in memory); a worker reads the file ahead and hashes it with
+ *   SHA-256 (stream.h), and the upload pauses while nothing is read yet;
  *   the response body is kept (capped) for api_parse_response(), except the
- *   image of a b64_json answer, which is decoded into a file as it arrives.
- * - download: GET of the result URL straight into a temporary file. */
+ *   image of a b64_json answer, which is decoded and handed to a worker that
+ *   writes it into a file.
+ * - download: GET of the result URL, handed to a worker that writes it into a
+ *   temporary file.
+ * The loop thread never reads or writes the files: curl pauses while the
+ * workers are behind, and the done callback comes once every byte is on the
+ * file (or a write failed). */
 #ifndef SEEDREAMD_TRANSFER_H
 #define SEEDREAMD_TRANSFER_H
 
@@ -15,6 +21,11 @@
 #include <openssl/evp.h>
 
 #include "b64.h"
+#include "http.h"
+
+struct work_pool;
+struct stream_reader;
+struct stream_writer;
 
 /* The answer as kept in memory: the JSON around the image, never the image. */
 #define TRANSFER_JSON_MAX  (4u * 1024 * 1024)
@@ -32,10 +43,12 @@ struct transfer_image {
 	bool found;                /* the string was found and taken out */
 	bool malformed;            /* its text was not strict base64 */
 	bool too_large;            /* over TRANSFER_IMAGE_MAX decoded */
+	struct stream_writer *writer; /* on a dup of fd, while the transfer runs */
+	uint64_t taken;            /* decoded bytes handed to the writer */
+	/* Once the done callback came: */
 	int write_errno;
-	uint64_t written;          /* decoded bytes in fd */
-	uint8_t *spill;            /* after a write error, the rest, in memory */
-	size_t spill_len, spill_cap;
+	uint64_t written;          /* decoded bytes in fd; after a write error the
+				    * rest is in the writer's memory */
 	uint8_t magic[16];
 	size_t magic_len;
 	/* The scanner: just enough JSON to know where it is. */
@@ -76,14 +89,21 @@ struct transfer_gen {
 	CURL *easy;
 	struct transfer_guard guard;
 	struct curl_slist *headers;
+	struct work_pool *pool;
+	bool running;              /* started and its done not yet come */
+	int paused;                /* CURLPAUSE_SEND/RECV this transfer asked for */
+	CURLcode result;
+	http_done_fn done;
+	void *done_data;
 	char *prefix, *suffix;
 	size_t prefix_len, suffix_len, sent_prefix, sent_suffix;
 	int fd;
 	uint64_t file_size, file_off;
-	bool file_changed;         /* a short read: the file shrank under us */
+	struct stream_reader *reader; /* on a dup of fd */
+	bool file_changed;         /* a short or failed read: what was sent is not the file */
+	int read_errno;            /* with file_changed: the read's errno, 0 for short */
 	char stash[4];             /* one base64 group, when curl offers under 4 bytes */
 	size_t stash_len, stash_off;
-	EVP_MD_CTX *sha;
 	char sha256_hex[65];       /* filled once the whole file has been sent */
 	char *body;
 	size_t body_len, body_cap;
@@ -96,9 +116,15 @@ struct transfer_gen {
 struct transfer_dl {
 	CURL *easy;
 	struct transfer_guard guard;
+	struct stream_writer *writer; /* on a dup of fd */
+	bool running;
+	int paused;
+	CURLcode result;
+	http_done_fn done;
+	void *done_data;
 	int fd;                    /* the temporary output file */
 	char tmp_name[300];
-	uint64_t written;
+	uint64_t written;          /* bytes received (on fd once done came) */
 	uint8_t magic[16];
 	size_t magic_len;
 	bool too_large;
@@ -111,36 +137,69 @@ struct transfer_dl {
  * and on the address it connects to. */
 bool transfer_url_allowed(const char *url, const struct transfer_net *net);
 
-/* Sets up g (zeroed by the caller) to post to url with the given framing
- * around fd's content of file_size bytes. Takes ownership of prefix, suffix
- * and fd. auth_header is "Authorization: Bearer ..." (copied by curl). A
- * redirect is never followed: it would send the paid request again (307,
- * 308) or turn it into a GET elsewhere (301-303); the caller sees the 3xx. */
+/* Sets up g (zeroed by the caller, img.fd set when a b64_json image is to be
+ * decoded into that file) to post to url with the given framing around fd's
+ * content of file_size bytes; pool's workers read fd (starting now) and
+ * write img.fd. Takes ownership of prefix, suffix and fd. auth_header is
+ * "Authorization: Bearer ..." (copied by curl). A redirect is never
+ * followed: it would send the paid request again (307, 308) or turn it into
+ * a GET elsewhere (301-303); the caller sees the 3xx. */
 int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth_header,
 		       char *prefix, char *suffix, int fd, uint64_t file_size,
-		       const struct transfer_net *net);
-void transfer_gen_clear(struct transfer_gen *g); /* frees all, closes fd and img.fd */
+		       const struct transfer_net *net, struct work_pool *pool);
+/* Frees all, closes fd and img.fd; worker requests under way finish unseen. */
+void transfer_gen_clear(struct transfer_gen *g);
+
+/* Runs g on http; done(easy, result, userdata) comes once the answer is in
+ * and the image (if any) is on img.fd or failed to be written (img.write_errno,
+ * img.written). request_id and retry_after are filled by then. */
+int transfer_gen_start(struct transfer_gen *g, struct http *http, http_done_fn done,
+		       void *userdata);
 
 /* The body's next bytes, at most room (curl's read callback; tests call it
- * directly). 0 at the end, CURL_READFUNC_ABORT when the file shrank. */
+ * directly). 0 at the end, CURL_READFUNC_PAUSE while the worker has not read
+ * them yet (its completion resumes the transfer), CURL_READFUNC_ABORT when
+ * the file shrank or could not be read (file_changed). */
 size_t transfer_gen_fill(struct transfer_gen *g, char *buf, size_t room);
 
+/* curl's seek callback (tests call it directly): only a rewind to 0. */
+int transfer_gen_seek(void *userdata, curl_off_t offset, int origin);
+
 /* Takes the next n bytes of the answer (curl's write callback; tests call it
- * directly): keeps them in body, or decodes them into img.fd. Returns n, or 0
- * to abort (the kept JSON or the image too large, out of memory). */
+ * directly): keeps them in body, or decodes them for img.fd. Returns n,
+ * CURL_WRITEFUNC_PAUSE while too much waits for the disk, or 0 to abort (the
+ * kept JSON or the image too large, out of memory). */
 size_t transfer_gen_take(struct transfer_gen *g, const char *data, size_t n);
+
+/* The end of the exchange (what transfer_gen_start runs when curl is done;
+ * tests call it directly): done(g->easy, result, userdata) once the image's
+ * bytes are written, or could not be. */
+void transfer_gen_finish(struct transfer_gen *g, CURLcode result, http_done_fn done,
+			 void *userdata);
 
 /* The image as base64 text (NUL-terminated, caller frees), from what reached
  * img.fd and the rest kept in memory after a write error: a paid image is
- * never dropped for a disk error. 0, -ENOMEM or -errno of reading it back. */
+ * never dropped for a disk error. 0, -ENOMEM or -errno of reading it back.
+ * After the done callback. */
 int transfer_image_text(struct transfer_gen *g, char **ret_text);
 
-/* Sets up d (zeroed) to download url into the already open temporary file fd
- * (owned by the caller). */
-int transfer_dl_setup(struct transfer_dl *d, const char *url, const struct transfer_net *net);
-void transfer_dl_clear(struct transfer_dl *d); /* the easy handle only */
+/* Sets up d (zeroed, fd set: the already open temporary file, owned by the
+ * caller) to download url into it through pool's workers. */
+int transfer_dl_setup(struct transfer_dl *d, const char *url, const struct transfer_net *net,
+		      struct work_pool *pool);
+/* The easy handle and the writer; a write under way finishes unseen. */
+void transfer_dl_clear(struct transfer_dl *d);
 
-/* SHA-256 of a whole file descriptor from offset 0, as lowercase hex. */
+/* Runs d on http; done comes once every byte is on fd, or with
+ * CURLE_WRITE_ERROR and write_errno when a write failed. */
+int transfer_dl_start(struct transfer_dl *d, struct http *http, http_done_fn done, void *userdata);
+
+/* curl's write callback and end of a download (tests call them directly). */
+size_t transfer_dl_take(struct transfer_dl *d, const char *data, size_t n);
+void transfer_dl_finish(struct transfer_dl *d, CURLcode result, http_done_fn done, void *userdata);
+
+/* SHA-256 of a whole file descriptor from offset 0, as lowercase hex. Any
+ * thread (it blocks on the file: meant for workers). */
 int transfer_sha256_fd(int fd, char hex[65]);
 
 #endif

@@ -845,6 +845,8 @@ int jobs_new(struct loop *loop, struct http *http, const struct config *config, 
 	/* Its size is read at start only: a reload keeps the running pool. */
 	if (r >= 0)
 		r = work_pool_new(loop, config->max_fits ? config->max_fits : 1, &jobs->fit_pool);
+	if (r >= 0)
+		r = work_pool_new(loop, 4, &jobs->io_pool);
 	if (r < 0) {
 		jobs_free(jobs);
 		return r;
@@ -863,6 +865,7 @@ void jobs_free(struct jobs *jobs)
 			job_free(jobs, jobs->table[i]);
 	/* After the jobs: fits still running are waited for, and dropped. */
 	work_pool_free(jobs->fit_pool);
+	work_pool_free(jobs->io_pool);
 	free(jobs->table);
 	free(jobs->heap);
 	loop_timer_free(jobs->loop, jobs->timer);

@@ -109,6 +109,7 @@ struct jobs {
 	struct job *stem_holders; /* every job holding an output stem not yet on disk */
 	size_t n_settling, n_waiting, n_fitting;
 	struct work_pool *fit_pool; /* max_fits threads: fits at once are bounded */
+	struct work_pool *io_pool;  /* the transfers' file reads and writes */
 	size_t n_paid_waiting; /* waiting jobs whose result is already paid for */
 	uint64_t done, failed, skipped, left_incomplete, generations;
 	bool paused, probing;

@@ -681,9 +681,9 @@ void job_fetch(struct jobs *jobs, struct job *job)
 		log_oom();
 	job->dl->fd = fd;
 	memcpy(job->dl->tmp_name, tmp, sizeof(job->dl->tmp_name));
-	r = transfer_dl_setup(job->dl, job->result.url, &jobs->net);
+	r = transfer_dl_setup(job->dl, job->result.url, &jobs->net, jobs->io_pool);
 	if (r >= 0)
-		r = http_start(jobs->http, job->dl->easy, job_downloaded, job);
+		r = transfer_dl_start(job->dl, jobs->http, job_downloaded, job);
 	if (r == -ENOMEM)
 		log_oom();
 	if (r < 0) {

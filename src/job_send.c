@@ -332,9 +332,9 @@ void job_generate(struct jobs *jobs, struct job *job)
 	job->gen->img.fd = img_fd;
 	memcpy(job->gen->img.tmp_name, img_tmp, sizeof(img_tmp));
 	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
-			       send_size, &jobs->net);
+			       send_size, &jobs->net, jobs->io_pool);
 	if (r >= 0)
-		r = http_start(jobs->http, job->gen->easy, job_generated, job);
+		r = transfer_gen_start(job->gen, jobs->http, job_generated, job);
 	if (r == -ENOMEM)
 		log_oom();
 	if (r < 0) {

@@ -9,12 +9,21 @@
 #include <sys/socket.h>
 
 #include "b64.h"
+#include "http.h"
+#include "stream.h"
 #include "url.h"
 
-/* One scratch buffer for raw file bytes: a single thread reads one chunk at
- * a time, so no job needs a buffer of its own. 3 * 16 KiB encodes to 64 KiB,
- * curl's default upload buffer. */
-static uint8_t transfer_scratch[3 * 16 * 1024];
+/* Decoded image bytes on their way into the writer: used on the loop thread
+ * only (transfer_gen_take), one piece at a time. */
+static uint8_t transfer_decoded[24 * 1024];
+
+/* Clears what this transfer paused and tells curl, while it runs. */
+static void transfer_resume(CURL *easy, bool running, int *paused, int bit)
+{
+	*paused &= ~bit;
+	if (running)
+		(void)curl_easy_pause(easy, *paused);
+}
 
 static bool guard_refuse(struct transfer_guard *gd, const char *why)
 {
@@ -128,36 +137,57 @@ static void transfer_net_setup(CURL *easy, struct transfer_guard *gd, const char
 	(void)curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
 }
 
-/* Reads the next want bytes of the file into the scratch buffer and hashes
- * them; false when the file came up short (it shrank under us). */
-static void transfer_gen_digest_done(struct transfer_gen *g)
+static void transfer_gen_read_ready(void *userdata)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int md_len = 0;
+	struct transfer_gen *g = userdata;
 
-	(void)EVP_DigestFinal_ex(g->sha, md, &md_len);
-	b64_hex(md, md_len, g->sha256_hex);
+	transfer_resume(g->easy, g->running, &g->paused, CURLPAUSE_SEND);
 }
 
-static bool transfer_gen_chunk(struct transfer_gen *g, size_t want)
+/* The next bytes of the file, base64-encoded into dest (room >= 4), or into
+ * the stash when room < 4. 0 with nothing ready (paused), or the abort. */
+static size_t transfer_gen_file(struct transfer_gen *g, char *buf, size_t room)
 {
-	ssize_t got = pread(g->fd, transfer_scratch, want, (off_t)g->file_off);
+	size_t want = room / 4 * 3, out;
+	char *dest = buf;
+	const uint8_t *src = NULL;
+	ssize_t avail = stream_reader_peek(g->reader, &src);
 
-	if (got <= 0 || (size_t)got != want) {
-		g->file_changed = true;
-		return false;
+	if (avail == -EAGAIN) {
+		/* Nothing read yet: the worker's completion resumes curl. */
+		g->paused |= CURLPAUSE_SEND;
+		return CURL_READFUNC_PAUSE;
 	}
-	(void)EVP_DigestUpdate(g->sha, transfer_scratch, want);
+	if (avail <= 0) {
+		/* It shrank under us, or could not be read: what would be sent
+		 * is not the file. */
+		g->file_changed = true;
+		g->read_errno = avail < 0 && avail != -ENODATA ? (int)-avail : 0;
+		return CURL_READFUNC_ABORT;
+	}
+	if (room < 4) {
+		/* curl may offer fewer bytes than one group: encode one group
+		 * aside and hand it out across calls. */
+		want = 3;
+		dest = g->stash;
+	}
+	if (want > (size_t)avail)
+		want = (size_t)avail; /* a buffer ends on a group, but at the end of the file */
+	out = b64_encode(src, want, dest);
+	stream_reader_consume(g->reader, want);
 	g->file_off += want;
 	if (g->file_off == g->file_size)
-		transfer_gen_digest_done(g);
-	return true;
+		memcpy(g->sha256_hex, stream_reader_sha256(g->reader), sizeof(g->sha256_hex));
+	if (dest == g->stash) {
+		g->stash_len = out;
+		g->stash_off = 0;
+		return transfer_gen_fill(g, buf, room);
+	}
+	return out;
 }
 
 size_t transfer_gen_fill(struct transfer_gen *g, char *buf, size_t room)
 {
-	size_t out = 0;
-
 	if (g->sent_prefix < g->prefix_len) {
 		size_t n = g->prefix_len - g->sent_prefix;
 		if (n > room)
@@ -175,32 +205,10 @@ size_t transfer_gen_fill(struct transfer_gen *g, char *buf, size_t room)
 		g->stash_off += n;
 		return n;
 	}
-	if (g->file_off < g->file_size) {
-		size_t want = room / 4 * 3, left = (size_t)(g->file_size - g->file_off);
-		char *dest = buf;
-
-		if (want > sizeof(transfer_scratch))
-			want = sizeof(transfer_scratch);
-		if (room < 4) {
-			/* curl may offer fewer bytes than one group: encode one group
-			 * aside and hand it out across calls. */
-			want = 3;
-			dest = g->stash;
-		}
-		if (want > left)
-			want = left;
-		if (!transfer_gen_chunk(g, want))
-			return CURL_READFUNC_ABORT;
-		out = b64_encode(transfer_scratch, want, dest);
-		if (dest == g->stash) {
-			g->stash_len = out;
-			g->stash_off = 0;
-			return transfer_gen_fill(g, buf, room);
-		}
-		return out;
-	}
-	if (!g->sha256_hex[0])
-		transfer_gen_digest_done(g); /* an empty file: no chunk finished it */
+	if (g->file_off < g->file_size)
+		return transfer_gen_file(g, buf, room);
+	if (!g->sha256_hex[0]) /* an empty file: no chunk finished it */
+		memcpy(g->sha256_hex, stream_reader_sha256(g->reader), sizeof(g->sha256_hex));
 	if (g->sent_suffix < g->suffix_len) {
 		size_t n = g->suffix_len - g->sent_suffix;
 		if (n > room)
@@ -217,8 +225,7 @@ static size_t transfer_gen_read(char *buf, size_t size, size_t nitems, void *use
 	return transfer_gen_fill(userdata, buf, size * nitems);
 }
 
-/* curl rewinds the body for a redirect or an auth retry. */
-static int transfer_gen_seek(void *userdata, curl_off_t offset, int origin)
+int transfer_gen_seek(void *userdata, curl_off_t offset, int origin)
 {
 	struct transfer_gen *g = userdata;
 
@@ -228,7 +235,10 @@ static int transfer_gen_seek(void *userdata, curl_off_t offset, int origin)
 	g->file_off = 0;
 	g->stash_len = g->stash_off = 0;
 	g->sha256_hex[0] = '\0';
-	(void)EVP_DigestInit_ex(g->sha, EVP_sha256(), NULL);
+	g->file_changed = false;
+	g->read_errno = 0;
+	/* A read still under way is discarded by its generation. */
+	stream_reader_rewind(g->reader);
 	return CURL_SEEKFUNC_OK;
 }
 
@@ -260,9 +270,8 @@ enum { SCAN_NONE, SCAN_KEY, SCAN_VALUE, SCAN_IMAGE };
 static int transfer_image_write(struct transfer_gen *g, const uint8_t *data, size_t n)
 {
 	struct transfer_image *im = &g->img;
-	size_t off = 0;
 
-	if (im->written + n > TRANSFER_IMAGE_MAX) {
+	if (im->taken + n > TRANSFER_IMAGE_MAX) {
 		im->too_large = g->body_too_large = true;
 		return -EFBIG;
 	}
@@ -273,44 +282,26 @@ static int transfer_image_write(struct transfer_gen *g, const uint8_t *data, siz
 		memcpy(im->magic + im->magic_len, data, m);
 		im->magic_len += m;
 	}
-	while (off < n && !im->write_errno) {
-		ssize_t w = write(im->fd, data + off, n - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			im->write_errno = errno;
-		else
-			off += (size_t)w;
-	}
-	im->written += off;
-	if (off < n) {
-		/* The disk failed: the rest waits in memory (bounded by the
-		 * cap above) for the caller to write it later. */
-		if (im->spill_len + n - off > im->spill_cap) {
-			size_t cap = im->spill_cap ? im->spill_cap : 64 * 1024;
-			uint8_t *p;
-			while (cap < im->spill_len + n - off)
-				cap *= 2;
-			p = realloc(im->spill, cap);
-			if (!p)
-				return -ENOMEM;
-			im->spill = p;
-			im->spill_cap = cap;
-		}
-		memcpy(im->spill + im->spill_len, data + off, n - off);
-		im->spill_len += n - off;
-	}
-	return 0;
+	im->taken += n;
+	/* A worker writes it; after a write error the rest waits in the
+	 * writer's memory (bounded by the cap above) for the caller. */
+	return n ? stream_writer_put(im->writer, data, n) : 0;
 }
 
 int transfer_image_text(struct transfer_gen *g, char **ret_text)
 {
 	struct transfer_image *im = &g->img;
-	size_t len = (size_t)im->written + im->spill_len, done = 0;
-	uint8_t *raw = malloc(len ? len : 1);
-	char *text = malloc(B64_ENCODED_LEN(len) + 1);
-	int r = 0;
+	uint8_t *rest = NULL, *raw = NULL;
+	size_t rest_len = 0, len, done = 0;
+	char *text = NULL;
+	int r;
 
+	r = stream_writer_rest(im->writer, &rest, &rest_len);
+	if (r < 0)
+		goto out;
+	len = (size_t)im->written + rest_len;
+	raw = malloc(len ? len : 1);
+	text = malloc(B64_ENCODED_LEN(len) + 1);
 	if (!raw || !text) {
 		r = -ENOMEM;
 		goto out;
@@ -325,14 +316,15 @@ int transfer_image_text(struct transfer_gen *g, char **ret_text)
 		}
 		done += (size_t)n;
 	}
-	if (im->spill_len)
-		memcpy(raw + done, im->spill, im->spill_len);
+	if (rest_len)
+		memcpy(raw + done, rest, rest_len);
 	text[b64_encode(raw, len, text)] = '\0';
 	*ret_text = text;
 	text = NULL;
 out:
 	free(text);
 	free(raw);
+	free(rest);
 	return r;
 }
 
@@ -340,14 +332,14 @@ out:
 static int transfer_image_put(struct transfer_gen *g, const char *text, size_t n)
 {
 	struct transfer_image *im = &g->img;
-	/* 32 Ki characters decode to at most 24 KiB: they fit the scratch buffer. */
+	/* 32 Ki characters decode to at most 24 KiB. */
 	const size_t step = 32 * 1024;
 
 	while (n > 0 && !im->malformed) {
 		size_t take = n < step ? n : step, out = 0;
-		if (b64_stream_decode(&im->dec, text, take, transfer_scratch, &out) < 0)
+		if (b64_stream_decode(&im->dec, text, take, transfer_decoded, &out) < 0)
 			im->malformed = true;
-		else if (transfer_image_write(g, transfer_scratch, out) < 0)
+		else if (transfer_image_write(g, transfer_decoded, out) < 0)
 			return -EFBIG;
 		text += take;
 		n -= take;
@@ -362,11 +354,11 @@ static int transfer_image_end(struct transfer_gen *g)
 
 	if (im->malformed)
 		return 0;
-	if (b64_stream_finish(&im->dec, transfer_scratch, &out) < 0) {
+	if (b64_stream_finish(&im->dec, transfer_decoded, &out) < 0) {
 		im->malformed = true;
 		return 0;
 	}
-	return transfer_image_write(g, transfer_scratch, out);
+	return transfer_image_write(g, transfer_decoded, out);
 }
 
 /* A key has ended: is it one of the two on the way to the image? */
@@ -415,7 +407,7 @@ static bool transfer_scan_char(struct transfer_image *im, char c)
 			im->key_odd = false;
 			return false;
 		}
-		if (im->b64_next && im->fd >= 0 && !im->found) {
+		if (im->b64_next && im->writer && !im->found) {
 			im->b64_next = false;
 			im->found = true;
 			im->string = SCAN_IMAGE;
@@ -470,10 +462,23 @@ static bool transfer_scan_char(struct transfer_image *im, char c)
 	return false;
 }
 
+static void transfer_gen_written(void *userdata)
+{
+	struct transfer_gen *g = userdata;
+
+	transfer_resume(g->easy, g->running, &g->paused, CURLPAUSE_RECV);
+}
+
 size_t transfer_gen_take(struct transfer_gen *g, const char *data, size_t n)
 {
 	struct transfer_image *im = &g->img;
 	size_t i = 0, kept = 0; /* data[kept..i) is still to go into the body */
+
+	if (im->writer && stream_writer_full(im->writer)) {
+		/* The disk is behind: curl keeps these bytes until it drains. */
+		g->paused |= CURLPAUSE_RECV;
+		return CURL_WRITEFUNC_PAUSE;
+	}
 
 	while (i < n) {
 		if (im->string == SCAN_IMAGE) {
@@ -524,44 +529,35 @@ static size_t transfer_gen_write(char *data, size_t size, size_t nmemb, void *us
 	return transfer_gen_take(userdata, data, size * nmemb);
 }
 
-static void copy_header_value(const char *line, size_t len, char *out, size_t outlen)
+/* The value of the last response's header name (its last occurrence),
+ * printable: header values end up in logs and sidecars. "" when absent. */
+static void transfer_header_copy(CURL *easy, const char *name, char *out, size_t outlen)
 {
-	const char *v = memchr(line, ':', len);
+	struct curl_header *h = NULL;
+	const char *v;
 	size_t n;
 
-	if (!v)
+	out[0] = '\0';
+	if (curl_easy_header(easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
 		return;
-	v++;
-	while (v < line + len && (*v == ' ' || *v == '\t'))
-		v++;
-	n = (size_t)(line + len - v);
-	while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' '))
-		n--;
+	if (h->amount > 1 &&
+	    curl_easy_header(easy, name, h->amount - 1, CURLH_HEADER, -1, &h) != CURLHE_OK)
+		return;
+	v = h->value;
+	n = strlen(v);
 	if (n >= outlen)
 		n = outlen - 1;
-	/* Header values end up in logs and sidecars: keep them printable. */
 	for (size_t i = 0; i < n; i++)
 		out[i] = (v[i] >= 0x20 && v[i] < 0x7f) ? v[i] : '_';
 	out[n] = '\0';
 }
 
-static size_t transfer_gen_header(char *line, size_t size, size_t nitems, void *userdata)
-{
-	struct transfer_gen *g = userdata;
-	size_t len = size * nitems;
-
-	if (len > 13 && strncasecmp(line, "x-request-id:", 13) == 0)
-		copy_header_value(line, len, g->request_id, sizeof(g->request_id));
-	else if (len > 12 && strncasecmp(line, "retry-after:", 12) == 0)
-		copy_header_value(line, len, g->retry_after, sizeof(g->retry_after));
-	return len;
-}
-
 int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth_header,
 		       char *prefix, char *suffix, int fd, uint64_t file_size,
-		       const struct transfer_net *net)
+		       const struct transfer_net *net, struct work_pool *pool)
 {
 	struct curl_slist *h;
+	int r;
 
 	g->prefix = prefix;
 	g->suffix = suffix;
@@ -569,12 +565,18 @@ int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth
 	g->prefix_len = strlen(prefix);
 	g->suffix_len = strlen(suffix);
 	g->file_size = file_size;
-	g->sha = EVP_MD_CTX_new();
+	g->pool = pool;
 	g->easy = curl_easy_init();
-	if (!g->sha || !g->easy)
+	if (!g->easy)
 		return -ENOMEM;
-	if (EVP_DigestInit_ex(g->sha, EVP_sha256(), NULL) != 1)
-		return -EIO;
+	/* The first chunk is read while curl connects. */
+	r = stream_reader_new(pool, fd, file_size, STREAM_READ_CHUNK, transfer_gen_read_ready, g,
+			      &g->reader);
+	if (r >= 0 && g->img.fd >= 0)
+		r = stream_writer_new(pool, g->img.fd, STREAM_WRITE_CHUNK, STREAM_WRITE_CAP,
+				      transfer_gen_written, g, &g->img.writer);
+	if (r < 0)
+		return r;
 	h = curl_slist_append(NULL, "Content-Type: application/json");
 	if (h)
 		g->headers = h;
@@ -599,18 +601,64 @@ int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth
 	(void)curl_easy_setopt(g->easy, CURLOPT_SEEKDATA, g);
 	(void)curl_easy_setopt(g->easy, CURLOPT_WRITEFUNCTION, transfer_gen_write);
 	(void)curl_easy_setopt(g->easy, CURLOPT_WRITEDATA, g);
-	(void)curl_easy_setopt(g->easy, CURLOPT_HEADERFUNCTION, transfer_gen_header);
-	(void)curl_easy_setopt(g->easy, CURLOPT_HEADERDATA, g);
 	return 0;
+}
+
+static void transfer_gen_flushed(void *userdata)
+{
+	struct transfer_gen *g = userdata;
+	struct transfer_image *im = &g->img;
+	http_done_fn done = g->done;
+
+	im->written = stream_writer_written(im->writer);
+	im->write_errno = -stream_writer_error(im->writer);
+	g->done = NULL;
+	done(g->easy, g->result, g->done_data);
+}
+
+void transfer_gen_finish(struct transfer_gen *g, CURLcode result, http_done_fn done, void *userdata)
+{
+	g->running = false;
+	g->paused = 0;
+	g->result = result;
+	g->done = done;
+	g->done_data = userdata;
+	transfer_header_copy(g->easy, "x-request-id", g->request_id, sizeof(g->request_id));
+	transfer_header_copy(g->easy, "retry-after", g->retry_after, sizeof(g->retry_after));
+	if (g->img.writer)
+		stream_writer_finish(g->img.writer, transfer_gen_flushed, g);
+	else
+		done(g->easy, result, userdata);
+}
+
+static void transfer_gen_http_done(CURL *easy, CURLcode result, void *userdata)
+{
+	struct transfer_gen *g = userdata;
+
+	(void)easy;
+	transfer_gen_finish(g, result, g->done, g->done_data);
+}
+
+int transfer_gen_start(struct transfer_gen *g, struct http *http, http_done_fn done, void *userdata)
+{
+	int r;
+
+	g->done = done;
+	g->done_data = userdata;
+	r = http_start(http, g->easy, transfer_gen_http_done, g);
+	if (r >= 0)
+		g->running = true;
+	return r;
 }
 
 void transfer_gen_clear(struct transfer_gen *g)
 {
+	/* Requests under way finish unseen, on descriptors of their own. */
+	stream_reader_free(g->reader);
+	stream_writer_free(g->img.writer);
 	if (g->easy)
 		curl_easy_cleanup(g->easy);
 	curl_slist_free_all(g->headers);
-	if (g->sha)
-		EVP_MD_CTX_free(g->sha);
 	free(g->prefix);
 	free(g->suffix);
 	free(g->body);
@@ -618,20 +666,34 @@ void transfer_gen_clear(struct transfer_gen *g)
 		close(g->fd);
 	if (g->img.fd >= 0)
 		close(g->img.fd);
-	free(g->img.spill);
 	memset(g, 0, sizeof(*g));
 	g->fd = -1;
 	g->img.fd = -1;
 }
 
-static size_t transfer_dl_write(char *data, size_t size, size_t nmemb, void *userdata)
+static void transfer_dl_written(void *userdata)
 {
 	struct transfer_dl *d = userdata;
-	size_t n = size * nmemb, off = 0;
 
+	transfer_resume(d->easy, d->running, &d->paused, CURLPAUSE_RECV);
+}
+
+size_t transfer_dl_take(struct transfer_dl *d, const char *data, size_t n)
+{
+	int r = stream_writer_error(d->writer);
+
+	if (r < 0) {
+		d->write_errno = -r;
+		return 0;
+	}
 	if (d->written + n > TRANSFER_IMAGE_MAX) {
 		d->too_large = true;
 		return 0;
+	}
+	if (stream_writer_full(d->writer)) {
+		/* The disk is behind: curl keeps these bytes until it drains. */
+		d->paused |= CURLPAUSE_RECV;
+		return CURL_WRITEFUNC_PAUSE;
 	}
 	if (d->magic_len < sizeof(d->magic)) {
 		size_t m = sizeof(d->magic) - d->magic_len;
@@ -640,25 +702,32 @@ static size_t transfer_dl_write(char *data, size_t size, size_t nmemb, void *use
 		memcpy(d->magic + d->magic_len, data, m);
 		d->magic_len += m;
 	}
-	while (off < n) {
-		ssize_t w = write(d->fd, data + off, n - off);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			d->write_errno = errno;
-			return 0;
-		}
-		off += (size_t)w;
+	r = stream_writer_put(d->writer, data, n);
+	if (r < 0) {
+		d->write_errno = -r;
+		return 0;
 	}
 	d->written += n;
 	return n;
 }
 
-int transfer_dl_setup(struct transfer_dl *d, const char *url, const struct transfer_net *net)
+static size_t transfer_dl_write(char *data, size_t size, size_t nmemb, void *userdata)
 {
+	return transfer_dl_take(userdata, data, size * nmemb);
+}
+
+int transfer_dl_setup(struct transfer_dl *d, const char *url, const struct transfer_net *net,
+		      struct work_pool *pool)
+{
+	int r;
+
 	d->easy = curl_easy_init();
 	if (!d->easy)
 		return -ENOMEM;
+	r = stream_writer_new(pool, d->fd, STREAM_WRITE_CHUNK, STREAM_WRITE_CAP,
+			      transfer_dl_written, d, &d->writer);
+	if (r < 0)
+		return r;
 	d->guard.private_ok = net->allow_private;
 	transfer_net_setup(d->easy, &d->guard, url, net);
 	(void)curl_easy_setopt(d->easy, CURLOPT_FOLLOWLOCATION, 1L);
@@ -675,29 +744,83 @@ int transfer_dl_setup(struct transfer_dl *d, const char *url, const struct trans
 	return 0;
 }
 
+static void transfer_dl_flushed(void *userdata)
+{
+	struct transfer_dl *d = userdata;
+	http_done_fn done = d->done;
+	CURLcode result = d->result;
+	int r = stream_writer_error(d->writer);
+
+	if (r < 0) {
+		d->write_errno = -r;
+		if (result == CURLE_OK)
+			result = CURLE_WRITE_ERROR; /* never a success with bytes missing */
+	}
+	d->done = NULL;
+	done(d->easy, result, d->done_data);
+}
+
+void transfer_dl_finish(struct transfer_dl *d, CURLcode result, http_done_fn done, void *userdata)
+{
+	d->running = false;
+	d->paused = 0;
+	d->result = result;
+	d->done = done;
+	d->done_data = userdata;
+	stream_writer_finish(d->writer, transfer_dl_flushed, d);
+}
+
+static void transfer_dl_http_done(CURL *easy, CURLcode result, void *userdata)
+{
+	struct transfer_dl *d = userdata;
+
+	(void)easy;
+	transfer_dl_finish(d, result, d->done, d->done_data);
+}
+
+int transfer_dl_start(struct transfer_dl *d, struct http *http, http_done_fn done, void *userdata)
+{
+	int r;
+
+	d->done = done;
+	d->done_data = userdata;
+	r = http_start(http, d->easy, transfer_dl_http_done, d);
+	if (r >= 0)
+		d->running = true;
+	return r;
+}
+
 void transfer_dl_clear(struct transfer_dl *d)
 {
+	stream_writer_free(d->writer);
+	d->writer = NULL;
 	if (d->easy)
 		curl_easy_cleanup(d->easy);
 	d->easy = NULL;
+	d->running = false;
 }
 
 int transfer_sha256_fd(int fd, char hex[65])
 {
+	/* Its own buffer: any thread may hash at once. */
+	const size_t bufsize = 256 * 1024;
+	uint8_t *buf = malloc(bufsize);
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int md_len = 0;
 	off_t off = 0;
 	int r = 0;
 
-	if (!ctx)
-		return -ENOMEM;
+	if (!ctx || !buf) {
+		r = -ENOMEM;
+		goto out;
+	}
 	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
 		r = -EIO;
 		goto out;
 	}
 	for (;;) {
-		ssize_t n = pread(fd, transfer_scratch, sizeof(transfer_scratch), off);
+		ssize_t n = pread(fd, buf, bufsize, off);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -706,12 +829,13 @@ int transfer_sha256_fd(int fd, char hex[65])
 		}
 		if (n == 0)
 			break;
-		(void)EVP_DigestUpdate(ctx, transfer_scratch, (size_t)n);
+		(void)EVP_DigestUpdate(ctx, buf, (size_t)n);
 		off += n;
 	}
 	(void)EVP_DigestFinal_ex(ctx, md, &md_len);
 	b64_hex(md, md_len, hex);
 out:
 	EVP_MD_CTX_free(ctx);
+	free(buf);
 	return r;
 }

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +17,67 @@
 
 #include "api.h"
 #include "b64.h"
+#include "loop.h"
+#include "stream.h"
 #include "transfer.h"
 #include "url.h"
+#include "work.h"
 
 static const struct transfer_net net = {.timeout_ms = 1000, .user_agent = "test"};
+static struct loop *loop;
+static struct work_pool *pool;
+
+static int setup(void **state)
+{
+	(void)state;
+	if (loop_new(&loop) < 0 || work_pool_new(loop, 2, &pool) < 0)
+		return -1;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	work_pool_free(pool);
+	loop_free(loop);
+	return 0;
+}
+
+/* Runs the loop until the transfer no longer waits for a worker (bit). */
+static void wait_unpaused(const int *paused, int bit)
+{
+	for (int i = 0; i < 1000 && (*paused & bit); i++)
+		assert_true(loop_run_once(loop, 1000) >= 0);
+	assert_false(*paused & bit);
+}
+
+static void drain_pool(void)
+{
+	for (int i = 0; i < 1000 && work_pending(pool) > 0; i++)
+		assert_true(loop_run_once(loop, 1000) >= 0);
+	assert_int_equal(work_pending(pool), 0);
+}
+
+struct ended {
+	bool done;
+	CURLcode result;
+};
+
+static void on_end(CURL *easy, CURLcode result, void *userdata)
+{
+	struct ended *e = userdata;
+
+	(void)easy;
+	e->done = true;
+	e->result = result;
+}
+
+static void wait_ended(struct ended *e)
+{
+	for (int i = 0; i < 1000 && !e->done; i++)
+		assert_true(loop_run_once(loop, 1000) >= 0);
+	assert_true(e->done);
+}
 
 static int temp_file(const uint8_t *data, size_t len)
 {
@@ -42,24 +100,43 @@ static void sha256_hex(const uint8_t *data, size_t len, char hex[65])
 		(void)snprintf(hex + 2 * i, 3, "%02x", md[i]);
 }
 
-/* Pulls the whole body in pieces of the given sizes (cycled). */
-static char *pull(struct transfer_gen *g, const size_t *rooms, size_t n_rooms, size_t *ret_len)
+/* Pulls the body in pieces of the given sizes (cycled), at most limit
+ * bytes, waiting for the worker whenever it pauses; counts the pauses. */
+static char *pull_some(struct transfer_gen *g, const size_t *rooms, size_t n_rooms, size_t limit,
+		       size_t *ret_len, unsigned *ret_pauses)
 {
-	size_t cap = 1 << 20, len = 0, i = 0;
+	size_t cap = 4 << 20, len = 0, i = 0;
 	char *body = malloc(cap);
 
 	assert_non_null(body);
-	for (;;) {
+	while (len < limit) {
 		size_t room = rooms[i++ % n_rooms], got;
 		assert_true(len + room <= cap);
 		got = transfer_gen_fill(g, body + len, room);
 		assert_true(got != CURL_READFUNC_ABORT);
+		if (got == CURL_READFUNC_PAUSE) {
+			assert_true(g->paused & CURLPAUSE_SEND);
+			(*ret_pauses)++;
+			wait_unpaused(&g->paused, CURLPAUSE_SEND);
+			continue;
+		}
 		assert_true(got <= room);
 		if (got == 0)
 			break;
 		len += got;
 	}
 	*ret_len = len;
+	return body;
+}
+
+static char *pull(struct transfer_gen *g, const size_t *rooms, size_t n_rooms, size_t *ret_len)
+{
+	unsigned pauses = 0;
+	char *body = pull_some(g, rooms, n_rooms, SIZE_MAX, ret_len, &pauses);
+
+	/* The loop never reads the file: the first bytes are always waited for. */
+	if (g->file_size)
+		assert_true(pauses >= 1);
 	return body;
 }
 
@@ -75,7 +152,7 @@ static void check_body(size_t file_len, const size_t *rooms, size_t n_rooms)
 	assert_int_equal(transfer_gen_setup(&g, "http://127.0.0.1:9/x", "Authorization: Bearer k",
 					    strdup("{\"image\":\"data:image/png;base64,"),
 					    strdup("\",\"size\":\"2K\"}"), temp_file(data, file_len),
-					    file_len, &net),
+					    file_len, &net, pool),
 			 0);
 	want_len = 32 + B64_ENCODED_LEN(file_len) + 14;
 	want = malloc(want_len + 1);
@@ -89,6 +166,7 @@ static void check_body(size_t file_len, const size_t *rooms, size_t n_rooms)
 	sha256_hex(data, file_len, hex);
 	assert_string_equal(g.sha256_hex, hex);
 	transfer_gen_clear(&g);
+	drain_pool();
 	free(body);
 	free(want);
 	free(data);
@@ -102,6 +180,7 @@ static void test_body_large_pieces(void **state)
 	for (size_t n = 0; n < 10; n++)
 		check_body(n, rooms, 1);
 	check_body(200000, rooms, 1);
+	check_body(3 * STREAM_READ_CHUNK + 7, rooms, 1); /* through both buffers, refilled */
 }
 
 /* curl may offer fewer bytes than one base64 group: nothing may be lost. */
@@ -124,12 +203,97 @@ static void test_body_file_shrank(void **state)
 
 	(void)state;
 	assert_int_equal(transfer_gen_setup(&g, "http://127.0.0.1:9/x", "A: b", strdup("["),
-					    strdup("]"), fd, sizeof(data) * 2, &net),
+					    strdup("]"), fd, sizeof(data) * 2, &net, pool),
 			 0);
 	assert_int_equal(transfer_gen_fill(&g, buf, sizeof(buf)), 1);
+	assert_int_equal(transfer_gen_fill(&g, buf, sizeof(buf)), CURL_READFUNC_PAUSE);
+	wait_unpaused(&g.paused, CURLPAUSE_SEND);
 	assert_int_equal(transfer_gen_fill(&g, buf, sizeof(buf)), CURL_READFUNC_ABORT);
 	assert_true(g.file_changed);
+	assert_int_equal(g.read_errno, 0);
 	transfer_gen_clear(&g);
+	drain_pool();
+}
+
+/* A file that cannot be read fails the transfer, with the errno. */
+static void test_body_read_error(void **state)
+{
+	struct transfer_gen g = {.fd = -1};
+	char buf[65536];
+	int fd = open("/tmp", O_RDONLY | O_DIRECTORY);
+
+	(void)state;
+	assert_true(fd >= 0);
+	assert_int_equal(transfer_gen_setup(&g, "http://127.0.0.1:9/x", "A: b", strdup(""),
+					    strdup(""), fd, 100, &net, pool),
+			 0);
+	assert_int_equal(transfer_gen_fill(&g, buf, sizeof(buf)), CURL_READFUNC_PAUSE);
+	wait_unpaused(&g.paused, CURLPAUSE_SEND);
+	assert_int_equal(transfer_gen_fill(&g, buf, sizeof(buf)), CURL_READFUNC_ABORT);
+	assert_true(g.file_changed);
+	assert_int_equal(g.read_errno, EISDIR);
+	transfer_gen_clear(&g);
+	drain_pool();
+}
+
+/* curl rewinds (a dead reused connection, an auth retry): the body comes
+ * again whole from the start, whatever was read or under way, and the hash
+ * is of the whole file once. */
+static void test_body_rewind(void **state)
+{
+	static const size_t rooms[] = {65536, 1, 3000};
+	size_t file_len = 2 * STREAM_READ_CHUNK + 1000, len = 0, want_len;
+	uint8_t *data = malloc(file_len);
+	struct transfer_gen g = {.fd = -1};
+	char *body, *want, hex[65];
+	unsigned pauses = 0;
+
+	(void)state;
+	assert_non_null(data);
+	for (size_t i = 0; i < file_len; i++)
+		data[i] = (uint8_t)(i * 2654435761u >> 9);
+	want_len = 1 + B64_ENCODED_LEN(file_len) + 1;
+	want = malloc(want_len);
+	assert_non_null(want);
+	want[0] = '[';
+	(void)b64_encode(data, file_len, want + 1);
+	want[want_len - 1] = ']';
+	sha256_hex(data, file_len, hex);
+	assert_int_equal(transfer_gen_setup(&g, "http://127.0.0.1:9/x", "A: b", strdup("["),
+					    strdup("]"), temp_file(data, file_len), file_len, &net,
+					    pool),
+			 0);
+	assert_int_equal(transfer_gen_seek(&g, 5, SEEK_SET), CURL_SEEKFUNC_CANTSEEK);
+	for (size_t stop = 0; stop < 3; stop++) {
+		/* Part of the body: nothing, a little, past the first buffer. */
+		size_t limit = stop == 0 ? 0 : stop == 1 ? 1000 : STREAM_READ_CHUNK * 4 / 3 + 10;
+		body = pull_some(&g, rooms, 3, limit, &len, &pauses);
+		free(body);
+		assert_int_equal(transfer_gen_seek(&g, 0, SEEK_SET), CURL_SEEKFUNC_OK);
+		assert_string_equal(g.sha256_hex, "");
+		body = pull_some(&g, rooms, 3, SIZE_MAX, &len, &pauses);
+		assert_int_equal(len, want_len);
+		assert_memory_equal(body, want, want_len);
+		assert_string_equal(g.sha256_hex, hex);
+		free(body);
+		assert_int_equal(transfer_gen_seek(&g, 0, SEEK_SET), CURL_SEEKFUNC_OK);
+	}
+	/* Rewound with a read under way: it is dropped, not delivered. */
+	{
+		char buf[16];
+		assert_int_equal(transfer_gen_fill(&g, buf, 1), 1);
+		assert_int_equal(transfer_gen_fill(&g, buf, sizeof(buf)), CURL_READFUNC_PAUSE);
+		assert_int_equal(transfer_gen_seek(&g, 0, SEEK_SET), CURL_SEEKFUNC_OK);
+		body = pull_some(&g, rooms, 3, SIZE_MAX, &len, &pauses);
+		assert_int_equal(len, want_len);
+		assert_memory_equal(body, want, want_len);
+		assert_string_equal(g.sha256_hex, hex);
+		free(body);
+	}
+	transfer_gen_clear(&g);
+	drain_pool();
+	free(want);
+	free(data);
 }
 
 static void test_url_allowed(void **state)
@@ -250,18 +414,32 @@ static void scanned_free(struct scanned *s)
  * into when with_file. */
 static struct scanned scan(const char *answer, size_t len, size_t piece, bool with_file)
 {
-	struct transfer_gen g;
+	struct transfer_gen g = {.fd = -1};
 	struct scanned s = {0};
+	struct ended e = {0};
 	off_t size;
 
-	memset(&g, 0, sizeof(g));
-	g.fd = -1;
 	g.img.fd = with_file ? temp_file((const uint8_t *)"", 0) : -1;
+	assert_int_equal(transfer_gen_setup(&g, "http://127.0.0.1:9/x", "A: b", strdup(""),
+					    strdup(""), temp_file((const uint8_t *)"", 0), 0, &net,
+					    pool),
+			 0);
 	s.ok = true;
-	for (size_t i = 0; i < len && s.ok; i += piece) {
-		size_t n = len - i < piece ? len - i : piece;
-		s.ok = transfer_gen_take(&g, answer + i, n) == n;
+	for (size_t i = 0; i < len && s.ok;) {
+		size_t n = len - i < piece ? len - i : piece, took;
+		took = transfer_gen_take(&g, answer + i, n);
+		if (took == CURL_WRITEFUNC_PAUSE) {
+			/* Too much waits for the disk: the same bytes again later. */
+			assert_true(g.paused & CURLPAUSE_RECV);
+			wait_unpaused(&g.paused, CURLPAUSE_RECV);
+			continue;
+		}
+		s.ok = took == n;
+		i += n;
 	}
+	transfer_gen_finish(&g, CURLE_OK, on_end, &e);
+	wait_ended(&e);
+	assert_int_equal(g.img.write_errno, 0);
 	s.found = g.img.found;
 	s.malformed = g.img.malformed;
 	s.body = strndup(g.body ? g.body : "", g.body_len);
@@ -276,6 +454,7 @@ static struct scanned scan(const char *answer, size_t len, size_t piece, bool wi
 		s.image_len = (size_t)size;
 	}
 	transfer_gen_clear(&g);
+	drain_pool();
 	return s;
 }
 
@@ -431,12 +610,190 @@ static void test_scan_json_cap(void **state)
 	free(answer);
 }
 
+/* The disk fails under a b64_json image: the answer still completes, and
+ * the whole image is there as text (what reached the file and the rest). */
+static void test_image_write_error_keeps_image(void **state)
+{
+	const size_t img_len = 300000;
+	uint8_t *img = malloc(img_len), *back = NULL;
+	char *answer = malloc(B64_ENCODED_LEN(img_len) + 64), *text = NULL;
+	struct transfer_gen g = {.fd = -1};
+	struct ended e = {0};
+	size_t len, back_len = 0;
+
+	(void)state;
+	assert_non_null(img);
+	assert_non_null(answer);
+	for (size_t i = 0; i < img_len; i++)
+		img[i] = (uint8_t)(i * 2654435761u >> 7);
+	len = (size_t)sprintf(answer, "{\"data\":[{\"b64_json\":\"");
+	len += b64_encode(img, img_len, answer + len);
+	len += (size_t)sprintf(answer + len, "\"}]}");
+	g.img.fd = open("/dev/full", O_RDWR | O_CLOEXEC);
+	assert_true(g.img.fd >= 0);
+	assert_int_equal(transfer_gen_setup(&g, "http://127.0.0.1:9/x", "A: b", strdup(""),
+					    strdup(""), temp_file((const uint8_t *)"", 0), 0, &net,
+					    pool),
+			 0);
+	for (size_t i = 0; i < len;) {
+		size_t n = len - i < 16384 ? len - i : 16384;
+		size_t took = transfer_gen_take(&g, answer + i, n);
+		assert_true(took != CURL_WRITEFUNC_PAUSE); /* never over the cap after an error */
+		assert_int_equal(took, n);
+		i += n;
+		drain_pool(); /* let the writes fail as they go */
+	}
+	transfer_gen_finish(&g, CURLE_OK, on_end, &e);
+	wait_ended(&e);
+	assert_int_equal(e.result, CURLE_OK);
+	assert_true(g.img.found);
+	assert_int_equal(g.img.write_errno, ENOSPC);
+	assert_int_equal(g.img.written, 0);
+	assert_int_equal(transfer_image_text(&g, &text), 0);
+	back = malloc(img_len);
+	assert_non_null(back);
+	assert_int_equal(b64_decode(text, strlen(text), back, &back_len), 0);
+	assert_int_equal(back_len, img_len);
+	assert_memory_equal(back, img, img_len);
+	transfer_gen_clear(&g);
+	drain_pool();
+	free(text);
+	free(back);
+	free(answer);
+	free(img);
+}
+
+/* A download: pieces in order on the file, a pause over the cap, and the
+ * end only once all of it is written. */
+static void test_dl_writes_in_order(void **state)
+{
+	const size_t total = 6u * 1024 * 1024 + 123;
+	uint8_t *data = malloc(total), *got = malloc(total);
+	struct transfer_dl d = {.fd = temp_file((const uint8_t *)"", 0)};
+	struct ended e = {0};
+	unsigned pauses = 0;
+
+	(void)state;
+	assert_non_null(data);
+	assert_non_null(got);
+	for (size_t i = 0; i < total; i++)
+		data[i] = (uint8_t)(i * 2654435761u >> 5);
+	assert_int_equal(transfer_dl_setup(&d, "http://127.0.0.1:9/x", &net, pool), 0);
+	for (size_t i = 0; i < total;) {
+		size_t n = total - i < 16384 ? total - i : 16384;
+		size_t took = transfer_dl_take(&d, (const char *)data + i, n);
+		if (took == CURL_WRITEFUNC_PAUSE) {
+			pauses++;
+			wait_unpaused(&d.paused, CURLPAUSE_RECV);
+			continue;
+		}
+		assert_int_equal(took, n);
+		i += n;
+	}
+	assert_true(pauses > 0); /* 6 MiB without the loop running: over 4 MiB */
+	assert_memory_equal(d.magic, data, sizeof(d.magic));
+	transfer_dl_finish(&d, CURLE_OK, on_end, &e);
+	wait_ended(&e);
+	assert_int_equal(e.result, CURLE_OK);
+	assert_int_equal(lseek(d.fd, 0, SEEK_END), (off_t)total);
+	assert_int_equal(pread(d.fd, got, total, 0), (ssize_t)total);
+	assert_memory_equal(got, data, total);
+	transfer_dl_clear(&d);
+	drain_pool();
+	close(d.fd);
+	free(data);
+	free(got);
+}
+
+/* A download onto a full disk: never a success, with the errno. */
+static void test_dl_write_error(void **state)
+{
+	static const char data[1000];
+	struct transfer_dl d = {.fd = open("/dev/full", O_WRONLY | O_CLOEXEC)};
+	struct ended e = {0};
+
+	(void)state;
+	assert_true(d.fd >= 0);
+	assert_int_equal(transfer_dl_setup(&d, "http://127.0.0.1:9/x", &net, pool), 0);
+	assert_int_equal(transfer_dl_take(&d, data, sizeof(data)), sizeof(data));
+	transfer_dl_finish(&d, CURLE_OK, on_end, &e);
+	wait_ended(&e);
+	assert_int_equal(e.result, CURLE_WRITE_ERROR);
+	assert_int_equal(d.write_errno, ENOSPC);
+	transfer_dl_clear(&d);
+	close(d.fd);
+	/* Found while curl still sends: the next piece aborts. */
+	d = (struct transfer_dl){.fd = open("/dev/full", O_WRONLY | O_CLOEXEC)};
+	assert_int_equal(transfer_dl_setup(&d, "http://127.0.0.1:9/x", &net, pool), 0);
+	for (size_t i = 0; i < STREAM_WRITE_CHUNK / sizeof(data) + 1; i++)
+		assert_int_equal(transfer_dl_take(&d, data, sizeof(data)), sizeof(data));
+	drain_pool();
+	assert_int_equal(transfer_dl_take(&d, data, sizeof(data)), 0);
+	assert_int_equal(d.write_errno, ENOSPC);
+	transfer_dl_clear(&d);
+	drain_pool();
+	close(d.fd);
+}
+
+/* Safe on any thread: two threads hashing at once get their own answers. */
+struct hash_job {
+	int fd;
+	char hex[65];
+	int r;
+};
+
+static void *hash_thread(void *arg)
+{
+	struct hash_job *j = arg;
+
+	for (int i = 0; i < 20 && j->r == 0; i++)
+		j->r = transfer_sha256_fd(j->fd, j->hex);
+	return NULL;
+}
+
+static void test_sha256_fd_threads(void **state)
+{
+	const size_t len = 700000;
+	uint8_t *a = malloc(len), *b = malloc(len);
+	struct hash_job ja = {0}, jb = {0};
+	char want_a[65], want_b[65];
+	pthread_t ta, tb;
+
+	(void)state;
+	assert_non_null(a);
+	assert_non_null(b);
+	memset(a, 'a', len);
+	memset(b, 'b', len);
+	sha256_hex(a, len, want_a);
+	sha256_hex(b, len, want_b);
+	ja.fd = temp_file(a, len);
+	jb.fd = temp_file(b, len);
+	assert_int_equal(pthread_create(&ta, NULL, hash_thread, &ja), 0);
+	assert_int_equal(pthread_create(&tb, NULL, hash_thread, &jb), 0);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	assert_int_equal(ja.r, 0);
+	assert_int_equal(jb.r, 0);
+	assert_string_equal(ja.hex, want_a);
+	assert_string_equal(jb.hex, want_b);
+	close(ja.fd);
+	close(jb.fd);
+	free(a);
+	free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_body_large_pieces),
 		cmocka_unit_test(test_body_tiny_pieces),
 		cmocka_unit_test(test_body_file_shrank),
+		cmocka_unit_test(test_body_read_error),
+		cmocka_unit_test(test_body_rewind),
+		cmocka_unit_test(test_image_write_error_keeps_image),
+		cmocka_unit_test(test_dl_writes_in_order),
+		cmocka_unit_test(test_dl_write_error),
+		cmocka_unit_test(test_sha256_fd_threads),
 		cmocka_unit_test(test_url_allowed),
 		cmocka_unit_test(test_url_classes),
 		cmocka_unit_test(test_scan_takes_first_image),
@@ -445,5 +802,5 @@ int main(void)
 		cmocka_unit_test(test_scan_json_cap),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, setup, teardown);
 }
