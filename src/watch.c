@@ -879,6 +879,27 @@ static int watch_judge_root(struct folder *f, int probe_r, struct folder_id *now
 	return changed ? 1 : 0;
 }
 
+/* The done records of a folder whose output changed are read again (or the
+ * output was reconfigured meanwhile, -ESTALE): look at it afresh, which starts
+ * it now that index_stale is clear. A folder dropped meanwhile has no slot. */
+static void watch_index_reloaded(struct folder *f, int result, void *userdata)
+{
+	struct watch *w = userdata;
+	struct watch_slot *slot = watch_slot_of(w, f);
+	char why[sizeof(f->pause_reason)];
+
+	if (!slot || result == -ECANCELED)
+		return;
+	if (result < 0 && result != -ESTALE) {
+		(void)snprintf(why, sizeof(why), "cannot read the output %s: %s", f->cfg->output,
+			       strerror(-result));
+		watch_folder_missing(w, f, why);
+		return;
+	}
+	slot->need_start = true;
+	watch_request_health(w, slot);
+}
+
 /* Sets up a folder that checked out: mode, watches and a first full scan. */
 static void watch_start_folder(struct watch *w, struct watch_slot *slot,
 			       const struct watch_health *h)
@@ -888,9 +909,16 @@ static void watch_start_folder(struct watch *w, struct watch_slot *slot,
 	bool was = f->present;
 	int r;
 
+	if (f->index_reloading)
+		return; /* watch_index_reloaded looks again */
 	if (f->index_stale) {
-		/* The output is another directory than the records came from. */
-		r = folder_reload_index(f);
+		/* The output is another directory than the records came from.
+		 * Reading a whole tree of sidecars may take long on a share: on
+		 * the watch's workers, the folder staying paused meanwhile. */
+		r = w->pool ? folder_reload_index_async(f, w->pool, watch_index_reloaded, w)
+			    : folder_reload_index(f);
+		if (r >= 0 && w->pool)
+			return;
 		if (r < 0) {
 			(void)snprintf(why, sizeof(why), "cannot read the output %s: %s",
 				       f->cfg->output, strerror(-r));
