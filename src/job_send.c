@@ -106,6 +106,17 @@ static struct transfer_dl *job_take_image(struct transfer_gen *g, struct api_res
 	return d;
 }
 
+/* Whether fd is still the version validated. An fstat of an open descriptor
+ * on the loop: the one file-system call left in the answer's path. */
+static bool job_source_unchanged(const struct job *job, int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == job->dev &&
+	       st.st_ino == job->ino && (uint64_t)st.st_size == job->size &&
+	       same_mtime(&st.st_mtim, &job->mtime);
+}
+
 static void job_generated(CURL *easy, CURLcode result, void *userdata)
 {
 	struct job *job = userdata;
@@ -208,7 +219,6 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 			job_fail(jobs, job, status, img_code, img_why);
 			break;
 		}
-		(void)job_journal_write(jobs, job); /* on failure it holds new generations */
 		job->dl = img;
 		job_fetch(jobs, job);
 		break;
@@ -257,7 +267,187 @@ static void job_hold_for_space(struct jobs *jobs, struct job *job)
 	jobs_changed(jobs);
 }
 
+/* Readying a send on a storage worker: the source opened and still the
+ * version validated, the output folder, the stem, room for the result, and
+ * for b64_json the temporary file the image is decoded into as it arrives. */
+struct job_prepare_io {
+	struct job_io io;
+	struct job_src src;
+	struct job_out out;
+	struct job_stem stem;
+	uint64_t min_free;
+	bool b64, rechecked;
+	/* results */
+	int r, fd, dirfd, img_fd;
+	bool gone, changed, space_low;
+	char img_tmp[300];
+};
+
+static void job_prepare_work(struct job_io *io)
+{
+	struct job_prepare_io *p = (struct job_prepare_io *)io;
+	char hint[OUTPUT_NAME_MAX + 8];
+
+	p->fd = job_src_open(&p->src);
+	if (p->fd < 0) {
+		p->gone = true;
+		return;
+	}
+	if (!job_src_unchanged(&p->src, p->fd)) {
+		p->changed = true;
+		return;
+	}
+	p->dirfd = p->r = job_out_open(&p->out);
+	if (p->r < 0)
+		return;
+	p->r = job_stem_choose(p->dirfd, &p->stem);
+	if (p->r < 0)
+		return;
+	if (!job_out_space_ok(p->dirfd, p->min_free)) {
+		p->space_low = true; /* a result that could not be written is paid in vain */
+		return;
+	}
+	if (p->b64) {
+		(void)snprintf(hint, sizeof(hint), "%s.out", p->stem.chosen);
+		p->img_fd = p->r = output_tmp_open(p->dirfd, hint, p->img_tmp, sizeof(p->img_tmp));
+	}
+}
+
+static void job_prepare_free(struct jobs *jobs, struct job_prepare_io *p, bool keep)
+{
+	if (!keep) {
+		if (p->fd >= 0)
+			close(p->fd);
+		if (p->img_fd >= 0)
+			job_io_discard_tmp(jobs, p->io.folder, p->dirfd, p->img_fd, p->img_tmp);
+		else if (p->dirfd >= 0)
+			close(p->dirfd);
+	}
+	job_src_clear(&p->src);
+	job_out_clear(&p->out);
+	job_stem_clear(&p->stem);
+	free(p);
+}
+
+static void job_prepare_submit(struct jobs *jobs, struct job *job, struct job_prepare_io *p);
+static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int img_fd,
+			       const char *img_tmp);
+
+static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *io)
+{
+	struct job_prepare_io *p = (struct job_prepare_io *)io;
+	int r = p->r;
+
+	if (!job || !io->ran) {
+		job_prepare_free(jobs, p, false);
+		return;
+	}
+	job->folder->images_reserved--;
+	if (jobs->stopping || job->folder->removed) {
+		job_prepare_free(jobs, p, false);
+		job_finish(jobs, job);
+		return;
+	}
+	if (p->gone) {
+		job_prepare_free(jobs, p, false);
+		job_finish(jobs, job); /* gone since it was queued */
+		return;
+	}
+	if (p->changed || job->dirty) {
+		job_prepare_free(jobs, p, false);
+		job->dirty = false;
+		job_settle(jobs, job, job->folder->cfg->settle_ms);
+		jobs_changed(jobs);
+		jobs_pump(jobs);
+		return;
+	}
+	if (r == -ESTALE && !p->rechecked) {
+		r = job_out_recheck(job);
+		if (r == 0) {
+			bool b64 = p->b64;
+			job_prepare_free(jobs, p, false);
+			p = calloc(1, sizeof(*p));
+			if (!p)
+				log_oom();
+			p->b64 = b64;
+			p->rechecked = true;
+			job_prepare_submit(jobs, job, p);
+			return;
+		}
+	}
+	if (r == -ESTALE)
+		r = -ENODEV;
+	if (r >= 0 && job_stem_take(jobs, job, &p->stem) < 0) {
+		bool b64 = p->b64, rechecked = p->rechecked;
+		job_prepare_free(jobs, p, false);
+		p = calloc(1, sizeof(*p));
+		if (!p)
+			log_oom();
+		p->b64 = b64;
+		p->rechecked = rechecked;
+		job_prepare_submit(jobs, job, p);
+		return;
+	}
+	if (r >= 0 && p->space_low) {
+		job_prepare_free(jobs, p, false);
+		job_hold_for_space(jobs, job);
+		jobs_pump(jobs);
+		return;
+	}
+	if (r < 0) {
+		job_prepare_free(jobs, p, false);
+		job_close_output_dir(job);
+		job_retry_or_fail(jobs, job, 0, "OutputFolder", strerror(-r), -1);
+		return;
+	}
+	job_close_output_dir(job);
+	job->out_dirfd = p->dirfd;
+	{
+		int fd = p->fd, img_fd = p->img_fd;
+		char img_tmp[sizeof(p->img_tmp)];
+
+		memcpy(img_tmp, p->img_tmp, sizeof(img_tmp));
+		job_prepare_free(jobs, p, true);
+		job_generate_start(jobs, job, fd, img_fd, img_tmp);
+	}
+}
+
+static void job_prepare_submit(struct jobs *jobs, struct job *job, struct job_prepare_io *p)
+{
+	p->fd = p->dirfd = p->img_fd = -1;
+	job_src_fill(job, &p->src);
+	job_out_fill(job, &p->out, p->rechecked);
+	job_stem_fill(jobs, job, &p->stem);
+	p->min_free = jobs->config->min_free_space;
+	p->io.work = job_prepare_work;
+	p->io.done = job_prepare_done;
+	/* Counted against the daily limits from now: the slot is this job's. */
+	job->folder->images_reserved++;
+	job_activate(jobs, job, JOB_PREPARING);
+	job_io_submit(jobs, job, job->folder, &p->io);
+}
+
 void job_generate(struct jobs *jobs, struct job *job)
+{
+	struct job_prepare_io *p;
+
+	if (job->folder->index_stale) {
+		/* back, but its records are not read again yet */
+		job_close_output_dir(job);
+		job_retry_or_fail(jobs, job, 0, "OutputFolder", strerror(EAGAIN), -1);
+		return;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		log_oom();
+	p->b64 = jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON;
+	job_prepare_submit(jobs, job, p);
+}
+
+/* The send is ready: fd is the source (still the version validated), img_fd
+ * the b64_json image's temporary file or -1. */
+static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int img_fd,
+			       const char *img_tmp)
 {
 	const struct folder_config *cfg = job->folder->cfg;
 	struct api_request req = {
@@ -269,40 +459,10 @@ void job_generate(struct jobs *jobs, struct job *job)
 		jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON ? "b64_json" : "url",
 	    .image_format = image_format_name(job->format),
 	};
-	char *prefix = NULL, *suffix = NULL, img_tmp[300] = "", hint[OUTPUT_NAME_MAX];
+	char *prefix = NULL, *suffix = NULL;
 	uint64_t send_size = job->size;
-	int fd, img_fd = -1, r;
+	int r;
 
-	fd = job_open_source(job);
-	if (fd < 0) {
-		job_finish(jobs, job); /* gone since it was queued */
-		return;
-	}
-	if (!job_source_unchanged(job, fd)) {
-		close(fd);
-		job_settle(jobs, job, cfg->settle_ms);
-		return;
-	}
-	r = job_open_output_dir(job);
-	if (r >= 0)
-		r = job_choose_stem(jobs, job);
-	if (r >= 0 && !job_disk_space_ok(jobs, job->out_dirfd)) {
-		/* A result that could not be written would be paid for in vain. */
-		close(fd);
-		job_hold_for_space(jobs, job);
-		return;
-	}
-	if (r >= 0 && jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON) {
-		/* The image is decoded into it as the answer arrives. */
-		(void)snprintf(hint, sizeof(hint), "%s.out", job->stem);
-		img_fd = r = output_tmp_open(job->out_dirfd, hint, img_tmp, sizeof(img_tmp));
-	}
-	if (r < 0) {
-		close(fd);
-		job_close_output_dir(job);
-		job_retry_or_fail(jobs, job, 0, "OutputFolder", strerror(-r), -1);
-		return;
-	}
 	if (job->fitted) {
 		/* Send the fitted bytes; keep the source open for the changed-check. */
 		int sent = dup(job->fitted->res.fd);
@@ -310,7 +470,8 @@ void job_generate(struct jobs *jobs, struct job *job)
 			r = -errno;
 			close(fd);
 			if (img_fd >= 0)
-				output_tmp_abort(job->out_dirfd, img_fd, img_tmp);
+				job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), img_fd,
+						   img_tmp);
 			job_close_output_dir(job);
 			job_retry_or_fail(jobs, job, 0, "LocalError", strerror(-r), -1);
 			return;
@@ -330,7 +491,7 @@ void job_generate(struct jobs *jobs, struct job *job)
 		log_oom();
 	job->gen->fd = -1;
 	job->gen->img.fd = img_fd;
-	memcpy(job->gen->img.tmp_name, img_tmp, sizeof(img_tmp));
+	(void)snprintf(job->gen->img.tmp_name, sizeof(job->gen->img.tmp_name), "%s", img_tmp);
 	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
 			       send_size, &jobs->net);
 	if (r >= 0)

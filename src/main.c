@@ -183,14 +183,15 @@ static void daemon_status(void *userdata)
 			       missing > 1 ? " (and other folders)" : "");
 	jobs_counts(d->jobs, &c);
 	again = notify_status("%s%zu queued, %zu in flight, %zu waiting to retry, %llu done, "
-			      "%llu failed%s%s%s%s%s%s%s",
+			      "%llu failed%s%s%s%s%s%s%s%s%s",
 			      d->stopping ? "stopping: " : "", c.queued + c.settling + c.fitting,
 			      c.in_flight,
 			      c.waiting, (unsigned long long)c.done, (unsigned long long)c.failed,
 			      c.pause_reason ? "; " : "", c.pause_reason ? c.pause_reason : "",
 			      c.limit_reason ? "; " : "", c.limit_reason ? c.limit_reason : "",
 			      c.disk_reason ? "; " : "", c.disk_reason ? c.disk_reason : "",
-			      paused);
+			      c.storage_reason ? "; " : "",
+			      c.storage_reason ? c.storage_reason : "", paused);
 	if (again && !loop_timer_armed(d->status_timer))
 		(void)loop_timer_arm(d->status_timer, again);
 	daemon_check_done(d);
