@@ -795,8 +795,11 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 		job->result.b64_json = f->b64;
 		f->b64 = NULL;
 	}
-	if (f->rec.url && io->ran)
+	if (f->rec.url && io->ran) {
 		job_journal_written(jobs, job, f->journal_r);
+		if (f->journal_r == 0)
+			jobs_pump(jobs); /* recorded: the next generation may start */
+	}
 	if (f->already_done) {
 		/* A result restored from the journal while the output was away,
 		 * which turned out to be written before the crash. */

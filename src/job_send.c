@@ -219,6 +219,10 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 			job_fail(jobs, job, status, img_code, img_why);
 			break;
 		}
+		/* Paid, and not recorded until a worker journals it: no new
+		 * generation starts meanwhile (a crash costs what is in flight). */
+		if (jobs->journal)
+			job_set_undurable(jobs, job, true);
 		job->dl = img;
 		job_fetch(jobs, job);
 		break;
