@@ -31,13 +31,20 @@ static void job_io_unlink(struct jobs *jobs, struct job_io *io)
 
 static void job_io_finished(void *arg, bool cancelled);
 
+/* The requests out for a folder, or for state_dir (folder NULL): the journal
+ * is not held up by a folder's share. */
+static unsigned *job_io_busy(struct jobs *jobs, struct folder *folder)
+{
+	return folder ? &folder->storage_busy : &jobs->state_busy;
+}
+
 /* Hands waiting requests to workers while their folders have room. */
 static void job_io_start_waiting(struct jobs *jobs)
 {
 	for (struct job_io *io = jobs->io_head; io; io = io->next) {
 		int r;
 
-		if (io->out || io->folder->storage_busy >= JOBS_STORE_PER_FOLDER)
+		if (io->out || *job_io_busy(jobs, io->folder) >= JOBS_STORE_PER_FOLDER)
 			continue;
 		r = work_submit(jobs->store_pool, job_io_run, job_io_finished, io);
 		if (r == -ENOMEM)
@@ -46,7 +53,7 @@ static void job_io_start_waiting(struct jobs *jobs)
 			return; /* shutting down: job_io_shutdown ends what waits */
 		io->out = true;
 		io->submitted = loop_now_ms();
-		io->folder->storage_busy++;
+		(*job_io_busy(jobs, io->folder))++;
 	}
 }
 
@@ -83,7 +90,7 @@ static void jobs_update_stalls(struct jobs *jobs, struct folder *answered)
 	}
 	for (struct job_io *io = jobs->io_head; io; io = io->next) {
 		struct folder *f = io->folder;
-		if (!io->out)
+		if (!io->out || !f)
 			continue;
 		if (now - io->submitted >= JOBS_STORAGE_STALL_MS) {
 			if (!f->storage_stalled_since) {
@@ -102,7 +109,7 @@ static void jobs_update_stalls(struct jobs *jobs, struct folder *answered)
 	/* The reason names the folder stalled longest. */
 	for (struct job_io *io = jobs->io_head; io; io = io->next) {
 		const struct folder *f = io->folder;
-		if (!f->storage_stalled_since || f == first)
+		if (!f || !f->storage_stalled_since || f == first)
 			continue;
 		if (!first || f->storage_stalled_since < first_since) {
 			first = f;
@@ -111,7 +118,7 @@ static void jobs_update_stalls(struct jobs *jobs, struct folder *answered)
 	}
 	for (struct job_io *io = jobs->io_head; io; io = io->next) {
 		bool seen = false;
-		if (!io->folder->storage_stalled_since)
+		if (!io->folder || !io->folder->storage_stalled_since)
 			continue;
 		for (struct job_io *o = jobs->io_head; o != io; o = o->next)
 			if (o->folder == io->folder)
@@ -152,7 +159,7 @@ static void job_io_finished(void *arg, bool cancelled)
 	(void)cancelled; /* io->ran says whether the work was done */
 	job_io_unlink(jobs, io);
 	if (io->out)
-		folder->storage_busy--;
+		(*job_io_busy(jobs, folder))--;
 	if (job)
 		job->io = NULL;
 	/* Before done: a request waiting for this folder goes first. */

@@ -68,7 +68,8 @@ typedef void (*job_io_done_fn)(struct jobs *jobs, struct job *job, struct job_io
 struct job_io {
 	struct jobs *jobs;
 	struct job *job;
-	struct folder *folder; /* kept alive: jobs_folder_busy while a request is out */
+	struct folder *folder; /* kept alive: jobs_folder_busy while a request is out;
+				* NULL: state_dir's storage (the journal) */
 	job_io_work_fn work;
 	job_io_done_fn done;
 	bool ran;		    /* work ran (false: cancelled at shutdown) */
@@ -168,6 +169,7 @@ struct jobs {
 	struct work_pool *store_pool;
 	struct job_io *io_head, *io_tail;
 	size_t n_io;
+	unsigned state_busy; /* requests out on state_dir (the journal) */
 	size_t n_checking;
 	struct loop_timer *stall_timer;
 	char storage_reason[512]; /* stalled folders, for STATUS= */

@@ -718,7 +718,7 @@ struct job_fetch_io {
 	struct job_io io;
 	struct job_out out;
 	struct journal *journal;
-	struct journal_record rec; /* rec.url set: write it */
+	struct journal_record rec; /* the names, to remove a record found done */
 	char *done_sidecar;	   /* set: written before a crash if this exists */
 	uint64_t min_free;
 	char hint[OUTPUT_NAME_MAX];
@@ -727,6 +727,7 @@ struct job_fetch_io {
 	/* results */
 	int journal_r, r;
 	bool already_done, space_low, malformed;
+	bool journal_first; /* the journal write runs first, on state_dir's storage */
 	int dirfd, fd;
 	char tmp[300];
 	uint8_t magic[16];
@@ -737,8 +738,6 @@ static void job_fetch_work(struct job_io *io)
 {
 	struct job_fetch_io *f = (struct job_fetch_io *)io;
 
-	if (f->rec.url)
-		f->journal_r = job_journal_put(f->journal, &f->rec);
 	if (f->done_sidecar && access(f->done_sidecar, F_OK) == 0) {
 		f->already_done = true;
 		f->journal_r = job_journal_drop(f->journal, f->rec.folder, f->rec.source);
@@ -766,6 +765,56 @@ static void job_fetch_work(struct job_io *io)
 
 static void job_fetch_submit(struct jobs *jobs, struct job *job, struct job_fetch_io *f,
 			     bool trusted);
+static void job_fetch_free(struct job_fetch_io *f);
+
+/* The journal write of a paid result, on state_dir's storage: a folder whose
+ * share hangs does not hold it up, so its results are recorded and wait. */
+struct job_journal_io {
+	struct job_io io;
+	struct journal *journal;
+	struct journal_record rec;
+	struct job_fetch_io *fetch; /* what follows once recorded */
+	int r;
+};
+
+static void job_journal_work(struct job_io *io)
+{
+	struct job_journal_io *j = (struct job_journal_io *)io;
+
+	j->r = job_journal_put(j->journal, &j->rec);
+}
+
+static void job_journal_done(struct jobs *jobs, struct job *job, struct job_io *io)
+{
+	struct job_journal_io *j = (struct job_journal_io *)io;
+	struct job_fetch_io *f = j->fetch;
+
+	journal_record_clear(&j->rec);
+	if (!job || !io->ran) {
+		job_fetch_free(f);
+		free(j);
+		return;
+	}
+	job_journal_written(jobs, job, j->r);
+	free(j);
+	job_fetch_submit(jobs, job, f, false);
+	if (job->journalled)
+		jobs_pump(jobs); /* recorded: the next generation may start */
+}
+
+static void job_journal_submit(struct jobs *jobs, struct job *job, struct job_fetch_io *f)
+{
+	struct job_journal_io *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		log_oom();
+	j->journal = jobs->journal;
+	j->fetch = f;
+	job_journal_record(job, &j->rec);
+	j->io.work = job_journal_work;
+	j->io.done = job_journal_done;
+	job_io_submit(jobs, job, NULL, &j->io);
+}
 
 static void job_fetch_free(struct job_fetch_io *f)
 {
@@ -795,11 +844,6 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 		job->result.b64_json = f->b64;
 		f->b64 = NULL;
 	}
-	if (f->rec.url && io->ran) {
-		job_journal_written(jobs, job, f->journal_r);
-		if (f->journal_r == 0)
-			jobs_pump(jobs); /* recorded: the next generation may start */
-	}
 	if (f->already_done) {
 		/* A result restored from the journal while the output was away,
 		 * which turned out to be written before the crash. */
@@ -816,7 +860,6 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 		r = job_out_recheck(job);
 		if (r == 0) {
 			job_out_clear(&f->out);
-			journal_record_clear(&f->rec); /* written already */
 			f->rechecked = true;
 			f->dirfd = f->fd = -1;
 			f->b64 = job->result.b64_json;
@@ -926,13 +969,9 @@ void job_fetch(struct jobs *jobs, struct job *job)
 	 * only once written out. */
 	if (jobs->journal && !job->result.url)
 		job_set_undurable(jobs, job, true);
-	if (jobs->journal && job->result.url && !job->journalled)
-		job_journal_record(job, &f->rec);
-	else {
-		/* The names, for removing a record found done already. */
-		f->rec.folder = xstrdup(job->folder->cfg->path);
-		f->rec.source = xstrdup(job->rel);
-	}
+	f->journal_first = jobs->journal && job->result.url && !job->journalled;
+	f->rec.folder = xstrdup(job->folder->cfg->path);
+	f->rec.source = xstrdup(job->rel);
 	e = index_get(job->folder->index, job->rel);
 	if (job->journalled && e && e->size == job->size && e->mtime_sec == job->mtime.tv_sec &&
 	    e->mtime_nsec == job->mtime.tv_nsec)
@@ -941,5 +980,8 @@ void job_fetch(struct jobs *jobs, struct job *job)
 	(void)snprintf(f->hint, sizeof(f->hint), "%s.out", job->stem);
 	f->b64 = job->result.b64_json;
 	job->result.b64_json = NULL;
-	job_fetch_submit(jobs, job, f, false);
+	if (f->journal_first)
+		job_journal_submit(jobs, job, f);
+	else
+		job_fetch_submit(jobs, job, f, false);
 }
