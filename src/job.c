@@ -448,6 +448,56 @@ void job_activate(struct jobs *jobs, struct job *job, enum job_state state)
 	job->state = state;
 }
 
+/* ---- the core: every verdict of a stage is applied here ------------------ */
+
+void job_advance(struct jobs *jobs, struct job *job, const struct job_verdict *v)
+{
+	struct job_step step;
+
+	if (job_core_step(job->state, v->kind, jobs->stopping, &step) < 0) {
+		/* A stage ended in a verdict its state cannot have: a bug. The job
+		 * ends rather than run on in a state nobody expects. */
+		log_error("%s/%s: verdict %s in state %s; the job ends", job->folder->cfg->path,
+			  job->rel, job_verdict_name(v->kind), job_state_name(job->state));
+		step = (struct job_step){.action = JOB_ACTION_END};
+	}
+	if (step.count_skipped)
+		jobs->skipped++;
+	if (step.count_done)
+		jobs->done++;
+	if (step.count_left)
+		jobs->left_incomplete++;
+	switch (step.action) {
+	case JOB_ACTION_NONE:
+		return;
+	case JOB_ACTION_END:
+		job_finish(jobs, job); /* pumps */
+		return;
+	case JOB_ACTION_SETTLE:
+		job_settle(jobs, job, v->delay_ms);
+		break;
+	case JOB_ACTION_QUEUE:
+		/* A paused job was at the head; a checked one joins the end; a
+		 * fitted one was near the head when its fit started. */
+		job_queue(jobs, job, v->kind == JOB_VERDICT_PAUSE || job->state == JOB_FITTING);
+		break;
+	case JOB_ACTION_WAIT:
+		job_wait(jobs, job, v->delay_ms, false);
+		break;
+	case JOB_ACTION_WAIT_FETCH:
+		job_wait(jobs, job, v->delay_ms, true);
+		break;
+	case JOB_ACTION_FETCH:
+		job_fetch(jobs, job);
+		return;
+	case JOB_ACTION_RECORD_FAIL:
+		job_fail(jobs, job, v->http_status, v->code, v->message ? v->message : "");
+		return;
+	}
+	jobs_changed(jobs);
+	jobs_pump(jobs);
+}
+
 /* ---- paid results and storage ------------------------------------------ */
 
 void job_set_undurable(struct jobs *jobs, struct job *job, bool undurable)

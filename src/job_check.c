@@ -377,14 +377,12 @@ static void job_hold_reuse(struct jobs *jobs, struct job *job, int err)
 	if (jobs->once) {
 		log_warn("%s/%s: reusing an earlier result failed (%s); left for a later run",
 			 job->folder->cfg->path, job->rel, strerror(err));
-		jobs->left_incomplete++;
-		job_finish(jobs, job);
+		job_advance(jobs, job, JOB_VERDICT(LEAVE));
 		return;
 	}
 	log_warn("%s/%s: reusing an earlier result failed (%s); trying again in %u s",
 		 job->folder->cfg->path, job->rel, strerror(err), JOBS_STORAGE_RETRY_MS / 1000);
-	job_settle(jobs, job, JOBS_STORAGE_RETRY_MS);
-	jobs_changed(jobs);
+	job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = JOBS_STORAGE_RETRY_MS));
 }
 
 /* What the file's head and tail say, against the API's limits: queue it (to
@@ -404,40 +402,49 @@ static void job_judge(struct jobs *jobs, struct job *job, const struct job_check
 		(void)snprintf(msg, sizeof(msg), "file is %llu bytes; at most %llu are allowed",
 			       (unsigned long long)job->size,
 			       (unsigned long long)cfg->max_input_bytes);
-		job_fail(jobs, job, 0, "LocalValidation.FileTooLarge", msg);
+		job_advance(jobs, job,
+			    JOB_VERDICT(FAIL, .code = "LocalValidation.FileTooLarge", .message = msg));
 		return;
 	}
 	if (c->read_err < 0) {
-		job_fail(jobs, job, 0, "LocalValidation.Unreadable", strerror(-c->read_err));
+		job_advance(jobs, job,
+			    JOB_VERDICT(FAIL, .code = "LocalValidation.Unreadable",
+					.message = strerror(-c->read_err)));
 		return;
 	}
 	if (pr == IMAGE_PROBE_TRUNCATED || (pr == IMAGE_PROBE_OK && !c->complete)) {
 		/* Maybe still arriving (a slow copy that closes between chunks). */
 		if (loop_now_ms() - job->first_seen < cfg->incomplete_timeout_ms && !jobs->once) {
-			job_settle(jobs, job, cfg->settle_ms > 1000 ? cfg->settle_ms : 1000);
+			job_advance(jobs, job,
+				    JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms > 1000
+									? cfg->settle_ms
+									: 1000));
 			return;
 		}
 		if (jobs->once && loop_now_ms() - job->first_seen < cfg->incomplete_timeout_ms) {
 			log_warn("%s/%s looks incomplete; left for a later run", cfg->path,
 				 job->rel);
-			jobs->left_incomplete++;
-			job_finish(jobs, job);
+			job_advance(jobs, job, JOB_VERDICT(LEAVE));
 			return;
 		}
-		job_fail(jobs, job, 0, "LocalValidation.Truncated",
-			 "the image is incomplete (its header or its end is missing) and did not "
-			 "change within incomplete_timeout");
+		job_advance(jobs, job,
+			    JOB_VERDICT(FAIL, .code = "LocalValidation.Truncated",
+					.message = "the image is incomplete (its header or its end "
+						   "is missing) and did not change within "
+						   "incomplete_timeout"));
 		return;
 	}
 	if (pr == IMAGE_PROBE_UNKNOWN && info->found) {
 		(void)snprintf(msg, sizeof(msg),
 			       "a %s: neither the API nor a conversion here can read it",
 			       info->found);
-		job_fail(jobs, job, 0, image_probe_code(pr), msg);
+		job_advance(jobs, job, JOB_VERDICT(FAIL, .code = image_probe_code(pr), .message = msg));
 		return;
 	}
 	if (pr != IMAGE_PROBE_OK) {
-		job_fail(jobs, job, 0, image_probe_code(pr), image_probe_message(pr));
+		job_advance(jobs, job,
+			    JOB_VERDICT(FAIL, .code = image_probe_code(pr),
+					.message = image_probe_message(pr)));
 		return;
 	}
 	reasons = fit_wanted(info, job->size, cfg->max_input_bytes, cfg->fit);
@@ -445,7 +452,9 @@ static void job_judge(struct jobs *jobs, struct job *job, const struct job_check
 		(void)snprintf(msg, sizeof(msg),
 			       "a %s image: the API does not take it and this folder has fit: never",
 			       image_format_name(info->format));
-		job_fail(jobs, job, 0, "LocalValidation.UnsupportedFormat", msg);
+		job_advance(jobs, job,
+			    JOB_VERDICT(FAIL, .code = "LocalValidation.UnsupportedFormat",
+					.message = msg));
 		return;
 	}
 	code = image_api_format(info->format)
@@ -454,16 +463,14 @@ static void job_judge(struct jobs *jobs, struct job *job, const struct job_check
 	/* A fit shrinks; it cannot mend a side under 15 px or a 1:20 strip. */
 	if (code && (!reasons || strcmp(code, "LocalValidation.TooSmall") == 0 ||
 		     strcmp(code, "LocalValidation.AspectRatio") == 0)) {
-		job_fail(jobs, job, 0, code, msg);
+		job_advance(jobs, job, JOB_VERDICT(FAIL, .code = code, .message = msg));
 		return;
 	}
 	job->format = info->format;
 	/* A file to fit waits in the queue like any other; jobs_pump fits it
 	 * when it comes near a generation slot, so fitted bytes never pile up. */
 	job->fit_reasons = reasons;
-	job_queue(jobs, job, false);
-	jobs_changed(jobs);
-	jobs_pump(jobs);
+	job_advance(jobs, job, JOB_VERDICT(QUEUE));
 }
 
 static void job_reuse_submit(struct jobs *jobs, struct job *job, struct job_reuse_io *u);
@@ -475,10 +482,13 @@ static void job_reuse_done(struct jobs *jobs, struct job *job, struct job_io *io
 	int r = u->r;
 
 	job_success_done(job, &u->success);
-	if (!job || !io->ran || jobs->stopping) {
-		if (job)
-			job_finish(jobs, job);
+	if (!job || !io->ran) {
 		job_reuse_free(u);
+		return; /* cancelled */
+	}
+	if (jobs->stopping && u->result != REUSE_DONE) {
+		job_reuse_free(u);
+		job_advance(jobs, job, JOB_VERDICT(DROP)); /* stopping: nothing more is started */
 		return;
 	}
 	cfg = job->folder->cfg;
@@ -515,9 +525,8 @@ static void job_reuse_done(struct jobs *jobs, struct job *job, struct job_io *io
 		"done %s/%s -> %s/%s (the same image as %s: its result reused, no API call)",
 		cfg->path, job->rel, cfg->output, u->rel_out, u->reused_from);
 	job_index_put(job, u->side_name, false, u->completed_at, 0);
-	jobs->done++;
 	job_reuse_free(u);
-	job_finish(jobs, job);
+	job_advance(jobs, job, JOB_VERDICT(DONE));
 }
 
 static void job_reuse_submit(struct jobs *jobs, struct job *job, struct job_reuse_io *u)
@@ -562,18 +571,21 @@ static void job_check_done(struct jobs *jobs, struct job *job, struct job_io *io
 	struct job_check_io *c = (struct job_check_io *)io;
 	const struct folder_config *cfg;
 
-	if (!job || !io->ran || jobs->stopping) {
-		if (job)
-			job_finish(jobs, job); /* stopping: nothing more is started */
+	if (!job || !io->ran) {
 		job_check_free(c);
-		return;
+		return; /* cancelled */
 	}
 	cfg = job->folder->cfg;
+	if (jobs->stopping) {
+		job_check_free(c);
+		job_advance(jobs, job, JOB_VERDICT(DROP)); /* stopping: nothing more is started */
+		return;
+	}
 	if (c->gone < 0) {
 		/* Deleted before submission, or a symlink we do not follow: nothing to do. */
 		log_debug("dropped %s/%s: %s", cfg->path, job->rel, strerror(-c->gone));
 		job_check_free(c);
-		job_finish(jobs, job);
+		job_advance(jobs, job, JOB_VERDICT(DROP));
 		return;
 	}
 	if (c->changed || job->dirty) {
@@ -587,15 +599,13 @@ static void job_check_done(struct jobs *jobs, struct job *job, struct job_io *io
 		}
 		job->dirty = false;
 		job_check_free(c);
-		job_settle(jobs, job, cfg->settle_ms);
-		jobs_changed(jobs);
+		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
 		return;
 	}
 	if (c->done) {
-		if (!c->quiet_if_done)
-			jobs->skipped++;
+		bool quiet = c->quiet_if_done;
 		job_check_free(c);
-		job_finish(jobs, job);
+		job_advance(jobs, job, quiet ? JOB_VERDICT(DROP) : JOB_VERDICT(SKIP));
 		return;
 	}
 	if (c->sha[0])

@@ -68,14 +68,10 @@ static void job_fit_done(void *arg, bool cancelled)
 	jobs = job->owner;
 	cfg = job->folder->cfg;
 	job->fit = NULL;
-	if (cancelled || jobs->stopping) {
+	if (cancelled || jobs->stopping || f->gone) {
+		/* Stopping (nothing more is started), or gone. */
 		job_fit_free(f);
-		job_finish(jobs, job); /* stopping: nothing more is started */
-		return;
-	}
-	if (f->gone) {
-		job_fit_free(f);
-		job_finish(jobs, job); /* gone */
+		job_advance(jobs, job, JOB_VERDICT(DROP));
 		return;
 	}
 	if (job->dirty || f->changed) {
@@ -84,8 +80,7 @@ static void job_fit_done(void *arg, bool cancelled)
 			 cfg->path, job->rel);
 		job->dirty = false;
 		job_fit_free(f);
-		job_settle(jobs, job, cfg->settle_ms);
-		jobs_changed(jobs);
+		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
 		return;
 	}
 	memcpy(job->sha256, f->res.sha256, sizeof(job->sha256));
@@ -93,7 +88,7 @@ static void job_fit_done(void *arg, bool cancelled)
 		code = f->res.code ? f->res.code : "LocalValidation.Corrupt";
 		(void)snprintf(msg, sizeof(msg), "%s", f->res.message);
 		job_fit_free(f);
-		job_fail(jobs, job, 0, code, msg);
+		job_advance(jobs, job, JOB_VERDICT(FAIL, .code = code, .message = msg));
 		return;
 	}
 	/* What no conversion mends (a side under 15 px, a 1:20 panorama). */
@@ -103,7 +98,7 @@ static void job_fit_done(void *arg, bool cancelled)
 	code = image_check_limits(&out, f->res.bytes, cfg->max_input_bytes, msg, sizeof(msg));
 	if (code) {
 		job_fit_free(f);
-		job_fail(jobs, job, 0, code, msg);
+		job_advance(jobs, job, JOB_VERDICT(FAIL, .code = code, .message = msg));
 		return;
 	}
 	job->fitted = calloc(1, sizeof(*job->fitted));
@@ -119,9 +114,7 @@ static void job_fit_done(void *arg, bool cancelled)
 		(unsigned long long)job->fitted->res.bytes,
 		(unsigned long long)(loop_now_ms() - f->started));
 	job_fit_free(f);
-	job_queue(jobs, job, true); /* it was near the head when its fit started */
-	jobs_changed(jobs);
-	jobs_pump(jobs);
+	job_advance(jobs, job, JOB_VERDICT(QUEUE)); /* to the front: it was near the head */
 }
 
 void job_fit_start(struct jobs *jobs, struct job *job, unsigned reasons)

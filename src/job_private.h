@@ -16,6 +16,7 @@
 #include "fit.h"
 #include "image.h"
 #include "job.h"
+#include "job_core.h"
 #include "journal.h"
 #include "log.h"
 #include "output.h"
@@ -43,17 +44,7 @@
 #define JOBS_STORE_PER_FOLDER	2     /* a stalled share occupies at most this many */
 #define JOBS_STORAGE_STALL_MS	10000 /* a request older than this: its folder is stalled */
 
-enum job_state {
-	JOB_SETTLING,	/* waiting for the file to stop changing */
-	JOB_FITTING,	/* valid once converted: a fit worker has it */
-	JOB_QUEUED,	/* valid, waiting for a generation slot */
-	JOB_GENERATING, /* the API call is under way */
-	JOB_FETCHING,	/* paid for: downloading or decoding the result */
-	JOB_WAITING,	/* backing off before the next generation or fetch */
-	JOB_CHECKING,	/* a storage worker opens, reads and checks the file */
-	JOB_PREPARING,	/* a storage worker readies the send (holds a generation slot) */
-	JOB_COMMITTING, /* paid: a storage worker records, fetches into or writes the result */
-};
+/* The states are job_core.h's; job_advance below applies verdicts. */
 
 /* A storage request: every file-system call of a job runs on a storage worker
  * (jobs->store_pool) through one of these. Each kind embeds it first and
@@ -174,6 +165,17 @@ struct jobs {
 	struct loop_timer *stall_timer;
 	char storage_reason[512]; /* stalled folders, for STATUS= */
 };
+
+/* What a stage ends in; job_advance (job.c) is the one place that applies
+ * it, through job_core_step. code and message are copied by the core. */
+struct job_verdict {
+	enum job_verdict_kind kind;
+	uint64_t delay_ms; /* SETTLE, RETRY, FETCH_RETRY */
+	long http_status;  /* FAIL */
+	const char *code, *message;
+};
+void job_advance(struct jobs *jobs, struct job *job, const struct job_verdict *v);
+#define JOB_VERDICT(k, ...) (&(const struct job_verdict){.kind = JOB_VERDICT_##k, __VA_ARGS__})
 
 /* job_io.c: submits io for job (NULL: a clean-up of no job) on folder's
  * storage; it starts when the folder has fewer than JOBS_STORE_PER_FOLDER

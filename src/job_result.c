@@ -282,7 +282,7 @@ static void job_fail_done(struct jobs *jobs, struct job *job, struct job_io *io)
 			job->rel, strerror(-r));
 	}
 	job_fail_free(f);
-	job_finish(jobs, job);
+	job_advance(jobs, job, JOB_VERDICT(DROP)); /* counted failed when it failed */
 }
 
 static void job_fail_submit(struct jobs *jobs, struct job *job, struct job_fail_io *f,
@@ -333,6 +333,14 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 
 /* ---- fetching and committing the paid result ---------------------------- */
 
+/* The stages below end a failure through the core. */
+static void job_fails(struct jobs *jobs, struct job *job, long http_status, const char *code,
+		      const char *message)
+{
+	job_advance(jobs, job,
+		    JOB_VERDICT(FAIL, .http_status = http_status, .code = code, .message = message));
+}
+
 /* The paid result could not be fetched or written: fetch it again later,
  * never generate again. code is NULL for a download or a write that failed
  * (tried for as long as the URL lives), or the code of an answer that was
@@ -362,16 +370,15 @@ static void job_fetch_retry(struct jobs *jobs, struct job *job, const char *code
 			"the paid result of %s/%s cannot be written (%s); it stays in the "
 			"journal for the next run",
 			job->folder->cfg->path, job->rel, why);
-		jobs->left_incomplete++;
 		job->folder->gave_up_this_run = true;
 		jobs_leave_queued_for_later(jobs, job->folder);
-		job_finish(jobs, job);
+		job_advance(jobs, job, JOB_VERDICT(LEAVE));
 		return;
 	}
 	/* The URL lives 24 h: keep trying within that, never generate again. */
 	if (loop_wall_ms() - job->generated_at > (int64_t)JOBS_URL_VALID_MS ||
 	    ((jobs->once || code) && job->fetch_failures > jobs->config->api.retries)) {
-		job_fail(jobs, job, code ? 200 : 0, code ? code : "FetchFailed", why);
+		job_fails(jobs, job, code ? 200 : 0, code ? code : "FetchFailed", why);
 		return;
 	}
 	delay = jobs_backoff(jobs, job->fetch_failures, -1);
@@ -379,9 +386,8 @@ static void job_fetch_retry(struct jobs *jobs, struct job *job, const char *code
 		job->request_id[0] ? job->request_id : NULL, code,
 		"fetching the result of %s/%s failed (%s); trying again in %llu ms",
 		job->folder->cfg->path, job->rel, why, (unsigned long long)delay);
-	job_wait(jobs, job, delay, true);
-	jobs_changed(jobs);
-	jobs_pump(jobs); /* a download waiting to retry holds no generation slot */
+	/* A download waiting to retry holds no generation slot. */
+	job_advance(jobs, job, JOB_VERDICT(FETCH_RETRY, .delay_ms = delay));
 }
 
 static void job_fetch_failed(struct jobs *jobs, struct job *job, const char *why, bool storage)
@@ -535,13 +541,13 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 		if (c->downloaded)
 			job_fetch_retry(jobs, job, c->problem, c->why, false); /* paid: again */
 		else
-			job_fail(jobs, job, 200, c->problem, c->why); /* b64_json: it stays so */
+			job_fails(jobs, job, 200, c->problem, c->why); /* b64_json: it stays so */
 		goto out;
 	}
 	if (c->r < 0) {
 		if (c->streamed) {
 			if (c->keep_r < 0 || !c->kept_text) {
-				job_fail(jobs, job, 200, "Result.WriteFailed",
+				job_fails(jobs, job, 200, "Result.WriteFailed",
 					 strerror(c->keep_r < 0 ? -c->keep_r : -c->r));
 				goto out;
 			}
@@ -559,12 +565,11 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 	job_set_undurable(jobs, job, false);
 	job_set_storage_hold(jobs, job, false);
 	jobs->disk_reason[0] = '\0';
-	jobs->done++;
 	log_job(LOG_INFO, cfg->path, job->rel, job->request_id[0] ? job->request_id : NULL, NULL,
 		"done %s/%s -> %s/%s (%u attempt%s, %llu ms)", cfg->path, job->rel, cfg->output,
 		c->rel_out, job->attempts, job->attempts == 1 ? "" : "s",
 		(unsigned long long)c->elapsed_ms);
-	job_finish(jobs, job);
+	job_advance(jobs, job, JOB_VERDICT(DONE));
 out:
 	if (c->dirfd >= 0)
 		close(c->dirfd);
@@ -663,7 +668,7 @@ static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
 		 * generated again. */
 		(void)snprintf(why, sizeof(why), "%s", d->guard.why);
 		job_release_transfers(jobs, job);
-		job_fail(jobs, job, 200, "UnsafeResultURL", why); /* as a URL refused up front */
+		job_fails(jobs, job, 200, "UnsafeResultURL", why); /* as a URL refused up front */
 		return;
 	}
 	if (d->write_errno)
@@ -853,7 +858,7 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 			job->folder->cfg->path, job->rel);
 		job_journal_removed(job, f->journal_r);
 		job_fetch_free(f);
-		job_finish(jobs, job);
+		job_advance(jobs, job, JOB_VERDICT(DROP));
 		return;
 	}
 	if (r == -ESTALE && !f->rechecked) {
@@ -874,7 +879,7 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 		if (f->dirfd >= 0)
 			close(f->dirfd);
 		if (f->malformed)
-			job_fail(jobs, job, 200, "MalformedResponse",
+			job_fails(jobs, job, 200, "MalformedResponse",
 				 "data[0].b64_json is not valid base64");
 		else
 			job_fetch_failed(jobs, job,
@@ -901,7 +906,7 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 	if (!job->result.url || !transfer_url_allowed(job->result.url, &jobs->net)) {
 		job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), f->fd, f->tmp);
 		job_fetch_free(f);
-		job_fail(jobs, job, 200, "UnsafeResultURL",
+		job_fails(jobs, job, 200, "UnsafeResultURL",
 			 job->result.url ? "the result URL is not https, or leads to this "
 					   "machine or its local network"
 					 : "the result URL is missing");
@@ -952,7 +957,7 @@ void job_fetch(struct jobs *jobs, struct job *job)
 	}
 	if (job->result.b64_streamed) {
 		/* Decoded once, lost on the way to the disk: no bytes to retry with. */
-		job_fail(jobs, job, 200, "Result.WriteFailed",
+		job_fails(jobs, job, 200, "Result.WriteFailed",
 			 "the b64_json result could not be written");
 		return;
 	}

@@ -51,7 +51,8 @@ static void job_retry_or_fail(struct jobs *jobs, struct job *job, long status, c
 		char text[512];
 		(void)snprintf(text, sizeof(text), "%s (gave up after %u attempts)", message,
 			       job->attempts);
-		job_fail(jobs, job, status, code, text);
+		job_advance(jobs, job,
+			    JOB_VERDICT(FAIL, .http_status = status, .code = code, .message = text));
 		return;
 	}
 	delay = jobs_backoff(jobs, job->failures, retry_after_ms);
@@ -59,9 +60,7 @@ static void job_retry_or_fail(struct jobs *jobs, struct job *job, long status, c
 		job->request_id[0] ? job->request_id : NULL, code,
 		"retrying %s/%s in %llu ms: %s: %s", job->folder->cfg->path, job->rel,
 		(unsigned long long)delay, code, message);
-	job_wait(jobs, job, delay, false);
-	jobs_changed(jobs);
-	jobs_pump(jobs);
+	job_advance(jobs, job, JOB_VERDICT(RETRY, .delay_ms = delay));
 }
 
 /* The decoded b64_json image, as if it had been downloaded: job_fetch
@@ -106,16 +105,31 @@ static struct transfer_dl *job_take_image(struct transfer_gen *g, struct api_res
 	return d;
 }
 
-/* Whether fd is still the version validated. An fstat of an open descriptor
- * on the loop: the one file-system call left in the answer's path. */
-static bool job_source_unchanged(const struct job *job, int fd)
-{
-	struct stat st;
+/* The answer to a generation, taken from the transfer, while a worker looks
+ * whether the source is still the version sent. */
+struct job_answer {
+	struct job_io io;
+	CURLcode result;
+	long status;
+	bool file_changed, read_whole, paid_too_large;
+	const char *code;
+	char msg[256];
+	struct transfer_dl *img; /* a b64_json image decoded as it arrived */
+	const char *img_code;
+	char img_why[256];
+	int src_fd;	     /* a second descriptor of what was read */
+	struct job_src src;  /* only its identity is used */
+	bool unchanged;	     /* the result */
+};
 
-	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == job->dev &&
-	       st.st_ino == job->ino && (uint64_t)st.st_size == job->size &&
-	       same_mtime(&st.st_mtim, &job->mtime);
+static void job_answer_work(struct job_io *io)
+{
+	struct job_answer *ans = (struct job_answer *)io;
+
+	ans->unchanged = ans->src_fd >= 0 && job_src_unchanged(&ans->src, ans->src_fd);
 }
+
+static void job_answer_done(struct jobs *jobs, struct job *job, struct job_io *io);
 
 static void job_generated(CURL *easy, CURLcode result, void *userdata)
 {
@@ -123,9 +137,7 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	struct jobs *jobs = job->owner;
 	struct transfer_gen *g = job->gen;
 	struct api_result *res = &job->result;
-	struct transfer_dl *img = NULL;
-	const char *img_code = NULL;
-	char img_why[256];
+	struct job_answer *ans;
 	long status = 0;
 
 	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
@@ -150,55 +162,82 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		/* Unless this answer settles it, probe again later. */
 		(void)loop_timer_arm(jobs->pause_timer, jobs->config->api.pause_retry_ms);
 
-	if (!g->file_changed && !job_source_unchanged(job, src_fd) && result == CURLE_OK &&
-	    g->sha256_hex[0]) {
+	ans = calloc(1, sizeof(*ans));
+	if (!ans)
+		log_oom();
+	ans->result = result;
+	ans->status = status;
+	ans->file_changed = g->file_changed;
+	ans->read_whole = g->sha256_hex[0] != '\0';
+	ans->src_fd = src_fd >= 0 ? dup(src_fd) : -1;
+	ans->src.dev = job->dev;
+	ans->src.ino = job->ino;
+	ans->src.size = job->size;
+	ans->src.mtime = job->mtime;
+	if (result != CURLE_OK) {
+		ans->code = g->body_too_large ? "ResponseTooLarge" : "NetworkError";
+		if (g->body_too_large)
+			(void)snprintf(ans->msg, sizeof(ans->msg),
+				       "the answer is larger than %u bytes (or its image than %u)",
+				       TRANSFER_JSON_MAX, TRANSFER_IMAGE_MAX);
+		else
+			(void)snprintf(ans->msg, sizeof(ans->msg), "%s",
+				       g->guard.refused ? g->guard.why : curl_easy_strerror(result));
+		ans->paid_too_large = g->body_too_large && status >= 200 && status < 300;
+	} else {
+		api_result_clear(res);
+		if (api_parse_streamed(status, g->body ? g->body : "", g->body_len, g->img.found,
+				       jobs_key(jobs), res) < 0)
+			log_oom();
+		if (res->outcome == API_OUTCOME_OK && res->b64_streamed)
+			ans->img = job_take_image(g, res, &ans->img_code, ans->img_why,
+						  sizeof(ans->img_why));
+		job->retry_after_ms = api_parse_retry_after(
+		    g->retry_after[0] ? g->retry_after : NULL, loop_wall_ms() / 1000);
+	}
+	job_release_transfers(jobs, job); /* g is gone from here on */
+	/* Whether the source is still what was sent: an fstat, on a worker. */
+	ans->io.work = job_answer_work;
+	ans->io.done = job_answer_done;
+	job_io_submit(jobs, job, job->folder, &ans->io);
+}
+
+static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *ans)
+{
+	struct api_result *res = &job->result;
+	long status = ans->status;
+	struct transfer_dl *img = ans->img;
+
+	ans->img = NULL;
+	if (!ans->file_changed && !ans->unchanged && ans->result == CURLE_OK && ans->read_whole) {
 		/* Changed after being read in full: what was sent is one whole
 		 * version (its SHA-256 is in the sidecar). A paid answer is kept;
 		 * the new version is looked at afterwards. */
 		job->dirty = true;
-	} else if (g->file_changed || !job_source_unchanged(job, src_fd)) {
+	} else if (ans->file_changed || !ans->unchanged) {
 		/* The file changed while it was being sent: what was sent is not the
 		 * file. Look at the new version once it settles. */
 		log_warn("%s/%s changed while it was being sent; waiting for it to settle",
 			 job->folder->cfg->path, job->rel);
-		job_release_transfers(jobs, job);
-		job_settle(jobs, job, job->folder->cfg->settle_ms);
-		jobs_pump(jobs);
+		if (img)
+			job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), img->fd,
+					   img->tmp_name);
+		free(img);
+		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = job->folder->cfg->settle_ms));
 		return;
 	}
-	if (result != CURLE_OK) {
-		char msg[256];
-		const char *code = g->body_too_large ? "ResponseTooLarge" : "NetworkError";
-		if (g->body_too_large)
-			(void)snprintf(msg, sizeof(msg),
-				       "the answer is larger than %u bytes (or its image than %u)",
-				       TRANSFER_JSON_MAX, TRANSFER_IMAGE_MAX);
-		else
-			(void)snprintf(msg, sizeof(msg), "%s",
-				       g->guard.refused ? g->guard.why : curl_easy_strerror(result));
-		bool paid_too_large = g->body_too_large && status >= 200 && status < 300;
-		job_release_transfers(jobs, job); /* g is gone from here on */
-		if (paid_too_large) {
+	if (ans->result != CURLE_OK) {
+		if (ans->paid_too_large) {
 			/* A success too large to keep was generated, and paid: asking
 			 * again would pay again for the same oversized answer. */
-			job_fail(jobs, job, status, code, msg);
+			job_advance(jobs, job,
+				    JOB_VERDICT(FAIL, .http_status = status, .code = ans->code,
+						.message = ans->msg));
 			return;
 		}
-		job_retry_or_fail(jobs, job, status, code, msg, -1);
+		job_retry_or_fail(jobs, job, status, ans->code, ans->msg, -1);
 		return;
 	}
-	api_result_clear(res);
-	if (api_parse_streamed(status, g->body ? g->body : "", g->body_len, g->img.found,
-			       jobs_key(jobs), res) < 0)
-		log_oom();
-	if (res->outcome == API_OUTCOME_OK && res->b64_streamed)
-		img = job_take_image(g, res, &img_code, img_why, sizeof(img_why));
-	{
-		int64_t ra = api_parse_retry_after(g->retry_after[0] ? g->retry_after : NULL,
-						   loop_wall_ms() / 1000);
-		job->retry_after_ms = ra;
-	}
-	job_release_transfers(jobs, job);
 	if (jobs->paused && res->outcome != API_OUTCOME_PAUSE) {
 		log_info("the API answers again (HTTP %ld); resuming", status);
 		jobs->paused = false;
@@ -214,9 +253,11 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		jobs->images_today += images;
 		job->folder->images_today += images;
 		job->generated_at = loop_wall_ms();
-		if (img_code) {
+		if (ans->img_code) {
 			/* Paid, and a second call would answer the same: no retry. */
-			job_fail(jobs, job, status, img_code, img_why);
+			job_advance(jobs, job,
+				    JOB_VERDICT(FAIL, .http_status = status, .code = ans->img_code,
+						.message = ans->img_why));
 			break;
 		}
 		/* Paid, and not recorded until a worker journals it: no new
@@ -224,12 +265,14 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		if (jobs->journal)
 			job_set_undurable(jobs, job, true);
 		job->dl = img;
-		job_fetch(jobs, job);
+		job_advance(jobs, job, JOB_VERDICT(PAID));
 		break;
 	}
 	case API_OUTCOME_FILE_FAIL:
-		job_fail(jobs, job, status, res->error_code ? res->error_code : "Unknown",
-			 res->error_message ? res->error_message : "");
+		job_advance(jobs, job,
+			    JOB_VERDICT(FAIL, .http_status = status,
+					.code = res->error_code ? res->error_code : "Unknown",
+					.message = res->error_message ? res->error_message : ""));
 		break;
 	case API_OUTCOME_RETRY:
 		job_retry_or_fail(jobs, job, status, res->error_code ? res->error_code : "Unknown",
@@ -239,11 +282,25 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	case API_OUTCOME_PAUSE:
 		/* Not this file's fault: it goes back to the front of the queue. */
 		jobs_pause(jobs, res);
-		job_queue(jobs, job, true);
-		jobs_changed(jobs);
-		jobs_pump(jobs);
+		job_advance(jobs, job, JOB_VERDICT(PAUSE));
 		break;
 	}
+}
+
+static void job_answer_done(struct jobs *jobs, struct job *job, struct job_io *io)
+{
+	struct job_answer *ans = (struct job_answer *)io;
+
+	if (ans->src_fd >= 0)
+		close(ans->src_fd);
+	if (job && io->ran)
+		job_answered(jobs, job, ans);
+	if (ans->img) {
+		/* No job to hand it to (gone, or shutting down). */
+		job_io_discard_tmp(jobs, io->folder, -1, ans->img->fd, ans->img->tmp_name);
+		free(ans->img);
+	}
+	free(ans);
 }
 
 /* The output folder has less room than min_free_space: the job waits
@@ -260,15 +317,13 @@ static void job_hold_for_space(struct jobs *jobs, struct job *job)
 		log_job(LOG_WARNING, cfg->path, job->rel, NULL, NULL,
 			"%s/%s left for a later run: %s has less free space than min_free_space",
 			cfg->path, job->rel, cfg->output);
-		jobs->left_incomplete++;
-		job_finish(jobs, job);
+		job_advance(jobs, job, JOB_VERDICT(LEAVE));
 		return;
 	}
 	log_job(LOG_WARNING, cfg->path, job->rel, NULL, NULL,
 		"%s/%s waits: %s has less free space than min_free_space", cfg->path, job->rel,
 		cfg->output);
-	job_wait(jobs, job, JOBS_STORAGE_RETRY_MS, false);
-	jobs_changed(jobs);
+	job_advance(jobs, job, JOB_VERDICT(RETRY, .delay_ms = JOBS_STORAGE_RETRY_MS));
 }
 
 /* Readying a send on a storage worker: the source opened and still the
@@ -347,22 +402,16 @@ static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *
 		return;
 	}
 	job->folder->images_reserved--;
-	if (jobs->stopping || job->folder->removed) {
+	if (jobs->stopping || job->folder->removed || p->gone) {
+		/* Stopping, its folder dropped by a reload, or gone since it was queued. */
 		job_prepare_free(jobs, p, false);
-		job_finish(jobs, job);
-		return;
-	}
-	if (p->gone) {
-		job_prepare_free(jobs, p, false);
-		job_finish(jobs, job); /* gone since it was queued */
+		job_advance(jobs, job, JOB_VERDICT(DROP));
 		return;
 	}
 	if (p->changed || job->dirty) {
 		job_prepare_free(jobs, p, false);
 		job->dirty = false;
-		job_settle(jobs, job, job->folder->cfg->settle_ms);
-		jobs_changed(jobs);
-		jobs_pump(jobs);
+		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = job->folder->cfg->settle_ms));
 		return;
 	}
 	if (r == -ESTALE && !p->rechecked) {
@@ -395,7 +444,6 @@ static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *
 	if (r >= 0 && p->space_low) {
 		job_prepare_free(jobs, p, false);
 		job_hold_for_space(jobs, job);
-		jobs_pump(jobs);
 		return;
 	}
 	if (r < 0) {
