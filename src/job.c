@@ -1230,7 +1230,8 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 			"%s/%s: its paid-for result is already on disk; journal record removed",
 			folder->cfg->path, rec->source);
 		if (jobs->journal) {
-			r = journal_remove(jobs->journal, folder->cfg->path, rec->source);
+			/* Under the journal's lock: storage workers may be writing it. */
+			r = job_journal_drop(jobs->journal, folder->cfg->path, rec->source);
 			if (r < 0)
 				log_warn("cannot remove the journal record of %s/%s: %s",
 					 folder->cfg->path, rec->source, strerror(-r));

@@ -10,18 +10,18 @@
 struct job_check_io {
 	struct job_io io;
 	struct job_src src;
-	bool quiet_if_done;  /* offered as done by its record: no "skipped" */
-	bool have_done;      /* the done record of this source, copied: */
+	bool quiet_if_done; /* offered as done by its record: no "skipped" */
+	bool have_done;	    /* the done record of this source, copied: */
 	bool done_failed;
 	uint64_t done_size;
 	int64_t done_mtime_sec;
 	long done_mtime_nsec;
 	char done_sha[65];
-	char *done_sidecar;  /* full path */
-	bool want_hash;	     /* the hash may find it done or a copy */
-	bool read_image;     /* not too large to look at */
+	char *done_sidecar; /* full path */
+	bool want_hash;	    /* the hash may find it done or a copy */
+	bool read_image;    /* not too large to look at */
 	/* results */
-	int gone;	     /* < 0: gone, not a regular file, or a link not followed */
+	int gone; /* < 0: gone, not a regular file, or a link not followed */
 	bool changed, done;
 	struct stat st;
 	char sha[65];
@@ -68,13 +68,12 @@ static void check_read_image(struct job_check_io *c, int fd)
 				n = job_read_at(fd, window, IMAGE_TIFF_IFD_WINDOW, (off_t)off);
 			if (window && off < c->src.size && n >= 0)
 				c->pr = image_probe_tiff_ifd(head, (size_t)head_len, window,
-							     (size_t)n, off, c->src.size,
-							     &c->info);
+							     (size_t)n, off, c->src.size, &c->info);
 			free(window);
 		}
 	}
-	c->complete = c->pr == IMAGE_PROBE_OK &&
-		      image_tail_complete(c->info.format, tail, (size_t)tail_len);
+	c->complete =
+	    c->pr == IMAGE_PROBE_OK && image_tail_complete(c->info.format, tail, (size_t)tail_len);
 out:
 	free(head);
 }
@@ -402,8 +401,9 @@ static void job_judge(struct jobs *jobs, struct job *job, const struct job_check
 		(void)snprintf(msg, sizeof(msg), "file is %llu bytes; at most %llu are allowed",
 			       (unsigned long long)job->size,
 			       (unsigned long long)cfg->max_input_bytes);
-		job_advance(jobs, job,
-			    JOB_VERDICT(FAIL, .code = "LocalValidation.FileTooLarge", .message = msg));
+		job_advance(
+		    jobs, job,
+		    JOB_VERDICT(FAIL, .code = "LocalValidation.FileTooLarge", .message = msg));
 		return;
 	}
 	if (c->read_err < 0) {
@@ -438,7 +438,8 @@ static void job_judge(struct jobs *jobs, struct job *job, const struct job_check
 		(void)snprintf(msg, sizeof(msg),
 			       "a %s: neither the API nor a conversion here can read it",
 			       info->found);
-		job_advance(jobs, job, JOB_VERDICT(FAIL, .code = image_probe_code(pr), .message = msg));
+		job_advance(jobs, job,
+			    JOB_VERDICT(FAIL, .code = image_probe_code(pr), .message = msg));
 		return;
 	}
 	if (pr != IMAGE_PROBE_OK) {
@@ -449,12 +450,13 @@ static void job_judge(struct jobs *jobs, struct job *job, const struct job_check
 	}
 	reasons = fit_wanted(info, job->size, cfg->max_input_bytes, cfg->fit);
 	if (!image_api_format(info->format) && !reasons) {
-		(void)snprintf(msg, sizeof(msg),
-			       "a %s image: the API does not take it and this folder has fit: never",
-			       image_format_name(info->format));
-		job_advance(jobs, job,
-			    JOB_VERDICT(FAIL, .code = "LocalValidation.UnsupportedFormat",
-					.message = msg));
+		(void)snprintf(
+		    msg, sizeof(msg),
+		    "a %s image: the API does not take it and this folder has fit: never",
+		    image_format_name(info->format));
+		job_advance(
+		    jobs, job,
+		    JOB_VERDICT(FAIL, .code = "LocalValidation.UnsupportedFormat", .message = msg));
 		return;
 	}
 	code = image_api_format(info->format)

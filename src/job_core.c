@@ -11,14 +11,13 @@ static const unsigned job_core_allowed[JOB_STATE_COUNT] = {
     [JOB_SETTLING] = V(CANCELLED) | V(DROP),
     [JOB_QUEUED] = V(CANCELLED) | V(DROP) | V(LEAVE) | V(RETRY) | V(FAIL),
     [JOB_WAITING] = V(CANCELLED) | V(DROP),
-    [JOB_CHECKING] = V(CANCELLED) | V(DROP) | V(SKIP) | V(SETTLE) | V(QUEUE) | V(FAIL) |
-		     V(LEAVE) | V(DONE),
+    [JOB_CHECKING] =
+	V(CANCELLED) | V(DROP) | V(SKIP) | V(SETTLE) | V(QUEUE) | V(FAIL) | V(LEAVE) | V(DONE),
     [JOB_FITTING] = V(CANCELLED) | V(DROP) | V(SETTLE) | V(QUEUE) | V(FAIL),
     [JOB_PREPARING] = V(CANCELLED) | V(DROP) | V(SETTLE) | V(RETRY) | V(FAIL) | V(LEAVE),
     [JOB_GENERATING] = V(CANCELLED) | V(SETTLE) | V(RETRY) | V(PAUSE) | V(PAID) | V(FAIL),
     [JOB_FETCHING] = V(CANCELLED) | V(FETCH_RETRY) | V(FAIL) | V(LEAVE),
-    [JOB_COMMITTING] = V(CANCELLED) | V(DROP) | V(FETCH_RETRY) | V(FAIL) | V(LEAVE) |
-		       V(DONE),
+    [JOB_COMMITTING] = V(CANCELLED) | V(DROP) | V(FETCH_RETRY) | V(FAIL) | V(LEAVE) | V(DONE),
 };
 #undef V
 
@@ -107,12 +106,18 @@ const char *job_state_name(enum job_state state)
 const char *job_verdict_name(enum job_verdict_kind v)
 {
 	static const char *const names[JOB_VERDICT_COUNT] = {
-	    [JOB_VERDICT_CANCELLED] = "cancelled", [JOB_VERDICT_DROP] = "drop",
-	    [JOB_VERDICT_SKIP] = "skip",	   [JOB_VERDICT_SETTLE] = "settle",
-	    [JOB_VERDICT_QUEUE] = "queue",	   [JOB_VERDICT_RETRY] = "retry",
-	    [JOB_VERDICT_PAUSE] = "pause",	   [JOB_VERDICT_PAID] = "paid",
-	    [JOB_VERDICT_FETCH_RETRY] = "fetch-retry", [JOB_VERDICT_FAIL] = "fail",
-	    [JOB_VERDICT_LEAVE] = "leave",	   [JOB_VERDICT_DONE] = "done",
+	    [JOB_VERDICT_CANCELLED] = "cancelled",
+	    [JOB_VERDICT_DROP] = "drop",
+	    [JOB_VERDICT_SKIP] = "skip",
+	    [JOB_VERDICT_SETTLE] = "settle",
+	    [JOB_VERDICT_QUEUE] = "queue",
+	    [JOB_VERDICT_RETRY] = "retry",
+	    [JOB_VERDICT_PAUSE] = "pause",
+	    [JOB_VERDICT_PAID] = "paid",
+	    [JOB_VERDICT_FETCH_RETRY] = "fetch-retry",
+	    [JOB_VERDICT_FAIL] = "fail",
+	    [JOB_VERDICT_LEAVE] = "leave",
+	    [JOB_VERDICT_DONE] = "done",
 	};
 
 	return (unsigned)v < JOB_VERDICT_COUNT ? names[v] : "?";

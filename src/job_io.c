@@ -82,8 +82,9 @@ static void jobs_update_stalls(struct jobs *jobs, struct folder *answered)
 	if (answered && answered->storage_stalled_since) {
 		uint64_t oldest = job_io_oldest(jobs, answered);
 		if (!oldest || now - oldest < JOBS_STORAGE_STALL_MS) {
-			log_info("folder %s: storage answers again after %llu s", answered->cfg->path,
-				 (unsigned long long)((now - answered->storage_stalled_since) / 1000));
+			log_info(
+			    "folder %s: storage answers again after %llu s", answered->cfg->path,
+			    (unsigned long long)((now - answered->storage_stalled_since) / 1000));
 			answered->storage_stalled_since = 0;
 			resumed = true;
 		}
@@ -95,10 +96,11 @@ static void jobs_update_stalls(struct jobs *jobs, struct folder *answered)
 		if (now - io->submitted >= JOBS_STORAGE_STALL_MS) {
 			if (!f->storage_stalled_since) {
 				f->storage_stalled_since = job_io_oldest(jobs, f);
-				log_warn("folder %s: its storage has not answered for %llu s; no new "
-					 "work starts for it until it does",
-					 f->cfg->path,
-					 (unsigned long long)((now - f->storage_stalled_since) / 1000));
+				log_warn(
+				    "folder %s: its storage has not answered for %llu s; no new "
+				    "work starts for it until it does",
+				    f->cfg->path,
+				    (unsigned long long)((now - f->storage_stalled_since) / 1000));
 			}
 			if (!next || now + 1000 < next)
 				next = now + 1000;

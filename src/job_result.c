@@ -285,8 +285,7 @@ static void job_fail_done(struct jobs *jobs, struct job *job, struct job_io *io)
 	job_advance(jobs, job, JOB_VERDICT(DROP)); /* counted failed when it failed */
 }
 
-static void job_fail_submit(struct jobs *jobs, struct job *job, struct job_fail_io *f,
-			    bool trusted)
+static void job_fail_submit(struct jobs *jobs, struct job *job, struct job_fail_io *f, bool trusted)
 {
 	if (job->folder->index_stale) {
 		/* back, but its records are not read again yet */
@@ -337,8 +336,9 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 static void job_fails(struct jobs *jobs, struct job *job, long http_status, const char *code,
 		      const char *message)
 {
-	job_advance(jobs, job,
-		    JOB_VERDICT(FAIL, .http_status = http_status, .code = code, .message = message));
+	job_advance(
+	    jobs, job,
+	    JOB_VERDICT(FAIL, .http_status = http_status, .code = code, .message = message));
 }
 
 /* The paid result could not be fetched or written: fetch it again later,
@@ -548,7 +548,7 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 		if (c->streamed) {
 			if (c->keep_r < 0 || !c->kept_text) {
 				job_fails(jobs, job, 200, "Result.WriteFailed",
-					 strerror(c->keep_r < 0 ? -c->keep_r : -c->r));
+					  strerror(c->keep_r < 0 ? -c->keep_r : -c->r));
 				goto out;
 			}
 			free(job->result.b64_json);
@@ -601,8 +601,7 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	c->fmt = image_sniff(magic, magic_len);
 	c->downloaded = downloaded;
 	c->streamed = job->result.b64_streamed;
-	(void)snprintf(c->out_name, sizeof(c->out_name), "%s%s", job->stem,
-		       output_ext_for(c->fmt));
+	(void)snprintf(c->out_name, sizeof(c->out_name), "%s%s", job->stem, output_ext_for(c->fmt));
 	(void)snprintf(c->side_name, sizeof(c->side_name), "%s.json", job->stem);
 	(void)snprintf(c->err_name, sizeof(c->err_name), "%s.error.json", job->stem);
 	dir = rel_dir(job->rel);
@@ -880,7 +879,7 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 			close(f->dirfd);
 		if (f->malformed)
 			job_fails(jobs, job, 200, "MalformedResponse",
-				 "data[0].b64_json is not valid base64");
+				  "data[0].b64_json is not valid base64");
 		else
 			job_fetch_failed(jobs, job,
 					 f->space_low ? "less free space than min_free_space"
@@ -907,9 +906,9 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 		job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), f->fd, f->tmp);
 		job_fetch_free(f);
 		job_fails(jobs, job, 200, "UnsafeResultURL",
-			 job->result.url ? "the result URL is not https, or leads to this "
-					   "machine or its local network"
-					 : "the result URL is missing");
+			  job->result.url ? "the result URL is not https, or leads to this "
+					    "machine or its local network"
+					  : "the result URL is missing");
 		return;
 	}
 	job->dl = calloc(1, sizeof(*job->dl));
@@ -958,7 +957,7 @@ void job_fetch(struct jobs *jobs, struct job *job)
 	if (job->result.b64_streamed) {
 		/* Decoded once, lost on the way to the disk: no bytes to retry with. */
 		job_fails(jobs, job, 200, "Result.WriteFailed",
-			 "the b64_json result could not be written");
+			  "the b64_json result could not be written");
 		return;
 	}
 	if (job->folder->index_stale) {

@@ -8,8 +8,8 @@ static const char *jobs_key(const struct jobs *jobs)
 	static const char prefix[] = "Authorization: Bearer ";
 
 	return strncmp(jobs->auth_header, prefix, sizeof(prefix) - 1) == 0
-		       ? jobs->auth_header + sizeof(prefix) - 1
-		       : NULL;
+		   ? jobs->auth_header + sizeof(prefix) - 1
+		   : NULL;
 }
 
 static void jobs_pause(struct jobs *jobs, const struct api_result *res)
@@ -51,8 +51,9 @@ static void job_retry_or_fail(struct jobs *jobs, struct job *job, long status, c
 		char text[512];
 		(void)snprintf(text, sizeof(text), "%s (gave up after %u attempts)", message,
 			       job->attempts);
-		job_advance(jobs, job,
-			    JOB_VERDICT(FAIL, .http_status = status, .code = code, .message = text));
+		job_advance(
+		    jobs, job,
+		    JOB_VERDICT(FAIL, .http_status = status, .code = code, .message = text));
 		return;
 	}
 	delay = jobs_backoff(jobs, job->failures, retry_after_ms);
@@ -117,9 +118,9 @@ struct job_answer {
 	struct transfer_dl *img; /* a b64_json image decoded as it arrived */
 	const char *img_code;
 	char img_why[256];
-	int src_fd;	     /* a second descriptor of what was read */
-	struct job_src src;  /* only its identity is used */
-	bool unchanged;	     /* the result */
+	int src_fd;	    /* a second descriptor of what was read */
+	struct job_src src; /* only its identity is used */
+	bool unchanged;	    /* the result */
 };
 
 static void job_answer_work(struct job_io *io)
@@ -182,7 +183,8 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 				       TRANSFER_JSON_MAX, TRANSFER_IMAGE_MAX);
 		else
 			(void)snprintf(ans->msg, sizeof(ans->msg), "%s",
-				       g->guard.refused ? g->guard.why : curl_easy_strerror(result));
+				       g->guard.refused ? g->guard.why
+							: curl_easy_strerror(result));
 		ans->paid_too_large = g->body_too_large && status >= 200 && status < 300;
 	} else {
 		api_result_clear(res);
@@ -223,7 +225,8 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 			job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), img->fd,
 					   img->tmp_name);
 		free(img);
-		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = job->folder->cfg->settle_ms));
+		job_advance(jobs, job,
+			    JOB_VERDICT(SETTLE, .delay_ms = job->folder->cfg->settle_ms));
 		return;
 	}
 	if (ans->result != CURLE_OK) {
@@ -411,7 +414,8 @@ static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *
 	if (p->changed || job->dirty) {
 		job_prepare_free(jobs, p, false);
 		job->dirty = false;
-		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = job->folder->cfg->settle_ms));
+		job_advance(jobs, job,
+			    JOB_VERDICT(SETTLE, .delay_ms = job->folder->cfg->settle_ms));
 		return;
 	}
 	if (r == -ESTALE && !p->rechecked) {

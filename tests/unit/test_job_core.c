@@ -12,7 +12,7 @@
 
 #include "job_core.h"
 
-#define ALL_STATES JOB_STATE_COUNT
+#define ALL_STATES   JOB_STATE_COUNT
 #define ALL_VERDICTS JOB_VERDICT_COUNT
 
 struct expect {
@@ -31,8 +31,7 @@ static const struct expect table[] = {
     {JOB_QUEUED, JOB_VERDICT_DROP, JOB_ACTION_END, JOB_QUEUED, JOB_ACTION_END},
     {JOB_QUEUED, JOB_VERDICT_LEAVE, JOB_ACTION_END, JOB_QUEUED, JOB_ACTION_END},
     {JOB_QUEUED, JOB_VERDICT_RETRY, JOB_ACTION_WAIT, JOB_WAITING, JOB_ACTION_WAIT},
-    {JOB_QUEUED, JOB_VERDICT_FAIL, JOB_ACTION_RECORD_FAIL, JOB_COMMITTING,
-     JOB_ACTION_RECORD_FAIL},
+    {JOB_QUEUED, JOB_VERDICT_FAIL, JOB_ACTION_RECORD_FAIL, JOB_COMMITTING, JOB_ACTION_RECORD_FAIL},
     {JOB_WAITING, JOB_VERDICT_CANCELLED, JOB_ACTION_NONE, JOB_WAITING, JOB_ACTION_NONE},
     {JOB_WAITING, JOB_VERDICT_DROP, JOB_ACTION_END, JOB_WAITING, JOB_ACTION_END},
     {JOB_CHECKING, JOB_VERDICT_CANCELLED, JOB_ACTION_NONE, JOB_CHECKING, JOB_ACTION_NONE},
@@ -48,8 +47,7 @@ static const struct expect table[] = {
     {JOB_FITTING, JOB_VERDICT_DROP, JOB_ACTION_END, JOB_FITTING, JOB_ACTION_END},
     {JOB_FITTING, JOB_VERDICT_SETTLE, JOB_ACTION_SETTLE, JOB_SETTLING, JOB_ACTION_END},
     {JOB_FITTING, JOB_VERDICT_QUEUE, JOB_ACTION_QUEUE, JOB_QUEUED, JOB_ACTION_END},
-    {JOB_FITTING, JOB_VERDICT_FAIL, JOB_ACTION_RECORD_FAIL, JOB_COMMITTING,
-     JOB_ACTION_RECORD_FAIL},
+    {JOB_FITTING, JOB_VERDICT_FAIL, JOB_ACTION_RECORD_FAIL, JOB_COMMITTING, JOB_ACTION_RECORD_FAIL},
     {JOB_PREPARING, JOB_VERDICT_CANCELLED, JOB_ACTION_NONE, JOB_PREPARING, JOB_ACTION_NONE},
     {JOB_PREPARING, JOB_VERDICT_DROP, JOB_ACTION_END, JOB_PREPARING, JOB_ACTION_END},
     {JOB_PREPARING, JOB_VERDICT_SETTLE, JOB_ACTION_SETTLE, JOB_SETTLING, JOB_ACTION_END},
@@ -113,7 +111,8 @@ static void test_every_pair(void **state)
 				if (step.action != JOB_ACTION_NONE && step.action != JOB_ACTION_END)
 					assert_int_equal(step.next, e->next);
 				if (step.action == JOB_ACTION_NONE)
-					assert_int_equal(step.next, s); /* a cancellation changes nothing */
+					assert_int_equal(step.next,
+							 s); /* a cancellation changes nothing */
 			}
 		}
 	}
@@ -148,12 +147,12 @@ static void test_out_of_range(void **state)
 	struct job_step step;
 
 	(void)state;
-	assert_int_equal(job_core_step((enum job_state)JOB_STATE_COUNT, JOB_VERDICT_DROP, false,
-				       &step),
-			 -EINVAL);
-	assert_int_equal(job_core_step(JOB_CHECKING, (enum job_verdict_kind)JOB_VERDICT_COUNT,
-				       false, &step),
-			 -EINVAL);
+	assert_int_equal(
+	    job_core_step((enum job_state)JOB_STATE_COUNT, JOB_VERDICT_DROP, false, &step),
+	    -EINVAL);
+	assert_int_equal(
+	    job_core_step(JOB_CHECKING, (enum job_verdict_kind)JOB_VERDICT_COUNT, false, &step),
+	    -EINVAL);
 	assert_string_equal(job_state_name(JOB_COMMITTING), "committing");
 	assert_string_equal(job_verdict_name(JOB_VERDICT_FETCH_RETRY), "fetch-retry");
 }
