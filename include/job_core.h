@@ -62,6 +62,12 @@ struct job_step {
 int job_core_step(enum job_state state, enum job_verdict_kind v, bool stopping,
 		  struct job_step *ret);
 
+/* Whether a job may move from one state to another: nothing reaches
+ * generating except through preparing (free space, the output folder and the
+ * stem are known before paying), and fetching only from committing (the
+ * result is journalled first). */
+bool job_core_may_enter(enum job_state from, enum job_state to);
+
 const char *job_state_name(enum job_state state);
 const char *job_verdict_name(enum job_verdict_kind v);
 

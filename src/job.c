@@ -329,6 +329,16 @@ void job_release_transfers(struct jobs *jobs, struct job *job)
 	}
 }
 
+/* Every state change passes here: one the core does not know is a bug,
+ * logged (the job goes on: stopping a daemon for it would cost more). */
+static void job_check_edge(const struct job *job, enum job_state to)
+{
+	if (!job_core_may_enter(job->state, to))
+		log_error("%s/%s: from %s to %s is no transition of a job",
+			  job->folder->cfg->path, job->rel, job_state_name(job->state),
+			  job_state_name(to));
+}
+
 /* Leaves whatever state the job is in, keeping the counters right. */
 static void job_leave_state(struct jobs *jobs, struct job *job)
 {
@@ -399,6 +409,7 @@ void job_settle(struct jobs *jobs, struct job *job, uint64_t delay_ms)
 	 * longer describes it. */
 	job->sha256[0] = '\0';
 	job_fit_release(job);
+	job_check_edge(job, JOB_SETTLING);
 	job->state = JOB_SETTLING;
 	jobs->n_settling++;
 	heap_set(jobs, job, loop_now_ms() + delay_ms);
@@ -406,6 +417,7 @@ void job_settle(struct jobs *jobs, struct job *job, uint64_t delay_ms)
 
 void job_activate_checking(struct jobs *jobs, struct job *job)
 {
+	job_check_edge(job, JOB_CHECKING);
 	job_leave_state(jobs, job);
 	job->state = JOB_CHECKING;
 	jobs->n_checking++;
@@ -413,6 +425,7 @@ void job_activate_checking(struct jobs *jobs, struct job *job)
 
 void job_activate_fitting(struct jobs *jobs, struct job *job)
 {
+	job_check_edge(job, JOB_FITTING);
 	job_leave_state(jobs, job);
 	job->state = JOB_FITTING;
 	jobs->n_fitting++;
@@ -420,6 +433,7 @@ void job_activate_fitting(struct jobs *jobs, struct job *job)
 
 void job_wait(struct jobs *jobs, struct job *job, uint64_t delay_ms, bool fetch)
 {
+	job_check_edge(job, JOB_WAITING);
 	job_leave_state(jobs, job);
 	job->state = JOB_WAITING;
 	job->retry_fetch = fetch;
@@ -431,6 +445,7 @@ void job_wait(struct jobs *jobs, struct job *job, uint64_t delay_ms, bool fetch)
 
 void job_queue(struct jobs *jobs, struct job *job, bool front)
 {
+	job_check_edge(job, JOB_QUEUED);
 	job_leave_state(jobs, job);
 	job->state = JOB_QUEUED;
 	if (front)
@@ -441,6 +456,7 @@ void job_queue(struct jobs *jobs, struct job *job, bool front)
 
 void job_activate(struct jobs *jobs, struct job *job, enum job_state state)
 {
+	job_check_edge(job, state);
 	if (!job_state_active(job->state)) {
 		job_leave_state(jobs, job);
 		list_append(&jobs->active, job);

@@ -21,6 +21,29 @@ static const unsigned job_core_allowed[JOB_STATE_COUNT] = {
 };
 #undef V
 
+/* Which states each state may move to (bit per state). Looking at a file
+ * anew (settling) is always possible: it changed, or its job ends dirty. */
+#define S(x) (1u << JOB_##x)
+static const unsigned job_core_edges[JOB_STATE_COUNT] = {
+    [JOB_SETTLING] =
+	S(SETTLING) | S(CHECKING) | S(WAITING), /* waiting: restored from the journal */
+    [JOB_CHECKING] = S(SETTLING) | S(QUEUED) | S(COMMITTING),
+    [JOB_FITTING] = S(SETTLING) | S(QUEUED) | S(COMMITTING),
+    [JOB_QUEUED] = S(SETTLING) | S(FITTING) | S(PREPARING) | S(WAITING) | S(COMMITTING),
+    [JOB_WAITING] = S(SETTLING) | S(QUEUED) | S(COMMITTING),
+    [JOB_PREPARING] = S(SETTLING) | S(PREPARING) | S(WAITING) | S(GENERATING) | S(COMMITTING),
+    [JOB_GENERATING] = S(SETTLING) | S(WAITING) | S(QUEUED) | S(COMMITTING),
+    [JOB_FETCHING] = S(SETTLING) | S(WAITING) | S(COMMITTING),
+    [JOB_COMMITTING] = S(SETTLING) | S(WAITING) | S(FETCHING) | S(COMMITTING),
+};
+#undef S
+
+bool job_core_may_enter(enum job_state from, enum job_state to)
+{
+	return (unsigned)from < JOB_STATE_COUNT && (unsigned)to < JOB_STATE_COUNT &&
+	       (job_core_edges[from] & (1u << to));
+}
+
 /* The stages before any money is spent that a stop ends at once. */
 static bool job_core_ends_on_stop(enum job_state state)
 {

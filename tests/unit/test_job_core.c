@@ -142,6 +142,38 @@ static void test_counters(void **state)
 	assert_true(!step.count_done && !step.count_skipped && !step.count_left);
 }
 
+static void test_edges(void **state)
+{
+	(void)state;
+	/* Nothing is paid before the send was readied (space, folder, stem). */
+	for (unsigned s = 0; s < ALL_STATES; s++)
+		assert_int_equal(job_core_may_enter((enum job_state)s, JOB_GENERATING),
+				 s == JOB_PREPARING);
+	/* A download starts only after the journal write (committing). */
+	for (unsigned s = 0; s < ALL_STATES; s++)
+		assert_int_equal(job_core_may_enter((enum job_state)s, JOB_FETCHING),
+				 s == JOB_COMMITTING);
+	/* A file is checked only after it settled. */
+	for (unsigned s = 0; s < ALL_STATES; s++)
+		assert_int_equal(job_core_may_enter((enum job_state)s, JOB_CHECKING),
+				 s == JOB_SETTLING);
+	/* Looking anew is always possible. */
+	for (unsigned s = 0; s < ALL_STATES; s++)
+		assert_true(job_core_may_enter((enum job_state)s, JOB_SETTLING));
+	/* Every step job_core_step can take is an edge. */
+	for (unsigned s = 0; s < ALL_STATES; s++) {
+		for (unsigned v = 0; v < ALL_VERDICTS; v++) {
+			struct job_step step;
+			if (job_core_step((enum job_state)s, (enum job_verdict_kind)v, false,
+					  &step) < 0 ||
+			    step.action == JOB_ACTION_NONE || step.action == JOB_ACTION_END)
+				continue;
+			assert_true(job_core_may_enter((enum job_state)s, step.next));
+		}
+	}
+	assert_false(job_core_may_enter((enum job_state)JOB_STATE_COUNT, JOB_SETTLING));
+}
+
 static void test_out_of_range(void **state)
 {
 	struct job_step step;
@@ -162,6 +194,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_every_pair),
 	    cmocka_unit_test(test_counters),
+	    cmocka_unit_test(test_edges),
 	    cmocka_unit_test(test_out_of_range),
 	};
 
