@@ -6,31 +6,11 @@
  * decides what follows. */
 #include "job_private.h"
 
-#include <pthread.h>
-
-/* journal.c is not yet safe from several threads at once: one at a time. */
-static pthread_mutex_t job_journal_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static int job_journal_put(struct journal *journal, const struct journal_record *rec)
-{
-	int r;
-
-	pthread_mutex_lock(&job_journal_lock);
-	r = journal_write(journal, rec);
-	pthread_mutex_unlock(&job_journal_lock);
-	return r;
-}
-
+/* journal.c is safe from several workers at once; concurrent writes share
+ * one fdatasync (group commit). */
 int job_journal_drop(struct journal *journal, const char *folder, const char *source)
 {
-	int r;
-
-	if (!journal)
-		return 0;
-	pthread_mutex_lock(&job_journal_lock);
-	r = journal_remove(journal, folder, source);
-	pthread_mutex_unlock(&job_journal_lock);
-	return r;
+	return journal ? journal_remove(journal, folder, source) : 0;
 }
 
 void job_fill_source(const struct job *job, struct sidecar_source *src)
@@ -785,7 +765,7 @@ static void job_journal_work(struct job_io *io)
 {
 	struct job_journal_io *j = (struct job_journal_io *)io;
 
-	j->r = job_journal_put(j->journal, &j->rec);
+	j->r = journal_write(j->journal, &j->rec);
 }
 
 static void job_journal_done(struct jobs *jobs, struct job *job, struct job_io *io)
