@@ -372,6 +372,9 @@ static int faultfs_check_fd(unsigned op, int fd)
 
 	if (faultfs_busy || !faultfs_wanted(op))
 		return 0;
+	/* An O_PATH descriptor fails these calls with EBADF without reaching the storage. */
+	if (syscall(SYS_fcntl, fd, F_GETFL) & O_PATH)
+		return 0;
 	faultfs_busy = 1;
 	r = faultfs_fd_path(fd, path, sizeof(path)) == 0 ? faultfs_apply(op, path, NULL) : 0;
 	faultfs_busy = 0;
