@@ -54,8 +54,8 @@ enum faultfs_op {
 
 enum faultfs_kind { KIND_DELAY, KIND_STALL, KIND_FAIL };
 
-#define FAULTFS_MAX_RULES  64
-#define FAULTFS_PREFIX_MAX 1024
+#define FAULTFS_MAX_RULES     64
+#define FAULTFS_PREFIX_MAX    1024
 #define FAULTFS_STALL_POLL_MS 50
 
 struct faultfs_rule {
@@ -63,7 +63,7 @@ struct faultfs_rule {
 	unsigned ops;
 	char prefix[FAULTFS_PREFIX_MAX];
 	size_t prefix_len;
-	long arg;       /* ms for delay, errno for fail */
+	long arg;	/* ms for delay, errno for fail */
 	long remaining; /* < 0: unlimited */
 };
 
@@ -106,10 +106,10 @@ static const struct {
 	const char *name;
 	int value;
 } faultfs_errnos[] = {
-	{"EIO", EIO},	  {"ENOSPC", ENOSPC}, {"EACCES", EACCES},	{"EROFS", EROFS},
-	{"EDQUOT", EDQUOT}, {"ENOENT", ENOENT}, {"EPERM", EPERM},	{"EAGAIN", EAGAIN},
-	{"EINTR", EINTR},	  {"ENOMEM", ENOMEM}, {"ETIMEDOUT", ETIMEDOUT}, {"EBUSY", EBUSY},
-	{"EXDEV", EXDEV},	  {"ESTALE", ESTALE}, {"EFBIG", EFBIG},
+    {"EIO", EIO},	{"ENOSPC", ENOSPC}, {"EACCES", EACCES},	      {"EROFS", EROFS},
+    {"EDQUOT", EDQUOT}, {"ENOENT", ENOENT}, {"EPERM", EPERM},	      {"EAGAIN", EAGAIN},
+    {"EINTR", EINTR},	{"ENOMEM", ENOMEM}, {"ETIMEDOUT", ETIMEDOUT}, {"EBUSY", EBUSY},
+    {"EXDEV", EXDEV},	{"ESTALE", ESTALE}, {"EFBIG", EFBIG},
 };
 
 static int faultfs_parse_errno(const char *s)
@@ -125,9 +125,9 @@ static unsigned faultfs_parse_op(const char *s)
 	static const struct {
 		const char *name;
 		unsigned ops;
-	} names[] = {{"fsync", OP_FSYNC}, {"fdatasync", OP_FSYNC}, {"open", OP_OPEN},
-		     {"read", OP_READ},	  {"write", OP_WRITE},	   {"rename", OP_RENAME},
-		     {"unlink", OP_UNLINK}, {"mkdir", OP_MKDIR},	   {"statfs", OP_STATFS},
+	} names[] = {{"fsync", OP_FSYNC},   {"fdatasync", OP_FSYNC}, {"open", OP_OPEN},
+		     {"read", OP_READ},	    {"write", OP_WRITE},     {"rename", OP_RENAME},
+		     {"unlink", OP_UNLINK}, {"mkdir", OP_MKDIR},     {"statfs", OP_STATFS},
 		     {"all", OP_ALL}};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -410,7 +410,7 @@ static void *faultfs_next(void **slot, const char *name)
 
 #define FAULTFS_REAL(name, type)                                                                   \
 	static void *slot_##name;                                                                  \
-	__typeof__(type) real_##name;                                                                        \
+	__typeof__(type) real_##name;                                                              \
 	do {                                                                                       \
 		void *p_ = faultfs_next(&slot_##name, #name);                                      \
 		memcpy(&real_##name, &p_, sizeof(p_));                                             \
@@ -473,7 +473,7 @@ FAULTFS_OPENAT(openat64)
 
 ssize_t read(int fd, void *buf, size_t count)
 {
-	FAULTFS_REAL(read, ssize_t (*)(int, void *, size_t));
+	FAULTFS_REAL(read, ssize_t(*)(int, void *, size_t));
 	if (faultfs_check_fd(OP_READ, fd) != 0)
 		return -1;
 	return real_read(fd, buf, count);
@@ -481,7 +481,7 @@ ssize_t read(int fd, void *buf, size_t count)
 
 ssize_t pread(int fd, void *buf, size_t count, off_t off)
 {
-	FAULTFS_REAL(pread, ssize_t (*)(int, void *, size_t, off_t));
+	FAULTFS_REAL(pread, ssize_t(*)(int, void *, size_t, off_t));
 	if (faultfs_check_fd(OP_READ, fd) != 0)
 		return -1;
 	return real_pread(fd, buf, count, off);
@@ -489,7 +489,7 @@ ssize_t pread(int fd, void *buf, size_t count, off_t off)
 
 ssize_t pread64(int fd, void *buf, size_t count, off64_t off)
 {
-	FAULTFS_REAL(pread64, ssize_t (*)(int, void *, size_t, off64_t));
+	FAULTFS_REAL(pread64, ssize_t(*)(int, void *, size_t, off64_t));
 	if (faultfs_check_fd(OP_READ, fd) != 0)
 		return -1;
 	return real_pread64(fd, buf, count, off);
@@ -497,7 +497,7 @@ ssize_t pread64(int fd, void *buf, size_t count, off64_t off)
 
 ssize_t write(int fd, const void *buf, size_t count)
 {
-	FAULTFS_REAL(write, ssize_t (*)(int, const void *, size_t));
+	FAULTFS_REAL(write, ssize_t(*)(int, const void *, size_t));
 	if (faultfs_check_fd(OP_WRITE, fd) != 0)
 		return -1;
 	return real_write(fd, buf, count);
@@ -505,7 +505,7 @@ ssize_t write(int fd, const void *buf, size_t count)
 
 ssize_t pwrite(int fd, const void *buf, size_t count, off_t off)
 {
-	FAULTFS_REAL(pwrite, ssize_t (*)(int, const void *, size_t, off_t));
+	FAULTFS_REAL(pwrite, ssize_t(*)(int, const void *, size_t, off_t));
 	if (faultfs_check_fd(OP_WRITE, fd) != 0)
 		return -1;
 	return real_pwrite(fd, buf, count, off);
@@ -513,7 +513,7 @@ ssize_t pwrite(int fd, const void *buf, size_t count, off_t off)
 
 ssize_t pwrite64(int fd, const void *buf, size_t count, off64_t off)
 {
-	FAULTFS_REAL(pwrite64, ssize_t (*)(int, const void *, size_t, off64_t));
+	FAULTFS_REAL(pwrite64, ssize_t(*)(int, const void *, size_t, off64_t));
 	if (faultfs_check_fd(OP_WRITE, fd) != 0)
 		return -1;
 	return real_pwrite64(fd, buf, count, off);
