@@ -7,7 +7,12 @@ Each test_*.py calls harness.main(test_function). A test function receives a Con
     ctx.folder(name)    a fresh tree: <tmp>/<name>/{hot, state}, output <tmp>/<name>/hot-out
     ctx.write_config()  a YAML config for the daemon
     ctx.run_once(...)   seedreamd -c CONFIG --once, with a timeout, logs kept
-    ctx.start_daemon()  seedreamd in the background, waits for its "ready" line
+    ctx.start_daemon()  seedreamd in the background, waits for its "ready" line; faultfs= preloads
+                        the fault-injecting shim, notify= / watchdog_usec= give it a NOTIFY_SOCKET
+    ctx.faultfs()       tests/faultfs/faultfs.so's control file: .set(rules...), .clear(), .applied()
+    notify_socket(ctx)  a NOTIFY_SOCKET the test owns (test_systemd.NotifySocket); watchdog_pings()
+                        and longest_gap() for the WATCHDOG=1 timestamps
+    ctx.start_fast_api  bench/fast_api.py, for tests that need hundreds of jobs/s
 
 Every check prints one line ("ok - ..." or "FAIL - ...: expected ..., found ..."), and the script
 ends with "N passed, M failed"; the exit status is 0 only when nothing failed. The daemon and the
