@@ -75,16 +75,18 @@ static struct stat faultfs_control_st;
 static int faultfs_control_seen;
 static char faultfs_readbuf[65536];
 
+static const char *faultfs_control_env, *faultfs_log_env;
+
+/* Read once at load time, before the program can start a thread. */
+__attribute__((constructor)) static void faultfs_init(void)
+{
+	faultfs_control_env = getenv("FAULTFS_CONTROL");
+	faultfs_log_env = getenv("FAULTFS_LOG");
+}
+
 static const char *faultfs_control_path(void)
 {
-	static const char *path;
-	static int looked;
-
-	if (!looked) {
-		path = getenv("FAULTFS_CONTROL");
-		looked = 1;
-	}
-	return path;
+	return faultfs_control_env;
 }
 
 /* ---- raw helpers: no libc wrapper that the shim (or another preload) interposes ---------- */
@@ -236,8 +238,7 @@ static int faultfs_under(const struct faultfs_rule *r, const char *path)
 
 static void faultfs_log(const char *what, unsigned op, const char *path, long arg)
 {
-	static const char *log_path;
-	static int looked;
+	const char *log_path = faultfs_log_env;
 	char line[FAULTFS_PREFIX_MAX + 128];
 	const char *opname = op == OP_FSYNC    ? "fsync"
 			     : op == OP_OPEN   ? "open"
@@ -248,10 +249,6 @@ static void faultfs_log(const char *what, unsigned op, const char *path, long ar
 			     : op == OP_MKDIR  ? "mkdir"
 					       : "statfs";
 
-	if (!looked) {
-		log_path = getenv("FAULTFS_LOG");
-		looked = 1;
-	}
 	if (!log_path)
 		return;
 	int n = snprintf(line, sizeof(line), "%s %s %s %ld\n", what, opname, path, arg);
