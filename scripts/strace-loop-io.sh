@@ -1,28 +1,26 @@
 #!/bin/bash
-# Counts file-system reads, writes and syncs by thread (the loop thread, which
-# is the process's first, against the workers) for one --once batch through
-# the honest stand-in API: issue 10's "the loop makes no blocking file-system
-# call", measured. Usage: scripts/strace-loop-io.sh BINARY [url|b64_json] [WORKDIR]
+# Issue 10's "the loop thread makes no blocking file-system call in the steady
+# state", measured: the daemon (not --once) under strace -f, N files renamed
+# into a watched folder after READY, each processed through the honest stand-in
+# API; every file-system call counted by thread (the loop is the process's
+# first thread) and by phase (start-up until the first file is dropped, then
+# the steady state until SIGTERM, then the stop).
+# Usage: scripts/strace-loop-io.sh BINARY [N] [url|b64_json] [WORKDIR]
 set -eu
 BIN=$(realpath "$1")
-FMT=${2:-url}
-W=${3:-$(mktemp -d /tmp/strace-loop-io.XXXXXX)}
+N=${2:-40}
+FMT=${3:-url}
+W=${4:-$(mktemp -d /tmp/strace-loop-io.XXXXXX)}
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-rm -rf "$W/hot" "$W/out" "$W/state"
-mkdir -p "$W/hot" "$W/out" "$W/state"
-cp "$TOP"/tests/data/samples/* "$W/hot/"
-# A 3 MB input, so that the upload takes several reads.
-python3 - "$W/hot/noise.png" <<'PY'
-import os, struct, sys, zlib
-def chunk(t, d):
-    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-w = h = 1000
-raw = b"".join(b"\0" + os.urandom(w * 3) for _ in range(h))
-png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-       + chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b""))
-open(sys.argv[1], "wb").write(png)
-PY
-python3 "$TOP/tests/fake_api.py" --quiet --max-seconds 120 > "$W/api.out" &
+rm -rf "$W/hot" "$W/out" "$W/state" "$W/stage"
+mkdir -p "$W/hot" "$W/out" "$W/state" "$W/stage"
+for i in $(seq "$N"); do
+	for s in "$TOP"/tests/data/samples/*; do
+		cp "$s" "$W/stage/$i-$(basename "$s")"
+		break
+	done
+done
+python3 "$TOP/tests/fake_api.py" --quiet --max-seconds 300 > "$W/api.out" &
 API=$!
 trap 'kill $API 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q PORT "$W/api.out" 2>/dev/null && break; sleep 0.1; done
@@ -32,7 +30,7 @@ api:
   base_url: "http://127.0.0.1:$PORT/api/v3"
   model: "doubao-seedream-4-5-251128"
   timeout: 20s
-  max_in_flight: 4
+  max_in_flight: 8
   response_format: $FMT
 defaults:
   size: 2K
@@ -43,34 +41,61 @@ folders:
     prompt: "test"
     output: "$W/out"
 YAML
-SEEDREAM_API_KEY=test-key strace -f -y -o "$W/trace" \
-	-e trace=read,write,pread64,pwrite64,fsync,fdatasync "$BIN" -c "$W/config.yaml" --once \
-	> "$W/stdout" 2> "$W/stderr"
-tail -1 "$W/stderr"
-python3 - "$W/trace" <<'PY'
+SEEDREAM_API_KEY=test-key strace -f -tt -y -o "$W/trace" "$BIN" -c "$W/config.yaml" \
+	2> "$W/stderr" &
+STRACE=$!
+for _ in $(seq 300); do grep -q "ready" "$W/stderr" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+MARK=$(date +%H:%M:%S.%N)
+mv "$W"/stage/* "$W/hot/"
+for _ in $(seq 600); do
+	[ "$(find "$W/out" -name '*.json' ! -name '*.error.json' | wc -l)" -ge "$N" ] && break
+	sleep 0.1
+done
+sleep 1
+STOP=$(date +%H:%M:%S.%N)
+kill -TERM "$(awk 'NR == 1 {print $1}' "$W/trace")"
+wait "$STRACE" || true
+echo "done: $(find "$W/out" -name '*.json' ! -name '*.error.json' | wc -l) of $N; trace in $W/trace"
+python3 - "$W/trace" "$MARK" "$STOP" <<'PY'
 import collections, re, sys
-lines = open(sys.argv[1]).read().splitlines()
+trace, mark, stop = sys.argv[1], sys.argv[2][:15], sys.argv[3][:15]
+FS = {"open", "openat", "openat2", "read", "pread64", "readv", "write", "pwrite64", "writev",
+      "fsync", "fdatasync", "rename", "renameat", "renameat2", "unlink", "unlinkat", "mkdir",
+      "mkdirat", "stat", "lstat", "newfstatat", "statx", "fstat", "statfs", "fstatfs",
+      "getdents64", "linkat", "readlink", "readlinkat", "access", "faccessat", "faccessat2",
+      "close", "inotify_add_watch", "ftruncate", "fallocate", "lseek"}
+lines = open(trace).read().splitlines()
 main = lines[0].split()[0]
 count = collections.Counter()
+examples = {}
 for line in lines:
-    m = re.match(r"(\d+)\s+(\w+)\(\d+<([^>]*)>", line)
+    m = re.match(r"(\d+)\s+(\d\d:\d\d:\d\d\.\d+)\s+(\w+)\((.*)", line)
     if not m:
         continue
-    pid, call, path = m.groups()
-    if not path.startswith("/") or path.startswith(("/dev/", "/proc/", "/sys/")):
-        continue  # sockets, pipes, eventfds, timerfds
-    if "/hot/" in path:
-        what = "input"
-    elif re.search(r"/out/\.[^/]*\.out\.[0-9a-f]+\.tmp$", path):
-        what = "result temp file"
-    elif "/out/" in path or path.endswith("/out"):
-        what = "output folder, other"
-    elif "/state" in path:
-        what = "state_dir"
-    else:
-        what = "elsewhere (config, libraries)"
-    count[("loop" if pid == main else "worker", call, what)] += 1
-print("%-7s %-9s %-30s %s" % ("thread", "call", "file", "count"))
-for k in sorted(count):
-    print("%-7s %-9s %-30s %d" % (k + (count[k],)))
+    pid, ts, call, rest = m.groups()
+    if call not in FS:
+        continue
+    fd = re.match(r"(-?\d+|AT_FDCWD)(<([^>]*)>)?", rest)
+    target = fd.group(3) if fd and fd.group(3) else ""
+    pm = re.search(r'"(/[^"]*)"', rest)
+    if pm and not target.startswith("/"):
+        target = pm.group(1)
+    elif pm and call in ("openat", "newfstatat", "statx", "unlinkat", "mkdirat", "renameat",
+                         "renameat2", "readlinkat", "faccessat", "faccessat2", "linkat"):
+        target = pm.group(1)
+    if not target.startswith("/") or target.startswith(("/dev/", "/proc/", "/sys/")):
+        continue  # sockets, pipes, eventfds, timerfds, epoll, anonymous files
+    if target.endswith("/stderr"):
+        continue  # the log (journald's socket under systemd)
+    phase = "start-up" if ts[:15] < mark else ("steady" if ts[:15] < stop else "stop")
+    who = "loop" if pid == main else "worker"
+    count[(phase, who)] += 1
+    count[(phase, who, call)] += 1
+    examples.setdefault((phase, who, call), line[:160])
+for phase in ("start-up", "steady", "stop"):
+    print("%-9s loop %6d   workers %6d" % (phase, count[(phase, "loop")], count[(phase, "worker")]))
+print("file-system calls on the loop thread in the steady state, by call:")
+for k in sorted(k for k in count if len(k) == 3 and k[0] == "steady" and k[1] == "loop"):
+    print("  %-12s %5d   e.g. %s" % (k[2], count[k], examples[k]))
 PY
