@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "index.h"
+#include "schedule.h"
 
 struct loop_timer;
 struct watch;
@@ -33,9 +34,7 @@ struct folder {
 	int root_wd;                     /* inotify watch of the root, -1 if none */
 	struct watch *watch;             /* the watch that owns the timer below */
 	struct loop_timer *timer;        /* poll scans, or looking for a missing folder */
-	uint64_t images_today;           /* images generated today (spend limit) */
-	unsigned images_reserved;        /* generations in flight, counted against the limit */
-	int64_t images_day_end;          /* epoch s when images_today starts again at 0 */
+	struct sched_folder sched;       /* its daily limit's count (the job module's scheduler) */
 	unsigned storage_holds;          /* paid results waiting for the output to take writes */
 	unsigned storage_busy;           /* its storage requests out on workers (job module) */
 	uint64_t storage_stalled_since;  /* monotonic ms its oldest request went out, while that is

@@ -4,8 +4,12 @@
  * which end at local midnight in the process's time zone). It owns the limits of the config
  * (max_in_flight, images_per_minute, max_images_per_day globally and per folder), the counters they
  * are checked against and the pause on account errors; the caller owns the queue and the timers.
- * One deliberate difference from job.c: the per-minute bucket keeps the fraction of a thousandth
- * it refilled, which job.c dropped at every check (so checks every few ms starved a low rate). */
+ * The job core (job.c) asks it before every generation. A generation holds its slot from the
+ * start of its preparation (sched_started) to its answer (sched_answered) or to the end of a
+ * preparation that sent nothing (sched_withdrawn); a paid result not yet durable keeps a slot
+ * after that (sched_hold). The per-minute bucket keeps the fraction of a thousandth it refilled
+ * (the core's own bucket once dropped it at every check, so asking every few ms starved a low
+ * rate). */
 #ifndef SEEDREAMD_SCHEDULE_H
 #define SEEDREAMD_SCHEDULE_H
 
@@ -35,12 +39,13 @@ struct sched_folder {
 struct sched {
 	struct sched_limits limits;
 	struct sched_day day;
-	uint64_t tokens_milli; /* the bucket, in thousandths of an image */
+	uint64_t tokens_milli;	   /* the bucket, in thousandths of an image */
 	uint64_t tokens_sixtieths; /* and 1/60000 of an image, refilled but not yet a milli */
-	uint64_t tokens_at;        /* monotonic ms of its last refill */
-	size_t in_flight;      /* generations not answered yet, all folders */
-	bool paused;	       /* the API refused the account: only probes */
-	bool probing;	       /* while paused, one request may find out if it works again */
+	uint64_t tokens_at;	   /* monotonic ms of its last refill */
+	size_t in_flight;	   /* generations not answered yet, all folders */
+	size_t held;		   /* paid results not yet durable, each keeping a slot */
+	bool paused;		   /* the API refused the account: only probes */
+	bool probing;		   /* while paused, one request may find out if it works again */
 };
 
 enum sched_answer {
@@ -88,8 +93,9 @@ int64_t sched_day_start(struct sched *s, struct sched_folder *folder, int64_t no
 void sched_count_today(struct sched *s, struct sched_folder *folder, uint64_t images);
 
 /* Whether a generation of any folder may start: the pause, the in-flight
- * limit, the global daily limit (generations in flight count as one image
- * each) and the per-minute bucket, in that order. Refills the bucket. */
+ * limit (generations in flight and paid results held), the global daily
+ * limit (generations in flight count as one image each) and the per-minute
+ * bucket, in that order. Refills the bucket. */
 struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms,
 					 int64_t now_epoch_s);
 
@@ -102,12 +108,27 @@ struct sched_verdict sched_folder_allows(struct sched *s, struct sched_folder *f
 struct sched_verdict sched_may_start(struct sched *s, struct sched_folder *folder,
 				     uint64_t now_mono_ms, int64_t now_epoch_s);
 
-/* A generation request was sent: it takes a token and counts as in flight.
- * While paused it is the probe. Only after a SCHED_YES. */
+/* A generation takes its slot: its request starts being readied (the source
+ * opened, the output checked). It takes a token, which is not given back
+ * even if nothing is sent, and counts as in flight (against the in-flight
+ * and the daily limits) until sched_answered or sched_withdrawn. While
+ * paused it is the probe. Only after a SCHED_YES. */
 void sched_started(struct sched *s, struct sched_folder *folder);
 
-/* Its answer came, whatever it says: no longer in flight, and no longer the probe. */
+/* Its answer came, whatever it says (or it was given up unanswered): no
+ * longer in flight, and no longer the probe. */
 void sched_answered(struct sched *s, struct sched_folder *folder);
+
+/* It ended before its request was sent (the source gone or changed, the
+ * output not usable): no longer in flight; a probe that was due stays due,
+ * since the API was not asked. */
+void sched_withdrawn(struct sched *s, struct sched_folder *folder);
+
+/* A paid result that a crash now would lose (not journalled, not written
+ * out) keeps a generation slot until it is safe: what a crash can cost stays
+ * at max_in_flight, and a state_dir that takes no records stops spending. */
+void sched_hold(struct sched *s);
+void sched_unhold(struct sched *s);
 
 /* The answer was a paid success of this many images (today, here and in all). */
 void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images);

@@ -339,10 +339,29 @@ static void job_check_edge(const struct job *job, enum job_state to)
 			  job_state_name(to));
 }
 
+/* Readying a send, or sent and not answered: the job holds a slot of the
+ * scheduler (counted in flight and against the daily limits). */
+static bool job_state_holds_slot(enum job_state state)
+{
+	return state == JOB_PREPARING || state == JOB_GENERATING;
+}
+
+/* The job leaves a state that held a slot. A generation ends answered (or
+ * given up unanswered: a stop); a preparation asked nothing of the API. */
+static void job_release_slot(struct jobs *jobs, struct job *job)
+{
+	if (job->state == JOB_GENERATING)
+		sched_answered(&jobs->sched, &job->folder->sched);
+	else
+		sched_withdrawn(&jobs->sched, &job->folder->sched);
+}
+
 /* Leaves whatever state the job is in, keeping the counters right. */
 static void job_leave_state(struct jobs *jobs, struct job *job)
 {
 	heap_remove(jobs, job);
+	if (job_state_holds_slot(job->state))
+		job_release_slot(jobs, job);
 	switch (job->state) {
 	case JOB_SETTLING:
 		jobs->n_settling--;
@@ -380,8 +399,6 @@ static void job_free(struct jobs *jobs, struct job *job)
 {
 	struct job **pp = &jobs->table[job_hash(job->folder, job->rel, jobs->table_size)];
 
-	if (job->state == JOB_PREPARING && job->io)
-		job->folder->images_reserved--; /* its request ends without it */
 	job_leave_state(jobs, job);
 	job_io_forget(job);
 	job_set_undurable(jobs, job, false);
@@ -456,11 +473,20 @@ void job_queue(struct jobs *jobs, struct job *job, bool front)
 
 void job_activate(struct jobs *jobs, struct job *job, enum job_state state)
 {
+	bool held = job_state_holds_slot(job->state);
+
 	job_check_edge(job, state);
 	if (!job_state_active(job->state)) {
 		job_leave_state(jobs, job);
 		list_append(&jobs->active, job);
+	} else if (held && !job_state_holds_slot(state)) {
+		job_release_slot(jobs, job);
 	}
+	/* Only the pump's job_generate enters PREPARING from a state without a
+	 * slot, after the scheduler said yes; a preparation submitted again
+	 * (PREPARING to PREPARING) and the send (to GENERATING) keep it. */
+	if (!held && job_state_holds_slot(state))
+		sched_started(&jobs->sched, &job->folder->sched);
 	job->state = state;
 }
 
@@ -522,9 +548,9 @@ void job_set_undurable(struct jobs *jobs, struct job *job, bool undurable)
 		return;
 	job->undurable = undurable;
 	if (undurable)
-		jobs->n_undurable++;
+		sched_hold(&jobs->sched);
 	else
-		jobs->n_undurable--;
+		sched_unhold(&jobs->sched);
 }
 
 void job_set_storage_hold(struct jobs *jobs, struct job *job, bool hold)
@@ -683,100 +709,70 @@ void job_stem_clear(struct job_stem *st)
 
 /* ---- scheduling ------------------------------------------------------- */
 
-static size_t jobs_generating(const struct jobs *jobs)
+static int64_t jobs_epoch_s(void)
 {
-	size_t n = 0;
-
-	/* A send being readied holds its slot. */
-	for (const struct job *j = jobs->active.head; j; j = j->next)
-		if (j->state == JOB_GENERATING || j->state == JOB_PREPARING)
-			n++;
-	return n;
+	return loop_wall_ms() / 1000;
 }
 
-/* The epoch second of the next local midnight after t. */
-static int64_t next_midnight(int64_t t)
+static void jobs_sched_limits(const struct config *config, struct sched_limits *ret)
 {
-	time_t now = (time_t)t;
-	struct tm tm;
-
-	if (!localtime_r(&now, &tm))
-		return t + 86400;
-	tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
-	tm.tm_mday++;
-	tm.tm_isdst = -1;
-	return (int64_t)mktime(&tm);
+	*ret = (struct sched_limits){
+	    .max_in_flight = config->api.max_in_flight,
+	    .max_images_per_day = config->max_images_per_day,
+	    .images_per_minute = config->images_per_minute,
+	};
 }
 
-static void jobs_roll_day(struct jobs *jobs, struct folder *folder)
+/* The folder's share of the schedule, with the limit of its current config
+ * (a reload swaps folder->cfg in main.c at any time). */
+static struct sched_folder *jobs_folder_sched(struct folder *folder)
 {
-	int64_t now = loop_wall_ms() / 1000;
-
-	if (now >= jobs->day_end) {
-		jobs->images_today = 0;
-		jobs->day_end = next_midnight(now);
-	}
-	if (folder && now >= folder->images_day_end) {
-		folder->images_today = 0;
-		folder->images_day_end = next_midnight(now);
-	}
+	folder->sched.max_images_per_day = folder->cfg->max_images_per_day;
+	return &folder->sched;
 }
 
-/* Whether the global spend limits allow one more generation now; if not,
- * the limit timer is armed for when they will. */
-static bool jobs_spend_allows(struct jobs *jobs, size_t generating)
+/* Says why the scheduler holds generations back (STATUS=, the --once exit)
+ * and, for a limit that ends with time, asks again then. */
+static void jobs_held_back(struct jobs *jobs, const struct folder *folder,
+			   const struct sched_verdict *v)
 {
-	const struct config *cfg = jobs->config;
-	uint64_t now = loop_now_ms();
-
-	jobs_roll_day(jobs, NULL);
-	if (cfg->max_images_per_day && jobs->images_today + generating >= cfg->max_images_per_day) {
+	switch (v->reason) {
+	case SCHED_REASON_MINUTE:
+		(void)snprintf(jobs->limit_reason, sizeof(jobs->limit_reason),
+			       "images_per_minute %llu reached", (unsigned long long)v->limit);
+		break;
+	case SCHED_REASON_DAY:
 		(void)snprintf(jobs->limit_reason, sizeof(jobs->limit_reason),
 			       "daily limit reached (%llu of max_images_per_day %llu); resuming at "
 			       "midnight",
-			       (unsigned long long)jobs->images_today,
-			       (unsigned long long)cfg->max_images_per_day);
+			       (unsigned long long)v->count, (unsigned long long)v->limit);
 		jobs->limit_daily = true;
-		(void)loop_timer_arm(jobs->limit_timer,
-				     (uint64_t)(jobs->day_end - loop_wall_ms() / 1000) * 1000 +
-					 1000);
-		return false;
+		break;
+	case SCHED_REASON_FOLDER_DAY:
+		(void)snprintf(
+		    jobs->limit_reason, sizeof(jobs->limit_reason),
+		    "folder %s reached its daily limit (%llu images); resuming at midnight",
+		    folder->cfg->path, (unsigned long long)v->limit);
+		jobs->limit_daily = true;
+		break;
+	case SCHED_REASON_NONE:
+	case SCHED_REASON_PAUSED:
+	case SCHED_REASON_IN_FLIGHT:
+		break; /* an answer or the pause's timer pumps again */
 	}
-	if (cfg->images_per_minute) {
-		uint64_t cap = cfg->images_per_minute * 1000;
-		jobs->tokens_milli += (now - jobs->tokens_at) * cfg->images_per_minute / 60;
-		if (jobs->tokens_milli > cap)
-			jobs->tokens_milli = cap;
-		jobs->tokens_at = now;
-		if (jobs->tokens_milli < 1000) {
-			uint64_t wait =
-			    (1000 - jobs->tokens_milli) * 60 / cfg->images_per_minute + 1;
-			(void)snprintf(jobs->limit_reason, sizeof(jobs->limit_reason),
-				       "images_per_minute %llu reached",
-				       (unsigned long long)cfg->images_per_minute);
-			(void)loop_timer_arm(jobs->limit_timer, wait);
-			return false;
-		}
-	}
-	return true;
+	if (v->answer == SCHED_NO_UNTIL || v->answer == SCHED_NO_TODAY)
+		(void)loop_timer_arm(jobs->limit_timer, v->wait_ms);
 }
 
-static bool folder_spend_allows(struct jobs *jobs, struct folder *folder)
+/* Whether the folder's daily limit allows one more generation now. */
+static bool jobs_folder_allows(struct jobs *jobs, struct folder *folder)
 {
-	uint64_t limit = folder->cfg->max_images_per_day;
+	struct sched_verdict v =
+	    sched_folder_allows(&jobs->sched, jobs_folder_sched(folder), jobs_epoch_s());
 
-	if (!limit)
+	if (v.answer == SCHED_YES)
 		return true;
-	jobs_roll_day(jobs, folder);
-	if (folder->images_today + folder->images_reserved < limit)
-		return true;
-	(void)snprintf(jobs->limit_reason, sizeof(jobs->limit_reason),
-		       "folder %s reached its daily limit (%llu images); resuming at midnight",
-		       folder->cfg->path, (unsigned long long)limit);
-	jobs->limit_daily = true;
-	(void)loop_timer_arm(jobs->limit_timer,
-			     (uint64_t)(folder->images_day_end - loop_wall_ms() / 1000) * 1000 +
-				 1000);
+	jobs_held_back(jobs, folder, &v);
 	return false;
 }
 
@@ -835,19 +831,13 @@ again:
 		jobs_fit_ahead(jobs);
 	job = jobs->queue.head;
 	while (job && !jobs->stopping) {
-		size_t generating = jobs_generating(jobs);
+		struct sched_verdict v =
+		    sched_may_start_any(&jobs->sched, loop_now_ms(), jobs_epoch_s());
 
-		if (jobs->paused && !jobs->probing)
+		if (v.answer != SCHED_YES) {
+			jobs_held_back(jobs, job->folder, &v);
 			break;
-		if (jobs->paused && generating > 0)
-			break; /* the probe is under way */
-		/* A paid result not safe yet (its journal write under way, or
-		 * failed) holds its generation slot: what a crash can cost stays
-		 * at max_in_flight, and a full state_dir stops spending. */
-		if (generating + jobs->n_undurable >= jobs->config->api.max_in_flight)
-			break;
-		if (!jobs_spend_allows(jobs, generating))
-			break;
+		}
 		if (job->folder->removed) {
 			struct job *next = job->next;
 			job_free(jobs, job); /* a reload removed its folder: spend nothing more */
@@ -865,25 +855,21 @@ again:
 			job = next;
 			continue;
 		}
-		if (!folder_storage_usable(job->folder) || !folder_spend_allows(jobs, job->folder)) {
+		if (!folder_storage_usable(job->folder) || !jobs_folder_allows(jobs, job->folder)) {
 			job = job->next; /* other folders may still spend */
 			continue;
 		}
+		/* Its slot is taken when it enters PREPARING (job_activate): a job
+		 * that turns out to be gone first takes none. While paused that
+		 * slot is the one probe, and the scheduler says no to the next. */
 		job_generate(jobs, job);
-		/* A token pays for a request actually sent, not for a job that
-		 * turned out to be gone or changed. */
-		if (jobs->config->images_per_minute && jobs_generating(jobs) > generating)
-			jobs->tokens_milli -= 1000;
-		if (jobs->paused)
-			break; /* one probe at a time */
 		if (jobs->pump_again)
 			goto again;
 		/* The job left the queue (or went back to settling): start over
 		 * from the head, skipping folders held back by their limits. */
 		job = jobs->queue.head;
 		while (job && (job_needs_fit(job) || !folder_storage_usable(job->folder) ||
-			       (job->folder->cfg->max_images_per_day &&
-				!folder_spend_allows(jobs, job->folder))))
+			       !jobs_folder_allows(jobs, job->folder)))
 			job = job->next;
 	}
 	if (jobs->pump_again)
@@ -934,6 +920,7 @@ int jobs_new(struct loop *loop, struct http *http, const struct config *config, 
 	     bool once, struct jobs **ret_jobs)
 {
 	struct jobs *jobs = calloc(1, sizeof(*jobs));
+	struct sched_limits limits;
 	int r;
 
 	if (!jobs)
@@ -950,8 +937,8 @@ int jobs_new(struct loop *loop, struct http *http, const struct config *config, 
 	if (getrandom(&jobs->rng, sizeof(jobs->rng), 0) != (ssize_t)sizeof(jobs->rng) || !jobs->rng)
 		jobs->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(unsigned)getpid();
 	jobs->auth_header = xasprintf("Authorization: Bearer %s", api_key);
-	jobs->tokens_at = loop_now_ms();
-	jobs->tokens_milli = config->images_per_minute * 1000; /* a full bucket at start */
+	jobs_sched_limits(config, &limits);
+	sched_init(&jobs->sched, &limits, loop_now_ms()); /* a full bucket at start */
 	r = loop_timer_new(loop, jobs_deadline, jobs, &jobs->timer);
 	if (r >= 0)
 		r = loop_timer_new(loop, jobs_pause_timer, jobs, &jobs->pause_timer);
@@ -1007,9 +994,13 @@ void jobs_free(struct jobs *jobs)
 
 void jobs_set_config(struct jobs *jobs, const struct config *config)
 {
+	struct sched_limits limits;
 	struct url_info base;
 
 	jobs->config = config;
+	/* The counters and the bucket's content are kept. */
+	jobs_sched_limits(config, &limits);
+	sched_set_limits(&jobs->sched, &limits);
 	free(jobs->gen_url);
 	jobs->gen_url = xasprintf("%s/images/generations", config->api.base_url);
 	jobs->net.ca_file = config->api.ca_file;
@@ -1172,7 +1163,7 @@ bool jobs_quiet(const struct jobs *jobs)
 	 * state_dir, a b64_json image held in memory) is waited for too. */
 	/* A storage request out is waited for: a paid result is never left
 	 * half written. */
-	return jobs->active.n == 0 && jobs->n_undurable == 0 && jobs->n_io == 0 &&
+	return jobs->active.n == 0 && jobs->sched.held == 0 && jobs->n_io == 0 &&
 	       (jobs->journal || jobs->n_paid_waiting == 0);
 }
 
@@ -1190,14 +1181,14 @@ void jobs_counts(const struct jobs *jobs, struct jobs_counts *c)
 	c->queued = jobs->queue.n;
 	c->in_flight = jobs->active.n;
 	c->waiting = jobs->n_waiting;
-	c->undurable = jobs->n_undurable;
+	c->undurable = jobs->sched.held;
 	c->done = jobs->done;
 	c->failed = jobs->failed;
 	c->skipped = jobs->skipped;
 	c->left_incomplete = jobs->left_incomplete;
 	c->generations = jobs->generations;
-	c->paused = jobs->paused;
-	c->pause_reason = jobs->paused ? jobs->pause_reason : NULL;
+	c->paused = jobs->sched.paused;
+	c->pause_reason = jobs->sched.paused ? jobs->pause_reason : NULL;
 	c->limit_reason = jobs->limit_reason[0] && jobs->queue.n ? jobs->limit_reason : NULL;
 	c->disk_reason = jobs->disk_reason[0] ? jobs->disk_reason : NULL;
 	c->storage_reason = jobs->storage_reason[0] ? jobs->storage_reason : NULL;
@@ -1317,13 +1308,11 @@ static void count_today(const struct index_entry *e, void *userdata)
 
 void jobs_count_today(struct jobs *jobs, struct folder *folder)
 {
+	struct sched_folder *sf = jobs_folder_sched(folder);
 	struct today_count t;
 
-	jobs_roll_day(jobs, folder);
-	/* The start of today: a day before the next midnight (DST days aside). */
-	t.since = folder->images_day_end - 86400;
+	t.since = sched_day_start(&jobs->sched, sf, jobs_epoch_s());
 	t.images = 0;
 	index_foreach(folder->index, count_today, &t);
-	folder->images_today = t.images;
-	jobs->images_today += t.images;
+	sched_count_today(&jobs->sched, sf, t.images);
 }

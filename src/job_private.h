@@ -1,6 +1,6 @@
 /* job internals, shared by the files of the job module only:
  *   job.c         the table, the deadline heap, states and transitions, the
- *                 scheduler (in-flight limit, spend limits), the public side
+ *                 queue's pump (asking schedule.c whether to start), the public side
  *   job_check.c   before any money is spent: open safely, validate, reuse
  *   job_fit.c     converting what the API would refuse, on the fit workers
  *   job_send.c    the generation request, its answer, retries and the pause
@@ -20,6 +20,7 @@
 #include "journal.h"
 #include "log.h"
 #include "output.h"
+#include "schedule.h"
 #include "transfer.h"
 #include "work.h"
 #include <errno.h>
@@ -136,7 +137,6 @@ struct jobs {
 	struct work_pool *io_pool;  /* the transfers' file reads and writes */
 	size_t n_paid_waiting; /* waiting jobs whose result is already paid for */
 	uint64_t done, failed, skipped, left_incomplete, generations;
-	bool paused, probing;
 	bool pumping, pump_again; /* jobs_pump is not re-entered */
 	char pause_reason[512];
 	uint64_t rng;
@@ -145,20 +145,16 @@ struct jobs {
 	struct transfer_net net;
 	char *gen_url;
 	struct journal *journal; /* may be NULL: no state_dir */
-	/* Spend limits: images_per_minute as a token bucket (in milli-images,
-	 * so refills need no floating point) and max_images_per_day. */
-	uint64_t tokens_milli, tokens_at;
-	int64_t day_end;       /* epoch s of the next local midnight */
-	uint64_t images_today; /* all folders */
-	struct loop_timer *limit_timer;
+	/* The limits (in flight, per minute, per day), their counters and the
+	 * pause: a job holds a slot while PREPARING or GENERATING (job_activate,
+	 * job_leave_state), and while its paid result is undurable
+	 * (job_set_undurable: a crash, or a full state_dir, costs at most
+	 * max_in_flight generations). */
+	struct sched sched;
+	struct loop_timer *limit_timer; /* asks again when a limit's wait is over */
 	char limit_reason[256];
 	bool limit_daily;      /* the reason is a daily limit (not a rate to wait out) */
 	char disk_reason[256]; /* why writing outputs fails, while it does */
-	/* Paid results that a crash now would lose (not yet or not at all taken
-	 * by the journal, and not written out): each holds a generation slot
-	 * (jobs_pump), so a crash, or a full state_dir, costs at most
-	 * max_in_flight generations. */
-	size_t n_undurable;
 	/* Storage requests: waiting for their folder's turn or out on a worker. */
 	struct work_pool *store_pool;
 	struct job_io *io_head, *io_tail;

@@ -18,12 +18,11 @@ static void jobs_pause(struct jobs *jobs, const struct api_result *res)
 		       "paused: the API refused the account or configuration (HTTP %ld %s: %s)",
 		       res->http_status, res->error_code ? res->error_code : "?",
 		       res->error_message ? res->error_message : "");
-	if (!jobs->paused)
+	if (!jobs->sched.paused)
 		log_error("%s; no file is marked failed; trying again in %llu s",
 			  jobs->pause_reason,
 			  (unsigned long long)jobs->config->api.pause_retry_ms / 1000);
-	jobs->paused = true;
-	jobs->probing = false;
+	sched_pause(&jobs->sched);
 	if (jobs->once) {
 		/* A batch run cannot wait it out: stop, leaving the files for later. */
 		jobs->stopping = true;
@@ -37,7 +36,7 @@ void jobs_pause_timer(void *userdata)
 	struct jobs *jobs = userdata;
 
 	/* One request probes whether the account works again. */
-	jobs->probing = true;
+	sched_probe(&jobs->sched);
 	jobs_pump(jobs);
 }
 
@@ -155,11 +154,11 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		(void)snprintf(job->request_id, sizeof(job->request_id), "%s", rid);
 		free(rid);
 	}
-	job->folder->images_reserved--;
+	/* The job keeps its slot (and stays the probe) until its answer is
+	 * judged and it leaves GENERATING (job_activate, job_leave_state). */
 	if (g->sha256_hex[0] && !job->fitted)
 		memcpy(job->sha256, g->sha256_hex, sizeof(job->sha256));
-	jobs->probing = false;
-	if (jobs->paused)
+	if (jobs->sched.paused)
 		/* Unless this answer settles it, probe again later. */
 		(void)loop_timer_arm(jobs->pause_timer, jobs->config->api.pause_retry_ms);
 
@@ -241,9 +240,9 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 		job_retry_or_fail(jobs, job, status, ans->code, ans->msg, -1);
 		return;
 	}
-	if (jobs->paused && res->outcome != API_OUTCOME_PAUSE) {
+	if (jobs->sched.paused && res->outcome != API_OUTCOME_PAUSE) {
 		log_info("the API answers again (HTTP %ld); resuming", status);
-		jobs->paused = false;
+		sched_resume(&jobs->sched);
 		loop_timer_disarm(jobs->pause_timer);
 	}
 
@@ -253,8 +252,7 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 	case API_OUTCOME_OK: {
 		uint64_t images = res->generated_images > 0 ? (uint64_t)res->generated_images : 1;
 		jobs->generations += images;
-		jobs->images_today += images;
-		job->folder->images_today += images;
+		sched_paid(&jobs->sched, &job->folder->sched, images);
 		job->generated_at = loop_wall_ms();
 		if (ans->img_code) {
 			/* Paid, and a second call would answer the same: no retry. */
@@ -404,7 +402,6 @@ static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *
 		job_prepare_free(jobs, p, false);
 		return;
 	}
-	job->folder->images_reserved--;
 	if (jobs->stopping || job->folder->removed || p->gone) {
 		/* Stopping, its folder dropped by a reload, or gone since it was queued. */
 		job_prepare_free(jobs, p, false);
@@ -477,8 +474,7 @@ static void job_prepare_submit(struct jobs *jobs, struct job *job, struct job_pr
 	p->min_free = jobs->config->min_free_space;
 	p->io.work = job_prepare_work;
 	p->io.done = job_prepare_done;
-	/* Counted against the daily limits from now: the slot is this job's. */
-	job->folder->images_reserved++;
+	/* The slot is this job's from now (a submission again keeps it). */
 	job_activate(jobs, job, JOB_PREPARING);
 	job_io_submit(jobs, job, job->folder, &p->io);
 }
@@ -563,7 +559,6 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	if (!job->started)
 		job->started = loop_now_ms();
 	job->attempts++;
-	job->folder->images_reserved++;
 	job->request_id[0] = '\0';
 	job_activate(jobs, job, JOB_GENERATING);
 	log_debug("submitting %s/%s (%s, %llu bytes, attempt %u)", cfg->path, job->rel,

@@ -78,7 +78,7 @@ struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms, 
 	/* While paused, one probe at a time and nothing beside it. */
 	if (s->paused && (!s->probing || s->in_flight > 0))
 		return sched_no(SCHED_NO, SCHED_REASON_PAUSED, 0);
-	if (s->in_flight >= lim->max_in_flight)
+	if (s->in_flight + s->held >= lim->max_in_flight)
 		return sched_no(SCHED_NO, SCHED_REASON_IN_FLIGHT, 0);
 	sched_roll_day(s, NULL, now_epoch_s);
 	/* A generation in flight may be paid: it counts until its answer says. */
@@ -94,8 +94,7 @@ struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms, 
 		uint64_t cap = lim->images_per_minute * SCHED_MILLI;
 
 		/* ms * images/min / 60 = thousandths of an image; the remainder is
-		 * kept, so that asking often (every few ms) still refills at a low
-		 * rate (job.c dropped it, and asked in every pump). */
+		 * kept, so that asking often (every pump) still refills at a low rate. */
 		s->tokens_sixtieths += (now_mono_ms - s->tokens_at) * lim->images_per_minute;
 		s->tokens_milli += s->tokens_sixtieths / 60;
 		s->tokens_sixtieths %= 60;
@@ -144,7 +143,8 @@ struct sched_verdict sched_may_start(struct sched *s, struct sched_folder *folde
 
 void sched_started(struct sched *s, struct sched_folder *folder)
 {
-	/* A token pays for a request actually sent. */
+	/* The token pays for the slot, also when its preparation then sends
+	 * nothing (rare): the rate bounds how often sends are readied. */
 	if (s->limits.images_per_minute && s->tokens_milli >= SCHED_MILLI)
 		s->tokens_milli -= SCHED_MILLI;
 	s->in_flight++;
@@ -158,6 +158,25 @@ void sched_answered(struct sched *s, struct sched_folder *folder)
 	if (folder->in_flight > 0)
 		folder->in_flight--;
 	s->probing = false;
+}
+
+void sched_withdrawn(struct sched *s, struct sched_folder *folder)
+{
+	if (s->in_flight > 0)
+		s->in_flight--;
+	if (folder->in_flight > 0)
+		folder->in_flight--;
+}
+
+void sched_hold(struct sched *s)
+{
+	s->held++;
+}
+
+void sched_unhold(struct sched *s)
+{
+	if (s->held > 0)
+		s->held--;
 }
 
 void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images)

@@ -1,7 +1,8 @@
 /* sched: the per-minute bucket (burst and refill), the daily limits (global
  * and per folder, generations in flight counted, reset at local midnight),
- * the in-flight limit and the pause, and the waits it returns. The clocks
- * are numbers passed in; the time zone is a POSIX TZ string (no tzdata). */
+ * the in-flight limit (preparations and undurable paid results hold slots)
+ * and the pause, and the waits it returns. The clocks are numbers passed in;
+ * the time zone is a POSIX TZ string (no tzdata). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -79,7 +80,7 @@ static void test_bucket_burst_then_refill(void **state)
 	assert_int_equal(sched_may_start(&s, &f, t, JAN10_2030_UTC).answer, SCHED_NO_UNTIL);
 }
 
-static void test_bucket_only_sent_requests_pay(void **state)
+static void test_bucket_only_slots_taken_pay(void **state)
 {
 	struct sched s;
 	struct sched_folder f = {0};
@@ -87,7 +88,7 @@ static void test_bucket_only_sent_requests_pay(void **state)
 
 	(void)state;
 	sched_init(&s, &lim, 0);
-	/* Asking does not take a token; only a request sent does. */
+	/* Asking does not take a token; only a slot taken does. */
 	for (int i = 0; i < 5; i++)
 		assert_int_equal(sched_may_start(&s, &f, 0, JAN10_2030_UTC).answer, SCHED_YES);
 	spend(&s, &f, 1);
@@ -280,17 +281,102 @@ static void test_pause_blocks_all_but_one_probe(void **state)
 	assert_int_equal(s.in_flight, 0);
 }
 
+/* The job core takes the slot when a send starts being readied: a preparation
+ * that ends without sending frees it, keeps the token spent and the probe due. */
+static void test_preparation_withdrawn(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {.max_images_per_day = 1}, g = {0};
+	struct sched_limits lim = limits(1, 0, 1);
+	struct sched_verdict v;
+	int64_t now = JAN10_2030_UTC;
+
+	(void)state;
+	sched_init(&s, &lim, 0);
+	sched_roll_day(&s, &f, now);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
+	sched_started(&s, &f);
+	/* Being readied: it holds the one slot and counts against f's day. */
+	assert_int_equal(sched_may_start(&s, &g, 0, now).reason, SCHED_REASON_IN_FLIGHT);
+	assert_int_equal(sched_folder_allows(&s, &f, now).reason, SCHED_REASON_FOLDER_DAY);
+	/* The source was gone: nothing was sent, nothing counted today. */
+	sched_withdrawn(&s, &f);
+	assert_int_equal(s.in_flight, 0);
+	assert_int_equal(f.in_flight, 0);
+	assert_int_equal(sched_folder_allows(&s, &f, now).answer, SCHED_YES);
+	assert_int_equal(f.day.images_today, 0);
+	/* Its token stays spent (one a minute). */
+	v = sched_may_start(&s, &g, 0, now);
+	assert_int_equal(v.reason, SCHED_REASON_MINUTE);
+	assert_int_equal(v.wait_ms, 60001);
+
+	/* Paused: the probe's preparation fails; the next job probes instead,
+	 * without waiting for the next retry time. */
+	lim = limits(4, 0, 0);
+	sched_set_limits(&s, &lim);
+	sched_pause(&s);
+	sched_probe(&s);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
+	sched_started(&s, &f);
+	assert_int_equal(sched_may_start(&s, &g, 0, now).reason, SCHED_REASON_PAUSED);
+	sched_withdrawn(&s, &f);
+	assert_int_equal(sched_may_start(&s, &g, 0, now).answer, SCHED_YES);
+	/* Whereas an answer (here: refused again) ends the probe. */
+	sched_started(&s, &g);
+	sched_answered(&s, &g);
+	assert_int_equal(sched_may_start(&s, &g, 0, now).reason, SCHED_REASON_PAUSED);
+}
+
+/* A paid result not yet durable keeps its generation slot after its answer,
+ * and only that: it is counted today once, and does not hold up a probe. */
+static void test_undurable_result_holds_slot(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {0};
+	struct sched_limits lim = limits(2, 3, 0);
+	struct sched_verdict v;
+	int64_t now = JAN10_2030_UTC;
+
+	(void)state;
+	sched_init(&s, &lim, 0);
+	sched_roll_day(&s, &f, now);
+	spend(&s, &f, 1);
+	sched_hold(&s);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
+	sched_started(&s, &f);
+	/* One in flight and one held: max_in_flight 2 reached. */
+	v = sched_may_start(&s, &f, 0, now);
+	assert_int_equal(v.answer, SCHED_NO);
+	assert_int_equal(v.reason, SCHED_REASON_IN_FLIGHT);
+	sched_answered(&s, &f);
+	sched_paid(&s, &f, 1);
+	sched_hold(&s);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).reason, SCHED_REASON_IN_FLIGHT);
+	/* One journalled: a slot again; the day counts the two paid, not four. */
+	sched_unhold(&s);
+	assert_int_equal(s.day.images_today, 2);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
+	/* A held result does not stop the probe (only a generation in flight does). */
+	sched_pause(&s);
+	sched_probe(&s);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
+	sched_unhold(&s);
+	assert_int_equal(s.held, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_bucket_burst_then_refill),
-	    cmocka_unit_test(test_bucket_only_sent_requests_pay),
+	    cmocka_unit_test(test_bucket_only_slots_taken_pay),
 	    cmocka_unit_test(test_bucket_refills_when_asked_often),
 	    cmocka_unit_test(test_daily_limit_resets_at_local_midnight),
 	    cmocka_unit_test(test_day_of_summer_time_change),
 	    cmocka_unit_test(test_folder_limit_against_global),
 	    cmocka_unit_test(test_in_flight_limit),
 	    cmocka_unit_test(test_pause_blocks_all_but_one_probe),
+	    cmocka_unit_test(test_preparation_withdrawn),
+	    cmocka_unit_test(test_undurable_result_holds_slot),
 	};
 
 	set_tz("UTC0");
