@@ -10,9 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
 
+#include "fdio.h"
 #include "output.h"
+#include "sidecar.h"
 
 #define INDEX_MIN_CAPACITY 64
 /* A sidecar larger than this is not one of ours. */
@@ -288,123 +289,34 @@ void index_entry_clear(struct index_entry *entry)
 	memset(entry, 0, sizeof(*entry));
 }
 
-static bool is_hex64(const char *s)
-{
-	size_t i;
-
-	for (i = 0; s[i]; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
-		      (s[i] >= 'A' && s[i] <= 'F')))
-			return false;
-	return i == 64;
-}
-
-/* An RFC 3339 time member; absent or null gives 0 (older than anything). */
-static int parse_finished_at(const cJSON *root, const char *key, int64_t *ret)
-{
-	const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
-	long nsec;
-
-	*ret = 0;
-	if (!item || cJSON_IsNull(item))
-		return 0;
-	if (!cJSON_IsString(item))
-		return -EINVAL;
-	return output_parse_rfc3339(item->valuestring, ret, &nsec);
-}
-
-static int64_t parse_generated_images(const cJSON *root)
-{
-	const cJSON *usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
-	const cJSON *gen = cJSON_GetObjectItemCaseSensitive(usage, "generated_images");
-	double v;
-
-	/* usage is the API's verbatim object: tolerate anything in it. */
-	if (!cJSON_IsObject(usage) || !cJSON_IsNumber(gen))
-		return 0;
-	v = gen->valuedouble;
-	/* Also false for NaN. */
-	if (!(v >= 0 && v <= 1e15))
-		return 0;
-	return (int64_t)v;
-}
-
-static int parse_source_fields(const cJSON *root, struct index_entry *e)
-{
-	const cJSON *size = cJSON_GetObjectItemCaseSensitive(root, "source_size");
-	const cJSON *mtime = cJSON_GetObjectItemCaseSensitive(root, "source_mtime");
-	const cJSON *sha = cJSON_GetObjectItemCaseSensitive(root, "source_sha256");
-
-	/* A whole number up to 2^53, where doubles stop being exact; the range
-	 * test is false for NaN and makes the cast below defined. */
-	if (!cJSON_IsNumber(size) || !(size->valuedouble >= 0 && size->valuedouble <= 0x1p53))
-		return -EINVAL;
-	e->size = (uint64_t)size->valuedouble;
-	if ((double)e->size != size->valuedouble)
-		return -EINVAL;
-	if (!cJSON_IsString(mtime) ||
-	    output_parse_rfc3339(mtime->valuestring, &e->mtime_sec, &e->mtime_nsec) < 0)
-		return -EINVAL;
-	if (sha && !cJSON_IsNull(sha)) {
-		if (!cJSON_IsString(sha) || !is_hex64(sha->valuestring))
-			return -EINVAL;
-		for (size_t i = 0; i < 64; i++)
-			e->sha256[i] = (char)(sha->valuestring[i] | 0x20);
-		e->sha256[64] = '\0';
-	}
-	return 0;
-}
-
 int index_parse_sidecar(const char *json, size_t len, const char *sidecar_rel,
 			struct index_entry *ret_entry)
 {
-	struct index_entry e = {0};
-	const cJSON *source, *error;
-	char *raw_source = NULL;
-	cJSON *root;
-	int r = -EINVAL;
+	struct sidecar_doc d;
+	int r;
 
 	if (!ret_entry)
 		return -EINVAL;
 	memset(ret_entry, 0, sizeof(*ret_entry));
-	if (!json)
-		return -EINVAL;
-	root = cJSON_ParseWithLength(json, len);
-	if (!cJSON_IsObject(root))
-		goto out;
-	source = cJSON_GetObjectItemCaseSensitive(root, "source");
-	if (!cJSON_IsString(source) || !source->valuestring[0])
-		goto out;
-	raw_source = output_sidecar_source(root);
-	if (!raw_source || !raw_source[0])
-		goto out;
-	r = parse_source_fields(root, &e);
+	r = sidecar_parse(json, len, &d);
 	if (r < 0)
-		goto out;
-	error = cJSON_GetObjectItemCaseSensitive(root, "error");
-	if (error && !cJSON_IsObject(error)) {
-		r = -EINVAL;
-		goto out;
+		return r;
+	ret_entry->sidecar = strdup(sidecar_rel ? sidecar_rel : "");
+	if (!ret_entry->sidecar) {
+		sidecar_doc_clear(&d);
+		return -ENOMEM;
 	}
-	e.failed = error != NULL;
-	r = parse_finished_at(root, e.failed ? "failed_at" : "completed_at", &e.finished_at);
-	if (r < 0)
-		goto out;
-	e.generated_images = parse_generated_images(root);
-	e.source = raw_source;
-	raw_source = NULL;
-	e.sidecar = strdup(sidecar_rel ? sidecar_rel : "");
-	if (!e.source || !e.sidecar) {
-		index_entry_clear(&e);
-		r = -ENOMEM;
-		goto out;
-	}
-	*ret_entry = e;
-	r = 0;
-out:
-	free(raw_source);
-	cJSON_Delete(root);
-	return r;
+	ret_entry->source = d.source;
+	d.source = NULL;
+	ret_entry->size = d.size;
+	ret_entry->mtime_sec = d.mtime_sec;
+	ret_entry->mtime_nsec = d.mtime_nsec;
+	memcpy(ret_entry->sha256, d.sha256, sizeof(ret_entry->sha256));
+	ret_entry->failed = d.failed;
+	ret_entry->finished_at = d.finished_at;
+	ret_entry->generated_images = d.generated_images;
+	sidecar_doc_clear(&d);
+	return 0;
 }
 
 /* A growable relative path ("sub/dir/") without length limits. */
@@ -466,11 +378,12 @@ static bool is_resource_error(int r)
 	return r == -ENOMEM || r == -EMFILE || r == -ENFILE;
 }
 
-/* Reads fd (a regular file of `size` bytes, at most OUTPUT_RECORD_MAX) into
+/* Reads fd (a regular file of `size` bytes, at most SIDECAR_RECORD_MAX) into
  * w->buf. Returns the length or -errno; -EFBIG when it grew past the cap. */
 static ssize_t read_sidecar(struct walk *w, int fd, size_t size)
 {
-	size_t len = 0;
+	ssize_t got;
+	size_t len;
 
 	if (size + 2 > w->bufcap) {
 		char *buf = realloc(w->buf, size + 2);
@@ -481,18 +394,10 @@ static ssize_t read_sidecar(struct walk *w, int fd, size_t size)
 		w->bufcap = size + 2;
 	}
 	/* Reading one byte past st_size notices a file that grew. */
-	while (len < size + 1) {
-		ssize_t k = read(fd, w->buf + len, size + 1 - len);
-
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (k == 0)
-			break;
-		len += (size_t)k;
-	}
+	got = fdio_read_full(fd, w->buf, size + 1);
+	if (got < 0)
+		return got;
+	len = (size_t)got;
 	if (len > size)
 		return -EFBIG;
 	w->buf[len] = '\0';
@@ -518,7 +423,7 @@ static int load_file(struct walk *w, int dirfd, const char *name)
 			w->skipped++;
 		return 0;
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > OUTPUT_RECORD_MAX) {
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > SIDECAR_RECORD_MAX) {
 		w->skipped++;
 		r = 0;
 		goto out;
@@ -939,7 +844,7 @@ static int cache_read(const char *path, const char *output_root, const char *ski
 		r = -errno;
 		goto fail;
 	}
-	r = output_read_fd(fd, INDEX_CACHE_MAX, &c->text, &c->len);
+	r = fdio_read_file(fd, INDEX_CACHE_MAX, &c->text, &c->len);
 	(void)close(fd);
 	if (r < 0)
 		goto fail;

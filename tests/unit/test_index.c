@@ -16,6 +16,7 @@
 
 #include "index.h"
 #include "output.h"
+#include "sidecar.h"
 
 static const char SHA[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -166,7 +167,7 @@ static char *success_doc(const char *source, int64_t completed_at)
 		.completed_at = completed_at,
 		.version = "0.1.0",
 	};
-	char *text = output_sidecar_json(&s);
+	char *text = sidecar_success_json(&s);
 
 	assert_non_null(text);
 	cJSON_Delete(usage);
@@ -187,7 +188,7 @@ static char *error_doc(const char *source, int64_t failed_at)
 		.failed_at = failed_at,
 		.version = "0.1.0",
 	};
-	char *text = output_error_json(&e);
+	char *text = sidecar_error_json(&e);
 
 	assert_non_null(text);
 	return text;
