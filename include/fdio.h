@@ -11,8 +11,9 @@
 ssize_t fdio_read_full(int fd, void *buf, size_t len);
 /* The same from offset off, without moving the file offset. */
 ssize_t fdio_pread_full(int fd, void *buf, size_t len, off_t off);
-/* Writes all len bytes. 0, -errno, or -EIO when write(2) makes no progress. */
-int fdio_write_all(int fd, const void *buf, size_t len);
+/* Writes all len bytes. 0, -errno, or -EIO when write(2) makes no progress.
+ * *ret_written (may be NULL) says how many reached the file, also on error. */
+int fdio_write_all(int fd, const void *buf, size_t len, size_t *ret_written);
 
 /* Reads a whole regular file of at most max bytes from fd (its offset) into
  * a NUL-terminated buffer the caller frees. 0, -EINVAL (not a regular

@@ -40,24 +40,26 @@ ssize_t fdio_pread_full(int fd, void *buf, size_t len, off_t off)
 	return read_full_at(fd, buf, len, off);
 }
 
-int fdio_write_all(int fd, const void *buf, size_t len)
+int fdio_write_all(int fd, const void *buf, size_t len, size_t *ret_written)
 {
 	const char *p = buf;
+	size_t done = 0;
+	int r = 0;
 
-	while (len > 0) {
-		ssize_t k = write(fd, p, len);
+	while (done < len) {
+		ssize_t k = write(fd, p + done, len - done);
 
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			r = k < 0 ? -errno : -EIO;
+			break;
 		}
-		if (k == 0)
-			return -EIO;
-		p += k;
-		len -= (size_t)k;
+		done += (size_t)k;
 	}
-	return 0;
+	if (ret_written)
+		*ret_written = done;
+	return r;
 }
 
 int fdio_read_file(int fd, size_t max, char **ret_buf, size_t *ret_len)

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +14,7 @@
 #include <unistd.h>
 #include <vips/vips.h>
 
-#include "b64.h"
+#include "digest.h"
 
 /* Encoding again, smaller, when a result is over max_bytes: a few rounds
  * reach any budget a sane configuration sets. */
@@ -127,45 +126,6 @@ static const char *vips_reason(char *buf, size_t len)
 	return buf[0] ? buf : "unknown error";
 }
 
-/* SHA-256 of the original: source_sha256 in the sidecar stays the hash of
- * what the user dropped, not of what was sent. */
-static int hash_fd(int fd, char hex[65])
-{
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int md_len = 0;
-	uint8_t *buf = malloc(256 * 1024);
-	off_t off = 0;
-	int r = 0;
-
-	if (!ctx || !buf) {
-		r = -ENOMEM;
-		goto out;
-	}
-	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-		r = -EIO;
-		goto out;
-	}
-	for (;;) {
-		ssize_t n = pread(fd, buf, 256 * 1024, off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			goto out;
-		}
-		if (n == 0)
-			break;
-		(void)EVP_DigestUpdate(ctx, buf, (size_t)n);
-		off += n;
-	}
-	(void)EVP_DigestFinal_ex(ctx, md, &md_len);
-	b64_hex(md, md_len, hex);
-out:
-	free(buf);
-	EVP_MD_CTX_free(ctx);
-	return r;
-}
 
 /* An unnamed file for the result: O_TMPFILE in tmp_dir (gone when closed,
  * even after a crash), else memory. Never next to the user's files. */
@@ -318,7 +278,9 @@ int fit_run(int fd, const struct fit_options *opt, struct fit_result *res)
 
 	memset(res, 0, sizeof(*res));
 	res->fd = -1;
-	r = hash_fd(fd, res->sha256);
+	/* SHA-256 of the original: source_sha256 in the sidecar stays the hash
+	 * of what the user dropped, not of what was sent. */
+	r = digest_sha256_fd(fd, res->sha256);
 	if (r < 0) {
 		fail(res, "LocalValidation.Unreadable", "%s", strerror(-r));
 		goto out;

@@ -586,7 +586,7 @@ static int rewrite_locked(struct journal *j, struct entry **live, size_t n)
 		if (text)
 			line = line_new('W', text, &len);
 		free(text);
-		r = line ? fdio_write_all(fd, line, len) : -ENOMEM;
+		r = line ? fdio_write_all(fd, line, len, NULL) : -ENOMEM;
 		free(line);
 		size += len;
 	}
@@ -742,7 +742,7 @@ static int append_locked(struct journal *j, const char *line, size_t len)
 		if (r < 0)
 			return r;
 	}
-	r = fdio_write_all(j->fd, line, len);
+	r = fdio_write_all(j->fd, line, len, NULL);
 	if (r < 0) {
 		struct stat st;
 

@@ -385,7 +385,7 @@ int output_write_atomic(int dirfd, const char *final_name, const void *data, siz
 	fd = output_tmp_open(dirfd, final_name, tmp, sizeof(tmp));
 	if (fd < 0)
 		return fd;
-	r = fdio_write_all(fd, data, len);
+	r = fdio_write_all(fd, data, len, NULL);
 	if (r < 0) {
 		output_tmp_abort(dirfd, fd, tmp);
 		return r;

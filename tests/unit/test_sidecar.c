@@ -1,11 +1,12 @@
-#include <cmocka.h>
-#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -538,7 +539,8 @@ static void test_fdio(void **state)
 	(void)state;
 	assert_true(fd >= 0);
 	(void)unlink(path);
-	assert_int_equal(fdio_write_all(fd, "hello, world", 12), 0);
+	assert_int_equal(fdio_write_all(fd, "hello, world", 12, &len), 0);
+	assert_int_equal(len, 12);
 	assert_int_equal(fdio_pread_full(fd, buf, sizeof(buf), 7), 5);
 	assert_memory_equal(buf, "world", 5);
 	assert_int_equal(fdio_pread_full(fd, buf, 5, -1), -EINVAL);
@@ -557,13 +559,22 @@ static void test_fdio(void **state)
 
 	/* Short reads (a pipe hands out what it has) are read through. */
 	assert_int_equal(pipe(p), 0);
-	assert_int_equal(fdio_write_all(p[1], "ab", 2), 0);
-	assert_int_equal(fdio_write_all(p[1], "cd", 2), 0);
+	assert_int_equal(fdio_write_all(p[1], "ab", 2, NULL), 0);
+	assert_int_equal(fdio_write_all(p[1], "cd", 2, NULL), 0);
 	close(p[1]);
 	assert_int_equal(fdio_read_full(p[0], buf, sizeof(buf)), 4);
 	assert_memory_equal(buf, "abcd", 4);
 	assert_int_equal(fdio_read_file(p[0], 100, &text, &len), -EINVAL); /* not a file */
 	close(p[0]);
+
+	/* A failed write says how much got through: none here (no reader). */
+	assert_int_equal(pipe(p), 0);
+	close(p[0]);
+	(void)signal(SIGPIPE, SIG_IGN);
+	len = 7;
+	assert_int_equal(fdio_write_all(p[1], "x", 1, &len), -EPIPE);
+	assert_int_equal(len, 0);
+	close(p[1]);
 }
 
 int main(void)

@@ -1,0 +1,49 @@
+#include "digest.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/types.h>
+
+#include <openssl/evp.h>
+
+#include "b64.h"
+#include "fdio.h"
+
+int digest_sha256_fd(int fd, char hex[65])
+{
+	const size_t bufsize = 256 * 1024;
+	uint8_t *buf = malloc(bufsize);
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+	off_t off = 0;
+	int r = 0;
+
+	if (!ctx || !buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		r = -EIO;
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = fdio_pread_full(fd, buf, bufsize, off);
+
+		if (n < 0) {
+			r = (int)n;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		(void)EVP_DigestUpdate(ctx, buf, (size_t)n);
+		off += n;
+	}
+	(void)EVP_DigestFinal_ex(ctx, md, &md_len);
+	b64_hex(md, md_len, hex);
+out:
+	EVP_MD_CTX_free(ctx);
+	free(buf);
+	return r;
+}
