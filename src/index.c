@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 
+#include "dirlist.h"
 #include "fdio.h"
 #include "output.h"
 #include "sidecar.h"
@@ -487,11 +488,9 @@ static int enter_dir(struct walk *w, int dirfd, const char *name, unsigned depth
 
 	if (depth >= WALK_DEPTH_MAX)
 		return 0;
-	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		return is_resource_error(r) ? r : 0;
-	}
+	fd = dirlist_open_sub(dirfd, name);
+	if (fd < 0)
+		return is_resource_error(fd) ? fd : 0;
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
 		(void)close(fd);
@@ -515,46 +514,25 @@ static int enter_dir(struct walk *w, int dirfd, const char *name, unsigned depth
 /* Walks the directory dirfd (consumed). */
 static int walk_dir(struct walk *w, int dirfd, unsigned depth)
 {
-	struct dirent *de;
-	DIR *dir;
-	int r = 0;
+	struct dirlist list;
+	const char *name;
+	unsigned char type;
+	int r;
 
-	dir = fdopendir(dirfd);
-	if (!dir) {
-		r = -errno;
-		(void)close(dirfd);
+	r = dirlist_open(&list, dirfd);
+	if (r < 0)
 		return r;
-	}
-	for (;;) {
-		unsigned char type;
-
-		errno = 0;
-		de = readdir(dir);
-		if (!de) {
-			r = errno ? -errno : 0;
-			break;
-		}
-		if (de->d_name[0] == '.')
+	while ((name = dirlist_next(&list, &type, &r))) {
+		if (name[0] == '.')
 			continue;
-		type = de->d_type;
-		if (type == DT_UNKNOWN) {
-			struct stat st;
-
-			if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-				continue;
-			if (S_ISDIR(st.st_mode))
-				type = DT_DIR;
-			else if (S_ISREG(st.st_mode))
-				type = DT_REG;
-		}
 		if (type == DT_DIR)
-			r = enter_dir(w, dirfd, de->d_name, depth);
-		else if (type == DT_REG && has_json_suffix(de->d_name))
-			r = load_file(w, dirfd, de->d_name);
+			r = enter_dir(w, dirfd, name, depth);
+		else if (type == DT_REG && has_json_suffix(name))
+			r = load_file(w, dirfd, name);
 		if (r < 0)
 			break;
 	}
-	(void)closedir(dir);
+	dirlist_close(&list);
 	return r;
 }
 
@@ -1034,12 +1012,12 @@ static int save_subdir(struct saver *s, int dirfd, const char *name, unsigned de
 
 	if (depth >= WALK_DEPTH_MAX)
 		return 0;
-	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	fd = dirlist_open_sub(dirfd, name);
 	if (fd < 0) {
-		if (is_resource_error(-errno))
-			return -errno;
+		if (is_resource_error(fd))
+			return fd;
 		/* Not listed as a child: its parent cannot vouch for the tree. */
-		return errno == ENOENT || errno == ELOOP || errno == ENOTDIR ? 0 : 1;
+		return fd == -ENOENT || fd == -ELOOP || fd == -ENOTDIR ? 0 : 1;
 	}
 	if (fstat(fd, &st) < 0) {
 		(void)close(fd);
@@ -1069,36 +1047,26 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 	size_t n_json = 0, n_sub = 0, cap_json = 0, cap_sub = 0;
 	struct stat before, after;
 	bool incomplete = false, trusted;
-	struct dirent *de;
-	DIR *dir;
+	struct dirlist dir = {0};
+	const char *name;
+	unsigned char type;
 	int r = 0;
 
 	if (fstat(dirfd, &before) < 0) {
 		(void)close(dirfd);
 		return 0;
 	}
-	dir = fdopendir(dirfd);
-	if (!dir) {
-		(void)close(dirfd);
+	if (dirlist_open(&dir, dirfd) < 0)
 		return 0;
-	}
-	while ((de = readdir(dir))) {
-		unsigned char type = de->d_type;
+	while ((name = dirlist_next(&dir, &type, NULL))) {
 		char ***list;
 		size_t *n, *cap;
 
-		if (de->d_name[0] == '.')
+		if (name[0] == '.')
 			continue;
-		if (type == DT_UNKNOWN) {
-			struct stat st;
-
-			if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-				continue;
-			type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : 0;
-		}
 		if (type == DT_DIR) {
 			list = &subdirs, n = &n_sub, cap = &cap_sub;
-		} else if (type == DT_REG && has_json_suffix(de->d_name)) {
+		} else if (type == DT_REG && has_json_suffix(name)) {
 			list = &jsons, n = &n_json, cap = &cap_json;
 		} else {
 			continue;
@@ -1114,7 +1082,7 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 			*list = l;
 			*cap = c;
 		}
-		if (!((*list)[*n] = strdup(de->d_name))) {
+		if (!((*list)[*n] = strdup(name))) {
 			r = -ENOMEM;
 			goto out;
 		}
@@ -1202,7 +1170,7 @@ out:
 		free(subdirs[i]);
 	free(jsons);
 	free(subdirs);
-	(void)closedir(dir);
+	dirlist_close(&dir);
 	return r;
 }
 

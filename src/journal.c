@@ -31,6 +31,7 @@
 
 #include "api.h"
 #include "clean.h"
+#include "dirlist.h"
 #include "fdio.h"
 #include "output.h"
 #include "sidecar.h"
@@ -459,33 +460,31 @@ out:
  * where they are, counted bad. */
 static int scan_old_dir(struct journal *j, struct scan *s)
 {
-	int fd = openat(j->dirfd, JOURNAL_OLD_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	struct dirent *de;
-	DIR *dir;
+	int fd = dirlist_open_sub(j->dirfd, JOURNAL_OLD_DIR);
+	struct dirlist dir;
+	const char *name;
+	unsigned char type;
 	int r = 0;
 
 	if (fd < 0)
-		return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
-	dir = fdopendir(fd);
-	if (!dir) {
-		r = -errno;
-		(void)close(fd);
+		return fd == -ENOENT || fd == -ENOTDIR ? 0 : fd;
+	r = dirlist_open(&dir, fd);
+	if (r < 0)
 		return r;
-	}
-	while ((de = readdir(dir))) {
+	while ((name = dirlist_next(&dir, &type, NULL))) {
 		struct entry *e;
 		size_t len = 0;
 		char *text = NULL;
 		int rfd;
 
-		if (output_is_tmp_name(de->d_name)) {
+		if (output_is_tmp_name(name)) {
 			/* An interrupted write of the old layout: never durable. */
-			(void)unlinkat(fd, de->d_name, 0);
+			(void)unlinkat(fd, name, 0);
 			continue;
 		}
-		if (de->d_name[0] == '.')
+		if (name[0] == '.')
 			continue;
-		rfd = openat(fd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		rfd = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (rfd < 0) {
 			s->bad++;
 			continue;
@@ -510,14 +509,14 @@ static int scan_old_dir(struct journal *j, struct scan *s)
 		}
 		free(text);
 		e->kind = 'W';
-		e->old_name = strdup(de->d_name);
+		e->old_name = strdup(name);
 		if (!e->old_name) {
 			r = -ENOMEM;
 			break;
 		}
 		s->dirty = true;
 	}
-	closedir(dir);
+	dirlist_close(&dir);
 	return r;
 }
 

@@ -1,6 +1,7 @@
 #include "output.h"
 
 #include "clean.h"
+#include "dirlist.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -410,39 +411,28 @@ bool output_is_tmp_name(const char *name)
 
 static int sweep_dir(int dirfd, unsigned depth, size_t *removed)
 {
-	DIR *dir;
-	struct dirent *de;
-	int r = 0;
+	struct dirlist list;
+	const char *name;
+	unsigned char type;
+	int r;
 
-	dir = fdopendir(dirfd);
-	if (!dir) {
-		r = -errno;
-		close(dirfd);
+	r = dirlist_open(&list, dirfd);
+	if (r < 0)
 		return r;
-	}
-	while ((de = readdir(dir))) {
-		struct stat st;
-
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		/* Only temporary names and folders need a look: no stat for
-		 * each of 100,000 outputs and sidecars. */
-		if (de->d_type != DT_UNKNOWN && de->d_type != DT_DIR &&
-		    !(de->d_type == DT_REG && output_is_tmp_name(de->d_name)))
-			continue;
-		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISREG(st.st_mode) && output_is_tmp_name(de->d_name)) {
-			if (unlinkat(dirfd, de->d_name, 0) == 0)
+	/* Only temporary names and folders need a look: no stat for each of
+	 * 100,000 outputs and sidecars (unless the file system gives no type). */
+	while ((name = dirlist_next(&list, &type, NULL))) {
+		if (type == DT_REG && output_is_tmp_name(name)) {
+			if (unlinkat(dirfd, name, 0) == 0)
 				(*removed)++;
-		} else if (S_ISDIR(st.st_mode) && de->d_name[0] != '.' && depth < 64) {
-			int sub = openat(dirfd, de->d_name,
-					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		} else if (type == DT_DIR && name[0] != '.' && depth < 64) {
+			int sub = dirlist_open_sub(dirfd, name);
+
 			if (sub >= 0)
 				(void)sweep_dir(sub, depth + 1, removed);
 		}
 	}
-	closedir(dir);
+	dirlist_close(&list);
 	return 0;
 }
 
