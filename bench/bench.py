@@ -20,6 +20,11 @@ Scenarios (the figure each one yields):
   startup   seedreamd started over N already processed files (inputs + sidecars): time to ready
             and idle, RSS, API calls
   flood     N tiny PNGs renamed in at once with the API stalled: all queued?, RSS
+  slowfs    N 256x256 PNGs renamed in at once (200 ms, 16 in flight) with every fsync under the
+            run's folders delayed by 0, 20 and 50 ms (tests/faultfs/faultfs.so preloaded into the
+            contender: the storage of a NAS); against bench/thread_client.py, a plain thread-per-job
+            Python client writing as durably through the same shim: jobs/s, the rate against
+            seedreamd's own without delay, the longest gap between WATCHDOG=1 pings (1 s interval)
 The results are printed as a Markdown table and written to bench/results.md (--results).
 """
 
@@ -47,6 +52,7 @@ FAST_API = os.path.join(HERE, "fast_api.py")
 FAKE_API = os.path.join(REPO, "tests", "fake_api.py")
 CPUWRAP = os.path.join(HERE, "cpuwrap.py")
 BASELINE = os.path.join(HERE, "baseline.sh")
+THREAD_CLIENT = os.path.join(HERE, "thread_client.py")
 KEY = "test-key"
 MODEL = "doubao-seedream-4-5-251128"
 PROMPT = "Make it watercolour"
@@ -427,7 +433,7 @@ class Seedreamd(Contender):
     name = "seedreamd"
 
     def __init__(self, root, logdir, tag, binary, api, in_flight=16, timeout="180s", stop_timeout="60s",
-                 notify=False, hot=None):
+                 notify=False, hot=None, env_extra=None, watchdog_usec=0):
         super().__init__(root, logdir, tag, hot)
         self.state = os.path.join(root, "state")
         os.makedirs(self.state, exist_ok=True)
@@ -461,6 +467,9 @@ class Seedreamd(Contender):
             self.notify = NotifySocket(os.path.join(logdir, "%s-notify.sock" % tag))
             self.notify.start()
             env["NOTIFY_SOCKET"] = self.notify.path
+            if watchdog_usec:
+                env["WATCHDOG_USEC"] = str(watchdog_usec)
+        env.update(env_extra or {})
         self.launch([binary, "-c", self.config], env)
 
     def wait_ready(self, timeout=60):
@@ -501,6 +510,39 @@ class Baseline(Contender):
                 except ProcessLookupError:
                     pass
         return self.finish(timeout)
+
+
+class ThreadClient(Contender):
+    name = "thread_client"
+
+    def __init__(self, root, logdir, tag, api, jobs=16, env_extra=None):
+        super().__init__(root, logdir, tag)
+        env = dict(os.environ)
+        env.update(SEEDREAM_API_KEY=KEY, API_BASE=api.base_url, MODEL=MODEL, PROMPT=PROMPT, JOBS=str(jobs))
+        env.update(env_extra or {})
+        self.launch([sys.executable, THREAD_CLIENT, self.hot, self.out], env)
+
+    def wait_ready(self, timeout=30):
+        return self.wait_stderr(r"watching", timeout)
+
+    def stop(self, timeout=60):
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        return self.finish(timeout)
+
+
+def faultfs_env(ctx, control):
+    """The environment that preloads tests/faultfs/faultfs.so with this control file."""
+    return {"LD_PRELOAD": ctx.args.faultfs, "FAULTFS_CONTROL": control}
+
+
+def longest_watchdog_gap_ms(notify, t0_ns, t1_ns):
+    """The longest stretch in [t0, t1] without a WATCHDOG=1 datagram, in ms."""
+    pings = sorted(t for t, m in notify.messages if "WATCHDOG=1" in m.split("\n") and t0_ns < t < t1_ns)
+    points = [t0_ns] + pings + [t1_ns]
+    return max(b - a for a, b in zip(points, points[1:])) / 1e6
 
 
 # ------------------------------------------------------------------------------------------------
@@ -581,7 +623,7 @@ def recycle(hot, stage):
 
 
 def run_batch(ctx, tag, contender_cls, stage, ids, latency_ms, interval_s=0.0, api_kind="fast",
-              timeout_s=600, rep=0):
+              timeout_s=600, rep=0, env_extra=None, watchdog_usec=0):
     """One contender, one batch: start, drop, wait for every sidecar, stop. Returns a dict."""
     tag = "%s%s" % (tag, "-%d" % rep if rep else "")
     root = os.path.join(ctx.tmp, "%s-%s" % (tag, contender_cls.name))
@@ -589,7 +631,10 @@ def run_batch(ctx, tag, contender_cls, stage, ids, latency_ms, interval_s=0.0, a
     api = Api(api_kind, latency_ms, ctx.logdir, "%s-%s" % (tag, contender_cls.name))
     try:
         if contender_cls is Seedreamd:
-            c = Seedreamd(root, ctx.logdir, tag, ctx.binary, api, in_flight=ctx.args.in_flight)
+            c = Seedreamd(root, ctx.logdir, tag, ctx.binary, api, in_flight=ctx.args.in_flight,
+                          env_extra=env_extra, notify=bool(watchdog_usec), watchdog_usec=watchdog_usec)
+        elif contender_cls is ThreadClient:
+            c = ThreadClient(root, ctx.logdir, tag, api, jobs=ctx.args.in_flight, env_extra=env_extra)
         else:
             c = Baseline(root, ctx.logdir, tag, api, jobs=ctx.args.in_flight)
         if not c.wait_ready():
@@ -610,6 +655,8 @@ def run_batch(ctx, tag, contender_cls, stage, ids, latency_ms, interval_s=0.0, a
             time.sleep(0.1)
         t_seen = time.time_ns()
         hwm = kb(c.status().get("VmHWM")) if isinstance(c, Seedreamd) else None
+        wd_gap = (longest_watchdog_gap_ms(c.notify, t0, t_seen)
+                  if isinstance(c, Seedreamd) and c.notify else None)
         api_cpu = api.cpu_ns() - api_cpu0
         rss_peak = sampler.stop()
         ru = c.stop()
@@ -627,6 +674,7 @@ def run_batch(ctx, tag, contender_cls, stage, ids, latency_ms, interval_s=0.0, a
            "vmhwm_mb": hwm / 1024.0 if hwm is not None else None,
            "wall_s": (t_last - t0) / 1e9, "jobs_per_s": n / ((t_last - t0) / 1e9) if t_last > t0 else 0,
            "api_cpu_ms_per_job": api_cpu / 1e6 / n, "api": api_kind, "generations": len(gens),
+           "watchdog_gap_ms": wd_gap,
            "api_stats": stats}
     if api_kind == "fast":
         lat = [(g["t_head_ns"] - t_drop[g["bench_id"]]) / 1e6 for g in gens if g.get("bench_id") in t_drop]
@@ -850,6 +898,54 @@ def evict_page_cache(root):
             finally:
                 os.close(fd)
     return n
+
+
+def scenario_slowfs(ctx):
+    """Each fsync delay in turn: seedreamd, then the thread-per-job client, both with the shim
+    preloaded and `delay fsync <the run's tmpdir> <ms>` (0: the shim without rules, so its own cost
+    is in every figure). Returns {delay_ms: {contender: run_batch result}}."""
+    a = ctx.args
+    stage = os.path.join(ctx.tmp, "stage-slowfs")
+    ids = list(range(4_000_001, 4_000_001 + a.n_slowfs))
+    control = os.path.join(ctx.tmp, "faultfs.control")
+    res = {}
+    for delay in a.slowfs_delays:
+        with open(control + ".tmp", "w") as f:
+            f.write(("delay fsync %s %d\n" % (ctx.tmp, delay)) if delay else "")
+        os.rename(control + ".tmp", control)
+        res[delay] = {}
+        for cls in (Seedreamd, ThreadClient):
+            res[delay][cls.name] = run_batch(ctx, "slowfs-%dms" % delay, cls, stage, ids, a.latency_ms,
+                                             env_extra=faultfs_env(ctx, control),
+                                             watchdog_usec=1_000_000 if cls is Seedreamd else 0)
+    return res
+
+
+def report_slowfs(ctx, S):
+    a = ctx.args
+    rows = ["| fsync latency | seedreamd jobs/s | thread-per-job client jobs/s | ratio (seedreamd ÷ client) "
+            "| seedreamd ÷ its rate without delay | longest gap between watchdog pings (1 s interval), s |",
+            "|---|---|---|---|---|---|"]
+    base = (S.get(0) or {}).get("seedreamd")
+    for delay in sorted(S):
+        sd, tc = S[delay].get("seedreamd"), S[delay].get("thread_client")
+        gap = sd.get("watchdog_gap_ms") if sd else None
+        rows.append("| %s | %s | %s | %s | %s | %s |" % (
+            "%d ms" % delay if delay else "none (the shim, no rule)", f1(sd["jobs_per_s"]),
+            f1(tc["jobs_per_s"]) if tc else "–", ratio(sd["jobs_per_s"], tc["jobs_per_s"] if tc else None),
+            "%.0f%%" % (100 * sd["jobs_per_s"] / base["jobs_per_s"]) if base and base["jobs_per_s"] else "–",
+            f1(gap / 1000 if gap is not None else None, 2)))
+    d20 = (S.get(20) or {}).get("seedreamd")
+    c20 = (S.get(20) or {}).get("thread_client")
+    if d20 and base and c20:
+        r_self = d20["jobs_per_s"] / base["jobs_per_s"] if base["jobs_per_s"] else 0
+        r_client = d20["jobs_per_s"] / c20["jobs_per_s"] if c20["jobs_per_s"] else 0
+        rows += ["", "Targets with 20 ms per fsync: ≥ 90%% of the rate without delay: %.0f%%, %s; "
+                 "≥ 1.5× the thread-per-job client: %.2f×, %s; watchdog never late (gap < 1 s): %s."
+                 % (100 * r_self, yes(r_self >= 0.9), r_client, yes(r_client >= 1.5),
+                    yes(all((S[k].get("seedreamd") or {}).get("watchdog_gap_ms") is not None and
+                            S[k]["seedreamd"]["watchdog_gap_ms"] < 1000 for k in S)))]
+    return "\n".join(rows)
 
 
 def scenario_flood(ctx):
@@ -1081,7 +1177,12 @@ def main():
     ap.add_argument("--idle-seconds", type=float, help="default 60, quick 20")
     ap.add_argument("--latency-ms", type=int, default=200, help="API latency for the batch runs")
     ap.add_argument("--in-flight", type=int, default=16)
-    ap.add_argument("--only", help="comma-separated scenarios: idle,small,big,latency,calib,startup,flood")
+    ap.add_argument("--only", help="comma-separated scenarios: idle,small,big,latency,calib,startup,flood,"
+                    "slowfs")
+    ap.add_argument("--n-slowfs", type=int, help="256x256 PNGs per slow-storage run (default 240, quick 120)")
+    ap.add_argument("--slowfs-delays", default="0,20,50", help="fsync delays of the slowfs scenario, ms")
+    ap.add_argument("--faultfs", help="the fault-injecting shim (default: faultfs.so next to --binary; "
+                    "built with the tests)")
     ap.add_argument("--no-baseline", dest="baseline", action="store_false")
     ap.add_argument("--tmpdir", default=None, help="where to put the generated files (default $TMPDIR or /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -1100,6 +1201,11 @@ def main():
     a.n_small = a.n_small or (300 if q else 1000)
     a.n_big = a.n_big or (32 if q else 96)
     a.n_latency = a.n_latency or (100 if q else 200)
+    a.n_slowfs = a.n_slowfs or (120 if q else 240)
+    a.slowfs_delays = [int(x) for x in a.slowfs_delays.split(",") if x.strip()]
+    if 0 not in a.slowfs_delays:
+        a.slowfs_delays.insert(0, 0)  # the reference rate
+    a.faultfs = os.path.abspath(a.faultfs or os.path.join(os.path.dirname(a.binary), "faultfs.so"))
     a.repeat = a.repeat or (1 if q else 3)
     if a.tmpfs_too is None:
         a.tmpfs_too = not q
@@ -1110,12 +1216,15 @@ def main():
     a.n_flood = a.n_flood or 50_000
     a.n_calib = a.n_calib if a.n_calib is not None else (0 if q else 24)
     a.idle_seconds = a.idle_seconds or (20 if q else 60)
-    only = set((a.only or "idle,small,big,latency,calib,startup,flood").split(","))
+    only = set((a.only or "idle,small,big,latency,calib,startup,flood,slowfs").split(","))
     if not a.n_calib:
         only.discard("calib")
 
     if not os.access(a.binary, os.X_OK):
         sys.exit("no seedreamd binary at %s (build it, or pass --binary)" % a.binary)
+    if "slowfs" in only and not os.path.isfile(a.faultfs):
+        sys.exit("the slowfs scenario needs %s (build the tests: cmake --build, or pass --faultfs; "
+                 "--only without slowfs skips it)" % a.faultfs)
     for tool in ("inotifywait", "curl", "jq", "base64", "xargs") if a.baseline else ():
         if not shutil.which(tool):
             sys.exit("the baseline needs %s (apt-get install inotify-tools curl jq)" % tool)
@@ -1140,6 +1249,8 @@ def main():
         small, big, tiny = small_template(), big_template(), tiny_template()
         if {"small", "calib"} & only:
             stage_images(os.path.join(ctx.tmp, "stage-small"), small, range(1, a.n_small + 1))
+        if "slowfs" in only:
+            stage_images(os.path.join(ctx.tmp, "stage-slowfs"), small, range(4_000_001, 4_000_001 + a.n_slowfs))
         if "latency" in only:
             stage_images(os.path.join(ctx.tmp, "stage-latency"), small, range(1_000_001, 1_000_001 + a.n_latency))
         if "big" in only:
@@ -1215,6 +1326,8 @@ def main():
             R["startup"] = st
         if "flood" in only:
             R["flood"] = scenario_flood(ctx)
+        if "slowfs" in only:
+            R["slowfs"] = scenario_slowfs(ctx)
     finally:
         if a.keep:
             log("kept %s" % ctx.tmp)
@@ -1224,7 +1337,9 @@ def main():
     main_table, extra_table = report(ctx, R)
     cal = dict(R.get("calib") or {})
     probs = problems({k: v for k, v in R.items() if k in ("small", "big", "latency", "small_tmpfs", "big_tmpfs")} |
-                     ({"calib": {"seedreamd": cal}} if cal else {}))
+                     ({"calib": {"seedreamd": cal}} if cal else {}) |
+                     {"slowfs-%dms" % k: v for k, v in (R.get("slowfs") or {}).items()})
+    slowfs_table = report_slowfs(ctx, R["slowfs"]) if R.get("slowfs") else None
     elapsed = time.monotonic() - t_start
     cmd = "bench/run.sh " + " ".join(sys.argv[1:])
     md = ["# seedreamd benchmark", "",
@@ -1232,7 +1347,10 @@ def main():
           "Software: %s; seedreamd commit %s  " % (info["versions"], info["commit"]),
           "Files (inputs, outputs, sidecars) on: %s  " % info["fs"],
           "Command: `%s` (%.0f s), %s" % (cmd.strip(), elapsed, time.strftime("%Y-%m-%d %H:%M:%S %Z")), "",
-          main_table, "", extra_table, "",
+          main_table, "", extra_table, ""] + (
+              ["Slow storage (every fsync of the contender's files delayed by tests/faultfs/faultfs.so; "
+               "%d 256x256 PNGs, %d ms, %d in flight):" % (a.n_slowfs, a.latency_ms, a.in_flight), "",
+               slowfs_table, ""] if slowfs_table else []) + [
           "Server: bench/fast_api.py (asyncio) for every row except the tests/fake_api.py line; "
           "latency %d ms per generation, answered with a URL to a fixed 856-byte JPEG on the same server."
           % a.latency_ms, "",
@@ -1256,6 +1374,12 @@ def main():
           "and sidecars evicted from the page cache first (posix_fadvise DONTNEED; directories and inodes stay "
           "cached, so a real cold boot is slower still); warm: the runs after it. The tree is cached between "
           "runs in --cache-dir.",
+          "- Slow storage: the shim (tests/faultfs/faultfs.so, LD_PRELOAD) sleeps before each fsync/fdatasync "
+          "under the run's temporary directory (outputs, sidecars, state_dir, the client's files); the "
+          "no-delay row preloads it without rules. The client is bench/thread_client.py (one thread per file, "
+          "at most max_in_flight at a time; output and sidecar each written to a temporary file, fsync'd, "
+          "renamed, folder fsync'd; no journal). Watchdog: WATCHDOG_USEC=1 s, so seedreamd pings every 0.5 s; "
+          "the gap is the longest stretch without a ping from the first rename to the last sidecar.",
           "- Flood: the API answers after an hour, so 16 requests hang and the rest queue; the count comes from "
           "the daemon's STATUS= (a NOTIFY_SOCKET), RSS from /proc.",
           "- Idle: CPU (schedstat) and voluntary+involuntary context switches of every thread over the window, "

@@ -37,6 +37,9 @@ struct folder {
 	unsigned images_reserved;        /* generations in flight, counted against the limit */
 	int64_t images_day_end;          /* epoch s when images_today starts again at 0 */
 	unsigned storage_holds;          /* paid results waiting for the output to take writes */
+	unsigned storage_busy;           /* its storage requests out on workers (job module) */
+	uint64_t storage_stalled_since;  /* monotonic ms its oldest request went out, while that is
+					  * longer ago than the stall bound; 0 when it answers */
 	bool gave_up_this_run;           /* --once: its output failed a paid result; spend no more */
 	struct folder_id root_id;        /* the watched folder as last seen present */
 	struct folder_id out_id;         /* the output root as first seen (kept in state_dir) */
@@ -51,7 +54,7 @@ struct folder {
 	/* Monotonic ms since when a look at the watched folder (a scan, a health
 	 * check) has been under way without progress for longer than the watch's
 	 * bound; 0 while it answers. */
-	uint64_t storage_stalled_since;
+	uint64_t look_stalled_since;
 };
 
 /* Where path leads: its device, inode and mount point. -errno (ENOTDIR if it

@@ -1,6 +1,8 @@
 /* job: one input file's way through the daemon, as a state machine:
- *   settling -> (validated) -> [fitting ->] queued -> generating -> fetching -> done
- *                                    \-> waiting-to-retry -/      \-> failed
+ *   settling -> checking -> [fitting ->] queued -> preparing -> generating ->
+ *   committing (journal, fetch, write) -> done | failed (committing its record)
+ * with waiting-to-retry beside them. Every file-system call of a job runs on
+ * a storage worker while the job is checking, preparing or committing.
  * plus the queue, the in-flight limit, retries with backoff, and the pause on
  * account or configuration errors. Every transition lives in job.c. */
 #ifndef SEEDREAMD_JOB_H
@@ -28,6 +30,7 @@ struct jobs_counts {
 	const char *pause_reason; /* these three: NULL, or valid until the next call into jobs */
 	const char *limit_reason; /* a spend limit holds submissions back */
 	const char *disk_reason;  /* writing outputs fails */
+	const char *storage_reason; /* a folder's storage does not answer (stalled) */
 };
 
 /* once: --once mode (pauses and incomplete files end the run instead of

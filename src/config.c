@@ -1049,7 +1049,7 @@ static int finish_folder(struct ctx *c, const yaml_node_t *map, struct folder_co
 		return fail_at(c, map->start_mark,
 			       "missing key \"prompt\" in folder %s (set it here or in defaults)",
 			       quote(fc->path).s);
-	/* Every sidecar repeats the prompt: it must stay readable (OUTPUT_RECORD_MAX). */
+	/* Every sidecar repeats the prompt: it must stay readable (SIDECAR_RECORD_MAX). */
 	if (strlen(fc->prompt) > CONFIG_PROMPT_MAX)
 		return fail_at(c, map->start_mark,
 			       "the prompt of folder %s is longer than %d bytes", quote(fc->path).s,

@@ -1,22 +1,23 @@
+/* digest: see digest.h. */
 #include "digest.h"
-
-#include <errno.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <sys/types.h>
-
-#include <openssl/evp.h>
 
 #include "b64.h"
 #include "fdio.h"
 
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define DIGEST_CHUNK (256 * 1024)
+
 int digest_sha256_fd(int fd, char hex[65])
 {
-	const size_t bufsize = 256 * 1024;
-	uint8_t *buf = malloc(bufsize);
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int md_len = 0;
+	uint8_t *buf = malloc(DIGEST_CHUNK);
 	off_t off = 0;
 	int r = 0;
 
@@ -29,7 +30,7 @@ int digest_sha256_fd(int fd, char hex[65])
 		goto out;
 	}
 	for (;;) {
-		ssize_t n = fdio_pread_full(fd, buf, bufsize, off);
+		ssize_t n = fdio_pread_full(fd, buf, DIGEST_CHUNK, off);
 
 		if (n < 0) {
 			r = (int)n;
@@ -40,7 +41,10 @@ int digest_sha256_fd(int fd, char hex[65])
 		(void)EVP_DigestUpdate(ctx, buf, (size_t)n);
 		off += n;
 	}
-	(void)EVP_DigestFinal_ex(ctx, md, &md_len);
+	if (EVP_DigestFinal_ex(ctx, md, &md_len) != 1 || md_len != 32) {
+		r = -EIO;
+		goto out;
+	}
 	b64_hex(md, md_len, hex);
 out:
 	EVP_MD_CTX_free(ctx);

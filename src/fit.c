@@ -2,6 +2,8 @@
  * HEIF through vips_thumbnail), the colour management and the encoding. */
 #include "fit.h"
 
+#include "digest.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -125,7 +127,6 @@ static const char *vips_reason(char *buf, size_t len)
 	g_free(e);
 	return buf[0] ? buf : "unknown error";
 }
-
 
 /* An unnamed file for the result: O_TMPFILE in tmp_dir (gone when closed,
  * even after a crash), else memory. Never next to the user's files. */
@@ -278,8 +279,7 @@ int fit_run(int fd, const struct fit_options *opt, struct fit_result *res)
 
 	memset(res, 0, sizeof(*res));
 	res->fd = -1;
-	/* SHA-256 of the original: source_sha256 in the sidecar stays the hash
-	 * of what the user dropped, not of what was sent. */
+	/* source_sha256 stays the hash of what the user dropped, not of what was sent. */
 	r = digest_sha256_fd(fd, res->sha256);
 	if (r < 0) {
 		fail(res, "LocalValidation.Unreadable", "%s", strerror(-r));

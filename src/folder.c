@@ -14,6 +14,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "fdio.h"
 #include "output.h"
 #include "work.h"
 
@@ -132,7 +133,7 @@ static void folder_output_load(struct folder *f)
 	fd = open(file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
-	if (output_read_fd(fd, FOLDER_ID_FILE_MAX, &text, &len) < 0)
+	if (fdio_read_file(fd, FOLDER_ID_FILE_MAX, &text, &len) < 0)
 		text = NULL;
 	close(fd);
 	if (!text)

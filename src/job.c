@@ -309,7 +309,8 @@ void job_release_transfers(struct jobs *jobs, struct job *job)
 			http_cancel(jobs->http, job->gen->easy);
 		if (job->gen->img.fd >= 0) {
 			/* A b64_json image not handed on (see job_generated). */
-			output_tmp_abort(job->out_dirfd, job->gen->img.fd, job->gen->img.tmp_name);
+			job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), job->gen->img.fd,
+					   job->gen->img.tmp_name);
 			job->gen->img.fd = -1;
 		}
 		transfer_gen_clear(job->gen);
@@ -321,10 +322,21 @@ void job_release_transfers(struct jobs *jobs, struct job *job)
 			http_cancel(jobs->http, job->dl->easy);
 		transfer_dl_clear(job->dl);
 		if (job->dl->fd >= 0)
-			output_tmp_abort(job->out_dirfd, job->dl->fd, job->dl->tmp_name);
+			job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), job->dl->fd,
+					   job->dl->tmp_name);
 		free(job->dl);
 		job->dl = NULL;
 	}
+}
+
+/* Every state change passes here: one the core does not know is a bug,
+ * logged (the job goes on: stopping a daemon for it would cost more). */
+static void job_check_edge(const struct job *job, enum job_state to)
+{
+	if (!job_core_may_enter(job->state, to))
+		log_error("%s/%s: from %s to %s is no transition of a job",
+			  job->folder->cfg->path, job->rel, job_state_name(job->state),
+			  job_state_name(to));
 }
 
 /* Leaves whatever state the job is in, keeping the counters right. */
@@ -346,18 +358,32 @@ static void job_leave_state(struct jobs *jobs, struct job *job)
 		if (job->retry_fetch)
 			jobs->n_paid_waiting--;
 		break;
+	case JOB_CHECKING:
+		jobs->n_checking--;
+		break;
 	case JOB_GENERATING:
 	case JOB_FETCHING:
+	case JOB_PREPARING:
+	case JOB_COMMITTING:
 		list_remove(&jobs->active, job);
 		break;
 	}
+}
+
+static bool job_state_active(enum job_state state)
+{
+	return state == JOB_GENERATING || state == JOB_FETCHING || state == JOB_PREPARING ||
+	       state == JOB_COMMITTING;
 }
 
 static void job_free(struct jobs *jobs, struct job *job)
 {
 	struct job **pp = &jobs->table[job_hash(job->folder, job->rel, jobs->table_size)];
 
+	if (job->state == JOB_PREPARING && job->io)
+		job->folder->images_reserved--; /* its request ends without it */
 	job_leave_state(jobs, job);
+	job_io_forget(job);
 	job_set_undurable(jobs, job, false);
 	job_set_storage_hold(jobs, job, false);
 	while (*pp != job)
@@ -377,18 +403,29 @@ static void job_free(struct jobs *jobs, struct job *job)
 void job_settle(struct jobs *jobs, struct job *job, uint64_t delay_ms)
 {
 	job_leave_state(jobs, job);
+	job_io_forget(job); /* looked at anew: a request under way is of the old version */
 	job->fit_reasons = 0; /* validation decides again */
 	/* Settling means the file is looked at anew: a hash of what it was no
 	 * longer describes it. */
 	job->sha256[0] = '\0';
 	job_fit_release(job);
+	job_check_edge(job, JOB_SETTLING);
 	job->state = JOB_SETTLING;
 	jobs->n_settling++;
 	heap_set(jobs, job, loop_now_ms() + delay_ms);
 }
 
+void job_activate_checking(struct jobs *jobs, struct job *job)
+{
+	job_check_edge(job, JOB_CHECKING);
+	job_leave_state(jobs, job);
+	job->state = JOB_CHECKING;
+	jobs->n_checking++;
+}
+
 void job_activate_fitting(struct jobs *jobs, struct job *job)
 {
+	job_check_edge(job, JOB_FITTING);
 	job_leave_state(jobs, job);
 	job->state = JOB_FITTING;
 	jobs->n_fitting++;
@@ -396,6 +433,7 @@ void job_activate_fitting(struct jobs *jobs, struct job *job)
 
 void job_wait(struct jobs *jobs, struct job *job, uint64_t delay_ms, bool fetch)
 {
+	job_check_edge(job, JOB_WAITING);
 	job_leave_state(jobs, job);
 	job->state = JOB_WAITING;
 	job->retry_fetch = fetch;
@@ -407,6 +445,7 @@ void job_wait(struct jobs *jobs, struct job *job, uint64_t delay_ms, bool fetch)
 
 void job_queue(struct jobs *jobs, struct job *job, bool front)
 {
+	job_check_edge(job, JOB_QUEUED);
 	job_leave_state(jobs, job);
 	job->state = JOB_QUEUED;
 	if (front)
@@ -417,11 +456,62 @@ void job_queue(struct jobs *jobs, struct job *job, bool front)
 
 void job_activate(struct jobs *jobs, struct job *job, enum job_state state)
 {
-	if (job->state != JOB_GENERATING && job->state != JOB_FETCHING) {
+	job_check_edge(job, state);
+	if (!job_state_active(job->state)) {
 		job_leave_state(jobs, job);
 		list_append(&jobs->active, job);
 	}
 	job->state = state;
+}
+
+/* ---- the core: every verdict of a stage is applied here ------------------ */
+
+void job_advance(struct jobs *jobs, struct job *job, const struct job_verdict *v)
+{
+	struct job_step step;
+
+	if (job_core_step(job->state, v->kind, jobs->stopping, &step) < 0) {
+		/* A stage ended in a verdict its state cannot have: a bug. The job
+		 * ends rather than run on in a state nobody expects. */
+		log_error("%s/%s: verdict %s in state %s; the job ends", job->folder->cfg->path,
+			  job->rel, job_verdict_name(v->kind), job_state_name(job->state));
+		step = (struct job_step){.action = JOB_ACTION_END};
+	}
+	if (step.count_skipped)
+		jobs->skipped++;
+	if (step.count_done)
+		jobs->done++;
+	if (step.count_left)
+		jobs->left_incomplete++;
+	switch (step.action) {
+	case JOB_ACTION_NONE:
+		return;
+	case JOB_ACTION_END:
+		job_finish(jobs, job); /* pumps */
+		return;
+	case JOB_ACTION_SETTLE:
+		job_settle(jobs, job, v->delay_ms);
+		break;
+	case JOB_ACTION_QUEUE:
+		/* A paused job was at the head; a checked one joins the end; a
+		 * fitted one was near the head when its fit started. */
+		job_queue(jobs, job, v->kind == JOB_VERDICT_PAUSE || job->state == JOB_FITTING);
+		break;
+	case JOB_ACTION_WAIT:
+		job_wait(jobs, job, v->delay_ms, false);
+		break;
+	case JOB_ACTION_WAIT_FETCH:
+		job_wait(jobs, job, v->delay_ms, true);
+		break;
+	case JOB_ACTION_FETCH:
+		job_fetch(jobs, job);
+		return;
+	case JOB_ACTION_RECORD_FAIL:
+		job_fail(jobs, job, v->http_status, v->code, v->message ? v->message : "");
+		return;
+	}
+	jobs_changed(jobs);
+	jobs_pump(jobs);
 }
 
 /* ---- paid results and storage ------------------------------------------ */
@@ -460,16 +550,6 @@ void job_close_output_dir(struct job *job)
 }
 
 /* ---- endings ---------------------------------------------------------- */
-
-static char *job_output_dir(const struct job *job)
-{
-	char *dir = rel_dir(job->rel);
-	char *path = dir[0] ? xasprintf("%s/%s", job->folder->cfg->output, dir)
-			    : xstrdup(job->folder->cfg->output);
-
-	free(dir);
-	return path;
-}
 
 /* A job is over: free it, or look again if the file changed meanwhile. */
 void job_finish(struct jobs *jobs, struct job *job)
@@ -528,51 +608,77 @@ static bool stem_reserved(const char *candidate, void *userdata)
 	return false;
 }
 
-int job_choose_stem(struct jobs *jobs, struct job *job)
+void job_stem_fill(const struct jobs *jobs, const struct job *job, struct job_stem *st)
 {
-	char stem[OUTPUT_STEM_MAX + 1], chosen[OUTPUT_NAME_MAX];
+	const char *out = job->folder->cfg->output;
+	size_t dlen = rel_dir_len(job->rel), n = 0;
+
+	memset(st, 0, sizeof(*st));
+	if (job->stem) {
+		st->held = true;
+		(void)snprintf(st->chosen, sizeof(st->chosen), "%s", job->stem);
+		return;
+	}
+	st->rel = xstrdup(job->rel);
+	st->r = output_safe_stem(rel_base(job->rel), st->base, sizeof(st->base));
+	/* A snapshot of the stems other jobs hold in the same output folder:
+	 * the worker checks against it, the loop again when it takes one. */
+	for (const struct job *j = jobs->stem_holders; j; j = j->stem_next)
+		n++;
+	if (n) {
+		st->taken = calloc(n, sizeof(*st->taken));
+		if (!st->taken)
+			log_oom();
+	}
+	for (const struct job *j = jobs->stem_holders; j; j = j->stem_next) {
+		if (j == job || strcmp(j->folder->cfg->output, out) != 0 ||
+		    rel_dir_len(j->rel) != dlen || strncmp(j->rel, job->rel, dlen) != 0)
+			continue;
+		st->taken[st->n_taken++] = xstrdup(j->stem);
+	}
+}
+
+static bool stem_in_snapshot(const char *candidate, void *userdata)
+{
+	const struct job_stem *st = userdata;
+
+	for (size_t i = 0; i < st->n_taken; i++)
+		if (strcmp(st->taken[i], candidate) == 0)
+			return true;
+	return false;
+}
+
+int job_stem_choose(int dirfd, struct job_stem *st)
+{
+	if (st->held)
+		return 0;
+	if (st->r < 0)
+		return st->r;
+	return output_choose_stem(dirfd, st->base, st->rel, stem_in_snapshot, st, st->chosen,
+				  sizeof(st->chosen));
+}
+
+int job_stem_take(struct jobs *jobs, struct job *job, const struct job_stem *st)
+{
 	struct stem_query q = {jobs, job};
-	int r;
 
 	if (job->stem)
 		return 0;
-	r = output_safe_stem(rel_base(job->rel), stem, sizeof(stem));
-	if (r < 0)
-		return r;
-	r = output_choose_stem(job->out_dirfd, stem, job->rel, stem_reserved, &q, chosen,
-			       sizeof(chosen));
-	if (r < 0)
-		return r;
-	job_hold_stem(jobs, job, xstrdup(chosen));
+	if (stem_reserved(st->chosen, &q))
+		return -EAGAIN; /* taken meanwhile by a job in the same folder: choose again */
+	job_hold_stem(jobs, job, xstrdup(st->chosen));
 	return 0;
 }
 
-int job_open_output_dir(struct job *job)
+void job_stem_clear(struct job_stem *st)
 {
-	char *path;
-	int r = 0;
-
-	if (job->out_dirfd >= 0)
-		return 0;
-	/* Never write into (or create again) an output that is not the one the
-	 * done records came from: an unmounted share's bare mount point. */
-	{
-		char why[512];
-		if (!folder_output_check(job->folder, why, sizeof(why)))
-			return -ENODEV;
-	}
-	if (job->folder->index_stale)
-		return -EAGAIN; /* back, but its records are not read again yet */
-	path = job_output_dir(job);
-	r = output_mkdir_parents(path, 0755);
-	if (r < 0)
-		goto out;
-	job->out_dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (job->out_dirfd < 0)
-		r = -errno;
-out:
-	free(path);
-	return r;
+	for (size_t i = 0; i < st->n_taken; i++)
+		free(st->taken[i]);
+	free(st->taken);
+	free(st->rel);
+	st->taken = NULL;
+	st->rel = NULL;
+	st->n_taken = 0;
 }
 
 /* ---- scheduling ------------------------------------------------------- */
@@ -581,8 +687,9 @@ static size_t jobs_generating(const struct jobs *jobs)
 {
 	size_t n = 0;
 
+	/* A send being readied holds its slot. */
 	for (const struct job *j = jobs->active.head; j; j = j->next)
-		if (j->state == JOB_GENERATING)
+		if (j->state == JOB_GENERATING || j->state == JOB_PREPARING)
 			n++;
 	return n;
 }
@@ -700,6 +807,15 @@ static void jobs_fit_ahead(struct jobs *jobs)
 	}
 }
 
+/* Whether a folder's storage can take a new paid result: present, no result
+ * waiting for its output, and neither its output (job requests) nor the
+ * watched folder (the watch's looks) stalled. */
+static bool folder_storage_usable(const struct folder *f)
+{
+	return f->present && !f->storage_holds && !f->storage_stalled_since &&
+	       !f->look_stalled_since;
+}
+
 void jobs_pump(struct jobs *jobs)
 {
 	struct job *job;
@@ -748,8 +864,7 @@ again:
 			job = next;
 			continue;
 		}
-		if (!job->folder->present || job->folder->storage_holds ||
-		    !folder_spend_allows(jobs, job->folder)) {
+		if (!folder_storage_usable(job->folder) || !folder_spend_allows(jobs, job->folder)) {
 			job = job->next; /* other folders may still spend */
 			continue;
 		}
@@ -765,8 +880,7 @@ again:
 		/* The job left the queue (or went back to settling): start over
 		 * from the head, skipping folders held back by their limits. */
 		job = jobs->queue.head;
-		while (job && (job_needs_fit(job) || !job->folder->present ||
-			       job->folder->storage_holds ||
+		while (job && (job_needs_fit(job) || !folder_storage_usable(job->folder) ||
 			       (job->folder->cfg->max_images_per_day &&
 				!folder_spend_allows(jobs, job->folder))))
 			job = job->next;
@@ -844,7 +958,11 @@ int jobs_new(struct loop *loop, struct http *http, const struct config *config, 
 		r = loop_timer_new(loop, jobs_limit_timer, jobs, &jobs->limit_timer);
 	/* Its size is read at start only: a reload keeps the running pool. */
 	if (r >= 0)
+		r = loop_timer_new(loop, jobs_stall_timer, jobs, &jobs->stall_timer);
+	if (r >= 0)
 		r = work_pool_new(loop, config->max_fits ? config->max_fits : 1, &jobs->fit_pool);
+	if (r >= 0)
+		r = work_pool_new(loop, JOBS_STORE_THREADS, &jobs->store_pool);
 	if (r >= 0)
 		r = work_pool_new(loop, 4, &jobs->io_pool);
 	if (r < 0) {
@@ -863,7 +981,9 @@ void jobs_free(struct jobs *jobs)
 	for (size_t i = 0; i < jobs->table_size; i++)
 		while (jobs->table[i])
 			job_free(jobs, jobs->table[i]);
-	/* After the jobs: fits still running are waited for, and dropped. */
+	/* After the jobs: storage requests and fits still running are waited
+	 * for, and dropped. */
+	job_io_shutdown(jobs);
 	work_pool_free(jobs->fit_pool);
 	work_pool_free(jobs->io_pool);
 	free(jobs->table);
@@ -871,6 +991,7 @@ void jobs_free(struct jobs *jobs)
 	loop_timer_free(jobs->loop, jobs->timer);
 	loop_timer_free(jobs->loop, jobs->pause_timer);
 	loop_timer_free(jobs->loop, jobs->limit_timer);
+	loop_timer_free(jobs->loop, jobs->stall_timer);
 	if (jobs->auth_header) {
 		/* The key should not outlive its use in a core dump. */
 		explicit_bzero(jobs->auth_header, strlen(jobs->auth_header));
@@ -924,6 +1045,9 @@ void jobs_offer(struct jobs *jobs, struct folder *folder, const char *rel, const
 		switch (job->state) {
 		case JOB_GENERATING:
 		case JOB_FETCHING:
+		case JOB_CHECKING:
+		case JOB_PREPARING:
+		case JOB_COMMITTING:
 		case JOB_FITTING: /* a fit of the old version is dropped when it ends */
 			if (changed)
 				job->dirty = true;
@@ -947,9 +1071,13 @@ void jobs_offer(struct jobs *jobs, struct folder *folder, const char *rel, const
 			break;
 		}
 	} else {
-		if (job_already_done(folder, rel, st))
-			return; /* the sidecar says so: no job at all */
+		const struct index_entry *e = index_get(folder->index, rel);
 		job = jobs_create(jobs, folder, rel);
+		/* The record says done: a worker checks its sidecar is still there,
+		 * and if so the job ends without a word. */
+		job->offered_done = e && e->size == (uint64_t)st->st_size &&
+				    e->mtime_sec == st->st_mtim.tv_sec &&
+				    e->mtime_nsec == st->st_mtim.tv_nsec;
 	}
 	job->size = (uint64_t)st->st_size;
 	job->mtime = st->st_mtim;
@@ -963,7 +1091,8 @@ void jobs_removed(struct jobs *jobs, struct folder *folder, const char *rel)
 {
 	struct job *job = jobs_find(jobs, folder, rel);
 
-	if (!job || job->state == JOB_GENERATING || job->state == JOB_FETCHING)
+	if (!job || job->state == JOB_GENERATING || job->state == JOB_FETCHING ||
+	    job->state == JOB_COMMITTING)
 		return; /* in flight: it finishes from the open file */
 	if (job->state == JOB_WAITING && job->retry_fetch)
 		return; /* paid for: keep the result */
@@ -979,7 +1108,7 @@ void jobs_drop_folder(struct jobs *jobs, struct folder *folder)
 		while (j) {
 			struct job *next = j->hash_next;
 			if (j->folder == folder && j->state != JOB_GENERATING &&
-			    j->state != JOB_FETCHING &&
+			    j->state != JOB_FETCHING && j->state != JOB_COMMITTING &&
 			    !(j->state == JOB_WAITING && j->retry_fetch))
 				job_free(jobs, j);
 			j = next;
@@ -1011,6 +1140,8 @@ void jobs_folder_changed(struct jobs *jobs, struct folder *folder)
 
 bool jobs_folder_busy(const struct jobs *jobs, const struct folder *folder)
 {
+	if (job_io_folder_busy(jobs, folder))
+		return true;
 	for (size_t i = 0; i < jobs->table_size; i++)
 		for (const struct job *j = jobs->table[i]; j; j = j->hash_next)
 			if (j->folder == folder)
@@ -1026,7 +1157,7 @@ void jobs_stop(struct jobs *jobs)
 
 bool jobs_idle(const struct jobs *jobs)
 {
-	return jobs->n_jobs == 0;
+	return jobs->n_jobs == 0 && jobs->n_io == 0;
 }
 
 bool jobs_quiet(const struct jobs *jobs)
@@ -1035,20 +1166,22 @@ bool jobs_quiet(const struct jobs *jobs)
 	 * exit: wait for it too (stop_timeout still bounds the wait). */
 	/* A paid result that is neither journalled nor written out (a full
 	 * state_dir, a b64_json image held in memory) is waited for too. */
-	return jobs->active.n == 0 && jobs->n_undurable == 0 &&
+	/* A storage request out is waited for: a paid result is never left
+	 * half written. */
+	return jobs->active.n == 0 && jobs->n_undurable == 0 && jobs->n_io == 0 &&
 	       (jobs->journal || jobs->n_paid_waiting == 0);
 }
 
 bool jobs_held_by_limits(const struct jobs *jobs)
 {
 	return jobs->active.n == 0 && jobs->n_settling == 0 && jobs->n_waiting == 0 &&
-	       jobs->n_fitting == 0 &&
+	       jobs->n_fitting == 0 && jobs->n_checking == 0 &&
 	       jobs->queue.n > 0 && jobs->limit_reason[0] && jobs->limit_daily;
 }
 
 void jobs_counts(const struct jobs *jobs, struct jobs_counts *c)
 {
-	c->settling = jobs->n_settling;
+	c->settling = jobs->n_settling + jobs->n_checking;
 	c->fitting = jobs->n_fitting;
 	c->queued = jobs->queue.n;
 	c->in_flight = jobs->active.n;
@@ -1063,6 +1196,7 @@ void jobs_counts(const struct jobs *jobs, struct jobs_counts *c)
 	c->pause_reason = jobs->paused ? jobs->pause_reason : NULL;
 	c->limit_reason = jobs->limit_reason[0] && jobs->queue.n ? jobs->limit_reason : NULL;
 	c->disk_reason = jobs->disk_reason[0] ? jobs->disk_reason : NULL;
+	c->storage_reason = jobs->storage_reason[0] ? jobs->storage_reason : NULL;
 }
 
 void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdata)
@@ -1087,14 +1221,23 @@ void jobs_set_journal(struct jobs *jobs, struct journal *journal)
 }
 
 /* Whether the done records show this version of the source as finished,
- * with its sidecar still there. */
-bool job_version_done(const struct folder *folder, const char *rel, uint64_t size,
+ * with its sidecar still there. At start-up only (jobs_restore). */
+static bool sidecar_exists(const struct folder *folder, const struct index_entry *e)
+{
+	char *path = xasprintf("%s/%s", folder->cfg->output, e->sidecar);
+	bool exists = access(path, F_OK) == 0;
+
+	free(path);
+	return exists;
+}
+
+static bool job_version_done(const struct folder *folder, const char *rel, uint64_t size,
 		      int64_t mtime_sec, long mtime_nsec)
 {
 	const struct index_entry *done = index_get(folder->index, rel);
 
 	return done && done->size == size && done->mtime_sec == mtime_sec &&
-	       done->mtime_nsec == mtime_nsec && sidecar_still_there(folder, done);
+	       done->mtime_nsec == mtime_nsec && sidecar_exists(folder, done);
 }
 
 void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal_record *rec)
@@ -1113,7 +1256,8 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 			"%s/%s: its paid-for result is already on disk; journal record removed",
 			folder->cfg->path, rec->source);
 		if (jobs->journal) {
-			r = journal_remove(jobs->journal, folder->cfg->path, rec->source);
+			/* Under the journal's lock: storage workers may be writing it. */
+			r = job_journal_drop(jobs->journal, folder->cfg->path, rec->source);
 			if (r < 0)
 				log_warn("cannot remove the journal record of %s/%s: %s",
 					 folder->cfg->path, rec->source, strerror(-r));

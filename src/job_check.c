@@ -1,152 +1,129 @@
-/* job_check: what happens before any money is spent. The source is opened
- * without following links out of the tree, checked against the done record
- * and the API's limits, and, when it is a copy of something already paid
- * for in the folder, given that result instead of a new one. */
+/* job_check: what happens before any money is spent. A storage worker opens
+ * the source without following links out of the tree, checks it against the
+ * done record and reads its head and tail; the loop then judges it against
+ * the API's limits, and, when it is a copy of something already paid for in
+ * the folder, a worker gives it that result instead of a new one. */
 #include "job_private.h"
 
-/* Opens path below dirfd without following any symbolic link on the way
- * (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), so a subfolder swapped for
- * a link cannot lead a read, a move or a delete out of the tree. Kernels or
- * seccomp filters without openat2 get openat with O_NOFOLLOW on the last part. */
-static int open_beneath(int dirfd, const char *path, int flags)
-{
-	struct open_how how = {
-	    .flags = (uint64_t)(unsigned)(flags | O_NOFOLLOW | O_CLOEXEC),
-	    .resolve = (uint64_t)(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS),
-	};
-	long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+/* ---- the check, on a worker --------------------------------------------- */
 
-	if (fd < 0 && (errno == ENOSYS || errno == EPERM))
-		fd = openat(dirfd, path, flags | O_NOFOLLOW | O_CLOEXEC);
-	return fd < 0 ? -errno : (int)fd;
+struct job_check_io {
+	struct job_io io;
+	struct job_src src;
+	bool quiet_if_done; /* offered as done by its record: no "skipped" */
+	bool have_done;	    /* the done record of this source, copied: */
+	bool done_failed;
+	uint64_t done_size;
+	int64_t done_mtime_sec;
+	long done_mtime_nsec;
+	char done_sha[65];
+	char *done_sidecar; /* full path */
+	bool want_hash;	    /* the hash may find it done or a copy */
+	bool read_image;    /* not too large to look at */
+	/* results */
+	int gone; /* < 0: gone, not a regular file, or a link not followed */
+	bool changed, done;
+	struct stat st;
+	char sha[65];
+	int read_err;
+	enum image_probe_result pr;
+	struct image_info info;
+	bool complete;
+};
+
+static bool check_done_record(const struct job_check_io *c, const struct stat *st)
+{
+	return c->have_done && c->done_size == (uint64_t)st->st_size &&
+	       c->done_mtime_sec == st->st_mtim.tv_sec && c->done_mtime_nsec == st->st_mtim.tv_nsec;
 }
 
-int job_open_source(const struct job *job)
+/* Head and tail, and what they say the image is. */
+static void check_read_image(struct job_check_io *c, int fd)
 {
-	int dirfd, fd, flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC;
+	uint8_t *head = malloc(IMAGE_HEAD_MAX), tail[IMAGE_TAIL_MAX];
+	ssize_t head_len, tail_len = 0;
+	off_t size = c->st.st_size;
 
-	dirfd = open(job->folder->cfg->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0)
-		return -errno;
-	/* O_NONBLOCK: a FIFO dropped in must not block the loop on open. */
-	if (job->folder->cfg->follow_symlinks) {
-		fd = openat(dirfd, job->rel, flags);
-		if (fd < 0)
-			fd = -errno;
-	} else {
-		fd = open_beneath(dirfd, job->rel, flags);
+	if (!head) {
+		c->read_err = -ENOMEM;
+		return;
 	}
-	close(dirfd);
-	return fd;
-}
-
-/* The folder holding the source, opened the same safe way, for on_success. */
-int job_open_source_dir(const struct job *job)
-{
-	int dirfd = open(job->folder->cfg->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), fd;
-	char *dir;
-
-	if (dirfd < 0)
-		return -errno;
-	dir = rel_dir(job->rel);
-	fd = dir[0] ? open_beneath(dirfd, dir, O_RDONLY | O_DIRECTORY) : dup(dirfd);
-	if (fd < 0 && !dir[0])
-		fd = -errno;
-	free(dir);
-	close(dirfd);
-	return fd;
-}
-
-static ssize_t read_at(int fd, uint8_t *buf, size_t len, off_t off)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = pread(fd, buf + got, len - got, off + (off_t)got);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
+	head_len = job_read_at(fd, head, IMAGE_HEAD_MAX, 0);
+	if (size > 0)
+		tail_len = job_read_at(fd, tail, sizeof(tail),
+				       size > (off_t)sizeof(tail) ? size - (off_t)sizeof(tail) : 0);
+	if (head_len < 0 || tail_len < 0) {
+		c->read_err = (int)(head_len < 0 ? head_len : tail_len);
+		goto out;
+	}
+	c->pr = image_probe(head, (size_t)head_len, c->src.size, &c->info);
+	if (c->pr == IMAGE_PROBE_CORRUPT && c->info.format == IMAGE_FORMAT_TIFF) {
+		/* A TIFF whose first directory lies beyond the head: read it there. */
+		uint64_t off = image_tiff_ifd_offset(head, (size_t)head_len);
+		if (off >= (uint64_t)head_len) {
+			uint8_t *window = malloc(IMAGE_TIFF_IFD_WINDOW);
+			ssize_t n = -ENOMEM;
+			c->pr = IMAGE_PROBE_CORRUPT;
+			if (window && off < c->src.size)
+				n = job_read_at(fd, window, IMAGE_TIFF_IFD_WINDOW, (off_t)off);
+			if (window && off < c->src.size && n >= 0)
+				c->pr = image_probe_tiff_ifd(head, (size_t)head_len, window,
+							     (size_t)n, off, c->src.size, &c->info);
+			free(window);
 		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
 	}
-	return (ssize_t)got;
+	c->complete =
+	    c->pr == IMAGE_PROBE_OK && image_tail_complete(c->info.format, tail, (size_t)tail_len);
+out:
+	free(head);
 }
 
-/* A done record counts only while its sidecar exists: a deleted .error.json
- * means "try again". */
-bool sidecar_still_there(const struct folder *folder, const struct index_entry *e)
+static void job_check_work(struct job_io *io)
 {
-	char *path = xasprintf("%s/%s", folder->cfg->output, e->sidecar);
-	bool exists = access(path, F_OK) == 0;
-
-	free(path);
-	return exists;
-}
-
-/* Whether the done record covers this version (size and mtime). */
-bool job_already_done(const struct folder *folder, const char *rel, const struct stat *st)
-{
-	const struct index_entry *e = index_get(folder->index, rel);
-
-	if (!e || e->size != (uint64_t)st->st_size || e->mtime_sec != st->st_mtim.tv_sec ||
-	    e->mtime_nsec != st->st_mtim.tv_nsec)
-		return false;
-	return sidecar_still_there(folder, e);
-}
-
-/* Same bytes under a new mtime (copied again, touched): done already. The
- * hash is kept in the job, for the copy check and the sidecar. */
-static bool job_same_content_done(struct job *job, int fd)
-{
-	const struct index_entry *e = index_get(job->folder->index, job->rel);
-
-	if (!e || e->failed || e->size != job->size || !e->sha256[0])
-		return false;
-	if (!job->sha256[0] && transfer_sha256_fd(fd, job->sha256) < 0)
-		return false;
-	return strcmp(job->sha256, e->sha256) == 0 && sidecar_still_there(job->folder, e);
-}
-
-static uint8_t *validate_buffer(void)
-{
-	/* One head buffer for the whole process: validation is synchronous. */
-	static uint8_t *buf;
-
-	if (!buf) {
-		buf = malloc(IMAGE_HEAD_MAX);
-		if (!buf)
-			log_oom();
-	}
-	return buf;
-}
-
-/* A TIFF whose first directory lies beyond the head: read it where it is. */
-static enum image_probe_result job_probe_tiff_tail(const struct job *job, size_t head_len,
-						   struct image_info *info)
-{
-	uint64_t off = image_tiff_ifd_offset(validate_buffer(), head_len);
-	uint8_t *window = malloc(IMAGE_TIFF_IFD_WINDOW);
-	enum image_probe_result r = IMAGE_PROBE_CORRUPT;
-	ssize_t n;
+	struct job_check_io *c = (struct job_check_io *)io;
 	int fd;
 
-	if (!window)
-		log_oom();
-	fd = job_open_source(job);
-	if (fd >= 0 && off < job->size) {
-		n = read_at(fd, window, IMAGE_TIFF_IFD_WINDOW, (off_t)off);
-		if (n >= 0)
-			r = image_probe_tiff_ifd(validate_buffer(), head_len, window, (size_t)n,
-						 off, job->size, info);
+	fd = c->gone = job_src_open(&c->src);
+	if (fd < 0)
+		return;
+	c->gone = 0;
+	if (fstat(fd, &c->st) < 0 || !S_ISREG(c->st.st_mode)) {
+		c->gone = -EINVAL;
+		goto out;
 	}
-	if (fd >= 0)
-		close(fd);
-	free(window);
-	return r;
+	if ((uint64_t)c->st.st_size != c->src.size || !same_mtime(&c->st.st_mtim, &c->src.mtime) ||
+	    c->st.st_dev != c->src.dev || c->st.st_ino != c->src.ino) {
+		c->changed = true;
+		goto out;
+	}
+	/* A done record counts only while its sidecar exists: a deleted
+	 * .error.json means "try again". */
+	if (check_done_record(c, &c->st) && access(c->done_sidecar, F_OK) == 0) {
+		c->done = true;
+		goto out;
+	}
+	if (c->want_hash && !c->sha[0] && digest_sha256_fd(fd, c->sha) < 0)
+		c->sha[0] = '\0';
+	/* Same bytes under a new mtime (copied again, touched): done already. */
+	if (c->have_done && !c->done_failed && c->done_size == c->src.size && c->done_sha[0] &&
+	    c->sha[0] && strcmp(c->sha, c->done_sha) == 0 && access(c->done_sidecar, F_OK) == 0) {
+		c->done = true;
+		goto out;
+	}
+	if (c->read_image)
+		check_read_image(c, fd);
+out:
+	close(fd);
 }
+
+static void job_check_free(struct job_check_io *c)
+{
+	job_src_clear(&c->src);
+	free(c->done_sidecar);
+	free(c);
+}
+
+/* ---- reusing an earlier result, on a worker ------------------------------ */
 
 static const char *json_string(const cJSON *o, const char *key)
 {
@@ -195,8 +172,8 @@ static int bound_reused(cJSON *old)
 	return 0;
 }
 
-/* Links (or copies) an output file into the job's output folder. */
-static int job_link_output(struct job *job, const char *old_path, const char *new_name)
+/* Links (or copies) an output file into dirfd. */
+static int job_link_output(int dirfd, const char *old_path, const char *new_name)
 {
 	int src = open(old_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), r;
 	char tmp[300];
@@ -204,30 +181,30 @@ static int job_link_output(struct job *job, const char *old_path, const char *ne
 
 	if (src < 0)
 		return -errno;
-	fd = output_tmp_open(job->out_dirfd, new_name, tmp, sizeof(tmp));
+	fd = output_tmp_open(dirfd, new_name, tmp, sizeof(tmp));
 	if (fd < 0) {
 		close(src);
 		return fd;
 	}
 	close(fd);
-	(void)unlinkat(job->out_dirfd, tmp, 0);
+	(void)unlinkat(dirfd, tmp, 0);
 	/* A hard link under the temporary name, renamed in: atomic like any output. */
-	if (linkat(src, "", job->out_dirfd, tmp, AT_EMPTY_PATH) < 0 &&
-	    linkat(AT_FDCWD, old_path, job->out_dirfd, tmp, 0) < 0) {
-		r = copy_file(src, job->out_dirfd, tmp);
+	if (linkat(src, "", dirfd, tmp, AT_EMPTY_PATH) < 0 &&
+	    linkat(AT_FDCWD, old_path, dirfd, tmp, 0) < 0) {
+		r = copy_file(src, dirfd, tmp);
 		if (r < 0) {
 			close(src);
 			return r;
 		}
 	}
 	close(src);
-	fd = openat(job->out_dirfd, tmp, O_RDONLY | O_CLOEXEC);
+	fd = openat(dirfd, tmp, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
-		(void)unlinkat(job->out_dirfd, tmp, 0);
+		(void)unlinkat(dirfd, tmp, 0);
 		return r;
 	}
-	return output_tmp_commit(job->out_dirfd, fd, tmp, new_name);
+	return output_tmp_commit(dirfd, fd, tmp, new_name);
 }
 
 enum job_reuse_result {
@@ -236,28 +213,45 @@ enum job_reuse_result {
 	REUSE_LOCAL_ERROR, /* a result to reuse, but it could not be written here yet */
 };
 
+struct job_reuse_io {
+	struct job_io io;
+	struct job_check_io *check; /* kept for the judgement if nothing is reused */
+	char *output_root, *sidecar, *reused_from, *rel_dir;
+	char *prompt, *size;
+	bool watermark;
+	char sha[65];
+	struct job_out out;
+	struct job_stem stem;
+	struct job_success success;
+	int64_t completed_at;
+	bool rechecked;
+	/* results */
+	enum job_reuse_result result;
+	int r;
+	char side_name[OUTPUT_NAME_MAX + 8];
+	char *rel_out;
+};
+
 /* The same bytes were already paid for under another name in this folder
  * (a file copied, or a subfolder renamed): reuse that result instead of
  * generating again, if it was made with the settings this file would get.
- * A local read or write error is never a reason to pay: the caller holds
- * the job and tries the reuse again. */
-static enum job_reuse_result job_reuse(struct jobs *jobs, struct job *job,
-				       const struct index_entry *e, int *ret_errno)
+ * A local read or write error is never a reason to pay: the loop holds the
+ * job and tries the reuse again. */
+static void job_reuse_work(struct job_io *io)
 {
-	const struct folder_config *cfg = job->folder->cfg;
-	char *path = xasprintf("%s/%s", cfg->output, e->sidecar), *text = NULL, *old_out = NULL;
-	char out_name[OUTPUT_NAME_MAX], side_name[OUTPUT_NAME_MAX], *doc = NULL, *rel_out = NULL;
+	struct job_reuse_io *u = (struct job_reuse_io *)io;
+	char out_name[OUTPUT_NAME_MAX + 16], *text = NULL, *old_out = NULL, *doc = NULL;
 	struct sidecar_success s = {0};
 	const char *output, *ext;
-	enum job_reuse_result result = REUSE_LOCAL_ERROR;
 	cJSON *old = NULL, *wm;
-	int fd, r = 0;
+	int fd, dirfd = -1, r = 0;
 
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	u->result = REUSE_LOCAL_ERROR;
+	fd = open(u->sidecar, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
 		if (r == -ENOENT || r == -ELOOP)
-			result = REUSE_NONE;
+			u->result = REUSE_NONE;
 		goto out;
 	}
 	{
@@ -269,42 +263,56 @@ static enum job_reuse_result job_reuse(struct jobs *jobs, struct job *job,
 		if (r < 0 && r != -EFBIG && r != -EINVAL)
 			goto out;
 	}
-	result = REUSE_NONE;
-	if (old && bound_reused(old) < 0)
-		log_oom();
+	r = 0;
+	u->result = REUSE_NONE;
+	if (old && bound_reused(old) < 0) {
+		r = -ENOMEM;
+		u->result = REUSE_LOCAL_ERROR;
+		goto out;
+	}
 	output = old ? json_string(old, "output") : NULL;
 	wm = old ? cJSON_GetObjectItemCaseSensitive(old, "watermark") : NULL;
 	if (!output || json_string(old, "output_hex") || strstr(output, "..") ||
-	    !json_string(old, "prompt") || strcmp(json_string(old, "prompt"), cfg->prompt) != 0 ||
-	    !json_string(old, "size") || strcmp(json_string(old, "size"), cfg->size) != 0 ||
-	    !cJSON_IsBool(wm) || cJSON_IsTrue(wm) != cfg->watermark)
+	    !json_string(old, "prompt") || strcmp(json_string(old, "prompt"), u->prompt) != 0 ||
+	    !json_string(old, "size") || strcmp(json_string(old, "size"), u->size) != 0 ||
+	    !cJSON_IsBool(wm) || cJSON_IsTrue(wm) != u->watermark)
 		goto out; /* other settings (or not ours to read): generate anew */
-	old_out = xasprintf("%s/%s", cfg->output, output);
+	if (asprintf(&old_out, "%s/%s", u->output_root, output) < 0) {
+		old_out = NULL;
+		r = -ENOMEM;
+		u->result = REUSE_LOCAL_ERROR;
+		goto out;
+	}
 	ext = strrchr(output, '.');
 	if (access(old_out, F_OK) < 0 && errno == ENOENT)
 		goto out; /* the earlier output was deleted: nothing to reuse */
-	result = REUSE_LOCAL_ERROR;
-	r = job_open_output_dir(job);
+	u->result = REUSE_LOCAL_ERROR;
+	dirfd = r = job_out_open(&u->out);
 	if (r >= 0)
-		r = job_choose_stem(jobs, job);
+		r = job_stem_choose(dirfd, &u->stem);
 	if (r < 0)
 		goto out;
-	(void)snprintf(out_name, sizeof(out_name), "%s%s", job->stem, ext ? ext : ".jpeg");
-	r = job_link_output(job, old_out, out_name);
+	(void)snprintf(out_name, sizeof(out_name), "%s%s", u->stem.chosen, ext ? ext : ".jpeg");
+	r = job_link_output(dirfd, old_out, out_name);
 	if (r < 0)
 		goto out;
-	{
-		char *dir = rel_dir(job->rel);
-		rel_out = dir[0] ? xasprintf("%s/%s", dir, out_name) : xstrdup(out_name);
-		free(dir);
+	if ((u->rel_dir[0] ? asprintf(&u->rel_out, "%s/%s", u->rel_dir, out_name)
+			   : asprintf(&u->rel_out, "%s", out_name)) < 0) {
+		u->rel_out = NULL;
+		r = -ENOMEM;
+		goto out;
 	}
-	job_fill_source(job, &s.src);
-	s.output = rel_out;
+	s.src.source = u->success.src.rel;
+	s.src.sha256_hex = u->sha[0] ? u->sha : NULL;
+	s.src.size = u->success.src.size;
+	s.src.mtime_sec = u->success.src.mtime.tv_sec;
+	s.src.mtime_nsec = u->success.src.mtime.tv_nsec;
+	s.output = u->rel_out;
 	s.model = json_string(old, "model");
-	s.prompt = cfg->prompt;
-	s.size = cfg->size;
+	s.prompt = u->prompt;
+	s.size = u->size;
 	s.result_size = json_string(old, "result_size");
-	s.watermark = cfg->watermark;
+	s.watermark = u->watermark;
 	s.response_format = json_string(old, "response_format");
 	/* NaN when absent: the checked conversion keeps that defined (as 0). */
 	if (!clean_int64(cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(old, "created")),
@@ -312,41 +320,50 @@ static enum job_reuse_result job_reuse(struct jobs *jobs, struct job *job,
 		s.created = 0;
 	s.usage = cJSON_GetObjectItemCaseSensitive(old, "usage");
 	s.request_id = json_string(old, "request_id");
-	s.attempts = 0;
-	s.elapsed_ms = 0;
-	s.completed_at = loop_wall_ms() / 1000;
+	s.completed_at = u->completed_at;
 	s.version = SEEDREAMD_VERSION;
-	s.reused_from = e->source;
+	s.reused_from = u->reused_from;
 	doc = output_sidecar_json(&s);
-	if (!doc)
-		log_oom();
-	(void)snprintf(side_name, sizeof(side_name), "%s.json", job->stem);
-	r = output_write_atomic(job->out_dirfd, side_name, doc, strlen(doc));
-	if (r < 0) {
-		/* The linked output without its sidecar is not "done": take it away. */
-		(void)unlinkat(job->out_dirfd, out_name, 0);
+	if (!doc) {
+		r = -ENOMEM;
 		goto out;
 	}
-	log_job(LOG_INFO, cfg->path, job->rel, NULL, NULL,
-		"done %s/%s -> %s/%s (the same image as %s: its result reused, no API call)",
-		cfg->path, job->rel, cfg->output, rel_out, e->source);
-	job_index_put(job, side_name, false, s.completed_at, 0);
-	jobs->done++;
-	result = REUSE_DONE;
+	(void)snprintf(u->side_name, sizeof(u->side_name), "%s.json", u->stem.chosen);
+	r = output_write_atomic(dirfd, u->side_name, doc, strlen(doc));
+	if (r < 0) {
+		/* The linked output without its sidecar is not "done": take it away. */
+		(void)unlinkat(dirfd, out_name, 0);
+		goto out;
+	}
+	u->result = REUSE_DONE;
+	job_success_run(&u->success);
 out:
+	u->r = r;
+	if (dirfd >= 0)
+		close(dirfd);
 	free(doc);
-	free(rel_out);
 	free(old_out);
 	cJSON_Delete(old);
 	free(text);
-	free(path);
-	*ret_errno = r < 0 ? -r : EIO;
-	if (result == REUSE_DONE) {
-		job_after_success(job);
-		job_finish(jobs, job);
-	}
-	return result;
 }
+
+static void job_reuse_free(struct job_reuse_io *u)
+{
+	if (u->check)
+		job_check_free(u->check);
+	free(u->output_root);
+	free(u->sidecar);
+	free(u->reused_from);
+	free(u->rel_dir);
+	free(u->prompt);
+	free(u->size);
+	free(u->rel_out);
+	job_out_clear(&u->out);
+	job_stem_clear(&u->stem);
+	free(u);
+}
+
+/* ---- the judgement, on the loop ----------------------------------------- */
 
 /* A reuse that failed on a local error: try it again later (validation runs
  * again then), never pay for the image instead. */
@@ -359,42 +376,261 @@ static void job_hold_reuse(struct jobs *jobs, struct job *job, int err)
 	if (jobs->once) {
 		log_warn("%s/%s: reusing an earlier result failed (%s); left for a later run",
 			 job->folder->cfg->path, job->rel, strerror(err));
-		jobs->left_incomplete++;
-		job_finish(jobs, job);
+		job_advance(jobs, job, JOB_VERDICT(LEAVE));
 		return;
 	}
 	log_warn("%s/%s: reusing an earlier result failed (%s); trying again in %u s",
 		 job->folder->cfg->path, job->rel, strerror(err), JOBS_STORAGE_RETRY_MS / 1000);
-	job_settle(jobs, job, JOBS_STORAGE_RETRY_MS);
-	jobs_changed(jobs);
+	job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = JOBS_STORAGE_RETRY_MS));
 }
 
-/* A copy of something already paid for in this folder, by content. */
-static const struct index_entry *job_find_copy(struct job *job, int fd)
+/* What the file's head and tail say, against the API's limits: queue it (to
+ * be fitted first, perhaps), wait for more of it, or fail it. */
+static void job_judge(struct jobs *jobs, struct job *job, const struct job_check_io *c)
 {
+	const struct folder_config *cfg = job->folder->cfg;
+	const struct image_info *info = &c->info;
+	enum image_probe_result pr = c->pr;
+	char msg[256];
+	const char *code;
+	unsigned reasons;
+
+	if (job->size > cfg->max_input_bytes && cfg->fit == FIT_NEVER) {
+		/* Too large whatever else is wrong with it: say so now, and do not
+		 * hold it as "incomplete" first. (A fit makes it smaller.) */
+		(void)snprintf(msg, sizeof(msg), "file is %llu bytes; at most %llu are allowed",
+			       (unsigned long long)job->size,
+			       (unsigned long long)cfg->max_input_bytes);
+		job_advance(
+		    jobs, job,
+		    JOB_VERDICT(FAIL, .code = "LocalValidation.FileTooLarge", .message = msg));
+		return;
+	}
+	if (c->read_err < 0) {
+		job_advance(jobs, job,
+			    JOB_VERDICT(FAIL, .code = "LocalValidation.Unreadable",
+					.message = strerror(-c->read_err)));
+		return;
+	}
+	if (pr == IMAGE_PROBE_TRUNCATED || (pr == IMAGE_PROBE_OK && !c->complete)) {
+		/* Maybe still arriving (a slow copy that closes between chunks). */
+		if (loop_now_ms() - job->first_seen < cfg->incomplete_timeout_ms && !jobs->once) {
+			job_advance(jobs, job,
+				    JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms > 1000
+									? cfg->settle_ms
+									: 1000));
+			return;
+		}
+		if (jobs->once && loop_now_ms() - job->first_seen < cfg->incomplete_timeout_ms) {
+			log_warn("%s/%s looks incomplete; left for a later run", cfg->path,
+				 job->rel);
+			job_advance(jobs, job, JOB_VERDICT(LEAVE));
+			return;
+		}
+		job_advance(jobs, job,
+			    JOB_VERDICT(FAIL, .code = "LocalValidation.Truncated",
+					.message = "the image is incomplete (its header or its end "
+						   "is missing) and did not change within "
+						   "incomplete_timeout"));
+		return;
+	}
+	if (pr == IMAGE_PROBE_UNKNOWN && info->found) {
+		(void)snprintf(msg, sizeof(msg),
+			       "a %s: neither the API nor a conversion here can read it",
+			       info->found);
+		job_advance(jobs, job,
+			    JOB_VERDICT(FAIL, .code = image_probe_code(pr), .message = msg));
+		return;
+	}
+	if (pr != IMAGE_PROBE_OK) {
+		job_advance(jobs, job,
+			    JOB_VERDICT(FAIL, .code = image_probe_code(pr),
+					.message = image_probe_message(pr)));
+		return;
+	}
+	reasons = fit_wanted(info, job->size, cfg->max_input_bytes, cfg->fit);
+	if (!image_api_format(info->format) && !reasons) {
+		(void)snprintf(
+		    msg, sizeof(msg),
+		    "a %s image: the API does not take it and this folder has fit: never",
+		    image_format_name(info->format));
+		job_advance(
+		    jobs, job,
+		    JOB_VERDICT(FAIL, .code = "LocalValidation.UnsupportedFormat", .message = msg));
+		return;
+	}
+	code = image_api_format(info->format)
+		   ? image_check_limits(info, job->size, cfg->max_input_bytes, msg, sizeof(msg))
+		   : NULL;
+	/* A fit shrinks; it cannot mend a side under 15 px or a 1:20 strip. */
+	if (code && (!reasons || strcmp(code, "LocalValidation.TooSmall") == 0 ||
+		     strcmp(code, "LocalValidation.AspectRatio") == 0)) {
+		job_advance(jobs, job, JOB_VERDICT(FAIL, .code = code, .message = msg));
+		return;
+	}
+	job->format = info->format;
+	/* A file to fit waits in the queue like any other; jobs_pump fits it
+	 * when it comes near a generation slot, so fitted bytes never pile up. */
+	job->fit_reasons = reasons;
+	job_advance(jobs, job, JOB_VERDICT(QUEUE));
+}
+
+static void job_reuse_submit(struct jobs *jobs, struct job *job, struct job_reuse_io *u);
+
+static void job_reuse_done(struct jobs *jobs, struct job *job, struct job_io *io)
+{
+	struct job_reuse_io *u = (struct job_reuse_io *)io;
+	const struct folder_config *cfg;
+	int r = u->r;
+
+	job_success_done(job, &u->success);
+	if (!job || !io->ran) {
+		job_reuse_free(u);
+		return; /* cancelled */
+	}
+	if (jobs->stopping && u->result != REUSE_DONE) {
+		job_reuse_free(u);
+		job_advance(jobs, job, JOB_VERDICT(DROP)); /* stopping: nothing more is started */
+		return;
+	}
+	cfg = job->folder->cfg;
+	if (u->result == REUSE_NONE) {
+		struct job_check_io *c = u->check;
+		u->check = NULL;
+		job_reuse_free(u);
+		job_judge(jobs, job, c);
+		job_check_free(c);
+		return;
+	}
+	if (u->result == REUSE_LOCAL_ERROR && r == -ESTALE && !u->rechecked &&
+	    job_out_recheck(job) == 0) {
+		struct job_reuse_io *again = calloc(1, sizeof(*again));
+		if (!again)
+			log_oom();
+		again->check = u->check;
+		u->check = NULL;
+		again->rechecked = true;
+		job_reuse_free(u);
+		job_reuse_submit(jobs, job, again);
+		return;
+	}
+	if (u->result == REUSE_LOCAL_ERROR) {
+		job_reuse_free(u);
+		job_hold_reuse(jobs, job, r < 0 ? -r : EIO);
+		return;
+	}
+	/* Done: the output and its sidecar are written under the stem chosen. */
+	if (job_stem_take(jobs, job, &u->stem) < 0)
+		log_warn("%s/%s: its reused result took a stem another job chose meanwhile",
+			 cfg->path, job->rel);
+	log_job(LOG_INFO, cfg->path, job->rel, NULL, NULL,
+		"done %s/%s -> %s/%s (the same image as %s: its result reused, no API call)",
+		cfg->path, job->rel, cfg->output, u->rel_out, u->reused_from);
+	job_index_put(job, u->side_name, false, u->completed_at, 0);
+	job_reuse_free(u);
+	job_advance(jobs, job, JOB_VERDICT(DONE));
+}
+
+static void job_reuse_submit(struct jobs *jobs, struct job *job, struct job_reuse_io *u)
+{
+	const struct folder_config *cfg = job->folder->cfg;
 	const struct index_entry *e;
 
-	if (!index_may_have_size(job->folder->index, job->size))
-		return NULL;
-	if (!job->sha256[0] && transfer_sha256_fd(fd, job->sha256) < 0)
-		return NULL;
 	e = index_find_content(job->folder->index, job->size, job->sha256, job->rel);
-	return e && sidecar_still_there(job->folder, e) ? e : NULL;
+	if (!e || job->folder->index_stale) {
+		/* Gone from the records meanwhile (or they are being read again). */
+		struct job_check_io *c = u->check;
+		u->check = NULL;
+		job_reuse_free(u);
+		if (job->folder->index_stale) {
+			job_check_free(c);
+			job_hold_reuse(jobs, job, EAGAIN);
+			return;
+		}
+		job_judge(jobs, job, c);
+		job_check_free(c);
+		return;
+	}
+	u->output_root = xstrdup(cfg->output);
+	u->sidecar = xasprintf("%s/%s", cfg->output, e->sidecar);
+	u->reused_from = xstrdup(e->source);
+	u->rel_dir = rel_dir(job->rel);
+	u->prompt = xstrdup(cfg->prompt);
+	u->size = xstrdup(cfg->size);
+	u->watermark = cfg->watermark;
+	memcpy(u->sha, job->sha256, sizeof(u->sha));
+	job_out_fill(job, &u->out, u->rechecked);
+	job_stem_fill(jobs, job, &u->stem);
+	job_success_fill(job, &u->success);
+	u->completed_at = loop_wall_ms() / 1000;
+	u->io.work = job_reuse_work;
+	u->io.done = job_reuse_done;
+	job_io_submit(jobs, job, job->folder, &u->io);
+}
+
+static void job_check_done(struct jobs *jobs, struct job *job, struct job_io *io)
+{
+	struct job_check_io *c = (struct job_check_io *)io;
+	const struct folder_config *cfg;
+
+	if (!job || !io->ran) {
+		job_check_free(c);
+		return; /* cancelled */
+	}
+	cfg = job->folder->cfg;
+	if (jobs->stopping) {
+		job_check_free(c);
+		job_advance(jobs, job, JOB_VERDICT(DROP)); /* stopping: nothing more is started */
+		return;
+	}
+	if (c->gone < 0) {
+		/* Deleted before submission, or a symlink we do not follow: nothing to do. */
+		log_debug("dropped %s/%s: %s", cfg->path, job->rel, strerror(-c->gone));
+		job_check_free(c);
+		job_advance(jobs, job, JOB_VERDICT(DROP));
+		return;
+	}
+	if (c->changed || job->dirty) {
+		/* Still being written (or replaced): wait for it to be quiet for a
+		 * whole settle. */
+		if (c->changed) {
+			job->dev = c->st.st_dev;
+			job->ino = c->st.st_ino;
+			job->size = (uint64_t)c->st.st_size;
+			job->mtime = c->st.st_mtim;
+		}
+		job->dirty = false;
+		job_check_free(c);
+		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
+		return;
+	}
+	if (c->done) {
+		bool quiet = c->quiet_if_done;
+		job_check_free(c);
+		job_advance(jobs, job, quiet ? JOB_VERDICT(DROP) : JOB_VERDICT(SKIP));
+		return;
+	}
+	if (c->sha[0])
+		memcpy(job->sha256, c->sha, sizeof(job->sha256));
+	if (job->sha256[0] && index_may_have_size(job->folder->index, job->size) &&
+	    index_find_content(job->folder->index, job->size, job->sha256, job->rel)) {
+		/* A copy of something already paid for in this folder. */
+		struct job_reuse_io *u = calloc(1, sizeof(*u));
+		if (!u)
+			log_oom();
+		u->check = c;
+		job_reuse_submit(jobs, job, u);
+		return;
+	}
+	job_judge(jobs, job, c);
+	job_check_free(c);
 }
 
 void job_validate(struct jobs *jobs, struct job *job)
 {
 	const struct folder_config *cfg = job->folder->cfg;
-	uint8_t tail[IMAGE_TAIL_MAX];
-	struct image_info info = {0};
-	enum image_probe_result pr;
-	char msg[256];
-	const char *code;
-	struct stat st;
-	ssize_t head_len, tail_len;
-	unsigned reasons;
-	bool complete;
-	int fd;
+	const struct index_entry *e;
+	struct job_check_io *c;
 
 	if (!job->folder->present) {
 		/* Paused (its folder or its output is away): a missing sidecar
@@ -405,134 +641,28 @@ void job_validate(struct jobs *jobs, struct job *job)
 			job_settle(jobs, job, cfg->settle_ms > 1000 ? cfg->settle_ms : 1000);
 		return;
 	}
-	fd = job_open_source(job);
-	if (fd < 0) {
-		/* Deleted before submission, or a symlink we do not follow: nothing to do. */
-		log_debug("dropped %s/%s: %s", cfg->path, job->rel, strerror(-fd));
-		job_finish(jobs, job);
-		return;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		log_oom();
+	job_src_fill(job, &c->src);
+	c->quiet_if_done = job->offered_done;
+	job->offered_done = false;
+	e = index_get(job->folder->index, job->rel);
+	if (e) {
+		c->have_done = true;
+		c->done_failed = e->failed;
+		c->done_size = e->size;
+		c->done_mtime_sec = e->mtime_sec;
+		c->done_mtime_nsec = e->mtime_nsec;
+		memcpy(c->done_sha, e->sha256, sizeof(c->done_sha));
+		c->done_sidecar = xasprintf("%s/%s", cfg->output, e->sidecar);
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		job_finish(jobs, job);
-		return;
-	}
-	if ((uint64_t)st.st_size != job->size || !same_mtime(&st.st_mtim, &job->mtime) ||
-	    st.st_dev != job->dev || st.st_ino != job->ino) {
-		/* Still being written (or replaced): wait for it to be quiet for a
-		 * whole settle. */
-		job->dev = st.st_dev;
-		job->ino = st.st_ino;
-		job->size = (uint64_t)st.st_size;
-		job->mtime = st.st_mtim;
-		close(fd);
-		job_settle(jobs, job, cfg->settle_ms);
-		return;
-	}
-	if (job_already_done(job->folder, job->rel, &st) || job_same_content_done(job, fd)) {
-		jobs->skipped++;
-		close(fd);
-		job_finish(jobs, job);
-		return;
-	}
-	{
-		const struct index_entry *copy = job_find_copy(job, fd);
-		int err = 0;
-		enum job_reuse_result rr = copy ? job_reuse(jobs, job, copy, &err) : REUSE_NONE;
-		if (rr != REUSE_NONE) {
-			close(fd);
-			if (rr == REUSE_LOCAL_ERROR)
-				job_hold_reuse(jobs, job, err);
-			return;
-		}
-	}
-	if (job->size > cfg->max_input_bytes && cfg->fit == FIT_NEVER) {
-		/* Too large whatever else is wrong with it: say so now, and do not
-		 * hold it as "incomplete" first. (A fit makes it smaller.) */
-		close(fd);
-		(void)snprintf(msg, sizeof(msg), "file is %llu bytes; at most %llu are allowed",
-			       (unsigned long long)job->size,
-			       (unsigned long long)cfg->max_input_bytes);
-		job_fail(jobs, job, 0, "LocalValidation.FileTooLarge", msg);
-		return;
-	}
-	head_len = read_at(fd, validate_buffer(), IMAGE_HEAD_MAX, 0);
-	tail_len =
-	    st.st_size > 0
-		? read_at(fd, tail, sizeof(tail),
-			  st.st_size > (off_t)sizeof(tail) ? st.st_size - (off_t)sizeof(tail) : 0)
-		: 0;
-	close(fd);
-	if (head_len < 0 || tail_len < 0) {
-		job_fail(jobs, job, 0, "LocalValidation.Unreadable",
-			 strerror(-(int)(head_len < 0 ? head_len : tail_len)));
-		return;
-	}
-	pr = image_probe(validate_buffer(), (size_t)head_len, job->size, &info);
-	if (pr == IMAGE_PROBE_CORRUPT && info.format == IMAGE_FORMAT_TIFF &&
-	    image_tiff_ifd_offset(validate_buffer(), (size_t)head_len) >= (uint64_t)head_len)
-		pr = job_probe_tiff_tail(job, (size_t)head_len, &info);
-	complete = pr == IMAGE_PROBE_OK && image_tail_complete(info.format, tail, (size_t)tail_len);
-	if (pr == IMAGE_PROBE_TRUNCATED || (pr == IMAGE_PROBE_OK && !complete)) {
-		/* Maybe still arriving (a slow copy that closes between chunks). */
-		if (loop_now_ms() - job->first_seen < cfg->incomplete_timeout_ms && !jobs->once) {
-			job_settle(jobs, job, cfg->settle_ms > 1000 ? cfg->settle_ms : 1000);
-			return;
-		}
-		if (jobs->once && loop_now_ms() - job->first_seen < cfg->incomplete_timeout_ms) {
-			log_warn("%s/%s looks incomplete; left for a later run", cfg->path,
-				 job->rel);
-			jobs->left_incomplete++;
-			job_finish(jobs, job);
-			return;
-		}
-		job_fail(jobs, job, 0, "LocalValidation.Truncated",
-			 "the image is incomplete (its header or its end is missing) and did not "
-			 "change within incomplete_timeout");
-		return;
-	}
-	if (pr == IMAGE_PROBE_UNKNOWN && info.found) {
-		(void)snprintf(msg, sizeof(msg),
-			       "a %s: neither the API nor a conversion here can read it",
-			       info.found);
-		job_fail(jobs, job, 0, image_probe_code(pr), msg);
-		return;
-	}
-	if (pr != IMAGE_PROBE_OK) {
-		job_fail(jobs, job, 0, image_probe_code(pr), image_probe_message(pr));
-		return;
-	}
-	reasons = fit_wanted(&info, job->size, cfg->max_input_bytes, cfg->fit);
-	if (!image_api_format(info.format) && !reasons) {
-		(void)snprintf(msg, sizeof(msg),
-			       "a %s image: the API does not take it and this folder has fit: never",
-			       image_format_name(info.format));
-		job_fail(jobs, job, 0, "LocalValidation.UnsupportedFormat", msg);
-		return;
-	}
-	code = image_api_format(info.format)
-		   ? image_check_limits(&info, job->size, cfg->max_input_bytes, msg, sizeof(msg))
-		   : NULL;
-	/* A fit shrinks; it cannot mend a side under 15 px or a 1:20 strip. */
-	if (code && (!reasons || strcmp(code, "LocalValidation.TooSmall") == 0 ||
-		     strcmp(code, "LocalValidation.AspectRatio") == 0)) {
-		job_fail(jobs, job, 0, code, msg);
-		return;
-	}
-	job->format = info.format;
-	/* A file to fit waits in the queue like any other; jobs_pump fits it
-	 * when it comes near a generation slot, so fitted bytes never pile up. */
-	job->fit_reasons = reasons;
-	job_queue(jobs, job, false);
-	jobs_changed(jobs);
-	jobs_pump(jobs);
-}
-
-bool job_source_unchanged(const struct job *job, int fd)
-{
-	struct stat st;
-
-	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == job->dev &&
-	       st.st_ino == job->ino && (uint64_t)st.st_size == job->size &&
-	       same_mtime(&st.st_mtim, &job->mtime);
+	memcpy(c->sha, job->sha256, sizeof(c->sha));
+	c->want_hash = index_may_have_size(job->folder->index, job->size) ||
+		       (e && !e->failed && e->size == job->size && e->sha256[0]);
+	c->read_image = !(job->size > cfg->max_input_bytes && cfg->fit == FIT_NEVER);
+	c->io.work = job_check_work;
+	c->io.done = job_check_done;
+	job_activate_checking(jobs, job);
+	job_io_submit(jobs, job, job->folder, &c->io);
 }

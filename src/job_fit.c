@@ -10,7 +10,9 @@
  * result is then dropped when it arrives. */
 struct job_fit {
 	struct job *job;
+	struct job_src src; /* opened by the worker */
 	int src_fd;
+	bool gone, changed;
 	char *tmp_dir;
 	struct fit_options opt;
 	struct fit_result res;
@@ -22,7 +24,18 @@ static void job_fit_work(void *arg)
 {
 	struct job_fit *f = arg;
 
+	f->src_fd = job_src_open(&f->src);
+	if (f->src_fd < 0) {
+		f->gone = true;
+		return;
+	}
+	if (!job_src_unchanged(&f->src, f->src_fd)) {
+		f->changed = true;
+		return;
+	}
 	f->err = fit_run(f->src_fd, &f->opt, &f->res);
+	/* Changed while being converted: what was fitted is not the file. */
+	f->changed = !job_src_unchanged(&f->src, f->src_fd);
 	/* Give the decoded image's memory back now, not when this thread's
 	 * malloc arena happens to shrink. */
 	(void)malloc_trim(0);
@@ -33,6 +46,7 @@ static void job_fit_free(struct job_fit *f)
 	fit_result_clear(&f->res);
 	if (f->src_fd >= 0)
 		close(f->src_fd);
+	job_src_clear(&f->src);
 	free(f->tmp_dir);
 	free(f);
 }
@@ -54,19 +68,19 @@ static void job_fit_done(void *arg, bool cancelled)
 	jobs = job->owner;
 	cfg = job->folder->cfg;
 	job->fit = NULL;
-	if (cancelled || jobs->stopping) {
+	if (cancelled || jobs->stopping || f->gone) {
+		/* Stopping (nothing more is started), or gone. */
 		job_fit_free(f);
-		job_finish(jobs, job); /* stopping: nothing more is started */
+		job_advance(jobs, job, JOB_VERDICT(DROP));
 		return;
 	}
-	if (job->dirty || !job_source_unchanged(job, f->src_fd)) {
+	if (job->dirty || f->changed) {
 		/* Changed while being converted: what was fitted is not the file. */
 		log_info("%s/%s changed while it was being converted; waiting for it to settle",
 			 cfg->path, job->rel);
 		job->dirty = false;
 		job_fit_free(f);
-		job_settle(jobs, job, cfg->settle_ms);
-		jobs_changed(jobs);
+		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
 		return;
 	}
 	memcpy(job->sha256, f->res.sha256, sizeof(job->sha256));
@@ -74,7 +88,7 @@ static void job_fit_done(void *arg, bool cancelled)
 		code = f->res.code ? f->res.code : "LocalValidation.Corrupt";
 		(void)snprintf(msg, sizeof(msg), "%s", f->res.message);
 		job_fit_free(f);
-		job_fail(jobs, job, 0, code, msg);
+		job_advance(jobs, job, JOB_VERDICT(FAIL, .code = code, .message = msg));
 		return;
 	}
 	/* What no conversion mends (a side under 15 px, a 1:20 panorama). */
@@ -84,7 +98,7 @@ static void job_fit_done(void *arg, bool cancelled)
 	code = image_check_limits(&out, f->res.bytes, cfg->max_input_bytes, msg, sizeof(msg));
 	if (code) {
 		job_fit_free(f);
-		job_fail(jobs, job, 0, code, msg);
+		job_advance(jobs, job, JOB_VERDICT(FAIL, .code = code, .message = msg));
 		return;
 	}
 	job->fitted = calloc(1, sizeof(*job->fitted));
@@ -100,32 +114,21 @@ static void job_fit_done(void *arg, bool cancelled)
 		(unsigned long long)job->fitted->res.bytes,
 		(unsigned long long)(loop_now_ms() - f->started));
 	job_fit_free(f);
-	job_queue(jobs, job, true); /* it was near the head when its fit started */
-	jobs_changed(jobs);
-	jobs_pump(jobs);
+	job_advance(jobs, job, JOB_VERDICT(QUEUE)); /* to the front: it was near the head */
 }
 
 void job_fit_start(struct jobs *jobs, struct job *job, unsigned reasons)
 {
 	const struct folder_config *cfg = job->folder->cfg;
 	struct job_fit *f;
-	int fd, r;
+	int r;
 
-	fd = job_open_source(job);
-	if (fd < 0) {
-		job_finish(jobs, job); /* gone */
-		return;
-	}
-	if (!job_source_unchanged(job, fd)) {
-		close(fd);
-		job_settle(jobs, job, cfg->settle_ms);
-		return;
-	}
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		log_oom();
 	f->job = job;
-	f->src_fd = fd;
+	f->src_fd = -1;
+	job_src_fill(job, &f->src);
 	f->tmp_dir = jobs->config->state_dir ? xstrdup(jobs->config->state_dir) : NULL;
 	f->opt = (struct fit_options){
 	    .max_pixels = IMAGE_MAX_PIXELS,

@@ -12,9 +12,11 @@
 #include "api.h"
 #include "b64.h"
 #include "clean.h"
+#include "digest.h"
 #include "fit.h"
 #include "image.h"
 #include "job.h"
+#include "job_core.h"
 #include "journal.h"
 #include "log.h"
 #include "output.h"
@@ -38,14 +40,33 @@
 #define JOBS_HASH_MIN		1024
 #define JOBS_HASH_FOR_ERROR_MAX (256ull * 1024 * 1024)
 #define JOBS_STORAGE_RETRY_MS	10000 /* looking again at storage that failed or is full */
+#define JOBS_STORE_THREADS	8     /* storage workers: every file-system call of a job */
+#define JOBS_STORE_PER_FOLDER	2     /* a stalled share occupies at most this many */
+#define JOBS_STORAGE_STALL_MS	10000 /* a request older than this: its folder is stalled */
 
-enum job_state {
-	JOB_SETTLING,	/* waiting for the file to stop changing */
-	JOB_FITTING,	/* valid once converted: a fit worker has it */
-	JOB_QUEUED,	/* valid, waiting for a generation slot */
-	JOB_GENERATING, /* the API call is under way */
-	JOB_FETCHING,	/* paid for: downloading or decoding the result */
-	JOB_WAITING,	/* backing off before the next generation or fetch */
+/* The states are job_core.h's; job_advance below applies verdicts. */
+
+/* A storage request: every file-system call of a job runs on a storage worker
+ * (jobs->store_pool) through one of these. Each kind embeds it first and
+ * copies its inputs in: the worker touches nothing else. done runs on the
+ * loop and frees the request; job is NULL there when the job was freed or
+ * looks anew meanwhile (the result is then only cleaned up). */
+struct job;
+struct job_io;
+typedef void (*job_io_work_fn)(struct job_io *io);
+typedef void (*job_io_done_fn)(struct jobs *jobs, struct job *job, struct job_io *io);
+
+struct job_io {
+	struct jobs *jobs;
+	struct job *job;
+	struct folder *folder; /* kept alive: jobs_folder_busy while a request is out;
+				* NULL: state_dir's storage (the journal) */
+	job_io_work_fn work;
+	job_io_done_fn done;
+	bool ran;		    /* work ran (false: cancelled at shutdown) */
+	bool out;		    /* handed to a worker (else waiting for its folder's turn) */
+	uint64_t submitted;	    /* monotonic ms when handed to a worker, 0 while waiting */
+	struct job_io *prev, *next; /* jobs->ios, in submission order */
 };
 
 struct job {
@@ -58,6 +79,7 @@ struct job {
 	bool journalled;     /* its paid result is recorded in the journal */
 	bool undurable;      /* paid, but neither journalled nor written out yet */
 	bool storage_hold;   /* waiting for its output folder to take writes again */
+	bool offered_done;   /* offered with a matching done record: end quietly if so */
 	uint64_t deadline;   /* settling and waiting, monotonic ms */
 	size_t heap_pos;     /* SIZE_MAX when not in the deadline heap */
 	uint64_t first_seen; /* for incomplete_timeout */
@@ -82,6 +104,7 @@ struct job {
 	struct job_fitted *fitted;   /* what is sent instead of the file, once fitted */
 	unsigned fit_reasons;	     /* queued, to be fitted first (fit_wanted's reasons) */
 	struct api_result result;
+	struct job_io *io; /* the storage request under way, if any */
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
 	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
@@ -134,7 +157,96 @@ struct jobs {
 	 * them and they are not written out): while there is one, no new
 	 * generation starts, so a full state_dir costs at most what is in flight. */
 	size_t n_undurable;
+	/* Storage requests: waiting for their folder's turn or out on a worker. */
+	struct work_pool *store_pool;
+	struct job_io *io_head, *io_tail;
+	size_t n_io;
+	unsigned state_busy; /* requests out on state_dir (the journal) */
+	size_t n_checking;
+	struct loop_timer *stall_timer;
+	char storage_reason[512]; /* stalled folders, for STATUS= */
 };
+
+/* What a stage ends in; job_advance (job.c) is the one place that applies
+ * it, through job_core_step. code and message are copied by the core. */
+struct job_verdict {
+	enum job_verdict_kind kind;
+	uint64_t delay_ms; /* SETTLE, RETRY, FETCH_RETRY */
+	long http_status;  /* FAIL */
+	const char *code, *message;
+};
+void job_advance(struct jobs *jobs, struct job *job, const struct job_verdict *v);
+#define JOB_VERDICT(k, ...) (&(const struct job_verdict){.kind = JOB_VERDICT_##k, __VA_ARGS__})
+
+/* job_io.c: submits io for job (NULL: a clean-up of no job) on folder's
+ * storage; it starts when the folder has fewer than JOBS_STORE_PER_FOLDER
+ * requests out, in submission order. */
+void job_io_submit(struct jobs *jobs, struct job *job, struct folder *folder, struct job_io *io);
+/* The job no longer waits for its request (freed or looked at anew). */
+void job_io_forget(struct job *job);
+/* Whether a request of folder is waiting or out. */
+bool job_io_folder_busy(const struct jobs *jobs, const struct folder *folder);
+/* Cancels what never started and waits for what runs (jobs_free). */
+void job_io_shutdown(struct jobs *jobs);
+/* Closes fd and removes the temporary tmp_name in dirfd, on a worker. Takes
+ * dirfd (closed afterwards) and fd; either may be -1. */
+void job_io_discard_tmp(struct jobs *jobs, struct folder *folder, int dirfd, int fd,
+			const char *tmp_name);
+void jobs_stall_timer(void *userdata);
+
+/* The source as a worker reaches it: copied from the job. */
+struct job_src {
+	char *root, *rel;
+	bool follow_symlinks;
+	dev_t dev;
+	ino_t ino;
+	uint64_t size;
+	struct timespec mtime;
+};
+void job_src_fill(const struct job *job, struct job_src *src);
+void job_src_clear(struct job_src *src);
+/* On a worker: the only place inputs are opened. -errno. */
+int job_src_open(const struct job_src *src);
+bool job_src_unchanged(const struct job_src *src, int fd);
+/* on_success (move to done_dir or delete), on a worker. ret_left: the file
+ * changed or went away and was left in place. -errno on failure. */
+int job_src_after_success(const struct job_src *src, enum on_success mode, const char *done_dir,
+			  bool *ret_left);
+
+/* The output folder of a job as a worker reaches it. */
+struct job_out {
+	char *root, *path; /* the output root, and the job's folder in it */
+	bool known;	   /* the root's identity below is known */
+	bool trusted;	   /* the loop just judged the root (job_out_recheck) */
+	dev_t dev;
+	ino_t ino;
+};
+void job_out_fill(const struct job *job, struct job_out *out, bool trusted);
+void job_out_clear(struct job_out *out);
+/* On a worker: creates and opens the job's output folder. -ESTALE when the
+ * root is not the directory known: the loop judges it (job_out_recheck). */
+int job_out_open(const struct job_out *out);
+/* On the loop after -ESTALE: 0 to try again, else -ENODEV or -EAGAIN. */
+int job_out_recheck(struct job *job);
+bool job_out_space_ok(int dirfd, uint64_t min_free);
+
+/* on_success after a result is done: filled on the loop, run on the worker
+ * that wrote the result, logged on the loop by job_success_done (job may be
+ * NULL there; it frees the copies). */
+struct job_success {
+	struct job_src src;
+	enum on_success mode;
+	char *done_dir;
+	int r;
+	bool left;
+};
+void job_success_fill(const struct job *job, struct job_success *s);
+void job_success_run(struct job_success *s);
+void job_success_done(const struct job *job, struct job_success *s);
+/* journal_remove, one thread at a time (journal may be NULL). */
+int job_journal_drop(struct journal *journal, const char *folder, const char *source);
+/* pread until len bytes or the end; -errno. */
+ssize_t job_read_at(int fd, void *buf, size_t len, off_t off);
 
 /* Shared between the files of the module; each is defined where its
  * concern lives (see the list at the top). */
@@ -151,31 +263,37 @@ void job_wait(struct jobs *jobs, struct job *job, uint64_t delay_ms, bool fetch)
 void job_queue(struct jobs *jobs, struct job *job, bool front);
 void job_activate(struct jobs *jobs, struct job *job, enum job_state state);
 void job_activate_fitting(struct jobs *jobs, struct job *job);
+void job_activate_checking(struct jobs *jobs, struct job *job);
 void job_finish(struct jobs *jobs, struct job *job);
-int job_choose_stem(struct jobs *jobs, struct job *job);
-int job_open_output_dir(struct job *job);
+/* The output stem, chosen on a worker: filled on the loop (with the stems
+ * other jobs hold), chosen by job_stem_choose on the worker, taken by
+ * job_stem_take on the loop (-EAGAIN: taken meanwhile, choose again). */
+struct job_stem {
+	bool held; /* the job holds one already: chosen is it */
+	int r;
+	char *rel;
+	char base[OUTPUT_STEM_MAX + 1];
+	char **taken;
+	size_t n_taken;
+	char chosen[OUTPUT_NAME_MAX];
+};
+void job_stem_fill(const struct jobs *jobs, const struct job *job, struct job_stem *st);
+int job_stem_choose(int dirfd, struct job_stem *st);
+int job_stem_take(struct jobs *jobs, struct job *job, const struct job_stem *st);
+void job_stem_clear(struct job_stem *st);
 void job_fill_source(const struct job *job, struct sidecar_source *src);
 void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64_t finished_at,
 		   int64_t generated_images);
-int job_journal_write(struct jobs *jobs, struct job *job);
 void job_set_undurable(struct jobs *jobs, struct job *job, bool undurable);
 void job_set_storage_hold(struct jobs *jobs, struct job *job, bool hold);
-bool job_disk_space_ok(const struct jobs *jobs, int dirfd);
 void job_close_output_dir(struct job *job);
 /* --once: a folder whose output cannot take results gets no more spent on it
  * in this run; its queued files are left for a later run. */
 void jobs_leave_queued_for_later(struct jobs *jobs, struct folder *folder);
-bool sidecar_still_there(const struct folder *folder, const struct index_entry *e);
-bool job_version_done(const struct folder *folder, const char *rel, uint64_t size,
-		      int64_t mtime_sec, long mtime_nsec);
 void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *code,
 	      const char *message);
-int job_open_source(const struct job *job);
-int job_open_source_dir(const struct job *job);
-bool job_already_done(const struct folder *folder, const char *rel, const struct stat *st);
 void job_validate(struct jobs *jobs, struct job *job);
 void jobs_pause_timer(void *userdata);
-bool job_source_unchanged(const struct job *job, int fd);
 void job_generate(struct jobs *jobs, struct job *job);
 /* job_fit.c. The fitted image: its bytes (an unlinked file), what it is, and
  * the source's descriptor while it is being sent (for the changed-check). */
@@ -195,7 +313,6 @@ void job_fit_release(struct job *job);
 const struct sidecar_fitted *job_fit_sidecar(const struct job *job, struct sidecar_fitted *buf,
 					     const char **names, size_t n_names);
 int copy_file(int src_fd, int dst_dirfd, const char *dst_name);
-void job_after_success(struct job *job);
 void job_fetch(struct jobs *jobs, struct job *job);
 void jobs_pump(struct jobs *jobs);
 

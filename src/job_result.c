@@ -1,8 +1,17 @@
 /* job_result: after the API answered. The paid result is journalled,
  * fetched (downloaded, or decoded from b64_json) into a temporary file,
  * committed with its sidecar, and the original kept, moved or deleted.
- * Failures get their .error.json here too. */
+ * Failures get their .error.json here too. Every file-system call of it runs
+ * on a storage worker (job_io.c): the loop builds a request, the completion
+ * decides what follows. */
 #include "job_private.h"
+
+/* journal.c is safe from several workers at once; concurrent writes share
+ * one fdatasync (group commit). */
+int job_journal_drop(struct journal *journal, const char *folder, const char *source)
+{
+	return journal ? journal_remove(journal, folder, source) : 0;
+}
 
 void job_fill_source(const struct job *job, struct sidecar_source *src)
 {
@@ -36,39 +45,42 @@ void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64
 	free(dir);
 }
 
-/* Records the paid result so that a crash before it is written out costs a
- * download, not a second generation. Without a state_dir there is nothing
- * to record into (the README says what that costs); a result that has no
- * URL (b64_json) cannot be recorded and is safe only once written out. */
-int job_journal_write(struct jobs *jobs, struct job *job)
+static char *xstrdup_or_null(const char *s)
 {
-	struct journal_record rec = {
-	    .folder = (char *)job->folder->cfg->path,
-	    .source = job->rel,
-	    .stem = job->stem,
-	    .url = job->result.url,
-	    .model = job->result.model,
-	    .result_size = job->result.size,
-	    .request_id = job->request_id[0] ? job->request_id : NULL,
-	    .usage = job->result.usage,
-	    .size = job->size,
-	    .mtime_sec = job->mtime.tv_sec,
-	    .mtime_nsec = job->mtime.tv_nsec,
-	    .created = job->result.created,
-	    .generated_at = job->generated_at,
-	    .elapsed_ms = loop_now_ms() - job->started,
-	    .attempts = job->attempts,
-	};
-	int r;
+	return s ? xstrdup(s) : NULL;
+}
 
-	if (!jobs->journal)
-		return 0;
-	if (!job->result.url) {
-		job_set_undurable(jobs, job, true);
-		return 0;
+/* The journal record of the paid result, with copies the worker owns.
+ * Records the paid result so that a crash before it is written out costs a
+ * download, not a second generation. */
+static void job_journal_record(const struct job *job, struct journal_record *rec)
+{
+	memset(rec, 0, sizeof(*rec));
+	rec->folder = xstrdup(job->folder->cfg->path);
+	rec->source = xstrdup(job->rel);
+	rec->stem = xstrdup(job->stem);
+	rec->url = xstrdup(job->result.url);
+	rec->model = xstrdup_or_null(job->result.model);
+	rec->result_size = xstrdup_or_null(job->result.size);
+	rec->request_id = job->request_id[0] ? xstrdup(job->request_id) : NULL;
+	if (job->result.usage) {
+		rec->usage = cJSON_Duplicate(job->result.usage, true);
+		if (!rec->usage)
+			log_oom();
 	}
-	memcpy(rec.sha256, job->sha256, sizeof(rec.sha256));
-	r = journal_write(jobs->journal, &rec);
+	rec->size = job->size;
+	rec->mtime_sec = job->mtime.tv_sec;
+	rec->mtime_nsec = job->mtime.tv_nsec;
+	rec->created = job->result.created;
+	rec->generated_at = job->generated_at;
+	rec->elapsed_ms = loop_now_ms() - job->started;
+	rec->attempts = job->attempts;
+	memcpy(rec->sha256, job->sha256, sizeof(rec->sha256));
+}
+
+/* What the journal write of a paid result came to (on the loop). */
+static void job_journal_written(struct jobs *jobs, struct job *job, int r)
+{
 	if (r < 0) {
 		job_set_undurable(jobs, job, true);
 		(void)snprintf(jobs->disk_reason, sizeof(jobs->disk_reason),
@@ -80,89 +92,233 @@ int job_journal_write(struct jobs *jobs, struct job *job)
 			"cannot journal the result of %s/%s: %s; no new generation starts until "
 			"it is written out",
 			job->folder->cfg->path, job->rel, strerror(-r));
-		return r;
+		return;
 	}
 	job->journalled = true;
 	job_set_undurable(jobs, job, false);
-	return 0;
 }
 
-static void job_journal_remove(struct jobs *jobs, struct job *job)
+static void job_journal_removed(const struct job *job, int r)
 {
-	int r;
-
-	if (!jobs->journal)
-		return;
-	r = journal_remove(jobs->journal, job->folder->cfg->path, job->rel);
 	if (r < 0)
 		log_warn("cannot remove the journal record of %s/%s: %s", job->folder->cfg->path,
 			 job->rel, strerror(-r));
+}
+
+/* on_success's outcome, logged on the loop. */
+static void job_after_success_log(const struct job *job, int r, bool left)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+
+	if (left)
+		log_info("%s/%s changed or went away; left in place", cfg->path, job->rel);
+	else if (r < 0)
+		log_warn("on_success for %s/%s failed: %s; the original stays", cfg->path, job->rel,
+			 strerror(-r));
+}
+
+void job_success_fill(const struct job *job, struct job_success *s)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+
+	s->mode = job->dirty ? ON_SUCCESS_KEEP : cfg->on_success;
+	s->left = job->dirty && cfg->on_success != ON_SUCCESS_KEEP;
+	s->done_dir = xstrdup_or_null(cfg->done_dir);
+	job_src_fill(job, &s->src);
+}
+
+void job_success_run(struct job_success *s)
+{
+	bool left = false;
+
+	if (s->mode == ON_SUCCESS_KEEP)
+		return;
+	s->r = job_src_after_success(&s->src, s->mode, s->done_dir, &left);
+	s->left = left;
+}
+
+void job_success_done(const struct job *job, struct job_success *s)
+{
+	if (job)
+		job_after_success_log(job, s->r, s->left);
+	job_src_clear(&s->src);
+	free(s->done_dir);
+	s->done_dir = NULL;
+}
+
+/* ---- the error sidecar -------------------------------------------------- */
+
+struct job_fail_io {
+	struct job_io io;
+	struct job_out out;
+	struct job_stem stem;
+	struct job_src src;
+	bool hash; /* hash the source first (the sidecar says which bytes failed) */
+	char sha256[65];
+	struct journal *journal;
+	char *code, *message, *request_id;
+	long http_status;
+	unsigned attempts;
+	int64_t failed_at;
+	bool rechecked;
+	int r;
+	char name[OUTPUT_NAME_MAX + 16];
+};
+
+static void job_fail_work(struct job_io *io)
+{
+	struct job_fail_io *f = (struct job_fail_io *)io;
+	struct sidecar_error e = {0};
+	char *doc = NULL;
+	int dirfd;
+
+	dirfd = f->r = job_out_open(&f->out);
+	if (dirfd < 0)
+		return;
+	f->r = job_stem_choose(dirfd, &f->stem);
+	if (f->r < 0)
+		goto out;
+	if (f->hash) {
+		int in = job_src_open(&f->src);
+		if (in >= 0) {
+			if (job_src_unchanged(&f->src, in))
+				(void)digest_sha256_fd(in, f->sha256);
+			close(in);
+		}
+	}
+	e.src.source = f->src.rel;
+	e.src.sha256_hex = f->sha256[0] ? f->sha256 : NULL;
+	e.src.size = f->src.size;
+	e.src.mtime_sec = f->src.mtime.tv_sec;
+	e.src.mtime_nsec = f->src.mtime.tv_nsec;
+	e.http_status = f->http_status;
+	e.code = f->code;
+	e.message = f->message;
+	e.request_id = f->request_id;
+	e.attempts = f->attempts;
+	e.failed_at = f->failed_at;
+	e.version = SEEDREAMD_VERSION;
+	doc = output_error_json(&e);
+	if (!doc) {
+		f->r = -ENOMEM;
+		goto out;
+	}
+	(void)snprintf(f->name, sizeof(f->name), "%s.error.json", f->stem.chosen);
+	/* The record of this failure replaces the paid result's journal record
+	 * (removed once the error is on disk). */
+	f->r = output_write_atomic(dirfd, f->name, doc, strlen(doc));
+	if (f->r == 0)
+		(void)job_journal_drop(f->journal, f->src.root, f->src.rel);
+out:
+	free(doc);
+	close(dirfd);
+}
+
+static void job_fail_free(struct job_fail_io *f)
+{
+	job_out_clear(&f->out);
+	job_stem_clear(&f->stem);
+	job_src_clear(&f->src);
+	free(f->code);
+	free(f->message);
+	free(f->request_id);
+	free(f);
+}
+
+static void job_fail_submit(struct jobs *jobs, struct job *job, struct job_fail_io *f,
+			    bool trusted);
+
+static void job_fail_done(struct jobs *jobs, struct job *job, struct job_io *io)
+{
+	struct job_fail_io *f = (struct job_fail_io *)io;
+	int r = io->ran ? f->r : -ECANCELED;
+
+	if (!job) {
+		job_fail_free(f);
+		return;
+	}
+	if (r == -ESTALE && !f->rechecked) {
+		r = job_out_recheck(job);
+		if (r == 0) {
+			job_out_clear(&f->out);
+			f->rechecked = true;
+			job_fail_submit(jobs, job, f, true);
+			return;
+		}
+	}
+	if (r == 0 && job_stem_take(jobs, job, &f->stem) < 0) {
+		job_stem_clear(&f->stem);
+		job_stem_fill(jobs, job, &f->stem);
+		job_fail_submit(jobs, job, f, f->rechecked);
+		return;
+	}
+	if (r == 0) {
+		if (f->sha256[0])
+			memcpy(job->sha256, f->sha256, sizeof(job->sha256));
+		job_index_put(job, f->name, true, f->failed_at, 0);
+	} else {
+		log_job(LOG_ERR, job->folder->cfg->path, job->rel, NULL, f->code,
+			"cannot write the error sidecar for %s/%s: %s", job->folder->cfg->path,
+			job->rel, strerror(-r));
+	}
+	job_fail_free(f);
+	job_advance(jobs, job, JOB_VERDICT(DROP)); /* counted failed when it failed */
+}
+
+static void job_fail_submit(struct jobs *jobs, struct job *job, struct job_fail_io *f, bool trusted)
+{
+	if (job->folder->index_stale) {
+		/* back, but its records are not read again yet */
+		f->r = -EAGAIN;
+		f->io.ran = true;
+		f->io.job = job;
+		job_fail_done(jobs, job, &f->io);
+		return;
+	}
+	job_out_fill(job, &f->out, trusted);
+	f->io.work = job_fail_work;
+	f->io.done = job_fail_done;
+	job_io_submit(jobs, job, job->folder, &f->io);
 }
 
 /* The file fails for good: an .error.json next to where the output would be. */
 void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *code,
 	      const char *message)
 {
-	struct sidecar_error e = {0};
-	char name[OUTPUT_NAME_MAX];
-	char *doc = NULL;
-	int r;
+	struct job_fail_io *f = calloc(1, sizeof(*f));
 
+	if (!f)
+		log_oom();
 	jobs->failed++;
 	log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
 		job->request_id[0] ? job->request_id : NULL, code, "failed %s/%s: %s: %s",
 		job->folder->cfg->path, job->rel, code, message);
-	r = job_open_output_dir(job);
-	if (r < 0)
-		goto out;
-	r = job_choose_stem(jobs, job);
-	if (r < 0)
-		goto out;
-	/* A huge file (a 16 GiB sparse "photo") must not hold the loop, and the
-	 * watchdog, for the sake of an error record: hash up to ~150 ms worth. */
-	if (!job->sha256[0] && job->size <= JOBS_HASH_FOR_ERROR_MAX) {
-		int in = job_open_source(job);
-		if (in >= 0) {
-			if (job_source_unchanged(job, in))
-				(void)transfer_sha256_fd(in, job->sha256);
-			close(in);
-		}
-	}
-	job_fill_source(job, &e.src);
-	e.http_status = http_status;
-	e.code = code;
-	e.message = message;
-	e.request_id = job->request_id[0] ? job->request_id : NULL;
-	e.attempts = job->attempts;
-	e.failed_at = loop_wall_ms() / 1000;
-	e.version = SEEDREAMD_VERSION;
-	doc = output_error_json(&e);
-	if (!doc)
-		log_oom();
-	(void)snprintf(name, sizeof(name), "%s.error.json", job->stem);
-	/* The record of this failure replaces the paid result's journal record
-	 * (removed below, once the error is on disk). */
-	r = output_write_atomic(job->out_dirfd, name, doc, strlen(doc));
-	if (r < 0)
-		goto out;
-	job_index_put(job, name, true, e.failed_at, 0);
-	job_journal_remove(jobs, job);
-out:
-	if (r < 0)
-		log_job(LOG_ERR, job->folder->cfg->path, job->rel, NULL, code,
-			"cannot write the error sidecar for %s/%s: %s", job->folder->cfg->path,
-			job->rel, strerror(-r));
-	free(doc);
-	job_finish(jobs, job);
+	job_activate(jobs, job, JOB_COMMITTING);
+	job_stem_fill(jobs, job, &f->stem);
+	job_src_fill(job, &f->src);
+	memcpy(f->sha256, job->sha256, sizeof(f->sha256));
+	/* A huge file (a 16 GiB sparse "photo") is not hashed for the sake of
+	 * an error record. */
+	f->hash = !job->sha256[0] && job->size <= JOBS_HASH_FOR_ERROR_MAX;
+	f->journal = jobs->journal;
+	f->code = xstrdup(code);
+	f->message = xstrdup(message);
+	f->request_id = job->request_id[0] ? xstrdup(job->request_id) : NULL;
+	f->http_status = http_status;
+	f->attempts = job->attempts;
+	f->failed_at = loop_wall_ms() / 1000;
+	job_fail_submit(jobs, job, f, false);
 }
 
-bool job_disk_space_ok(const struct jobs *jobs, int dirfd)
-{
-	struct statvfs sv;
+/* ---- fetching and committing the paid result ---------------------------- */
 
-	if (fstatvfs(dirfd, &sv) < 0)
-		return true;
-	return (uint64_t)sv.f_bavail * sv.f_frsize >= jobs->config->min_free_space;
+/* The stages below end a failure through the core. */
+static void job_fails(struct jobs *jobs, struct job *job, long http_status, const char *code,
+		      const char *message)
+{
+	job_advance(
+	    jobs, job,
+	    JOB_VERDICT(FAIL, .http_status = http_status, .code = code, .message = message));
 }
 
 /* The paid result could not be fetched or written: fetch it again later,
@@ -194,16 +350,15 @@ static void job_fetch_retry(struct jobs *jobs, struct job *job, const char *code
 			"the paid result of %s/%s cannot be written (%s); it stays in the "
 			"journal for the next run",
 			job->folder->cfg->path, job->rel, why);
-		jobs->left_incomplete++;
 		job->folder->gave_up_this_run = true;
 		jobs_leave_queued_for_later(jobs, job->folder);
-		job_finish(jobs, job);
+		job_advance(jobs, job, JOB_VERDICT(LEAVE));
 		return;
 	}
 	/* The URL lives 24 h: keep trying within that, never generate again. */
 	if (loop_wall_ms() - job->generated_at > (int64_t)JOBS_URL_VALID_MS ||
 	    ((jobs->once || code) && job->fetch_failures > jobs->config->api.retries)) {
-		job_fail(jobs, job, code ? 200 : 0, code ? code : "FetchFailed", why);
+		job_fails(jobs, job, code ? 200 : 0, code ? code : "FetchFailed", why);
 		return;
 	}
 	delay = jobs_backoff(jobs, job->fetch_failures, -1);
@@ -211,9 +366,8 @@ static void job_fetch_retry(struct jobs *jobs, struct job *job, const char *code
 		job->request_id[0] ? job->request_id : NULL, code,
 		"fetching the result of %s/%s failed (%s); trying again in %llu ms",
 		job->folder->cfg->path, job->rel, why, (unsigned long long)delay);
-	job_wait(jobs, job, delay, true);
-	jobs_changed(jobs);
-	jobs_pump(jobs); /* a download waiting to retry holds no generation slot */
+	/* A download waiting to retry holds no generation slot. */
+	job_advance(jobs, job, JOB_VERDICT(FETCH_RETRY, .delay_ms = delay));
 }
 
 static void job_fetch_failed(struct jobs *jobs, struct job *job, const char *why, bool storage)
@@ -223,161 +377,41 @@ static void job_fetch_failed(struct jobs *jobs, struct job *job, const char *why
 
 /* Whether the result in fd is an image: known magic bytes, and for PNG and
  * JPEG the ending of a whole file (the check inputs get). NULL when it is,
- * else a code, with a sentence in msg. */
-static const char *job_result_problem(int fd, const uint8_t *magic, size_t magic_len,
-				      enum image_format *ret_fmt, char *msg, size_t msglen)
+ * else a code, with a sentence in msg. On a worker. */
+static const char *job_result_problem(int fd, enum image_format fmt, char *msg, size_t msglen)
 {
 	uint8_t tail[IMAGE_TAIL_MAX];
 	struct stat st;
 	size_t n;
 	ssize_t got;
 
-	*ret_fmt = image_sniff(magic, magic_len);
 	if (fstat(fd, &st) < 0 || st.st_size == 0) {
 		(void)snprintf(msg, msglen, "the result is empty");
 		return "Result.NotAnImage";
 	}
-	if (*ret_fmt == IMAGE_FORMAT_UNKNOWN) {
+	if (fmt == IMAGE_FORMAT_UNKNOWN) {
 		(void)snprintf(msg, msglen,
 			       "the result is not an image: its first bytes match no "
 			       "known image format");
 		return "Result.NotAnImage";
 	}
 	n = (uint64_t)st.st_size < sizeof(tail) ? (size_t)st.st_size : sizeof(tail);
-	do
-		got = pread(fd, tail, n, st.st_size - (off_t)n);
-	while (got < 0 && errno == EINTR);
-	if (got == (ssize_t)n && !image_tail_complete(*ret_fmt, tail, n)) {
+	got = job_read_at(fd, tail, n, st.st_size - (off_t)n);
+	if (got == (ssize_t)n && !image_tail_complete(fmt, tail, n)) {
 		(void)snprintf(msg, msglen,
 			       "the result is a %s cut short (it does not end like "
 			       "a whole file)",
-			       image_format_name(*ret_fmt));
+			       image_format_name(fmt));
 		return "Result.Incomplete";
 	}
 	return NULL;
 }
 
-/* Copies src to dst (O_EXCL) and fsyncs it: moves across filesystems. */
-int copy_file(int src_fd, int dst_dirfd, const char *dst_name)
-{
-	char buf[64 * 1024];
-	int out = openat(dst_dirfd, dst_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644), r = 0;
-	off_t off = 0;
-
-	if (out < 0)
-		return -errno;
-	for (;;) {
-		ssize_t n = pread(src_fd, buf, sizeof(buf), off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : 0;
-			break;
-		}
-		for (ssize_t done = 0; done < n;) {
-			ssize_t w = write(out, buf + done, (size_t)(n - done));
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0) {
-				r = -errno;
-				goto out;
-			}
-			done += w;
-		}
-		off += n;
-	}
-	if (r == 0 && fsync(out) < 0)
-		r = -errno;
-out:
-	close(out);
-	if (r < 0)
-		(void)unlinkat(dst_dirfd, dst_name, 0);
-	return r;
-}
-
-/* on_success: move the original to done_dir (mirroring its relative path,
- * never over another file) or delete it. Only after the output and its
- * sidecar are on disk, and only if the file is still the version sent. */
-void job_after_success(struct job *job)
-{
-	const struct folder_config *cfg = job->folder->cfg;
-	char *dir = NULL, *dest_dir = NULL, name[OUTPUT_NAME_MAX + 16];
-	const char *base = rel_base(job->rel), *dot;
-	int src_dir = -1, fd = -1, dest_fd = -1, r = 0;
-	struct stat st;
-
-	if (cfg->on_success == ON_SUCCESS_KEEP)
-		return;
-	src_dir = job_open_source_dir(job);
-	fd = job_open_source(job);
-	/* The name must still be the very file that was sent, reached without
-	 * a link on the way: never move or delete anything else. */
-	if (src_dir < 0 || fd < 0 || !job_source_unchanged(job, fd) || job->dirty ||
-	    fstatat(src_dir, base, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_ino != job->ino ||
-	    st.st_dev != job->dev) {
-		log_info("%s/%s changed or went away; left in place", cfg->path, job->rel);
-		goto out;
-	}
-	if (cfg->on_success == ON_SUCCESS_DELETE) {
-		if (unlinkat(src_dir, base, 0) < 0)
-			r = -errno;
-		goto out;
-	}
-	dir = rel_dir(job->rel);
-	dest_dir = dir[0] ? xasprintf("%s/%s", cfg->done_dir, dir) : xstrdup(cfg->done_dir);
-	r = output_mkdir_parents(dest_dir, 0755);
-	if (r < 0)
-		goto out;
-	dest_fd = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dest_fd < 0) {
-		r = -errno;
-		goto out;
-	}
-	dot = strrchr(base, '.');
-	(void)snprintf(name, sizeof(name), "%s", base);
-	for (unsigned n = 2; faccessat(dest_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0; n++) {
-		if (n > 9999) {
-			r = -EEXIST;
-			goto out;
-		}
-		(void)snprintf(name, sizeof(name), "%.*s-%u%s",
-			       (int)(dot ? dot - base : (long)strlen(base)), base, n,
-			       dot ? dot : "");
-	}
-	if (renameat(src_dir, base, dest_fd, name) < 0) {
-		if (errno != EXDEV) {
-			r = -errno;
-			goto out;
-		}
-		r = copy_file(fd, dest_fd, name);
-		if (r == 0 && unlinkat(src_dir, base, 0) < 0)
-			r = -errno;
-	}
-	if (r == 0)
-		(void)fsync(dest_fd);
-out:
-	if (r < 0)
-		log_warn("on_success for %s/%s failed: %s; the original stays", cfg->path, job->rel,
-			 strerror(-r));
-	if (dest_fd >= 0)
-		close(dest_fd);
-	if (fd >= 0)
-		close(fd);
-	if (src_dir >= 0) {
-		(void)fsync(src_dir);
-		close(src_dir);
-	}
-	free(dest_dir);
-	free(dir);
-}
-
-/* The output file is complete in a temporary file: rename it in, then the
- * sidecar, which is the "done" record. */
 /* A b64_json image decoded straight to its file exists nowhere else: before
- * a failed commit throws the file away, its bytes go back into the job as
- * the answer's text, and the retried write decodes them again. keep_fd is a
- * second descriptor of the file (it outlives the unlink). */
-static int job_keep_streamed_image(struct job *job, int keep_fd)
+ * a failed commit throws the file away, its bytes are read back as the
+ * answer's text, and the retried write decodes them again. keep_fd is a
+ * second descriptor of the file (it outlives the unlink). On a worker. */
+static int job_keep_streamed_image(int keep_fd, char **ret_text)
 {
 	char *buf = NULL, *text = NULL;
 	size_t len = 0;
@@ -399,79 +433,164 @@ static int job_keep_streamed_image(struct job *job, int keep_fd)
 		goto out;
 	}
 	text[b64_encode((const uint8_t *)buf, len, text)] = '\0';
-	free(job->result.b64_json);
-	job->result.b64_json = text;
-	job->result.b64_streamed = false;
+	*ret_text = text;
 out:
 	free(buf);
 	return r;
 }
 
-/* The commit of a paid result failed on storage: retry, and for a streamed
- * b64_json image, keep its bytes first (see above). */
-static void job_commit_failed(struct jobs *jobs, struct job *job, int keep_fd, int err)
-{
-	if (keep_fd >= 0) {
-		int r = job_keep_streamed_image(job, keep_fd);
-		close(keep_fd);
-		if (r < 0) {
-			job_fail(jobs, job, 200, "Result.WriteFailed", strerror(-r));
-			return;
-		}
-	}
-	job_fetch_failed(jobs, job, strerror(err), true);
-}
-
-static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const char *tmp_name,
-		       const uint8_t *magic, size_t magic_len, bool downloaded)
-{
-	int keep_fd = -1;
-	const struct folder_config *cfg = job->folder->cfg;
+struct job_commit_io {
+	struct job_io io;
+	int dirfd, fd;
+	char tmp[300];
 	enum image_format fmt;
+	bool downloaded, streamed;
 	char out_name[OUTPUT_NAME_MAX], side_name[OUTPUT_NAME_MAX], err_name[OUTPUT_NAME_MAX];
-	char why[160];
-	struct sidecar_success s = {0};
-	struct sidecar_fitted fitted;
-	const char *reasons[FIT_REASON_COUNT];
+	char *doc, *rel_out;
+	struct journal *journal;
+	struct job_success success;
+	int64_t completed_at;
+	uint64_t elapsed_ms;
+	/* results */
 	const char *problem;
-	char *doc;
-	int r;
+	char why[160];
+	int r, keep_r, journal_r;
+	char *kept_text; /* the streamed image as b64 text, after a failed commit */
+};
+
+static void job_commit_work(struct job_io *io)
+{
+	struct job_commit_io *c = (struct job_commit_io *)io;
+	int keep_fd = -1;
 
 	/* Anything else (an HTML page, a zip) is no success: on_success could
 	 * otherwise delete the original for it. */
-	problem = job_result_problem(tmp_fd, magic, magic_len, &fmt, why, sizeof(why));
-	if (problem) {
-		output_tmp_abort(job->out_dirfd, tmp_fd, tmp_name);
-		if (downloaded)
-			job_fetch_retry(jobs, job, problem, why, false); /* paid: download again */
-		else
-			job_fail(jobs, job, 200, problem, why); /* b64_json: it stays what it is */
+	c->problem = job_result_problem(c->fd, c->fmt, c->why, sizeof(c->why));
+	if (c->problem) {
+		output_tmp_abort(c->dirfd, c->fd, c->tmp);
+		c->fd = -1;
 		return;
 	}
-
-	(void)snprintf(out_name, sizeof(out_name), "%s%s", job->stem, output_ext_for(fmt));
-	if (job->result.b64_streamed) {
-		keep_fd = dup(tmp_fd);
+	if (c->streamed) {
+		keep_fd = dup(c->fd);
 		if (keep_fd < 0) {
-			r = -errno;
-			output_tmp_abort(job->out_dirfd, tmp_fd, tmp_name);
-			job_fail(jobs, job, 200, "Result.WriteFailed", strerror(-r));
+			c->r = -errno;
+			c->keep_r = c->r;
+			output_tmp_abort(c->dirfd, c->fd, c->tmp);
+			c->fd = -1;
 			return;
 		}
 	}
-	r = output_tmp_commit(job->out_dirfd, tmp_fd, tmp_name, out_name);
-	if (r < 0) {
-		job_commit_failed(jobs, job, keep_fd, -r);
-		return;
+	c->r = output_tmp_commit(c->dirfd, c->fd, c->tmp, c->out_name);
+	c->fd = -1;
+	if (c->r == 0) {
+		c->r = output_write_atomic(c->dirfd, c->side_name, c->doc, strlen(c->doc));
+		/* Without its sidecar the output is not "done": the next try writes
+		 * both again (under the same stem), rather than leave an orphan. */
+		if (c->r < 0)
+			(void)unlinkat(c->dirfd, c->out_name, 0);
 	}
+	if (c->r < 0) {
+		if (keep_fd >= 0)
+			c->keep_r = job_keep_streamed_image(keep_fd, &c->kept_text);
+		goto out;
+	}
+	(void)unlinkat(c->dirfd, c->err_name, 0); /* an old failure of this source */
+	c->journal_r = job_journal_drop(c->journal, c->success.src.root, c->success.src.rel);
+	job_success_run(&c->success);
+out:
+	if (keep_fd >= 0)
+		close(keep_fd);
+}
+
+static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *io)
+{
+	struct job_commit_io *c = (struct job_commit_io *)io;
+	const struct folder_config *cfg;
+
+	if (!io->ran) {
+		if (c->fd >= 0)
+			close(c->fd); /* shutdown: the next start sweeps the temporary file */
+		c->r = -ECANCELED;
+	}
+	job_success_done(job, &c->success);
+	if (!job)
+		goto out;
+	cfg = job->folder->cfg;
+	if (c->problem) {
+		if (c->downloaded)
+			job_fetch_retry(jobs, job, c->problem, c->why, false); /* paid: again */
+		else
+			job_fails(jobs, job, 200, c->problem, c->why); /* b64_json: it stays so */
+		goto out;
+	}
+	if (c->r < 0) {
+		if (c->streamed) {
+			if (c->keep_r < 0 || !c->kept_text) {
+				job_fails(jobs, job, 200, "Result.WriteFailed",
+					  strerror(c->keep_r < 0 ? -c->keep_r : -c->r));
+				goto out;
+			}
+			free(job->result.b64_json);
+			job->result.b64_json = c->kept_text;
+			job->result.b64_streamed = false;
+			c->kept_text = NULL;
+		}
+		job_fetch_failed(jobs, job, strerror(-c->r), true);
+		goto out;
+	}
+	job_index_put(job, c->side_name, false, c->completed_at,
+		      job->result.generated_images > 0 ? job->result.generated_images : 1);
+	job_journal_removed(job, c->journal_r);
+	job_set_undurable(jobs, job, false);
+	job_set_storage_hold(jobs, job, false);
+	jobs->disk_reason[0] = '\0';
+	log_job(LOG_INFO, cfg->path, job->rel, job->request_id[0] ? job->request_id : NULL, NULL,
+		"done %s/%s -> %s/%s (%u attempt%s, %llu ms)", cfg->path, job->rel, cfg->output,
+		c->rel_out, job->attempts, job->attempts == 1 ? "" : "s",
+		(unsigned long long)c->elapsed_ms);
+	job_advance(jobs, job, JOB_VERDICT(DONE));
+out:
+	if (c->dirfd >= 0)
+		close(c->dirfd);
+	free(c->kept_text);
+	free(c->doc);
+	free(c->rel_out);
+	free(c);
+}
+
+/* The output is complete in a temporary file: a worker checks that it is an
+ * image, renames it in, then writes the sidecar, which is the "done" record. */
+static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const char *tmp_name,
+		       const uint8_t *magic, size_t magic_len, bool downloaded)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	struct job_commit_io *c = calloc(1, sizeof(*c));
+	struct sidecar_success s = {0};
+	struct sidecar_fitted fitted;
+	const char *reasons[FIT_REASON_COUNT];
+	char *dir;
+
+	if (!c)
+		log_oom();
+	c->dirfd = dup(job->out_dirfd);
+	if (c->dirfd < 0)
+		log_oom(); /* descriptors run out only by a leak */
+	c->fd = tmp_fd;
+	(void)snprintf(c->tmp, sizeof(c->tmp), "%s", tmp_name);
+	c->fmt = image_sniff(magic, magic_len);
+	c->downloaded = downloaded;
+	c->streamed = job->result.b64_streamed;
+	(void)snprintf(c->out_name, sizeof(c->out_name), "%s%s", job->stem, output_ext_for(c->fmt));
+	(void)snprintf(c->side_name, sizeof(c->side_name), "%s.json", job->stem);
+	(void)snprintf(c->err_name, sizeof(c->err_name), "%s.error.json", job->stem);
+	dir = rel_dir(job->rel);
+	c->rel_out = dir[0] ? xasprintf("%s/%s", dir, c->out_name) : xstrdup(c->out_name);
+	free(dir);
+	c->completed_at = loop_wall_ms() / 1000;
+	c->elapsed_ms = loop_now_ms() - job->started;
 	job_fill_source(job, &s.src);
-	s.output = NULL;
-	{
-		char *dir = rel_dir(job->rel);
-		char *rel_out = dir[0] ? xasprintf("%s/%s", dir, out_name) : xstrdup(out_name);
-		s.output = rel_out;
-		free(dir);
-	}
+	s.output = c->rel_out;
 	s.model = job->result.model ? job->result.model : jobs->config->api.model;
 	s.prompt = cfg->prompt;
 	s.size = cfg->size;
@@ -483,42 +602,19 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	s.usage = job->result.usage;
 	s.request_id = job->request_id[0] ? job->request_id : NULL;
 	s.attempts = job->attempts;
-	s.elapsed_ms = loop_now_ms() - job->started;
-	s.completed_at = loop_wall_ms() / 1000;
+	s.elapsed_ms = c->elapsed_ms;
+	s.completed_at = c->completed_at;
 	s.version = SEEDREAMD_VERSION;
 	s.fitted = job_fit_sidecar(job, &fitted, reasons, FIT_REASON_COUNT);
-	doc = output_sidecar_json(&s);
-	if (!doc)
+	c->doc = output_sidecar_json(&s);
+	if (!c->doc)
 		log_oom();
-	(void)snprintf(side_name, sizeof(side_name), "%s.json", job->stem);
-	r = output_write_atomic(job->out_dirfd, side_name, doc, strlen(doc));
-	free(doc);
-	if (r < 0) {
-		/* Without its sidecar the output is not "done": the next try writes
-		 * both again (under the same stem), rather than leave an orphan. */
-		(void)unlinkat(job->out_dirfd, out_name, 0);
-		free((char *)s.output);
-		job_commit_failed(jobs, job, keep_fd, -r);
-		return;
-	}
-	if (keep_fd >= 0)
-		close(keep_fd);
-	(void)snprintf(err_name, sizeof(err_name), "%s.error.json", job->stem);
-	(void)unlinkat(job->out_dirfd, err_name, 0); /* an old failure of this source */
-	job_index_put(job, side_name, false, s.completed_at,
-		      job->result.generated_images > 0 ? job->result.generated_images : 1);
-	job_journal_remove(jobs, job);
-	job_set_undurable(jobs, job, false);
-	job_set_storage_hold(jobs, job, false);
-	jobs->disk_reason[0] = '\0';
-	job_after_success(job);
-	jobs->done++;
-	log_job(LOG_INFO, cfg->path, job->rel, s.request_id, NULL,
-		"done %s/%s -> %s/%s (%u attempt%s, %llu ms)", cfg->path, job->rel, cfg->output,
-		s.output, job->attempts, job->attempts == 1 ? "" : "s",
-		(unsigned long long)s.elapsed_ms);
-	free((char *)s.output);
-	job_finish(jobs, job);
+	c->journal = jobs->journal;
+	job_success_fill(job, &c->success);
+	c->io.work = job_commit_work;
+	c->io.done = job_commit_done;
+	job_activate(jobs, job, JOB_COMMITTING);
+	job_io_submit(jobs, job, job->folder, &c->io);
 }
 
 static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
@@ -551,7 +647,7 @@ static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
 		 * generated again. */
 		(void)snprintf(why, sizeof(why), "%s", d->guard.why);
 		job_release_transfers(jobs, job);
-		job_fail(jobs, job, 200, "UnsafeResultURL", why); /* as a URL refused up front */
+		job_fails(jobs, job, 200, "UnsafeResultURL", why); /* as a URL refused up front */
 		return;
 	}
 	if (d->write_errno)
@@ -568,9 +664,9 @@ static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
 	job_fetch_failed(jobs, job, why, storage);
 }
 
-static int job_decode_b64(struct job *job, int fd, uint8_t *magic, size_t *magic_len)
+/* Decodes the b64_json text into fd. On a worker. */
+static int job_decode_b64(const char *text, int fd, uint8_t *magic, size_t *magic_len)
 {
-	const char *text = job->result.b64_json;
 	size_t len = strlen(text), out_len = 0, off = 0;
 	uint8_t *buf = malloc(len / 4 * 3 + 3);
 	int r;
@@ -600,16 +696,235 @@ out:
 	return r;
 }
 
+/* Readying the fetch: the journal record, the output folder, room in it, the
+ * temporary file (and the b64_json image decoded into it). */
+struct job_fetch_io {
+	struct job_io io;
+	struct job_out out;
+	struct journal *journal;
+	struct journal_record rec; /* the names, to remove a record found done */
+	char *done_sidecar;	   /* set: written before a crash if this exists */
+	uint64_t min_free;
+	char hint[OUTPUT_NAME_MAX];
+	char *b64; /* the job's b64_json text, taken while the worker decodes it */
+	bool rechecked;
+	/* results */
+	int journal_r, r;
+	bool already_done, space_low, malformed;
+	bool journal_first; /* the journal write runs first, on state_dir's storage */
+	int dirfd, fd;
+	char tmp[300];
+	uint8_t magic[16];
+	size_t magic_len;
+};
+
+static void job_fetch_work(struct job_io *io)
+{
+	struct job_fetch_io *f = (struct job_fetch_io *)io;
+
+	if (f->done_sidecar && access(f->done_sidecar, F_OK) == 0) {
+		f->already_done = true;
+		f->journal_r = job_journal_drop(f->journal, f->rec.folder, f->rec.source);
+		return;
+	}
+	f->dirfd = f->r = job_out_open(&f->out);
+	if (f->r < 0)
+		return;
+	if (!job_out_space_ok(f->dirfd, f->min_free)) {
+		f->space_low = true;
+		return;
+	}
+	f->fd = f->r = output_tmp_open(f->dirfd, f->hint, f->tmp, sizeof(f->tmp));
+	if (f->r < 0)
+		return;
+	if (f->b64) {
+		f->r = job_decode_b64(f->b64, f->fd, f->magic, &f->magic_len);
+		if (f->r < 0) {
+			f->malformed = f->r == -EINVAL;
+			output_tmp_abort(f->dirfd, f->fd, f->tmp);
+			f->fd = -1;
+		}
+	}
+}
+
+static void job_fetch_submit(struct jobs *jobs, struct job *job, struct job_fetch_io *f,
+			     bool trusted);
+static void job_fetch_free(struct job_fetch_io *f);
+
+/* The journal write of a paid result, on state_dir's storage: a folder whose
+ * share hangs does not hold it up, so its results are recorded and wait. */
+struct job_journal_io {
+	struct job_io io;
+	struct journal *journal;
+	struct journal_record rec;
+	struct job_fetch_io *fetch; /* what follows once recorded */
+	int r;
+};
+
+static void job_journal_work(struct job_io *io)
+{
+	struct job_journal_io *j = (struct job_journal_io *)io;
+
+	j->r = journal_write(j->journal, &j->rec);
+}
+
+static void job_journal_done(struct jobs *jobs, struct job *job, struct job_io *io)
+{
+	struct job_journal_io *j = (struct job_journal_io *)io;
+	struct job_fetch_io *f = j->fetch;
+
+	journal_record_clear(&j->rec);
+	if (!job || !io->ran) {
+		job_fetch_free(f);
+		free(j);
+		return;
+	}
+	job_journal_written(jobs, job, j->r);
+	free(j);
+	job_fetch_submit(jobs, job, f, false);
+	if (job->journalled)
+		jobs_pump(jobs); /* recorded: the next generation may start */
+}
+
+static void job_journal_submit(struct jobs *jobs, struct job *job, struct job_fetch_io *f)
+{
+	struct job_journal_io *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		log_oom();
+	j->journal = jobs->journal;
+	j->fetch = f;
+	job_journal_record(job, &j->rec);
+	j->io.work = job_journal_work;
+	j->io.done = job_journal_done;
+	job_io_submit(jobs, job, NULL, &j->io);
+}
+
+static void job_fetch_free(struct job_fetch_io *f)
+{
+	job_out_clear(&f->out);
+	journal_record_clear(&f->rec);
+	free(f->done_sidecar);
+	free(f->b64);
+	free(f);
+}
+
+static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io)
+{
+	struct job_fetch_io *f = (struct job_fetch_io *)io;
+	int r = io->ran ? f->r : -ECANCELED;
+
+	if (!job) {
+		if (f->fd >= 0)
+			job_io_discard_tmp(jobs, io->folder, f->dirfd, f->fd, f->tmp);
+		else if (f->dirfd >= 0)
+			close(f->dirfd);
+		job_fetch_free(f);
+		return;
+	}
+	if (f->b64) {
+		/* Back into the job: a retry decodes it again. */
+		free(job->result.b64_json);
+		job->result.b64_json = f->b64;
+		f->b64 = NULL;
+	}
+	if (f->already_done) {
+		/* A result restored from the journal while the output was away,
+		 * which turned out to be written before the crash. */
+		log_job(LOG_INFO, job->folder->cfg->path, job->rel,
+			job->request_id[0] ? job->request_id : NULL, NULL,
+			"%s/%s: its paid-for result is already on disk; journal record removed",
+			job->folder->cfg->path, job->rel);
+		job_journal_removed(job, f->journal_r);
+		job_fetch_free(f);
+		job_advance(jobs, job, JOB_VERDICT(DROP));
+		return;
+	}
+	if (r == -ESTALE && !f->rechecked) {
+		r = job_out_recheck(job);
+		if (r == 0) {
+			job_out_clear(&f->out);
+			f->rechecked = true;
+			f->dirfd = f->fd = -1;
+			f->b64 = job->result.b64_json;
+			job->result.b64_json = NULL;
+			job_fetch_submit(jobs, job, f, true);
+			return;
+		}
+	}
+	if (r == -ESTALE)
+		r = -ENODEV;
+	if (r < 0 || f->space_low) {
+		if (f->dirfd >= 0)
+			close(f->dirfd);
+		if (f->malformed)
+			job_fails(jobs, job, 200, "MalformedResponse",
+				  "data[0].b64_json is not valid base64");
+		else
+			job_fetch_failed(jobs, job,
+					 f->space_low ? "less free space than min_free_space"
+						      : strerror(-r),
+					 true);
+		job_fetch_free(f);
+		return;
+	}
+	job_close_output_dir(job);
+	job->out_dirfd = f->dirfd;
+	if (job->result.b64_json) {
+		int fd = f->fd;
+		char tmp[sizeof(f->tmp)];
+		uint8_t magic[sizeof(f->magic)];
+		size_t magic_len = f->magic_len;
+
+		memcpy(tmp, f->tmp, sizeof(tmp));
+		memcpy(magic, f->magic, sizeof(magic));
+		job_fetch_free(f);
+		job_commit(jobs, job, fd, tmp, magic, magic_len, false);
+		return;
+	}
+	if (!job->result.url || !transfer_url_allowed(job->result.url, &jobs->net)) {
+		job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), f->fd, f->tmp);
+		job_fetch_free(f);
+		job_fails(jobs, job, 200, "UnsafeResultURL",
+			  job->result.url ? "the result URL is not https, or leads to this "
+					    "machine or its local network"
+					  : "the result URL is missing");
+		return;
+	}
+	job->dl = calloc(1, sizeof(*job->dl));
+	if (!job->dl)
+		log_oom();
+	job->dl->fd = f->fd;
+	memcpy(job->dl->tmp_name, f->tmp, sizeof(job->dl->tmp_name));
+	job_fetch_free(f);
+	r = transfer_dl_setup(job->dl, job->result.url, &jobs->net, jobs->io_pool);
+	if (r >= 0)
+		r = transfer_dl_start(job->dl, jobs->http, job_downloaded, job);
+	if (r == -ENOMEM)
+		log_oom();
+	if (r < 0) {
+		job_release_transfers(jobs, job);
+		job_fetch_failed(jobs, job, strerror(-r), false);
+		return;
+	}
+	job_activate(jobs, job, JOB_FETCHING);
+}
+
+static void job_fetch_submit(struct jobs *jobs, struct job *job, struct job_fetch_io *f,
+			     bool trusted)
+{
+	job_out_fill(job, &f->out, trusted);
+	f->io.work = job_fetch_work;
+	f->io.done = job_fetch_done;
+	job_io_submit(jobs, job, job->folder, &f->io);
+}
+
 void job_fetch(struct jobs *jobs, struct job *job)
 {
-	char tmp[300], final_hint[OUTPUT_NAME_MAX];
-	uint8_t magic[16];
-	size_t magic_len = 0;
-	int fd, r;
+	struct job_fetch_io *f;
+	const struct index_entry *e;
 
-	job_activate(jobs, job, JOB_FETCHING);
-	if (job->undurable && job->result.url)
-		(void)job_journal_write(jobs, job); /* the state_dir may take it now */
+	job_activate(jobs, job, JOB_COMMITTING);
 	jobs_pump(jobs); /* the generation slot is free: fill it while this downloads */
 	if (job->dl) {
 		/* A b64_json image, already decoded as the answer arrived. */
@@ -621,73 +936,36 @@ void job_fetch(struct jobs *jobs, struct job *job)
 	}
 	if (job->result.b64_streamed) {
 		/* Decoded once, lost on the way to the disk: no bytes to retry with. */
-		job_fail(jobs, job, 200, "Result.WriteFailed",
-			 "the b64_json result could not be written");
+		job_fails(jobs, job, 200, "Result.WriteFailed",
+			  "the b64_json result could not be written");
 		return;
 	}
-	r = job_open_output_dir(job);
-	if (r < 0) {
-		job_fetch_failed(jobs, job, strerror(-r), true);
+	if (job->folder->index_stale) {
+		job_fetch_failed(jobs, job, strerror(EAGAIN), true);
 		return;
 	}
-	if (job->journalled &&
-	    job_version_done(job->folder, job->rel, job->size, job->mtime.tv_sec, job->mtime.tv_nsec)) {
-		/* A result restored from the journal while the output was away,
-		 * which turned out to be written before the crash. */
-		log_job(LOG_INFO, job->folder->cfg->path, job->rel,
-			job->request_id[0] ? job->request_id : NULL, NULL,
-			"%s/%s: its paid-for result is already on disk; journal record removed",
-			job->folder->cfg->path, job->rel);
-		job_journal_remove(jobs, job);
-		job_finish(jobs, job);
-		return;
-	}
-	if (!job_disk_space_ok(jobs, job->out_dirfd)) {
-		job_fetch_failed(jobs, job, "less free space than min_free_space", true);
-		return;
-	}
-	(void)snprintf(final_hint, sizeof(final_hint), "%s.out", job->stem);
-	fd = output_tmp_open(job->out_dirfd, final_hint, tmp, sizeof(tmp));
-	if (fd < 0) {
-		job_fetch_failed(jobs, job, strerror(-fd), true);
-		return;
-	}
-	if (job->result.b64_json) {
-		r = job_decode_b64(job, fd, magic, &magic_len);
-		if (r == -EINVAL) {
-			output_tmp_abort(job->out_dirfd, fd, tmp);
-			job_fail(jobs, job, 200, "MalformedResponse",
-				 "data[0].b64_json is not valid base64");
-			return;
-		}
-		if (r < 0) {
-			output_tmp_abort(job->out_dirfd, fd, tmp);
-			job_fetch_failed(jobs, job, strerror(-r), true);
-			return;
-		}
-		job_commit(jobs, job, fd, tmp, magic, magic_len, false);
-		return;
-	}
-	if (!job->result.url || !transfer_url_allowed(job->result.url, &jobs->net)) {
-		output_tmp_abort(job->out_dirfd, fd, tmp);
-		job_fail(jobs, job, 200, "UnsafeResultURL",
-			 job->result.url ? "the result URL is not https, or leads to this "
-					   "machine or its local network"
-					 : "the result URL is missing");
-		return;
-	}
-	job->dl = calloc(1, sizeof(*job->dl));
-	if (!job->dl)
+	f = calloc(1, sizeof(*f));
+	if (!f)
 		log_oom();
-	job->dl->fd = fd;
-	memcpy(job->dl->tmp_name, tmp, sizeof(job->dl->tmp_name));
-	r = transfer_dl_setup(job->dl, job->result.url, &jobs->net, jobs->io_pool);
-	if (r >= 0)
-		r = transfer_dl_start(job->dl, jobs->http, job_downloaded, job);
-	if (r == -ENOMEM)
-		log_oom();
-	if (r < 0) {
-		job_release_transfers(jobs, job);
-		job_fetch_failed(jobs, job, strerror(-r), false);
-	}
+	f->dirfd = f->fd = -1;
+	f->journal = jobs->journal;
+	/* A result without a URL (b64_json) cannot be journalled: it is safe
+	 * only once written out. */
+	if (jobs->journal && !job->result.url)
+		job_set_undurable(jobs, job, true);
+	f->journal_first = jobs->journal && job->result.url && !job->journalled;
+	f->rec.folder = xstrdup(job->folder->cfg->path);
+	f->rec.source = xstrdup(job->rel);
+	e = index_get(job->folder->index, job->rel);
+	if (job->journalled && e && e->size == job->size && e->mtime_sec == job->mtime.tv_sec &&
+	    e->mtime_nsec == job->mtime.tv_nsec)
+		f->done_sidecar = xasprintf("%s/%s", job->folder->cfg->output, e->sidecar);
+	f->min_free = jobs->config->min_free_space;
+	(void)snprintf(f->hint, sizeof(f->hint), "%s.out", job->stem);
+	f->b64 = job->result.b64_json;
+	job->result.b64_json = NULL;
+	if (f->journal_first)
+		job_journal_submit(jobs, job, f);
+	else
+		job_fetch_submit(jobs, job, f, false);
 }

@@ -8,8 +8,8 @@ static const char *jobs_key(const struct jobs *jobs)
 	static const char prefix[] = "Authorization: Bearer ";
 
 	return strncmp(jobs->auth_header, prefix, sizeof(prefix) - 1) == 0
-		       ? jobs->auth_header + sizeof(prefix) - 1
-		       : NULL;
+		   ? jobs->auth_header + sizeof(prefix) - 1
+		   : NULL;
 }
 
 static void jobs_pause(struct jobs *jobs, const struct api_result *res)
@@ -51,7 +51,9 @@ static void job_retry_or_fail(struct jobs *jobs, struct job *job, long status, c
 		char text[512];
 		(void)snprintf(text, sizeof(text), "%s (gave up after %u attempts)", message,
 			       job->attempts);
-		job_fail(jobs, job, status, code, text);
+		job_advance(
+		    jobs, job,
+		    JOB_VERDICT(FAIL, .http_status = status, .code = code, .message = text));
 		return;
 	}
 	delay = jobs_backoff(jobs, job->failures, retry_after_ms);
@@ -59,9 +61,7 @@ static void job_retry_or_fail(struct jobs *jobs, struct job *job, long status, c
 		job->request_id[0] ? job->request_id : NULL, code,
 		"retrying %s/%s in %llu ms: %s: %s", job->folder->cfg->path, job->rel,
 		(unsigned long long)delay, code, message);
-	job_wait(jobs, job, delay, false);
-	jobs_changed(jobs);
-	jobs_pump(jobs);
+	job_advance(jobs, job, JOB_VERDICT(RETRY, .delay_ms = delay));
 }
 
 /* The decoded b64_json image, as if it had been downloaded: job_fetch
@@ -106,15 +106,39 @@ static struct transfer_dl *job_take_image(struct transfer_gen *g, struct api_res
 	return d;
 }
 
+/* The answer to a generation, taken from the transfer, while a worker looks
+ * whether the source is still the version sent. */
+struct job_answer {
+	struct job_io io;
+	CURLcode result;
+	long status;
+	bool file_changed, read_whole, paid_too_large;
+	const char *code;
+	char msg[256];
+	struct transfer_dl *img; /* a b64_json image decoded as it arrived */
+	const char *img_code;
+	char img_why[256];
+	int src_fd;	    /* a second descriptor of what was read */
+	struct job_src src; /* only its identity is used */
+	bool unchanged;	    /* the result */
+};
+
+static void job_answer_work(struct job_io *io)
+{
+	struct job_answer *ans = (struct job_answer *)io;
+
+	ans->unchanged = ans->src_fd >= 0 && job_src_unchanged(&ans->src, ans->src_fd);
+}
+
+static void job_answer_done(struct jobs *jobs, struct job *job, struct job_io *io);
+
 static void job_generated(CURL *easy, CURLcode result, void *userdata)
 {
 	struct job *job = userdata;
 	struct jobs *jobs = job->owner;
 	struct transfer_gen *g = job->gen;
 	struct api_result *res = &job->result;
-	struct transfer_dl *img = NULL;
-	const char *img_code = NULL;
-	char img_why[256];
+	struct job_answer *ans;
 	long status = 0;
 
 	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
@@ -139,55 +163,84 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		/* Unless this answer settles it, probe again later. */
 		(void)loop_timer_arm(jobs->pause_timer, jobs->config->api.pause_retry_ms);
 
-	if (!g->file_changed && !job_source_unchanged(job, src_fd) && result == CURLE_OK &&
-	    g->sha256_hex[0]) {
+	ans = calloc(1, sizeof(*ans));
+	if (!ans)
+		log_oom();
+	ans->result = result;
+	ans->status = status;
+	ans->file_changed = g->file_changed;
+	ans->read_whole = g->sha256_hex[0] != '\0';
+	ans->src_fd = src_fd >= 0 ? dup(src_fd) : -1;
+	ans->src.dev = job->dev;
+	ans->src.ino = job->ino;
+	ans->src.size = job->size;
+	ans->src.mtime = job->mtime;
+	if (result != CURLE_OK) {
+		ans->code = g->body_too_large ? "ResponseTooLarge" : "NetworkError";
+		if (g->body_too_large)
+			(void)snprintf(ans->msg, sizeof(ans->msg),
+				       "the answer is larger than %u bytes (or its image than %u)",
+				       TRANSFER_JSON_MAX, TRANSFER_IMAGE_MAX);
+		else
+			(void)snprintf(ans->msg, sizeof(ans->msg), "%s",
+				       g->guard.refused ? g->guard.why
+							: curl_easy_strerror(result));
+		ans->paid_too_large = g->body_too_large && status >= 200 && status < 300;
+	} else {
+		api_result_clear(res);
+		if (api_parse_streamed(status, g->body ? g->body : "", g->body_len, g->img.found,
+				       jobs_key(jobs), res) < 0)
+			log_oom();
+		if (res->outcome == API_OUTCOME_OK && res->b64_streamed)
+			ans->img = job_take_image(g, res, &ans->img_code, ans->img_why,
+						  sizeof(ans->img_why));
+		job->retry_after_ms = api_parse_retry_after(
+		    g->retry_after[0] ? g->retry_after : NULL, loop_wall_ms() / 1000);
+	}
+	job_release_transfers(jobs, job); /* g is gone from here on */
+	/* Whether the source is still what was sent: an fstat, on a worker. */
+	ans->io.work = job_answer_work;
+	ans->io.done = job_answer_done;
+	job_io_submit(jobs, job, job->folder, &ans->io);
+}
+
+static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *ans)
+{
+	struct api_result *res = &job->result;
+	long status = ans->status;
+	struct transfer_dl *img = ans->img;
+
+	ans->img = NULL;
+	if (!ans->file_changed && !ans->unchanged && ans->result == CURLE_OK && ans->read_whole) {
 		/* Changed after being read in full: what was sent is one whole
 		 * version (its SHA-256 is in the sidecar). A paid answer is kept;
 		 * the new version is looked at afterwards. */
 		job->dirty = true;
-	} else if (g->file_changed || !job_source_unchanged(job, src_fd)) {
+	} else if (ans->file_changed || !ans->unchanged) {
 		/* The file changed while it was being sent: what was sent is not the
 		 * file. Look at the new version once it settles. */
 		log_warn("%s/%s changed while it was being sent; waiting for it to settle",
 			 job->folder->cfg->path, job->rel);
-		job_release_transfers(jobs, job);
-		job_settle(jobs, job, job->folder->cfg->settle_ms);
-		jobs_pump(jobs);
+		if (img)
+			job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), img->fd,
+					   img->tmp_name);
+		free(img);
+		job_advance(jobs, job,
+			    JOB_VERDICT(SETTLE, .delay_ms = job->folder->cfg->settle_ms));
 		return;
 	}
-	if (result != CURLE_OK) {
-		char msg[256];
-		const char *code = g->body_too_large ? "ResponseTooLarge" : "NetworkError";
-		if (g->body_too_large)
-			(void)snprintf(msg, sizeof(msg),
-				       "the answer is larger than %u bytes (or its image than %u)",
-				       TRANSFER_JSON_MAX, TRANSFER_IMAGE_MAX);
-		else
-			(void)snprintf(msg, sizeof(msg), "%s",
-				       g->guard.refused ? g->guard.why : curl_easy_strerror(result));
-		bool paid_too_large = g->body_too_large && status >= 200 && status < 300;
-		job_release_transfers(jobs, job); /* g is gone from here on */
-		if (paid_too_large) {
+	if (ans->result != CURLE_OK) {
+		if (ans->paid_too_large) {
 			/* A success too large to keep was generated, and paid: asking
 			 * again would pay again for the same oversized answer. */
-			job_fail(jobs, job, status, code, msg);
+			job_advance(jobs, job,
+				    JOB_VERDICT(FAIL, .http_status = status, .code = ans->code,
+						.message = ans->msg));
 			return;
 		}
-		job_retry_or_fail(jobs, job, status, code, msg, -1);
+		job_retry_or_fail(jobs, job, status, ans->code, ans->msg, -1);
 		return;
 	}
-	api_result_clear(res);
-	if (api_parse_streamed(status, g->body ? g->body : "", g->body_len, g->img.found,
-			       jobs_key(jobs), res) < 0)
-		log_oom();
-	if (res->outcome == API_OUTCOME_OK && res->b64_streamed)
-		img = job_take_image(g, res, &img_code, img_why, sizeof(img_why));
-	{
-		int64_t ra = api_parse_retry_after(g->retry_after[0] ? g->retry_after : NULL,
-						   loop_wall_ms() / 1000);
-		job->retry_after_ms = ra;
-	}
-	job_release_transfers(jobs, job);
 	if (jobs->paused && res->outcome != API_OUTCOME_PAUSE) {
 		log_info("the API answers again (HTTP %ld); resuming", status);
 		jobs->paused = false;
@@ -203,19 +256,26 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		jobs->images_today += images;
 		job->folder->images_today += images;
 		job->generated_at = loop_wall_ms();
-		if (img_code) {
+		if (ans->img_code) {
 			/* Paid, and a second call would answer the same: no retry. */
-			job_fail(jobs, job, status, img_code, img_why);
+			job_advance(jobs, job,
+				    JOB_VERDICT(FAIL, .http_status = status, .code = ans->img_code,
+						.message = ans->img_why));
 			break;
 		}
-		(void)job_journal_write(jobs, job); /* on failure it holds new generations */
+		/* Paid, and not recorded until a worker journals it: no new
+		 * generation starts meanwhile (a crash costs what is in flight). */
+		if (jobs->journal)
+			job_set_undurable(jobs, job, true);
 		job->dl = img;
-		job_fetch(jobs, job);
+		job_advance(jobs, job, JOB_VERDICT(PAID));
 		break;
 	}
 	case API_OUTCOME_FILE_FAIL:
-		job_fail(jobs, job, status, res->error_code ? res->error_code : "Unknown",
-			 res->error_message ? res->error_message : "");
+		job_advance(jobs, job,
+			    JOB_VERDICT(FAIL, .http_status = status,
+					.code = res->error_code ? res->error_code : "Unknown",
+					.message = res->error_message ? res->error_message : ""));
 		break;
 	case API_OUTCOME_RETRY:
 		job_retry_or_fail(jobs, job, status, res->error_code ? res->error_code : "Unknown",
@@ -225,11 +285,25 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	case API_OUTCOME_PAUSE:
 		/* Not this file's fault: it goes back to the front of the queue. */
 		jobs_pause(jobs, res);
-		job_queue(jobs, job, true);
-		jobs_changed(jobs);
-		jobs_pump(jobs);
+		job_advance(jobs, job, JOB_VERDICT(PAUSE));
 		break;
 	}
+}
+
+static void job_answer_done(struct jobs *jobs, struct job *job, struct job_io *io)
+{
+	struct job_answer *ans = (struct job_answer *)io;
+
+	if (ans->src_fd >= 0)
+		close(ans->src_fd);
+	if (job && io->ran)
+		job_answered(jobs, job, ans);
+	if (ans->img) {
+		/* No job to hand it to (gone, or shutting down). */
+		job_io_discard_tmp(jobs, io->folder, -1, ans->img->fd, ans->img->tmp_name);
+		free(ans->img);
+	}
+	free(ans);
 }
 
 /* The output folder has less room than min_free_space: the job waits
@@ -246,18 +320,190 @@ static void job_hold_for_space(struct jobs *jobs, struct job *job)
 		log_job(LOG_WARNING, cfg->path, job->rel, NULL, NULL,
 			"%s/%s left for a later run: %s has less free space than min_free_space",
 			cfg->path, job->rel, cfg->output);
-		jobs->left_incomplete++;
-		job_finish(jobs, job);
+		job_advance(jobs, job, JOB_VERDICT(LEAVE));
 		return;
 	}
 	log_job(LOG_WARNING, cfg->path, job->rel, NULL, NULL,
 		"%s/%s waits: %s has less free space than min_free_space", cfg->path, job->rel,
 		cfg->output);
-	job_wait(jobs, job, JOBS_STORAGE_RETRY_MS, false);
-	jobs_changed(jobs);
+	job_advance(jobs, job, JOB_VERDICT(RETRY, .delay_ms = JOBS_STORAGE_RETRY_MS));
+}
+
+/* Readying a send on a storage worker: the source opened and still the
+ * version validated, the output folder, the stem, room for the result, and
+ * for b64_json the temporary file the image is decoded into as it arrives. */
+struct job_prepare_io {
+	struct job_io io;
+	struct job_src src;
+	struct job_out out;
+	struct job_stem stem;
+	uint64_t min_free;
+	bool b64, rechecked;
+	/* results */
+	int r, fd, dirfd, img_fd;
+	bool gone, changed, space_low;
+	char img_tmp[300];
+};
+
+static void job_prepare_work(struct job_io *io)
+{
+	struct job_prepare_io *p = (struct job_prepare_io *)io;
+	char hint[OUTPUT_NAME_MAX + 8];
+
+	p->fd = job_src_open(&p->src);
+	if (p->fd < 0) {
+		p->gone = true;
+		return;
+	}
+	if (!job_src_unchanged(&p->src, p->fd)) {
+		p->changed = true;
+		return;
+	}
+	p->dirfd = p->r = job_out_open(&p->out);
+	if (p->r < 0)
+		return;
+	p->r = job_stem_choose(p->dirfd, &p->stem);
+	if (p->r < 0)
+		return;
+	if (!job_out_space_ok(p->dirfd, p->min_free)) {
+		p->space_low = true; /* a result that could not be written is paid in vain */
+		return;
+	}
+	if (p->b64) {
+		(void)snprintf(hint, sizeof(hint), "%s.out", p->stem.chosen);
+		p->img_fd = p->r = output_tmp_open(p->dirfd, hint, p->img_tmp, sizeof(p->img_tmp));
+	}
+}
+
+static void job_prepare_free(struct jobs *jobs, struct job_prepare_io *p, bool keep)
+{
+	if (!keep) {
+		if (p->fd >= 0)
+			close(p->fd);
+		if (p->img_fd >= 0)
+			job_io_discard_tmp(jobs, p->io.folder, p->dirfd, p->img_fd, p->img_tmp);
+		else if (p->dirfd >= 0)
+			close(p->dirfd);
+	}
+	job_src_clear(&p->src);
+	job_out_clear(&p->out);
+	job_stem_clear(&p->stem);
+	free(p);
+}
+
+static void job_prepare_submit(struct jobs *jobs, struct job *job, struct job_prepare_io *p);
+static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int img_fd,
+			       const char *img_tmp);
+
+static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *io)
+{
+	struct job_prepare_io *p = (struct job_prepare_io *)io;
+	int r = p->r;
+
+	if (!job || !io->ran) {
+		job_prepare_free(jobs, p, false);
+		return;
+	}
+	job->folder->images_reserved--;
+	if (jobs->stopping || job->folder->removed || p->gone) {
+		/* Stopping, its folder dropped by a reload, or gone since it was queued. */
+		job_prepare_free(jobs, p, false);
+		job_advance(jobs, job, JOB_VERDICT(DROP));
+		return;
+	}
+	if (p->changed || job->dirty) {
+		job_prepare_free(jobs, p, false);
+		job->dirty = false;
+		job_advance(jobs, job,
+			    JOB_VERDICT(SETTLE, .delay_ms = job->folder->cfg->settle_ms));
+		return;
+	}
+	if (r == -ESTALE && !p->rechecked) {
+		r = job_out_recheck(job);
+		if (r == 0) {
+			bool b64 = p->b64;
+			job_prepare_free(jobs, p, false);
+			p = calloc(1, sizeof(*p));
+			if (!p)
+				log_oom();
+			p->b64 = b64;
+			p->rechecked = true;
+			job_prepare_submit(jobs, job, p);
+			return;
+		}
+	}
+	if (r == -ESTALE)
+		r = -ENODEV;
+	if (r >= 0 && job_stem_take(jobs, job, &p->stem) < 0) {
+		bool b64 = p->b64, rechecked = p->rechecked;
+		job_prepare_free(jobs, p, false);
+		p = calloc(1, sizeof(*p));
+		if (!p)
+			log_oom();
+		p->b64 = b64;
+		p->rechecked = rechecked;
+		job_prepare_submit(jobs, job, p);
+		return;
+	}
+	if (r >= 0 && p->space_low) {
+		job_prepare_free(jobs, p, false);
+		job_hold_for_space(jobs, job);
+		return;
+	}
+	if (r < 0) {
+		job_prepare_free(jobs, p, false);
+		job_close_output_dir(job);
+		job_retry_or_fail(jobs, job, 0, "OutputFolder", strerror(-r), -1);
+		return;
+	}
+	job_close_output_dir(job);
+	job->out_dirfd = p->dirfd;
+	{
+		int fd = p->fd, img_fd = p->img_fd;
+		char img_tmp[sizeof(p->img_tmp)];
+
+		memcpy(img_tmp, p->img_tmp, sizeof(img_tmp));
+		job_prepare_free(jobs, p, true);
+		job_generate_start(jobs, job, fd, img_fd, img_tmp);
+	}
+}
+
+static void job_prepare_submit(struct jobs *jobs, struct job *job, struct job_prepare_io *p)
+{
+	p->fd = p->dirfd = p->img_fd = -1;
+	job_src_fill(job, &p->src);
+	job_out_fill(job, &p->out, p->rechecked);
+	job_stem_fill(jobs, job, &p->stem);
+	p->min_free = jobs->config->min_free_space;
+	p->io.work = job_prepare_work;
+	p->io.done = job_prepare_done;
+	/* Counted against the daily limits from now: the slot is this job's. */
+	job->folder->images_reserved++;
+	job_activate(jobs, job, JOB_PREPARING);
+	job_io_submit(jobs, job, job->folder, &p->io);
 }
 
 void job_generate(struct jobs *jobs, struct job *job)
+{
+	struct job_prepare_io *p;
+
+	if (job->folder->index_stale) {
+		/* back, but its records are not read again yet */
+		job_close_output_dir(job);
+		job_retry_or_fail(jobs, job, 0, "OutputFolder", strerror(EAGAIN), -1);
+		return;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		log_oom();
+	p->b64 = jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON;
+	job_prepare_submit(jobs, job, p);
+}
+
+/* The send is ready: fd is the source (still the version validated), img_fd
+ * the b64_json image's temporary file or -1. */
+static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int img_fd,
+			       const char *img_tmp)
 {
 	const struct folder_config *cfg = job->folder->cfg;
 	struct api_request req = {
@@ -269,40 +515,10 @@ void job_generate(struct jobs *jobs, struct job *job)
 		jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON ? "b64_json" : "url",
 	    .image_format = image_format_name(job->format),
 	};
-	char *prefix = NULL, *suffix = NULL, img_tmp[300] = "", hint[OUTPUT_NAME_MAX];
+	char *prefix = NULL, *suffix = NULL;
 	uint64_t send_size = job->size;
-	int fd, img_fd = -1, r;
+	int r;
 
-	fd = job_open_source(job);
-	if (fd < 0) {
-		job_finish(jobs, job); /* gone since it was queued */
-		return;
-	}
-	if (!job_source_unchanged(job, fd)) {
-		close(fd);
-		job_settle(jobs, job, cfg->settle_ms);
-		return;
-	}
-	r = job_open_output_dir(job);
-	if (r >= 0)
-		r = job_choose_stem(jobs, job);
-	if (r >= 0 && !job_disk_space_ok(jobs, job->out_dirfd)) {
-		/* A result that could not be written would be paid for in vain. */
-		close(fd);
-		job_hold_for_space(jobs, job);
-		return;
-	}
-	if (r >= 0 && jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON) {
-		/* The image is decoded into it as the answer arrives. */
-		(void)snprintf(hint, sizeof(hint), "%s.out", job->stem);
-		img_fd = r = output_tmp_open(job->out_dirfd, hint, img_tmp, sizeof(img_tmp));
-	}
-	if (r < 0) {
-		close(fd);
-		job_close_output_dir(job);
-		job_retry_or_fail(jobs, job, 0, "OutputFolder", strerror(-r), -1);
-		return;
-	}
 	if (job->fitted) {
 		/* Send the fitted bytes; keep the source open for the changed-check. */
 		int sent = dup(job->fitted->res.fd);
@@ -310,7 +526,8 @@ void job_generate(struct jobs *jobs, struct job *job)
 			r = -errno;
 			close(fd);
 			if (img_fd >= 0)
-				output_tmp_abort(job->out_dirfd, img_fd, img_tmp);
+				job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), img_fd,
+						   img_tmp);
 			job_close_output_dir(job);
 			job_retry_or_fail(jobs, job, 0, "LocalError", strerror(-r), -1);
 			return;
@@ -330,7 +547,7 @@ void job_generate(struct jobs *jobs, struct job *job)
 		log_oom();
 	job->gen->fd = -1;
 	job->gen->img.fd = img_fd;
-	memcpy(job->gen->img.tmp_name, img_tmp, sizeof(img_tmp));
+	(void)snprintf(job->gen->img.tmp_name, sizeof(job->gen->img.tmp_name), "%s", img_tmp);
 	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
 			       send_size, &jobs->net, jobs->io_pool);
 	if (r >= 0)

@@ -167,9 +167,9 @@ static size_t folders_stalled(const struct daemon *d, const struct folder **ret_
 	*ret_first = NULL;
 	for (size_t i = 0; i < d->n_folders; i++) {
 		const struct folder *f = d->folders[i];
-		if (!f->storage_stalled_since || f->removed)
+		if (!f->look_stalled_since || f->removed)
 			continue;
-		if (!*ret_first || f->storage_stalled_since < (*ret_first)->storage_stalled_since)
+		if (!*ret_first || f->look_stalled_since < (*ret_first)->look_stalled_since)
 			*ret_first = f;
 		n++;
 	}
@@ -205,19 +205,20 @@ static void daemon_status(void *userdata)
 	if (stalled)
 		(void)snprintf(silent, sizeof(silent), "; folder %s not answering for %llu s%s",
 			       first->cfg->path,
-			       (unsigned long long)(loop_now_ms() - first->storage_stalled_since) /
+			       (unsigned long long)(loop_now_ms() - first->look_stalled_since) /
 				   1000,
 			       stalled > 1 ? " (and other folders)" : "");
 	jobs_counts(d->jobs, &c);
 	again = notify_status("%s%zu queued, %zu in flight, %zu waiting to retry, %llu done, "
-			      "%llu failed%s%s%s%s%s%s%s%s",
+			      "%llu failed%s%s%s%s%s%s%s%s%s%s",
 			      d->stopping ? "stopping: " : "", c.queued + c.settling + c.fitting,
 			      c.in_flight,
 			      c.waiting, (unsigned long long)c.done, (unsigned long long)c.failed,
 			      c.pause_reason ? "; " : "", c.pause_reason ? c.pause_reason : "",
 			      c.limit_reason ? "; " : "", c.limit_reason ? c.limit_reason : "",
 			      c.disk_reason ? "; " : "", c.disk_reason ? c.disk_reason : "",
-			      paused, silent);
+			      c.storage_reason ? "; " : "",
+			      c.storage_reason ? c.storage_reason : "", paused, silent);
 	if (again && !loop_timer_armed(d->status_timer))
 		(void)loop_timer_arm(d->status_timer, again);
 	daemon_check_done(d);

@@ -9,7 +9,6 @@
 #include <sys/socket.h>
 
 #include "b64.h"
-#include "digest.h"
 #include "fdio.h"
 #include "http.h"
 #include "stream.h"
@@ -799,7 +798,3 @@ void transfer_dl_clear(struct transfer_dl *d)
 	d->running = false;
 }
 
-int transfer_sha256_fd(int fd, char hex[65])
-{
-	return digest_sha256_fd(fd, hex);
-}

@@ -555,7 +555,7 @@ static void watch_update_stall(struct watch *w, struct watch_slot *slot, uint64_
 	uint64_t since = watch_slot_quiet_since(slot);
 	/* A worker's progress stamp may be newer than now. */
 	bool stalled = since && now > since && now - since >= WATCH_STALL_MS;
-	bool was = f->storage_stalled_since != 0;
+	bool was = f->look_stalled_since != 0;
 
 	if (stalled && !was)
 		log_warn("folder %s: its storage has not answered for %llu s (a share that hangs?); "
@@ -563,7 +563,7 @@ static void watch_update_stall(struct watch *w, struct watch_slot *slot, uint64_
 			 f->cfg->path, (unsigned long long)(now - since) / 1000);
 	else if (!stalled && was)
 		log_info("folder %s: its storage answers again", f->cfg->path);
-	f->storage_stalled_since = stalled ? since : 0;
+	f->look_stalled_since = stalled ? since : 0;
 	if ((stalled || was) && w->events->stalled)
 		w->events->stalled(w->userdata, f);
 }
@@ -1203,7 +1203,7 @@ int watch_add_folder(struct watch *w, struct folder *f)
 	f->watch = w;
 	f->root_wd = -1;
 	f->present = true; /* so that a missing folder is logged once */
-	f->storage_stalled_since = 0;
+	f->look_stalled_since = 0;
 	r = loop_timer_new(w->loop, watch_folder_timer, f, &f->timer);
 	if (r < 0) {
 		free(slot);
@@ -1234,7 +1234,7 @@ void watch_remove_folder(struct watch *w, struct folder *f)
 		w->slots[i] = w->slots[--w->n_slots];
 		break;
 	}
-	f->storage_stalled_since = 0;
+	f->look_stalled_since = 0;
 	loop_timer_free(w->loop, f->timer);
 	f->timer = NULL;
 }

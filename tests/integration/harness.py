@@ -7,7 +7,12 @@ Each test_*.py calls harness.main(test_function). A test function receives a Con
     ctx.folder(name)    a fresh tree: <tmp>/<name>/{hot, state}, output <tmp>/<name>/hot-out
     ctx.write_config()  a YAML config for the daemon
     ctx.run_once(...)   seedreamd -c CONFIG --once, with a timeout, logs kept
-    ctx.start_daemon()  seedreamd in the background, waits for its "ready" line
+    ctx.start_daemon()  seedreamd in the background, waits for its "ready" line; faultfs= preloads
+                        the fault-injecting shim, notify= / watchdog_usec= give it a NOTIFY_SOCKET
+    ctx.faultfs()       tests/faultfs/faultfs.so's control file: .set(rules...), .clear(), .applied()
+    notify_socket(ctx)  a NOTIFY_SOCKET the test owns (test_systemd.NotifySocket); watchdog_pings()
+                        and longest_gap() for the WATCHDOG=1 timestamps
+    ctx.start_fast_api  bench/fast_api.py, for tests that need hundreds of jobs/s
 
 Every check prints one line ("ok - ..." or "FAIL - ...: expected ..., found ..."), and the script
 ends with "N passed, M failed"; the exit status is 0 only when nothing failed. The daemon and the
@@ -616,6 +621,103 @@ def tail(path, lines=40):
     return "\n".join(text.splitlines()[-lines:])
 
 
+class FaultFS:
+    """tests/faultfs/faultfs.so (built next to the binary) and its control file: rules set at run
+    time (see faultfs.c's header), and the log of the rules it applied."""
+
+    def __init__(self, ctx, name="faultfs"):
+        self.shim = os.path.join(os.path.dirname(ctx.binary), "faultfs.so")
+        if not os.path.isfile(self.shim):
+            raise Abort("the fault-injecting shim %s is missing: build the tests (cmake --build)"
+                        % self.shim)
+        self.control = os.path.join(ctx.tmp, "%s.control" % name)
+        self.log = os.path.join(ctx.tmp, "%s.log" % name)
+        self.set()
+
+    def set(self, *rules):
+        """Replaces the rules (atomically: the shim sees the old set or the new one)."""
+        tmp = self.control + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("".join(r + "\n" for r in rules))
+        os.rename(tmp, self.control)
+
+    def clear(self):
+        self.set()
+
+    def applied(self):
+        """Lines 'delay|fail|stall <op> <path> <arg>' for each rule applied so far."""
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def env(self, env):
+        """env with the shim preloaded. A sanitizer runtime checks it comes first in the library
+        list; the shim only forwards to it, so that check is turned off."""
+        env = dict(env)
+        env["LD_PRELOAD"] = self.shim + ((" " + env["LD_PRELOAD"]) if env.get("LD_PRELOAD") else "")
+        env["FAULTFS_CONTROL"] = self.control
+        env["FAULTFS_LOG"] = self.log
+        opts = env.get("ASAN_OPTIONS", "")
+        env["ASAN_OPTIONS"] = (opts + ":" if opts else "") + "verify_asan_link_order=0"
+        return env
+
+
+def notify_socket(ctx, name="notify"):
+    """A stand-in for systemd's NOTIFY_SOCKET (test_systemd.NotifySocket): every datagram with
+    its arrival time; use with ctx.start_daemon(..., notify=sock, watchdog_usec=...)."""
+    from test_systemd import NotifySocket  # pylint: disable=import-outside-toplevel
+    sock = NotifySocket(ctx.tmp, name)
+    ctx.notify_sockets.append(sock)
+    return sock
+
+
+def watchdog_pings(msgs):
+    """Monotonic times of the WATCHDOG=1 messages."""
+    return [m["mono"] for m in msgs if m["fields"].get("WATCHDOG") == "1"]
+
+
+def longest_gap(times, start, end):
+    """(seconds, from, to): the longest stretch within [start, end] without one of times."""
+    points = [start] + sorted(t for t in times if start < t < end) + [end]
+    best = (0.0, start, start)
+    for a, b in zip(points, points[1:]):
+        if b - a > best[0]:
+            best = (b - a, a, b)
+    return best
+
+
+class FastAPI(FakeAPI):
+    """bench/fast_api.py: a stand-in that sustains hundreds of jobs/s (tests/fake_api.py renders
+    every result in Python and manages a few per second). It validates little: the key only;
+    records (GET /_records) carry the "benchid" tEXt chunk of each PNG sent (see bench_png)."""
+
+    def __init__(self, ctx, name, latency_ms=0):  # pylint: disable=super-init-not-called
+        self.ctx = ctx
+        self.key = DEFAULT_KEY
+        self.state_file = None
+        self.log_file = os.path.join(ctx.tmp, "%s-api.log" % name)
+        argv = [sys.executable, os.path.join(REPO, "bench", "fast_api.py"), "--port", "0",
+                "--key", DEFAULT_KEY, "--latency-ms", str(latency_ms), "--max-seconds", "900"]
+        self.log = open(self.log_file, "wb")
+        self.proc, self.port = _start_server(ctx, argv, self.log, self.log_file, "bench/fast_api.py")
+        self.base_url = "http://127.0.0.1:%d/v1" % self.port
+
+    def records(self, kind=None):
+        return [r for r in self._http("GET", "/_records") if kind is None or r.get("kind") == kind]
+
+    def generations(self, valid_only=True):
+        return [r for r in self.records("generation") if r.get("status") == 200 or not valid_only]
+
+
+def bench_png(ident, seed=0):
+    """A small valid PNG carrying a "benchid" tEXt chunk that bench/fast_api.py records."""
+    data = png_image(16, 16, seed or ident)
+    ihdr_end = 8 + 25
+    return data[:ihdr_end] + png_chunk(b"tEXt", b"benchid\x00%08d" % ident) + data[ihdr_end:]
+
+
 class Result:
     def __init__(self, rc, stdout, stderr, elapsed, timed_out, log_prefix):
         self.rc = rc
@@ -696,6 +798,7 @@ class Context:
         self.logs = []
         self.runs = 0
         self._version = None
+        self.notify_sockets = []
 
     # ---- pieces ---------------------------------------------------------------------------
 
@@ -783,8 +886,27 @@ class Context:
     def run_once(self, config, *, extra=(), **kw):
         return self.run(["-c", config, "--once"] + list(extra), **kw)
 
-    def start_daemon(self, config, *, extra=(), key=DEFAULT_KEY, name="daemon"):
-        return Daemon(self, [self.binary, "-c", config] + list(extra), self.env(key), name)
+    def start_daemon(self, config, *, extra=(), key=DEFAULT_KEY, name="daemon", faultfs=None,
+                     notify=None, watchdog_usec=None, env_extra=None):
+        """faultfs: a FaultFS to preload; notify: a notify_socket() for NOTIFY_SOCKET, with
+        WATCHDOG_USEC=watchdog_usec if given."""
+        env = self.env(key)
+        if faultfs is not None:
+            env = faultfs.env(env)
+        if notify is not None:
+            env["NOTIFY_SOCKET"] = notify.path
+            if watchdog_usec:
+                env["WATCHDOG_USEC"] = str(int(watchdog_usec))
+        env.update(env_extra or {})
+        return Daemon(self, [self.binary, "-c", config] + list(extra), env, name)
+
+    def faultfs(self, name="faultfs"):
+        return FaultFS(self, name)
+
+    def start_fast_api(self, name="fast", **kw):
+        api = FastAPI(self, name, **kw)
+        self.apis.append(api)
+        return api
 
     def version(self):
         """The version from `seedreamd --version` ("seedreamd <version>"), or None."""
@@ -810,6 +932,8 @@ class Context:
                 api.stop()
             except OSError:
                 pass
+        for sock in self.notify_sockets:
+            sock.close()
 
 
 def main(test, description=""):

@@ -491,7 +491,7 @@ static void test_dir_sync_shared(void **state)
 			(void)snprintf(want, sizeof(want), "%d-%d", i, k);
 			fd = open(path, O_RDONLY);
 			assert_true(fd >= 0);
-			assert_int_equal(output_read_fd(fd, 64, &buf, &len), 0);
+			assert_int_equal(fdio_read_file(fd, 64, &buf, &len), 0);
 			assert_string_equal(buf, want);
 			free(buf);
 			close(fd);
