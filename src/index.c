@@ -13,6 +13,7 @@
 
 #include "dirlist.h"
 #include "fdio.h"
+#include "fnv.h"
 #include "output.h"
 #include "sidecar.h"
 
@@ -45,17 +46,6 @@ struct index {
 static size_t size_bit(uint64_t size)
 {
 	return (size_t)((size * 0x9e3779b97f4a7c15ULL) >> 48) % INDEX_SIZE_BITS;
-}
-
-static uint64_t hash_string(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 0x100000001b3ULL;
-	}
-	return h;
 }
 
 int index_new(struct index **ret_index)
@@ -165,7 +155,7 @@ int index_put(struct index *index, const struct index_entry *entry)
 		return -EINVAL;
 	if (!entry->failed && entry->sha256[0])
 		index->sizes[size_bit(entry->size) / 64] |= 1ULL << (size_bit(entry->size) % 64);
-	hash = hash_string(entry->source);
+	hash = fnv1a64_str(entry->source);
 	i = find_slot(index, entry->source, hash);
 	if (index->slots[i] && index->slots[i]->entry.finished_at > entry->finished_at)
 		return 0;
@@ -198,7 +188,7 @@ const struct index_entry *index_get(const struct index *index, const char *sourc
 
 	if (!index || !source)
 		return NULL;
-	i = find_slot(index, source, hash_string(source));
+	i = find_slot(index, source, fnv1a64_str(source));
 	return index->slots[i] ? &index->slots[i]->entry : NULL;
 }
 
@@ -209,7 +199,7 @@ int index_remove(struct index *index, const char *source)
 	if (!index || !source)
 		return -ENOENT;
 	mask = index->capacity - 1;
-	i = find_slot(index, source, hash_string(source));
+	i = find_slot(index, source, fnv1a64_str(source));
 	if (!index->slots[i])
 		return -ENOENT;
 	free(index->slots[i]);
@@ -636,16 +626,6 @@ const struct index_entry *index_find_content(const struct index *index, uint64_t
 #define INDEX_CACHE_RACY_S  2
 #define INDEX_CACHE_MAX	    ((size_t)1 << 31)
 
-static uint64_t fnv64(const void *data, size_t len)
-{
-	const unsigned char *p = data;
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	while (len--)
-		h = (h ^ *p++) * 0x100000001b3ULL;
-	return h;
-}
-
 struct wbuf {
 	char *p;
 	size_t len, cap;
@@ -830,7 +810,7 @@ static int cache_read(const char *path, const char *output_root, const char *ski
 	if (c->len < sizeof(magic) + sizeof(sum))
 		goto fail;
 	memcpy(&sum, c->text + c->len - sizeof(sum), sizeof(sum));
-	if (fnv64(c->text, c->len - sizeof(sum)) != sum)
+	if (fnv1a64_update(FNV1A64_INIT, c->text, c->len - sizeof(sum)) != sum)
 		goto fail;
 	b.p = c->text;
 	b.len = c->len - sizeof(sum);
@@ -1230,7 +1210,7 @@ int index_save_cache(const struct index *index, const char *output_root, const c
 		goto out;
 	}
 	memcpy(s.out.p + n_dirs_pos, &s.n_dirs, sizeof(s.n_dirs));
-	sum = fnv64(s.out.p, s.out.len);
+	sum = fnv1a64_update(FNV1A64_INIT, s.out.p, s.out.len);
 	put_u64(&s.out, sum);
 	if (s.out.oom) {
 		r = -ENOMEM;

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fnv.h"
 #include "index.h"
 #include "output.h"
 #include "sidecar.h"
@@ -32,6 +33,17 @@ static struct index_entry make_entry(const char *source, const char *sidecar, in
 	};
 
 	return e;
+}
+
+/* The published FNV-1a 64 test vectors: the index, its cache checksum and
+ * folder.c's state file names all hash with it. */
+static void test_fnv(void **state)
+{
+	(void)state;
+	assert_true(fnv1a64_str("") == 0xcbf29ce484222325ULL);
+	assert_true(fnv1a64_str("a") == 0xaf63dc4c8601ec8cULL);
+	assert_true(fnv1a64_str("foobar") == 0x85944171f73967e8ULL);
+	assert_true(fnv1a64_update(FNV1A64_INIT, "foobar", 3) == fnv1a64_str("foo"));
 }
 
 static void test_put_get_remove(void **state)
@@ -669,6 +681,7 @@ static void test_cache(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_fnv),
 	    cmocka_unit_test(test_put_get_remove),
 	    cmocka_unit_test(test_many),
 	    cmocka_unit_test(test_parse_success),
