@@ -22,6 +22,12 @@ typedef void (*work_done_fn)(void *arg, bool cancelled);
 /* threads: 1..64. Registers an eventfd with loop. Returns 0 or -errno. */
 int work_pool_new(struct loop *loop, unsigned threads, struct work_pool **ret_pool);
 
+/* The same, starting threads and adding one (up to max_threads, <= 64) when a
+ * request finds every worker busy: for requests that may block on a share
+ * that stopped answering, so that they cannot starve the others. */
+int work_pool_new_growing(struct loop *loop, unsigned threads, unsigned max_threads,
+			  struct work_pool **ret_pool);
+
 /* Queues fn(arg) for a worker. -ENOMEM, or -ESHUTDOWN while the pool is
  * being freed (done is not called then). */
 int work_submit(struct work_pool *pool, work_fn fn, work_done_fn done, void *arg);
@@ -31,7 +37,10 @@ size_t work_pending(const struct work_pool *pool);
 
 /* Waits for the requests already running, calls done(arg, true) for those
  * not started and done(arg, false) for the finished ones, joins the threads
- * and removes the eventfd from the loop. Accepts NULL. On the loop thread. */
+ * and removes the eventfd from the loop. A request still running after 5 s
+ * (a hung share) is left behind with its thread and the pool's memory, for
+ * the exit that follows: its done is never called. Accepts NULL. On the loop
+ * thread. */
 void work_pool_free(struct work_pool *pool);
 
 #endif

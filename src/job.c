@@ -841,10 +841,11 @@ again:
 			break;
 		if (jobs->paused && generating > 0)
 			break; /* the probe is under way */
-		if (generating >= jobs->config->api.max_in_flight)
+		/* A paid result not safe yet (its journal write under way, or
+		 * failed) holds its generation slot: what a crash can cost stays
+		 * at max_in_flight, and a full state_dir stops spending. */
+		if (generating + jobs->n_undurable >= jobs->config->api.max_in_flight)
 			break;
-		if (jobs->n_undurable > 0)
-			break; /* a paid result is not safe yet: do not pay for another */
 		if (!jobs_spend_allows(jobs, generating))
 			break;
 		if (job->folder->removed) {
@@ -962,9 +963,12 @@ int jobs_new(struct loop *loop, struct http *http, const struct config *config, 
 	if (r >= 0)
 		r = work_pool_new(loop, config->max_fits ? config->max_fits : 1, &jobs->fit_pool);
 	if (r >= 0)
-		r = work_pool_new(loop, JOBS_STORE_THREADS, &jobs->store_pool);
+		r = work_pool_new_growing(loop, JOBS_STORE_THREADS, JOBS_STORE_THREADS_MAX,
+					  &jobs->store_pool);
+	/* The uploads' reads and the results' writes: one at a time per
+	 * transfer, so at most as many as transfers are stuck on a share. */
 	if (r >= 0)
-		r = work_pool_new(loop, 4, &jobs->io_pool);
+		r = work_pool_new_growing(loop, 4, 64, &jobs->io_pool);
 	if (r < 0) {
 		jobs_free(jobs);
 		return r;

@@ -38,13 +38,21 @@ static unsigned *job_io_busy(struct jobs *jobs, struct folder *folder)
 	return folder ? &folder->storage_busy : &jobs->state_busy;
 }
 
+/* How many requests of a folder (NULL: state_dir) may be out at once: enough
+ * for throughput on slow storage (each waits on its own fsyncs), none more
+ * once the folder is stalled, so a hung share holds what it already has. */
+static unsigned job_io_room(const struct folder *folder)
+{
+	return folder && folder->storage_stalled_since ? 0 : JOBS_STORE_PER_FOLDER;
+}
+
 /* Hands waiting requests to workers while their folders have room. */
 static void job_io_start_waiting(struct jobs *jobs)
 {
 	for (struct job_io *io = jobs->io_head; io; io = io->next) {
 		int r;
 
-		if (io->out || *job_io_busy(jobs, io->folder) >= JOBS_STORE_PER_FOLDER)
+		if (io->out || *job_io_busy(jobs, io->folder) >= job_io_room(io->folder))
 			continue;
 		r = work_submit(jobs->store_pool, job_io_run, job_io_finished, io);
 		if (r == -ENOMEM)
@@ -217,7 +225,10 @@ void job_io_shutdown(struct jobs *jobs)
 		job_io_unlink(jobs, io);
 		if (io->job)
 			io->job->io = NULL;
-		io->done(jobs, NULL, io);
+		/* Still out on a worker: a share that never answered; the
+		 * abandoned thread owns it now (see work_pool_free). */
+		if (!io->out)
+			io->done(jobs, NULL, io);
 	}
 }
 

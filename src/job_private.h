@@ -40,8 +40,9 @@
 #define JOBS_HASH_MIN		1024
 #define JOBS_HASH_FOR_ERROR_MAX (256ull * 1024 * 1024)
 #define JOBS_STORAGE_RETRY_MS	10000 /* looking again at storage that failed or is full */
-#define JOBS_STORE_THREADS	8     /* storage workers: every file-system call of a job */
-#define JOBS_STORE_PER_FOLDER	2     /* a stalled share occupies at most this many */
+#define JOBS_STORE_THREADS	8     /* storage workers to start with: every file-system call of a job */
+#define JOBS_STORE_THREADS_MAX	64    /* grown to when workers are stuck on a hung share */
+#define JOBS_STORE_PER_FOLDER	16    /* out at once per folder; a stalled share holds at most this many */
 #define JOBS_STORAGE_STALL_MS	10000 /* a request older than this: its folder is stalled */
 
 /* The states are job_core.h's; job_advance below applies verdicts. */
@@ -153,9 +154,10 @@ struct jobs {
 	char limit_reason[256];
 	bool limit_daily;      /* the reason is a daily limit (not a rate to wait out) */
 	char disk_reason[256]; /* why writing outputs fails, while it does */
-	/* Paid results that a crash now would lose (the journal could not take
-	 * them and they are not written out): while there is one, no new
-	 * generation starts, so a full state_dir costs at most what is in flight. */
+	/* Paid results that a crash now would lose (not yet or not at all taken
+	 * by the journal, and not written out): each holds a generation slot
+	 * (jobs_pump), so a crash, or a full state_dir, costs at most
+	 * max_in_flight generations. */
 	size_t n_undurable;
 	/* Storage requests: waiting for their folder's turn or out on a worker. */
 	struct work_pool *store_pool;
