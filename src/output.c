@@ -2,6 +2,7 @@
 
 #include "clean.h"
 #include "dirlist.h"
+#include "fnv.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -466,11 +467,7 @@ static uint64_t mkdir_calls;
 
 static size_t mkdir_bucket(const char *path)
 {
-	uint64_t h = 1469598103934665603ull; /* FNV-1a */
-
-	for (const unsigned char *p = (const unsigned char *)path; *p; p++)
-		h = (h ^ *p) * 1099511628211ull;
-	return (size_t)(h % MKDIR_BUCKETS);
+	return (size_t)(fnv1a64_str(path) % MKDIR_BUCKETS);
 }
 
 static void mkdir_known_clear_locked(void)
