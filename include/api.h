@@ -35,7 +35,7 @@ enum api_outcome {
 
 /* Caps on what a server sends, in bytes of UTF-8 (see api_parse_response).
  * Together they keep every sidecar and journal record well inside
- * OUTPUT_RECORD_MAX, so what was paid for is always read back. */
+ * SIDECAR_RECORD_MAX, so what was paid for is always read back. */
 #define API_CODE_MAX	    128
 #define API_MESSAGE_MAX	    4096
 #define API_MODEL_MAX	    256

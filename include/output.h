@@ -1,5 +1,5 @@
 /* output: safe names, atomic writes (temp name, fsync, rename, fsync dir) and
- * the sidecar JSON documents. Never logs; returns negative errno. */
+ * choosing names next to existing sidecars. Never logs; returns negative errno. */
 #ifndef SEEDREAMD_OUTPUT_H
 #define SEEDREAMD_OUTPUT_H
 
@@ -11,18 +11,17 @@
 
 #include <cjson/cJSON.h>
 
+#include "fdio.h"
 #include "image.h"
+#include "sidecar.h"
 
 /* A stem never exceeds this many bytes, so stem + "-9999" + ".error.json" and
  * the temporary-name decoration stay well inside NAME_MAX (255). */
 #define OUTPUT_STEM_MAX 200
 #define OUTPUT_NAME_MAX 256
 
-/* The largest sidecar, error sidecar or journal record that is read back;
- * one limit for writers and readers. Whatever a server sends is bounded
- * (api.h's API_*_MAX) so that the largest record written stays well inside
- * it; a record that could not be read back would be paid for again. */
-#define OUTPUT_RECORD_MAX (1024 * 1024)
+/* Until the job module switches to sidecar.h's name (issue 10). */
+#define OUTPUT_RECORD_MAX SIDECAR_RECORD_MAX
 
 /* Derives a safe stem from a source file name (a basename, no '/'): drops the
  * last extension; replaces control bytes (< 0x20, 0x7f), invalid UTF-8 and '/'
@@ -70,10 +69,11 @@ bool output_is_tmp_name(const char *name);
  * file is a leftover. A missing root is not an error. Returns 0 or -errno. */
 int output_sweep_tmp(const char *root, size_t *ret_removed);
 
-/* Reads a whole regular file of at most max bytes from fd (its offset) into
- * a NUL-terminated buffer the caller frees. 0, -EINVAL (not a regular
- * file), -EFBIG, -ENOMEM or -errno. */
-int output_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len);
+/* Until the job module (and folder.c) switch to fdio_read_file (issue 10). */
+static inline int output_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len)
+{
+	return fdio_read_file(fd, max, ret_buf, ret_len);
+}
 
 /* mkdir -p of an absolute path; new folders get mode and are fsync'd into
  * their parent. Remembers the path (thread-safe): the next call for it costs
@@ -102,83 +102,14 @@ void output_test_set_sync_delay(unsigned usec);
 /* Writes data under final_name atomically (the three calls above). */
 int output_write_atomic(int dirfd, const char *final_name, const void *data, size_t len);
 
-/* "2026-11-24T15:16:54Z" for whole seconds; with nsec >= 0,
- * "2026-11-24T15:16:54.123456789Z". Returns 0 or -EINVAL. */
-int output_rfc3339(int64_t sec, long nsec, char *buf, size_t len);
-
-/* Parses what output_rfc3339 writes (UTC 'Z' only, optional 1..9 fraction
- * digits). Returns 0 or -EINVAL. */
-int output_parse_rfc3339(const char *text, int64_t *ret_sec, long *ret_nsec);
-
-struct sidecar_source {
-	const char *source;       /* relative to the watched folder */
-	const char *sha256_hex;   /* 64 lowercase hex digits */
-	uint64_t size;
-	int64_t mtime_sec;
-	long mtime_nsec;
-};
-
-/* What was sent instead of the source, when it was converted first. */
-struct sidecar_fitted {
-	const char *from;	     /* "HEIF 4032x3024 orientation 6" */
-	const char *to;		     /* "JPEG 3024x4032" */
-	const char *const *reasons;  /* "format", "orientation", ... */
-	size_t n_reasons;
-	uint64_t bytes_sent;
-};
-
-struct sidecar_success {
-	struct sidecar_source src;
-	const char *output;       /* output file name, relative to the output folder */
-	const char *model;
-	const char *prompt;
-	const char *size;         /* the size requested */
-	const char *result_size;  /* data[0].size, may be NULL */
-	bool watermark;
-	const char *response_format;
-	int64_t created;          /* from the API */
-	const cJSON *usage;       /* verbatim, may be NULL (written as null) */
-	const char *request_id;   /* may be NULL (written as null) */
-	unsigned attempts;
-	uint64_t elapsed_ms;
-	int64_t completed_at;     /* epoch seconds */
-	const char *version;      /* seedreamd_version */
-	const char *reused_from;  /* NULL, or the source whose paid result was reused */
-	const struct sidecar_fitted *fitted; /* NULL, or how the source was converted */
-};
-
-struct sidecar_error {
-	struct sidecar_source src;
-	long http_status;         /* 0 when no HTTP exchange happened (written as null) */
-	const char *code;
-	const char *message;
-	const char *request_id;   /* may be NULL */
-	unsigned attempts;        /* API calls made (0 for local validation) */
-	int64_t failed_at;        /* epoch seconds */
-	const char *version;
-};
-
-/* The exact source name a sidecar records: "source_hex" decoded when present
- * (names that are not valid UTF-8 are written that way), else "source".
- * Caller frees; NULL when absent, malformed or out of memory. */
-char *output_sidecar_source(const cJSON *root);
-
-/* The same for any name member: adds key (and "<key>_hex" when name is not
- * valid UTF-8; NULL is written as null), and reads it back. Adding returns
- * false only when out of memory; reading as output_sidecar_source. */
-bool output_json_add_name(cJSON *obj, const char *key, const char *name);
-char *output_json_name(const cJSON *root, const char *key);
-
-/* Sidecar documents, pretty-printed, NUL-terminated, newline at the end;
- * caller frees. NULL only when out of memory. Fields: source (and source_hex
- * when the name is not valid UTF-8; likewise output), source_sha256,
- * source_size, source_mtime (RFC 3339 with nanoseconds), and for success:
- * output, model, prompt, size, result_size, watermark, response_format,
- * created, usage, request_id, attempts, elapsed_ms, completed_at (RFC 3339),
- * seedreamd_version, reused_from (only when set), fitted {from, to, reasons,
- * bytes_sent} (only when set); for errors: error {http_status, code, message},
- * request_id, attempts, failed_at, seedreamd_version. */
-char *output_sidecar_json(const struct sidecar_success *s);
-char *output_error_json(const struct sidecar_error *e);
+/* Until the job module switches to sidecar.h's names (issue 10). */
+static inline char *output_sidecar_json(const struct sidecar_success *s)
+{
+	return sidecar_success_json(s);
+}
+static inline char *output_error_json(const struct sidecar_error *e)
+{
+	return sidecar_error_json(e);
+}
 
 #endif

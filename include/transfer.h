@@ -198,8 +198,4 @@ int transfer_dl_start(struct transfer_dl *d, struct http *http, http_done_fn don
 size_t transfer_dl_take(struct transfer_dl *d, const char *data, size_t n);
 void transfer_dl_finish(struct transfer_dl *d, CURLcode result, http_done_fn done, void *userdata);
 
-/* SHA-256 of a whole file descriptor from offset 0, as lowercase hex. Any
- * thread (it blocks on the file: meant for workers). */
-int transfer_sha256_fd(int fd, char hex[65]);
-
 #endif

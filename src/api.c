@@ -6,17 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "civil.h"
 #include "clean.h"
 
 #define RETRY_AFTER_MAX_S 3600 /* a server may not park us for longer than an hour */
-
-/* The body must be valid JSON, and cJSON copies bytes >= 0x80 through
- * unchecked: refuse text that is not UTF-8 rather than send what the server
- * will reject after the whole image has been uploaded. */
-static bool valid_utf8(const char *s)
-{
-	return clean_utf8_valid(s);
-}
 
 /* The format goes into the data URL unescaped, so only a short lowercase word
  * such as "jpeg" is allowed. */
@@ -32,9 +25,12 @@ static bool valid_format_name(const char *s)
 	return n > 0;
 }
 
+/* The body must be valid JSON, and cJSON copies bytes >= 0x80 through
+ * unchecked: refuse text that is not UTF-8 rather than send what the server
+ * will reject after the whole image has been uploaded. */
 static bool valid_optional_text(const char *s)
 {
-	return !s || valid_utf8(s);
+	return !s || clean_utf8_valid(s);
 }
 
 /* The body is printed as two objects: {model, prompt, image: ""} and {size,
@@ -47,8 +43,8 @@ int api_request_frame(const struct api_request *req, char **ret_prefix, char **r
 	size_t head_len;
 	int r = -EINVAL;
 
-	if (!req || !req->model || !req->prompt || !valid_utf8(req->model) ||
-	    !valid_utf8(req->prompt) || !valid_optional_text(req->size) ||
+	if (!req || !req->model || !req->prompt || !clean_utf8_valid(req->model) ||
+	    !clean_utf8_valid(req->prompt) || !valid_optional_text(req->size) ||
 	    !valid_optional_text(req->response_format) || !valid_format_name(req->image_format))
 		goto out;
 
@@ -529,25 +525,6 @@ static int find_name(const char *s, const char (*names)[4], int n)
 	return -1;
 }
 
-static bool is_leap(int y)
-{
-	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
- * days_from_civil), so no timegm() and no TZ. */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-	int64_t era, yoe, doy, doe;
-
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = y - era * 400;
-	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
-
 /* IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", the only date form servers
  * may send (RFC 9110 5.6.7); the obsolete forms are not worth the code. */
 static bool parse_imf_fixdate(const char *s, size_t len, int64_t *ret)
@@ -555,7 +532,6 @@ static bool parse_imf_fixdate(const char *s, size_t len, int64_t *ret)
 	static const char wdays[7][4] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
 	static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
 					   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
 	int day, mon, year, hour, min, sec;
 
 	if (len != 29 || s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' ||
@@ -567,10 +543,9 @@ static bool parse_imf_fixdate(const char *s, size_t len, int64_t *ret)
 	    !digits(s + 12, 4, &year) || !digits(s + 17, 2, &hour) || !digits(s + 20, 2, &min) ||
 	    !digits(s + 23, 2, &sec))
 		return false;
-	if (day < 1 || day > mdays[mon] + (mon == 1 && is_leap(year)) || hour > 23 || min > 59 ||
-	    sec > 60)
+	if (!civil_date_valid(year, mon + 1, day) || hour > 23 || min > 59 || sec > 60)
 		return false;
-	*ret = days_from_civil(year, mon + 1, day) * 86400 + hour * 3600 + min * 60 + sec;
+	*ret = civil_days_from_civil(year, mon + 1, day) * 86400 + hour * 3600 + min * 60 + sec;
 	return true;
 }
 

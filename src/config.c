@@ -14,6 +14,7 @@
 
 #include <yaml.h>
 
+#include "fdio.h"
 #include "url.h"
 
 #define MAX_DOCUMENT_BYTES (1024 * 1024)
@@ -1048,7 +1049,7 @@ static int finish_folder(struct ctx *c, const yaml_node_t *map, struct folder_co
 		return fail_at(c, map->start_mark,
 			       "missing key \"prompt\" in folder %s (set it here or in defaults)",
 			       quote(fc->path).s);
-	/* Every sidecar repeats the prompt: it must stay readable (OUTPUT_RECORD_MAX). */
+	/* Every sidecar repeats the prompt: it must stay readable (SIDECAR_RECORD_MAX). */
 	if (strlen(fc->prompt) > CONFIG_PROMPT_MAX)
 		return fail_at(c, map->start_mark,
 			       "the prompt of folder %s is longer than %d bytes", quote(fc->path).s,
@@ -1639,7 +1640,7 @@ out:
 int config_load(const char *path, struct config **ret_config, char *err, size_t errlen)
 {
 	char *buf = NULL, ebuf[128];
-	size_t len = 0;
+	size_t len;
 	ssize_t n;
 	int fd, r;
 
@@ -1657,18 +1658,12 @@ int config_load(const char *path, struct config **ret_config, char *err, size_t 
 		r = -ENOMEM;
 		goto fail_errno;
 	}
-	while (len <= MAX_DOCUMENT_BYTES) {
-		n = read(fd, buf + len, MAX_DOCUMENT_BYTES + 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			goto fail_errno;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
+	n = fdio_read_full(fd, buf, MAX_DOCUMENT_BYTES + 1);
+	if (n < 0) {
+		r = (int)n;
+		goto fail_errno;
 	}
+	len = (size_t)n;
 	if (len > MAX_DOCUMENT_BYTES) {
 		put_err(err, errlen, "%s: larger than 1 MiB, refused", path);
 		r = -EINVAL;

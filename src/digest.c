@@ -2,6 +2,7 @@
 #include "digest.h"
 
 #include "b64.h"
+#include "fdio.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
@@ -29,11 +30,10 @@ int digest_sha256_fd(int fd, char hex[65])
 		goto out;
 	}
 	for (;;) {
-		ssize_t n = pread(fd, buf, DIGEST_CHUNK, off);
+		ssize_t n = fdio_pread_full(fd, buf, DIGEST_CHUNK, off);
+
 		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
+			r = (int)n;
 			goto out;
 		}
 		if (n == 0)

@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +16,7 @@
 #include <unistd.h>
 #include <vips/vips.h>
 
-#include "b64.h"
+#include "digest.h"
 
 /* Encoding again, smaller, when a result is over max_bytes: a few rounds
  * reach any budget a sane configuration sets. */

@@ -14,6 +14,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "fdio.h"
+#include "fnv.h"
 #include "output.h"
 #include "work.h"
 
@@ -74,24 +76,16 @@ void folder_id_clear(struct folder_id *id)
 	memset(id, 0, sizeof(*id));
 }
 
-/* FNV-1a: a short stable file name for an output path (the path itself is
- * inside the file, and checked). */
-static uint64_t path_hash(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-	return h;
-}
-
 void folder_output_id_file(const struct folder *f, char *buf, size_t len)
 {
 	if (!f->state_dir) {
 		(void)snprintf(buf, len, "%s", "");
 		return;
 	}
-	(void)snprintf(buf, len, "%s/outputs/%016" PRIx64, f->state_dir, path_hash(f->cfg->output));
+	/* A short stable file name for the output path (the path itself is
+	 * inside the file, and checked). */
+	(void)snprintf(buf, len, "%s/outputs/%016" PRIx64, f->state_dir,
+		       fnv1a64_str(f->cfg->output));
 }
 
 void folder_index_cache_file(const struct folder *f, char *buf, size_t len)
@@ -103,8 +97,8 @@ void folder_index_cache_file(const struct folder *f, char *buf, size_t len)
 		return;
 	}
 	/* The done_dir is skipped by the walk: a cache for each pair. */
-	h = path_hash(f->cfg->output) ^
-	    (path_hash(f->cfg->done_dir ? f->cfg->done_dir : "") * 0x9e3779b97f4a7c15ULL);
+	h = fnv1a64_str(f->cfg->output) ^
+	    (fnv1a64_str(f->cfg->done_dir ? f->cfg->done_dir : "") * 0x9e3779b97f4a7c15ULL);
 	(void)snprintf(buf, len, "%s/index/%016" PRIx64 ".cache", f->state_dir, h);
 }
 
@@ -132,7 +126,7 @@ static void folder_output_load(struct folder *f)
 	fd = open(file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
-	if (output_read_fd(fd, FOLDER_ID_FILE_MAX, &text, &len) < 0)
+	if (fdio_read_file(fd, FOLDER_ID_FILE_MAX, &text, &len) < 0)
 		text = NULL;
 	close(fd);
 	if (!text)

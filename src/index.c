@@ -10,9 +10,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
 
+#include "dirlist.h"
+#include "fdio.h"
+#include "fnv.h"
 #include "output.h"
+#include "sidecar.h"
 
 #define INDEX_MIN_CAPACITY 64
 /* A sidecar larger than this is not one of ours. */
@@ -43,17 +46,6 @@ struct index {
 static size_t size_bit(uint64_t size)
 {
 	return (size_t)((size * 0x9e3779b97f4a7c15ULL) >> 48) % INDEX_SIZE_BITS;
-}
-
-static uint64_t hash_string(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 0x100000001b3ULL;
-	}
-	return h;
 }
 
 int index_new(struct index **ret_index)
@@ -163,7 +155,7 @@ int index_put(struct index *index, const struct index_entry *entry)
 		return -EINVAL;
 	if (!entry->failed && entry->sha256[0])
 		index->sizes[size_bit(entry->size) / 64] |= 1ULL << (size_bit(entry->size) % 64);
-	hash = hash_string(entry->source);
+	hash = fnv1a64_str(entry->source);
 	i = find_slot(index, entry->source, hash);
 	if (index->slots[i] && index->slots[i]->entry.finished_at > entry->finished_at)
 		return 0;
@@ -196,7 +188,7 @@ const struct index_entry *index_get(const struct index *index, const char *sourc
 
 	if (!index || !source)
 		return NULL;
-	i = find_slot(index, source, hash_string(source));
+	i = find_slot(index, source, fnv1a64_str(source));
 	return index->slots[i] ? &index->slots[i]->entry : NULL;
 }
 
@@ -207,7 +199,7 @@ int index_remove(struct index *index, const char *source)
 	if (!index || !source)
 		return -ENOENT;
 	mask = index->capacity - 1;
-	i = find_slot(index, source, hash_string(source));
+	i = find_slot(index, source, fnv1a64_str(source));
 	if (!index->slots[i])
 		return -ENOENT;
 	free(index->slots[i]);
@@ -288,123 +280,34 @@ void index_entry_clear(struct index_entry *entry)
 	memset(entry, 0, sizeof(*entry));
 }
 
-static bool is_hex64(const char *s)
-{
-	size_t i;
-
-	for (i = 0; s[i]; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
-		      (s[i] >= 'A' && s[i] <= 'F')))
-			return false;
-	return i == 64;
-}
-
-/* An RFC 3339 time member; absent or null gives 0 (older than anything). */
-static int parse_finished_at(const cJSON *root, const char *key, int64_t *ret)
-{
-	const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
-	long nsec;
-
-	*ret = 0;
-	if (!item || cJSON_IsNull(item))
-		return 0;
-	if (!cJSON_IsString(item))
-		return -EINVAL;
-	return output_parse_rfc3339(item->valuestring, ret, &nsec);
-}
-
-static int64_t parse_generated_images(const cJSON *root)
-{
-	const cJSON *usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
-	const cJSON *gen = cJSON_GetObjectItemCaseSensitive(usage, "generated_images");
-	double v;
-
-	/* usage is the API's verbatim object: tolerate anything in it. */
-	if (!cJSON_IsObject(usage) || !cJSON_IsNumber(gen))
-		return 0;
-	v = gen->valuedouble;
-	/* Also false for NaN. */
-	if (!(v >= 0 && v <= 1e15))
-		return 0;
-	return (int64_t)v;
-}
-
-static int parse_source_fields(const cJSON *root, struct index_entry *e)
-{
-	const cJSON *size = cJSON_GetObjectItemCaseSensitive(root, "source_size");
-	const cJSON *mtime = cJSON_GetObjectItemCaseSensitive(root, "source_mtime");
-	const cJSON *sha = cJSON_GetObjectItemCaseSensitive(root, "source_sha256");
-
-	/* A whole number up to 2^53, where doubles stop being exact; the range
-	 * test is false for NaN and makes the cast below defined. */
-	if (!cJSON_IsNumber(size) || !(size->valuedouble >= 0 && size->valuedouble <= 0x1p53))
-		return -EINVAL;
-	e->size = (uint64_t)size->valuedouble;
-	if ((double)e->size != size->valuedouble)
-		return -EINVAL;
-	if (!cJSON_IsString(mtime) ||
-	    output_parse_rfc3339(mtime->valuestring, &e->mtime_sec, &e->mtime_nsec) < 0)
-		return -EINVAL;
-	if (sha && !cJSON_IsNull(sha)) {
-		if (!cJSON_IsString(sha) || !is_hex64(sha->valuestring))
-			return -EINVAL;
-		for (size_t i = 0; i < 64; i++)
-			e->sha256[i] = (char)(sha->valuestring[i] | 0x20);
-		e->sha256[64] = '\0';
-	}
-	return 0;
-}
-
 int index_parse_sidecar(const char *json, size_t len, const char *sidecar_rel,
 			struct index_entry *ret_entry)
 {
-	struct index_entry e = {0};
-	const cJSON *source, *error;
-	char *raw_source = NULL;
-	cJSON *root;
-	int r = -EINVAL;
+	struct sidecar_doc d;
+	int r;
 
 	if (!ret_entry)
 		return -EINVAL;
 	memset(ret_entry, 0, sizeof(*ret_entry));
-	if (!json)
-		return -EINVAL;
-	root = cJSON_ParseWithLength(json, len);
-	if (!cJSON_IsObject(root))
-		goto out;
-	source = cJSON_GetObjectItemCaseSensitive(root, "source");
-	if (!cJSON_IsString(source) || !source->valuestring[0])
-		goto out;
-	raw_source = output_sidecar_source(root);
-	if (!raw_source || !raw_source[0])
-		goto out;
-	r = parse_source_fields(root, &e);
+	r = sidecar_parse(json, len, &d);
 	if (r < 0)
-		goto out;
-	error = cJSON_GetObjectItemCaseSensitive(root, "error");
-	if (error && !cJSON_IsObject(error)) {
-		r = -EINVAL;
-		goto out;
+		return r;
+	ret_entry->sidecar = strdup(sidecar_rel ? sidecar_rel : "");
+	if (!ret_entry->sidecar) {
+		sidecar_doc_clear(&d);
+		return -ENOMEM;
 	}
-	e.failed = error != NULL;
-	r = parse_finished_at(root, e.failed ? "failed_at" : "completed_at", &e.finished_at);
-	if (r < 0)
-		goto out;
-	e.generated_images = parse_generated_images(root);
-	e.source = raw_source;
-	raw_source = NULL;
-	e.sidecar = strdup(sidecar_rel ? sidecar_rel : "");
-	if (!e.source || !e.sidecar) {
-		index_entry_clear(&e);
-		r = -ENOMEM;
-		goto out;
-	}
-	*ret_entry = e;
-	r = 0;
-out:
-	free(raw_source);
-	cJSON_Delete(root);
-	return r;
+	ret_entry->source = d.source;
+	d.source = NULL;
+	ret_entry->size = d.size;
+	ret_entry->mtime_sec = d.mtime_sec;
+	ret_entry->mtime_nsec = d.mtime_nsec;
+	memcpy(ret_entry->sha256, d.sha256, sizeof(ret_entry->sha256));
+	ret_entry->failed = d.failed;
+	ret_entry->finished_at = d.finished_at;
+	ret_entry->generated_images = d.generated_images;
+	sidecar_doc_clear(&d);
+	return 0;
 }
 
 /* A growable relative path ("sub/dir/") without length limits. */
@@ -466,11 +369,12 @@ static bool is_resource_error(int r)
 	return r == -ENOMEM || r == -EMFILE || r == -ENFILE;
 }
 
-/* Reads fd (a regular file of `size` bytes, at most OUTPUT_RECORD_MAX) into
+/* Reads fd (a regular file of `size` bytes, at most SIDECAR_RECORD_MAX) into
  * w->buf. Returns the length or -errno; -EFBIG when it grew past the cap. */
 static ssize_t read_sidecar(struct walk *w, int fd, size_t size)
 {
-	size_t len = 0;
+	ssize_t got;
+	size_t len;
 
 	if (size + 2 > w->bufcap) {
 		char *buf = realloc(w->buf, size + 2);
@@ -481,18 +385,10 @@ static ssize_t read_sidecar(struct walk *w, int fd, size_t size)
 		w->bufcap = size + 2;
 	}
 	/* Reading one byte past st_size notices a file that grew. */
-	while (len < size + 1) {
-		ssize_t k = read(fd, w->buf + len, size + 1 - len);
-
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (k == 0)
-			break;
-		len += (size_t)k;
-	}
+	got = fdio_read_full(fd, w->buf, size + 1);
+	if (got < 0)
+		return got;
+	len = (size_t)got;
 	if (len > size)
 		return -EFBIG;
 	w->buf[len] = '\0';
@@ -518,7 +414,7 @@ static int load_file(struct walk *w, int dirfd, const char *name)
 			w->skipped++;
 		return 0;
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > OUTPUT_RECORD_MAX) {
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > SIDECAR_RECORD_MAX) {
 		w->skipped++;
 		r = 0;
 		goto out;
@@ -582,11 +478,9 @@ static int enter_dir(struct walk *w, int dirfd, const char *name, unsigned depth
 
 	if (depth >= WALK_DEPTH_MAX)
 		return 0;
-	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		return is_resource_error(r) ? r : 0;
-	}
+	fd = dirlist_open_sub(dirfd, name);
+	if (fd < 0)
+		return is_resource_error(fd) ? fd : 0;
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
 		(void)close(fd);
@@ -610,46 +504,25 @@ static int enter_dir(struct walk *w, int dirfd, const char *name, unsigned depth
 /* Walks the directory dirfd (consumed). */
 static int walk_dir(struct walk *w, int dirfd, unsigned depth)
 {
-	struct dirent *de;
-	DIR *dir;
-	int r = 0;
+	struct dirlist list;
+	const char *name;
+	unsigned char type;
+	int r;
 
-	dir = fdopendir(dirfd);
-	if (!dir) {
-		r = -errno;
-		(void)close(dirfd);
+	r = dirlist_open(&list, dirfd);
+	if (r < 0)
 		return r;
-	}
-	for (;;) {
-		unsigned char type;
-
-		errno = 0;
-		de = readdir(dir);
-		if (!de) {
-			r = errno ? -errno : 0;
-			break;
-		}
-		if (de->d_name[0] == '.')
+	while ((name = dirlist_next(&list, &type, &r))) {
+		if (name[0] == '.')
 			continue;
-		type = de->d_type;
-		if (type == DT_UNKNOWN) {
-			struct stat st;
-
-			if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-				continue;
-			if (S_ISDIR(st.st_mode))
-				type = DT_DIR;
-			else if (S_ISREG(st.st_mode))
-				type = DT_REG;
-		}
 		if (type == DT_DIR)
-			r = enter_dir(w, dirfd, de->d_name, depth);
-		else if (type == DT_REG && has_json_suffix(de->d_name))
-			r = load_file(w, dirfd, de->d_name);
+			r = enter_dir(w, dirfd, name, depth);
+		else if (type == DT_REG && has_json_suffix(name))
+			r = load_file(w, dirfd, name);
 		if (r < 0)
 			break;
 	}
-	(void)closedir(dir);
+	dirlist_close(&list);
 	return r;
 }
 
@@ -752,16 +625,6 @@ const struct index_entry *index_find_content(const struct index *index, uint64_t
 #define INDEX_CACHE_VERSION 2u
 #define INDEX_CACHE_RACY_S  2
 #define INDEX_CACHE_MAX	    ((size_t)1 << 31)
-
-static uint64_t fnv64(const void *data, size_t len)
-{
-	const unsigned char *p = data;
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	while (len--)
-		h = (h ^ *p++) * 0x100000001b3ULL;
-	return h;
-}
 
 struct wbuf {
 	char *p;
@@ -939,7 +802,7 @@ static int cache_read(const char *path, const char *output_root, const char *ski
 		r = -errno;
 		goto fail;
 	}
-	r = output_read_fd(fd, INDEX_CACHE_MAX, &c->text, &c->len);
+	r = fdio_read_file(fd, INDEX_CACHE_MAX, &c->text, &c->len);
 	(void)close(fd);
 	if (r < 0)
 		goto fail;
@@ -947,7 +810,7 @@ static int cache_read(const char *path, const char *output_root, const char *ski
 	if (c->len < sizeof(magic) + sizeof(sum))
 		goto fail;
 	memcpy(&sum, c->text + c->len - sizeof(sum), sizeof(sum));
-	if (fnv64(c->text, c->len - sizeof(sum)) != sum)
+	if (fnv1a64_update(FNV1A64_INIT, c->text, c->len - sizeof(sum)) != sum)
 		goto fail;
 	b.p = c->text;
 	b.len = c->len - sizeof(sum);
@@ -1129,12 +992,12 @@ static int save_subdir(struct saver *s, int dirfd, const char *name, unsigned de
 
 	if (depth >= WALK_DEPTH_MAX)
 		return 0;
-	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	fd = dirlist_open_sub(dirfd, name);
 	if (fd < 0) {
-		if (is_resource_error(-errno))
-			return -errno;
+		if (is_resource_error(fd))
+			return fd;
 		/* Not listed as a child: its parent cannot vouch for the tree. */
-		return errno == ENOENT || errno == ELOOP || errno == ENOTDIR ? 0 : 1;
+		return fd == -ENOENT || fd == -ELOOP || fd == -ENOTDIR ? 0 : 1;
 	}
 	if (fstat(fd, &st) < 0) {
 		(void)close(fd);
@@ -1164,36 +1027,26 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 	size_t n_json = 0, n_sub = 0, cap_json = 0, cap_sub = 0;
 	struct stat before, after;
 	bool incomplete = false, trusted;
-	struct dirent *de;
-	DIR *dir;
+	struct dirlist dir = {0};
+	const char *name;
+	unsigned char type;
 	int r = 0;
 
 	if (fstat(dirfd, &before) < 0) {
 		(void)close(dirfd);
 		return 0;
 	}
-	dir = fdopendir(dirfd);
-	if (!dir) {
-		(void)close(dirfd);
+	if (dirlist_open(&dir, dirfd) < 0)
 		return 0;
-	}
-	while ((de = readdir(dir))) {
-		unsigned char type = de->d_type;
+	while ((name = dirlist_next(&dir, &type, NULL))) {
 		char ***list;
 		size_t *n, *cap;
 
-		if (de->d_name[0] == '.')
+		if (name[0] == '.')
 			continue;
-		if (type == DT_UNKNOWN) {
-			struct stat st;
-
-			if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-				continue;
-			type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : 0;
-		}
 		if (type == DT_DIR) {
 			list = &subdirs, n = &n_sub, cap = &cap_sub;
-		} else if (type == DT_REG && has_json_suffix(de->d_name)) {
+		} else if (type == DT_REG && has_json_suffix(name)) {
 			list = &jsons, n = &n_json, cap = &cap_json;
 		} else {
 			continue;
@@ -1209,7 +1062,7 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 			*list = l;
 			*cap = c;
 		}
-		if (!((*list)[*n] = strdup(de->d_name))) {
+		if (!((*list)[*n] = strdup(name))) {
 			r = -ENOMEM;
 			goto out;
 		}
@@ -1297,7 +1150,7 @@ out:
 		free(subdirs[i]);
 	free(jsons);
 	free(subdirs);
-	(void)closedir(dir);
+	dirlist_close(&dir);
 	return r;
 }
 
@@ -1357,7 +1210,7 @@ int index_save_cache(const struct index *index, const char *output_root, const c
 		goto out;
 	}
 	memcpy(s.out.p + n_dirs_pos, &s.n_dirs, sizeof(s.n_dirs));
-	sum = fnv64(s.out.p, s.out.len);
+	sum = fnv1a64_update(FNV1A64_INIT, s.out.p, s.out.len);
 	put_u64(&s.out, sum);
 	if (s.out.oom) {
 		r = -ENOMEM;

@@ -31,14 +31,17 @@
 
 #include "api.h"
 #include "clean.h"
+#include "dirlist.h"
+#include "fdio.h"
 #include "output.h"
+#include "sidecar.h"
 
 /* Server text arrives cleaned (api_parse_response); names may be any bytes,
  * so they are written as sidecars write them: readable, and exact as hex.
  * Either way the record stays valid UTF-8. */
 static int add_string(cJSON *o, const char *key, const char *value)
 {
-	return output_json_add_name(o, key, value) ? 0 : -ENOMEM;
+	return sidecar_add_name(o, key, value) ? 0 : -ENOMEM;
 }
 
 static int add_number(cJSON *o, const char *key, double value)
@@ -54,45 +57,33 @@ char *journal_record_json(const struct journal_record *rec)
 
 	if (!o)
 		return NULL;
-	if (output_rfc3339(rec->mtime_sec, rec->mtime_nsec, mtime, sizeof(mtime)) < 0)
+	if (sidecar_format_time(rec->mtime_sec, rec->mtime_nsec, mtime, sizeof(mtime)) < 0)
 		goto out;
 	r |= add_string(o, "folder", rec->folder);
-	r |= add_string(o, "source", rec->source);
+	r |= add_string(o, SIDECAR_SOURCE, rec->source);
 	r |= add_string(o, "stem", rec->stem);
 	r |= add_string(o, "url", rec->url);
-	r |= add_string(o, "model", rec->model);
-	r |= add_string(o, "result_size", rec->result_size);
-	r |= add_string(o, "request_id", rec->request_id);
-	r |= add_string(o, "source_sha256", rec->sha256);
-	r |= add_string(o, "source_mtime", mtime);
+	r |= add_string(o, SIDECAR_MODEL, rec->model);
+	r |= add_string(o, SIDECAR_RESULT_SIZE, rec->result_size);
+	r |= add_string(o, SIDECAR_REQUEST_ID, rec->request_id);
+	r |= add_string(o, SIDECAR_SHA256, rec->sha256);
+	r |= add_string(o, SIDECAR_MTIME, mtime);
 	/* Sizes and times stay far below 2^53: exact as JSON numbers. */
-	r |= add_number(o, "source_size", (double)rec->size);
-	r |= add_number(o, "created", (double)rec->created);
+	r |= add_number(o, SIDECAR_SIZE, (double)rec->size);
+	r |= add_number(o, SIDECAR_CREATED, (double)rec->created);
 	r |= add_number(o, "generated_at_ms", (double)rec->generated_at);
-	r |= add_number(o, "elapsed_ms", (double)rec->elapsed_ms);
-	r |= add_number(o, "attempts", rec->attempts);
+	r |= add_number(o, SIDECAR_ELAPSED_MS, (double)rec->elapsed_ms);
+	r |= add_number(o, SIDECAR_ATTEMPTS, rec->attempts);
 	usage = rec->usage ? cJSON_Duplicate(rec->usage, true) : cJSON_CreateNull();
 	if (!usage || r || clean_json(usage, NULL) < 0) {
 		cJSON_Delete(usage);
 		goto out;
 	}
-	cJSON_AddItemToObject(o, "usage", usage);
+	cJSON_AddItemToObject(o, SIDECAR_USAGE, usage);
 	text = cJSON_PrintUnformatted(o);
 out:
 	cJSON_Delete(o);
 	return text;
-}
-
-static int dup_string(const cJSON *o, const char *key, bool required, char **ret)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-
-	*ret = NULL;
-	if (cJSON_IsString(v) && v->valuestring) {
-		*ret = strdup(v->valuestring);
-		return *ret ? 0 : -ENOMEM;
-	}
-	return required ? -EINVAL : 0;
 }
 
 /* A name written by add_string: exact from "<key>_hex" when present. */
@@ -104,21 +95,11 @@ static int dup_name(const cJSON *o, const char *key, char **ret)
 	*ret = NULL;
 	if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, key)))
 		return -EINVAL;
-	*ret = output_json_name(o, key);
+	*ret = sidecar_get_name(o, key);
 	if (*ret)
 		return 0;
 	/* NULL: a malformed hex form, or out of memory. */
 	return cJSON_GetObjectItemCaseSensitive(o, hex_key) ? -EINVAL : -ENOMEM;
-}
-
-static int get_number(const cJSON *o, const char *key, double max, double *ret)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-
-	if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > max)
-		return -EINVAL;
-	*ret = v->valuedouble;
-	return 0;
 }
 
 int journal_record_parse(const char *json, size_t len, struct journal_record *rec)
@@ -136,25 +117,25 @@ int journal_record_parse(const char *json, size_t len, struct journal_record *re
 	if (!cJSON_IsObject(o))
 		goto out;
 	if ((r = dup_name(o, "folder", &rec->folder)) < 0 ||
-	    (r = dup_name(o, "source", &rec->source)) < 0 ||
-	    (r = dup_string(o, "stem", true, &rec->stem)) < 0 ||
-	    (r = dup_string(o, "url", true, &rec->url)) < 0 ||
-	    (r = dup_string(o, "model", false, &rec->model)) < 0 ||
-	    (r = dup_string(o, "result_size", false, &rec->result_size)) < 0 ||
-	    (r = dup_string(o, "request_id", false, &rec->request_id)) < 0 ||
-	    (r = dup_string(o, "source_sha256", false, &sha)) < 0 ||
-	    (r = dup_string(o, "source_mtime", true, &mtime)) < 0)
+	    (r = dup_name(o, SIDECAR_SOURCE, &rec->source)) < 0 ||
+	    (r = sidecar_dup_string(o, "stem", true, &rec->stem)) < 0 ||
+	    (r = sidecar_dup_string(o, "url", true, &rec->url)) < 0 ||
+	    (r = sidecar_dup_string(o, SIDECAR_MODEL, false, &rec->model)) < 0 ||
+	    (r = sidecar_dup_string(o, SIDECAR_RESULT_SIZE, false, &rec->result_size)) < 0 ||
+	    (r = sidecar_dup_string(o, SIDECAR_REQUEST_ID, false, &rec->request_id)) < 0 ||
+	    (r = sidecar_dup_string(o, SIDECAR_SHA256, false, &sha)) < 0 ||
+	    (r = sidecar_dup_string(o, SIDECAR_MTIME, true, &mtime)) < 0)
 		goto out;
 	r = -EINVAL;
 	if (!rec->stem[0] || strchr(rec->stem, '/') || rec->stem[0] == '.')
 		goto out; /* never let a record name a file outside its folder */
-	if (get_number(o, "source_size", 9e15, &size) < 0 ||
-	    get_number(o, "created", (double)API_CREATED_MAX, &created) < 0 ||
-	    get_number(o, "generated_at_ms", 9e15, &gen) < 0 ||
-	    get_number(o, "elapsed_ms", 9e15, &elapsed) < 0 ||
-	    get_number(o, "attempts", 1e6, &attempts) < 0)
+	if (!sidecar_get_number(o, SIDECAR_SIZE, 9e15, &size) ||
+	    !sidecar_get_number(o, SIDECAR_CREATED, (double)API_CREATED_MAX, &created) ||
+	    !sidecar_get_number(o, "generated_at_ms", 9e15, &gen) ||
+	    !sidecar_get_number(o, SIDECAR_ELAPSED_MS, 9e15, &elapsed) ||
+	    !sidecar_get_number(o, SIDECAR_ATTEMPTS, 1e6, &attempts))
 		goto out;
-	if (output_parse_rfc3339(mtime, &rec->mtime_sec, &rec->mtime_nsec) < 0)
+	if (sidecar_parse_time(mtime, &rec->mtime_sec, &rec->mtime_nsec) < 0)
 		goto out;
 	if (sha && strlen(sha) == 64)
 		memcpy(rec->sha256, sha, 65);
@@ -163,7 +144,7 @@ int journal_record_parse(const char *json, size_t len, struct journal_record *re
 	rec->generated_at = (int64_t)gen;
 	rec->elapsed_ms = (uint64_t)elapsed;
 	rec->attempts = (unsigned)attempts;
-	usage = cJSON_GetObjectItemCaseSensitive(o, "usage");
+	usage = cJSON_GetObjectItemCaseSensitive(o, SIDECAR_USAGE);
 	if (cJSON_IsObject(usage)) {
 		rec->usage = cJSON_Duplicate(usage, true);
 		if (!rec->usage) {
@@ -213,7 +194,7 @@ void journal_record_clear(struct journal_record *rec)
  * rewritten: tombstones then hold at least half of it. */
 #define JOURNAL_COMPACT_MIN (1024 * 1024)
 /* A log larger than this is not read (never written: compaction keeps it
- * near the live records, each under OUTPUT_RECORD_MAX). */
+ * near the live records, each under SIDECAR_RECORD_MAX). */
 #define JOURNAL_READ_MAX ((size_t)1 << 30)
 
 struct journal {
@@ -309,8 +290,8 @@ static char *tombstone_json(const char *folder, const char *source)
 	cJSON *o = cJSON_CreateObject();
 	char *text = NULL;
 
-	if (o && output_json_add_name(o, "folder", folder) &&
-	    output_json_add_name(o, "source", source))
+	if (o && sidecar_add_name(o, "folder", folder) &&
+	    sidecar_add_name(o, SIDECAR_SOURCE, source))
 		text = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);
 	return text;
@@ -439,7 +420,7 @@ static int scan_log(struct journal *j, struct scan *s)
 	fd = openat(j->dirfd, JOURNAL_LOG, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
-	r = output_read_fd(fd, JOURNAL_READ_MAX, &buf, &len);
+	r = fdio_read_file(fd, JOURNAL_READ_MAX, &buf, &len);
 	(void)close(fd);
 	if (r < 0)
 		return r;
@@ -479,38 +460,36 @@ out:
  * where they are, counted bad. */
 static int scan_old_dir(struct journal *j, struct scan *s)
 {
-	int fd = openat(j->dirfd, JOURNAL_OLD_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	struct dirent *de;
-	DIR *dir;
+	int fd = dirlist_open_sub(j->dirfd, JOURNAL_OLD_DIR);
+	struct dirlist dir;
+	const char *name;
+	unsigned char type;
 	int r = 0;
 
 	if (fd < 0)
-		return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
-	dir = fdopendir(fd);
-	if (!dir) {
-		r = -errno;
-		(void)close(fd);
+		return fd == -ENOENT || fd == -ENOTDIR ? 0 : fd;
+	r = dirlist_open(&dir, fd);
+	if (r < 0)
 		return r;
-	}
-	while ((de = readdir(dir))) {
+	while ((name = dirlist_next(&dir, &type, NULL))) {
 		struct entry *e;
 		size_t len = 0;
 		char *text = NULL;
 		int rfd;
 
-		if (output_is_tmp_name(de->d_name)) {
+		if (output_is_tmp_name(name)) {
 			/* An interrupted write of the old layout: never durable. */
-			(void)unlinkat(fd, de->d_name, 0);
+			(void)unlinkat(fd, name, 0);
 			continue;
 		}
-		if (de->d_name[0] == '.')
+		if (name[0] == '.')
 			continue;
-		rfd = openat(fd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		rfd = openat(fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (rfd < 0) {
 			s->bad++;
 			continue;
 		}
-		r = output_read_fd(rfd, OUTPUT_RECORD_MAX, &text, &len);
+		r = fdio_read_file(rfd, SIDECAR_RECORD_MAX, &text, &len);
 		(void)close(rfd);
 		if (r == -ENOMEM)
 			break;
@@ -530,14 +509,14 @@ static int scan_old_dir(struct journal *j, struct scan *s)
 		}
 		free(text);
 		e->kind = 'W';
-		e->old_name = strdup(de->d_name);
+		e->old_name = strdup(name);
 		if (!e->old_name) {
 			r = -ENOMEM;
 			break;
 		}
 		s->dirty = true;
 	}
-	closedir(dir);
+	dirlist_close(&dir);
 	return r;
 }
 
@@ -587,22 +566,6 @@ static int scan_live(struct scan *s, struct entry ***ret_live, size_t *ret_n)
 	return 0;
 }
 
-static int write_all_fd(int fd, const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t k = write(fd, p, len);
-
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += k;
-		len -= (size_t)k;
-	}
-	return 0;
-}
-
 /* Writes the live records to a new file and renames it over journal.log
  * (fsync'd, and the directory too). Called with the lock held and no sync
  * running. On success j->fd is the new file. */
@@ -622,7 +585,7 @@ static int rewrite_locked(struct journal *j, struct entry **live, size_t n)
 		if (text)
 			line = line_new('W', text, &len);
 		free(text);
-		r = line ? write_all_fd(fd, line, len) : -ENOMEM;
+		r = line ? fdio_write_all(fd, line, len, NULL) : -ENOMEM;
 		free(line);
 		size += len;
 	}
@@ -778,7 +741,7 @@ static int append_locked(struct journal *j, const char *line, size_t len)
 		if (r < 0)
 			return r;
 	}
-	r = write_all_fd(j->fd, line, len);
+	r = fdio_write_all(j->fd, line, len, NULL);
 	if (r < 0) {
 		struct stat st;
 

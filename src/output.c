@@ -1,7 +1,8 @@
 #include "output.h"
 
-#include "b64.h"
 #include "clean.h"
+#include "dirlist.h"
+#include "fnv.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -86,63 +87,6 @@ enum sidecar_owner {
 	SIDECAR_OTHER,
 };
 
-/* Reads a whole regular file of at most `max` bytes into a NUL-terminated
- * buffer. -EFBIG when larger, -EINVAL when not a regular file. */
-int output_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len)
-{
-	struct stat st;
-	char *buf = NULL;
-	size_t len = 0, cap;
-	int r;
-
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return -EINVAL;
-	if (st.st_size < 0 || (uint64_t)st.st_size > max)
-		return -EFBIG;
-	/* One byte past the size tells whether the file grew meanwhile. */
-	cap = (size_t)st.st_size + 2;
-	buf = malloc(cap);
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		ssize_t k = read(fd, buf + len, cap - 1 - len);
-
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			goto fail;
-		}
-		if (k == 0)
-			break;
-		len += (size_t)k;
-		if (len > max) {
-			r = -EFBIG;
-			goto fail;
-		}
-		if (len == cap - 1) {
-			char *bigger;
-
-			cap = cap * 2 > max + 2 ? max + 2 : cap * 2;
-			bigger = realloc(buf, cap);
-			if (!bigger) {
-				r = -ENOMEM;
-				goto fail;
-			}
-			buf = bigger;
-		}
-	}
-	buf[len] = '\0';
-	*ret_buf = buf;
-	*ret_len = len;
-	return 0;
-fail:
-	free(buf);
-	return r;
-}
-
 /* Who owns the sidecar `name` in dirfd. Anything we cannot read or parse
  * counts as someone else's: never overwrite what we do not understand. */
 static int sidecar_owner(int dirfd, const char *name, const char *source_rel)
@@ -163,14 +107,14 @@ static int sidecar_owner(int dirfd, const char *name, const char *source_rel)
 			return SIDECAR_OTHER;
 		return -errno;
 	}
-	r = output_read_fd(fd, OUTPUT_RECORD_MAX, &buf, &len);
+	r = fdio_read_file(fd, SIDECAR_RECORD_MAX, &buf, &len);
 	(void)close(fd);
 	if (r == -ENOMEM)
 		return r;
 	if (r < 0)
 		return SIDECAR_OTHER;
 	root = cJSON_ParseWithLength(buf, len);
-	src_name = output_sidecar_source(root);
+	src_name = sidecar_get_name(root, SIDECAR_SOURCE);
 	if (src_name && strcmp(src_name, source_rel) == 0)
 		r = SIDECAR_OURS;
 	else
@@ -433,24 +377,6 @@ void output_tmp_abort(int dirfd, int fd, const char *tmp_name)
 	errno = saved;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-	const char *p = data;
-
-	while (len > 0) {
-		ssize_t k = write(fd, p, len);
-
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += k;
-		len -= (size_t)k;
-	}
-	return 0;
-}
-
 int output_write_atomic(int dirfd, const char *final_name, const void *data, size_t len)
 {
 	char tmp[OUTPUT_NAME_MAX + 32];
@@ -461,363 +387,12 @@ int output_write_atomic(int dirfd, const char *final_name, const void *data, siz
 	fd = output_tmp_open(dirfd, final_name, tmp, sizeof(tmp));
 	if (fd < 0)
 		return fd;
-	r = write_all(fd, data, len);
+	r = fdio_write_all(fd, data, len, NULL);
 	if (r < 0) {
 		output_tmp_abort(dirfd, fd, tmp);
 		return r;
 	}
 	return output_tmp_commit(dirfd, fd, tmp, final_name);
-}
-
-int output_rfc3339(int64_t sec, long nsec, char *buf, size_t len)
-{
-	time_t t = (time_t)sec;
-	struct tm tm;
-	int n;
-
-	if (!buf || nsec >= 1000000000L || (int64_t)t != sec || !gmtime_r(&t, &tm))
-		return -EINVAL;
-	/* RFC 3339 has exactly four year digits. */
-	if (tm.tm_year < -1900 || tm.tm_year > 9999 - 1900)
-		return -EINVAL;
-	if (nsec >= 0)
-		n = snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ", tm.tm_year + 1900,
-			     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, nsec);
-	else
-		n = snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
-			     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-	if (n < 0 || (size_t)n >= len)
-		return -EINVAL;
-	return 0;
-}
-
-/* Exactly `digits` decimal digits at *p; advances *p. */
-static bool parse_digits(const char **p, int digits, int *ret)
-{
-	int v = 0;
-
-	for (int i = 0; i < digits; i++) {
-		char c = (*p)[i];
-
-		if (c < '0' || c > '9')
-			return false;
-		v = v * 10 + (c - '0');
-	}
-	*p += digits;
-	*ret = v;
-	return true;
-}
-
-static bool expect_char(const char **p, char c)
-{
-	if (**p != c)
-		return false;
-	(*p)++;
-	return true;
-}
-
-static int days_in_month(int year, int month)
-{
-	static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-	bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-
-	return month == 2 && leap ? 29 : days[month - 1];
-}
-
-int output_parse_rfc3339(const char *text, int64_t *ret_sec, long *ret_nsec)
-{
-	int year, mon, day, hour, min, sec;
-	const char *p = text;
-	struct tm tm = {0};
-	long nsec = 0;
-	time_t t;
-
-	if (!text)
-		return -EINVAL;
-	if (!parse_digits(&p, 4, &year) || !expect_char(&p, '-') || !parse_digits(&p, 2, &mon) ||
-	    !expect_char(&p, '-') || !parse_digits(&p, 2, &day) || !expect_char(&p, 'T') ||
-	    !parse_digits(&p, 2, &hour) || !expect_char(&p, ':') || !parse_digits(&p, 2, &min) ||
-	    !expect_char(&p, ':') || !parse_digits(&p, 2, &sec))
-		return -EINVAL;
-	if (mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon) || hour > 23 ||
-	    min > 59 || sec > 59)
-		return -EINVAL;
-	if (*p == '.') {
-		int digits = 0;
-
-		p++;
-		while (*p >= '0' && *p <= '9') {
-			if (++digits > 9)
-				return -EINVAL;
-			nsec = nsec * 10 + (*p++ - '0');
-		}
-		if (digits == 0)
-			return -EINVAL;
-		for (; digits < 9; digits++)
-			nsec *= 10;
-	}
-	if (!expect_char(&p, 'Z') || *p != '\0')
-		return -EINVAL;
-	tm.tm_year = year - 1900;
-	tm.tm_mon = mon - 1;
-	tm.tm_mday = day;
-	tm.tm_hour = hour;
-	tm.tm_min = min;
-	tm.tm_sec = sec;
-	/* The fields are validated, so -1 here is 1969-12-31T23:59:59, not an error. */
-	t = timegm(&tm);
-	if (ret_sec)
-		*ret_sec = (int64_t)t;
-	if (ret_nsec)
-		*ret_nsec = nsec;
-	return 0;
-}
-
-/* cJSON adders return NULL only when out of memory; NULL strings become null.
- * cJSON writes bytes as they are, and a document must stay valid UTF-8: bad
- * bytes become U+FFFD (names that must stay exact go through add_name). */
-static bool add_string(cJSON *obj, const char *key, const char *value)
-{
-	char *lossy;
-	bool ok;
-
-	if (!value)
-		return cJSON_AddNullToObject(obj, key) != NULL;
-	if (clean_utf8_valid(value))
-		return cJSON_AddStringToObject(obj, key, value) != NULL;
-	lossy = clean_text(value, SIZE_MAX, NULL);
-	ok = lossy && cJSON_AddStringToObject(obj, key, lossy) != NULL;
-	free(lossy);
-	return ok;
-}
-
-static bool add_number(cJSON *obj, const char *key, double value)
-{
-	return cJSON_AddNumberToObject(obj, key, value) != NULL;
-}
-
-/* A time outside RFC 3339's four-digit years is written as null. */
-static bool add_time(cJSON *obj, const char *key, int64_t sec, long nsec)
-{
-	char buf[64];
-
-	if (output_rfc3339(sec, nsec, buf, sizeof(buf)) < 0)
-		return add_string(obj, key, NULL);
-	return add_string(obj, key, buf);
-}
-
-/* JSON text must be UTF-8, names on disk need not be: a name that is not
- * valid UTF-8 is written readable (U+FFFD for bad bytes) under key, and
- * exactly, as hex, under "<key>_hex". */
-static bool add_name(cJSON *obj, const char *key, const char *name)
-{
-	char hex_key[32], *lossy, *hex;
-	size_t n;
-	bool ok;
-
-	if (!name || clean_utf8_valid(name))
-		return add_string(obj, key, name);
-	n = strlen(name);
-	lossy = clean_text(name, SIZE_MAX, NULL);
-	hex = malloc(2 * n + 1);
-	ok = lossy && hex;
-	if (ok) {
-		b64_hex((const uint8_t *)name, n, hex);
-		(void)snprintf(hex_key, sizeof(hex_key), "%s_hex", key);
-		ok = add_string(obj, key, lossy) && add_string(obj, hex_key, hex);
-	}
-	free(lossy);
-	free(hex);
-	return ok;
-}
-
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-char *output_json_name(const cJSON *root, const char *key)
-{
-	char hex_key[32];
-	const cJSON *hex, *src = cJSON_GetObjectItemCaseSensitive(root, key);
-	size_t n;
-	char *out;
-
-	(void)snprintf(hex_key, sizeof(hex_key), "%s_hex", key);
-	hex = cJSON_GetObjectItemCaseSensitive(root, hex_key);
-	if (!cJSON_IsString(hex) || !hex->valuestring)
-		return cJSON_IsString(src) && src->valuestring ? strdup(src->valuestring) : NULL;
-	n = strlen(hex->valuestring);
-	if (n == 0 || n % 2)
-		return NULL;
-	out = malloc(n / 2 + 1);
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n / 2; i++) {
-		int hi = hex_value(hex->valuestring[2 * i]), lo = hex_value(hex->valuestring[2 * i + 1]);
-		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-			free(out);
-			return NULL;
-		}
-		out[i] = (char)(hi << 4 | lo);
-	}
-	out[n / 2] = '\0';
-	return out;
-}
-
-char *output_sidecar_source(const cJSON *root)
-{
-	return output_json_name(root, "source");
-}
-
-bool output_json_add_name(cJSON *obj, const char *key, const char *name)
-{
-	return add_name(obj, key, name);
-}
-
-static bool add_source(cJSON *obj, const struct sidecar_source *src)
-{
-	/* Sizes stay exact up to 2^53 bytes as a JSON number. */
-	long nsec = src->mtime_nsec < 0 ? 0 : src->mtime_nsec;
-
-	return add_name(obj, "source", src->source) &&
-	       add_string(obj, "source_sha256", src->sha256_hex) &&
-	       add_number(obj, "source_size", (double)src->size) &&
-	       add_time(obj, "source_mtime", src->mtime_sec, nsec);
-}
-
-static bool add_usage(cJSON *obj, const cJSON *usage)
-{
-	cJSON *copy;
-
-	if (!usage)
-		return cJSON_AddNullToObject(obj, "usage") != NULL;
-	copy = cJSON_Duplicate(usage, true);
-	if (!copy)
-		return false;
-	/* Bounded by api_bound_usage already; this keeps the document UTF-8
-	 * whoever filled usage (a reused sidecar, say). */
-	if (clean_json(copy, NULL) < 0) {
-		cJSON_Delete(copy);
-		return false;
-	}
-	if (!cJSON_AddItemToObject(obj, "usage", copy)) {
-		cJSON_Delete(copy);
-		return false;
-	}
-	return true;
-}
-
-/* cJSON_Print's text plus the trailing newline, in a plain malloc() buffer so
- * the caller can free() it whatever hooks cJSON was given. */
-static char *print_document(const cJSON *root)
-{
-	char *text, *out;
-	size_t len;
-
-	text = cJSON_Print(root);
-	if (!text)
-		return NULL;
-	len = strlen(text);
-	out = malloc(len + 2);
-	if (out) {
-		memcpy(out, text, len);
-		out[len] = '\n';
-		out[len + 1] = '\0';
-	}
-	cJSON_free(text);
-	return out;
-}
-
-static bool add_fitted(cJSON *obj, const struct sidecar_fitted *f)
-{
-	cJSON *o = cJSON_AddObjectToObject(obj, "fitted"), *reasons;
-
-	if (!o || !add_string(o, "from", f->from) || !add_string(o, "to", f->to))
-		return false;
-	reasons = cJSON_AddArrayToObject(o, "reasons");
-	if (!reasons)
-		return false;
-	for (size_t i = 0; i < f->n_reasons; i++) {
-		cJSON *r = cJSON_CreateString(f->reasons[i]);
-		if (!r || !cJSON_AddItemToArray(reasons, r)) {
-			cJSON_Delete(r);
-			return false;
-		}
-	}
-	return add_number(o, "bytes_sent", (double)f->bytes_sent);
-}
-
-char *output_sidecar_json(const struct sidecar_success *s)
-{
-	cJSON *root;
-	char *out = NULL;
-	bool ok;
-
-	if (!s)
-		return NULL;
-	root = cJSON_CreateObject();
-	if (!root)
-		return NULL;
-	ok = add_source(root, &s->src) && add_name(root, "output", s->output) &&
-	     add_string(root, "model", s->model) && add_string(root, "prompt", s->prompt) &&
-	     add_string(root, "size", s->size) && add_string(root, "result_size", s->result_size) &&
-	     cJSON_AddBoolToObject(root, "watermark", s->watermark) &&
-	     add_string(root, "response_format", s->response_format) &&
-	     add_number(root, "created", (double)s->created) && add_usage(root, s->usage) &&
-	     add_string(root, "request_id", s->request_id) &&
-	     add_number(root, "attempts", s->attempts) &&
-	     add_number(root, "elapsed_ms", (double)s->elapsed_ms) &&
-	     add_time(root, "completed_at", s->completed_at, -1) &&
-	     add_string(root, "seedreamd_version", s->version) &&
-	     (!s->reused_from || add_name(root, "reused_from", s->reused_from)) &&
-	     (!s->fitted || add_fitted(root, s->fitted));
-	if (ok)
-		out = print_document(root);
-	cJSON_Delete(root);
-	return out;
-}
-
-static bool add_error(cJSON *obj, const struct sidecar_error *e)
-{
-	cJSON *err = cJSON_AddObjectToObject(obj, "error");
-	bool ok;
-
-	if (!err)
-		return false;
-	if (e->http_status == 0)
-		ok = cJSON_AddNullToObject(err, "http_status") != NULL;
-	else
-		ok = add_number(err, "http_status", (double)e->http_status);
-	return ok && add_string(err, "code", e->code) && add_string(err, "message", e->message);
-}
-
-char *output_error_json(const struct sidecar_error *e)
-{
-	cJSON *root;
-	char *out = NULL;
-	bool ok;
-
-	if (!e)
-		return NULL;
-	root = cJSON_CreateObject();
-	if (!root)
-		return NULL;
-	ok = add_source(root, &e->src) && add_error(root, e) &&
-	     add_string(root, "request_id", e->request_id) &&
-	     add_number(root, "attempts", e->attempts) &&
-	     add_time(root, "failed_at", e->failed_at, -1) &&
-	     add_string(root, "seedreamd_version", e->version);
-	if (ok)
-		out = print_document(root);
-	cJSON_Delete(root);
-	return out;
 }
 
 bool output_is_tmp_name(const char *name)
@@ -837,39 +412,28 @@ bool output_is_tmp_name(const char *name)
 
 static int sweep_dir(int dirfd, unsigned depth, size_t *removed)
 {
-	DIR *dir;
-	struct dirent *de;
-	int r = 0;
+	struct dirlist list;
+	const char *name;
+	unsigned char type;
+	int r;
 
-	dir = fdopendir(dirfd);
-	if (!dir) {
-		r = -errno;
-		close(dirfd);
+	r = dirlist_open(&list, dirfd);
+	if (r < 0)
 		return r;
-	}
-	while ((de = readdir(dir))) {
-		struct stat st;
-
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		/* Only temporary names and folders need a look: no stat for
-		 * each of 100,000 outputs and sidecars. */
-		if (de->d_type != DT_UNKNOWN && de->d_type != DT_DIR &&
-		    !(de->d_type == DT_REG && output_is_tmp_name(de->d_name)))
-			continue;
-		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISREG(st.st_mode) && output_is_tmp_name(de->d_name)) {
-			if (unlinkat(dirfd, de->d_name, 0) == 0)
+	/* Only temporary names and folders need a look: no stat for each of
+	 * 100,000 outputs and sidecars (unless the file system gives no type). */
+	while ((name = dirlist_next(&list, &type, NULL))) {
+		if (type == DT_REG && output_is_tmp_name(name)) {
+			if (unlinkat(dirfd, name, 0) == 0)
 				(*removed)++;
-		} else if (S_ISDIR(st.st_mode) && de->d_name[0] != '.' && depth < 64) {
-			int sub = openat(dirfd, de->d_name,
-					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		} else if (type == DT_DIR && name[0] != '.' && depth < 64) {
+			int sub = dirlist_open_sub(dirfd, name);
+
 			if (sub >= 0)
 				(void)sweep_dir(sub, depth + 1, removed);
 		}
 	}
-	closedir(dir);
+	dirlist_close(&list);
 	return 0;
 }
 
@@ -903,11 +467,7 @@ static uint64_t mkdir_calls;
 
 static size_t mkdir_bucket(const char *path)
 {
-	uint64_t h = 1469598103934665603ull; /* FNV-1a */
-
-	for (const unsigned char *p = (const unsigned char *)path; *p; p++)
-		h = (h ^ *p) * 1099511628211ull;
-	return (size_t)(h % MKDIR_BUCKETS);
+	return (size_t)(fnv1a64_str(path) % MKDIR_BUCKETS);
 }
 
 static void mkdir_known_clear_locked(void)

@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 
 #include "b64.h"
+#include "fdio.h"
 #include "work.h"
 
 /* ---- closing a stream's own descriptor off the loop ---- */
@@ -96,20 +97,18 @@ static void reader_work(void *arg)
 	struct stream_read_op *op = &((struct stream_reader *)arg)->op;
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int md_len = 0;
+	ssize_t n;
 
 	op->got = 0;
 	op->err = 0;
-	while (op->got < op->want) {
-		ssize_t n = pread(op->fd, op->buf + op->got, op->want - op->got,
-				  (off_t)(op->off + op->got));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			op->err = errno;
-		if (n <= 0)
-			return;
-		op->got += (size_t)n;
-	}
+	n = fdio_pread_full(op->fd, op->buf, op->want, (off_t)op->off);
+	if (n < 0)
+		op->err = (int)-n;
+	if (n <= 0)
+		return;
+	op->got = (size_t)n;
+	if (op->got < op->want)
+		return; /* the file ended early: the caller sees got < want */
 	if (op->off == 0)
 		(void)EVP_DigestInit_ex(op->sha, EVP_sha256(), NULL);
 	(void)EVP_DigestUpdate(op->sha, op->buf, op->got);
@@ -344,18 +343,9 @@ static void writer_work(void *arg)
 {
 	struct stream_write_op *op = &((struct stream_writer *)arg)->op;
 
-	op->done = 0;
-	op->err = 0;
-	while (op->done < op->want) {
-		ssize_t n = write(op->fd, op->data + op->done, op->want - op->done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			op->err = n < 0 ? errno : EIO;
-			return;
-		}
-		op->done += (size_t)n;
-	}
+	int r = fdio_write_all(op->fd, op->data, op->want, &op->done);
+
+	op->err = r < 0 ? -r : 0;
 }
 
 static void writer_free_chunks(struct stream_chunk *c)

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "b64.h"
+#include "fdio.h"
 #include "http.h"
 #include "stream.h"
 #include "url.h"
@@ -294,6 +295,7 @@ int transfer_image_text(struct transfer_gen *g, char **ret_text)
 	uint8_t *rest = NULL, *raw = NULL;
 	size_t rest_len = 0, len, done = 0;
 	char *text = NULL;
+	ssize_t got;
 	int r;
 
 	r = stream_writer_rest(im->writer, &rest, &rest_len);
@@ -306,16 +308,12 @@ int transfer_image_text(struct transfer_gen *g, char **ret_text)
 		r = -ENOMEM;
 		goto out;
 	}
-	while (done < im->written) {
-		ssize_t n = pread(im->fd, raw + done, (size_t)im->written - done, (off_t)done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
-			goto out;
-		}
-		done += (size_t)n;
+	got = fdio_pread_full(im->fd, raw, (size_t)im->written, 0);
+	if (got != (ssize_t)im->written) {
+		r = got < 0 ? (int)got : -EIO;
+		goto out;
 	}
+	done = (size_t)got;
 	if (rest_len)
 		memcpy(raw + done, rest, rest_len);
 	text[b64_encode(raw, len, text)] = '\0';
@@ -800,42 +798,3 @@ void transfer_dl_clear(struct transfer_dl *d)
 	d->running = false;
 }
 
-int transfer_sha256_fd(int fd, char hex[65])
-{
-	/* Its own buffer: any thread may hash at once. */
-	const size_t bufsize = 256 * 1024;
-	uint8_t *buf = malloc(bufsize);
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int md_len = 0;
-	off_t off = 0;
-	int r = 0;
-
-	if (!ctx || !buf) {
-		r = -ENOMEM;
-		goto out;
-	}
-	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-		r = -EIO;
-		goto out;
-	}
-	for (;;) {
-		ssize_t n = pread(fd, buf, bufsize, off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			goto out;
-		}
-		if (n == 0)
-			break;
-		(void)EVP_DigestUpdate(ctx, buf, (size_t)n);
-		off += n;
-	}
-	(void)EVP_DigestFinal_ex(ctx, md, &md_len);
-	b64_hex(md, md_len, hex);
-out:
-	EVP_MD_CTX_free(ctx);
-	free(buf);
-	return r;
-}

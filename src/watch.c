@@ -26,6 +26,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "dirlist.h"
 #include "log.h"
 #include "names.h"
 #include "work.h"
@@ -314,31 +315,23 @@ static void scan_add_watch(struct watch_scan *s, const char *rel)
 
 static void scan_dir(struct watch_scan *s, int dirfd, const char *rel, unsigned depth);
 
-static void scan_entry(struct watch_scan *s, int dirfd, const char *rel, const struct dirent *de,
-		       unsigned depth)
+static void scan_entry(struct watch_scan *s, int dirfd, const char *rel, const char *name,
+		       unsigned char type, unsigned depth)
 {
-	char *child = join_or_null(rel, de->d_name);
-	unsigned char type = de->d_type;
+	char *child = join_or_null(rel, name);
 	struct stat st;
 
 	if (!child) {
 		s->oom = true;
 		return;
 	}
-	if (type == DT_UNKNOWN) {
-		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			goto out;
-		type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
-		if (S_ISLNK(st.st_mode))
-			type = DT_LNK;
-	}
 	if (type == DT_DIR) {
 		int sub;
 
-		if (!s->recursive || names_is_ignored_dir(de->d_name) ||
+		if (!s->recursive || names_is_ignored_dir(name) ||
 		    names_is_excluded(child, s->exclude, s->n_exclude))
 			goto out;
-		sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		sub = dirlist_open_sub(dirfd, name);
 		if (sub < 0)
 			goto out;
 		if (fstat(sub, &st) < 0 || scan_is_avoided(s, child, &st)) {
@@ -350,12 +343,12 @@ static void scan_entry(struct watch_scan *s, int dirfd, const char *rel, const s
 	} else if (type == DT_REG || type == DT_LNK) {
 		int flags = s->follow_symlinks ? 0 : AT_SYMLINK_NOFOLLOW;
 
-		if (!names_is_candidate_file(de->d_name) ||
+		if (!names_is_candidate_file(name) ||
 		    names_is_excluded(child, s->exclude, s->n_exclude))
 			goto out;
 		/* Gone again already, or not a regular file: FIFOs, sockets, devices
 		 * and unfollowed symlinks are never inputs. */
-		if (fstatat(dirfd, de->d_name, &st, flags) == 0 && S_ISREG(st.st_mode))
+		if (fstatat(dirfd, name, &st, flags) == 0 && S_ISREG(st.st_mode))
 			scan_found(s, child, &st, WATCH_SCAN);
 	}
 out:
@@ -365,26 +358,24 @@ out:
 /* Takes ownership of dirfd. */
 static void scan_dir(struct watch_scan *s, int dirfd, const char *rel, unsigned depth)
 {
-	DIR *dir;
-	struct dirent *de;
+	struct dirlist list;
+	const char *name;
+	unsigned char type;
 
 	if (depth > WATCH_DEPTH_MAX) {
 		scan_note(s, "\"%s\" is nested too deep; not scanned", rel);
 		close(dirfd);
 		return;
 	}
-	dir = fdopendir(dirfd);
-	if (!dir) {
-		close(dirfd);
+	if (dirlist_open(&list, dirfd) < 0)
 		return;
-	}
-	while (!s->oom && (de = readdir(dir))) {
+	while (!s->oom && (name = dirlist_next(&list, &type, NULL))) {
 		scan_progress(s);
-		if (de->d_name[0] == '.')
-			continue; /* ".", "..", hidden files and hidden folders */
-		scan_entry(s, dirfd, rel, de, depth);
+		if (name[0] == '.')
+			continue; /* hidden files and hidden folders */
+		scan_entry(s, dirfd, rel, name, type, depth);
 	}
-	closedir(dir);
+	dirlist_close(&list);
 }
 
 static void scan_subtree(struct watch_scan *s, const char *rel)

@@ -10,7 +10,7 @@ import sys
 import harness as h
 
 BIG = 2 * 1024 * 1024
-RECORD_MAX = 1024 * 1024  # OUTPUT_RECORD_MAX: what the daemon reads back
+RECORD_MAX = 1024 * 1024  # SIDECAR_RECORD_MAX: what the daemon reads back
 
 
 def big_usage():

@@ -19,6 +19,7 @@
 #include "folder.h"
 #include "loop.h"
 #include "output.h"
+#include "sidecar.h"
 #include "work.h"
 
 struct outcome {
@@ -59,7 +60,7 @@ static void put_sidecar(const char *dir, const char *stem)
 
 	(void)snprintf(source, sizeof(source), "%s.png", stem);
 	s.src.source = source;
-	text = output_sidecar_json(&s);
+	text = sidecar_success_json(&s);
 	assert_non_null(text);
 	(void)snprintf(path, sizeof(path), "%s/%s.json", dir, stem);
 	f = fopen(path, "w");

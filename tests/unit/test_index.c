@@ -14,8 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fnv.h"
 #include "index.h"
 #include "output.h"
+#include "sidecar.h"
 
 static const char SHA[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -31,6 +33,17 @@ static struct index_entry make_entry(const char *source, const char *sidecar, in
 	};
 
 	return e;
+}
+
+/* The published FNV-1a 64 test vectors: the index, its cache checksum and
+ * folder.c's state file names all hash with it. */
+static void test_fnv(void **state)
+{
+	(void)state;
+	assert_true(fnv1a64_str("") == 0xcbf29ce484222325ULL);
+	assert_true(fnv1a64_str("a") == 0xaf63dc4c8601ec8cULL);
+	assert_true(fnv1a64_str("foobar") == 0x85944171f73967e8ULL);
+	assert_true(fnv1a64_update(FNV1A64_INIT, "foobar", 3) == fnv1a64_str("foo"));
 }
 
 static void test_put_get_remove(void **state)
@@ -166,7 +179,7 @@ static char *success_doc(const char *source, int64_t completed_at)
 		.completed_at = completed_at,
 		.version = "0.1.0",
 	};
-	char *text = output_sidecar_json(&s);
+	char *text = sidecar_success_json(&s);
 
 	assert_non_null(text);
 	cJSON_Delete(usage);
@@ -187,7 +200,7 @@ static char *error_doc(const char *source, int64_t failed_at)
 		.failed_at = failed_at,
 		.version = "0.1.0",
 	};
-	char *text = output_error_json(&e);
+	char *text = sidecar_error_json(&e);
 
 	assert_non_null(text);
 	return text;
@@ -668,6 +681,7 @@ static void test_cache(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_fnv),
 	    cmocka_unit_test(test_put_get_remove),
 	    cmocka_unit_test(test_many),
 	    cmocka_unit_test(test_parse_success),

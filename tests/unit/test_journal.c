@@ -20,7 +20,9 @@
 
 #include "api.h"
 #include "config.h"
+#include "fdio.h"
 #include "output.h"
+#include "sidecar.h"
 
 static struct journal_record sample(void)
 {
@@ -180,7 +182,7 @@ static char *read_back(const char *text)
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
 	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
-	assert_int_equal(output_read_fd(fd, OUTPUT_RECORD_MAX, &buf, &len), 0);
+	assert_int_equal(fdio_read_file(fd, SIDECAR_RECORD_MAX, &buf, &len), 0);
 	assert_int_equal(len, strlen(text));
 	close(fd);
 	unlink(path);
@@ -225,22 +227,22 @@ static void test_largest_records_read_back(void **state)
 	    .attempts = UINT_MAX, .failed_at = 253402300799, .version = name,
 	};
 
-	text = output_sidecar_json(&s);
+	text = sidecar_success_json(&s);
 	assert_non_null(text);
-	assert_true(strlen(text) < OUTPUT_RECORD_MAX);
+	assert_true(strlen(text) < SIDECAR_RECORD_MAX);
 	back = read_back(text);
 	cJSON *doc = cJSON_Parse(back);
 	assert_non_null(doc);
-	char *src = output_sidecar_source(doc);
+	char *src = sidecar_get_name(doc, SIDECAR_SOURCE);
 	assert_string_equal(src, path);
 	free(src);
 	cJSON_Delete(doc);
 	free(back);
 	free(text);
 
-	text = output_error_json(&e);
+	text = sidecar_error_json(&e);
 	assert_non_null(text);
-	assert_true(strlen(text) < OUTPUT_RECORD_MAX);
+	assert_true(strlen(text) < SIDECAR_RECORD_MAX);
 	back = read_back(text);
 	doc = cJSON_Parse(back);
 	assert_non_null(doc);
@@ -265,7 +267,7 @@ static void test_largest_records_read_back(void **state)
 	rec.attempts = 1000000;
 	text = journal_record_json(&rec);
 	assert_non_null(text);
-	assert_true(strlen(text) < OUTPUT_RECORD_MAX);
+	assert_true(strlen(text) < SIDECAR_RECORD_MAX);
 	back = read_back(text);
 	assert_int_equal(journal_record_parse(back, strlen(back), &got), 0);
 	assert_string_equal(got.source, path);
@@ -311,7 +313,7 @@ static char *slurp(const char *dir, const char *name, size_t *ret_len)
 	fd = open(path, O_RDONLY);
 	if (fd < 0)
 		return NULL;
-	assert_int_equal(output_read_fd(fd, 1 << 30, &buf, &len), 0);
+	assert_int_equal(fdio_read_file(fd, 1 << 30, &buf, &len), 0);
 	close(fd);
 	if (ret_len)
 		*ret_len = len;

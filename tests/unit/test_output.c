@@ -363,19 +363,6 @@ static void test_tmp_commit_opath(void **state)
 	close(dfd);
 }
 
-static void check_time(int64_t sec, long nsec, const char *want)
-{
-	char buf[64];
-	int64_t s;
-	long ns;
-
-	assert_int_equal(output_rfc3339(sec, nsec, buf, sizeof(buf)), 0);
-	assert_string_equal(buf, want);
-	assert_int_equal(output_parse_rfc3339(buf, &s, &ns), 0);
-	assert_int_equal(s, sec);
-	assert_int_equal(ns, nsec < 0 ? 0 : nsec);
-}
-
 static void test_sweep_tmp(void **state)
 {
 	struct tmpdir *t = *state;
@@ -414,237 +401,6 @@ static void test_sweep_tmp(void **state)
 
 	(void)snprintf(path, sizeof(path), "%s/missing", t->path);
 	assert_int_equal(output_sweep_tmp(path, &removed), 0);
-}
-
-static void test_rfc3339_roundtrip(void **state)
-{
-	(void)state;
-	check_time(0, -1, "1970-01-01T00:00:00Z");
-	check_time(0, 0, "1970-01-01T00:00:00.000000000Z");
-	check_time(1795533414, -1, "2026-11-24T15:16:54Z");
-	check_time(1795533414, 123456789, "2026-11-24T15:16:54.123456789Z");
-	check_time(1795533414, 1, "2026-11-24T15:16:54.000000001Z");
-	check_time(-1, 999999999, "1969-12-31T23:59:59.999999999Z");
-	check_time(951782400, -1, "2000-02-29T00:00:00Z");
-	check_time(253402300799, -1, "9999-12-31T23:59:59Z");
-}
-
-static void test_rfc3339_parse(void **state)
-{
-	int64_t s;
-	long ns;
-
-	(void)state;
-	assert_int_equal(output_parse_rfc3339("2026-11-24T15:16:54.5Z", &s, &ns), 0);
-	assert_int_equal(s, 1795533414);
-	assert_int_equal(ns, 500000000);
-	assert_int_equal(output_parse_rfc3339("2026-11-24T15:16:54.000123Z", &s, &ns), 0);
-	assert_int_equal(ns, 123000);
-
-	static const char *const bad[] = {
-		"",
-		"garbage",
-		"2026-11-24",
-		"2026-11-24T15:16:54",
-		"2026-11-24T15:16:54+00:00",
-		"2026-11-24T15:16:54+02:00",
-		"2026-11-24T15:16:54.123-05:00",
-		"2026-11-24 15:16:54Z",
-		"2026-11-24T15:16:54z",
-		"2026-11-24T15:16:54.Z",
-		"2026-11-24T15:16:54.1234567890Z",
-		"2026-11-24T15:16:54ZZ",
-		"2026-11-24T15:16:54Z ",
-		" 2026-11-24T15:16:54Z",
-		"2026-13-01T00:00:00Z",
-		"2026-00-01T00:00:00Z",
-		"2026-02-29T00:00:00Z",
-		"2026-04-31T00:00:00Z",
-		"2026-11-24T24:00:00Z",
-		"2026-11-24T23:60:00Z",
-		"2026-11-24T23:59:60Z",
-		"+026-11-24T23:59:59Z",
-		"2026-1-24T23:59:59Z",
-	};
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		assert_int_equal(output_parse_rfc3339(bad[i], &s, &ns), -EINVAL);
-	assert_int_equal(output_parse_rfc3339(NULL, &s, &ns), -EINVAL);
-}
-
-static void test_rfc3339_format_errors(void **state)
-{
-	char buf[64];
-
-	(void)state;
-	assert_int_equal(output_rfc3339(0, 1000000000L, buf, sizeof(buf)), -EINVAL);
-	assert_int_equal(output_rfc3339(0, 0, buf, 10), -EINVAL);
-	assert_int_equal(output_rfc3339(253402300800, -1, buf, sizeof(buf)), -EINVAL);
-}
-
-static const cJSON *member(const cJSON *obj, const char *key)
-{
-	const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
-
-	assert_non_null(item);
-	return item;
-}
-
-static void check_str(const cJSON *obj, const char *key, const char *want)
-{
-	const cJSON *item = member(obj, key);
-
-	assert_true(cJSON_IsString(item));
-	assert_string_equal(item->valuestring, want);
-}
-
-static void check_num(const cJSON *obj, const char *key, double want)
-{
-	const cJSON *item = member(obj, key);
-
-	assert_true(cJSON_IsNumber(item));
-	assert_true(item->valuedouble == want);
-}
-
-static void check_null(const cJSON *obj, const char *key)
-{
-	assert_true(cJSON_IsNull(member(obj, key)));
-}
-
-static const char SHA[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-static const char PROMPT[] = "Make it \"cinematic\" \\ with çiçek & 写真\nline two";
-
-static void test_sidecar_json(void **state)
-{
-	cJSON *usage = cJSON_Parse("{\"generated_images\": 1, \"output_tokens\": 16384, "
-				   "\"total_tokens\": 16384}");
-	struct sidecar_success s = {
-		.src = {.source = "sub/Fotoğraf \"1\".jpg",
-			.sha256_hex = SHA,
-			.size = 123456789012ULL,
-			.mtime_sec = 1795533414,
-			.mtime_nsec = 7},
-		.output = "sub/Fotoğraf _1_.jpeg",
-		.model = "seedream-4-0-250828",
-		.prompt = PROMPT,
-		.size = "2K",
-		.result_size = "2048x2048",
-		.watermark = false,
-		.response_format = "b64_json",
-		.created = 1795533400,
-		.usage = usage,
-		.request_id = "req-1",
-		.attempts = 2,
-		.elapsed_ms = 12345,
-		.completed_at = 1795533414,
-		.version = "0.1.0",
-	};
-	cJSON *root;
-	char *text;
-
-	(void)state;
-	assert_non_null(usage);
-	text = output_sidecar_json(&s);
-	assert_non_null(text);
-	assert_int_equal(text[strlen(text) - 1], '\n');
-	assert_non_null(strchr(text, '\t')); /* pretty-printed */
-	root = cJSON_Parse(text);
-	assert_non_null(root);
-	check_str(root, "source", s.src.source);
-	check_str(root, "source_sha256", SHA);
-	check_num(root, "source_size", 123456789012.0);
-	check_str(root, "source_mtime", "2026-11-24T15:16:54.000000007Z");
-	check_str(root, "output", s.output);
-	check_str(root, "model", s.model);
-	check_str(root, "prompt", PROMPT);
-	check_str(root, "size", "2K");
-	check_str(root, "result_size", "2048x2048");
-	assert_true(cJSON_IsFalse(member(root, "watermark")));
-	check_str(root, "response_format", "b64_json");
-	check_num(root, "created", 1795533400);
-	assert_true(cJSON_Compare(member(root, "usage"), usage, true));
-	check_str(root, "request_id", "req-1");
-	check_num(root, "attempts", 2);
-	check_num(root, "elapsed_ms", 12345);
-	check_str(root, "completed_at", "2026-11-24T15:16:54Z");
-	check_str(root, "seedreamd_version", "0.1.0");
-	assert_int_equal(cJSON_GetArraySize(root), 18);
-	cJSON_Delete(root);
-	free(text);
-
-	/* Optional members become null. */
-	s.usage = NULL;
-	s.request_id = NULL;
-	s.result_size = NULL;
-	s.watermark = true;
-	text = output_sidecar_json(&s);
-	assert_non_null(text);
-	root = cJSON_Parse(text);
-	assert_non_null(root);
-	check_null(root, "usage");
-	check_null(root, "request_id");
-	check_null(root, "result_size");
-	assert_true(cJSON_IsTrue(member(root, "watermark")));
-	cJSON_Delete(root);
-	free(text);
-	cJSON_Delete(usage);
-}
-
-static void test_error_json(void **state)
-{
-	struct sidecar_error e = {
-		.src = {.source = "a\"b\".png",
-			.sha256_hex = SHA,
-			.size = 42,
-			.mtime_sec = 0,
-			.mtime_nsec = 999999999},
-		.http_status = 400,
-		.code = "InvalidParameter",
-		.message = "The \"image\" is bad: çok kötü",
-		.request_id = "req-2",
-		.attempts = 1,
-		.failed_at = 1795533414,
-		.version = "0.1.0",
-	};
-	const cJSON *err;
-	cJSON *root;
-	char *text;
-
-	(void)state;
-	text = output_error_json(&e);
-	assert_non_null(text);
-	assert_int_equal(text[strlen(text) - 1], '\n');
-	root = cJSON_Parse(text);
-	assert_non_null(root);
-	check_str(root, "source", e.src.source);
-	check_str(root, "source_sha256", SHA);
-	check_num(root, "source_size", 42);
-	check_str(root, "source_mtime", "1970-01-01T00:00:00.999999999Z");
-	err = member(root, "error");
-	assert_true(cJSON_IsObject(err));
-	check_num(err, "http_status", 400);
-	check_str(err, "code", "InvalidParameter");
-	check_str(err, "message", e.message);
-	check_str(root, "request_id", "req-2");
-	check_num(root, "attempts", 1);
-	check_str(root, "failed_at", "2026-11-24T15:16:54Z");
-	check_str(root, "seedreamd_version", "0.1.0");
-	assert_int_equal(cJSON_GetArraySize(root), 9);
-	cJSON_Delete(root);
-	free(text);
-
-	/* Local validation: no HTTP exchange, no request id. */
-	e.http_status = 0;
-	e.request_id = NULL;
-	e.attempts = 0;
-	text = output_error_json(&e);
-	assert_non_null(text);
-	root = cJSON_Parse(text);
-	assert_non_null(root);
-	check_null(member(root, "error"), "http_status");
-	check_null(root, "request_id");
-	check_num(root, "attempts", 0);
-	cJSON_Delete(root);
-	free(text);
 }
 
 /* ---- shared directory syncs and remembered folders ---------------------- */
@@ -735,7 +491,7 @@ static void test_dir_sync_shared(void **state)
 			(void)snprintf(want, sizeof(want), "%d-%d", i, k);
 			fd = open(path, O_RDONLY);
 			assert_true(fd >= 0);
-			assert_int_equal(output_read_fd(fd, 64, &buf, &len), 0);
+			assert_int_equal(fdio_read_file(fd, 64, &buf, &len), 0);
 			assert_string_equal(buf, want);
 			free(buf);
 			close(fd);
@@ -822,11 +578,6 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_sweep_tmp, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_tmp_commit, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_tmp_commit_opath, setup_dir, teardown_dir),
-	    cmocka_unit_test(test_rfc3339_roundtrip),
-	    cmocka_unit_test(test_rfc3339_parse),
-	    cmocka_unit_test(test_rfc3339_format_errors),
-	    cmocka_unit_test(test_sidecar_json),
-	    cmocka_unit_test(test_error_json),
 	    cmocka_unit_test(test_dir_sync_shared),
 	    cmocka_unit_test(test_mkdir_remembered),
 	};

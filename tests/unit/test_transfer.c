@@ -17,6 +17,7 @@
 
 #include "api.h"
 #include "b64.h"
+#include "digest.h"
 #include "loop.h"
 #include "stream.h"
 #include "transfer.h"
@@ -747,7 +748,7 @@ static void *hash_thread(void *arg)
 	struct hash_job *j = arg;
 
 	for (int i = 0; i < 20 && j->r == 0; i++)
-		j->r = transfer_sha256_fd(j->fd, j->hex);
+		j->r = digest_sha256_fd(j->fd, j->hex);
 	return NULL;
 }
 

@@ -1,0 +1,154 @@
+/* sidecar: the one place that knows the sidecar JSON schema (the "done"
+ * record next to each output), both writing and reading it; the journal
+ * record shares its field names and name/number/time encodings. Never logs;
+ * returns negative errno. */
+#ifndef SEEDREAMD_SIDECAR_H
+#define SEEDREAMD_SIDECAR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+/* The largest sidecar, error sidecar or journal record that is read back;
+ * one limit for writers and readers. Whatever a server sends is bounded
+ * (api.h's API_*_MAX) so that the largest record written stays well inside
+ * it; a record that could not be read back would be paid for again. */
+#define SIDECAR_RECORD_MAX (1024 * 1024)
+
+/* Field names shared by sidecars and journal records. */
+#define SIDECAR_SOURCE	    "source"
+#define SIDECAR_SHA256	    "source_sha256"
+#define SIDECAR_SIZE	    "source_size"
+#define SIDECAR_MTIME	    "source_mtime"
+#define SIDECAR_OUTPUT	    "output"
+#define SIDECAR_MODEL	    "model"
+#define SIDECAR_RESULT_SIZE "result_size"
+#define SIDECAR_REQUEST_ID  "request_id"
+#define SIDECAR_CREATED	    "created"
+#define SIDECAR_USAGE	    "usage"
+#define SIDECAR_ATTEMPTS    "attempts"
+#define SIDECAR_ELAPSED_MS  "elapsed_ms"
+
+struct sidecar_source {
+	const char *source;	/* relative to the watched folder */
+	const char *sha256_hex; /* 64 lowercase hex digits */
+	uint64_t size;
+	int64_t mtime_sec;
+	long mtime_nsec;
+};
+
+/* What was sent instead of the source, when it was converted first. */
+struct sidecar_fitted {
+	const char *from;	    /* "HEIF 4032x3024 orientation 6" */
+	const char *to;		    /* "JPEG 3024x4032" */
+	const char *const *reasons; /* "format", "orientation", ... */
+	size_t n_reasons;
+	uint64_t bytes_sent;
+};
+
+struct sidecar_success {
+	struct sidecar_source src;
+	const char *output; /* output file name, relative to the output folder */
+	const char *model;
+	const char *prompt;
+	const char *size;	 /* the size requested */
+	const char *result_size; /* data[0].size, may be NULL */
+	bool watermark;
+	const char *response_format;
+	int64_t created;	/* from the API */
+	const cJSON *usage;	/* verbatim, may be NULL (written as null) */
+	const char *request_id; /* may be NULL (written as null) */
+	unsigned attempts;
+	uint64_t elapsed_ms;
+	int64_t completed_at;		     /* epoch seconds */
+	const char *version;		     /* seedreamd_version */
+	const char *reused_from;	     /* NULL, or the source whose paid result was reused */
+	const struct sidecar_fitted *fitted; /* NULL, or how the source was converted */
+};
+
+struct sidecar_error {
+	struct sidecar_source src;
+	long http_status; /* 0 when no HTTP exchange happened (written as null) */
+	const char *code;
+	const char *message;
+	const char *request_id; /* may be NULL */
+	unsigned attempts;	/* API calls made (0 for local validation) */
+	int64_t failed_at;	/* epoch seconds */
+	const char *version;
+};
+
+/* Sidecar documents, pretty-printed, NUL-terminated, newline at the end;
+ * caller frees. NULL only when out of memory. Fields: source (and source_hex
+ * when the name is not valid UTF-8; likewise output), source_sha256,
+ * source_size, source_mtime (RFC 3339 with nanoseconds), and for success:
+ * output, model, prompt, size, result_size, watermark, response_format,
+ * created, usage, request_id, attempts, elapsed_ms, completed_at (RFC 3339),
+ * seedreamd_version, reused_from (only when set), fitted {from, to, reasons,
+ * bytes_sent} (only when set); for errors: error {http_status, code, message},
+ * request_id, attempts, failed_at, seedreamd_version. */
+char *sidecar_success_json(const struct sidecar_success *s);
+char *sidecar_error_json(const struct sidecar_error *e);
+
+/* A sidecar as read back. */
+struct sidecar_doc {
+	char *source;	 /* exact (decoded from source_hex when present) */
+	char sha256[65]; /* lowercase; "" if unknown */
+	uint64_t size;
+	int64_t mtime_sec;
+	long mtime_nsec;
+	bool failed;		  /* an .error.json */
+	int64_t finished_at;	  /* completed_at or failed_at, epoch seconds; 0 if null */
+	int64_t generated_images; /* usage.generated_images, 0 if absent */
+
+	/* Only from sidecar_parse_reuse: what a reuse carries over, bounded like a
+	 * server's answer (a planted file may hold anything), so the sidecar
+	 * written from it can always be read back. NULL when absent. */
+	char *output; /* never holds ".." (the reuse opens it) */
+	char *prompt;
+	char *size_requested; /* "size" */
+	bool watermark;
+	char *model;
+	char *result_size;
+	char *response_format;
+	char *request_id;
+	int64_t created; /* 0 if absent */
+	cJSON *usage;	 /* bounded (api_bound_usage); NULL if absent */
+};
+
+/* Parses a success or error sidecar (the fields above the blank line).
+ * 0, -EINVAL when the text is not a seedreamd sidecar, or -ENOMEM. */
+int sidecar_parse(const char *json, size_t len, struct sidecar_doc *ret_doc);
+/* sidecar_parse, and for a success sidecar the fields a reuse needs:
+ * -EINVAL also for an error sidecar, or when output, prompt, size or
+ * watermark is missing, or output is not valid UTF-8 (output_hex) or holds "..". */
+int sidecar_parse_reuse(const char *json, size_t len, struct sidecar_doc *ret_doc);
+void sidecar_doc_clear(struct sidecar_doc *doc); /* frees members; accepts NULL */
+
+/* Names on disk need not be UTF-8, JSON text must be: a name that is not
+ * valid UTF-8 is written readable (U+FFFD for bad bytes) under key, and
+ * exactly, as hex, under "<key>_hex"; NULL is written as null. Returns false
+ * only when out of memory. */
+bool sidecar_add_name(cJSON *obj, const char *key, const char *name);
+/* Reads such a name back exactly: "<key>_hex" decoded when present, else key.
+ * Caller frees; NULL when absent, malformed or out of memory. */
+char *sidecar_get_name(const cJSON *obj, const char *key);
+
+/* A string member, made valid UTF-8 (U+FFFD for bad bytes); NULL is written
+ * as null. False only when out of memory. */
+bool sidecar_add_string(cJSON *obj, const char *key, const char *value);
+/* A copy of a string member into *ret (NULL when absent or not a string).
+ * 0, -EINVAL when required and absent, or -ENOMEM. */
+int sidecar_dup_string(const cJSON *obj, const char *key, bool required, char **ret);
+/* A number member in [0, max] (false for NaN, absent or another type). */
+bool sidecar_get_number(const cJSON *obj, const char *key, double max, double *ret);
+
+/* "2026-11-24T15:16:54Z" for whole seconds; with nsec >= 0,
+ * "2026-11-24T15:16:54.123456789Z". Returns 0 or -EINVAL. */
+int sidecar_format_time(int64_t sec, long nsec, char *buf, size_t len);
+/* Parses what sidecar_format_time writes (UTC 'Z' only, optional 1..9
+ * fraction digits). Returns 0 or -EINVAL. */
+int sidecar_parse_time(const char *text, int64_t *ret_sec, long *ret_nsec);
+
+#endif
