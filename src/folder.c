@@ -302,20 +302,20 @@ int folder_reload_index(struct folder *f)
 	return 0;
 }
 
-struct reload_request {
+/* A request about a folder's done records for a worker: read them again, or
+ * write their cache. The worker has its own copies of the paths. */
+struct index_request {
 	struct folder *folder; /* only on the loop thread */
 	void (*done)(struct folder *folder, int result, void *userdata);
 	void *userdata;
-	/* the worker's own copies */
 	char *output;
 	char *done_dir;
 	char cache[PATH_MAX + 64];
-	/* its result */
-	struct index *index;
+	struct index *index; /* read (reload), or the copy to write (save) */
 	int result;
 };
 
-static void reload_request_free(struct reload_request *req)
+static void index_request_free(struct index_request *req)
 {
 	index_free(req->index);
 	free(req->output);
@@ -323,9 +323,31 @@ static void reload_request_free(struct reload_request *req)
 	free(req);
 }
 
+static int index_request_new(struct folder *f,
+			     void (*done)(struct folder *folder, int result, void *userdata),
+			     void *userdata, struct index_request **ret_req)
+{
+	struct index_request *req = calloc(1, sizeof(*req));
+
+	if (!req)
+		return -ENOMEM;
+	req->folder = f;
+	req->done = done;
+	req->userdata = userdata;
+	req->output = strdup(f->cfg->output);
+	req->done_dir = f->cfg->done_dir ? strdup(f->cfg->done_dir) : NULL;
+	if (!req->output || (f->cfg->done_dir && !req->done_dir)) {
+		index_request_free(req);
+		return -ENOMEM;
+	}
+	folder_index_cache_file(f, req->cache, sizeof(req->cache));
+	*ret_req = req;
+	return 0;
+}
+
 static void reload_work(void *arg)
 {
-	struct reload_request *req = arg;
+	struct index_request *req = arg;
 
 	req->result = index_new(&req->index);
 	if (req->result < 0)
@@ -336,7 +358,7 @@ static void reload_work(void *arg)
 
 static void reload_done(void *arg, bool cancelled)
 {
-	struct reload_request *req = arg;
+	struct index_request *req = arg;
 	struct folder *f = req->folder;
 	int r = cancelled ? -ECANCELED : req->result;
 
@@ -352,70 +374,40 @@ static void reload_done(void *arg, bool cancelled)
 	}
 	if (req->done)
 		req->done(f, r, req->userdata);
-	reload_request_free(req);
+	index_request_free(req);
 }
 
 int folder_reload_index_async(struct folder *f, struct work_pool *pool,
 			      void (*done)(struct folder *folder, int result, void *userdata),
 			      void *userdata)
 {
-	struct reload_request *req;
+	struct index_request *req;
 	int r;
 
 	if (f->index_reloading)
 		return -EBUSY;
-	req = calloc(1, sizeof(*req));
-	if (!req)
-		return -ENOMEM;
-	req->folder = f;
-	req->done = done;
-	req->userdata = userdata;
-	req->output = strdup(f->cfg->output);
-	req->done_dir = f->cfg->done_dir ? strdup(f->cfg->done_dir) : NULL;
-	if (!req->output || (f->cfg->done_dir && !req->done_dir)) {
-		reload_request_free(req);
-		return -ENOMEM;
-	}
-	folder_index_cache_file(f, req->cache, sizeof(req->cache));
+	r = index_request_new(f, done, userdata, &req);
+	if (r < 0)
+		return r;
 	r = work_submit(pool, reload_work, reload_done, req);
 	if (r < 0) {
-		reload_request_free(req);
+		index_request_free(req);
 		return r;
 	}
 	f->index_reloading = true;
 	return 0;
 }
 
-struct save_request {
-	struct folder *folder; /* only on the loop thread */
-	void (*done)(struct folder *folder, int result, void *userdata);
-	void *userdata;
-	/* the worker's own copies */
-	struct index *index;
-	char *output;
-	char *done_dir;
-	char cache[PATH_MAX + 64];
-	int result;
-};
-
-static void save_request_free(struct save_request *req)
-{
-	index_free(req->index);
-	free(req->output);
-	free(req->done_dir);
-	free(req);
-}
-
 static void save_work(void *arg)
 {
-	struct save_request *req = arg;
+	struct index_request *req = arg;
 
 	req->result = index_save_cache(req->index, req->output, req->done_dir, req->cache);
 }
 
 static void save_done(void *arg, bool cancelled)
 {
-	struct save_request *req = arg;
+	struct index_request *req = arg;
 	struct folder *f = req->folder;
 	int r = cancelled ? -ECANCELED : req->result;
 
@@ -424,36 +416,30 @@ static void save_done(void *arg, bool cancelled)
 		f->index_changes_saved = index_changes(req->index);
 	if (req->done)
 		req->done(f, r, req->userdata);
-	save_request_free(req);
+	index_request_free(req);
 }
 
 int folder_save_index_cache_async(struct folder *f, struct work_pool *pool,
 				  void (*done)(struct folder *folder, int result, void *userdata),
 				  void *userdata)
 {
-	struct save_request *req;
+	struct index_request *req;
 	int r;
 
 	if (f->index_saving)
 		return -EBUSY;
-	req = calloc(1, sizeof(*req));
-	if (!req)
-		return -ENOMEM;
-	req->folder = f;
-	req->done = done;
-	req->userdata = userdata;
-	folder_index_cache_file(f, req->cache, sizeof(req->cache));
-	req->output = strdup(f->cfg->output);
-	req->done_dir = f->cfg->done_dir ? strdup(f->cfg->done_dir) : NULL;
-	r = !req->cache[0] ? -EINVAL : 0;
-	if (r == 0 && (!req->output || (f->cfg->done_dir && !req->done_dir)))
-		r = -ENOMEM;
-	if (r == 0)
-		r = index_clone(f->index, &req->index);
+	r = index_request_new(f, done, userdata, &req);
+	if (r == 0 && !req->cache[0]) {
+		index_request_free(req);
+		r = -EINVAL;
+	}
+	if (r < 0)
+		return r;
+	r = index_clone(f->index, &req->index);
 	if (r == 0)
 		r = work_submit(pool, save_work, save_done, req);
 	if (r < 0) {
-		save_request_free(req);
+		index_request_free(req);
 		return r;
 	}
 	f->index_saving = true;
