@@ -240,11 +240,8 @@ static void heap_set(struct jobs *jobs, struct job *job, uint64_t deadline)
 
 static size_t job_hash(const struct folder *folder, const char *rel, size_t size)
 {
-	uint64_t h = 1469598103934665603ull ^ (uint64_t)(uintptr_t)folder;
-
-	for (const unsigned char *p = (const unsigned char *)rel; *p; p++)
-		h = (h ^ *p) * 1099511628211ull;
-	return (size_t)(h & (size - 1));
+	return (size_t)(fnv1a64_update(FNV1A64_INIT ^ (uint64_t)(uintptr_t)folder, rel, strlen(rel)) &
+			(size - 1));
 }
 
 static struct job *jobs_find(const struct jobs *jobs, const struct folder *folder, const char *rel)
