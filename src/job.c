@@ -407,8 +407,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 	job_release_transfers(jobs, job);
 	job_fit_release(job);
 	api_result_clear(&job->result);
-	if (job->out_dirfd >= 0)
-		close(job->out_dirfd);
+	work_close(jobs->store_pool, job->out_dirfd);
 	job_release_stem(jobs, job);
 	free(job->rel);
 	free(job);
@@ -567,8 +566,7 @@ void job_set_storage_hold(struct jobs *jobs, struct job *job, bool hold)
  * bind mount removed, a share remounted). */
 void job_close_output_dir(struct job *job)
 {
-	if (job->out_dirfd >= 0)
-		close(job->out_dirfd);
+	work_close(job->owner->store_pool, job->out_dirfd);
 	job->out_dirfd = -1;
 }
 

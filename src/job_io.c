@@ -255,12 +255,10 @@ static void job_io_discard_done(struct jobs *jobs, struct job *job, struct job_i
 {
 	struct job_io_discard *d = (struct job_io_discard *)io;
 
-	(void)jobs;
 	(void)job;
-	if (d->fd >= 0)
-		close(d->fd); /* never ran (shutdown): the next start sweeps the file */
-	if (d->dirfd >= 0)
-		close(d->dirfd);
+	/* never ran (shutdown): the next start sweeps the file */
+	work_close(jobs->store_pool, d->fd);
+	work_close(jobs->store_pool, d->dirfd);
 	free(d);
 }
 
@@ -270,8 +268,7 @@ void job_io_discard_tmp(struct jobs *jobs, struct folder *folder, int dirfd, int
 	struct job_io_discard *d;
 
 	if (fd < 0) {
-		if (dirfd >= 0)
-			close(dirfd);
+		work_close(jobs->store_pool, dirfd);
 		return;
 	}
 	d = calloc(1, sizeof(*d));

@@ -509,8 +509,9 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 	const struct folder_config *cfg;
 
 	if (!io->ran) {
-		if (c->fd >= 0)
-			close(c->fd); /* shutdown: the next start sweeps the temporary file */
+		/* shutdown: the next start sweeps the temporary file */
+		work_close(jobs->store_pool, c->fd);
+		c->fd = -1;
 		c->r = -ECANCELED;
 	}
 	job_success_done(job, &c->success);
@@ -551,8 +552,7 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 		(unsigned long long)c->elapsed_ms);
 	job_advance(jobs, job, JOB_VERDICT(DONE));
 out:
-	if (c->dirfd >= 0)
-		close(c->dirfd);
+	work_close(jobs->store_pool, c->dirfd);
 	free(c->kept_text);
 	free(c->doc);
 	free(c->rel_out);
@@ -807,8 +807,8 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 	if (!job) {
 		if (f->fd >= 0)
 			job_io_discard_tmp(jobs, io->folder, f->dirfd, f->fd, f->tmp);
-		else if (f->dirfd >= 0)
-			close(f->dirfd);
+		else
+			work_close(jobs->store_pool, f->dirfd);
 		job_fetch_free(f);
 		return;
 	}
@@ -845,8 +845,8 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 	if (r == -ESTALE)
 		r = -ENODEV;
 	if (r < 0 || f->space_low) {
-		if (f->dirfd >= 0)
-			close(f->dirfd);
+		work_close(jobs->store_pool, f->dirfd);
+		f->dirfd = -1;
 		if (f->malformed)
 			job_fails(jobs, job, 200, "MalformedResponse",
 				  "data[0].b64_json is not valid base64");
