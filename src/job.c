@@ -240,8 +240,9 @@ static void heap_set(struct jobs *jobs, struct job *job, uint64_t deadline)
 
 static size_t job_hash(const struct folder *folder, const char *rel, size_t size)
 {
-	return (size_t)(fnv1a64_update(FNV1A64_INIT ^ (uint64_t)(uintptr_t)folder, rel, strlen(rel)) &
-			(size - 1));
+	uint64_t seed = FNV1A64_INIT ^ (uint64_t)(uintptr_t)folder;
+
+	return (size_t)(fnv1a64_update(seed, rel, strlen(rel)) & (size - 1));
 }
 
 static struct job *jobs_find(const struct jobs *jobs, const struct folder *folder, const char *rel)

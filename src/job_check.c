@@ -50,8 +50,9 @@ static void check_read_image(struct job_check_io *c, int fd)
 	}
 	head_len = fdio_pread_full(fd, head, IMAGE_HEAD_MAX, 0);
 	if (size > 0)
-		tail_len = fdio_pread_full(fd, tail, sizeof(tail),
-				       size > (off_t)sizeof(tail) ? size - (off_t)sizeof(tail) : 0);
+		tail_len =
+		    fdio_pread_full(fd, tail, sizeof(tail),
+				    size > (off_t)sizeof(tail) ? size - (off_t)sizeof(tail) : 0);
 	if (head_len < 0 || tail_len < 0) {
 		c->read_err = (int)(head_len < 0 ? head_len : tail_len);
 		goto out;
