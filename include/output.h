@@ -11,17 +11,12 @@
 
 #include <cjson/cJSON.h>
 
-#include "fdio.h"
 #include "image.h"
-#include "sidecar.h"
 
 /* A stem never exceeds this many bytes, so stem + "-9999" + ".error.json" and
  * the temporary-name decoration stay well inside NAME_MAX (255). */
 #define OUTPUT_STEM_MAX 200
 #define OUTPUT_NAME_MAX 256
-
-/* Until the job module switches to sidecar.h's name (issue 10). */
-#define OUTPUT_RECORD_MAX SIDECAR_RECORD_MAX
 
 /* Derives a safe stem from a source file name (a basename, no '/'): drops the
  * last extension; replaces control bytes (< 0x20, 0x7f), invalid UTF-8 and '/'
@@ -69,12 +64,6 @@ bool output_is_tmp_name(const char *name);
  * file is a leftover. A missing root is not an error. Returns 0 or -errno. */
 int output_sweep_tmp(const char *root, size_t *ret_removed);
 
-/* Until the job module (and folder.c) switch to fdio_read_file (issue 10). */
-static inline int output_read_fd(int fd, size_t max, char **ret_buf, size_t *ret_len)
-{
-	return fdio_read_file(fd, max, ret_buf, ret_len);
-}
-
 /* mkdir -p of an absolute path; new folders get mode and are fsync'd into
  * their parent. Remembers the path (thread-safe): the next call for it costs
  * one stat instead of a mkdir per component. 0 or -errno. */
@@ -101,15 +90,5 @@ void output_test_set_sync_delay(unsigned usec);
 
 /* Writes data under final_name atomically (the three calls above). */
 int output_write_atomic(int dirfd, const char *final_name, const void *data, size_t len);
-
-/* Until the job module switches to sidecar.h's names (issue 10). */
-static inline char *output_sidecar_json(const struct sidecar_success *s)
-{
-	return sidecar_success_json(s);
-}
-static inline char *output_error_json(const struct sidecar_error *e)
-{
-	return sidecar_error_json(e);
-}
 
 #endif

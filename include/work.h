@@ -35,6 +35,12 @@ int work_submit(struct work_pool *pool, work_fn fn, work_done_fn done, void *arg
 /* Requests queued or running (not yet handed to done). */
 size_t work_pending(const struct work_pool *pool);
 
+/* close(fd) on a worker: close() may block on a network file system (it
+ * flushes written data). Inline when pool is NULL, out of memory or stopping.
+ * fd must not be used after the call; nothing may rely on the close having
+ * happened when this returns. fd < 0 is ignored. */
+void work_close(struct work_pool *pool, int fd);
+
 /* Waits for the requests already running, calls done(arg, true) for those
  * not started and done(arg, false) for the finished ones, joins the threads
  * and removes the eventfd from the loop. A request still running after 5 s

@@ -240,11 +240,9 @@ static void heap_set(struct jobs *jobs, struct job *job, uint64_t deadline)
 
 static size_t job_hash(const struct folder *folder, const char *rel, size_t size)
 {
-	uint64_t h = 1469598103934665603ull ^ (uint64_t)(uintptr_t)folder;
+	uint64_t seed = FNV1A64_INIT ^ (uint64_t)(uintptr_t)folder;
 
-	for (const unsigned char *p = (const unsigned char *)rel; *p; p++)
-		h = (h ^ *p) * 1099511628211ull;
-	return (size_t)(h & (size - 1));
+	return (size_t)(fnv1a64_update(seed, rel, strlen(rel)) & (size - 1));
 }
 
 static struct job *jobs_find(const struct jobs *jobs, const struct folder *folder, const char *rel)
@@ -410,8 +408,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 	job_release_transfers(jobs, job);
 	job_fit_release(job);
 	api_result_clear(&job->result);
-	if (job->out_dirfd >= 0)
-		close(job->out_dirfd);
+	work_close(jobs->store_pool, job->out_dirfd);
 	job_release_stem(jobs, job);
 	free(job->rel);
 	free(job);
@@ -570,8 +567,7 @@ void job_set_storage_hold(struct jobs *jobs, struct job *job, bool hold)
  * bind mount removed, a share remounted). */
 void job_close_output_dir(struct job *job)
 {
-	if (job->out_dirfd >= 0)
-		close(job->out_dirfd);
+	work_close(job->owner->store_pool, job->out_dirfd);
 	job->out_dirfd = -1;
 }
 

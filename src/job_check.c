@@ -48,10 +48,11 @@ static void check_read_image(struct job_check_io *c, int fd)
 		c->read_err = -ENOMEM;
 		return;
 	}
-	head_len = job_read_at(fd, head, IMAGE_HEAD_MAX, 0);
+	head_len = fdio_pread_full(fd, head, IMAGE_HEAD_MAX, 0);
 	if (size > 0)
-		tail_len = job_read_at(fd, tail, sizeof(tail),
-				       size > (off_t)sizeof(tail) ? size - (off_t)sizeof(tail) : 0);
+		tail_len =
+		    fdio_pread_full(fd, tail, sizeof(tail),
+				    size > (off_t)sizeof(tail) ? size - (off_t)sizeof(tail) : 0);
 	if (head_len < 0 || tail_len < 0) {
 		c->read_err = (int)(head_len < 0 ? head_len : tail_len);
 		goto out;
@@ -65,7 +66,7 @@ static void check_read_image(struct job_check_io *c, int fd)
 			ssize_t n = -ENOMEM;
 			c->pr = IMAGE_PROBE_CORRUPT;
 			if (window && off < c->src.size)
-				n = job_read_at(fd, window, IMAGE_TIFF_IFD_WINDOW, (off_t)off);
+				n = fdio_pread_full(fd, window, IMAGE_TIFF_IFD_WINDOW, (off_t)off);
 			if (window && off < c->src.size && n >= 0)
 				c->pr = image_probe_tiff_ifd(head, (size_t)head_len, window,
 							     (size_t)n, off, c->src.size, &c->info);
@@ -124,53 +125,6 @@ static void job_check_free(struct job_check_io *c)
 }
 
 /* ---- reusing an earlier result, on a worker ------------------------------ */
-
-static const char *json_string(const cJSON *o, const char *key)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-
-	return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-/* A sidecar found in the folder may have been planted and hold anything up to
- * OUTPUT_RECORD_MAX: what a reuse carries over is bounded like an answer
- * from the server, so the new sidecar can always be read back. */
-static int bound_reused(cJSON *old)
-{
-	static const struct {
-		const char *key;
-		size_t max;
-	} texts[] = {
-	    {"model", API_MODEL_MAX},
-	    {"result_size", API_SIZE_MAX},
-	    {"request_id", API_REQUEST_ID_MAX},
-	    {"response_format", API_SIZE_MAX},
-	};
-	cJSON *usage;
-
-	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-		cJSON *v = cJSON_GetObjectItemCaseSensitive(old, texts[i].key);
-		char *c;
-
-		if (!cJSON_IsString(v))
-			continue;
-		c = clean_text(v->valuestring, texts[i].max, NULL);
-		if (!c || !cJSON_SetValuestring(v, c)) {
-			free(c);
-			return -ENOMEM;
-		}
-		free(c);
-	}
-	usage = cJSON_DetachItemFromObjectCaseSensitive(old, "usage");
-	if (!cJSON_IsObject(usage)) {
-		cJSON_Delete(usage);
-		return 0;
-	}
-	if (api_bound_usage(&usage, NULL) < 0)
-		return -ENOMEM;
-	cJSON_AddItemToObject(old, "usage", usage);
-	return 0;
-}
 
 /* Links (or copies) an output file into dirfd. */
 static int job_link_output(int dirfd, const char *old_path, const char *new_name)
@@ -242,9 +196,10 @@ static void job_reuse_work(struct job_io *io)
 	struct job_reuse_io *u = (struct job_reuse_io *)io;
 	char out_name[OUTPUT_NAME_MAX + 16], *text = NULL, *old_out = NULL, *doc = NULL;
 	struct sidecar_success s = {0};
+	struct sidecar_doc old = {0};
 	const char *output, *ext;
-	cJSON *old = NULL, *wm;
-	int fd, dirfd = -1, r = 0;
+	int fd, dirfd = -1, r = 0, p;
+	size_t len;
 
 	u->result = REUSE_LOCAL_ERROR;
 	fd = open(u->sidecar, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -254,29 +209,23 @@ static void job_reuse_work(struct job_io *io)
 			u->result = REUSE_NONE;
 		goto out;
 	}
-	{
-		size_t len;
-		r = output_read_fd(fd, OUTPUT_RECORD_MAX, &text, &len);
-		if (r == 0)
-			old = cJSON_ParseWithLength(text, len);
-		close(fd);
-		if (r < 0 && r != -EFBIG && r != -EINVAL)
-			goto out;
-	}
+	r = fdio_read_file(fd, SIDECAR_RECORD_MAX, &text, &len);
+	close(fd);
+	if (r < 0 && r != -EFBIG && r != -EINVAL)
+		goto out;
+	/* The parser bounds what a reuse carries over (a planted file may hold
+	 * anything) and refuses a missing output, output_hex and "..". */
+	p = r == 0 ? sidecar_parse_reuse(text, len, &old) : -EINVAL;
 	r = 0;
-	u->result = REUSE_NONE;
-	if (old && bound_reused(old) < 0) {
+	if (p == -ENOMEM) {
 		r = -ENOMEM;
-		u->result = REUSE_LOCAL_ERROR;
 		goto out;
 	}
-	output = old ? json_string(old, "output") : NULL;
-	wm = old ? cJSON_GetObjectItemCaseSensitive(old, "watermark") : NULL;
-	if (!output || json_string(old, "output_hex") || strstr(output, "..") ||
-	    !json_string(old, "prompt") || strcmp(json_string(old, "prompt"), u->prompt) != 0 ||
-	    !json_string(old, "size") || strcmp(json_string(old, "size"), u->size) != 0 ||
-	    !cJSON_IsBool(wm) || cJSON_IsTrue(wm) != u->watermark)
+	u->result = REUSE_NONE;
+	if (p < 0 || strcmp(old.prompt, u->prompt) != 0 ||
+	    strcmp(old.size_requested, u->size) != 0 || old.watermark != u->watermark)
 		goto out; /* other settings (or not ours to read): generate anew */
+	output = old.output;
 	if (asprintf(&old_out, "%s/%s", u->output_root, output) < 0) {
 		old_out = NULL;
 		r = -ENOMEM;
@@ -308,22 +257,19 @@ static void job_reuse_work(struct job_io *io)
 	s.src.mtime_sec = u->success.src.mtime.tv_sec;
 	s.src.mtime_nsec = u->success.src.mtime.tv_nsec;
 	s.output = u->rel_out;
-	s.model = json_string(old, "model");
+	s.model = old.model;
 	s.prompt = u->prompt;
 	s.size = u->size;
-	s.result_size = json_string(old, "result_size");
+	s.result_size = old.result_size;
 	s.watermark = u->watermark;
-	s.response_format = json_string(old, "response_format");
-	/* NaN when absent: the checked conversion keeps that defined (as 0). */
-	if (!clean_int64(cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(old, "created")),
-			 &s.created))
-		s.created = 0;
-	s.usage = cJSON_GetObjectItemCaseSensitive(old, "usage");
-	s.request_id = json_string(old, "request_id");
+	s.response_format = old.response_format;
+	s.created = old.created;
+	s.usage = old.usage;
+	s.request_id = old.request_id;
 	s.completed_at = u->completed_at;
 	s.version = SEEDREAMD_VERSION;
 	s.reused_from = u->reused_from;
-	doc = output_sidecar_json(&s);
+	doc = sidecar_success_json(&s);
 	if (!doc) {
 		r = -ENOMEM;
 		goto out;
@@ -343,7 +289,7 @@ out:
 		close(dirfd);
 	free(doc);
 	free(old_out);
-	cJSON_Delete(old);
+	sidecar_doc_clear(&old);
 	free(text);
 }
 

@@ -9,6 +9,7 @@
 /* A fit under way. job is NULL once the job is gone or looks again: the
  * result is then dropped when it arrives. */
 struct job_fit {
+	struct jobs *jobs; /* for closing on a worker; outlives f */
 	struct job *job;
 	struct job_src src; /* opened by the worker */
 	int src_fd;
@@ -43,9 +44,9 @@ static void job_fit_work(void *arg)
 
 static void job_fit_free(struct job_fit *f)
 {
-	fit_result_clear(&f->res);
-	if (f->src_fd >= 0)
-		close(f->src_fd);
+	work_close(f->jobs->store_pool, f->res.fd);
+	f->res.fd = -1;
+	work_close(f->jobs->store_pool, f->src_fd);
 	job_src_clear(&f->src);
 	free(f->tmp_dir);
 	free(f);
@@ -126,6 +127,7 @@ void job_fit_start(struct jobs *jobs, struct job *job, unsigned reasons)
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		log_oom();
+	f->jobs = jobs;
 	f->job = job;
 	f->src_fd = -1;
 	job_src_fill(job, &f->src);
@@ -158,11 +160,9 @@ void job_fit_drop_bytes(struct job *job)
 {
 	if (!job->fitted)
 		return;
-	if (job->fitted->res.fd >= 0)
-		close(job->fitted->res.fd);
+	work_close(job->owner->store_pool, job->fitted->res.fd);
 	job->fitted->res.fd = -1;
-	if (job->fitted->src_fd >= 0)
-		close(job->fitted->src_fd);
+	work_close(job->owner->store_pool, job->fitted->src_fd);
 	job->fitted->src_fd = -1;
 }
 
@@ -173,9 +173,8 @@ void job_fit_release(struct job *job)
 		job->fit = NULL;
 	}
 	if (job->fitted) {
-		fit_result_clear(&job->fitted->res);
-		if (job->fitted->src_fd >= 0)
-			close(job->fitted->src_fd);
+		work_close(job->owner->store_pool, job->fitted->res.fd);
+		work_close(job->owner->store_pool, job->fitted->src_fd);
 		free(job->fitted);
 		job->fitted = NULL;
 	}

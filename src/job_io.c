@@ -232,24 +232,6 @@ void job_io_shutdown(struct jobs *jobs)
 	}
 }
 
-ssize_t job_read_at(int fd, void *buf, size_t len, off_t off)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = pread(fd, (uint8_t *)buf + got, len - got, off + (off_t)got);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return (ssize_t)got;
-}
-
 /* ---- discarding a temporary file --------------------------------------- */
 
 struct job_io_discard {
@@ -273,12 +255,10 @@ static void job_io_discard_done(struct jobs *jobs, struct job *job, struct job_i
 {
 	struct job_io_discard *d = (struct job_io_discard *)io;
 
-	(void)jobs;
 	(void)job;
-	if (d->fd >= 0)
-		close(d->fd); /* never ran (shutdown): the next start sweeps the file */
-	if (d->dirfd >= 0)
-		close(d->dirfd);
+	/* never ran (shutdown): the next start sweeps the file */
+	work_close(jobs->store_pool, d->fd);
+	work_close(jobs->store_pool, d->dirfd);
 	free(d);
 }
 
@@ -288,8 +268,7 @@ void job_io_discard_tmp(struct jobs *jobs, struct folder *folder, int dirfd, int
 	struct job_io_discard *d;
 
 	if (fd < 0) {
-		if (dirfd >= 0)
-			close(dirfd);
+		work_close(jobs->store_pool, dirfd);
 		return;
 	}
 	d = calloc(1, sizeof(*d));
@@ -405,21 +384,14 @@ int copy_file(int src_fd, int dst_dirfd, const char *dst_name)
 	if (out < 0)
 		return -errno;
 	for (;;) {
-		ssize_t n = job_read_at(src_fd, buf, sizeof(buf), off);
+		ssize_t n = fdio_pread_full(src_fd, buf, sizeof(buf), off);
 		if (n <= 0) {
 			r = n < 0 ? (int)n : 0;
 			break;
 		}
-		for (ssize_t done = 0; done < n;) {
-			ssize_t w = write(out, buf + done, (size_t)(n - done));
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0) {
-				r = -errno;
-				goto out;
-			}
-			done += w;
-		}
+		r = fdio_write_all(out, buf, (size_t)n, NULL);
+		if (r < 0)
+			goto out;
 		off += n;
 	}
 	if (r == 0 && fsync(out) < 0)

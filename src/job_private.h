@@ -13,7 +13,9 @@
 #include "b64.h"
 #include "clean.h"
 #include "digest.h"
+#include "fdio.h"
 #include "fit.h"
+#include "fnv.h"
 #include "image.h"
 #include "job.h"
 #include "job_core.h"
@@ -21,6 +23,7 @@
 #include "log.h"
 #include "output.h"
 #include "schedule.h"
+#include "sidecar.h"
 #include "transfer.h"
 #include "work.h"
 #include <errno.h>
@@ -243,8 +246,6 @@ void job_success_run(struct job_success *s);
 void job_success_done(const struct job *job, struct job_success *s);
 /* journal_remove, one thread at a time (journal may be NULL). */
 int job_journal_drop(struct journal *journal, const char *folder, const char *source);
-/* pread until len bytes or the end; -errno. */
-ssize_t job_read_at(int fd, void *buf, size_t len, off_t off);
 
 /* Shared between the files of the module; each is defined where its
  * concern lives (see the list at the top). */

@@ -198,7 +198,7 @@ static void job_fail_work(struct job_io *io)
 	e.attempts = f->attempts;
 	e.failed_at = f->failed_at;
 	e.version = SEEDREAMD_VERSION;
-	doc = output_error_json(&e);
+	doc = sidecar_error_json(&e);
 	if (!doc) {
 		f->r = -ENOMEM;
 		goto out;
@@ -396,7 +396,7 @@ static const char *job_result_problem(int fd, enum image_format fmt, char *msg, 
 		return "Result.NotAnImage";
 	}
 	n = (uint64_t)st.st_size < sizeof(tail) ? (size_t)st.st_size : sizeof(tail);
-	got = job_read_at(fd, tail, n, st.st_size - (off_t)n);
+	got = fdio_pread_full(fd, tail, n, st.st_size - (off_t)n);
 	if (got == (ssize_t)n && !image_tail_complete(fmt, tail, n)) {
 		(void)snprintf(msg, msglen,
 			       "the result is a %s cut short (it does not end like "
@@ -420,7 +420,7 @@ static int job_keep_streamed_image(int keep_fd, char **ret_text)
 	/* The descriptor shares the writer's offset (at the end): read from 0. */
 	if (lseek(keep_fd, 0, SEEK_SET) < 0)
 		return -errno;
-	r = output_read_fd(keep_fd, TRANSFER_IMAGE_MAX, &buf, &len);
+	r = fdio_read_file(keep_fd, TRANSFER_IMAGE_MAX, &buf, &len);
 	if (r < 0)
 		return r;
 	if (len == 0) {
@@ -509,8 +509,9 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 	const struct folder_config *cfg;
 
 	if (!io->ran) {
-		if (c->fd >= 0)
-			close(c->fd); /* shutdown: the next start sweeps the temporary file */
+		/* shutdown: the next start sweeps the temporary file */
+		work_close(jobs->store_pool, c->fd);
+		c->fd = -1;
 		c->r = -ECANCELED;
 	}
 	job_success_done(job, &c->success);
@@ -551,8 +552,7 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 		(unsigned long long)c->elapsed_ms);
 	job_advance(jobs, job, JOB_VERDICT(DONE));
 out:
-	if (c->dirfd >= 0)
-		close(c->dirfd);
+	work_close(jobs->store_pool, c->dirfd);
 	free(c->kept_text);
 	free(c->doc);
 	free(c->rel_out);
@@ -606,7 +606,7 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	s.completed_at = c->completed_at;
 	s.version = SEEDREAMD_VERSION;
 	s.fitted = job_fit_sidecar(job, &fitted, reasons, FIT_REASON_COUNT);
-	c->doc = output_sidecar_json(&s);
+	c->doc = sidecar_success_json(&s);
 	if (!c->doc)
 		log_oom();
 	c->journal = jobs->journal;
@@ -667,7 +667,7 @@ static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
 /* Decodes the b64_json text into fd. On a worker. */
 static int job_decode_b64(const char *text, int fd, uint8_t *magic, size_t *magic_len)
 {
-	size_t len = strlen(text), out_len = 0, off = 0;
+	size_t len = strlen(text), out_len = 0;
 	uint8_t *buf = malloc(len / 4 * 3 + 3);
 	int r;
 
@@ -678,17 +678,7 @@ static int job_decode_b64(const char *text, int fd, uint8_t *magic, size_t *magi
 		goto out;
 	*magic_len = out_len < 16 ? out_len : 16;
 	memcpy(magic, buf, *magic_len);
-	while (off < out_len) {
-		ssize_t w = write(fd, buf + off, out_len - off);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			goto out;
-		}
-		off += (size_t)w;
-	}
-	r = 0;
+	r = fdio_write_all(fd, buf, out_len, NULL);
 out:
 	if (r == 0 && out_len == 0)
 		r = -EINVAL;
@@ -817,8 +807,8 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 	if (!job) {
 		if (f->fd >= 0)
 			job_io_discard_tmp(jobs, io->folder, f->dirfd, f->fd, f->tmp);
-		else if (f->dirfd >= 0)
-			close(f->dirfd);
+		else
+			work_close(jobs->store_pool, f->dirfd);
 		job_fetch_free(f);
 		return;
 	}
@@ -855,8 +845,8 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 	if (r == -ESTALE)
 		r = -ENODEV;
 	if (r < 0 || f->space_low) {
-		if (f->dirfd >= 0)
-			close(f->dirfd);
+		work_close(jobs->store_pool, f->dirfd);
+		f->dirfd = -1;
 		if (f->malformed)
 			job_fails(jobs, job, 200, "MalformedResponse",
 				  "data[0].b64_json is not valid base64");

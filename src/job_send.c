@@ -292,8 +292,8 @@ static void job_answer_done(struct jobs *jobs, struct job *job, struct job_io *i
 {
 	struct job_answer *ans = (struct job_answer *)io;
 
-	if (ans->src_fd >= 0)
-		close(ans->src_fd);
+	work_close(jobs->store_pool, ans->src_fd);
+	ans->src_fd = -1;
 	if (job && io->ran)
 		job_answered(jobs, job, ans);
 	if (ans->img) {
@@ -376,12 +376,11 @@ static void job_prepare_work(struct job_io *io)
 static void job_prepare_free(struct jobs *jobs, struct job_prepare_io *p, bool keep)
 {
 	if (!keep) {
-		if (p->fd >= 0)
-			close(p->fd);
+		work_close(jobs->store_pool, p->fd);
 		if (p->img_fd >= 0)
 			job_io_discard_tmp(jobs, p->io.folder, p->dirfd, p->img_fd, p->img_tmp);
-		else if (p->dirfd >= 0)
-			close(p->dirfd);
+		else
+			work_close(jobs->store_pool, p->dirfd);
 	}
 	job_src_clear(&p->src);
 	job_out_clear(&p->out);
@@ -520,7 +519,7 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 		int sent = dup(job->fitted->res.fd);
 		if (sent < 0) {
 			r = -errno;
-			close(fd);
+			work_close(jobs->store_pool, fd);
 			if (img_fd >= 0)
 				job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), img_fd,
 						   img_tmp);
@@ -528,8 +527,7 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 			job_retry_or_fail(jobs, job, 0, "LocalError", strerror(-r), -1);
 			return;
 		}
-		if (job->fitted->src_fd >= 0)
-			close(job->fitted->src_fd);
+		work_close(jobs->store_pool, job->fitted->src_fd);
 		job->fitted->src_fd = fd;
 		fd = sent;
 		send_size = job->fitted->res.bytes;

@@ -2,7 +2,9 @@
 
 #include "clean.h"
 #include "dirlist.h"
+#include "fdio.h"
 #include "fnv.h"
+#include "sidecar.h"
 
 #include <ctype.h>
 #include <dirent.h>

@@ -17,45 +17,6 @@
 
 /* ---- closing a stream's own descriptor off the loop ---- */
 
-struct stream_close {
-	int fd;
-};
-
-static void stream_close_work(void *arg)
-{
-	struct stream_close *c = arg;
-
-	(void)close(c->fd);
-	c->fd = -1;
-}
-
-static void stream_close_done(void *arg, bool cancelled)
-{
-	struct stream_close *c = arg;
-
-	(void)cancelled;
-	if (c->fd >= 0)
-		(void)close(c->fd); /* the pool went away first */
-	free(c);
-}
-
-/* close() may flush to a network file system: a worker does it. */
-static void stream_close_async(struct work_pool *pool, int fd)
-{
-	struct stream_close *c;
-
-	if (fd < 0)
-		return;
-	c = malloc(sizeof(*c));
-	if (c) {
-		c->fd = fd;
-		if (work_submit(pool, stream_close_work, stream_close_done, c) == 0)
-			return;
-		free(c);
-	}
-	(void)close(fd);
-}
-
 /* ---- reader ---- */
 
 struct stream_read_op {
@@ -148,7 +109,7 @@ static void reader_kick(struct stream_reader *r)
 
 static void reader_destroy(struct stream_reader *r)
 {
-	stream_close_async(r->pool, r->fd);
+	work_close(r->pool, r->fd);
 	EVP_MD_CTX_free(r->sha);
 	free(r->buf[0]);
 	free(r->buf[1]);
@@ -359,7 +320,7 @@ static void writer_free_chunks(struct stream_chunk *c)
 
 static void writer_destroy(struct stream_writer *w)
 {
-	stream_close_async(w->pool, w->fd);
+	work_close(w->pool, w->fd);
 	writer_free_chunks(w->writing);
 	writer_free_chunks(w->head);
 	free(w);
@@ -372,7 +333,7 @@ static void writer_end(struct stream_writer *w)
 {
 	stream_done_fn done = w->done;
 
-	stream_close_async(w->pool, w->fd);
+	work_close(w->pool, w->fd);
 	w->fd = -1;
 	w->done = NULL;
 	w->finishing = false;

@@ -13,6 +13,7 @@
 #include "http.h"
 #include "stream.h"
 #include "url.h"
+#include "work.h"
 
 /* Decoded image bytes on their way into the writer: used on the loop thread
  * only (transfer_gen_take), one piece at a time. */
@@ -660,10 +661,9 @@ void transfer_gen_clear(struct transfer_gen *g)
 	free(g->prefix);
 	free(g->suffix);
 	free(g->body);
-	if (g->fd >= 0)
-		close(g->fd);
-	if (g->img.fd >= 0)
-		close(g->img.fd);
+	/* close() may flush to a network file system: a worker does it. */
+	work_close(g->pool, g->fd);
+	work_close(g->pool, g->img.fd);
 	memset(g, 0, sizeof(*g));
 	g->fd = -1;
 	g->img.fd = -1;

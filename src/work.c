@@ -269,3 +269,43 @@ void work_pool_free(struct work_pool *pool)
 	pthread_mutex_destroy(&pool->lock);
 	free(pool);
 }
+
+/* ---- closing descriptors off the loop ---- */
+
+struct work_close_req {
+	int fd;
+};
+
+static void work_close_run(void *arg)
+{
+	struct work_close_req *c = arg;
+
+	(void)close(c->fd);
+	c->fd = -1;
+}
+
+static void work_close_done(void *arg, bool cancelled)
+{
+	struct work_close_req *c = arg;
+
+	(void)cancelled;
+	if (c->fd >= 0)
+		(void)close(c->fd); /* the pool went away before a worker took it */
+	free(c);
+}
+
+void work_close(struct work_pool *pool, int fd)
+{
+	struct work_close_req *c;
+
+	if (fd < 0)
+		return;
+	c = pool ? malloc(sizeof(*c)) : NULL;
+	if (c) {
+		c->fd = fd;
+		if (work_submit(pool, work_close_run, work_close_done, c) == 0)
+			return;
+		free(c);
+	}
+	(void)close(fd);
+}

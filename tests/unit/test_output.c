@@ -16,6 +16,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "fdio.h"
 #include "output.h"
 
 /* A fresh temporary directory per test, removed (one level deep) after. */

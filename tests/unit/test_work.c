@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -127,12 +128,68 @@ static void test_bad_sizes(void **state)
 	loop_free(loop);
 }
 
+/* Whether the write end of the pipe whose read end is rfd has been closed:
+ * reading gives end of file then, and EAGAIN while a writer remains. */
+static bool pipe_writer_closed(int rfd)
+{
+	char c;
+	ssize_t n = read(rfd, &c, 1);
+
+	assert_true(n == 0 || (n < 0 && errno == EAGAIN));
+	return n == 0;
+}
+
+static void test_close_on_worker(void **state)
+{
+	struct item blocker = {0};
+	struct work_pool *pool;
+	struct loop *loop;
+	size_t completed = 0;
+	int p[2];
+
+	(void)state;
+	assert_int_equal(loop_new(&loop), 0);
+	assert_int_equal(work_pool_new(loop, 1, &pool), 0);
+	assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+	/* The only worker is busy: a close done inline would show at once. */
+	blocker.completed = &completed;
+	blocker.sleep_us = 50000;
+	assert_int_equal(work_submit(pool, item_work, item_done, &blocker), 0);
+	work_close(pool, p[1]);
+	assert_false(pipe_writer_closed(p[0]));
+	assert_int_equal(work_pending(pool), 2);
+	for (int spins = 0; work_pending(pool) > 0 && spins < 10000; spins++)
+		assert_true(loop_run_once(loop, 1000) >= 0);
+	assert_int_equal(work_pending(pool), 0);
+	assert_true(pipe_writer_closed(p[0]));
+	close(p[0]);
+
+	/* Cancelled by the pool's end before a worker took it: closed anyway. */
+	assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+	assert_int_equal(work_submit(pool, item_work, item_done, &blocker), 0);
+	work_close(pool, p[1]);
+	usleep(5000); /* the blocker is running */
+	work_pool_free(pool);
+	assert_false(blocker.cancelled);
+	assert_true(pipe_writer_closed(p[0]));
+	close(p[0]);
+
+	/* No pool: inline. A negative descriptor is ignored. */
+	assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+	work_close(NULL, p[1]);
+	assert_true(pipe_writer_closed(p[0]));
+	close(p[0]);
+	work_close(NULL, -1);
+	loop_free(loop);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_many_complete_once_on_loop),
 	    cmocka_unit_test(test_free_with_work_pending),
 	    cmocka_unit_test(test_bad_sizes),
+	    cmocka_unit_test(test_close_on_worker),
 	};
 
 	main_thread = pthread_self();
