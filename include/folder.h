@@ -25,6 +25,17 @@ struct folder_id {
 	char *mount;     /* where the filesystem holding it is mounted */
 };
 
+/* The job module's storage requests of one folder (or of state_dir): those
+ * waiting for its turn, in order, and how many are out on workers. */
+struct job_io;
+struct job_io_queue {
+	struct job_io *head, *tail;	  /* waiting */
+	size_t n_waiting;
+	unsigned busy;			  /* out on workers */
+	struct job_io_queue *ready_next;  /* jobs' list of queues with requests waiting */
+	bool ready;
+};
+
 struct folder {
 	const struct folder_config *cfg; /* points into the current config */
 	struct index *index;             /* what its output tree says is done */
@@ -36,7 +47,7 @@ struct folder {
 	struct loop_timer *timer;        /* poll scans, or looking for a missing folder */
 	struct sched_folder sched;       /* its daily limit's count (the job module's scheduler) */
 	unsigned storage_holds;          /* paid results waiting for the output to take writes */
-	unsigned storage_busy;           /* its storage requests out on workers (job module) */
+	struct job_io_queue io_queue;    /* its storage requests (job module, job_io.c) */
 	uint64_t storage_stalled_since;  /* monotonic ms its oldest request went out, while that is
 					  * longer ago than the stall bound; 0 when it answers */
 	bool gave_up_this_run;           /* --once: its output failed a paid result; spend no more */

@@ -944,6 +944,8 @@ int jobs_new(struct loop *loop, struct http *http, const struct config *config, 
 	if (r >= 0)
 		r = loop_timer_new(loop, jobs_stall_timer, jobs, &jobs->stall_timer);
 	if (r >= 0)
+		r = loop_timer_new(loop, jobs_done_flush, jobs, &jobs->done_timer);
+	if (r >= 0)
 		r = work_pool_new(loop, config->max_fits ? config->max_fits : 1, &jobs->fit_pool);
 	if (r >= 0)
 		r = work_pool_new_growing(loop, JOBS_STORE_THREADS, JOBS_STORE_THREADS_MAX,
@@ -968,6 +970,7 @@ void jobs_free(struct jobs *jobs)
 	for (size_t i = 0; i < jobs->table_size; i++)
 		while (jobs->table[i])
 			job_free(jobs, jobs->table[i]);
+	jobs_done_drop_folder(jobs, NULL);
 	/* After the jobs: storage requests and fits still running are waited
 	 * for, and dropped. */
 	job_io_shutdown(jobs);
@@ -979,6 +982,7 @@ void jobs_free(struct jobs *jobs)
 	loop_timer_free(jobs->loop, jobs->pause_timer);
 	loop_timer_free(jobs->loop, jobs->limit_timer);
 	loop_timer_free(jobs->loop, jobs->stall_timer);
+	loop_timer_free(jobs->loop, jobs->done_timer);
 	if (jobs->auth_header) {
 		/* The key should not outlive its use in a core dump. */
 		explicit_bzero(jobs->auth_header, strlen(jobs->auth_header));
@@ -1014,6 +1018,19 @@ void jobs_set_config(struct jobs *jobs, const struct config *config)
 
 void jobs_offer(struct jobs *jobs, struct folder *folder, const char *rel, const struct stat *st,
 		enum watch_how how)
+{
+	const struct index_entry *e;
+
+	if (!jobs->stopping && folder->present && !jobs_find(jobs, folder, rel) &&
+	    (e = index_get(folder->index, rel)) && e->size == (uint64_t)st->st_size &&
+	    e->mtime_sec == st->st_mtim.tv_sec && e->mtime_nsec == st->st_mtim.tv_nsec &&
+	    job_done_offer(jobs, folder, rel, st, how, e))
+		return;
+	jobs_offer_checked(jobs, folder, rel, st, how);
+}
+
+void jobs_offer_checked(struct jobs *jobs, struct folder *folder, const char *rel,
+			const struct stat *st, enum watch_how how)
 {
 	const struct folder_config *cfg = folder->cfg;
 	struct job *job = jobs_find(jobs, folder, rel);
@@ -1094,6 +1111,7 @@ void jobs_removed(struct jobs *jobs, struct folder *folder, const char *rel)
 
 void jobs_drop_folder(struct jobs *jobs, struct folder *folder)
 {
+	jobs_done_drop_folder(jobs, folder);
 	for (size_t i = 0; i < jobs->table_size; i++) {
 		struct job *j = jobs->table[i];
 		while (j) {

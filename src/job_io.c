@@ -15,27 +15,37 @@ static void job_io_run(void *arg)
 	io->ran = true;
 }
 
-static void job_io_unlink(struct jobs *jobs, struct job_io *io)
+static void io_list_push(struct job_io **head, struct job_io **tail, struct job_io *io)
+{
+	io->next = NULL;
+	io->prev = *tail;
+	if (*tail)
+		(*tail)->next = io;
+	else
+		*head = io;
+	*tail = io;
+}
+
+static void io_list_remove(struct job_io **head, struct job_io **tail, struct job_io *io)
 {
 	if (io->prev)
 		io->prev->next = io->next;
 	else
-		jobs->io_head = io->next;
+		*head = io->next;
 	if (io->next)
 		io->next->prev = io->prev;
-	else
-		jobs->io_tail = io->prev;
+	else if (tail)
+		*tail = io->prev;
 	io->prev = io->next = NULL;
-	jobs->n_io--;
 }
 
 static void job_io_finished(void *arg, bool cancelled);
 
-/* The requests out for a folder, or for state_dir (folder NULL): the journal
- * is not held up by a folder's share. */
-static unsigned *job_io_busy(struct jobs *jobs, struct folder *folder)
+/* A folder's queue, or state_dir's (folder NULL): the journal is not held
+ * up by a folder's share. */
+static struct job_io_queue *job_io_queue_of(struct jobs *jobs, struct folder *folder)
 {
-	return folder ? &folder->storage_busy : &jobs->state_busy;
+	return folder ? &folder->io_queue : &jobs->state_queue;
 }
 
 /* How many requests of a folder (NULL: state_dir) may be out at once: enough
@@ -46,22 +56,40 @@ static unsigned job_io_room(const struct folder *folder)
 	return folder && folder->storage_stalled_since ? 0 : JOBS_STORE_PER_FOLDER;
 }
 
-/* Hands waiting requests to workers while their folders have room. */
+/* Hands waiting requests to workers while their queues have room: a pass
+ * over the queues that have some waiting, not over the requests. */
 static void job_io_start_waiting(struct jobs *jobs)
 {
-	for (struct job_io *io = jobs->io_head; io; io = io->next) {
-		int r;
+	struct job_io_queue **link = &jobs->ready_queues;
 
-		if (io->out || *job_io_busy(jobs, io->folder) >= job_io_room(io->folder))
-			continue;
-		r = work_submit(jobs->store_pool, job_io_run, job_io_finished, io);
-		if (r == -ENOMEM)
-			log_oom();
-		if (r < 0)
-			return; /* shutting down: job_io_shutdown ends what waits */
-		io->out = true;
-		io->submitted = loop_now_ms();
-		(*job_io_busy(jobs, io->folder))++;
+	while (*link) {
+		struct job_io_queue *q = *link;
+		struct job_io *io;
+
+		while ((io = q->head) && q->busy < job_io_room(io->folder)) {
+			int r = work_submit(jobs->store_pool, job_io_run, job_io_finished, io);
+			if (r == -ENOMEM)
+				log_oom();
+			if (r < 0)
+				return; /* shutting down: job_io_shutdown ends what waits */
+			io_list_remove(&q->head, &q->tail, io);
+			q->n_waiting--;
+			io->out = true;
+			io->submitted = loop_now_ms();
+			q->busy++;
+			io->prev = NULL; /* jobs->io_out has no order: at its head */
+			io->next = jobs->io_out;
+			if (io->next)
+				io->next->prev = io;
+			jobs->io_out = io;
+		}
+		if (q->head) {
+			link = &q->ready_next;
+		} else {
+			*link = q->ready_next;
+			q->ready_next = NULL;
+			q->ready = false;
+		}
 	}
 }
 
@@ -70,21 +98,21 @@ static uint64_t job_io_oldest(const struct jobs *jobs, const struct folder *fold
 {
 	uint64_t oldest = 0;
 
-	for (const struct job_io *io = jobs->io_head; io; io = io->next)
-		if (io->out && io->folder == folder && (!oldest || io->submitted < oldest))
+	for (const struct job_io *io = jobs->io_out; io; io = io->next)
+		if (io->folder == folder && (!oldest || io->submitted < oldest))
 			oldest = io->submitted;
 	return oldest;
 }
 
 /* Marks the folders whose storage does not answer, clears those that answer
  * again, and rearms the timer: at the next request to go stale, or in a
- * second while one is (STATUS= counts the seconds). */
+ * second while one is (STATUS= counts the seconds). Passes over the requests
+ * out on workers only. */
 static void jobs_update_stalls(struct jobs *jobs, struct folder *answered)
 {
 	uint64_t now = loop_now_ms(), next = 0;
 	size_t n_stalled = 0;
 	const struct folder *first = NULL;
-	uint64_t first_since = 0;
 	bool resumed = false;
 
 	if (answered && answered->storage_stalled_since) {
@@ -97,9 +125,9 @@ static void jobs_update_stalls(struct jobs *jobs, struct folder *answered)
 			resumed = true;
 		}
 	}
-	for (struct job_io *io = jobs->io_head; io; io = io->next) {
+	for (struct job_io *io = jobs->io_out; io; io = io->next) {
 		struct folder *f = io->folder;
-		if (!io->out || !f)
+		if (!f)
 			continue;
 		if (now - io->submitted >= JOBS_STORAGE_STALL_MS) {
 			if (!f->storage_stalled_since) {
@@ -116,30 +144,25 @@ static void jobs_update_stalls(struct jobs *jobs, struct folder *answered)
 			next = io->submitted + JOBS_STORAGE_STALL_MS;
 		}
 	}
-	/* The reason names the folder stalled longest. */
-	for (struct job_io *io = jobs->io_head; io; io = io->next) {
+	/* The reason names the folder stalled longest; a stalled folder has a
+	 * request out (it has not answered), so the out list finds them all. */
+	for (struct job_io *io = jobs->io_out; io; io = io->next) {
 		const struct folder *f = io->folder;
-		if (!f || !f->storage_stalled_since || f == first)
-			continue;
-		if (!first || f->storage_stalled_since < first_since) {
-			first = f;
-			first_since = f->storage_stalled_since;
-		}
-	}
-	for (struct job_io *io = jobs->io_head; io; io = io->next) {
 		bool seen = false;
-		if (!io->folder || !io->folder->storage_stalled_since)
+		if (!f || !f->storage_stalled_since)
 			continue;
-		for (struct job_io *o = jobs->io_head; o != io; o = o->next)
-			if (o->folder == io->folder)
-				seen = true;
-		if (!seen)
-			n_stalled++;
+		for (struct job_io *o = jobs->io_out; o != io && !seen; o = o->next)
+			seen = o->folder == f;
+		if (seen)
+			continue;
+		n_stalled++;
+		if (!first || f->storage_stalled_since < first->storage_stalled_since)
+			first = f;
 	}
 	if (first)
 		(void)snprintf(jobs->storage_reason, sizeof(jobs->storage_reason),
 			       "storage of folder %s not answering for %llu s%s", first->cfg->path,
-			       (unsigned long long)((now - first_since) / 1000),
+			       (unsigned long long)((now - first->storage_stalled_since) / 1000),
 			       n_stalled > 1 ? " (and other folders)" : "");
 	else
 		jobs->storage_reason[0] = '\0';
@@ -167,9 +190,9 @@ static void job_io_finished(void *arg, bool cancelled)
 	struct job *job = io->job;
 
 	(void)cancelled; /* io->ran says whether the work was done */
-	job_io_unlink(jobs, io);
-	if (io->out)
-		(*job_io_busy(jobs, folder))--;
+	io_list_remove(&jobs->io_out, NULL, io);
+	job_io_queue_of(jobs, folder)->busy--;
+	jobs->n_io--;
 	if (job)
 		job->io = NULL;
 	/* Before done: a request waiting for this folder goes first. */
@@ -180,6 +203,8 @@ static void job_io_finished(void *arg, bool cancelled)
 
 void job_io_submit(struct jobs *jobs, struct job *job, struct folder *folder, struct job_io *io)
 {
+	struct job_io_queue *q = job_io_queue_of(jobs, folder);
+
 	io->jobs = jobs;
 	io->job = job;
 	io->folder = folder;
@@ -187,13 +212,13 @@ void job_io_submit(struct jobs *jobs, struct job *job, struct folder *folder, st
 	io->submitted = 0;
 	if (job)
 		job->io = io;
-	io->next = NULL;
-	io->prev = jobs->io_tail;
-	if (jobs->io_tail)
-		jobs->io_tail->next = io;
-	else
-		jobs->io_head = io;
-	jobs->io_tail = io;
+	io_list_push(&q->head, &q->tail, io);
+	q->n_waiting++;
+	if (!q->ready) {
+		q->ready = true;
+		q->ready_next = jobs->ready_queues;
+		jobs->ready_queues = q;
+	}
 	jobs->n_io++;
 	job_io_start_waiting(jobs);
 	jobs_update_stalls(jobs, NULL);
@@ -209,26 +234,40 @@ void job_io_forget(struct job *job)
 
 bool job_io_folder_busy(const struct jobs *jobs, const struct folder *folder)
 {
-	for (const struct job_io *io = jobs->io_head; io; io = io->next)
-		if (io->folder == folder)
-			return true;
-	return false;
+	(void)jobs;
+	return folder->io_queue.n_waiting > 0 || folder->io_queue.busy > 0;
 }
 
 void job_io_shutdown(struct jobs *jobs)
 {
-	/* Waits for what runs; what never started is done with ran false. */
+	/* Waits for what runs (their done comes from work_pool_free). */
 	work_pool_free(jobs->store_pool);
 	jobs->store_pool = NULL;
-	while (jobs->io_head) {
-		struct job_io *io = jobs->io_head;
-		job_io_unlink(jobs, io);
+	/* Still out on a worker: a share that never answered; the abandoned
+	 * thread owns it now (see work_pool_free). */
+	while (jobs->io_out) {
+		struct job_io *io = jobs->io_out;
+		io_list_remove(&jobs->io_out, NULL, io);
+		jobs->n_io--;
 		if (io->job)
 			io->job->io = NULL;
-		/* Still out on a worker: a share that never answered; the
-		 * abandoned thread owns it now (see work_pool_free). */
-		if (!io->out)
+	}
+	/* Never started: done with ran false. */
+	while (jobs->ready_queues) {
+		struct job_io_queue *q = jobs->ready_queues;
+		struct job_io *io;
+
+		while ((io = q->head)) {
+			io_list_remove(&q->head, &q->tail, io);
+			q->n_waiting--;
+			jobs->n_io--;
+			if (io->job)
+				io->job->io = NULL;
 			io->done(jobs, NULL, io);
+		}
+		jobs->ready_queues = q->ready_next;
+		q->ready_next = NULL;
+		q->ready = false;
 	}
 }
 

@@ -71,7 +71,7 @@ struct job_io {
 	bool ran;		    /* work ran (false: cancelled at shutdown) */
 	bool out;		    /* handed to a worker (else waiting for its folder's turn) */
 	uint64_t submitted;	    /* monotonic ms when handed to a worker, 0 while waiting */
-	struct job_io *prev, *next; /* jobs->ios, in submission order */
+	struct job_io *prev, *next; /* its queue's waiting list, or jobs->io_out */
 };
 
 struct job {
@@ -160,9 +160,17 @@ struct jobs {
 	char disk_reason[256]; /* why writing outputs fails, while it does */
 	/* Storage requests: waiting for their folder's turn or out on a worker. */
 	struct work_pool *store_pool;
-	struct job_io *io_head, *io_tail;
+	/* Storage requests: each folder's (and state_dir's) queue of those
+	 * waiting, the queues with some waiting, and those out on workers (at
+	 * most JOBS_STORE_PER_FOLDER per queue: every pass below is short). */
+	struct job_io_queue state_queue;
+	struct job_io_queue *ready_queues;
+	struct job_io *io_out;
+	/* Files offered as done, being gathered for one look at their sidecars
+	 * (job_done.c); done_timer sends them at the end of the iteration. */
+	struct job_done_batch *done_batches;
+	struct loop_timer *done_timer;
 	size_t n_io;
-	unsigned state_busy; /* requests out on state_dir (the journal) */
 	size_t n_checking;
 	struct loop_timer *stall_timer;
 	char storage_reason[512]; /* stalled folders, for STATUS= */
@@ -314,5 +322,15 @@ const struct sidecar_fitted *job_fit_sidecar(const struct job *job, struct sidec
 int copy_file(int src_fd, int dst_dirfd, const char *dst_name);
 void job_fetch(struct jobs *jobs, struct job *job);
 void jobs_pump(struct jobs *jobs);
+/* job_done.c: a file whose done record matches the scan's stat is looked at
+ * in a batch (its sidecar still there?) rather than as a job; those whose
+ * sidecar is gone come back through jobs_offer_checked. */
+bool job_done_offer(struct jobs *jobs, struct folder *folder, const char *rel,
+		    const struct stat *st, enum watch_how how, const struct index_entry *e);
+void jobs_done_flush(void *userdata);
+void jobs_done_drop_folder(struct jobs *jobs, struct folder *folder); /* NULL: all */
+/* jobs_offer without the batch: the file becomes a job. */
+void jobs_offer_checked(struct jobs *jobs, struct folder *folder, const char *rel,
+			const struct stat *st, enum watch_how how);
 
 #endif
