@@ -49,4 +49,9 @@ void work_close(struct work_pool *pool, int fd);
  * thread. */
 void work_pool_free(struct work_pool *pool);
 
+/* Whether a work_pool_free left a stuck request's thread behind: what such
+ * a request may still touch (the journal, libvips) must not be freed; the
+ * process should exit without tearing down more. */
+bool work_threads_left_behind(void);
+
 #endif

@@ -62,6 +62,9 @@ static void job_io_start_waiting(struct jobs *jobs)
 {
 	struct job_io_queue **link = &jobs->ready_queues;
 
+	if (!jobs->store_pool)
+		return; /* shutting down: job_io_shutdown ends what waits */
+
 	while (*link) {
 		struct job_io_queue *q = *link;
 		struct job_io *io;
@@ -224,6 +227,41 @@ void job_io_submit(struct jobs *jobs, struct job *job, struct folder *folder, st
 	jobs_update_stalls(jobs, NULL);
 }
 
+void job_io_submit_urgent(struct jobs *jobs, struct job *job, struct folder *folder,
+			  struct job_io *io)
+{
+	int r;
+
+	io->jobs = jobs;
+	io->job = job;
+	io->folder = folder;
+	io->ran = io->out = false;
+	if (job)
+		job->io = io;
+	jobs->n_io++;
+	r = jobs->store_pool ? work_submit(jobs->store_pool, job_io_run, job_io_finished, io)
+			     : -ESHUTDOWN;
+	if (r == -ENOMEM)
+		log_oom();
+	if (r < 0) {
+		/* Shutting down: ended now, as job_io_shutdown ends what waits. */
+		jobs->n_io--;
+		if (job)
+			job->io = NULL;
+		io->done(jobs, NULL, io);
+		return;
+	}
+	io->out = true;
+	io->submitted = loop_now_ms();
+	job_io_queue_of(jobs, folder)->busy++;
+	io->prev = NULL;
+	io->next = jobs->io_out;
+	if (io->next)
+		io->next->prev = io;
+	jobs->io_out = io;
+	jobs_update_stalls(jobs, NULL);
+}
+
 void job_io_forget(struct job *job)
 {
 	if (job->io) {
@@ -252,22 +290,25 @@ void job_io_shutdown(struct jobs *jobs)
 		if (io->job)
 			io->job->io = NULL;
 	}
-	/* Never started: done with ran false. */
+	/* Never started: done with ran false. A done may queue another request
+	 * (discarding a temporary file): it is ended the same way. */
 	while (jobs->ready_queues) {
 		struct job_io_queue *q = jobs->ready_queues;
 		struct job_io *io;
 
-		while ((io = q->head)) {
-			io_list_remove(&q->head, &q->tail, io);
-			q->n_waiting--;
-			jobs->n_io--;
-			if (io->job)
-				io->job->io = NULL;
-			io->done(jobs, NULL, io);
+		if (!q->head) {
+			jobs->ready_queues = q->ready_next;
+			q->ready_next = NULL;
+			q->ready = false;
+			continue;
 		}
-		jobs->ready_queues = q->ready_next;
-		q->ready_next = NULL;
-		q->ready = false;
+		io = q->head;
+		io_list_remove(&q->head, &q->tail, io);
+		q->n_waiting--;
+		jobs->n_io--;
+		if (io->job)
+			io->job->io = NULL;
+		io->done(jobs, NULL, io);
 	}
 }
 

@@ -191,6 +191,11 @@ void job_advance(struct jobs *jobs, struct job *job, const struct job_verdict *v
  * storage; it starts when the folder has fewer than JOBS_STORE_PER_FOLDER
  * requests out, in submission order. */
 void job_io_submit(struct jobs *jobs, struct job *job, struct folder *folder, struct job_io *io);
+/* The same, handed to a worker at once, past the folder's turn: for the
+ * look that stands between a paid answer and its journal record, which must
+ * not wait behind the folder's other requests. */
+void job_io_submit_urgent(struct jobs *jobs, struct job *job, struct folder *folder,
+			  struct job_io *io);
 /* The job no longer waits for its request (freed or looked at anew). */
 void job_io_forget(struct job *job);
 /* Whether a request of folder is waiting or out. */

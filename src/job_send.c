@@ -197,10 +197,11 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		    g->retry_after[0] ? g->retry_after : NULL, loop_wall_ms() / 1000);
 	}
 	job_release_transfers(jobs, job); /* g is gone from here on */
-	/* Whether the source is still what was sent: an fstat, on a worker. */
+	/* Whether the source is still what was sent: an fstat, on a worker,
+	 * at once (a paid answer is journalled only after it). */
 	ans->io.work = job_answer_work;
 	ans->io.done = job_answer_done;
-	job_io_submit(jobs, job, job->folder, &ans->io);
+	job_io_submit_urgent(jobs, job, job->folder, &ans->io);
 }
 
 static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *ans)

@@ -788,8 +788,10 @@ static int wait_durable_locked(struct journal *j, uint64_t seq)
 				j->synced = target;
 		} else {
 			/* After a failed sync the page cache may have dropped the
-			 * data while a later sync succeeds: rewrite the file. */
-			j->failed_upto = target;
+			 * data while a later sync succeeds: rewrite the file. Every
+			 * record appended so far may have been in the failed
+			 * writeback (a later fdatasync would not say so again). */
+			j->failed_upto = j->appended;
 			j->failed_err = r;
 			j->needs_rewrite = true;
 		}

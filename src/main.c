@@ -744,6 +744,13 @@ static void daemon_cleanup(struct daemon *d)
 {
 	work_pool_free(d->index_pool); /* its completions touch folders */
 	jobs_free(d->jobs);
+	if (work_threads_left_behind()) {
+		/* A share that never answered holds a worker that may still
+		 * touch the journal or libvips: leave without freeing them. The
+		 * journal has every paid result already recorded. */
+		log_warn("storage did not answer within the stop: exiting without waiting for it");
+		_exit(d->exit_code);
+	}
 	fit_global_shutdown();
 	journal_close(d->journal);
 	if (d->lock_fd >= 0)

@@ -12,6 +12,7 @@
 #include "work.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -214,6 +215,13 @@ size_t work_pending(const struct work_pool *pool)
 	return pool->pending;
 }
 
+static atomic_bool work_left_behind;
+
+bool work_threads_left_behind(void)
+{
+	return atomic_load(&work_left_behind);
+}
+
 /* Waits up to WORK_STOP_WAIT_MS for the threads to leave. Under the lock. */
 static bool work_wait_exits(struct work_pool *pool)
 {
@@ -244,6 +252,7 @@ void work_pool_free(struct work_pool *pool)
 		 * does not answer. Its thread, the pool and the eventfd it will
 		 * write are left as they are (freeing them under it would be
 		 * worse); done is not called for it. Only the loop lets go. */
+		atomic_store(&work_left_behind, true);
 		for (unsigned i = 0; i < pool->n_threads; i++)
 			(void)pthread_detach(pool->threads[i]);
 		loop_remove(pool->loop, pool->source);
