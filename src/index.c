@@ -1093,7 +1093,8 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 		unsigned char trust = trusted;
 		uint64_t n = 0;
 
-		qsort(jsons, n_json, sizeof(*jsons), name_cmp);
+		if (n_json)
+			qsort(jsons, n_json, sizeof(*jsons), name_cmp);
 		while (last < s->n_entries &&
 		       !strncmp(s->entries[last]->sidecar, s->path.buf, len) &&
 		       !strchr(s->entries[last]->sidecar + len, '/'))
