@@ -1102,7 +1102,7 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 		for (size_t i = first; i < last; i++) {
 			const char *base = s->entries[i]->sidecar + len;
 
-			if (bsearch(&base, jsons, n_json, sizeof(*jsons), name_cmp))
+			if (n_json && bsearch(&base, jsons, n_json, sizeof(*jsons), name_cmp))
 				n++;
 		}
 		/* Every "*.json" there must be an entry: one that is not (a
