@@ -851,7 +851,8 @@ static int cache_read(const char *path, const char *output_root, const char *ski
 	}
 	if (b.bad || b.pos != b.len)
 		goto fail;
-	qsort(c->dirs, c->n_dirs, sizeof(*c->dirs), cache_dir_cmp);
+	if (c->n_dirs) /* NULL with 0 is undefined behaviour for qsort and bsearch */
+		qsort(c->dirs, c->n_dirs, sizeof(*c->dirs), cache_dir_cmp);
 	for (size_t i = 1; i < c->n_dirs; i++)
 		if (!strcmp(c->dirs[i - 1].rel, c->dirs[i].rel))
 			goto fail;
@@ -866,7 +867,8 @@ static const struct cache_dir *cache_find(const struct cache *c, const char *rel
 {
 	struct cache_dir key = {.rel = rel};
 
-	return bsearch(&key, c->dirs, c->n_dirs, sizeof(*c->dirs), cache_dir_cmp);
+	return c->n_dirs ? bsearch(&key, c->dirs, c->n_dirs, sizeof(*c->dirs), cache_dir_cmp)
+			 : NULL;
 }
 
 static const struct cache_dir *cache_match(const struct cache *c, const char *rel,
@@ -1130,7 +1132,7 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 			unsigned char failed = e->failed;
 
 			/* A sidecar deleted while the daemon ran is not done. */
-			if (!bsearch(&base, jsons, n_json, sizeof(*jsons), name_cmp))
+			if (!n_json || !bsearch(&base, jsons, n_json, sizeof(*jsons), name_cmp))
 				continue;
 			put_str(&s->out, e->source);
 			put_str(&s->out, e->sidecar);
@@ -1175,7 +1177,8 @@ int index_save_cache(const struct index *index, const char *output_root, const c
 		goto out;
 	}
 	index_foreach(index, collect_entry, &s);
-	qsort(s.entries, s.n_entries, sizeof(*s.entries), sidecar_cmp);
+	if (s.n_entries)
+		qsort(s.entries, s.n_entries, sizeof(*s.entries), sidecar_cmp);
 	if (skip_dir && stat(skip_dir, &st) == 0) {
 		s.have_skip = true;
 		s.skip_dev = st.st_dev;

@@ -550,7 +550,8 @@ static int scan_live(struct scan *s, struct entry ***ret_live, size_t *ret_n)
 		return -ENOMEM;
 	for (size_t i = 0; i < s->n; i++)
 		all[i] = &s->e[i];
-	qsort(all, s->n, sizeof(*all), entry_key_cmp);
+	if (s->n) /* NULL with 0 is undefined behaviour for qsort */
+		qsort(all, s->n, sizeof(*all), entry_key_cmp);
 	for (size_t i = 0; i < s->n; i++) {
 		bool last = i + 1 == s->n || strcmp(all[i]->rec.folder, all[i + 1]->rec.folder) ||
 			    strcmp(all[i]->rec.source, all[i + 1]->rec.source);
@@ -560,7 +561,8 @@ static int scan_live(struct scan *s, struct entry ***ret_live, size_t *ret_n)
 		else
 			s->dirty = true;
 	}
-	qsort(all, n, sizeof(*all), entry_seq_cmp);
+	if (n)
+		qsort(all, n, sizeof(*all), entry_seq_cmp);
 	*ret_live = all;
 	*ret_n = n;
 	return 0;
