@@ -142,7 +142,15 @@ ct() {
 }
 ctsh() { ct /bin/sh -c "$@"; }
 
-state=$(timeout 120 nsenter -t "$LEADER" -a systemctl is-system-running --wait 2>/dev/null || true)
+# Right after the container's PID 1 appears its bus may not answer yet: is-system-running then
+# prints nothing at once (seen once here). Ask again until it answers, for up to 120 s.
+state=
+i=0
+while [ -z "$state" ] && [ $i -lt 120 ]; do
+	state=$(timeout 120 nsenter -t "$LEADER" -a systemctl is-system-running --wait 2>/dev/null || true)
+	[ -n "$state" ] || { sleep 1; i=$((i + 1)); }
+	kill -0 "$NSPAWN_PID" 2>/dev/null || break
+done
 case $state in
 running | degraded) ok "systemd booted in the container ($state, $(($(date +%s) - START)) s)" ;;
 *)
