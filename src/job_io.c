@@ -56,6 +56,20 @@ static unsigned job_io_room(const struct folder *folder)
 	return folder && folder->storage_stalled_since ? 0 : JOBS_STORE_PER_FOLDER;
 }
 
+/* Books a request just handed to a worker: its queue's count, the out list
+ * (no order: at its head) and the time the stall bound counts from. */
+static void job_io_went_out(struct jobs *jobs, struct job_io_queue *q, struct job_io *io)
+{
+	io->out = true;
+	io->submitted = loop_now_ms();
+	q->busy++;
+	io->prev = NULL;
+	io->next = jobs->io_out;
+	if (io->next)
+		io->next->prev = io;
+	jobs->io_out = io;
+}
+
 /* Hands waiting requests to workers while their queues have room: a pass
  * over the queues that have some waiting, not over the requests. */
 static void job_io_start_waiting(struct jobs *jobs)
@@ -77,14 +91,7 @@ static void job_io_start_waiting(struct jobs *jobs)
 				return; /* shutting down: job_io_shutdown ends what waits */
 			io_list_remove(&q->head, &q->tail, io);
 			q->n_waiting--;
-			io->out = true;
-			io->submitted = loop_now_ms();
-			q->busy++;
-			io->prev = NULL; /* jobs->io_out has no order: at its head */
-			io->next = jobs->io_out;
-			if (io->next)
-				io->next->prev = io;
-			jobs->io_out = io;
+			job_io_went_out(jobs, q, io);
 		}
 		if (q->head) {
 			link = &q->ready_next;
@@ -251,14 +258,7 @@ void job_io_submit_urgent(struct jobs *jobs, struct job *job, struct folder *fol
 		io->done(jobs, NULL, io);
 		return;
 	}
-	io->out = true;
-	io->submitted = loop_now_ms();
-	job_io_queue_of(jobs, folder)->busy++;
-	io->prev = NULL;
-	io->next = jobs->io_out;
-	if (io->next)
-		io->next->prev = io;
-	jobs->io_out = io;
+	job_io_went_out(jobs, job_io_queue_of(jobs, folder), io);
 	jobs_update_stalls(jobs, NULL);
 }
 
