@@ -42,6 +42,8 @@ struct folder_config {
 	uint64_t max_images_per_day;  /* 0 = no limit (default) */
 	enum fit_mode fit;            /* default auto */
 	unsigned fit_quality;         /* JPEG quality of fitted images, 50..100, default 92 */
+	bool embed_provenance;        /* XMP provenance in output JPEGs; default true */
+	bool embed_prompt;            /* the prompt itself in that XMP; default false */
 	int line, column;             /* where the folder entry starts, 1-based */
 };
 

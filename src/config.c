@@ -123,6 +123,8 @@ enum {
 	FK_MAX_PER_DAY,
 	FK_FIT,
 	FK_FIT_QUALITY,
+	FK_EMBED_PROVENANCE,
+	FK_EMBED_PROMPT,
 	FK_COUNT
 };
 
@@ -145,6 +147,8 @@ static const char *const folder_keys[FK_COUNT] = {
 	[FK_MAX_PER_DAY] = "max_images_per_day",
 	[FK_FIT] = "fit",
 	[FK_FIT_QUALITY] = "fit_quality",
+	[FK_EMBED_PROVENANCE] = "embed_provenance",
+	[FK_EMBED_PROMPT] = "embed_prompt",
 };
 
 static const char *const fit_names[] = {
@@ -891,6 +895,7 @@ static void folder_init(struct folder_config *f)
 	f->on_success = ON_SUCCESS_KEEP;
 	f->fit = FIT_AUTO;
 	f->fit_quality = 92;
+	f->embed_provenance = true;
 }
 
 static int dup_opt(char **dst, const char *src)
@@ -999,6 +1004,10 @@ static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
 		fc->fit_quality = (unsigned)q;
 		return r;
 	}
+	case FK_EMBED_PROVENANCE:
+		return get_bool(c, v, key, &fc->embed_provenance);
+	case FK_EMBED_PROMPT:
+		return get_bool(c, v, key, &fc->embed_prompt);
 	}
 	return 0;
 }

@@ -269,6 +269,7 @@ static void job_reuse_work(struct job_io *io)
 	s.completed_at = u->completed_at;
 	s.version = SEEDREAMD_VERSION;
 	s.reused_from = u->reused_from;
+	s.provenance = old.provenance; /* the same bytes: its XMP names the first source */
 	doc = sidecar_success_json(&s);
 	if (!doc) {
 		r = -ENOMEM;

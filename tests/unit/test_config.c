@@ -232,6 +232,31 @@ static void test_fit_keys(void **state)
 	refused(API "max_fits: 0\n" ONE_FOLDER, "test.yaml:4:11: ", "64");
 }
 
+static void test_provenance_keys(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = parse_ok(API ONE_FOLDER);
+	assert_true(cfg->folders[0].embed_provenance);
+	assert_false(cfg->folders[0].embed_prompt);
+	config_free(cfg);
+	cfg = parse_ok(API "defaults:\n"
+			   "  embed_prompt: true\n"
+			   "folders:\n"
+			   "  - path: /srv/a\n"
+			   "    prompt: p\n"
+			   "  - path: /srv/b\n"
+			   "    prompt: p\n"
+			   "    embed_provenance: false\n");
+	assert_true(cfg->folders[0].embed_provenance);
+	assert_true(cfg->folders[0].embed_prompt);
+	assert_false(cfg->folders[1].embed_provenance);
+	config_free(cfg);
+	refused(API ONE_FOLDER "    embed_provenance: maybe\n", "test.yaml:7:23: ", "expected a boolean");
+	refused(API ONE_FOLDER "    embed_prompt: [1]\n", "test.yaml:7:19: ", "embed_prompt");
+}
+
 static void test_state_directory_env(void **state)
 {
 	struct config *cfg;
@@ -947,6 +972,7 @@ int main(void)
 		cmocka_unit_test(test_full_config),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_fit_keys),
+		cmocka_unit_test(test_provenance_keys),
 		cmocka_unit_test(test_state_directory_env),
 		cmocka_unit_test(test_inheritance),
 		cmocka_unit_test(test_paths_normalised),
