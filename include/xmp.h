@@ -20,12 +20,12 @@
 #define XMP_SEEDREAMD_NS "https://seedreamd.invalid/ns/provenance/1.0/"
 
 struct xmp_fields {
-	const char *tool;	     /* xmp:CreatorTool, e.g. "seedreamd 1.4" */
-	const char *model;	     /* seedreamd:Model */
-	int64_t created;	     /* xmp:CreateDate, epoch seconds */
-	const char *source;	     /* seedreamd:SourceFile: any bytes */
-	const char *prompt_sha256;   /* seedreamd:PromptSHA256, 64 hex digits */
-	const char *prompt;	     /* seedreamd:Prompt, or NULL (embed_prompt off) */
+	const char *tool;	   /* xmp:CreatorTool, e.g. "seedreamd 1.4" */
+	const char *model;	   /* seedreamd:Model */
+	int64_t created;	   /* xmp:CreateDate, epoch seconds */
+	const char *source;	   /* seedreamd:SourceFile: any bytes */
+	const char *prompt_sha256; /* seedreamd:PromptSHA256, 64 hex digits */
+	const char *prompt;	   /* seedreamd:Prompt, or NULL (embed_prompt off) */
 };
 
 /* The XMP packet (NUL-terminated, caller frees) with every value made valid

@@ -125,6 +125,7 @@ enum {
 	FK_FIT_QUALITY,
 	FK_EMBED_PROVENANCE,
 	FK_EMBED_PROMPT,
+	FK_PROMPT_FILE,
 	FK_COUNT
 };
 
@@ -149,12 +150,20 @@ static const char *const folder_keys[FK_COUNT] = {
 	[FK_FIT_QUALITY] = "fit_quality",
 	[FK_EMBED_PROVENANCE] = "embed_provenance",
 	[FK_EMBED_PROMPT] = "embed_prompt",
+	[FK_PROMPT_FILE] = "prompt_file",
 };
 
 static const char *const fit_names[] = {
 	[FIT_AUTO] = "auto",
 	[FIT_NEVER] = "never",
 	[FIT_ALWAYS] = "always",
+};
+
+static const char *const prompt_file_names[] = {
+	[PROMPT_FILE_OFF] = "off",
+	[PROMPT_FILE_REPLACE] = "replace",
+	[PROMPT_FILE_APPEND] = "append",
+	[PROMPT_FILE_REQUIRED] = "required",
 };
 
 static const char *const mode_names[] = {
@@ -1008,6 +1017,10 @@ static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
 		return get_bool(c, v, key, &fc->embed_provenance);
 	case FK_EMBED_PROMPT:
 		return get_bool(c, v, key, &fc->embed_prompt);
+	case FK_PROMPT_FILE:
+		r = get_enum(c, v, key, prompt_file_names, N_ELEMENTS(prompt_file_names), &e);
+		fc->prompt_file = (enum prompt_file_mode)e;
+		return r;
 	}
 	return 0;
 }
@@ -1054,6 +1067,9 @@ static int finish_folder(struct ctx *c, const yaml_node_t *map, struct folder_co
 
 	if (!fc->path)
 		return fail_at(c, map->start_mark, "missing key \"path\" in folder");
+	/* Every image brings its own prompt: the folder's is never sent. */
+	if (!fc->prompt && fc->prompt_file == PROMPT_FILE_REQUIRED && !(fc->prompt = strdup("")))
+		return oom(c);
 	if (!fc->prompt)
 		return fail_at(c, map->start_mark,
 			       "missing key \"prompt\" in folder %s (set it here or in defaults)",

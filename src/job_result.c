@@ -722,7 +722,9 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	job_fill_source(job, &s.src);
 	s.output = c->rel_out;
 	s.model = job->result.model ? job->result.model : jobs->config->api.model;
-	s.prompt = cfg->prompt;
+	s.prompt = job_prompt(job);
+	s.prompt_source = job->prompt_source;
+	s.prompt_file = job->prompt_file;
 	s.size = cfg->size;
 	s.result_size = job->result.size;
 	s.watermark = cfg->watermark;

@@ -504,7 +504,7 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	const struct folder_config *cfg = job->folder->cfg;
 	struct api_request req = {
 	    .model = jobs->config->api.model,
-	    .prompt = cfg->prompt,
+	    .prompt = job_prompt(job),
 	    .size = cfg->size,
 	    .watermark = cfg->watermark,
 	    .response_format =

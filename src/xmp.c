@@ -10,10 +10,10 @@
 
 #include "clean.h"
 
-#define XMP_HEADER     "http://ns.adobe.com/xap/1.0/"
-#define XMP_HEADER_LEN (sizeof(XMP_HEADER)) /* with its NUL, as the segment holds it */
-#define XMP_CREATED_MAX 253402300799LL /* 9999-12-31T23:59:59Z */
-#define EXIF_HEADER    "Exif\0\0"
+#define XMP_HEADER	"http://ns.adobe.com/xap/1.0/"
+#define XMP_HEADER_LEN	(sizeof(XMP_HEADER)) /* with its NUL, as the segment holds it */
+#define XMP_CREATED_MAX 253402300799LL	     /* 9999-12-31T23:59:59Z */
+#define EXIF_HEADER	"Exif\0\0"
 #define EXIF_HEADER_LEN 6
 
 struct xmp_buf {
@@ -205,8 +205,9 @@ static int walk(const uint8_t *p, size_t len, size_t *ret_offset)
 		if (m == 0xE1 && seglen - 2 >= XMP_HEADER_LEN &&
 		    memcmp(p + i + 2, XMP_HEADER, XMP_HEADER_LEN) == 0)
 			return -EEXIST;
-		if (leading && (m == 0xE0 || (m == 0xE1 && seglen - 2 >= EXIF_HEADER_LEN &&
-					      memcmp(p + i + 2, EXIF_HEADER, EXIF_HEADER_LEN) == 0)))
+		if (leading &&
+		    (m == 0xE0 || (m == 0xE1 && seglen - 2 >= EXIF_HEADER_LEN &&
+				   memcmp(p + i + 2, EXIF_HEADER, EXIF_HEADER_LEN) == 0)))
 			insert = i + seglen;
 		else
 			leading = false;

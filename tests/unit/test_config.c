@@ -257,6 +257,31 @@ static void test_provenance_keys(void **state)
 	refused(API ONE_FOLDER "    embed_prompt: [1]\n", "test.yaml:7:19: ", "embed_prompt");
 }
 
+static void test_prompt_file_key(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = parse_ok(API ONE_FOLDER);
+	assert_int_equal(cfg->folders[0].prompt_file, PROMPT_FILE_OFF);
+	config_free(cfg);
+	cfg = parse_ok(API "defaults:\n"
+			   "  prompt_file: append\n"
+			   "folders:\n"
+			   "  - path: /srv/a\n"
+			   "    prompt: p\n"
+			   "  - path: /srv/b\n"
+			   "    prompt_file: required\n");
+	assert_int_equal(cfg->folders[0].prompt_file, PROMPT_FILE_APPEND);
+	assert_int_equal(cfg->folders[1].prompt_file, PROMPT_FILE_REQUIRED);
+	assert_string_equal(cfg->folders[1].prompt, ""); /* each image brings its own */
+	config_free(cfg);
+	refused(API ONE_FOLDER "    prompt_file: sometimes\n", "test.yaml:7:18: ",
+		"off, replace, append, required");
+	refused(API "folders:\n  - path: /srv/a\n    prompt_file: replace\n", "test.yaml:5:5: ",
+		"prompt");
+}
+
 static void test_state_directory_env(void **state)
 {
 	struct config *cfg;
@@ -973,6 +998,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_fit_keys),
 		cmocka_unit_test(test_provenance_keys),
+		cmocka_unit_test(test_prompt_file_key),
 		cmocka_unit_test(test_state_directory_env),
 		cmocka_unit_test(test_inheritance),
 		cmocka_unit_test(test_paths_normalised),

@@ -57,8 +57,9 @@ static void test_packet_escapes(void **state)
 
 	(void)state;
 	assert_int_equal(xmp_build_packet(&f, &p, &len), 0);
-	assert_non_null(strstr(p, "<seedreamd:SourceFile>a&quot;b&apos;&lt;c&gt;&amp;d"
-				  "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD&#13;e.png</seedreamd:SourceFile>"));
+	assert_non_null(
+	    strstr(p, "<seedreamd:SourceFile>a&quot;b&apos;&lt;c&gt;&amp;d"
+		      "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD&#13;e.png</seedreamd:SourceFile>"));
 	for (i = 0; i < len; i++)
 		assert_true((unsigned char)p[i] >= 0x20 || p[i] == '\n');
 	free(p);
