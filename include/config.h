@@ -28,6 +28,9 @@ enum prompt_file_mode {
 /* The largest prompt file read (the same bound as a folder's prompt). */
 #define CONFIG_PROMPT_FILE_MAX 8192
 
+/* extra: as JSON, at most (the request body's head stays small). */
+#define CONFIG_EXTRA_MAX 16384
+
 /* One watched folder, after inheriting from "defaults:". */
 /* The API advises ~600 words; the bound keeps every sidecar readable. */
 #define CONFIG_PROMPT_MAX 8192
@@ -55,6 +58,7 @@ struct folder_config {
 	bool embed_provenance;        /* XMP provenance in output JPEGs; default true */
 	bool embed_prompt;            /* the prompt itself in that XMP; default false */
 	enum prompt_file_mode prompt_file; /* default off */
+	char *extra_json;             /* extra: request fields, a JSON object text; NULL if none */
 	int line, column;             /* where the folder entry starts, 1-based */
 };
 

@@ -257,6 +257,58 @@ static void test_provenance_keys(void **state)
 	refused(API ONE_FOLDER "    embed_prompt: [1]\n", "test.yaml:7:19: ", "embed_prompt");
 }
 
+static void test_extra_key(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = parse_ok(API ONE_FOLDER);
+	assert_null(cfg->folders[0].extra_json);
+	config_free(cfg);
+	cfg = parse_ok(API "defaults:\n"
+			   "  extra: {a: 1, b: keep, optimize_prompt_options: {mode: standard}}\n"
+			   "folders:\n"
+			   "  - path: /srv/a\n"
+			   "    prompt: p\n"
+			   "    extra:\n"
+			   "      optimize_prompt_options: {mode: fast}\n"
+			   "      n: [true, false, null, ~, \"true\", '12', 1.5, -7, x y]\n"
+			   "  - path: /srv/b\n"
+			   "    prompt: p\n");
+	assert_string_equal(cfg->folders[0].extra_json,
+			    "{\"a\":1,\"b\":\"keep\",\"optimize_prompt_options\":{\"mode\":\"fast\"},"
+			    "\"n\":[true,false,null,null,\"true\",\"12\",1.5,-7,\"x y\"]}");
+	assert_string_equal(cfg->folders[1].extra_json,
+			    "{\"a\":1,\"b\":\"keep\",\"optimize_prompt_options\":{\"mode\":\"standard\"}}");
+	config_free(cfg);
+	refused(API ONE_FOLDER "    extra: {prompt: x}\n", "test.yaml:7:13: ", "\"prompt\"");
+	refused(API ONE_FOLDER "    extra:\n      watermark: true\n", "test.yaml:8:7: ", "watermark");
+	refused(API ONE_FOLDER "    extra: {max_images: 3}\n", "test.yaml:7:13: ", "max_images");
+	refused(API ONE_FOLDER "    extra: {sequential_image_generation: auto}\n", "test.yaml:7:13: ",
+		"sequential_image_generation");
+	refused(API "defaults:\n  extra: {stream: true}\n" ONE_FOLDER, "test.yaml:5:11: ", "stream");
+	refused(API ONE_FOLDER "    extra: [1]\n", "test.yaml:7:12: ", "mapping");
+	refused(API ONE_FOLDER "    extra: {seed: 123456789012345678901}\n", "test.yaml:7:19: ",
+		"exactly");
+	refused(API ONE_FOLDER "    extra: {[a]: 1}\n", "test.yaml:7:13: ", "field name");
+	{
+		/* bounded: the JSON text, and the values walked */
+		char *yaml = malloc(40000), *p;
+
+		assert_non_null(yaml);
+		p = stpcpy(yaml, API ONE_FOLDER "    extra: {big: ");
+		memset(p, 'x', CONFIG_EXTRA_MAX);
+		strcpy(p + CONFIG_EXTRA_MAX, "}\n");
+		refused(yaml, "test.yaml:7:12: ", "16384");
+		p = stpcpy(yaml, API ONE_FOLDER "    extra: {many: [");
+		for (int i = 0; i < 1100; i++)
+			p = stpcpy(p, "1,");
+		strcpy(p, "1]}\n");
+		refused(yaml, "test.yaml:7:", "more than 1024 values");
+		free(yaml);
+	}
+}
+
 static void test_prompt_file_key(void **state)
 {
 	struct config *cfg;
@@ -999,6 +1051,7 @@ int main(void)
 		cmocka_unit_test(test_fit_keys),
 		cmocka_unit_test(test_provenance_keys),
 		cmocka_unit_test(test_prompt_file_key),
+		cmocka_unit_test(test_extra_key),
 		cmocka_unit_test(test_state_directory_env),
 		cmocka_unit_test(test_inheritance),
 		cmocka_unit_test(test_paths_normalised),
