@@ -177,6 +177,7 @@ struct job_reuse_io {
 	char *prompt, *size;
 	const char *prompt_source; /* a static string or NULL */
 	char *prompt_file;
+	char *extra_json; /* the folder's extra:, NULL if none */
 	bool watermark;
 	char sha[65];
 	struct job_out out;
@@ -190,6 +191,13 @@ struct job_reuse_io {
 	char side_name[OUTPUT_NAME_MAX + 8];
 	char *rel_out;
 };
+
+/* Both printed unformatted by cJSON from the same config text: the same
+ * fields in the same order print the same. */
+static bool same_extra(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
 
 /* The same bytes were already paid for under another name in this folder
  * (a file copied, or a subfolder renamed): reuse that result instead of
@@ -228,7 +236,8 @@ static void job_reuse_work(struct job_io *io)
 	}
 	u->result = REUSE_NONE;
 	if (p < 0 || strcmp(old.prompt, u->prompt) != 0 ||
-	    strcmp(old.size_requested, u->size) != 0 || old.watermark != u->watermark)
+	    strcmp(old.size_requested, u->size) != 0 || old.watermark != u->watermark ||
+	    !same_extra(old.extra_json, u->extra_json))
 		goto out; /* other settings (or not ours to read): generate anew */
 	output = old.output;
 	if (asprintf(&old_out, "%s/%s", u->output_root, output) < 0) {
@@ -277,6 +286,7 @@ static void job_reuse_work(struct job_io *io)
 	s.provenance = old.provenance; /* the same bytes: its XMP names the first source */
 	s.prompt_source = u->prompt_source;
 	s.prompt_file = u->prompt_file;
+	s.extra_json = u->extra_json;
 	doc = sidecar_success_json(&s);
 	if (!doc) {
 		r = -ENOMEM;
@@ -311,6 +321,7 @@ static void job_reuse_free(struct job_reuse_io *u)
 	free(u->rel_dir);
 	free(u->prompt);
 	free(u->prompt_file);
+	free(u->extra_json);
 	free(u->size);
 	free(u->rel_out);
 	job_out_clear(&u->out);
@@ -513,6 +524,7 @@ static void job_reuse_submit(struct jobs *jobs, struct job *job, struct job_reus
 	u->prompt = xstrdup(job_prompt(job)); /* a per-file prompt is part of "the same settings" */
 	u->prompt_source = job->prompt_source;
 	u->prompt_file = job->prompt_file ? xstrdup(job->prompt_file) : NULL;
+	u->extra_json = cfg->extra_json ? xstrdup(cfg->extra_json) : NULL;
 	u->size = xstrdup(cfg->size);
 	u->watermark = cfg->watermark;
 	memcpy(u->sha, job->sha256, sizeof(u->sha));

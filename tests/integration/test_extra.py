@@ -11,6 +11,9 @@ import sys
 
 import harness as h
 
+DEFAULTS_SENT = {"optimize_prompt_options": {"mode": "standard"}, "user": "studio-7"}
+
+
 def test(ctx):
     c = ctx.checks
     api = ctx.start_api()
@@ -47,6 +50,27 @@ def test(ctx):
     c.eq(fa.get("prompt"), h.PROMPT, "a: the prompt is seedreamd's")
     c.eq(fa.get("watermark"), False, "a: watermark is seedreamd's")
     c.eq((a.get("field_order") or [])[:3], ["model", "prompt", "image"], "a: the usual fields come first")
+    sa = h.read_json(os.path.join(out, "a.json"))
+    c.eq(sa.get("extra"), {"optimize_prompt_options": {"mode": "fast"}, "user": "studio-7",
+                           "flags": [True, "true", 3, 2.5, None, "007", "plain text"]},
+         "a.json records the extra fields sent")
+    c.eq(h.read_json(os.path.join(hot_b + "-out", "b.json")).get("extra"), DEFAULTS_SENT,
+         "b.json records the defaults' extra")
+
+    # the same image again under another name, with the same extra: reused, no call; after the
+    # folder's extra changes, a copy is generated anew (the fields are part of "the same settings")
+    h.write_bytes(os.path.join(hot, "a-copy.png"), h.png_image(40, 30, 1))
+    res = ctx.run_once(config)
+    c.check(res.rc == 0 and not res.timed_out, "second --once exits 0", res.describe())
+    c.eq(len(api.generations()), 2, "a copy with the same extra reuses the result")
+    with open(config, encoding="utf-8") as f:
+        text = f.read()
+    with open(config, "w", encoding="utf-8") as f:
+        f.write(text.replace("mode: fast", "mode: standard", 1))
+    h.write_bytes(os.path.join(hot, "a-copy2.png"), h.png_image(40, 30, 1))
+    res = ctx.run_once(config)
+    c.check(res.rc == 0 and not res.timed_out, "third --once exits 0", res.describe())
+    c.eq(len(api.generations()), 3, "a copy with another extra is generated anew")
 
     # --check refusals with file:line:column, one per bad value
     bad = [
