@@ -16,13 +16,16 @@ struct api_request {
 	bool watermark;
 	const char *response_format; /* "url" | "b64_json" */
 	const char *image_format;    /* lowercase, from image_format_name() */
+	const char *extra_json;      /* NULL, or a JSON object of more fields (config extra:) */
 };
 
 /* The request body is streamed as prefix + base64(image) + suffix, so no
  * whole base64 copy of the image is ever held. The prefix ends inside the
  * "image" string right after "data:image/<fmt>;base64," and the suffix starts
  * with the closing quote. Both are NUL-terminated and owned by the caller
- * (free()). Returns 0 or -ENOMEM / -EINVAL. */
+ * (free()). The members of extra_json follow the fields above; one that
+ * names a field already there, or text that is not a JSON object, is
+ * -EINVAL. Returns 0 or -ENOMEM / -EINVAL. */
 int api_request_frame(const struct api_request *req, char **ret_prefix, char **ret_suffix);
 
 /* What the daemon should do with a response. */

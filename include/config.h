@@ -18,6 +18,19 @@ enum fit_mode {
 	FIT_ALWAYS,   /* re-encode every image: upright, sRGB, metadata stripped */
 };
 
+/* <stem>.txt beside an image: its prompt for that image. */
+enum prompt_file_mode {
+	PROMPT_FILE_OFF = 0,  /* ignored: the folder's prompt (default) */
+	PROMPT_FILE_REPLACE,  /* the file's text instead of the folder's prompt */
+	PROMPT_FILE_APPEND,   /* the folder's prompt, a newline, the file's text */
+	PROMPT_FILE_REQUIRED, /* as replace; the image waits for it (incomplete_timeout) */
+};
+/* The largest prompt file read (the same bound as a folder's prompt). */
+#define CONFIG_PROMPT_FILE_MAX 8192
+
+/* extra: as JSON, at most (the request body's head stays small). */
+#define CONFIG_EXTRA_MAX 16384
+
 /* One watched folder, after inheriting from "defaults:". */
 /* The API advises ~600 words; the bound keeps every sidecar readable. */
 #define CONFIG_PROMPT_MAX 8192
@@ -42,6 +55,10 @@ struct folder_config {
 	uint64_t max_images_per_day;  /* 0 = no limit (default) */
 	enum fit_mode fit;            /* default auto */
 	unsigned fit_quality;         /* JPEG quality of fitted images, 50..100, default 92 */
+	bool embed_provenance;        /* XMP provenance in output JPEGs; default true */
+	bool embed_prompt;            /* the prompt itself in that XMP; default false */
+	enum prompt_file_mode prompt_file; /* default off */
+	char *extra_json;             /* extra: request fields, a JSON object text; NULL if none */
 	int line, column;             /* where the folder entry starts, 1-based */
 };
 

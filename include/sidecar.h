@@ -66,6 +66,10 @@ struct sidecar_success {
 	const char *version;		     /* seedreamd_version */
 	const char *reused_from;	     /* NULL, or the source whose paid result was reused */
 	const struct sidecar_fitted *fitted; /* NULL, or how the source was converted */
+	const char *provenance;		     /* NULL, or "xmp" / why there is none (xmp.h) */
+	const char *prompt_source;	     /* NULL, or "folder" | "file" | "folder+file" */
+	const char *prompt_file;	     /* NULL, or the prompt file, relative like source */
+	const char *extra_json;		     /* NULL, or the extra: fields sent (a JSON object) */
 };
 
 struct sidecar_error {
@@ -86,7 +90,8 @@ struct sidecar_error {
  * output, model, prompt, size, result_size, watermark, response_format,
  * created, usage, request_id, attempts, elapsed_ms, completed_at (RFC 3339),
  * seedreamd_version, reused_from (only when set), fitted {from, to, reasons,
- * bytes_sent} (only when set); for errors: error {http_status, code, message},
+ * bytes_sent} (only when set), provenance, prompt_source, prompt_file, extra
+ * (each only when set); for errors: error {http_status, code, message},
  * request_id, attempts, failed_at, seedreamd_version. */
 char *sidecar_success_json(const struct sidecar_success *s);
 char *sidecar_error_json(const struct sidecar_error *e);
@@ -115,6 +120,10 @@ struct sidecar_doc {
 	char *request_id;
 	int64_t created; /* 0 if absent */
 	cJSON *usage;	 /* bounded (api_bound_usage); NULL if absent */
+	char *provenance;    /* NULL if absent */
+	char *prompt_source; /* NULL if absent */
+	char *prompt_file;   /* NULL if absent */
+	char *extra_json;    /* "extra" printed unformatted; NULL if absent */
 };
 
 /* Parses a success or error sidecar (the fields above the blank line).

@@ -33,6 +33,36 @@ static bool valid_optional_text(const char *s)
 	return !s || clean_utf8_valid(s);
 }
 
+/* Moves the members of the JSON object text extra to the end of tail; a
+ * field head or tail has already is refused, never sent twice. */
+static int api_add_extra(const cJSON *head, cJSON *tail, const char *extra)
+{
+	cJSON *obj = cJSON_Parse(extra);
+	int r = -EINVAL;
+
+	if (!obj)
+		return -EINVAL; /* config.c wrote it: only memory can fail here */
+	if (!cJSON_IsObject(obj) || !clean_utf8_valid(extra))
+		goto out;
+	while (obj->child) {
+		cJSON *item = obj->child;
+
+		if (!item->string || cJSON_GetObjectItemCaseSensitive(head, item->string) ||
+		    cJSON_GetObjectItemCaseSensitive(tail, item->string))
+			goto out;
+		item = cJSON_DetachItemViaPointer(obj, item);
+		if (!cJSON_AddItemToObject(tail, item->string, item)) {
+			cJSON_Delete(item);
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	cJSON_Delete(obj);
+	return r;
+}
+
 /* The body is printed as two objects: {model, prompt, image: ""} and {size,
  * watermark, response_format}. cJSON escapes every string, and the split
  * points are fixed characters of its output, so no user text can move them. */
@@ -62,6 +92,12 @@ int api_request_frame(const struct api_request *req, char **ret_prefix, char **r
 	if (req->response_format &&
 	    !cJSON_AddStringToObject(tail, "response_format", req->response_format))
 		goto out;
+	if (req->extra_json) {
+		r = api_add_extra(head, tail, req->extra_json);
+		if (r < 0)
+			goto out;
+		r = -ENOMEM;
+	}
 	head_text = cJSON_PrintUnformatted(head);
 	tail_text = cJSON_PrintUnformatted(tail);
 	if (!head_text || !tail_text)

@@ -12,6 +12,8 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include <cjson/cJSON.h>
+#include <math.h>
 #include <yaml.h>
 
 #include "fdio.h"
@@ -123,6 +125,10 @@ enum {
 	FK_MAX_PER_DAY,
 	FK_FIT,
 	FK_FIT_QUALITY,
+	FK_EMBED_PROVENANCE,
+	FK_EMBED_PROMPT,
+	FK_PROMPT_FILE,
+	FK_EXTRA,
 	FK_COUNT
 };
 
@@ -145,12 +151,23 @@ static const char *const folder_keys[FK_COUNT] = {
 	[FK_MAX_PER_DAY] = "max_images_per_day",
 	[FK_FIT] = "fit",
 	[FK_FIT_QUALITY] = "fit_quality",
+	[FK_EMBED_PROVENANCE] = "embed_provenance",
+	[FK_EMBED_PROMPT] = "embed_prompt",
+	[FK_PROMPT_FILE] = "prompt_file",
+	[FK_EXTRA] = "extra",
 };
 
 static const char *const fit_names[] = {
 	[FIT_AUTO] = "auto",
 	[FIT_NEVER] = "never",
 	[FIT_ALWAYS] = "always",
+};
+
+static const char *const prompt_file_names[] = {
+	[PROMPT_FILE_OFF] = "off",
+	[PROMPT_FILE_REPLACE] = "replace",
+	[PROMPT_FILE_APPEND] = "append",
+	[PROMPT_FILE_REQUIRED] = "required",
 };
 
 static const char *const mode_names[] = {
@@ -832,6 +849,176 @@ static int get_globs(struct ctx *c, const yaml_node_t *n, struct folder_config *
 	return 0;
 }
 
+/* ---- extra: request fields as they are ---- */
+
+/* Fields seedreamd sets itself, or that another setting owns. */
+static const char *const extra_refused[] = {
+	"model",
+	"prompt",
+	"image",
+	"size",
+	"response_format",
+	"stream",
+	"watermark",
+	"sequential_image_generation",
+	"sequential_image_generation_options",
+	"max_images",
+};
+
+struct extra_walk {
+	size_t nodes;
+};
+
+#define EXTRA_DEPTH_MAX 16
+#define EXTRA_NODES_MAX 1024
+#define EXTRA_INT_EXACT 9007199254740992.0 /* 2^53: larger integers would not arrive exactly */
+
+/* A plain YAML scalar typed as YAML's core schema does: null, booleans,
+ * numbers; anything else (and every quoted scalar) a string. */
+static int extra_scalar(struct ctx *c, const yaml_node_t *n, cJSON **ret)
+{
+	const char *v = scalar_text(n);
+	char *end;
+	double d;
+
+	if (strlen(v) != n->data.scalar.length)
+		return fail_at(c, n->start_mark, "extra: contains a NUL character");
+	if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		*ret = cJSON_CreateString(v);
+	else if (is_null(n))
+		*ret = cJSON_CreateNull();
+	else if (!strcmp(v, "true") || !strcmp(v, "True") || !strcmp(v, "TRUE"))
+		*ret = cJSON_CreateTrue();
+	else if (!strcmp(v, "false") || !strcmp(v, "False") || !strcmp(v, "FALSE"))
+		*ret = cJSON_CreateFalse();
+	else if (strspn(v, "+-0123456789.eE") == strlen(v) && strpbrk(v, "0123456789") &&
+		 (d = strtod(v, &end), *end == '\0')) {
+		if (!isfinite(d) || (strpbrk(v, ".eE") == NULL && fabs(d) > EXTRA_INT_EXACT))
+			return fail_at(c, n->start_mark,
+				       "extra: the number %s cannot be sent exactly (quote it to "
+				       "send a string)",
+				       quote(v).s);
+		*ret = cJSON_CreateNumber(d);
+	} else
+		*ret = cJSON_CreateString(v);
+	return *ret ? 0 : oom(c);
+}
+
+static int extra_node(struct ctx *c, const yaml_node_t *n, unsigned depth, struct extra_walk *w,
+		      cJSON **ret)
+{
+	cJSON *out = NULL, *item = NULL;
+	int r = 0;
+
+	*ret = NULL;
+	if (depth > EXTRA_DEPTH_MAX || ++w->nodes > EXTRA_NODES_MAX)
+		return fail_at(c, n->start_mark, "extra: nested deeper than %d or more than %d values",
+			       EXTRA_DEPTH_MAX, EXTRA_NODES_MAX);
+	if (n->type == YAML_SCALAR_NODE)
+		return extra_scalar(c, n, ret);
+	out = n->type == YAML_SEQUENCE_NODE ? cJSON_CreateArray() : cJSON_CreateObject();
+	if (!out)
+		return oom(c);
+	if (n->type == YAML_SEQUENCE_NODE) {
+		for (yaml_node_item_t *i = n->data.sequence.items.start;
+		     r == 0 && i < n->data.sequence.items.top; i++) {
+			r = extra_node(c, node_at(c, *i), depth + 1, w, &item);
+			if (r == 0 && !cJSON_AddItemToArray(out, item)) {
+				cJSON_Delete(item);
+				r = oom(c);
+			}
+		}
+	} else {
+		for (yaml_node_pair_t *p = n->data.mapping.pairs.start;
+		     r == 0 && p < n->data.mapping.pairs.top; p++) {
+			const yaml_node_t *k = node_at(c, p->key);
+			const char *name;
+
+			if (k->type != YAML_SCALAR_NODE || is_null(k) ||
+			    strlen(scalar_text(k)) != k->data.scalar.length) {
+				r = fail_at(c, k->start_mark,
+					    "extra: expected a field name, got %s", kind_of(k));
+				break;
+			}
+			name = scalar_text(k);
+			if (cJSON_GetObjectItemCaseSensitive(out, name)) {
+				r = fail_at(c, k->start_mark, "extra: field %s given twice",
+					    quote(name).s);
+				break;
+			}
+			if (depth == 0)
+				for (size_t i = 0; i < N_ELEMENTS(extra_refused); i++)
+					if (!strcmp(name, extra_refused[i]))
+						r = fail_at(c, k->start_mark,
+							    "extra: field %s is set by seedreamd "
+							    "(or another setting) and cannot be "
+							    "given here",
+							    quote(name).s);
+			if (r == 0)
+				r = extra_node(c, node_at(c, p->value), depth + 1, w, &item);
+			if (r == 0 && !cJSON_AddItemToObject(out, name, item)) {
+				cJSON_Delete(item);
+				r = oom(c);
+			}
+		}
+	}
+	if (r < 0) {
+		cJSON_Delete(out);
+		return r;
+	}
+	*ret = out;
+	return 0;
+}
+
+/* extra: a mapping; merged over what defaults gave (its keys win). */
+static int get_extra(struct ctx *c, const yaml_node_t *n, char **dst)
+{
+	struct extra_walk w = {0};
+	cJSON *add = NULL, *merged = NULL;
+	char *text = NULL;
+	int r;
+
+	if (is_null(n))
+		return 0;
+	if (n->type != YAML_MAPPING_NODE)
+		return fail_at(c, n->start_mark,
+			       "extra: expected a mapping of request fields, got %s", kind_of(n));
+	r = extra_node(c, n, 0, &w, &add);
+	if (r < 0)
+		return r;
+	merged = *dst ? cJSON_Parse(*dst) : add;
+	if (!merged) {
+		cJSON_Delete(add);
+		return oom(c);
+	}
+	if (merged != add) {
+		while (add->child) {
+			cJSON *item = cJSON_DetachItemViaPointer(add, add->child);
+
+			cJSON_DeleteItemFromObjectCaseSensitive(merged, item->string);
+			if (!cJSON_AddItemToObject(merged, item->string, item)) {
+				cJSON_Delete(item);
+				cJSON_Delete(add);
+				cJSON_Delete(merged);
+				return oom(c);
+			}
+		}
+		cJSON_Delete(add);
+	}
+	text = cJSON_PrintUnformatted(merged);
+	cJSON_Delete(merged);
+	if (!text)
+		return oom(c);
+	if (strlen(text) > CONFIG_EXTRA_MAX) {
+		cJSON_free(text);
+		return fail_at(c, n->start_mark, "extra: longer than %d bytes as JSON",
+			       CONFIG_EXTRA_MAX);
+	}
+	r = replace_str(c, dst, text);
+	cJSON_free(text);
+	return r;
+}
+
 /* Every key known, none twice; found[i] gets the pair for keys[i]. */
 static int walk_mapping(struct ctx *c, const yaml_node_t *map, const char *const *keys,
 			size_t nkeys, const char *where, struct found *found)
@@ -874,6 +1061,7 @@ static void folder_clear(struct folder_config *f)
 	free(f->prompt);
 	free(f->size);
 	free(f->done_dir);
+	free(f->extra_json);
 	for (size_t i = 0; i < f->n_exclude; i++)
 		free(f->exclude[i]);
 	free(f->exclude);
@@ -891,6 +1079,7 @@ static void folder_init(struct folder_config *f)
 	f->on_success = ON_SUCCESS_KEEP;
 	f->fit = FIT_AUTO;
 	f->fit_quality = 92;
+	f->embed_provenance = true;
 }
 
 static int dup_opt(char **dst, const char *src)
@@ -909,6 +1098,9 @@ static int folder_copy(struct ctx *c, struct folder_config *dst, const struct fo
 	dst->path = dst->output = dst->prompt = dst->size = dst->done_dir = NULL;
 	dst->exclude = NULL;
 	dst->n_exclude = 0;
+	dst->extra_json = NULL;
+	if (dup_opt(&dst->extra_json, src->extra_json) < 0)
+		return oom(c);
 	if (dup_opt(&dst->path, src->path) < 0 || dup_opt(&dst->output, src->output) < 0 ||
 	    dup_opt(&dst->prompt, src->prompt) < 0 || dup_opt(&dst->size, src->size) < 0 ||
 	    dup_opt(&dst->done_dir, src->done_dir) < 0)
@@ -999,6 +1191,16 @@ static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
 		fc->fit_quality = (unsigned)q;
 		return r;
 	}
+	case FK_EMBED_PROVENANCE:
+		return get_bool(c, v, key, &fc->embed_provenance);
+	case FK_EMBED_PROMPT:
+		return get_bool(c, v, key, &fc->embed_prompt);
+	case FK_EXTRA:
+		return get_extra(c, v, &fc->extra_json);
+	case FK_PROMPT_FILE:
+		r = get_enum(c, v, key, prompt_file_names, N_ELEMENTS(prompt_file_names), &e);
+		fc->prompt_file = (enum prompt_file_mode)e;
+		return r;
 	}
 	return 0;
 }
@@ -1045,6 +1247,9 @@ static int finish_folder(struct ctx *c, const yaml_node_t *map, struct folder_co
 
 	if (!fc->path)
 		return fail_at(c, map->start_mark, "missing key \"path\" in folder");
+	/* Every image brings its own prompt: the folder's is never sent. */
+	if (!fc->prompt && fc->prompt_file == PROMPT_FILE_REQUIRED && !(fc->prompt = strdup("")))
+		return oom(c);
 	if (!fc->prompt)
 		return fail_at(c, map->start_mark,
 			       "missing key \"prompt\" in folder %s (set it here or in defaults)",

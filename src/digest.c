@@ -51,3 +51,14 @@ out:
 	free(buf);
 	return r;
 }
+
+int digest_sha256_buf(const void *buf, size_t len, char hex[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+
+	if (EVP_Digest(buf, len, md, &md_len, EVP_sha256(), NULL) != 1 || md_len != 32)
+		return -EIO;
+	b64_hex(md, md_len, hex);
+	return 0;
+}

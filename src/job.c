@@ -410,6 +410,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 	api_result_clear(&job->result);
 	work_close(jobs->store_pool, job->out_dirfd);
 	job_release_stem(jobs, job);
+	job_prompt_forget(job);
 	free(job->rel);
 	free(job);
 }

@@ -29,6 +29,7 @@ struct job_check_io {
 	enum image_probe_result pr;
 	struct image_info info;
 	bool complete;
+	struct job_prompt_read prompt; /* <stem>.txt, with prompt_file */
 };
 
 static bool check_done_record(const struct job_check_io *c, const struct stat *st)
@@ -111,6 +112,7 @@ static void job_check_work(struct job_io *io)
 		c->done = true;
 		goto out;
 	}
+	job_prompt_read(&c->src, &c->prompt);
 	if (c->read_image)
 		check_read_image(c, fd);
 out:
@@ -121,6 +123,7 @@ static void job_check_free(struct job_check_io *c)
 {
 	job_src_clear(&c->src);
 	free(c->done_sidecar);
+	job_prompt_clear(&c->prompt);
 	free(c);
 }
 
@@ -172,6 +175,9 @@ struct job_reuse_io {
 	struct job_check_io *check; /* kept for the judgement if nothing is reused */
 	char *output_root, *sidecar, *reused_from, *rel_dir;
 	char *prompt, *size;
+	const char *prompt_source; /* a static string or NULL */
+	char *prompt_file;
+	char *extra_json; /* the folder's extra:, NULL if none */
 	bool watermark;
 	char sha[65];
 	struct job_out out;
@@ -185,6 +191,13 @@ struct job_reuse_io {
 	char side_name[OUTPUT_NAME_MAX + 8];
 	char *rel_out;
 };
+
+/* Both printed unformatted by cJSON from the same config text: the same
+ * fields in the same order print the same. */
+static bool same_extra(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
 
 /* The same bytes were already paid for under another name in this folder
  * (a file copied, or a subfolder renamed): reuse that result instead of
@@ -223,7 +236,8 @@ static void job_reuse_work(struct job_io *io)
 	}
 	u->result = REUSE_NONE;
 	if (p < 0 || strcmp(old.prompt, u->prompt) != 0 ||
-	    strcmp(old.size_requested, u->size) != 0 || old.watermark != u->watermark)
+	    strcmp(old.size_requested, u->size) != 0 || old.watermark != u->watermark ||
+	    !same_extra(old.extra_json, u->extra_json))
 		goto out; /* other settings (or not ours to read): generate anew */
 	output = old.output;
 	if (asprintf(&old_out, "%s/%s", u->output_root, output) < 0) {
@@ -269,6 +283,10 @@ static void job_reuse_work(struct job_io *io)
 	s.completed_at = u->completed_at;
 	s.version = SEEDREAMD_VERSION;
 	s.reused_from = u->reused_from;
+	s.provenance = old.provenance; /* the same bytes: its XMP names the first source */
+	s.prompt_source = u->prompt_source;
+	s.prompt_file = u->prompt_file;
+	s.extra_json = u->extra_json;
 	doc = sidecar_success_json(&s);
 	if (!doc) {
 		r = -ENOMEM;
@@ -302,6 +320,8 @@ static void job_reuse_free(struct job_reuse_io *u)
 	free(u->reused_from);
 	free(u->rel_dir);
 	free(u->prompt);
+	free(u->prompt_file);
+	free(u->extra_json);
 	free(u->size);
 	free(u->rel_out);
 	job_out_clear(&u->out);
@@ -501,7 +521,10 @@ static void job_reuse_submit(struct jobs *jobs, struct job *job, struct job_reus
 	u->sidecar = xasprintf("%s/%s", cfg->output, e->sidecar);
 	u->reused_from = xstrdup(e->source);
 	u->rel_dir = rel_dir(job->rel);
-	u->prompt = xstrdup(cfg->prompt);
+	u->prompt = xstrdup(job_prompt(job)); /* a per-file prompt is part of "the same settings" */
+	u->prompt_source = job->prompt_source;
+	u->prompt_file = job->prompt_file ? xstrdup(job->prompt_file) : NULL;
+	u->extra_json = cfg->extra_json ? xstrdup(cfg->extra_json) : NULL;
 	u->size = xstrdup(cfg->size);
 	u->watermark = cfg->watermark;
 	memcpy(u->sha, job->sha256, sizeof(u->sha));
@@ -556,6 +579,10 @@ static void job_check_done(struct jobs *jobs, struct job *job, struct job_io *io
 		job_advance(jobs, job, quiet ? JOB_VERDICT(DROP) : JOB_VERDICT(SKIP));
 		return;
 	}
+	if (!job_prompt_decide(jobs, job, &c->prompt)) {
+		job_check_free(c); /* it waits for, or failed on, its prompt file */
+		return;
+	}
 	if (c->sha[0])
 		memcpy(job->sha256, c->sha, sizeof(job->sha256));
 	if (job->sha256[0] && index_may_have_size(job->folder->index, job->size) &&
@@ -607,6 +634,7 @@ void job_validate(struct jobs *jobs, struct job *job)
 	c->want_hash = index_may_have_size(job->folder->index, job->size) ||
 		       (e && !e->failed && e->size == job->size && e->sha256[0]);
 	c->read_image = !(job->size > cfg->max_input_bytes && cfg->fit == FIT_NEVER);
+	job_prompt_fill(job, &c->prompt);
 	c->io.work = job_check_work;
 	c->io.done = job_check_done;
 	job_activate_checking(jobs, job);

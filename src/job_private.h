@@ -110,6 +110,11 @@ struct job {
 	unsigned fit_reasons;	     /* queued, to be fitted first (fit_wanted's reasons) */
 	struct api_result result;
 	struct job_io *io; /* the storage request under way, if any */
+	/* The prompt for this image (job_prompt.c), set by each check: NULL
+	 * means the folder's; prompt_source is a static string or NULL. */
+	char *prompt;
+	const char *prompt_source;
+	char *prompt_file; /* relative like rel, when the prompt came from one */
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
 	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
@@ -307,6 +312,23 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 void job_validate(struct jobs *jobs, struct job *job);
 void jobs_pause_timer(void *userdata);
 void job_generate(struct jobs *jobs, struct job *job);
+/* job_prompt.c: per-file prompts (prompt_file). On a worker, the check
+ * reads <stem>.txt; on the loop, job_prompt_decide sets the job's prompt or
+ * ends the check with a verdict (then it returns false). */
+struct job_prompt_read {
+	char *rel;  /* the prompt file, NULL when prompt_file is off */
+	int r;	    /* 0 read; -ENOENT; -EFBIG; -EILSEQ (not UTF-8, or a NUL); -errno */
+	char *text; /* trailing newlines and spaces taken off */
+	struct timespec mtime;
+};
+void job_prompt_fill(const struct job *job, struct job_prompt_read *p);
+void job_prompt_read(const struct job_src *src, struct job_prompt_read *p);
+bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_read *p);
+void job_prompt_clear(struct job_prompt_read *p);
+/* The prompt this job is sent with (job->prompt or the folder's). */
+const char *job_prompt(const struct job *job);
+void job_prompt_forget(struct job *job);
+
 /* job_fit.c. The fitted image: its bytes (an unlinked file), what it is, and
  * the source's descriptor while it is being sent (for the changed-check). */
 struct job_fitted {

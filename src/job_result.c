@@ -5,6 +5,7 @@
  * on a storage worker (job_io.c): the loop builds a request, the completion
  * decides what follows. */
 #include "job_private.h"
+#include "xmp.h"
 
 /* journal.c is safe from several workers at once; concurrent writes share
  * one fdatasync (group commit). */
@@ -439,6 +440,39 @@ out:
 	return r;
 }
 
+/* The image bytes as b64 text (job_keep_streamed_image's result). */
+static int job_b64_text(const uint8_t *buf, size_t len, char **ret_text)
+{
+	char *text;
+
+	if (len == 0)
+		return -EFBIG;
+	text = malloc(B64_ENCODED_LEN(len) + 1);
+	if (!text)
+		return -ENOMEM;
+	text[b64_encode(buf, len, text)] = '\0';
+	*ret_text = text;
+	return 0;
+}
+
+static int job_pwrite_all(int fd, const uint8_t *buf, size_t len, off_t off)
+{
+	while (len > 0) {
+		ssize_t n = pwrite(fd, buf, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		buf += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
 struct job_commit_io {
 	struct job_io io;
 	int dirfd, fd;
@@ -456,7 +490,49 @@ struct job_commit_io {
 	char why[160];
 	int r, keep_r, journal_r;
 	char *kept_text; /* the streamed image as b64 text, after a failed commit */
+	/* Provenance: the XMP packet to insert (NULL: none), and the sidecar
+	 * to write instead of doc when the JPEG could not take it. */
+	char *xmp_packet, *doc_without_xmp;
+	size_t xmp_len;
+	uint8_t *original; /* the image before the XMP went in */
+	size_t original_len;
 };
+
+/* Inserts the XMP segment into the temporary JPEG in place, shifting the
+ * bytes after the insertion point: every byte of the image stays as it was,
+ * nothing is decoded or encoded. The original bytes are kept in c->original
+ * (a failed write leaves the file half-shifted; a streamed b64 result is
+ * then recovered from them). A JPEG whose header does not parse, or that
+ * has XMP already, is left alone and gets doc_without_xmp. On a worker. */
+static int job_commit_xmp(struct job_commit_io *c)
+{
+	uint8_t *seg = NULL;
+	size_t seg_len = 0, off = 0;
+	char *buf = NULL;
+	int r;
+
+	if (lseek(c->fd, 0, SEEK_SET) < 0)
+		return -errno;
+	r = fdio_read_file(c->fd, TRANSFER_IMAGE_MAX, &buf, &c->original_len);
+	if (r < 0)
+		return r;
+	c->original = (uint8_t *)buf;
+	if (xmp_jpeg_insert_offset(c->original, c->original_len, &off) < 0) {
+		free(c->doc);
+		c->doc = c->doc_without_xmp;
+		c->doc_without_xmp = NULL;
+		return 0;
+	}
+	r = xmp_jpeg_segment(c->xmp_packet, c->xmp_len, &seg, &seg_len);
+	if (r < 0)
+		return r;
+	r = job_pwrite_all(c->fd, seg, seg_len, (off_t)off);
+	if (r == 0)
+		r = job_pwrite_all(c->fd, c->original + off, c->original_len - off,
+				   (off_t)(off + seg_len));
+	free(seg);
+	return r;
+}
 
 static void job_commit_work(struct job_io *io)
 {
@@ -481,6 +557,14 @@ static void job_commit_work(struct job_io *io)
 			return;
 		}
 	}
+	if (c->xmp_packet) {
+		c->r = job_commit_xmp(c);
+		if (c->r < 0) {
+			output_tmp_abort(c->dirfd, c->fd, c->tmp);
+			c->fd = -1;
+			goto failed;
+		}
+	}
 	c->r = output_tmp_commit(c->dirfd, c->fd, c->tmp, c->out_name);
 	c->fd = -1;
 	if (c->r == 0) {
@@ -490,8 +574,13 @@ static void job_commit_work(struct job_io *io)
 		if (c->r < 0)
 			(void)unlinkat(c->dirfd, c->out_name, 0);
 	}
+failed:
 	if (c->r < 0) {
-		if (keep_fd >= 0)
+		/* The file holds the XMP by now (or half of it): the next try
+		 * starts again from the bytes as they came. */
+		if (keep_fd >= 0 && c->original)
+			c->keep_r = job_b64_text(c->original, c->original_len, &c->kept_text);
+		else if (keep_fd >= 0)
 			c->keep_r = job_keep_streamed_image(keep_fd, &c->kept_text);
 		goto out;
 	}
@@ -554,9 +643,50 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 out:
 	work_close(jobs->store_pool, c->dirfd);
 	free(c->kept_text);
+	free(c->xmp_packet);
+	free(c->doc_without_xmp);
+	free(c->original);
 	free(c->doc);
 	free(c->rel_out);
 	free(c);
+}
+
+/* What the sidecar says of provenance, and the XMP packet for the worker:
+ * "xmp" when it goes in; "off" (embed_provenance: false); "none" when the
+ * result is no JPEG (PNG, WebP: left as they came) or its header cannot take
+ * it (the worker then writes doc_without_xmp). */
+static void job_commit_provenance(const struct job *job, struct job_commit_io *c,
+				  struct sidecar_success *s)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	char prompt_sha[65];
+	struct xmp_fields f = {0};
+	int r;
+
+	if (!cfg->embed_provenance) {
+		s->provenance = "off";
+		return;
+	}
+	s->provenance = "none";
+	if (c->fmt != IMAGE_FORMAT_JPEG)
+		return;
+	if (digest_sha256_buf(s->prompt, strlen(s->prompt), prompt_sha) < 0)
+		return;
+	f.tool = "seedreamd " SEEDREAMD_VERSION;
+	f.model = s->model;
+	f.created = job->result.created > 0 ? job->result.created : c->completed_at;
+	f.source = job->rel;
+	f.prompt_sha256 = prompt_sha;
+	f.prompt = cfg->embed_prompt ? s->prompt : NULL;
+	r = xmp_build_packet(&f, &c->xmp_packet, &c->xmp_len);
+	if (r == -ENOMEM)
+		log_oom();
+	if (r < 0)
+		return;
+	c->doc_without_xmp = sidecar_success_json(s);
+	if (!c->doc_without_xmp)
+		log_oom();
+	s->provenance = "xmp";
 }
 
 /* The output is complete in a temporary file: a worker checks that it is an
@@ -592,7 +722,10 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	job_fill_source(job, &s.src);
 	s.output = c->rel_out;
 	s.model = job->result.model ? job->result.model : jobs->config->api.model;
-	s.prompt = cfg->prompt;
+	s.prompt = job_prompt(job);
+	s.prompt_source = job->prompt_source;
+	s.prompt_file = job->prompt_file;
+	s.extra_json = cfg->extra_json;
 	s.size = cfg->size;
 	s.result_size = job->result.size;
 	s.watermark = cfg->watermark;
@@ -606,6 +739,7 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	s.completed_at = c->completed_at;
 	s.version = SEEDREAMD_VERSION;
 	s.fitted = job_fit_sidecar(job, &fitted, reasons, FIT_REASON_COUNT);
+	job_commit_provenance(job, c, &s);
 	c->doc = sidecar_success_json(&s);
 	if (!c->doc)
 		log_oom();

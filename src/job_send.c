@@ -504,12 +504,13 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	const struct folder_config *cfg = job->folder->cfg;
 	struct api_request req = {
 	    .model = jobs->config->api.model,
-	    .prompt = cfg->prompt,
+	    .prompt = job_prompt(job),
 	    .size = cfg->size,
 	    .watermark = cfg->watermark,
 	    .response_format =
 		jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON ? "b64_json" : "url",
 	    .image_format = image_format_name(job->format),
+	    .extra_json = cfg->extra_json,
 	};
 	char *prefix = NULL, *suffix = NULL;
 	uint64_t send_size = job->size;

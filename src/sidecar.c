@@ -269,6 +269,29 @@ static bool add_fitted(cJSON *obj, const struct sidecar_fitted *f)
 	return add_number(o, "bytes_sent", (double)f->bytes_sent);
 }
 
+/* The extra: fields as an object (config.c wrote valid JSON; anything else
+ * is left out rather than written as text). */
+static bool add_extra(cJSON *obj, const char *extra_json)
+{
+	cJSON *extra = cJSON_Parse(extra_json);
+
+	if (!extra)
+		return true;
+	if (!cJSON_IsObject(extra)) {
+		cJSON_Delete(extra);
+		return true;
+	}
+	if (clean_json(extra, NULL) < 0) {
+		cJSON_Delete(extra);
+		return false;
+	}
+	if (!cJSON_AddItemToObject(obj, "extra", extra)) {
+		cJSON_Delete(extra);
+		return false;
+	}
+	return true;
+}
+
 char *sidecar_success_json(const struct sidecar_success *s)
 {
 	cJSON *root;
@@ -294,7 +317,11 @@ char *sidecar_success_json(const struct sidecar_success *s)
 	     add_time(root, "completed_at", s->completed_at, -1) &&
 	     sidecar_add_string(root, "seedreamd_version", s->version) &&
 	     (!s->reused_from || sidecar_add_name(root, "reused_from", s->reused_from)) &&
-	     (!s->fitted || add_fitted(root, s->fitted));
+	     (!s->fitted || add_fitted(root, s->fitted)) &&
+	     (!s->provenance || sidecar_add_string(root, "provenance", s->provenance)) &&
+	     (!s->prompt_source || sidecar_add_string(root, "prompt_source", s->prompt_source)) &&
+	     (!s->prompt_file || sidecar_add_name(root, "prompt_file", s->prompt_file)) &&
+	     (!s->extra_json || add_extra(root, s->extra_json));
 	if (ok)
 		out = print_document(root);
 	cJSON_Delete(root);
@@ -373,6 +400,10 @@ void sidecar_doc_clear(struct sidecar_doc *doc)
 	free(doc->result_size);
 	free(doc->response_format);
 	free(doc->request_id);
+	free(doc->provenance);
+	free(doc->prompt_source);
+	free(doc->prompt_file);
+	cJSON_free(doc->extra_json);
 	cJSON_Delete(doc->usage);
 	memset(doc, 0, sizeof(*doc));
 }
@@ -501,8 +532,21 @@ static int parse_reuse(cJSON *root, struct sidecar_doc *d)
 	    (r = dup_bounded(root, SIDECAR_MODEL, API_MODEL_MAX, &d->model)) < 0 ||
 	    (r = dup_bounded(root, SIDECAR_RESULT_SIZE, API_SIZE_MAX, &d->result_size)) < 0 ||
 	    (r = dup_bounded(root, SIDECAR_REQUEST_ID, API_REQUEST_ID_MAX, &d->request_id)) < 0 ||
-	    (r = dup_bounded(root, "response_format", API_SIZE_MAX, &d->response_format)) < 0)
+	    (r = dup_bounded(root, "response_format", API_SIZE_MAX, &d->response_format)) < 0 ||
+	    (r = dup_bounded(root, "provenance", API_CODE_MAX, &d->provenance)) < 0 ||
+	    (r = dup_bounded(root, "prompt_source", API_CODE_MAX, &d->prompt_source)) < 0)
 		return r;
+	d->prompt_file = sidecar_get_name(root, "prompt_file"); /* NULL also when absent */
+	if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "extra"))) {
+		d->extra_json =
+		    cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(root, "extra"));
+		if (!d->extra_json)
+			return -ENOMEM;
+	}
+	if (d->prompt_file && strlen(d->prompt_file) > 4096) { /* PATH_MAX: a planted one */
+		free(d->prompt_file);
+		d->prompt_file = NULL;
+	}
 	/* NaN when absent: the checked conversion keeps that defined (as 0). */
 	if (!clean_int64(
 		cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(root, SIDECAR_CREATED)),

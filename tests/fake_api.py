@@ -470,6 +470,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                    response_format=req["response_format"], image_format=fmt,
                    image_sha256=hashlib.sha256(image).hexdigest(), image_len=len(image),
                    prompt_sha256=hashlib.sha256(prompt.encode("utf-8")).hexdigest())
+        # every field but the image, in the order sent, for tests of fields passed through (extra:)
+        rec["fields"] = {k: v for k, v in req.items() if k != "image"}
+        rec["field_order"] = list(req.keys())
         if st.args.save_images:
             # The image as received, for tests that look at its pixels.
             with open(os.path.join(st.args.save_images, "%s.%s" % (rec["image_sha256"], fmt)), "wb") as f:

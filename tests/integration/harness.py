@@ -183,6 +183,51 @@ def is_int(v):
 FAKE_COMMENT = re.compile(r"seedream-fake sha256=([0-9a-f]{64}) prompt_sha256=([0-9a-f]{64})")
 
 
+XMP_APP1_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
+
+
+def jpeg_segments(data):
+    """[(marker, offset, total length)] of a JPEG's segments from SOI up to SOS; raises ValueError
+    when they do not parse."""
+    if data[:2] != b"\xff\xd8":
+        raise ValueError("no SOI")
+    segs, i = [], 2
+    while True:
+        if i + 4 > len(data) or data[i] != 0xFF:
+            raise ValueError("no marker at %d" % i)
+        m = data[i + 1]
+        n = int.from_bytes(data[i + 2:i + 4], "big")
+        if n < 2 or i + 2 + n > len(data):
+            raise ValueError("segment %02x at %d runs past the end" % (m, i))
+        segs.append((m, i, 2 + n))
+        if m == 0xDA:
+            return segs
+        i += 2 + n
+
+
+def jpeg_xmp(data):
+    """The XMP packet (bytes) of a JPEG's APP1 segment, or None."""
+    for m, off, n in jpeg_segments(data):
+        if m == 0xE1 and data[off + 4:off + 4 + len(XMP_APP1_HEADER)] == XMP_APP1_HEADER:
+            return data[off + 4 + len(XMP_APP1_HEADER):off + n]
+    return None
+
+
+def strip_xmp(data):
+    """The JPEG without its XMP APP1 segment: what the API returned, if seedreamd inserted it."""
+    if data[:2] != b"\xff\xd8":
+        return data
+    for m, off, n in jpeg_segments(data):
+        if m == 0xE1 and data[off + 4:off + 4 + len(XMP_APP1_HEADER)] == XMP_APP1_HEADER:
+            return data[:off] + data[off + n:]
+    return data
+
+
+def sha256_output(path):
+    """sha256 of an output JPEG as the API returned it (the XMP seedreamd inserts taken out)."""
+    return sha256_bytes(strip_xmp(read_bytes(path)))
+
+
 def output_provenance(data):
     """(input sha256, prompt sha256) from the fake's COM segment, or None."""
     com = make_samples.jpeg_comment(data) if data[:2] == b"\xff\xd8" else None
@@ -847,6 +892,9 @@ class Context:
             lines.append("    prompt: %s" % q(f.get("prompt", PROMPT)))
             if "output" in f:
                 lines.append("    output: %s" % q(f["output"]))
+            for k, v in f.items():  # any other folder key, as YAML flow (JSON) text
+                if k not in ("path", "prompt", "output"):
+                    lines.append("    %s: %s" % (k, q(v)))
         with open(path, "w", encoding="utf-8") as fh:
             fh.write("\n".join(lines) + "\n")
         return path

@@ -45,7 +45,7 @@ def test(ctx):
         problems += h.output_problems(os.path.join(out, s + ".jpeg"), sha)
         rec = next((r for r in gens if r.get("image_sha256") == sha), None)
         if rec and os.path.exists(os.path.join(out, s + ".jpeg")):
-            if h.sha256_file(os.path.join(out, s + ".jpeg")) != rec.get("output_sha256"):
+            if h.sha256_output(os.path.join(out, s + ".jpeg")) != rec.get("output_sha256"):
                 problems.append("%s.jpeg differs from the image the API returned" % s)
         sc = os.path.join(out, s + ".json")
         if not os.path.exists(sc):

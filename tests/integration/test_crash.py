@@ -200,7 +200,7 @@ def test(ctx):
             c.problems(h.output_problems(os.path.join(out, "in.jpeg"), h.sha256_bytes(data)),
                        "%s: in.jpeg exists and is complete" % case)
             if gens and os.path.exists(os.path.join(out, "in.jpeg")):
-                c.eq(h.sha256_file(os.path.join(out, "in.jpeg")), gens[0].get("output_sha256"),
+                c.eq(h.sha256_output(os.path.join(out, "in.jpeg")), gens[0].get("output_sha256"),
                      "%s: in.jpeg is the image of the first (paid) generation" % case)
             sc_path = os.path.join(out, "in.json")
             if c.check(os.path.exists(sc_path), "%s: in.json written" % case, "output holds %s" % all_files(out)):

@@ -126,7 +126,7 @@ def test(ctx):
             c.eq([(d.get("file_id"), d.get("truncated")) for d in dls], [(fid, True), (fid, False)],
                  "truncdl: the download was retried (2 downloads of the one image, the first cut short)")
             if gens and os.path.exists(os.path.join(out, "in.jpeg")):
-                c.eq(h.sha256_file(os.path.join(out, "in.jpeg")), gens[0].get("output_sha256"),
+                c.eq(h.sha256_output(os.path.join(out, "in.jpeg")), gens[0].get("output_sha256"),
                      "truncdl: in.jpeg is the whole image the API generated")
         if slow and len(gens) >= 2:
             first = min(gens, key=lambda r: r["time"])

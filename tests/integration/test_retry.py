@@ -62,7 +62,7 @@ def test(ctx):
             c.eq([(d.get("file_id"), d.get("truncated")) for d in dls], [(fid, True), (fid, False)],
                  "%s: the download was retried (2 downloads of the same image, the first cut short)" % label)
             if gens and os.path.exists(os.path.join(out, "in.jpeg")):
-                c.eq(h.sha256_file(os.path.join(out, "in.jpeg")), gens[0].get("output_sha256"),
+                c.eq(h.sha256_output(os.path.join(out, "in.jpeg")), gens[0].get("output_sha256"),
                      "%s: in.jpeg is the whole image the API generated" % label)
         c.problems(h.leftovers(out), "%s: no hidden or temporary file left" % label)
 

@@ -53,6 +53,34 @@ static void test_frame_exact(void **state)
 	free(suffix);
 }
 
+static void expect_frame_einval(const struct api_request *req);
+
+static void test_frame_extra(void **state)
+{
+	struct api_request req = base_request;
+	char *prefix = NULL, *suffix = NULL;
+
+	(void)state;
+	req.extra_json = "{\"optimize_prompt_options\":{\"mode\":\"fast\"},\"seed\":-1,"
+			 "\"tags\":[\"a\",true,null,1.5]}";
+	assert_int_equal(api_request_frame(&req, &prefix, &suffix), 0);
+	assert_string_equal(suffix, "\",\"size\":\"2K\",\"watermark\":false,"
+				    "\"response_format\":\"url\","
+				    "\"optimize_prompt_options\":{\"mode\":\"fast\"},\"seed\":-1,"
+				    "\"tags\":[\"a\",true,null,1.5]}");
+	free(prefix);
+	free(suffix);
+	/* never a field twice, never anything but an object */
+	req.extra_json = "{\"prompt\":\"other\"}";
+	expect_frame_einval(&req);
+	req.extra_json = "{\"watermark\":true}";
+	expect_frame_einval(&req);
+	req.extra_json = "[1]";
+	expect_frame_einval(&req);
+	req.extra_json = "{\"a\":";
+	expect_frame_einval(&req);
+}
+
 static void test_frame_round_trip_hostile_prompt(void **state)
 {
 	static const char prompt[] = "say \"hi\" \\ back\\slash \\\" \n new line\ttab \x01 ctrl "
@@ -712,6 +740,7 @@ static void test_retry_after_date(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_frame_extra),
 	    cmocka_unit_test(test_frame_exact),
 	    cmocka_unit_test(test_frame_round_trip_hostile_prompt),
 	    cmocka_unit_test(test_frame_optional_fields),

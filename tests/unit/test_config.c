@@ -232,6 +232,108 @@ static void test_fit_keys(void **state)
 	refused(API "max_fits: 0\n" ONE_FOLDER, "test.yaml:4:11: ", "64");
 }
 
+static void test_provenance_keys(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = parse_ok(API ONE_FOLDER);
+	assert_true(cfg->folders[0].embed_provenance);
+	assert_false(cfg->folders[0].embed_prompt);
+	config_free(cfg);
+	cfg = parse_ok(API "defaults:\n"
+			   "  embed_prompt: true\n"
+			   "folders:\n"
+			   "  - path: /srv/a\n"
+			   "    prompt: p\n"
+			   "  - path: /srv/b\n"
+			   "    prompt: p\n"
+			   "    embed_provenance: false\n");
+	assert_true(cfg->folders[0].embed_provenance);
+	assert_true(cfg->folders[0].embed_prompt);
+	assert_false(cfg->folders[1].embed_provenance);
+	config_free(cfg);
+	refused(API ONE_FOLDER "    embed_provenance: maybe\n", "test.yaml:7:23: ", "expected a boolean");
+	refused(API ONE_FOLDER "    embed_prompt: [1]\n", "test.yaml:7:19: ", "embed_prompt");
+}
+
+static void test_extra_key(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = parse_ok(API ONE_FOLDER);
+	assert_null(cfg->folders[0].extra_json);
+	config_free(cfg);
+	cfg = parse_ok(API "defaults:\n"
+			   "  extra: {a: 1, b: keep, optimize_prompt_options: {mode: standard}}\n"
+			   "folders:\n"
+			   "  - path: /srv/a\n"
+			   "    prompt: p\n"
+			   "    extra:\n"
+			   "      optimize_prompt_options: {mode: fast}\n"
+			   "      n: [true, false, null, ~, \"true\", '12', 1.5, -7, x y]\n"
+			   "  - path: /srv/b\n"
+			   "    prompt: p\n");
+	assert_string_equal(cfg->folders[0].extra_json,
+			    "{\"a\":1,\"b\":\"keep\",\"optimize_prompt_options\":{\"mode\":\"fast\"},"
+			    "\"n\":[true,false,null,null,\"true\",\"12\",1.5,-7,\"x y\"]}");
+	assert_string_equal(cfg->folders[1].extra_json,
+			    "{\"a\":1,\"b\":\"keep\",\"optimize_prompt_options\":{\"mode\":\"standard\"}}");
+	config_free(cfg);
+	refused(API ONE_FOLDER "    extra: {prompt: x}\n", "test.yaml:7:13: ", "\"prompt\"");
+	refused(API ONE_FOLDER "    extra:\n      watermark: true\n", "test.yaml:8:7: ", "watermark");
+	refused(API ONE_FOLDER "    extra: {max_images: 3}\n", "test.yaml:7:13: ", "max_images");
+	refused(API ONE_FOLDER "    extra: {sequential_image_generation: auto}\n", "test.yaml:7:13: ",
+		"sequential_image_generation");
+	refused(API "defaults:\n  extra: {stream: true}\n" ONE_FOLDER, "test.yaml:5:11: ", "stream");
+	refused(API ONE_FOLDER "    extra: [1]\n", "test.yaml:7:12: ", "mapping");
+	refused(API ONE_FOLDER "    extra: {seed: 123456789012345678901}\n", "test.yaml:7:19: ",
+		"exactly");
+	refused(API ONE_FOLDER "    extra: {[a]: 1}\n", "test.yaml:7:13: ", "field name");
+	{
+		/* bounded: the JSON text, and the values walked */
+		char *yaml = malloc(40000), *p;
+
+		assert_non_null(yaml);
+		p = stpcpy(yaml, API ONE_FOLDER "    extra: {big: ");
+		memset(p, 'x', CONFIG_EXTRA_MAX);
+		strcpy(p + CONFIG_EXTRA_MAX, "}\n");
+		refused(yaml, "test.yaml:7:12: ", "16384");
+		p = stpcpy(yaml, API ONE_FOLDER "    extra: {many: [");
+		for (int i = 0; i < 1100; i++)
+			p = stpcpy(p, "1,");
+		strcpy(p, "1]}\n");
+		refused(yaml, "test.yaml:7:", "more than 1024 values");
+		free(yaml);
+	}
+}
+
+static void test_prompt_file_key(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = parse_ok(API ONE_FOLDER);
+	assert_int_equal(cfg->folders[0].prompt_file, PROMPT_FILE_OFF);
+	config_free(cfg);
+	cfg = parse_ok(API "defaults:\n"
+			   "  prompt_file: append\n"
+			   "folders:\n"
+			   "  - path: /srv/a\n"
+			   "    prompt: p\n"
+			   "  - path: /srv/b\n"
+			   "    prompt_file: required\n");
+	assert_int_equal(cfg->folders[0].prompt_file, PROMPT_FILE_APPEND);
+	assert_int_equal(cfg->folders[1].prompt_file, PROMPT_FILE_REQUIRED);
+	assert_string_equal(cfg->folders[1].prompt, ""); /* each image brings its own */
+	config_free(cfg);
+	refused(API ONE_FOLDER "    prompt_file: sometimes\n", "test.yaml:7:18: ",
+		"off, replace, append, required");
+	refused(API "folders:\n  - path: /srv/a\n    prompt_file: replace\n", "test.yaml:5:5: ",
+		"prompt");
+}
+
 static void test_state_directory_env(void **state)
 {
 	struct config *cfg;
@@ -947,6 +1049,9 @@ int main(void)
 		cmocka_unit_test(test_full_config),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_fit_keys),
+		cmocka_unit_test(test_provenance_keys),
+		cmocka_unit_test(test_prompt_file_key),
+		cmocka_unit_test(test_extra_key),
 		cmocka_unit_test(test_state_directory_env),
 		cmocka_unit_test(test_inheritance),
 		cmocka_unit_test(test_paths_normalised),

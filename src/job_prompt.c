@@ -1,0 +1,177 @@
+/* job_prompt: per-file prompts (prompt_file). An image's <stem>.txt is read
+ * on the storage worker that checks the image, the same safe way as inputs
+ * (job_src_open); the loop then decides the prompt the image is sent with,
+ * or that it waits for its file, or fails without an API call. */
+#include "job_private.h"
+
+/* "a/photo.jpg" -> "a/photo.txt"; a name without an extension gets ".txt". */
+static char *prompt_rel(const char *rel)
+{
+	const char *base = rel_base(rel), *dot = strrchr(base, '.');
+	size_t stem = dot && dot != base ? (size_t)(dot - rel) : strlen(rel);
+
+	return xasprintf("%.*s.txt", (int)stem, rel);
+}
+
+void job_prompt_fill(const struct job *job, struct job_prompt_read *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->r = -ENOENT;
+	if (job->folder->cfg->prompt_file != PROMPT_FILE_OFF)
+		p->rel = prompt_rel(job->rel);
+}
+
+void job_prompt_read(const struct job_src *src, struct job_prompt_read *p)
+{
+	struct job_src at = *src;
+	struct stat st;
+	char *text = NULL;
+	size_t len = 0;
+	int fd;
+
+	if (!p->rel)
+		return;
+	at.rel = p->rel;
+	fd = job_src_open(&at); /* beneath the folder, links as for images */
+	if (fd < 0) {
+		p->r = fd == -ELOOP || fd == -ENOTDIR ? -ENOENT : fd;
+		return;
+	}
+	if (fstat(fd, &st) < 0) {
+		p->r = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) { /* a FIFO is never read: it could block */
+		p->r = -EINVAL;
+		goto out;
+	}
+	p->mtime = st.st_mtim;
+	p->r = fdio_read_file(fd, CONFIG_PROMPT_FILE_MAX, &text, &len);
+	if (p->r < 0)
+		goto out;
+	if (memchr(text, '\0', len) || !clean_utf8_valid(text)) {
+		p->r = -EILSEQ;
+		goto out;
+	}
+	/* Editors end files with a newline, some Windows ones start with a BOM. */
+	while (len > 0 && strchr(" \t\r\n", text[len - 1]))
+		text[--len] = '\0';
+	if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+		memmove(text, text + 3, len - 2);
+	p->text = text;
+	text = NULL;
+out:
+	free(text);
+	close(fd);
+}
+
+void job_prompt_clear(struct job_prompt_read *p)
+{
+	free(p->rel);
+	free(p->text);
+	memset(p, 0, sizeof(*p));
+}
+
+const char *job_prompt(const struct job *job)
+{
+	return job->prompt ? job->prompt : job->folder->cfg->prompt;
+}
+
+void job_prompt_forget(struct job *job)
+{
+	free(job->prompt);
+	free(job->prompt_file);
+	job->prompt = job->prompt_file = NULL;
+	job->prompt_source = NULL;
+}
+
+static bool prompt_fail(struct jobs *jobs, struct job *job, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static bool prompt_fail(struct jobs *jobs, struct job *job, const char *code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	job_advance(jobs, job, JOB_VERDICT(FAIL, .code = code, .message = msg));
+	return false;
+}
+
+/* prompt_file: required and none there yet: wait like an incomplete image. */
+static bool prompt_wait(struct jobs *jobs, struct job *job, const struct job_prompt_read *p)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	bool in_time = loop_now_ms() - job->first_seen < cfg->incomplete_timeout_ms;
+
+	if (in_time && !jobs->once) {
+		/* Looked at again after each settle: a prompt file written
+		 * meanwhile is found then. */
+		job_advance(
+		    jobs, job,
+		    JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms > 1000 ? cfg->settle_ms : 1000));
+		return false;
+	}
+	if (in_time) {
+		log_warn("%s/%s waits for its prompt file %s; left for a later run", cfg->path,
+			 job->rel, p->rel);
+		job_advance(jobs, job, JOB_VERDICT(LEAVE));
+		return false;
+	}
+	return prompt_fail(jobs, job, "LocalValidation.PromptFile.Missing",
+			   "prompt_file is required and %s did not appear within "
+			   "incomplete_timeout",
+			   p->rel);
+}
+
+bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_read *p)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	int64_t age_ms;
+
+	job_prompt_forget(job);
+	if (!p->rel)
+		return true;
+	switch (p->r) {
+	case 0:
+		break;
+	case -ENOENT:
+		if (cfg->prompt_file == PROMPT_FILE_REQUIRED)
+			return prompt_wait(jobs, job, p);
+		job->prompt_source = "folder";
+		return true;
+	case -EFBIG:
+		return prompt_fail(jobs, job, "LocalValidation.PromptFile.TooLarge",
+				   "the prompt file %s is larger than %d bytes", p->rel,
+				   CONFIG_PROMPT_FILE_MAX);
+	case -EILSEQ:
+		return prompt_fail(jobs, job, "LocalValidation.PromptFile.NotUTF8",
+				   "the prompt file %s is not UTF-8 text", p->rel);
+	default:
+		return prompt_fail(jobs, job, "LocalValidation.PromptFile.Unreadable",
+				   "the prompt file %s: %s", p->rel,
+				   p->r == -EINVAL ? "not a regular file" : strerror(-p->r));
+	}
+	/* A prompt file still being written waits a settle, like an image. */
+	age_ms = loop_wall_ms() - ((int64_t)p->mtime.tv_sec * 1000 + p->mtime.tv_nsec / 1000000);
+	if (age_ms >= 0 && (uint64_t)age_ms < cfg->settle_ms && !jobs->once) {
+		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
+		return false;
+	}
+	if (!p->text[0])
+		return prompt_fail(jobs, job, "LocalValidation.PromptFile.Empty",
+				   "the prompt file %s is empty", p->rel);
+	if (cfg->prompt_file == PROMPT_FILE_APPEND) {
+		job->prompt = xasprintf("%s\n%s", cfg->prompt, p->text);
+		job->prompt_source = "folder+file";
+	} else {
+		job->prompt = p->text;
+		p->text = NULL;
+		job->prompt_source = "file";
+	}
+	job->prompt_file = p->rel;
+	p->rel = NULL;
+	return true;
+}
