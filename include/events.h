@@ -23,11 +23,11 @@
 
 struct events;
 
-#define EVENTS_WEBHOOK_QUEUE  64 /* events waiting for the webhook */
-#define EVENTS_WEBHOOK_TRIES  5	 /* attempts per event */
+#define EVENTS_WEBHOOK_QUEUE	64 /* events waiting for the webhook */
+#define EVENTS_WEBHOOK_TRIES	5  /* attempts per event */
 #define EVENTS_COMMANDS_AT_ONCE 2
-#define EVENTS_COMMAND_QUEUE  32 /* events waiting for a command slot */
-#define EVENTS_BODY_VERSION   1	 /* "version" of the webhook's JSON body */
+#define EVENTS_COMMAND_QUEUE	32 /* events waiting for a command slot */
+#define EVENTS_BODY_VERSION	1  /* "version" of the webhook's JSON body */
 
 /* Starts the daily summary's timer. secret (the API key, may be NULL) is
  * copied: every text sent is scrubbed of it. */

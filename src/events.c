@@ -25,13 +25,13 @@
 
 extern char **environ;
 
-#define EVENTS_TEXT_MAX		4096  /* a message, a file name */
-#define EVENTS_LINE_MAX		512   /* one logged line of a command's output */
-#define EVENTS_LINES_MAX	100   /* lines logged per command run */
-#define EVENTS_KILL_GRACE_MS	5000  /* SIGTERM, then this long before SIGKILL */
-#define EVENTS_HOOK_TIMEOUT_MS	10000 /* one webhook attempt */
-#define EVENTS_HOOK_BACKOFF_MS	1000  /* doubled after each failed attempt */
-#define EVENTS_LIMITS_KEPT	16    /* limits remembered as reported today */
+#define EVENTS_TEXT_MAX	       4096  /* a message, a file name */
+#define EVENTS_LINE_MAX	       512   /* one logged line of a command's output */
+#define EVENTS_LINES_MAX       100   /* lines logged per command run */
+#define EVENTS_KILL_GRACE_MS   5000  /* SIGTERM, then this long before SIGKILL */
+#define EVENTS_HOOK_TIMEOUT_MS 10000 /* one webhook attempt */
+#define EVENTS_HOOK_BACKOFF_MS 1000  /* doubled after each failed attempt */
+#define EVENTS_LIMITS_KEPT     16    /* limits remembered as reported today */
 
 /* One event as both targets take it; shared by reference count. */
 struct events_msg {
@@ -121,7 +121,8 @@ static void events_ring_push(struct events_ring *q, struct events_msg *m, bool b
 		if (busy) {
 			/* Close the gap right after the head. */
 			for (size_t i = 1; i + 1 < q->n; i++)
-				q->items[(q->head + i) % q->cap] = q->items[(q->head + i + 1) % q->cap];
+				q->items[(q->head + i) % q->cap] =
+				    q->items[(q->head + i + 1) % q->cap];
 		} else {
 			q->head = (q->head + 1) % q->cap;
 		}
@@ -201,7 +202,7 @@ static struct events_msg *events_msg_new(struct events *ev, const char *kind,
 			log_oom();
 		for (k = 0; f->name[k] && k + 1 < sizeof(upper); k++)
 			upper[k] = (char)(f->name[k] >= 'a' && f->name[k] <= 'z' ? f->name[k] - 32
-										  : f->name[k]);
+										 : f->name[k]);
 		upper[k] = '\0';
 		if (asprintf(&m->env[e++], "SEEDREAMD_%s=%s", upper, clean) < 0)
 			log_oom();
@@ -224,8 +225,8 @@ static void events_send(struct events *ev, unsigned bit, struct events_msg *m)
 	m->refs = 1;
 	if (nc->events & bit) {
 		if (nc->webhook) {
-			events_ring_push(&ev->hook_q, m, ev->hook_running ||
-							     loop_timer_armed(ev->hook_timer),
+			events_ring_push(&ev->hook_q, m,
+					 ev->hook_running || loop_timer_armed(ev->hook_timer),
 					 "webhook");
 			events_hook_next(ev);
 		}
@@ -472,8 +473,8 @@ static void events_child_exited(int fd, uint32_t events, void *userdata)
 		log_debug("notify: command (event %s, pid %d) done", c->msg->kind, (int)c->pid);
 	else if (WIFEXITED(status))
 		log_warn("notify: command %s (event %s, pid %d) exited with status %d",
-			 ev->config->notify.command ? ev->config->notify.command : "",
-			 c->msg->kind, (int)c->pid, WEXITSTATUS(status));
+			 ev->config->notify.command ? ev->config->notify.command : "", c->msg->kind,
+			 (int)c->pid, WEXITSTATUS(status));
 	else if (WIFSIGNALED(status))
 		log_warn("notify: command (event %s, pid %d) ended by signal %d%s", c->msg->kind,
 			 (int)c->pid, WTERMSIG(status), c->term_sent ? " after its timeout" : "");
@@ -792,8 +793,8 @@ void events_free(struct events *ev)
 	free(ev);
 }
 
-void events_file_failed(struct events *ev, const char *folder, const char *file,
-			long http_status, const char *code, const char *message)
+void events_file_failed(struct events *ev, const char *folder, const char *file, long http_status,
+			const char *code, const char *message)
 {
 	char status[24];
 
@@ -804,8 +805,10 @@ void events_file_failed(struct events *ev, const char *folder, const char *file,
 	(void)snprintf(status, sizeof(status), "%ld", http_status);
 	{
 		const struct events_field f[] = {
-		    {"folder", folder, false},	   {"file", file, false},
-		    {"code", code, false},	   {"message", message, false},
+		    {"folder", folder, false},
+		    {"file", file, false},
+		    {"code", code, false},
+		    {"message", message, false},
 		    {"http_status", http_status > 0 ? status : NULL, true},
 		};
 		events_send(ev, CONFIG_EVENT_FILE_FAILED,
