@@ -92,8 +92,9 @@ def kinds(events):
 
 def test_events(ctx):
     c = ctx.checks
-    # file 1 ok, file 2 fails, file 3 pauses the account; the probe (file 3 again) and file 4
-    # pass; then the spend limit (3 images at 1.00 of 3.00) holds file 5.
+    # The 1st answer is a success, the 2nd a failure, the 3rd pauses the account; the probe
+    # (that file again) and one more pass; then the spend limit (3 images at 1.00 of 3.00)
+    # holds the 5th file.
     api = ctx.start_hostile_api(name="events", script={"generation": [OK, FAIL, PAUSE, OK]})
     root, hot, out, state = ctx.folder("events")
     envdir = os.path.join(root, "env")
@@ -110,7 +111,6 @@ def test_events(ctx):
         names = ["n1.png", "n2.png", "n3.png", "n4.png", "n5.png"]
         for i, name in enumerate(names):
             h.write_bytes(os.path.join(hot, name), h.png_image(40 + i, 30 + i, 500 + i))
-            time.sleep(0.3)  # one at a time, in this order
         d = ctx.start_daemon(config, key=KEY)
         want = ["file_failed", "paused", "resumed", "spend_limit"]
         h.wait_until(lambda: kinds(rx.accepted()) == want, 40)
@@ -135,10 +135,13 @@ def test_events(ctx):
         c.check(all(p["headers"].get("content-type") == "application/json" for p in posts),
                 "the body is JSON")
         by_kind = {e["event"]: e for e in got}
+        # Files found at start go in scan order: the failed one is the one with an error record.
+        errs = [n for n in h.listing(out) if n.endswith(".error.json")]
+        bad = errs[0].replace(".error.json", ".png") if len(errs) == 1 else "?"
         failed = by_kind.get("file_failed", {})
         c.eq((failed.get("version"), failed.get("file"), failed.get("folder"),
               failed.get("code"), failed.get("http_status")),
-             (1, "n2.png", hot, "InvalidParameter", 400),
+             (1, bad, hot, "InvalidParameter", 400),
              "file_failed says which file, its folder, the code and the HTTP status (version 1)")
         c.check("[redacted]" in failed.get("message", ""),
                 "the message came through with the echoed key redacted", failed.get("message"))
@@ -161,7 +164,7 @@ def test_events(ctx):
         fe = envs.get("file_failed", {})
         c.eq((fe.get("SEEDREAMD_EVENT"), fe.get("SEEDREAMD_FILE"), fe.get("SEEDREAMD_FOLDER"),
               fe.get("SEEDREAMD_CODE"), fe.get("SEEDREAMD_HTTP_STATUS")),
-             ("file_failed", "n2.png", hot, "InvalidParameter", "400"),
+             ("file_failed", bad, hot, "InvalidParameter", "400"),
              "the command gets SEEDREAMD_EVENT, _FILE, _FOLDER, _CODE and _HTTP_STATUS")
         c.check("[redacted]" in fe.get("SEEDREAMD_MESSAGE", ""), "and SEEDREAMD_MESSAGE, redacted",
                 fe.get("SEEDREAMD_MESSAGE"))
@@ -194,7 +197,6 @@ def test_stuck_hook(ctx):
     names = ["s%d.png" % i for i in range(6)]
     for i, name in enumerate(names):
         h.write_bytes(os.path.join(hot, name), h.png_image(40 + i, 30 + i, 700 + i))
-        time.sleep(0.3)
     t0 = time.monotonic()
     d = ctx.start_daemon(config, key=KEY)
     flowing = h.wait_until(lambda: sum(n.endswith(".json") for n in h.listing(out)) == 6, 20)
@@ -215,6 +217,40 @@ def test_stuck_hook(ctx):
     rc, secs = d.terminate()
     c.eq(rc, 0, "the daemon stops cleanly")
     c.check(secs < 5, "and promptly", "%.1f s" % secs)
+
+
+def test_daily_summary(ctx):
+    """The default summary comes at local midnight for the day that ended: the daemon runs in a
+    time zone (a POSIX TZ offset with seconds) where midnight is 12 s away."""
+    c = ctx.checks
+    api = ctx.start_api("summary")
+    root, hot, out, state = ctx.folder("summary")
+    rx = Receiver()
+    try:
+        config = write_config(ctx, root, api, state, hot, [
+            "price_per_image:", "  %s: 0.5" % h.MODEL, "currency: EUR",
+            "notify:", "  webhook: %s" % json.dumps(rx.url),
+            "  events: [daily_summary, file_failed]"])
+        for i in range(2):
+            h.write_bytes(os.path.join(hot, "d%d.png" % i), h.png_image(40 + i, 30 + i, 900 + i))
+        # local = UTC + east; local time of day 23:59:48 now.
+        now = int(time.time())
+        east = (86400 - 12 - now % 86400) % 86400
+        tz = "XYZ-%d:%02d:%02d" % (east // 3600, east // 60 % 60, east % 60)
+        ended = time.strftime("%Y-%m-%d", time.gmtime(now + east))
+        d = ctx.start_daemon(config, env_extra={"TZ": tz})
+        got = h.wait_until(lambda: any(e["event"] == "daily_summary" for e in rx.accepted()), 30)
+        c.check(got, "the daily summary came at local midnight", str(rx.all_posts()))
+        summaries = [e for e in rx.accepted() if e["event"] == "daily_summary"]
+        if summaries:
+            s = summaries[0]
+            c.eq((s.get("date"), s.get("done"), s.get("failed"), s.get("images"), s.get("cost"),
+                  s.get("currency")), (ended, 2, 0, 2, 1.0, "EUR"),
+                 "it counts the day that ended: 2 done, 0 failed, 2 images, 1.00 EUR")
+        c.eq(len(summaries), 1, "one summary")
+        d.terminate()
+    finally:
+        rx.stop()
 
 
 def test_check(ctx):
@@ -259,6 +295,7 @@ def test(ctx):
     test_check(ctx)
     test_events(ctx)
     test_stuck_hook(ctx)
+    test_daily_summary(ctx)
 
 
 if __name__ == "__main__":
