@@ -284,24 +284,27 @@ static void events_hook_done(CURL *easy, CURLcode result, void *userdata)
 	struct events_msg *m = ev->hook_q.items[ev->hook_q.head];
 	long status = 0;
 	uint64_t delay;
+	char why[128];
 
 	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 	ev->hook_running = false;
 	events_hook_clear(ev);
 	ev->hook_tries++;
+	if (result == CURLE_OK)
+		(void)snprintf(why, sizeof(why), "HTTP %ld", status);
+	else
+		(void)snprintf(why, sizeof(why), "%s", curl_easy_strerror(result));
 	if (result == CURLE_OK && status >= 200 && status < 300) {
-		log_debug("notify: webhook took event %s (HTTP %ld)", m->kind, status);
+		log_debug("notify: webhook took event %s (%s)", m->kind, why);
 	} else if (ev->hook_tries < EVENTS_WEBHOOK_TRIES) {
 		delay = (uint64_t)EVENTS_HOOK_BACKOFF_MS << (ev->hook_tries - 1);
-		log_info("notify: webhook did not take event %s (%s%ld): trying again in %llu ms",
-			 m->kind, result == CURLE_OK ? "HTTP " : curl_easy_strerror(result),
-			 result == CURLE_OK ? status : 0L, (unsigned long long)delay);
+		log_info("notify: webhook did not take event %s (%s): trying again in %llu ms",
+			 m->kind, why, (unsigned long long)delay);
 		(void)loop_timer_arm(ev->hook_timer, delay);
 		return;
 	} else {
-		log_warn("notify: webhook did not take event %s after %u attempts (%s%ld): dropped",
-			 m->kind, ev->hook_tries, result == CURLE_OK ? "HTTP " : "",
-			 result == CURLE_OK ? status : 0L);
+		log_warn("notify: webhook did not take event %s after %u attempts (%s): dropped",
+			 m->kind, ev->hook_tries, why);
 	}
 	ev->hook_tries = 0;
 	events_msg_unref(events_ring_pop(&ev->hook_q));

@@ -176,6 +176,7 @@ struct jobs {
 	struct loop_timer *stall_timer;
 	char storage_reason[512]; /* stalled folders, for STATUS= */
 	struct events *events;	  /* may be NULL */
+	uint64_t spent_total;	  /* micros, estimated, paid answers of this run */
 };
 
 /* What a stage ends in; job_advance (job.c) is the one place that applies

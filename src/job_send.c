@@ -262,6 +262,7 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 		if (config_price_of(jobs->config, res->model, &price) < 0)
 			(void)config_price_of(jobs->config, jobs->config->api.model, &price);
 		sched_spent(&jobs->sched, images * price);
+		jobs->spent_total += images * price;
 		events_paid(jobs->events, images, images * price);
 		job->generated_at = loop_wall_ms();
 		if (ans->img_code) {
