@@ -77,6 +77,32 @@ struct api_config {
 	bool allow_private_result_urls; /* default false: results only from public addresses */
 };
 
+/* Events a notify: section reports (a bit each; all by default). */
+enum config_event {
+	CONFIG_EVENT_FILE_FAILED = 1u << 0,
+	CONFIG_EVENT_PAUSED = 1u << 1,
+	CONFIG_EVENT_RESUMED = 1u << 2,
+	CONFIG_EVENT_SPEND_LIMIT = 1u << 3,
+	CONFIG_EVENT_DAILY_SUMMARY = 1u << 4,
+	CONFIG_EVENT_ALL = (1u << 5) - 1,
+};
+
+struct notify_config {
+	char *webhook;                /* http(s) URL, NULL: none */
+	char *command;                /* absolute path, NULL: none */
+	unsigned events;              /* enum config_event bits, default all */
+	uint64_t command_timeout_ms;  /* default 30 s */
+	unsigned summary_minute;      /* minute of the local day of daily_summary, default 0 */
+};
+
+/* Money in millionths of the currency's unit: sums stay exact. */
+#define CONFIG_MICROS 1000000u
+
+struct config_price {
+	char *model;
+	uint64_t micros; /* per generated image */
+};
+
 struct config {
 	char *source_file;            /* the path it was loaded from */
 	struct api_config api;
@@ -89,6 +115,11 @@ struct config {
 	uint64_t max_images_per_day;  /* global, 0 = no limit */
 	uint64_t images_per_minute;   /* 0 = no limit */
 	unsigned max_fits;            /* images converted at once, 1..64; default min(2, cores) */
+	struct notify_config notify;
+	struct config_price *prices;  /* price_per_image, may be empty */
+	size_t n_prices;
+	char *currency;               /* shown as is; NULL: none given */
+	uint64_t max_spend_per_day;   /* micros, 0 = no limit */
 };
 
 /* Parse a YAML document already in memory. `name` is used in messages.
@@ -108,6 +139,13 @@ int config_parse_duration(const char *text, uint64_t *ret_ms);
 
 /* "10MiB", "256MB", "1GiB", "1024" (bytes), "KiB", "K", "MB"... -EINVAL if malformed. */
 int config_parse_bytes(const char *text, uint64_t *ret_bytes);
+
+/* "25", "0.03", "1.5": a non-negative amount with at most 6 decimals, in
+ * micros (at most 10^12 units). -EINVAL if malformed. */
+int config_parse_money(const char *text, uint64_t *ret_micros);
+
+/* The price of one image of model, in micros, or -ENOENT if none is given. */
+int config_price_of(const struct config *config, const char *model, uint64_t *ret_micros);
 
 /* Checks a size value for the model: 2K/4K always; 1K unless the model is a
  * 4.5 one; WxH with the total pixel range and aspect ratio of the API.

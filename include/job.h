@@ -78,6 +78,20 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
  * so that a restart does not reset max_images_per_day. */
 void jobs_count_today(struct jobs *jobs, struct folder *folder);
 
+/* The estimated cost of today's images, in micros (price_per_image; 0
+ * without prices): this run's answers and today's done records at start. */
+uint64_t jobs_spent_today(const struct jobs *jobs);
+/* The same for the paid answers of this run only (a counter for metrics). */
+uint64_t jobs_spent_total(const struct jobs *jobs);
+/* What the folder's done records (sidecars) say was spent since an epoch
+ * second (a month's start, for a status): priced as api.model, since the
+ * records keep no model. A walk over the folder's records. */
+uint64_t jobs_spent_since(const struct jobs *jobs, const struct folder *folder, int64_t since);
+
+/* Where events (a file failed, pauses, limits) are reported (NULL: nowhere). */
+struct events;
+void jobs_set_events(struct jobs *jobs, struct events *events);
+
 /* Called after every change of the counts (for STATUS=). */
 void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdata);
 

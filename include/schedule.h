@@ -21,11 +21,17 @@ struct sched_limits {
 	unsigned max_in_flight;	     /* generations at once, all folders (>= 1) */
 	uint64_t max_images_per_day; /* all folders, 0 = no limit */
 	uint64_t images_per_minute;  /* a token bucket, 0 = no limit */
+	/* The estimated cost per day, all folders, in micros (millionths of
+	 * the currency): no generation starts whose image would take today's
+	 * spend past it. 0 = no limit. */
+	uint64_t max_spend_per_day;
+	uint64_t image_price; /* micros one more image is counted at */
 };
 
 /* Images counted against a daily limit, and when they start again at 0. */
 struct sched_day {
 	uint64_t images_today;
+	uint64_t spent_today; /* micros, estimated; only the global day counts it */
 	int64_t day_end; /* epoch s of the next local midnight; 0 before the first use */
 };
 
@@ -62,6 +68,7 @@ enum sched_reason {
 	SCHED_REASON_DAY,	 /* max_images_per_day of all folders */
 	SCHED_REASON_MINUTE,	 /* images_per_minute */
 	SCHED_REASON_FOLDER_DAY, /* the folder's max_images_per_day */
+	SCHED_REASON_SPEND,	 /* max_spend_per_day (count and limit in micros) */
 };
 
 struct sched_verdict {
@@ -92,10 +99,15 @@ int64_t sched_day_start(struct sched *s, struct sched_folder *folder, int64_t no
 /* Images generated today before this run (from the folder's records). */
 void sched_count_today(struct sched *s, struct sched_folder *folder, uint64_t images);
 
+/* The estimated cost of the images generated today before this run. */
+void sched_count_spent_today(struct sched *s, uint64_t micros);
+
 /* Whether a generation of any folder may start: the pause, the in-flight
  * limit (generations in flight and paid results held), the global daily
- * limit (generations in flight count as one image each) and the per-minute
- * bucket, in that order. Refills the bucket. */
+ * limit (generations in flight count as one image each), the daily spend
+ * (today's cost, plus image_price for each generation in flight and for
+ * the new one, may not pass max_spend_per_day) and the per-minute bucket,
+ * in that order. Refills the bucket. */
 struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms,
 					 int64_t now_epoch_s);
 
@@ -132,6 +144,9 @@ void sched_unhold(struct sched *s);
 
 /* The answer was a paid success of this many images (today, here and in all). */
 void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images);
+
+/* The estimated cost of a paid answer (sched_paid counts its images). */
+void sched_spent(struct sched *s, uint64_t micros);
 
 /* The API refused the account: no generation until sched_probe allows one. */
 void sched_pause(struct sched *s);

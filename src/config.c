@@ -59,6 +59,10 @@ enum {
 	TK_MAX_PER_DAY,
 	TK_PER_MINUTE,
 	TK_MAX_FITS,
+	TK_NOTIFY,
+	TK_PRICES,
+	TK_CURRENCY,
+	TK_MAX_SPEND,
 	TK_COUNT
 };
 
@@ -73,6 +77,25 @@ static const char *const top_keys[TK_COUNT] = {
 	[TK_MAX_PER_DAY] = "max_images_per_day",
 	[TK_PER_MINUTE] = "images_per_minute",
 	[TK_MAX_FITS] = "max_fits",
+	[TK_NOTIFY] = "notify",
+	[TK_PRICES] = "price_per_image",
+	[TK_CURRENCY] = "currency",
+	[TK_MAX_SPEND] = "max_spend_per_day",
+};
+
+enum { NK_WEBHOOK, NK_EVENTS, NK_COMMAND, NK_COMMAND_TIMEOUT, NK_SUMMARY_AT, NK_COUNT };
+
+static const char *const notify_keys[NK_COUNT] = {
+	[NK_WEBHOOK] = "webhook",
+	[NK_EVENTS] = "events",
+	[NK_COMMAND] = "command",
+	[NK_COMMAND_TIMEOUT] = "command_timeout",
+	[NK_SUMMARY_AT] = "daily_summary_at",
+};
+
+/* In the order of enum config_event's bits. */
+static const char *const event_names[] = {
+	"file_failed", "paused", "resumed", "spend_limit", "daily_summary",
 };
 
 enum {
@@ -1655,6 +1678,244 @@ static int parse_top_scalars(struct ctx *c, const struct found *f, struct config
 	return r;
 }
 
+/* ---- notify and spend ---- */
+
+int config_parse_money(const char *text, uint64_t *ret_micros)
+{
+	const uint64_t max_units = 1000000000000ull;
+	uint64_t units, frac = 0, scale = CONFIG_MICROS;
+	const char *end;
+
+	if (parse_digits(text, &units, &end) < 0 || units > max_units)
+		return -EINVAL;
+	if (*end == '.') {
+		end++;
+		if (*end < '0' || *end > '9')
+			return -EINVAL;
+		while (*end >= '0' && *end <= '9') {
+			if (scale == 1)
+				return -EINVAL; /* finer than a millionth */
+			scale /= 10;
+			frac += (uint64_t)(*end - '0') * scale;
+			end++;
+		}
+	}
+	if (*end)
+		return -EINVAL;
+	*ret_micros = units * CONFIG_MICROS + frac;
+	return 0;
+}
+
+int config_price_of(const struct config *config, const char *model, uint64_t *ret_micros)
+{
+	for (size_t i = 0; model && i < config->n_prices; i++) {
+		if (!strcmp(config->prices[i].model, model)) {
+			*ret_micros = config->prices[i].micros;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+static int get_money(struct ctx *c, const yaml_node_t *n, const char *key, uint64_t *ret)
+{
+	static const char what[] = "an amount such as 25 or 0.03 (at most 6 decimals)";
+	const char *v;
+	int r = get_text(c, n, key, what, &v);
+
+	if (r < 0)
+		return r;
+	if (config_parse_money(v, ret) < 0)
+		return fail_at(c, n->start_mark, "%s: expected %s, got %s", key, what, quote(v).s);
+	return 0;
+}
+
+static int parse_prices(struct ctx *c, const yaml_node_t *n, struct config *cfg)
+{
+	size_t count;
+	int r;
+
+	if (n->type != YAML_MAPPING_NODE)
+		return fail_at(c, n->start_mark,
+			       "price_per_image: expected a mapping of model: price, got %s",
+			       kind_of(n));
+	count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+	cfg->prices = calloc(count ? count : 1, sizeof(*cfg->prices));
+	if (!cfg->prices)
+		return oom(c);
+	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
+	     p++) {
+		yaml_node_t *k = node_at(c, p->key), *v = node_at(c, p->value);
+		struct config_price *price = &cfg->prices[cfg->n_prices];
+		const char *model;
+		uint64_t micros;
+
+		r = get_text(c, k, "price_per_image", "a model name", &model);
+		if (r < 0)
+			return r;
+		if (config_price_of(cfg, model, &micros) == 0)
+			return fail_at(c, k->start_mark, "price_per_image: duplicate model %s",
+				       quote(model).s);
+		r = get_money(c, v, "price_per_image", &price->micros);
+		if (r < 0)
+			return r;
+		if (!(price->model = strdup(model)))
+			return oom(c);
+		cfg->n_prices++;
+	}
+	return 0;
+}
+
+static int get_events(struct ctx *c, const yaml_node_t *n, unsigned *ret)
+{
+	yaml_node_item_t *items;
+	unsigned bits = 0;
+	unsigned e;
+	int r;
+
+	if (n->type != YAML_SEQUENCE_NODE)
+		return fail_at(c, n->start_mark,
+			       "notify.events: expected a sequence of event names, got %s",
+			       kind_of(n));
+	for (items = n->data.sequence.items.start; items < n->data.sequence.items.top; items++) {
+		r = get_enum(c, node_at(c, *items), "notify.events", event_names,
+			     N_ELEMENTS(event_names), &e);
+		if (r < 0)
+			return r;
+		bits |= 1u << e;
+	}
+	*ret = bits;
+	return 0;
+}
+
+/* The same rule as api.base_url for plain http: an event may say what
+ * failed and why, which is not for the wire beyond this machine unless the
+ * user allows it (api.allow_insecure_http). */
+static int check_webhook(struct ctx *c, const yaml_node_t *n, const char *u,
+			 const struct api_config *api)
+{
+	struct url_info info;
+	int r;
+
+	if (strncasecmp(u, "https://", 8) && strncasecmp(u, "http://", 7))
+		return fail_at(c, n->start_mark,
+			       "notify.webhook: expected a URL starting with http:// or https://, "
+			       "got %s",
+			       quote(u).s);
+	for (const char *p = u; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f)
+			return fail_at(c, n->start_mark,
+				       "notify.webhook: spaces and control characters are not "
+				       "allowed, got %s",
+				       quote(u).s);
+	r = url_inspect(u, &info);
+	if (r == -ENOMEM)
+		return oom(c);
+	if (r < 0)
+		return fail_at(c, n->start_mark, "notify.webhook: not a valid URL: %s", quote(u).s);
+	if (!info.https && !api->allow_insecure_http && info.host != URL_LOOPBACK)
+		return fail_at(c, n->start_mark,
+			       "notify.webhook: plain http beyond this machine; use https or set "
+			       "api.allow_insecure_http: true to allow it");
+	return 0;
+}
+
+/* "HH:MM", local time. */
+static int get_time_of_day(struct ctx *c, const yaml_node_t *n, const char *key, unsigned *ret)
+{
+	static const char what[] = "a local time of day as HH:MM (00:00 to 23:59)";
+	const char *v, *end;
+	uint64_t h, m;
+	int r = get_text(c, n, key, what, &v);
+
+	if (r < 0)
+		return r;
+	if (strlen(v) != 5 || parse_digits(v, &h, &end) < 0 || end != v + 2 || *end != ':' ||
+	    parse_digits(end + 1, &m, &end) < 0 || *end || h > 23 || m > 59)
+		return fail_at(c, n->start_mark, "%s: expected %s, got %s", key, what, quote(v).s);
+	*ret = (unsigned)(h * 60 + m);
+	return 0;
+}
+
+static int parse_notify(struct ctx *c, const yaml_node_t *n, struct config *cfg)
+{
+	struct notify_config *nc = &cfg->notify;
+	struct found f[NK_COUNT];
+	int r;
+
+	if (n->type != YAML_MAPPING_NODE)
+		return fail_at(c, n->start_mark,
+			       "notify: expected a mapping with webhook and/or command, got %s",
+			       kind_of(n));
+	r = walk_mapping(c, n, notify_keys, NK_COUNT, "in notify", f);
+	if (r < 0)
+		return r;
+	if (!f[NK_WEBHOOK].value && !f[NK_COMMAND].value)
+		return fail_at(c, n->start_mark, "notify: needs a webhook or a command (or both)");
+	if (f[NK_WEBHOOK].value &&
+	    ((r = get_string(c, f[NK_WEBHOOK].value, "notify.webhook", &nc->webhook)) < 0 ||
+	     (r = check_webhook(c, f[NK_WEBHOOK].value, nc->webhook, &cfg->api)) < 0))
+		return r;
+	if (f[NK_COMMAND].value) {
+		struct stat st;
+
+		r = get_path(c, f[NK_COMMAND].value, "notify.command", &nc->command);
+		if (r < 0)
+			return r;
+		if (stat(nc->command, &st) < 0 || !S_ISREG(st.st_mode) ||
+		    access(nc->command, X_OK) < 0)
+			return fail_at(c, f[NK_COMMAND].value->start_mark,
+				       "notify.command: %s is not an executable file",
+				       quote(nc->command).s);
+	}
+	if (f[NK_EVENTS].value && (r = get_events(c, f[NK_EVENTS].value, &nc->events)) < 0)
+		return r;
+	if (f[NK_COMMAND_TIMEOUT].value &&
+	    (r = get_duration(c, f[NK_COMMAND_TIMEOUT].value, "notify.command_timeout", 100,
+			      &nc->command_timeout_ms)) < 0)
+		return r;
+	if (f[NK_SUMMARY_AT].value &&
+	    (r = get_time_of_day(c, f[NK_SUMMARY_AT].value, "notify.daily_summary_at",
+				 &nc->summary_minute)) < 0)
+		return r;
+	return 0;
+}
+
+static int parse_spend(struct ctx *c, const struct found *f, struct config *cfg)
+{
+	uint64_t micros;
+	int r;
+
+	if (f[TK_PRICES].value && (r = parse_prices(c, f[TK_PRICES].value, cfg)) < 0)
+		return r;
+	if (f[TK_CURRENCY].value) {
+		r = get_string(c, f[TK_CURRENCY].value, "currency", &cfg->currency);
+		if (r < 0)
+			return r;
+		bool odd = strlen(cfg->currency) > 16;
+
+		for (const char *p = cfg->currency; *p; p++)
+			odd |= (unsigned char)*p < 0x20 || *p == 0x7f;
+		if (odd)
+			return fail_at(c, f[TK_CURRENCY].value->start_mark,
+				       "currency: expected a short name such as EUR, got %s",
+				       quote(cfg->currency).s);
+	}
+	if (f[TK_MAX_SPEND].value) {
+		r = get_money(c, f[TK_MAX_SPEND].value, "max_spend_per_day",
+			      &cfg->max_spend_per_day);
+		if (r < 0)
+			return r;
+		/* Without a price the limit could never be reached. */
+		if (cfg->max_spend_per_day && config_price_of(cfg, cfg->api.model, &micros) < 0)
+			return fail_at(c, f[TK_MAX_SPEND].value->start_mark,
+				       "max_spend_per_day: price_per_image gives no price for "
+				       "api.model %s",
+				       quote(cfg->api.model).s);
+	}
+	return 0;
+}
+
 static int parse_root(struct ctx *c, const yaml_node_t *root, struct config *cfg)
 {
 	struct found f[TK_COUNT];
@@ -1677,6 +1938,11 @@ static int parse_root(struct ctx *c, const yaml_node_t *root, struct config *cfg
 	if (r < 0)
 		return r;
 	r = parse_top_scalars(c, f, cfg);
+	if (r < 0)
+		return r;
+	r = parse_spend(c, f, cfg);
+	if (r == 0 && f[TK_NOTIFY].value)
+		r = parse_notify(c, f[TK_NOTIFY].value, cfg);
 	if (r < 0)
 		return r;
 	folder_init(&tmpl);
@@ -1784,6 +2050,8 @@ static void config_set_defaults(struct config *cfg)
 	 * (bench/fit.py). One core fits a photo in 2-5 s, faster than the API
 	 * generates. */
 	cfg->max_fits = 1;
+	cfg->notify.events = CONFIG_EVENT_ALL;
+	cfg->notify.command_timeout_ms = 30000;
 }
 
 int config_parse(const char *name, const char *yaml, size_t len, struct config **ret_config,
@@ -1899,5 +2167,11 @@ void config_free(struct config *config)
 		folder_clear(&config->folders[i]);
 	free(config->folders);
 	free(config->state_dir);
+	free(config->notify.webhook);
+	free(config->notify.command);
+	for (size_t i = 0; i < config->n_prices; i++)
+		free(config->prices[i].model);
+	free(config->prices);
+	free(config->currency);
 	free(config);
 }

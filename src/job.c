@@ -503,8 +503,10 @@ void job_advance(struct jobs *jobs, struct job *job, const struct job_verdict *v
 	}
 	if (step.count_skipped)
 		jobs->skipped++;
-	if (step.count_done)
+	if (step.count_done) {
 		jobs->done++;
+		events_file_done(jobs->events);
+	}
 	if (step.count_left)
 		jobs->left_incomplete++;
 	switch (step.action) {
@@ -717,7 +719,11 @@ static void jobs_sched_limits(const struct config *config, struct sched_limits *
 	    .max_in_flight = config->api.max_in_flight,
 	    .max_images_per_day = config->max_images_per_day,
 	    .images_per_minute = config->images_per_minute,
+	    .max_spend_per_day = config->max_spend_per_day,
 	};
+	/* The model in use sets the price of the next image; --check refuses
+	 * a spend limit without one. */
+	(void)config_price_of(config, config->api.model, &ret->image_price);
 }
 
 /* The folder's share of the schedule, with the limit of its current config
@@ -752,11 +758,30 @@ static void jobs_held_back(struct jobs *jobs, const struct folder *folder,
 		    folder->cfg->path, (unsigned long long)v->limit);
 		jobs->limit_daily = true;
 		break;
+	case SCHED_REASON_SPEND:
+		(void)snprintf(jobs->limit_reason, sizeof(jobs->limit_reason),
+			       "daily spend limit reached (%llu.%06llu of max_spend_per_day "
+			       "%llu.%06llu%s%s); resuming at midnight",
+			       (unsigned long long)(v->count / CONFIG_MICROS),
+			       (unsigned long long)(v->count % CONFIG_MICROS),
+			       (unsigned long long)(v->limit / CONFIG_MICROS),
+			       (unsigned long long)(v->limit % CONFIG_MICROS),
+			       jobs->config->currency ? " " : "",
+			       jobs->config->currency ? jobs->config->currency : "");
+		jobs->limit_daily = true;
+		break;
 	case SCHED_REASON_NONE:
 	case SCHED_REASON_PAUSED:
 	case SCHED_REASON_IN_FLIGHT:
 		break; /* an answer or the pause's timer pumps again */
 	}
+	if (v->answer == SCHED_NO_TODAY)
+		events_limit_reached(jobs->events,
+				     v->reason == SCHED_REASON_SPEND ? "max_spend_per_day"
+								     : "max_images_per_day",
+				     v->reason == SCHED_REASON_FOLDER_DAY ? folder->cfg->path : NULL,
+				     jobs->limit_reason,
+				     jobs_epoch_s() + (int64_t)(v->wait_ms / 1000));
 	if (v->answer == SCHED_NO_UNTIL || v->answer == SCHED_NO_TODAY)
 		(void)loop_timer_arm(jobs->limit_timer, v->wait_ms);
 }
@@ -1311,14 +1336,22 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 struct today_count {
 	int64_t since;
 	uint64_t images;
+	uint64_t price; /* micros per image of the model in use */
+	uint64_t spent;
 };
 
 static void count_today(const struct index_entry *e, void *userdata)
 {
 	struct today_count *t = userdata;
+	uint64_t images;
 
-	if (!e->failed && e->finished_at >= t->since)
-		t->images += e->generated_images > 0 ? (uint64_t)e->generated_images : 1;
+	if (!e->failed && e->finished_at >= t->since) {
+		images = e->generated_images > 0 ? (uint64_t)e->generated_images : 1;
+		t->images += images;
+		/* The done records keep no model: today's are priced as the
+		 * model configured now (see README, "Spend"). */
+		t->spent += images * t->price;
+	}
 }
 
 void jobs_count_today(struct jobs *jobs, struct folder *folder)
@@ -1327,7 +1360,34 @@ void jobs_count_today(struct jobs *jobs, struct folder *folder)
 	struct today_count t;
 
 	t.since = sched_day_start(&jobs->sched, sf, jobs_epoch_s());
-	t.images = 0;
+	t.images = t.spent = t.price = 0;
+	(void)config_price_of(jobs->config, jobs->config->api.model, &t.price);
 	index_foreach(folder->index, count_today, &t);
 	sched_count_today(&jobs->sched, sf, t.images);
+	sched_count_spent_today(&jobs->sched, t.spent);
+	events_count_earlier(jobs->events, t.images, t.spent);
+}
+
+uint64_t jobs_spent_today(const struct jobs *jobs)
+{
+	return jobs->sched.day.spent_today;
+}
+
+uint64_t jobs_spent_total(const struct jobs *jobs)
+{
+	return jobs->spent_total;
+}
+
+uint64_t jobs_spent_since(const struct jobs *jobs, const struct folder *folder, int64_t since)
+{
+	struct today_count t = {.since = since};
+
+	(void)config_price_of(jobs->config, jobs->config->api.model, &t.price);
+	index_foreach(folder->index, count_today, &t);
+	return t.spent;
+}
+
+void jobs_set_events(struct jobs *jobs, struct events *events)
+{
+	jobs->events = events;
 }

@@ -13,6 +13,7 @@
 #include "b64.h"
 #include "clean.h"
 #include "digest.h"
+#include "events.h"
 #include "fdio.h"
 #include "fit.h"
 #include "fnv.h"
@@ -179,6 +180,8 @@ struct jobs {
 	size_t n_checking;
 	struct loop_timer *stall_timer;
 	char storage_reason[512]; /* stalled folders, for STATUS= */
+	struct events *events;	  /* may be NULL */
+	uint64_t spent_total;	  /* micros, estimated, paid answers of this run */
 };
 
 /* What a stage ends in; job_advance (job.c) is the one place that applies

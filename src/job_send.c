@@ -18,10 +18,12 @@ static void jobs_pause(struct jobs *jobs, const struct api_result *res)
 		       "paused: the API refused the account or configuration (HTTP %ld %s: %s)",
 		       res->http_status, res->error_code ? res->error_code : "?",
 		       res->error_message ? res->error_message : "");
-	if (!jobs->sched.paused)
+	if (!jobs->sched.paused) {
 		log_error("%s; no file is marked failed; trying again in %llu s",
 			  jobs->pause_reason,
 			  (unsigned long long)jobs->config->api.pause_retry_ms / 1000);
+		events_paused(jobs->events, jobs->pause_reason);
+	}
 	sched_pause(&jobs->sched);
 	if (jobs->once) {
 		/* A batch run cannot wait it out: stop, leaving the files for later. */
@@ -245,6 +247,7 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 		log_info("the API answers again (HTTP %ld); resuming", status);
 		sched_resume(&jobs->sched);
 		loop_timer_disarm(jobs->pause_timer);
+		events_resumed(jobs->events, "the API answers again");
 	}
 
 	if (res->outcome == API_OUTCOME_OK || res->outcome == API_OUTCOME_FILE_FAIL)
@@ -252,8 +255,15 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 	switch (res->outcome) {
 	case API_OUTCOME_OK: {
 		uint64_t images = res->generated_images > 0 ? (uint64_t)res->generated_images : 1;
+		uint64_t price = 0;
 		jobs->generations += images;
 		sched_paid(&jobs->sched, &job->folder->sched, images);
+		/* Priced as the model that answered, else the one configured. */
+		if (config_price_of(jobs->config, res->model, &price) < 0)
+			(void)config_price_of(jobs->config, jobs->config->api.model, &price);
+		sched_spent(&jobs->sched, images * price);
+		jobs->spent_total += images * price;
+		events_paid(jobs->events, images, images * price);
 		job->generated_at = loop_wall_ms();
 		if (ans->img_code) {
 			/* Paid, and a second call would answer the same: no retry. */

@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 
 #include "config.h"
+#include "events.h"
 #include "fit.h"
 #include "folder.h"
 #include "http.h"
@@ -41,6 +42,7 @@ struct daemon {
 	struct loop *loop;
 	struct http *http;
 	struct jobs *jobs;
+	struct events *events;     /* NULL without a notify: section */
 	struct watch *watch;
 	struct folder **folders;
 	size_t n_folders;
@@ -518,6 +520,27 @@ static const struct folder_config *config_find_folder(const struct config *c, co
 	return NULL;
 }
 
+/* Notifications follow a reload (a notify: section added starts them). */
+static void daemon_reload_events(struct daemon *d, const struct config *next, const char *key)
+{
+	int r;
+
+	if (d->events) {
+		events_set_config(d->events, next, key);
+		return;
+	}
+	if (!next->notify.webhook && !next->notify.command)
+		return;
+	r = events_new(d->loop, d->http, next, key, &d->events);
+	if (r == -ENOMEM)
+		log_oom();
+	if (r < 0) {
+		log_warn("notify: cannot start notifications: %s", strerror(-r));
+		return;
+	}
+	jobs_set_events(d->jobs, d->events);
+}
+
 static void daemon_reload(struct daemon *d)
 {
 	struct config *next = NULL, **retired;
@@ -538,6 +561,7 @@ static void daemon_reload(struct daemon *d)
 		goto out;
 	}
 	jobs_set_api_key(d->jobs, key);
+	daemon_reload_events(d, next, key);
 	explicit_bzero(key, sizeof(key));
 	retired = reallocarray(d->retired, d->n_retired + 1, sizeof(*retired));
 	if (!retired)
@@ -677,8 +701,12 @@ static int daemon_run(struct daemon *d, const char *api_key)
 		r = fit_global_init();
 	if (r >= 0)
 		r = jobs_new(d->loop, d->http, d->config, api_key, d->once, &d->jobs);
-	if (r >= 0)
+	if (r >= 0 && (d->config->notify.webhook || d->config->notify.command))
+		r = events_new(d->loop, d->http, d->config, api_key, &d->events);
+	if (r >= 0) {
+		jobs_set_events(d->jobs, d->events);
 		r = watch_new(d->loop, !d->once, &daemon_watch_events, d, &d->watch);
+	}
 	if (r >= 0)
 		r = loop_timer_new(d->loop, daemon_status, d, &d->status_timer);
 	if (r >= 0)
@@ -744,6 +772,7 @@ static void daemon_cleanup(struct daemon *d)
 {
 	work_pool_free(d->index_pool); /* its completions touch folders */
 	jobs_free(d->jobs);
+	events_free(d->events);
 	if (work_threads_left_behind()) {
 		/* A share that never answered holds a worker that may still
 		 * touch the journal or libvips: leave without freeing them. The

@@ -35,6 +35,7 @@ static void sched_day_roll(struct sched_day *day, int64_t now_epoch_s)
 {
 	if (now_epoch_s >= day->day_end) {
 		day->images_today = 0;
+		day->spent_today = 0;
 		day->day_end = sched_next_midnight(now_epoch_s);
 	}
 }
@@ -56,6 +57,11 @@ void sched_count_today(struct sched *s, struct sched_folder *folder, uint64_t im
 {
 	folder->day.images_today = images;
 	s->day.images_today += images;
+}
+
+void sched_count_spent_today(struct sched *s, uint64_t micros)
+{
+	s->day.spent_today += micros;
 }
 
 /* Until just after the day's end: a second late rather than a second early. */
@@ -88,6 +94,16 @@ struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms, 
 			     sched_until_day_end(&s->day, now_epoch_s));
 		v.count = s->day.images_today;
 		v.limit = lim->max_images_per_day;
+		return v;
+	}
+	/* Each generation in flight may cost an image, as above; the sums
+	 * stay far from overflowing (prices and limits are at most 10^18). */
+	if (lim->max_spend_per_day &&
+	    s->day.spent_today + (s->in_flight + 1) * lim->image_price > lim->max_spend_per_day) {
+		v = sched_no(SCHED_NO_TODAY, SCHED_REASON_SPEND,
+			     sched_until_day_end(&s->day, now_epoch_s));
+		v.count = s->day.spent_today;
+		v.limit = lim->max_spend_per_day;
 		return v;
 	}
 	if (lim->images_per_minute) {
@@ -183,6 +199,11 @@ void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images)
 {
 	s->day.images_today += images;
 	folder->day.images_today += images;
+}
+
+void sched_spent(struct sched *s, uint64_t micros)
+{
+	s->day.spent_today += micros;
 }
 
 void sched_pause(struct sched *s)

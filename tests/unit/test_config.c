@@ -826,6 +826,35 @@ static void test_error_buffer(void **state)
 	config_free(NULL);
 }
 
+/* Money as exact millionths: no float ever rounds 0.1 + 0.2. */
+static void test_money(void **state)
+{
+	uint64_t m = 42;
+
+	(void)state;
+	assert_int_equal(config_parse_money("25", &m), 0);
+	assert_int_equal(m, 25000000);
+	assert_int_equal(config_parse_money("0.03", &m), 0);
+	assert_int_equal(m, 30000);
+	assert_int_equal(config_parse_money("1.5", &m), 0);
+	assert_int_equal(m, 1500000);
+	assert_int_equal(config_parse_money("0.000001", &m), 0);
+	assert_int_equal(m, 1);
+	assert_int_equal(config_parse_money("1000000000000", &m), 0);
+	assert_int_equal(m, 1000000000000ull * 1000000);
+	m = 42;
+	assert_int_equal(config_parse_money("1000000000001", &m), -EINVAL);
+	assert_int_equal(config_parse_money("0.0000001", &m), -EINVAL);
+	assert_int_equal(config_parse_money("-1", &m), -EINVAL);
+	assert_int_equal(config_parse_money("1.", &m), -EINVAL);
+	assert_int_equal(config_parse_money(".5", &m), -EINVAL);
+	assert_int_equal(config_parse_money("1,5", &m), -EINVAL);
+	assert_int_equal(config_parse_money("1e3", &m), -EINVAL);
+	assert_int_equal(config_parse_money(" 1", &m), -EINVAL);
+	assert_int_equal(config_parse_money("", &m), -EINVAL);
+	assert_int_equal(m, 42);
+}
+
 static void test_durations(void **state)
 {
 	uint64_t ms = 42;
@@ -1047,6 +1076,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full_config),
+		cmocka_unit_test(test_money),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_fit_keys),
 		cmocka_unit_test(test_provenance_keys),

@@ -29,7 +29,8 @@ static void set_tz(const char *tz)
 
 static struct sched_limits limits(unsigned in_flight, uint64_t per_day, uint64_t per_minute)
 {
-	return (struct sched_limits){in_flight, per_day, per_minute};
+	return (struct sched_limits){
+	    .max_in_flight = in_flight, .max_images_per_day = per_day, .images_per_minute = per_minute};
 }
 
 /* Starts and answers one generation of n images right away. */
@@ -150,6 +151,61 @@ static void test_daily_limit_resets_at_local_midnight(void **state)
 	assert_int_equal(v.answer, SCHED_YES);
 	assert_int_equal(s.day.images_today, 0);
 	assert_int_equal(s.day.day_end, JAN10_2100_UTC + 86400);
+}
+
+/* max_spend_per_day in micros: 0.03 per image and 0.10 a day allow three
+ * images (0.09 + 0.03 would pass 0.10), generations in flight counted at
+ * the price; a day's cost rebuilt at start counts; midnight starts over. */
+static void test_spend_limit(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {0};
+	struct sched_limits lim = limits(10, 0, 0);
+	struct sched_verdict v;
+	int64_t now = JAN10_2030_UTC;
+
+	(void)state;
+	set_tz("XYZ-3");
+	lim.max_spend_per_day = 100000;
+	lim.image_price = 30000;
+	sched_init(&s, &lim, 0);
+	sched_roll_day(&s, &f, now);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
+		sched_started(&s, &f);
+	}
+	/* Three in flight may cost 0.09: a fourth would pass 0.10. */
+	v = sched_may_start(&s, &f, 0, now);
+	assert_int_equal(v.answer, SCHED_NO_TODAY);
+	assert_int_equal(v.reason, SCHED_REASON_SPEND);
+	assert_int_equal(v.limit, 100000);
+	assert_int_equal(v.wait_ms, (uint64_t)(JAN10_2100_UTC - now) * 1000 + 1000);
+	/* One answered unpaid: room for one more. */
+	sched_answered(&s, &f);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
+	sched_answered(&s, &f);
+	sched_answered(&s, &f);
+	sched_paid(&s, &f, 3);
+	sched_spent(&s, 90000);
+	v = sched_may_start(&s, &f, 0, now);
+	assert_int_equal(v.answer, SCHED_NO_TODAY);
+	assert_int_equal(v.count, 90000);
+	/* Exactly at the limit is allowed: 0.07 + 0.03 = 0.10. */
+	sched_init(&s, &lim, 0);
+	sched_roll_day(&s, &f, now);
+	sched_count_spent_today(&s, 70000);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
+	sched_count_spent_today(&s, 1);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).reason, SCHED_REASON_SPEND);
+	/* A new day: nothing spent. */
+	v = sched_may_start(&s, &f, 0, JAN10_2100_UTC);
+	assert_int_equal(v.answer, SCHED_YES);
+	assert_int_equal(s.day.spent_today, 0);
+	/* No limit: spend is counted but never holds anything back. */
+	lim.max_spend_per_day = 0;
+	sched_set_limits(&s, &lim);
+	sched_spent(&s, 5000000);
+	assert_int_equal(sched_may_start(&s, &f, 0, JAN10_2100_UTC).answer, SCHED_YES);
 }
 
 static void test_day_of_summer_time_change(void **state)
@@ -371,6 +427,7 @@ int main(void)
 	    cmocka_unit_test(test_bucket_only_slots_taken_pay),
 	    cmocka_unit_test(test_bucket_refills_when_asked_often),
 	    cmocka_unit_test(test_daily_limit_resets_at_local_midnight),
+	    cmocka_unit_test(test_spend_limit),
 	    cmocka_unit_test(test_day_of_summer_time_change),
 	    cmocka_unit_test(test_folder_limit_against_global),
 	    cmocka_unit_test(test_in_flight_limit),

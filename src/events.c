@@ -1,0 +1,890 @@
+/* events: notifications by webhook and command (see events.h). */
+#include "events.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "clean.h"
+#include "log.h"
+#include "schedule.h"
+#include "url.h"
+
+extern char **environ;
+
+#define EVENTS_TEXT_MAX	       4096  /* a message, a file name */
+#define EVENTS_LINE_MAX	       512   /* one logged line of a command's output */
+#define EVENTS_LINES_MAX       100   /* lines logged per command run */
+#define EVENTS_KILL_GRACE_MS   5000  /* SIGTERM, then this long before SIGKILL */
+#define EVENTS_HOOK_TIMEOUT_MS 10000 /* one webhook attempt */
+#define EVENTS_HOOK_BACKOFF_MS 1000  /* doubled after each failed attempt */
+#define EVENTS_LIMITS_KEPT     16    /* limits remembered as reported today */
+
+/* One event as both targets take it; shared by reference count. */
+struct events_msg {
+	unsigned refs;
+	char kind[24];
+	char *body; /* the webhook's JSON */
+	char **env; /* the command's SEEDREAMD_* variables, NULL-terminated */
+};
+
+struct events_child {
+	struct events *ev;
+	struct events_msg *msg;
+	pid_t pid;
+	int pidfd, out_fd;
+	struct loop_source *pid_src, *out_src;
+	struct loop_timer *timer;
+	bool term_sent;
+	char line[EVENTS_LINE_MAX];
+	size_t line_len;
+	unsigned lines;
+	struct events_child *next;
+};
+
+struct events_day {
+	uint64_t done, failed, images, spent;
+	int64_t day_end; /* 0 before the first use */
+};
+
+struct events_ring {
+	struct events_msg *items[EVENTS_WEBHOOK_QUEUE];
+	size_t head, n, cap;
+};
+
+struct events {
+	struct loop *loop;
+	struct http *http;
+	const struct config *config;
+	char *secret;
+	/* The webhook: the head of hook_q is under way or waiting to retry. */
+	struct events_ring hook_q;
+	CURL *easy;
+	struct curl_slist *headers;
+	bool hook_running;
+	unsigned hook_tries;
+	struct loop_timer *hook_timer;
+	/* The command. */
+	struct events_ring cmd_q;
+	struct events_child *children;
+	unsigned n_children;
+	/* The daily summary. */
+	struct loop_timer *summary_timer;
+	struct events_day cur, prev;
+	struct {
+		char key[256];
+		int64_t day_end;
+	} limits[EVENTS_LIMITS_KEPT];
+	size_t next_limit;
+};
+
+static void events_hook_next(struct events *ev);
+static void events_cmd_next(struct events *ev);
+
+/* ---- messages ---------------------------------------------------------- */
+
+static void events_msg_unref(struct events_msg *m)
+{
+	if (!m || --m->refs > 0)
+		return;
+	free(m->body);
+	for (char **e = m->env; e && *e; e++)
+		free(*e);
+	free(m->env);
+	free(m);
+}
+
+/* Pushes m (a reference taken); when full the oldest is dropped, never the
+ * one under way at the head (busy). */
+static void events_ring_push(struct events_ring *q, struct events_msg *m, bool busy,
+			     const char *target)
+{
+	if (q->n == q->cap) {
+		size_t victim = busy ? (q->head + 1) % q->cap : q->head;
+		struct events_msg *old = q->items[victim];
+
+		log_warn("notify: the %s queue is full (%zu events): dropping the oldest, %s",
+			 target, q->cap, old->kind);
+		if (busy) {
+			/* Close the gap right after the head. */
+			for (size_t i = 1; i + 1 < q->n; i++)
+				q->items[(q->head + i) % q->cap] =
+				    q->items[(q->head + i + 1) % q->cap];
+		} else {
+			q->head = (q->head + 1) % q->cap;
+		}
+		q->n--;
+		events_msg_unref(old);
+	}
+	m->refs++;
+	q->items[(q->head + q->n) % q->cap] = m;
+	q->n++;
+}
+
+static struct events_msg *events_ring_pop(struct events_ring *q)
+{
+	struct events_msg *m;
+
+	if (!q->n)
+		return NULL;
+	m = q->items[q->head];
+	q->head = (q->head + 1) % q->cap;
+	q->n--;
+	return m;
+}
+
+static void events_format_money(uint64_t micros, char *buf, size_t len)
+{
+	size_t n;
+
+	(void)snprintf(buf, len, "%llu.%06llu", (unsigned long long)(micros / CONFIG_MICROS),
+		       (unsigned long long)(micros % CONFIG_MICROS));
+	/* At least two decimals, no trailing zeros beyond them: 0.09, 0.125. */
+	n = strlen(buf);
+	while (n > 0 && buf[n - 1] == '0' && n >= 2 && buf[n - 3] != '.')
+		buf[--n] = '\0';
+}
+
+/* Builds an event from name/value pairs (values NULL are left out); every
+ * text is scrubbed of the key and bounded again. */
+struct events_field {
+	const char *name; /* the JSON member; the variable is SEEDREAMD_<NAME> */
+	const char *text; /* a string value, or NULL */
+	bool number;	  /* text is a JSON number */
+};
+
+static struct events_msg *events_msg_new(struct events *ev, const char *kind,
+					 const struct events_field *fields, size_t n)
+{
+	struct events_msg *m = calloc(1, sizeof(*m));
+	cJSON *doc = cJSON_CreateObject();
+	char when[32], *clean = NULL;
+	struct tm tm;
+	time_t now = time(NULL);
+	size_t e = 0;
+
+	if (!m || !doc || !(m->env = calloc(n + 3, sizeof(*m->env))))
+		log_oom();
+	(void)snprintf(m->kind, sizeof(m->kind), "%s", kind);
+	if (!gmtime_r(&now, &tm))
+		memset(&tm, 0, sizeof(tm));
+	(void)strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (!cJSON_AddNumberToObject(doc, "version", EVENTS_BODY_VERSION) ||
+	    !cJSON_AddStringToObject(doc, "event", kind) ||
+	    !cJSON_AddStringToObject(doc, "time", when))
+		log_oom();
+	if (asprintf(&m->env[e++], "SEEDREAMD_EVENT=%s", kind) < 0 ||
+	    asprintf(&m->env[e++], "SEEDREAMD_TIME=%s", when) < 0)
+		log_oom();
+	for (size_t i = 0; i < n; i++) {
+		const struct events_field *f = &fields[i];
+		char upper[32];
+		cJSON *item;
+		size_t k;
+
+		if (!f->text)
+			continue;
+		clean = clean_text(f->text, EVENTS_TEXT_MAX, ev->secret);
+		if (!clean)
+			log_oom();
+		for (k = 0; f->name[k] && k + 1 < sizeof(upper); k++)
+			upper[k] = (char)(f->name[k] >= 'a' && f->name[k] <= 'z' ? f->name[k] - 32
+										 : f->name[k]);
+		upper[k] = '\0';
+		if (asprintf(&m->env[e++], "SEEDREAMD_%s=%s", upper, clean) < 0)
+			log_oom();
+		item = f->number ? cJSON_CreateRaw(clean) : cJSON_CreateString(clean);
+		if (!item || !cJSON_AddItemToObject(doc, f->name, item))
+			log_oom();
+		free(clean);
+	}
+	m->body = cJSON_PrintUnformatted(doc);
+	if (!m->body)
+		log_oom();
+	cJSON_Delete(doc);
+	return m;
+}
+
+static void events_send(struct events *ev, unsigned bit, struct events_msg *m)
+{
+	const struct notify_config *nc = &ev->config->notify;
+
+	m->refs = 1;
+	if (nc->events & bit) {
+		if (nc->webhook) {
+			events_ring_push(&ev->hook_q, m,
+					 ev->hook_running || loop_timer_armed(ev->hook_timer),
+					 "webhook");
+			events_hook_next(ev);
+		}
+		if (nc->command) {
+			events_ring_push(&ev->cmd_q, m, false, "command");
+			events_cmd_next(ev);
+		}
+	}
+	events_msg_unref(m);
+}
+
+/* ---- the webhook ------------------------------------------------------- */
+
+/* Plain http only to this machine unless allowed, checked on the address
+ * actually connected to (a name may resolve anywhere). */
+static curl_socket_t events_open_socket(void *clientp, curlsocktype purpose,
+					struct curl_sockaddr *a)
+{
+	struct events *ev = clientp;
+	struct sockaddr_storage ss;
+	size_t len = a->addrlen < sizeof(ss) ? a->addrlen : sizeof(ss);
+	const char *url = ev->config->notify.webhook;
+
+	if (purpose != CURLSOCKTYPE_IPCXN)
+		return CURL_SOCKET_BAD;
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, &a->addr, len);
+	if (url && strncasecmp(url, "https://", 8) && !ev->config->api.allow_insecure_http &&
+	    url_sockaddr_class((const struct sockaddr *)&ss) != URL_LOOPBACK)
+		return CURL_SOCKET_BAD;
+	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+static size_t events_discard(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	(void)data;
+	(void)userdata;
+	return size * nmemb;
+}
+
+static void events_hook_clear(struct events *ev)
+{
+	if (ev->easy) {
+		if (ev->hook_running)
+			http_cancel(ev->http, ev->easy);
+		curl_easy_cleanup(ev->easy);
+	}
+	ev->easy = NULL;
+	ev->hook_running = false;
+}
+
+static void events_hook_done(CURL *easy, CURLcode result, void *userdata)
+{
+	struct events *ev = userdata;
+	struct events_msg *m = ev->hook_q.items[ev->hook_q.head];
+	long status = 0;
+	uint64_t delay;
+	char why[128];
+
+	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	ev->hook_running = false;
+	events_hook_clear(ev);
+	ev->hook_tries++;
+	if (result == CURLE_OK)
+		(void)snprintf(why, sizeof(why), "HTTP %ld", status);
+	else
+		(void)snprintf(why, sizeof(why), "%s", curl_easy_strerror(result));
+	if (result == CURLE_OK && status >= 200 && status < 300) {
+		log_debug("notify: webhook took event %s (%s)", m->kind, why);
+	} else if (ev->hook_tries < EVENTS_WEBHOOK_TRIES) {
+		delay = (uint64_t)EVENTS_HOOK_BACKOFF_MS << (ev->hook_tries - 1);
+		log_info("notify: webhook did not take event %s (%s): trying again in %llu ms",
+			 m->kind, why, (unsigned long long)delay);
+		(void)loop_timer_arm(ev->hook_timer, delay);
+		return;
+	} else {
+		log_warn("notify: webhook did not take event %s after %u attempts (%s): dropped",
+			 m->kind, ev->hook_tries, why);
+	}
+	ev->hook_tries = 0;
+	events_msg_unref(events_ring_pop(&ev->hook_q));
+	events_hook_next(ev);
+}
+
+static void events_hook_timer(void *userdata)
+{
+	events_hook_next(userdata);
+}
+
+static void events_hook_next(struct events *ev)
+{
+	const char *url = ev->config->notify.webhook;
+	const char *protocols = "https";
+	struct url_info info;
+	struct events_msg *m;
+
+	if (ev->hook_running || loop_timer_armed(ev->hook_timer) || !ev->hook_q.n)
+		return;
+	if (!url) {
+		/* A reload removed the webhook. */
+		while ((m = events_ring_pop(&ev->hook_q)))
+			events_msg_unref(m);
+		return;
+	}
+	m = ev->hook_q.items[ev->hook_q.head];
+	ev->easy = curl_easy_init();
+	if (!ev->easy)
+		log_oom();
+	if (ev->config->api.allow_insecure_http ||
+	    (url_inspect(url, &info) == 0 && info.host == URL_LOOPBACK))
+		protocols = "http,https";
+	/* Its own handle and headers: nothing of the API's request (the
+	 * Authorization header) can reach it. */
+	(void)curl_easy_setopt(ev->easy, CURLOPT_URL, url);
+	(void)curl_easy_setopt(ev->easy, CURLOPT_NOSIGNAL, 1L);
+	(void)curl_easy_setopt(ev->easy, CURLOPT_PROTOCOLS_STR, protocols);
+	(void)curl_easy_setopt(ev->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	(void)curl_easy_setopt(ev->easy, CURLOPT_OPENSOCKETFUNCTION, events_open_socket);
+	(void)curl_easy_setopt(ev->easy, CURLOPT_OPENSOCKETDATA, ev);
+	(void)curl_easy_setopt(ev->easy, CURLOPT_TIMEOUT_MS, (long)EVENTS_HOOK_TIMEOUT_MS);
+	(void)curl_easy_setopt(ev->easy, CURLOPT_USERAGENT, "seedreamd/" SEEDREAMD_VERSION);
+	(void)curl_easy_setopt(ev->easy, CURLOPT_HTTPHEADER, ev->headers);
+	(void)curl_easy_setopt(ev->easy, CURLOPT_POSTFIELDS, m->body);
+	(void)curl_easy_setopt(ev->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(m->body));
+	(void)curl_easy_setopt(ev->easy, CURLOPT_WRITEFUNCTION, events_discard);
+	if (http_start(ev->http, ev->easy, events_hook_done, ev) < 0) {
+		curl_easy_cleanup(ev->easy);
+		ev->easy = NULL;
+		(void)loop_timer_arm(ev->hook_timer, EVENTS_HOOK_BACKOFF_MS);
+		return;
+	}
+	ev->hook_running = true;
+}
+
+/* ---- the command ------------------------------------------------------- */
+
+static void events_child_log_line(struct events_child *c)
+{
+	char *line;
+
+	c->line[c->line_len] = '\0';
+	c->line_len = 0;
+	if (c->lines == EVENTS_LINES_MAX)
+		log_info("notify: command (event %s, pid %d): more output, not logged",
+			 c->msg->kind, (int)c->pid);
+	if (c->lines++ >= EVENTS_LINES_MAX)
+		return;
+	line = clean_text(c->line, EVENTS_LINE_MAX, c->ev->secret);
+	if (!line)
+		log_oom();
+	log_info("notify: command (event %s, pid %d): %s", c->msg->kind, (int)c->pid, line);
+	free(line);
+}
+
+/* Reads what is there; false at the end of the output. */
+static bool events_child_read(struct events_child *c)
+{
+	char buf[4096];
+	ssize_t n;
+
+	for (;;) {
+		n = read(c->out_fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return true;
+		if (n <= 0)
+			break;
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\n') {
+				events_child_log_line(c);
+				continue;
+			}
+			/* A long line is logged in pieces. */
+			if (c->line_len + 1 >= sizeof(c->line))
+				events_child_log_line(c);
+			c->line[c->line_len++] = buf[i];
+		}
+	}
+	if (c->line_len)
+		events_child_log_line(c);
+	return false;
+}
+
+static void events_child_close_output(struct events_child *c)
+{
+	loop_remove(c->ev->loop, c->out_src);
+	c->out_src = NULL;
+	if (c->out_fd >= 0)
+		close(c->out_fd);
+	c->out_fd = -1;
+}
+
+static void events_child_output(int fd, uint32_t events, void *userdata)
+{
+	struct events_child *c = userdata;
+
+	(void)fd;
+	(void)events;
+	if (!events_child_read(c))
+		events_child_close_output(c);
+}
+
+static void events_child_free(struct events_child *c)
+{
+	struct events *ev = c->ev;
+
+	for (struct events_child **p = &ev->children; *p; p = &(*p)->next) {
+		if (*p == c) {
+			*p = c->next;
+			break;
+		}
+	}
+	ev->n_children--;
+	events_child_close_output(c);
+	loop_remove(ev->loop, c->pid_src);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
+	loop_timer_free(ev->loop, c->timer);
+	events_msg_unref(c->msg);
+	free(c);
+}
+
+/* The pidfd is readable: the process ended. */
+static void events_child_exited(int fd, uint32_t events, void *userdata)
+{
+	struct events_child *c = userdata;
+	struct events *ev = c->ev;
+	int status = 0;
+	pid_t r;
+
+	(void)fd;
+	(void)events;
+	do
+		r = waitpid(c->pid, &status, WNOHANG);
+	while (r < 0 && errno == EINTR);
+	if (r == 0)
+		return; /* not yet (spurious) */
+	/* What it wrote before it ended; a descendant that keeps the pipe
+	 * open is not waited for. */
+	if (c->out_fd >= 0)
+		(void)events_child_read(c);
+	if (r < 0)
+		log_warn("notify: command (event %s, pid %d): cannot reap it: %s", c->msg->kind,
+			 (int)c->pid, strerror(errno));
+	else if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		log_debug("notify: command (event %s, pid %d) done", c->msg->kind, (int)c->pid);
+	else if (WIFEXITED(status))
+		log_warn("notify: command %s (event %s, pid %d) exited with status %d",
+			 ev->config->notify.command ? ev->config->notify.command : "", c->msg->kind,
+			 (int)c->pid, WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		log_warn("notify: command (event %s, pid %d) ended by signal %d%s", c->msg->kind,
+			 (int)c->pid, WTERMSIG(status), c->term_sent ? " after its timeout" : "");
+	events_child_free(c);
+	events_cmd_next(ev);
+}
+
+static void events_child_timeout(void *userdata)
+{
+	struct events_child *c = userdata;
+	struct events *ev = c->ev;
+
+	/* Its own process group: a shell's children go with it. */
+	if (!c->term_sent) {
+		log_warn("notify: command (event %s, pid %d) still running after %llu ms: "
+			 "sending SIGTERM",
+			 c->msg->kind, (int)c->pid,
+			 (unsigned long long)ev->config->notify.command_timeout_ms);
+		c->term_sent = true;
+		(void)kill(-c->pid, SIGTERM);
+		(void)loop_timer_arm(c->timer, EVENTS_KILL_GRACE_MS);
+		return;
+	}
+	log_warn("notify: command (event %s, pid %d) ignored SIGTERM: sending SIGKILL",
+		 c->msg->kind, (int)c->pid);
+	(void)kill(-c->pid, SIGKILL);
+}
+
+/* The daemon's environment without the API key's variable (nor stale
+ * SEEDREAMD_ ones), then the event's. */
+static char **events_child_env(const struct events *ev, const struct events_msg *m)
+{
+	const char *key_env = ev->config->api.api_key_env;
+	size_t n = 0, k = 0, key_len = key_env ? strlen(key_env) : 0;
+	char **env;
+
+	for (char **e = environ; e && *e; e++)
+		n++;
+	for (char **e = m->env; *e; e++)
+		n++;
+	env = calloc(n + 1, sizeof(*env));
+	if (!env)
+		log_oom();
+	for (char **e = environ; e && *e; e++) {
+		if (key_env && !strncmp(*e, key_env, key_len) && (*e)[key_len] == '=')
+			continue;
+		if (!strncmp(*e, "SEEDREAMD_", 10))
+			continue;
+		env[k++] = *e;
+	}
+	for (char **e = m->env; *e; e++)
+		env[k++] = *e;
+	env[k] = NULL;
+	return env;
+}
+
+static int events_spawn(struct events *ev, struct events_msg *m)
+{
+	char *const argv[] = {ev->config->notify.command, NULL};
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	struct events_child *c = calloc(1, sizeof(*c));
+	sigset_t none, deflt;
+	char **env = NULL;
+	int pipefd[2] = {-1, -1}, r;
+
+	if (!c)
+		log_oom();
+	c->ev = ev;
+	c->pidfd = c->out_fd = -1;
+	/* Only the loop's end is non-blocking: the two ends are separate open
+	 * files, and the child's writes block as they would anywhere. */
+	if (pipe2(pipefd, O_CLOEXEC) < 0 || fcntl(pipefd[0], F_SETFL, O_NONBLOCK) < 0) {
+		r = -errno;
+		if (pipefd[0] >= 0) {
+			close(pipefd[0]);
+			close(pipefd[1]);
+		}
+		free(c);
+		return r;
+	}
+	env = events_child_env(ev, m);
+	sigemptyset(&none);
+	sigemptyset(&deflt);
+	sigaddset(&deflt, SIGPIPE);
+	sigaddset(&deflt, SIGTERM);
+	sigaddset(&deflt, SIGINT);
+	sigaddset(&deflt, SIGHUP);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	(void)posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	(void)posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+	(void)posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+	/* The daemon blocks its signals (signalfd) and ignores SIGPIPE: the
+	 * child starts with neither, in a process group of its own. */
+	(void)posix_spawnattr_setsigmask(&attr, &none);
+	(void)posix_spawnattr_setsigdefault(&attr, &deflt);
+	(void)posix_spawnattr_setpgroup(&attr, 0);
+	(void)posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+						  POSIX_SPAWN_SETPGROUP);
+	r = -posix_spawn(&c->pid, argv[0], &fa, &attr, argv, env);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	free(env);
+	close(pipefd[1]);
+	if (r < 0) {
+		close(pipefd[0]);
+		free(c);
+		return r;
+	}
+	c->out_fd = pipefd[0];
+	c->msg = m;
+	c->next = ev->children;
+	ev->children = c;
+	ev->n_children++;
+	c->pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+	if (c->pidfd < 0 ||
+	    loop_add(ev->loop, c->pidfd, EPOLLIN, events_child_exited, c, &c->pid_src) < 0 ||
+	    loop_add(ev->loop, c->out_fd, EPOLLIN, events_child_output, c, &c->out_src) < 0 ||
+	    loop_timer_new(ev->loop, events_child_timeout, c, &c->timer) < 0 ||
+	    loop_timer_arm(c->timer, ev->config->notify.command_timeout_ms) < 0) {
+		/* Without a way to watch it, it is not left running unwatched. */
+		log_warn("notify: command (event %s, pid %d) cannot be watched: killing it",
+			 m->kind, (int)c->pid);
+		(void)kill(-c->pid, SIGKILL);
+		while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		c->msg = NULL;
+		events_child_free(c);
+		return -ENOMEM;
+	}
+	log_debug("notify: command %s started for event %s (pid %d)", argv[0], m->kind,
+		  (int)c->pid);
+	return 0;
+}
+
+static void events_cmd_next(struct events *ev)
+{
+	struct events_msg *m;
+	int r;
+
+	while (ev->n_children < EVENTS_COMMANDS_AT_ONCE && (m = events_ring_pop(&ev->cmd_q))) {
+		if (!ev->config->notify.command) {
+			events_msg_unref(m);
+			continue;
+		}
+		r = events_spawn(ev, m);
+		if (r < 0) {
+			log_warn("notify: cannot run %s for event %s: %s",
+				 ev->config->notify.command, m->kind, strerror(-r));
+			events_msg_unref(m);
+		}
+	}
+}
+
+/* ---- the daily summary ------------------------------------------------- */
+
+static void events_roll(struct events *ev, int64_t now)
+{
+	if (now < ev->cur.day_end)
+		return;
+	ev->prev = ev->cur;
+	ev->cur = (struct events_day){.day_end = sched_next_midnight(now)};
+}
+
+/* The next time the summary is due (epoch s), after now. */
+static int64_t events_next_summary(unsigned minute, int64_t now)
+{
+	time_t t = (time_t)now, due;
+	struct tm tm;
+
+	if (!localtime_r(&t, &tm))
+		return now + 86400;
+	tm.tm_hour = (int)(minute / 60);
+	tm.tm_min = (int)(minute % 60);
+	tm.tm_sec = 0;
+	tm.tm_isdst = -1;
+	due = mktime(&tm);
+	if (due <= t) {
+		tm.tm_mday++;
+		tm.tm_isdst = -1;
+		due = mktime(&tm);
+	}
+	return (int64_t)due;
+}
+
+static void events_arm_summary(struct events *ev)
+{
+	int64_t now = loop_wall_ms() / 1000;
+	int64_t due = events_next_summary(ev->config->notify.summary_minute, now);
+
+	/* A second late rather than early: the day has ended by then. */
+	(void)loop_timer_arm(ev->summary_timer, (uint64_t)(due - now) * 1000 + 1000);
+}
+
+static void events_summary(void *userdata)
+{
+	struct events *ev = userdata;
+	int64_t now = loop_wall_ms() / 1000;
+	const struct events_day *d;
+	char date[16], done[24], failed[24], images[24], cost[32];
+	time_t day;
+	struct tm tm;
+
+	events_roll(ev, now);
+	/* At midnight, the day that ended; later, today so far. */
+	if (ev->config->notify.summary_minute == 0) {
+		d = &ev->prev;
+		day = (time_t)(now - 43200);
+	} else {
+		d = &ev->cur;
+		day = (time_t)now;
+	}
+	if (!localtime_r(&day, &tm) || !strftime(date, sizeof(date), "%Y-%m-%d", &tm))
+		(void)snprintf(date, sizeof(date), "?");
+	(void)snprintf(done, sizeof(done), "%llu", (unsigned long long)d->done);
+	(void)snprintf(failed, sizeof(failed), "%llu", (unsigned long long)d->failed);
+	(void)snprintf(images, sizeof(images), "%llu", (unsigned long long)d->images);
+	events_format_money(d->spent, cost, sizeof(cost));
+	{
+		const bool priced = ev->config->n_prices > 0;
+		const struct events_field f[] = {
+		    {"date", date, false},
+		    {"done", done, true},
+		    {"failed", failed, true},
+		    {"images", images, true},
+		    {"cost", priced ? cost : NULL, true},
+		    {"currency", priced ? ev->config->currency : NULL, false},
+		};
+		events_send(ev, CONFIG_EVENT_DAILY_SUMMARY,
+			    events_msg_new(ev, "daily_summary", f, sizeof(f) / sizeof(f[0])));
+	}
+	events_arm_summary(ev);
+}
+
+/* ---- the public side --------------------------------------------------- */
+
+void events_set_config(struct events *ev, const struct config *config, const char *secret)
+{
+	char *copy = secret ? strdup(secret) : NULL;
+
+	if (!ev)
+		return;
+	if (secret && !copy)
+		log_oom();
+	if (ev->secret) {
+		explicit_bzero(ev->secret, strlen(ev->secret));
+		free(ev->secret);
+	}
+	ev->secret = copy;
+	ev->config = config;
+	if (ev->summary_timer)
+		events_arm_summary(ev);
+	events_hook_next(ev);
+	events_cmd_next(ev);
+}
+
+int events_new(struct loop *loop, struct http *http, const struct config *config,
+	       const char *secret, struct events **ret_events)
+{
+	struct events *ev = calloc(1, sizeof(*ev));
+	int r;
+
+	if (!ev)
+		return -ENOMEM;
+	ev->loop = loop;
+	ev->http = http;
+	ev->config = config;
+	ev->hook_q.cap = EVENTS_WEBHOOK_QUEUE;
+	ev->cmd_q.cap = EVENTS_COMMAND_QUEUE;
+	ev->headers = curl_slist_append(NULL, "Content-Type: application/json");
+	if (!ev->headers) {
+		free(ev);
+		return -ENOMEM;
+	}
+	events_roll(ev, loop_wall_ms() / 1000);
+	r = loop_timer_new(loop, events_hook_timer, ev, &ev->hook_timer);
+	if (r >= 0)
+		r = loop_timer_new(loop, events_summary, ev, &ev->summary_timer);
+	if (r < 0) {
+		events_free(ev);
+		return r;
+	}
+	events_set_config(ev, config, secret);
+	*ret_events = ev;
+	return 0;
+}
+
+void events_free(struct events *ev)
+{
+	struct events_msg *m;
+
+	if (!ev)
+		return;
+	events_hook_clear(ev);
+	while ((m = events_ring_pop(&ev->hook_q)))
+		events_msg_unref(m);
+	while ((m = events_ring_pop(&ev->cmd_q)))
+		events_msg_unref(m);
+	while (ev->children) {
+		struct events_child *c = ev->children;
+
+		/* The daemon is ending: a hook still running does not outlive it. */
+		(void)kill(-c->pid, SIGKILL);
+		while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		events_child_free(c);
+	}
+	loop_timer_free(ev->loop, ev->hook_timer);
+	loop_timer_free(ev->loop, ev->summary_timer);
+	curl_slist_free_all(ev->headers);
+	if (ev->secret) {
+		explicit_bzero(ev->secret, strlen(ev->secret));
+		free(ev->secret);
+	}
+	free(ev);
+}
+
+void events_file_failed(struct events *ev, const char *folder, const char *file, long http_status,
+			const char *code, const char *message)
+{
+	char status[24];
+
+	if (!ev)
+		return;
+	events_roll(ev, loop_wall_ms() / 1000);
+	ev->cur.failed++;
+	(void)snprintf(status, sizeof(status), "%ld", http_status);
+	{
+		const struct events_field f[] = {
+		    {"folder", folder, false},
+		    {"file", file, false},
+		    {"code", code, false},
+		    {"message", message, false},
+		    {"http_status", http_status > 0 ? status : NULL, true},
+		};
+		events_send(ev, CONFIG_EVENT_FILE_FAILED,
+			    events_msg_new(ev, "file_failed", f, sizeof(f) / sizeof(f[0])));
+	}
+}
+
+void events_paused(struct events *ev, const char *message)
+{
+	const struct events_field f[] = {{"message", message, false}};
+
+	if (ev)
+		events_send(ev, CONFIG_EVENT_PAUSED, events_msg_new(ev, "paused", f, 1));
+}
+
+void events_resumed(struct events *ev, const char *message)
+{
+	const struct events_field f[] = {{"message", message, false}};
+
+	if (ev)
+		events_send(ev, CONFIG_EVENT_RESUMED, events_msg_new(ev, "resumed", f, 1));
+}
+
+void events_limit_reached(struct events *ev, const char *limit, const char *folder,
+			  const char *message, int64_t day_end)
+{
+	char key[256];
+
+	if (!ev)
+		return;
+	(void)snprintf(key, sizeof(key), "%s\n%s", limit, folder ? folder : "");
+	for (size_t i = 0; i < EVENTS_LIMITS_KEPT; i++)
+		if (ev->limits[i].day_end == day_end && !strcmp(ev->limits[i].key, key))
+			return; /* reported today already */
+	memcpy(ev->limits[ev->next_limit].key, key, sizeof(key));
+	ev->limits[ev->next_limit].day_end = day_end;
+	ev->next_limit = (ev->next_limit + 1) % EVENTS_LIMITS_KEPT;
+	{
+		const struct events_field f[] = {
+		    {"limit", limit, false},
+		    {"folder", folder, false},
+		    {"message", message, false},
+		};
+		events_send(ev, CONFIG_EVENT_SPEND_LIMIT,
+			    events_msg_new(ev, "spend_limit", f, sizeof(f) / sizeof(f[0])));
+	}
+}
+
+void events_file_done(struct events *ev)
+{
+	if (!ev)
+		return;
+	events_roll(ev, loop_wall_ms() / 1000);
+	ev->cur.done++;
+}
+
+void events_paid(struct events *ev, uint64_t images, uint64_t micros)
+{
+	if (!ev)
+		return;
+	events_roll(ev, loop_wall_ms() / 1000);
+	ev->cur.images += images;
+	ev->cur.spent += micros;
+}
+
+void events_count_earlier(struct events *ev, uint64_t images, uint64_t micros)
+{
+	events_paid(ev, images, micros);
+}
+
+unsigned events_pending(const struct events *ev)
+{
+	if (!ev)
+		return 0;
+	return (unsigned)(ev->hook_q.n + ev->cmd_q.n) + ev->n_children;
+}
