@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/seedreamd/seedreamd.yaml"
 
@@ -72,6 +73,8 @@ struct config {
 	uint64_t max_images_per_day;  /* global, 0 = no limit */
 	uint64_t images_per_minute;   /* 0 = no limit */
 	unsigned max_fits;            /* images converted at once, 1..64; default min(2, cores) */
+	char *metrics_listen;         /* "ADDR:PORT" for GET /metrics, NULL: off */
+	char *metrics_textfile;       /* node_exporter textfile, NULL: off */
 };
 
 /* Parse a YAML document already in memory. `name` is used in messages.
@@ -82,6 +85,10 @@ int config_parse(const char *name, const char *yaml, size_t len, struct config *
 
 /* Read and parse a file; -errno with "path: strerror" in err if unreadable. */
 int config_load(const char *path, struct config **ret_config, char *err, size_t errlen);
+
+/* "127.0.0.1:9464" or "[::1]:9464" (numeric only) to a socket address.
+ * 0 or -EINVAL. */
+int config_parse_listen(const char *text, struct sockaddr_storage *ret_addr, socklen_t *ret_len);
 
 /* Accepts NULL. */
 void config_free(struct config *config);

@@ -26,6 +26,7 @@ struct jobs_counts {
 	size_t settling, fitting, queued, in_flight, waiting;
 	size_t undurable; /* paid results neither journalled nor written out */
 	uint64_t done, failed, skipped, left_incomplete, generations;
+	size_t jobs; /* files found and not finished, in any state */
 	bool paused;
 	const char *pause_reason; /* these three: NULL, or valid until the next call into jobs */
 	const char *limit_reason; /* a spend limit holds submissions back */
@@ -77,6 +78,13 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 /* Counts what the folder's sidecars say was generated today (local time),
  * so that a restart does not reset max_images_per_day. */
 void jobs_count_today(struct jobs *jobs, struct folder *folder);
+
+/* Calls fn for every file found and not finished (metrics: pending per
+ * folder, the oldest; first_seen is monotonic ms). On the loop thread. */
+void jobs_each(const struct jobs *jobs,
+	       void (*fn)(void *userdata, const struct folder *folder, bool queued,
+			  uint64_t first_seen),
+	       void *userdata);
 
 /* Called after every change of the counts (for STATUS=). */
 void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdata);

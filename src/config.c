@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <yaml.h>
 
@@ -57,6 +59,8 @@ enum {
 	TK_MAX_PER_DAY,
 	TK_PER_MINUTE,
 	TK_MAX_FITS,
+	TK_METRICS_LISTEN,
+	TK_METRICS_TEXTFILE,
 	TK_COUNT
 };
 
@@ -71,6 +75,8 @@ static const char *const top_keys[TK_COUNT] = {
 	[TK_MAX_PER_DAY] = "max_images_per_day",
 	[TK_PER_MINUTE] = "images_per_minute",
 	[TK_MAX_FITS] = "max_fits",
+	[TK_METRICS_LISTEN] = "metrics_listen",
+	[TK_METRICS_TEXTFILE] = "metrics_textfile",
 };
 
 enum {
@@ -1419,6 +1425,77 @@ static int default_state_dir(struct ctx *c, char **dst)
 	return replace_str(c, dst, "/var/lib/seedreamd");
 }
 
+int config_parse_listen(const char *text, struct sockaddr_storage *ret_addr,
+			socklen_t *ret_len)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon, *port_text;
+	struct sockaddr_storage ss = {0};
+	unsigned long port;
+	size_t host_len;
+	char *end;
+
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		host_len = (size_t)(close - text - 1);
+		if (host_len >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, text + 1, host_len);
+		port_text = close + 2;
+	} else {
+		colon = strrchr(text, ':');
+		if (!colon)
+			return -EINVAL;
+		host_len = (size_t)(colon - text);
+		if (host_len >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, text, host_len);
+		port_text = colon + 1;
+	}
+	host[host_len] = '\0';
+	if (port_text[0] < '0' || port_text[0] > '9')
+		return -EINVAL;
+	errno = 0;
+	port = strtoul(port_text, &end, 10);
+	if (errno || *end || port < 1 || port > 65535)
+		return -EINVAL;
+	if (text[0] == '[') {
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+		if (inet_pton(AF_INET6, host, &a6->sin6_addr) != 1)
+			return -EINVAL;
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)port);
+		*ret_len = sizeof(*a6);
+	} else {
+		struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+		if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
+			return -EINVAL;
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)port);
+		*ret_len = sizeof(*a4);
+	}
+	*ret_addr = ss;
+	return 0;
+}
+
+/* A numeric address and port: a host name would need a resolver, which blocks. */
+static int get_listen(struct ctx *c, const yaml_node_t *n, const char *key, char **dst)
+{
+	static const char what[] = "an address and port such as 127.0.0.1:9464 or [::1]:9464";
+	struct sockaddr_storage ss;
+	socklen_t len;
+	const char *v;
+	int r = get_text(c, n, key, what, &v);
+
+	if (r < 0)
+		return r;
+	if (config_parse_listen(v, &ss, &len) < 0)
+		return fail_at(c, n->start_mark, "%s: expected %s, got %s", key, what, quote(v).s);
+	return replace_str(c, dst, v);
+}
+
 static int parse_top_scalars(struct ctx *c, const struct found *f, struct config *cfg)
 {
 	int r = 0;
@@ -1447,6 +1524,12 @@ static int parse_top_scalars(struct ctx *c, const struct found *f, struct config
 		r = get_uint(c, f[TK_MAX_FITS].value, "max_fits", 1, 64, &n);
 		cfg->max_fits = (unsigned)n;
 	}
+	if (r == 0 && f[TK_METRICS_LISTEN].value)
+		r = get_listen(c, f[TK_METRICS_LISTEN].value, "metrics_listen",
+			       &cfg->metrics_listen);
+	if (r == 0 && f[TK_METRICS_TEXTFILE].value)
+		r = get_path(c, f[TK_METRICS_TEXTFILE].value, "metrics_textfile",
+			     &cfg->metrics_textfile);
 	return r;
 }
 
@@ -1694,5 +1777,7 @@ void config_free(struct config *config)
 		folder_clear(&config->folders[i]);
 	free(config->folders);
 	free(config->state_dir);
+	free(config->metrics_listen);
+	free(config->metrics_textfile);
 	free(config);
 }
