@@ -31,14 +31,14 @@
 	  "status", "code")                                                                        \
 	X(RETRIES, "seedreamd_retries_total",                                                      \
 	  "Retries scheduled, by what is retried (generation or fetch).", "kind", NULL)            \
-	X(UPLOAD_BYTES, "seedreamd_upload_bytes_total",                                            \
-	  "Bytes sent in generation requests.", NULL, NULL)                                        \
+	X(UPLOAD_BYTES, "seedreamd_upload_bytes_total", "Bytes sent in generation requests.",      \
+	  NULL, NULL)                                                                              \
 	X(DOWNLOAD_BYTES, "seedreamd_download_bytes_total",                                        \
 	  "Bytes received: generation answers and downloaded results.", NULL, NULL)                \
 	X(GENERATED_IMAGES, "seedreamd_generated_images_total",                                    \
 	  "Images generated (and billed), from usage.generated_images.", NULL, NULL)               \
-	X(OUTPUT_TOKENS, "seedreamd_output_tokens_total", "Output tokens, from usage.output_tokens.", \
-	  NULL, NULL)
+	X(OUTPUT_TOKENS, "seedreamd_output_tokens_total",                                          \
+	  "Output tokens, from usage.output_tokens.", NULL, NULL)
 
 #define METRICS_ENUM_ID(id, name, help, l1, l2) METRICS_##id,
 enum metrics_counter { METRICS_COUNTERS(METRICS_ENUM_ID) METRICS_COUNTER_COUNT };
@@ -68,11 +68,11 @@ void metrics_observe(struct metrics *m, enum metrics_histogram id, double second
 /* What is true now, computed by the caller at render time. */
 struct metrics_folder_state {
 	const char *path;
-	size_t pending;	      /* found and not finished */
-	size_t queued;	      /* waiting for a generation slot */
-	double oldest_age_s;  /* of its oldest pending file, 0 if none */
-	bool paused;	      /* missing or unusable, not watched meanwhile */
-	bool stalled;	      /* its storage does not answer */
+	size_t pending;	     /* found and not finished */
+	size_t queued;	     /* waiting for a generation slot */
+	double oldest_age_s; /* of its oldest pending file, 0 if none */
+	bool paused;	     /* missing or unusable, not watched meanwhile */
+	bool stalled;	     /* its storage does not answer */
 };
 
 /* Reasons the whole daemon holds back new generations. */
@@ -110,8 +110,8 @@ struct metrics *metrics_registered(void);
 
 /* Notes from the job code, on the loop thread, to the registered set. */
 void metrics_note_file(const char *folder, const char *result, const char *code);
-void metrics_note_answer(long http_status, const char *code, uint64_t bytes_up,
-			 uint64_t bytes_down, double seconds);
+void metrics_note_answer(long http_status, const char *code, uint64_t bytes_up, uint64_t bytes_down,
+			 double seconds);
 void metrics_note_retry(const char *kind);
 void metrics_note_usage(int64_t generated_images, int64_t output_tokens);
 /* seconds < 0: the download failed, only its bytes count. */

@@ -13,9 +13,9 @@
 
 #include "loop.h"
 
-#define METRICS_CLIENTS_MAX	    16	 /* at once; more are closed at once */
-#define METRICS_REQUEST_MAX	    4096 /* bytes of request line and headers */
-#define METRICS_CLIENT_TIMEOUT_MS   10000 /* from accept to the last byte written */
+#define METRICS_CLIENTS_MAX	     16	   /* at once; more are closed at once */
+#define METRICS_REQUEST_MAX	     4096  /* bytes of request line and headers */
+#define METRICS_CLIENT_TIMEOUT_MS    10000 /* from accept to the last byte written */
 #define METRICS_TEXTFILE_INTERVAL_MS 15000
 
 /* The exposition text: *ret_text (caller frees) of *ret_len bytes. 0 or -errno. */
@@ -25,7 +25,8 @@ struct metrics_server;
 
 /* Listens on addr. -errno (the caller logs it, with the address). */
 int metrics_server_new(struct loop *loop, const struct sockaddr *addr, socklen_t addr_len,
-		       metrics_render_fn render, void *userdata, struct metrics_server **ret_server);
+		       metrics_render_fn render, void *userdata,
+		       struct metrics_server **ret_server);
 void metrics_server_free(struct metrics_server *server); /* accepts NULL; drops clients */
 
 struct metrics_textfile;

@@ -14,10 +14,10 @@
 #define PROGRESS_LOG_INTERVAL_MS 10000
 
 struct progress_counts {
-	uint64_t done;	  /* results written */
-	uint64_t skipped; /* found already done */
+	uint64_t done;	       /* results written */
+	uint64_t skipped;      /* found already done */
 	uint64_t failed, left; /* left: for a later run */
-	uint64_t paid;	  /* images generated (billed) */
+	uint64_t paid;	       /* images generated (billed) */
 	size_t in_flight;
 	size_t pending; /* found and not finished, in flight included */
 };

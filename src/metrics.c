@@ -146,7 +146,8 @@ int metrics_count(struct metrics *m, enum metrics_counter id, double value, cons
 			return -E2BIG;
 		if (fam->n == fam->cap) {
 			size_t cap = fam->cap ? fam->cap * 2 : 8;
-			struct metrics_series *grown = reallocarray(fam->series, cap, sizeof(*grown));
+			struct metrics_series *grown =
+			    reallocarray(fam->series, cap, sizeof(*grown));
 			if (!grown)
 				return -ENOMEM;
 			fam->series = grown;
@@ -237,7 +238,7 @@ static void buf_put(struct metrics_buf *b, const char *s, size_t n)
 }
 
 static void buf_printf(struct metrics_buf *b, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 static void buf_printf(struct metrics_buf *b, const char *fmt, ...)
 {
 	va_list ap;
@@ -285,8 +286,7 @@ static void buf_label_value(struct metrics_buf *b, const char *v)
 	}
 }
 
-static void buf_header(struct metrics_buf *b, const char *name, const char *type,
-		       const char *help)
+static void buf_header(struct metrics_buf *b, const char *name, const char *type, const char *help)
 {
 	buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -305,8 +305,8 @@ static void buf_number(struct metrics_buf *b, double v)
 }
 
 /* name{l1="v1",l2="v2"} value: labels and values in pairs, n of them. */
-static void buf_sample(struct metrics_buf *b, const char *name, size_t n,
-		       const char *const *labels, const char *const *values, double value)
+static void buf_sample(struct metrics_buf *b, const char *name, size_t n, const char *const *labels,
+		       const char *const *values, double value)
 {
 	buf_printf(b, "%s", name);
 	for (size_t k = 0; k < n; k++) {
@@ -336,7 +336,8 @@ static void render_counters(struct metrics_buf *b, const struct metrics *m)
 		}
 		for (size_t j = 0; j < fam->n; j++)
 			buf_sample(b, def->name, n_labels, def->labels,
-				   (const char *const *)fam->series[j].labels, fam->series[j].value);
+				   (const char *const *)fam->series[j].labels,
+				   fam->series[j].value);
 	}
 }
 
@@ -365,10 +366,8 @@ static void render_histograms(struct metrics_buf *b, const struct metrics *m)
 }
 
 static const char *const pause_names[METRICS_PAUSE_COUNT] = {
-    [METRICS_PAUSE_API] = "api_refused",
-    [METRICS_PAUSE_SPEND_LIMIT] = "image_limit",
-    [METRICS_PAUSE_DISK] = "output_storage",
-    [METRICS_PAUSE_STORAGE] = "storage_not_answering",
+    [METRICS_PAUSE_API] = "api_refused",     [METRICS_PAUSE_SPEND_LIMIT] = "image_limit",
+    [METRICS_PAUSE_DISK] = "output_storage", [METRICS_PAUSE_STORAGE] = "storage_not_answering",
     [METRICS_PAUSE_STOPPING] = "stopping",
 };
 
@@ -391,9 +390,10 @@ static void render_state(struct metrics_buf *b, const struct metrics_state *st)
 
 	render_gauge(b, "seedreamd_queued", "Files waiting for a generation slot.",
 		     (double)st->queued);
-	render_gauge(b, "seedreamd_in_flight",
-		     "Files being generated, downloaded or written (holding a slot or a paid result).",
-		     (double)st->in_flight);
+	render_gauge(
+	    b, "seedreamd_in_flight",
+	    "Files being generated, downloaded or written (holding a slot or a paid result).",
+	    (double)st->in_flight);
 	render_gauge(b, "seedreamd_waiting_retry", "Files backing off before a retry.",
 		     (double)st->waiting);
 	render_gauge(b, "seedreamd_settling", "Files found and being checked or settling.",
@@ -432,8 +432,8 @@ static void render_state(struct metrics_buf *b, const struct metrics_state *st)
 	for (size_t i = 0; i < st->n_folders; i++)
 		buf_sample(b, "seedreamd_folder_storage_stalled", 1, folder_label,
 			   &st->folders[i].path, st->folders[i].stalled ? 1 : 0);
-	render_gauge(b, "seedreamd_start_time_seconds", "When the daemon started, in epoch seconds.",
-		     st->start_time_s);
+	render_gauge(b, "seedreamd_start_time_seconds",
+		     "When the daemon started, in epoch seconds.", st->start_time_s);
 	if (st->version) {
 		buf_header(b, "seedreamd_build_info", "gauge", "The running version (always 1).");
 		buf_sample(b, "seedreamd_build_info", 1, version_label, &st->version, 1);
@@ -489,8 +489,8 @@ void metrics_note_file(const char *folder, const char *result, const char *code)
 		note(METRICS_FILES_FAILED, 1, code, NULL);
 }
 
-void metrics_note_answer(long http_status, const char *code, uint64_t bytes_up,
-			 uint64_t bytes_down, double seconds)
+void metrics_note_answer(long http_status, const char *code, uint64_t bytes_up, uint64_t bytes_down,
+			 double seconds)
 {
 	char status[24];
 

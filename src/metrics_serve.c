@@ -152,8 +152,8 @@ static int metrics_client_answer(struct metrics_client *c)
 					      "Allow: GET, HEAD\r\n");
 	if (!((path_len == 8 && memcmp(path, "/metrics", 8) == 0) ||
 	      (path_len > 8 && memcmp(path, "/metrics?", 9) == 0)))
-		return metrics_client_respond(c, 404, "Not Found", not_found,
-					      sizeof(not_found) - 1, head, NULL);
+		return metrics_client_respond(c, 404, "Not Found", not_found, sizeof(not_found) - 1,
+					      head, NULL);
 	{
 		char *text = NULL;
 		size_t len = 0;
@@ -182,8 +182,8 @@ static bool metrics_request_complete(const struct metrics_client *c)
 static void metrics_client_write(struct metrics_client *c)
 {
 	while (c->response_off < c->response_len) {
-		ssize_t n = write(c->fd, c->response + c->response_off,
-				  c->response_len - c->response_off);
+		ssize_t n =
+		    write(c->fd, c->response + c->response_off, c->response_len - c->response_off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
