@@ -36,7 +36,7 @@
 	X(DOWNLOAD_BYTES, "seedreamd_download_bytes_total",                                        \
 	  "Bytes received: generation answers and downloaded results.", NULL, NULL)                \
 	X(GENERATED_IMAGES, "seedreamd_generated_images_total",                                    \
-	  "Images generated (and billed), from usage.generated_images.", NULL, NULL)               \
+	  "Images generated (billed): usage.generated_images, 1 without usage.", NULL, NULL)       \
 	X(OUTPUT_TOKENS, "seedreamd_output_tokens_total",                                          \
 	  "Output tokens, from usage.output_tokens.", NULL, NULL)
 
@@ -109,6 +109,7 @@ void metrics_register(struct metrics *m);
 struct metrics *metrics_registered(void);
 
 /* Notes from the job code, on the loop thread, to the registered set. */
+void metrics_note(enum metrics_counter id, double value, const char *label1, const char *label2);
 void metrics_note_file(const char *folder, const char *result, const char *code);
 void metrics_note_answer(long http_status, const char *code, uint64_t bytes_up, uint64_t bytes_down,
 			 double seconds);

@@ -476,7 +476,7 @@ struct metrics *metrics_registered(void)
 /* A note lost to a full table or memory is not worth stopping for: the
  * daemon's work matters more than its counters (the next allocation that
  * matters reports ENOMEM). */
-static void note(enum metrics_counter id, double value, const char *l1, const char *l2)
+void metrics_note(enum metrics_counter id, double value, const char *l1, const char *l2)
 {
 	if (registered)
 		(void)metrics_count(registered, id, value, l1, l2);
@@ -484,9 +484,9 @@ static void note(enum metrics_counter id, double value, const char *l1, const ch
 
 void metrics_note_file(const char *folder, const char *result, const char *code)
 {
-	note(METRICS_FILES, 1, folder, result);
+	metrics_note(METRICS_FILES, 1, folder, result);
 	if (code)
-		note(METRICS_FILES_FAILED, 1, code, NULL);
+		metrics_note(METRICS_FILES_FAILED, 1, code, NULL);
 }
 
 void metrics_note_answer(long http_status, const char *code, uint64_t bytes_up, uint64_t bytes_down,
@@ -495,29 +495,29 @@ void metrics_note_answer(long http_status, const char *code, uint64_t bytes_up, 
 	char status[24];
 
 	(void)snprintf(status, sizeof(status), "%ld", http_status);
-	note(METRICS_API_REQUESTS, 1, status, code ? code : "");
-	note(METRICS_UPLOAD_BYTES, (double)bytes_up, NULL, NULL);
-	note(METRICS_DOWNLOAD_BYTES, (double)bytes_down, NULL, NULL);
+	metrics_note(METRICS_API_REQUESTS, 1, status, code ? code : "");
+	metrics_note(METRICS_UPLOAD_BYTES, (double)bytes_up, NULL, NULL);
+	metrics_note(METRICS_DOWNLOAD_BYTES, (double)bytes_down, NULL, NULL);
 	if (registered)
 		metrics_observe(registered, METRICS_GENERATION_SECONDS, seconds);
 }
 
 void metrics_note_retry(const char *kind)
 {
-	note(METRICS_RETRIES, 1, kind, NULL);
+	metrics_note(METRICS_RETRIES, 1, kind, NULL);
 }
 
 void metrics_note_usage(int64_t generated_images, int64_t output_tokens)
 {
 	if (generated_images > 0)
-		note(METRICS_GENERATED_IMAGES, (double)generated_images, NULL, NULL);
+		metrics_note(METRICS_GENERATED_IMAGES, (double)generated_images, NULL, NULL);
 	if (output_tokens > 0)
-		note(METRICS_OUTPUT_TOKENS, (double)output_tokens, NULL, NULL);
+		metrics_note(METRICS_OUTPUT_TOKENS, (double)output_tokens, NULL, NULL);
 }
 
 void metrics_note_download(uint64_t bytes, double seconds)
 {
-	note(METRICS_DOWNLOAD_BYTES, (double)bytes, NULL, NULL);
+	metrics_note(METRICS_DOWNLOAD_BYTES, (double)bytes, NULL, NULL);
 	if (registered && seconds >= 0)
 		metrics_observe(registered, METRICS_DOWNLOAD_SECONDS, seconds);
 }
