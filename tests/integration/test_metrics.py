@@ -86,6 +86,10 @@ def write_config(ctx, root, api, hot, state, extra):
 
 def check_refusals(ctx, root, api, hot, state):
     c = ctx.checks
+    for text in ('metrics_listen: "[::1]:9464"\n', 'metrics_listen: "0.0.0.0:9464"\n'):
+        cfg = write_config(ctx, root, api, hot, state, text)
+        res = ctx.run(["-c", cfg, "--check"], timeout=10, name="check")
+        c.check(res.rc == 0, "--check accepts %s" % text.strip(), res.describe())
     for text, what in (('metrics_listen: "localhost:9464"\n', "a host name"),
                        ('metrics_listen: "127.0.0.1:99999"\n', "a port over 65535"),
                        ('metrics_listen: "127.0.0.1"\n', "no port"),
