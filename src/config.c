@@ -1425,8 +1425,7 @@ static int default_state_dir(struct ctx *c, char **dst)
 	return replace_str(c, dst, "/var/lib/seedreamd");
 }
 
-int config_parse_listen(const char *text, struct sockaddr_storage *ret_addr,
-			socklen_t *ret_len)
+int config_parse_listen(const char *text, struct sockaddr_storage *ret_addr, socklen_t *ret_len)
 {
 	char host[INET6_ADDRSTRLEN + 2];
 	const char *colon, *port_text;

@@ -507,10 +507,12 @@ void job_advance(struct jobs *jobs, struct job *job, const struct job_verdict *v
 		jobs->done++;
 	if (step.count_left)
 		jobs->left_incomplete++;
-	if (step.count_skipped || step.count_done || step.count_left)
-		metrics_note_file(job->folder->cfg->path,
-				  step.count_done ? "done" : step.count_skipped ? "skipped" : "left",
-				  NULL);
+	if (step.count_done)
+		metrics_note_file(job->folder->cfg->path, "done", NULL);
+	else if (step.count_skipped)
+		metrics_note_file(job->folder->cfg->path, "skipped", NULL);
+	else if (step.count_left)
+		metrics_note_file(job->folder->cfg->path, "left", NULL);
 	switch (step.action) {
 	case JOB_ACTION_NONE:
 		return;

@@ -265,8 +265,8 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 		uint64_t images = res->generated_images > 0 ? (uint64_t)res->generated_images : 1;
 		jobs->generations += images;
 		{
-			const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(res->usage,
-									       "output_tokens");
+			const cJSON *tokens =
+			    cJSON_GetObjectItemCaseSensitive(res->usage, "output_tokens");
 			int64_t n = 0;
 			if (!cJSON_IsNumber(tokens) || !clean_int64(tokens->valuedouble, &n))
 				n = 0;
