@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/seedreamd/seedreamd.yaml"
 
@@ -120,6 +121,8 @@ struct config {
 	size_t n_prices;
 	char *currency;               /* shown as is; NULL: none given */
 	uint64_t max_spend_per_day;   /* micros, 0 = no limit */
+	char *metrics_listen;         /* "ADDR:PORT" for GET /metrics, NULL: off */
+	char *metrics_textfile;       /* node_exporter textfile, NULL: off */
 };
 
 /* Parse a YAML document already in memory. `name` is used in messages.
@@ -130,6 +133,10 @@ int config_parse(const char *name, const char *yaml, size_t len, struct config *
 
 /* Read and parse a file; -errno with "path: strerror" in err if unreadable. */
 int config_load(const char *path, struct config **ret_config, char *err, size_t errlen);
+
+/* "127.0.0.1:9464" or "[::1]:9464" (numeric only) to a socket address.
+ * 0 or -EINVAL. */
+int config_parse_listen(const char *text, struct sockaddr_storage *ret_addr, socklen_t *ret_len);
 
 /* Accepts NULL. */
 void config_free(struct config *config);

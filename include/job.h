@@ -26,6 +26,7 @@ struct jobs_counts {
 	size_t settling, fitting, queued, in_flight, waiting;
 	size_t undurable; /* paid results neither journalled nor written out */
 	uint64_t done, failed, skipped, left_incomplete, generations;
+	size_t jobs; /* files found and not finished, in any state */
 	bool paused;
 	const char *pause_reason; /* these three: NULL, or valid until the next call into jobs */
 	const char *limit_reason; /* a spend limit holds submissions back */
@@ -91,6 +92,12 @@ uint64_t jobs_spent_since(const struct jobs *jobs, const struct folder *folder, 
 /* Where events (a file failed, pauses, limits) are reported (NULL: nowhere). */
 struct events;
 void jobs_set_events(struct jobs *jobs, struct events *events);
+/* Calls fn for every file found and not finished (metrics: pending per
+ * folder, the oldest; first_seen is monotonic ms). On the loop thread. */
+void jobs_each(const struct jobs *jobs,
+	       void (*fn)(void *userdata, const struct folder *folder, bool queued,
+			  uint64_t first_seen),
+	       void *userdata);
 
 /* Called after every change of the counts (for STATUS=). */
 void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdata);

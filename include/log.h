@@ -25,6 +25,15 @@ void log_job(int priority, const char *folder, const char *source, const char *r
 #define log_warn(...)  log_msg(LOG_WARNING, __VA_ARGS__)
 #define log_error(...) log_msg(LOG_ERR, __VA_ARGS__)
 
+/* A status line at the bottom of a terminal (--once's progress): drawn in
+ * place (\r, clear to the end of the line), taken away before every log line
+ * and drawn again after it, so the two never garble each other. NULL takes
+ * it away. Only when stderr is a terminal and not the journal. */
+int log_status_line_possible(void);
+void log_status_line(const char *text);
+/* Leaves the status line as it is, on a line of its own: the final state. */
+void log_status_line_keep(void);
+
 /* Out of memory is the one fatal error. */
 _Noreturn void log_oom(void);
 

@@ -7,6 +7,7 @@ libcjson-dev libsystemd-dev libcmocka-dev libssl-dev ca-certificates curl jq ino
 clang libclang-rt-14-dev
 libvips-dev libvips-tools libheif-examples libimage-exiftool-perl
 fuse python3-fusepy
+prometheus tmux
 ${SEEDREAMD_EXTRA_PACKAGES:-}"
 
 missing=""

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -63,6 +65,8 @@ enum {
 	TK_PRICES,
 	TK_CURRENCY,
 	TK_MAX_SPEND,
+	TK_METRICS_LISTEN,
+	TK_METRICS_TEXTFILE,
 	TK_COUNT
 };
 
@@ -81,6 +85,8 @@ static const char *const top_keys[TK_COUNT] = {
 	[TK_PRICES] = "price_per_image",
 	[TK_CURRENCY] = "currency",
 	[TK_MAX_SPEND] = "max_spend_per_day",
+	[TK_METRICS_LISTEN] = "metrics_listen",
+	[TK_METRICS_TEXTFILE] = "metrics_textfile",
 };
 
 enum { NK_WEBHOOK, NK_EVENTS, NK_COMMAND, NK_COMMAND_TIMEOUT, NK_SUMMARY_AT, NK_COUNT };
@@ -1647,6 +1653,76 @@ static int default_state_dir(struct ctx *c, char **dst)
 	return replace_str(c, dst, "/var/lib/seedreamd");
 }
 
+int config_parse_listen(const char *text, struct sockaddr_storage *ret_addr, socklen_t *ret_len)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon, *port_text;
+	struct sockaddr_storage ss = {0};
+	unsigned long port;
+	size_t host_len;
+	char *end;
+
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		host_len = (size_t)(close - text - 1);
+		if (host_len >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, text + 1, host_len);
+		port_text = close + 2;
+	} else {
+		colon = strrchr(text, ':');
+		if (!colon)
+			return -EINVAL;
+		host_len = (size_t)(colon - text);
+		if (host_len >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, text, host_len);
+		port_text = colon + 1;
+	}
+	host[host_len] = '\0';
+	if (port_text[0] < '0' || port_text[0] > '9')
+		return -EINVAL;
+	errno = 0;
+	port = strtoul(port_text, &end, 10);
+	if (errno || *end || port < 1 || port > 65535)
+		return -EINVAL;
+	if (text[0] == '[') {
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+		if (inet_pton(AF_INET6, host, &a6->sin6_addr) != 1)
+			return -EINVAL;
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)port);
+		*ret_len = sizeof(*a6);
+	} else {
+		struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+		if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
+			return -EINVAL;
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)port);
+		*ret_len = sizeof(*a4);
+	}
+	*ret_addr = ss;
+	return 0;
+}
+
+/* A numeric address and port: a host name would need a resolver, which blocks. */
+static int get_listen(struct ctx *c, const yaml_node_t *n, const char *key, char **dst)
+{
+	static const char what[] = "an address and port such as 127.0.0.1:9464 or [::1]:9464";
+	struct sockaddr_storage ss;
+	socklen_t len;
+	const char *v;
+	int r = get_text(c, n, key, what, &v);
+
+	if (r < 0)
+		return r;
+	if (config_parse_listen(v, &ss, &len) < 0)
+		return fail_at(c, n->start_mark, "%s: expected %s, got %s", key, what, quote(v).s);
+	return replace_str(c, dst, v);
+}
+
 static int parse_top_scalars(struct ctx *c, const struct found *f, struct config *cfg)
 {
 	int r = 0;
@@ -1675,6 +1751,12 @@ static int parse_top_scalars(struct ctx *c, const struct found *f, struct config
 		r = get_uint(c, f[TK_MAX_FITS].value, "max_fits", 1, 64, &n);
 		cfg->max_fits = (unsigned)n;
 	}
+	if (r == 0 && f[TK_METRICS_LISTEN].value)
+		r = get_listen(c, f[TK_METRICS_LISTEN].value, "metrics_listen",
+			       &cfg->metrics_listen);
+	if (r == 0 && f[TK_METRICS_TEXTFILE].value)
+		r = get_path(c, f[TK_METRICS_TEXTFILE].value, "metrics_textfile",
+			     &cfg->metrics_textfile);
 	return r;
 }
 
@@ -2173,5 +2255,7 @@ void config_free(struct config *config)
 		free(config->prices[i].model);
 	free(config->prices);
 	free(config->currency);
+	free(config->metrics_listen);
+	free(config->metrics_textfile);
 	free(config);
 }

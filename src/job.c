@@ -1,4 +1,5 @@
 #include "job_private.h"
+#include "metrics.h"
 #include "url.h"
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -509,6 +510,12 @@ void job_advance(struct jobs *jobs, struct job *job, const struct job_verdict *v
 	}
 	if (step.count_left)
 		jobs->left_incomplete++;
+	if (step.count_done)
+		metrics_note_file(job->folder->cfg->path, "done", NULL);
+	else if (step.count_skipped)
+		metrics_note_file(job->folder->cfg->path, "skipped", NULL);
+	else if (step.count_left)
+		metrics_note_file(job->folder->cfg->path, "left", NULL);
 	switch (step.action) {
 	case JOB_ACTION_NONE:
 		return;
@@ -1227,11 +1234,22 @@ void jobs_counts(const struct jobs *jobs, struct jobs_counts *c)
 	c->skipped = jobs->skipped;
 	c->left_incomplete = jobs->left_incomplete;
 	c->generations = jobs->generations;
+	c->jobs = jobs->n_jobs;
 	c->paused = jobs->sched.paused;
 	c->pause_reason = jobs->sched.paused ? jobs->pause_reason : NULL;
 	c->limit_reason = jobs->limit_reason[0] && jobs->queue.n ? jobs->limit_reason : NULL;
 	c->disk_reason = jobs->disk_reason[0] ? jobs->disk_reason : NULL;
 	c->storage_reason = jobs->storage_reason[0] ? jobs->storage_reason : NULL;
+}
+
+void jobs_each(const struct jobs *jobs,
+	       void (*fn)(void *userdata, const struct folder *folder, bool queued,
+			  uint64_t first_seen),
+	       void *userdata)
+{
+	for (size_t i = 0; i < jobs->table_size; i++)
+		for (const struct job *job = jobs->table[i]; job; job = job->hash_next)
+			fn(userdata, job->folder, job->state == JOB_QUEUED, job->first_seen);
 }
 
 void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdata)

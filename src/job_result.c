@@ -6,6 +6,7 @@
  * decides what follows. */
 #include "job_private.h"
 #include "xmp.h"
+#include "metrics.h"
 
 /* journal.c is safe from several workers at once; concurrent writes share
  * one fdatasync (group commit). */
@@ -293,6 +294,7 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 	jobs->failed++;
 	events_file_failed(jobs->events, job->folder->cfg->path, job->rel, http_status, code,
 			   message);
+	metrics_note_file(job->folder->cfg->path, "failed", code);
 	log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
 		job->request_id[0] ? job->request_id : NULL, code, "failed %s/%s: %s: %s",
 		job->folder->cfg->path, job->rel, code, message);
@@ -365,6 +367,7 @@ static void job_fetch_retry(struct jobs *jobs, struct job *job, const char *code
 		return;
 	}
 	delay = jobs_backoff(jobs, job->fetch_failures, -1);
+	metrics_note_retry("fetch");
 	log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
 		job->request_id[0] ? job->request_id : NULL, code,
 		"fetching the result of %s/%s failed (%s); trying again in %llu ms",
@@ -763,6 +766,13 @@ static void job_downloaded(CURL *easy, CURLcode result, void *userdata)
 	bool storage = d->write_errno != 0;
 
 	(void)curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	{
+		curl_off_t got = 0, us = 0;
+		(void)curl_easy_getinfo(easy, CURLINFO_SIZE_DOWNLOAD_T, &got);
+		(void)curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &us);
+		metrics_note_download(got > 0 ? (uint64_t)got : 0,
+				      result == CURLE_OK && status == 200 ? (double)us / 1e6 : -1);
+	}
 	transfer_dl_clear(d);
 	if (result == CURLE_OK && status == 200) { /* an empty body is judged by job_commit */
 		int fd = d->fd;

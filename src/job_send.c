@@ -1,6 +1,7 @@
 /* job_send: the generation request, its answer, retries with backoff and
  * the pause on account or configuration errors. */
 #include "job_private.h"
+#include "metrics.h"
 
 /* The key inside jobs->auth_header: what a server must never make us repeat. */
 static const char *jobs_key(const struct jobs *jobs)
@@ -58,6 +59,7 @@ static void job_retry_or_fail(struct jobs *jobs, struct job *job, long status, c
 		return;
 	}
 	delay = jobs_backoff(jobs, job->failures, retry_after_ms);
+	metrics_note_retry("generation");
 	log_job(LOG_INFO, job->folder->cfg->path, job->rel,
 		job->request_id[0] ? job->request_id : NULL, code,
 		"retrying %s/%s in %llu ms: %s: %s", job->folder->cfg->path, job->rel,
@@ -198,6 +200,15 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 		job->retry_after_ms = api_parse_retry_after(
 		    g->retry_after[0] ? g->retry_after : NULL, loop_wall_ms() / 1000);
 	}
+	{
+		curl_off_t up = 0, down = 0, us = 0;
+		(void)curl_easy_getinfo(easy, CURLINFO_SIZE_UPLOAD_T, &up);
+		(void)curl_easy_getinfo(easy, CURLINFO_SIZE_DOWNLOAD_T, &down);
+		(void)curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &us);
+		metrics_note_answer(status, result != CURLE_OK ? ans->code : res->error_code,
+				    up > 0 ? (uint64_t)up : 0, down > 0 ? (uint64_t)down : 0,
+				    (double)us / 1e6);
+	}
 	job_release_transfers(jobs, job); /* g is gone from here on */
 	/* Whether the source is still what was sent: an fstat, on a worker,
 	 * at once (a paid answer is journalled only after it). */
@@ -257,6 +268,14 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 		uint64_t images = res->generated_images > 0 ? (uint64_t)res->generated_images : 1;
 		uint64_t price = 0;
 		jobs->generations += images;
+		{
+			const cJSON *tokens =
+			    cJSON_GetObjectItemCaseSensitive(res->usage, "output_tokens");
+			int64_t n = 0;
+			if (!cJSON_IsNumber(tokens) || !clean_int64(tokens->valuedouble, &n))
+				n = 0;
+			metrics_note_usage((int64_t)images, n);
+		}
 		sched_paid(&jobs->sched, &job->folder->sched, images);
 		/* Priced as the model that answered, else the one configured. */
 		if (config_price_of(jobs->config, res->model, &price) < 0)

@@ -6,9 +6,11 @@
 #include <string.h>
 #include <sys/uio.h>
 #include <systemd/sd-journal.h>
+#include <unistd.h>
 
 static int max_priority = LOG_INFO;
 static int use_journal;
+static char status_line[512]; /* shown at the bottom of the terminal, or empty */
 
 void log_init(int verbosity)
 {
@@ -86,7 +88,34 @@ static void log_emit(int priority, const char *folder, const char *source, const
 			free(fields[i]);
 		return;
 	}
+	if (status_line[0])
+		(void)fputs("\r\033[K", stderr);
 	(void)fprintf(stderr, "seedreamd: %s: %s\n", priority_name(priority), text);
+	if (status_line[0]) {
+		(void)fputs(status_line, stderr);
+		(void)fflush(stderr);
+	}
+}
+
+int log_status_line_possible(void)
+{
+	return !use_journal && isatty(STDERR_FILENO);
+}
+
+void log_status_line(const char *text)
+{
+	(void)snprintf(status_line, sizeof(status_line), "%s", text ? text : "");
+	(void)fprintf(stderr, "\r\033[K%s", status_line);
+	(void)fflush(stderr);
+}
+
+void log_status_line_keep(void)
+{
+	if (!status_line[0])
+		return;
+	(void)fputc('\n', stderr);
+	(void)fflush(stderr);
+	status_line[0] = '\0';
 }
 
 void log_msg(int priority, const char *fmt, ...)

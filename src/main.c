@@ -26,8 +26,11 @@
 #include "journal.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
+#include "metrics_serve.h"
 #include "notify.h"
 #include "output.h"
+#include "progress.h"
 #include "watch.h"
 #include "work.h"
 
@@ -55,6 +58,11 @@ struct daemon {
 	struct loop_source *signal_source;
 	struct loop_timer *status_timer, *rescan_timer, *watchdog_timer, *stop_timer;
 	uint64_t watchdog_ms, watchdog_last_iterations;
+	struct metrics *metrics;
+	struct metrics_server *metrics_server;
+	struct metrics_textfile *metrics_textfile;
+	struct progress *progress; /* --once */
+	double start_time_s;
 	bool stopping, done;
 	int exit_code;
 };
@@ -681,6 +689,67 @@ static int daemon_setup_signals(struct daemon *d)
 	return 0;
 }
 
+/* ---- metrics and progress ---------------------------------------------- */
+
+static int daemon_metrics_text(void *userdata, char **ret_text, size_t *ret_len)
+{
+	struct daemon *d = userdata;
+
+	return metrics_jobs_render(d->metrics, d->jobs, d->folders, d->n_folders, d->stopping,
+				   d->start_time_s, ret_text, ret_len);
+}
+
+static void daemon_progress_counts(void *userdata, struct progress_counts *ret)
+{
+	struct daemon *d = userdata;
+	struct jobs_counts c;
+
+	jobs_counts(d->jobs, &c);
+	ret->done = c.done;
+	ret->skipped = c.skipped;
+	ret->failed = c.failed;
+	ret->left = c.left_incomplete;
+	ret->paid = c.generations;
+	ret->in_flight = c.in_flight;
+	ret->pending = c.jobs;
+}
+
+/* metrics_listen and metrics_textfile are read at start only: a reload
+ * keeps the listener (and its port) as it is. */
+static int daemon_start_metrics(struct daemon *d)
+{
+	const struct config *cfg = d->config;
+	int r;
+
+	d->start_time_s = (double)loop_wall_ms() / 1000.0;
+	if (cfg->metrics_listen) {
+		struct sockaddr_storage addr;
+		socklen_t len;
+
+		r = config_parse_listen(cfg->metrics_listen, &addr, &len);
+		if (r >= 0)
+			r = metrics_server_new(d->loop, (struct sockaddr *)&addr, len,
+					       daemon_metrics_text, d, &d->metrics_server);
+		if (r < 0) {
+			log_error("metrics_listen %s: %s", cfg->metrics_listen, strerror(-r));
+			return r;
+		}
+		log_info("serving metrics on http://%s/metrics", cfg->metrics_listen);
+	}
+	if (cfg->metrics_textfile) {
+		r = metrics_textfile_new(d->loop, cfg->metrics_textfile, daemon_metrics_text, d,
+					 &d->metrics_textfile);
+		if (r < 0)
+			return r;
+	}
+	if (d->once) {
+		r = progress_new(d->loop, daemon_progress_counts, d, &d->progress);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* ---- main ------------------------------------------------------------- */
 
 static int daemon_run(struct daemon *d, const char *api_key)
@@ -694,7 +763,11 @@ static int daemon_run(struct daemon *d, const char *api_key)
 		return r;
 	r = loop_add(d->loop, d->signal_fd, EPOLLIN, daemon_signal, d, &d->signal_source);
 	if (r >= 0)
+		r = metrics_new(&d->metrics);
+	if (r >= 0) {
+		metrics_register(d->metrics); /* before any job: restored ones count too */
 		r = http_new(d->loop, &d->http);
+	}
 	/* After the signal mask is set: threads vips and the fit pool start
 	 * inherit it, so SIGTERM and SIGHUP still arrive through the signalfd. */
 	if (r >= 0)
@@ -717,6 +790,8 @@ static int daemon_run(struct daemon *d, const char *api_key)
 		r = loop_timer_new(d->loop, daemon_stop_timeout, d, &d->stop_timer);
 	if (r >= 0 && !d->once)
 		r = work_pool_new(d->loop, 1, &d->index_pool);
+	if (r >= 0)
+		r = daemon_start_metrics(d);
 	if (r < 0)
 		return r;
 	jobs_on_change(d->jobs, daemon_status, d);
@@ -755,6 +830,13 @@ static int daemon_run(struct daemon *d, const char *api_key)
 	}
 
 	daemon_save_index_caches(d);
+	progress_finish(d->progress);
+	if (d->metrics_textfile) {
+		r = metrics_textfile_final(d->metrics_textfile);
+		if (r < 0)
+			log_warn("cannot write the metrics textfile %s: %s",
+				 d->config->metrics_textfile, strerror(-r));
+	}
 	jobs_counts(d->jobs, &c);
 	if (c.limit_reason && c.queued)
 		log_warn("%s", c.limit_reason);
@@ -771,6 +853,9 @@ static int daemon_run(struct daemon *d, const char *api_key)
 static void daemon_cleanup(struct daemon *d)
 {
 	work_pool_free(d->index_pool); /* its completions touch folders */
+	metrics_server_free(d->metrics_server); /* renders from jobs and folders */
+	metrics_textfile_free(d->metrics_textfile);
+	progress_free(d->progress);
 	jobs_free(d->jobs);
 	events_free(d->events);
 	if (work_threads_left_behind()) {
@@ -803,6 +888,7 @@ static void daemon_cleanup(struct daemon *d)
 	}
 	http_free(d->http);
 	loop_free(d->loop);
+	metrics_free(d->metrics);
 	if (d->signal_fd >= 0)
 		close(d->signal_fd);
 	for (size_t i = 0; i < d->n_retired; i++)
