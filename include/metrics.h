@@ -38,7 +38,10 @@
 	X(GENERATED_IMAGES, "seedreamd_generated_images_total",                                    \
 	  "Images generated (billed): usage.generated_images, 1 without usage.", NULL, NULL)       \
 	X(OUTPUT_TOKENS, "seedreamd_output_tokens_total",                                          \
-	  "Output tokens, from usage.output_tokens.", NULL, NULL)
+	  "Output tokens, from usage.output_tokens.", NULL, NULL)                                  \
+	X(ESTIMATED_COST, "seedreamd_estimated_cost_total",                                        \
+	  "Estimated cost of the images generated (price_per_image), in the currency named.",      \
+	  "currency", NULL)
 
 #define METRICS_ENUM_ID(id, name, help, l1, l2) METRICS_##id,
 enum metrics_counter { METRICS_COUNTERS(METRICS_ENUM_ID) METRICS_COUNTER_COUNT };

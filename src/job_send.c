@@ -282,6 +282,9 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 			(void)config_price_of(jobs->config, jobs->config->api.model, &price);
 		sched_spent(&jobs->sched, images * price);
 		jobs->spent_total += images * price;
+		if (price)
+			metrics_note(METRICS_ESTIMATED_COST, (double)(images * price) / CONFIG_MICROS,
+				     jobs->config->currency, NULL);
 		events_paid(jobs->events, images, images * price);
 		job->generated_at = loop_wall_ms();
 		if (ans->img_code) {

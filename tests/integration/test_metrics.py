@@ -113,7 +113,8 @@ def test(ctx):
     textfile = os.path.join(root, "textfile", "seedreamd.prom")
     os.makedirs(os.path.dirname(textfile))
     config = write_config(ctx, root, api, hot, state,
-                          'metrics_listen: "127.0.0.1:%d"\nmetrics_textfile: "%s"\n' % (port, textfile))
+                          'metrics_listen: "127.0.0.1:%d"\nmetrics_textfile: "%s"\n' % (port, textfile) +
+                          'price_per_image:\n  "%s": 0.035\ncurrency: EUR\n' % h.MODEL)
     res = ctx.run(["-c", config, "--check"], timeout=10, name="check-ok")
     c.check(res.rc == 0, "--check accepts metrics_listen and metrics_textfile", res.describe())
 
@@ -152,6 +153,9 @@ def test(ctx):
     c.eq(value(s, "seedreamd_api_requests_total", status="200", code=""), float(n - 1),
          "api_requests_total{status=200} counts the generations")
     c.eq(value(s, "seedreamd_generated_images_total"), float(n - 1), "generated_images_total from usage")
+    cost = value(s, "seedreamd_estimated_cost_total", currency="EUR")
+    c.check(cost is not None and abs(cost - 0.035 * (n - 1)) < 1e-9,
+            "estimated_cost_total{currency=EUR} is %d images at 0.035" % (n - 1), repr(cost))
     c.eq(value(s, "seedreamd_output_tokens_total"), float((n - 1) * h.FAKE_USAGE["output_tokens"]),
          "output_tokens_total from usage")
     c.eq(value(s, "seedreamd_generation_duration_seconds_count"), float(n),
