@@ -198,6 +198,34 @@ static void daemon_check_done(struct daemon *d)
 		d->done = true;
 }
 
+/* A --once run tells its webhook and command what happened (a file that
+ * failed, a limit reached) before it exits: events still queued, retried or
+ * running get up to DAEMON_ONCE_EVENTS_MS more. A stop signal ends the wait. */
+#define DAEMON_ONCE_EVENTS_MS 30000
+
+static int daemon_deliver_events(struct daemon *d)
+{
+	uint64_t until = loop_now_ms() + DAEMON_ONCE_EVENTS_MS;
+	int r;
+
+	if (!d->once || !d->events || !events_pending(d->events))
+		return 0;
+	log_info("waiting up to %d s for %u notification(s) to be delivered",
+		 DAEMON_ONCE_EVENTS_MS / 1000, events_pending(d->events));
+	while (events_pending(d->events) && !d->stopping) {
+		uint64_t now = loop_now_ms();
+		if (now >= until) {
+			log_warn("%u notification(s) not delivered before the end of the run",
+				 events_pending(d->events));
+			break;
+		}
+		r = loop_run_once(d->loop, (int)(until - now));
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static void daemon_status(void *userdata)
 {
 	struct daemon *d = userdata;
@@ -829,6 +857,9 @@ static int daemon_run(struct daemon *d, const char *api_key)
 			daemon_reap_folders(d);
 	}
 
+	r = daemon_deliver_events(d);
+	if (r < 0)
+		return r;
 	daemon_save_index_caches(d);
 	progress_finish(d->progress);
 	if (d->metrics_textfile) {

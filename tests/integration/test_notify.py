@@ -291,8 +291,29 @@ def test_check(ctx):
     c.eq(res.rc, 0, "--check accepts a full notify: section")
 
 
+def test_once(ctx):
+    """A --once run delivers its events before it exits, even one answered 500 at first."""
+    c = ctx.checks
+    api = ctx.start_hostile_api(name="once", script={"generation": [FAIL]})
+    root, hot, out, state = ctx.folder("once")
+    rx = Receiver(fail_first=1)
+    try:
+        config = write_config(ctx, root, api, state, hot, [
+            "notify:", "  webhook: %s" % json.dumps(rx.url), "  events: [file_failed]"])
+        h.write_bytes(os.path.join(hot, "bad.png"), h.png_image(40, 30, 7))
+        res = ctx.run(["-c", config, "--once"], timeout=60, name="once", key=KEY)
+        c.check(res.rc == 1, "--once exits 1 after a failed file", res.describe())
+        got = rx.accepted()
+        c.eq(kinds(got), ["file_failed"],
+             "the file_failed event reached the webhook (after one 500) before --once exited")
+        c.eq([p["status"] for p in rx.all_posts()], [500, 200], "one retry, no more")
+    finally:
+        rx.stop()
+
+
 def test(ctx):
     test_check(ctx)
+    test_once(ctx)
     test_events(ctx)
     test_stuck_hook(ctx)
     test_daily_summary(ctx)
