@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/seedreamd/seedreamd.yaml"
+/* sizeof(sockaddr_un.sun_path): a control_socket path is shorter. */
+#define CONFIG_SOCKET_PATH_MAX 108
 
 enum folder_mode { FOLDER_MODE_AUTO = 0, FOLDER_MODE_INOTIFY, FOLDER_MODE_POLL };
 enum on_success { ON_SUCCESS_KEEP = 0, ON_SUCCESS_MOVE, ON_SUCCESS_DELETE };
@@ -72,6 +74,8 @@ struct config {
 	uint64_t max_images_per_day;  /* global, 0 = no limit */
 	uint64_t images_per_minute;   /* 0 = no limit */
 	unsigned max_fits;            /* images converted at once, 1..64; default min(2, cores) */
+	char *control_socket;         /* NULL: the default (control.h); absolute otherwise */
+	bool control_socket_off;      /* control_socket: off */
 };
 
 /* Parse a YAML document already in memory. `name` is used in messages.

@@ -57,6 +57,7 @@ enum {
 	TK_MAX_PER_DAY,
 	TK_PER_MINUTE,
 	TK_MAX_FITS,
+	TK_CONTROL_SOCKET,
 	TK_COUNT
 };
 
@@ -71,6 +72,7 @@ static const char *const top_keys[TK_COUNT] = {
 	[TK_MAX_PER_DAY] = "max_images_per_day",
 	[TK_PER_MINUTE] = "images_per_minute",
 	[TK_MAX_FITS] = "max_fits",
+	[TK_CONTROL_SOCKET] = "control_socket",
 };
 
 enum {
@@ -1419,6 +1421,29 @@ static int default_state_dir(struct ctx *c, char **dst)
 	return replace_str(c, dst, "/var/lib/seedreamd");
 }
 
+/* "off", or an absolute path that fits a unix socket address (sun_path). */
+static int get_control_socket(struct ctx *c, const yaml_node_t *n, struct config *cfg)
+{
+	const char *v;
+	int r = get_text(c, n, "control_socket", "an absolute path or off", &v);
+
+	if (r < 0)
+		return r;
+	if (strcmp(v, "off") == 0) {
+		cfg->control_socket_off = true;
+		return 0;
+	}
+	r = get_path(c, n, "control_socket", &cfg->control_socket);
+	if (r < 0)
+		return r;
+	if (strlen(cfg->control_socket) >= CONFIG_SOCKET_PATH_MAX)
+		return fail_at(c, n->start_mark,
+			       "control_socket: a unix socket path must be shorter than %d bytes, "
+			       "got %zu",
+			       CONFIG_SOCKET_PATH_MAX, strlen(cfg->control_socket));
+	return 0;
+}
+
 static int parse_top_scalars(struct ctx *c, const struct found *f, struct config *cfg)
 {
 	int r = 0;
@@ -1447,6 +1472,8 @@ static int parse_top_scalars(struct ctx *c, const struct found *f, struct config
 		r = get_uint(c, f[TK_MAX_FITS].value, "max_fits", 1, 64, &n);
 		cfg->max_fits = (unsigned)n;
 	}
+	if (r == 0 && f[TK_CONTROL_SOCKET].value)
+		r = get_control_socket(c, f[TK_CONTROL_SOCKET].value, cfg);
 	return r;
 }
 
@@ -1694,5 +1721,6 @@ void config_free(struct config *config)
 		folder_clear(&config->folders[i]);
 	free(config->folders);
 	free(config->state_dir);
+	free(config->control_socket);
 	free(config);
 }

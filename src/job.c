@@ -502,8 +502,10 @@ void job_advance(struct jobs *jobs, struct job *job, const struct job_verdict *v
 	}
 	if (step.count_skipped)
 		jobs->skipped++;
-	if (step.count_done)
+	if (step.count_done) {
 		jobs->done++;
+		job->folder->run_done++;
+	}
 	if (step.count_left)
 		jobs->left_incomplete++;
 	switch (step.action) {
@@ -805,7 +807,7 @@ static void jobs_fit_ahead(struct jobs *jobs)
 static bool folder_storage_usable(const struct folder *f)
 {
 	return f->present && !f->storage_holds && !f->storage_stalled_since &&
-	       !f->look_stalled_since;
+	       !f->look_stalled_since && !f->user_paused; /* and not paused by seedreamctl */
 }
 
 void jobs_pump(struct jobs *jobs)
@@ -826,7 +828,7 @@ again:
 	if (!jobs->stopping)
 		jobs_fit_ahead(jobs);
 	job = jobs->queue.head;
-	while (job && !jobs->stopping) {
+	while (job && !jobs->stopping && !jobs->user_paused) {
 		struct sched_verdict v =
 		    sched_may_start_any(&jobs->sched, loop_now_ms(), jobs_epoch_s());
 
@@ -1206,6 +1208,54 @@ void jobs_counts(const struct jobs *jobs, struct jobs_counts *c)
 	c->limit_reason = jobs->limit_reason[0] && jobs->queue.n ? jobs->limit_reason : NULL;
 	c->disk_reason = jobs->disk_reason[0] ? jobs->disk_reason : NULL;
 	c->storage_reason = jobs->storage_reason[0] ? jobs->storage_reason : NULL;
+}
+
+void jobs_foreach(const struct jobs *jobs, void (*fn)(const struct jobs_item *item, void *userdata),
+		  void *userdata)
+{
+	for (size_t i = 0; i < jobs->table_size; i++) {
+		for (const struct job *j = jobs->table[i]; j; j = j->hash_next) {
+			struct jobs_item item = {
+			    .folder = j->folder,
+			    .rel = j->rel,
+			    .state = job_state_name(j->state),
+			    .first_seen_ms = j->first_seen,
+			    .attempts = j->attempts,
+			};
+			switch (j->state) {
+			case JOB_SETTLING:
+			case JOB_CHECKING:
+				item.kind = JOBS_ITEM_SETTLING;
+				break;
+			case JOB_FITTING:
+			case JOB_QUEUED:
+				item.kind = JOBS_ITEM_QUEUED;
+				break;
+			case JOB_WAITING:
+				/* A paid result waiting to be fetched again is in flight. */
+				item.kind = j->retry_fetch ? JOBS_ITEM_IN_FLIGHT : JOBS_ITEM_WAITING;
+				break;
+			case JOB_PREPARING:
+			case JOB_GENERATING:
+			case JOB_FETCHING:
+			case JOB_COMMITTING:
+				item.kind = JOBS_ITEM_IN_FLIGHT;
+				break;
+			}
+			fn(&item, userdata);
+		}
+	}
+}
+
+void jobs_set_user_pause(struct jobs *jobs, bool paused)
+{
+	jobs->user_paused = paused;
+	jobs_pump(jobs); /* resumed: the queue goes on; paused: says so (on_change) */
+}
+
+bool jobs_user_paused(const struct jobs *jobs)
+{
+	return jobs->user_paused;
 }
 
 void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdata)

@@ -290,6 +290,7 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 	if (!f)
 		log_oom();
 	jobs->failed++;
+	job->folder->run_failed++;
 	log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
 		job->request_id[0] ? job->request_id : NULL, code, "failed %s/%s: %s: %s",
 		job->folder->cfg->path, job->rel, code, message);
