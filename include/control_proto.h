@@ -13,10 +13,10 @@
 #include <cjson/cJSON.h>
 
 #define CONTROL_PROTO_VERSION 1
-#define CONTROL_LINE_MAX      (64 * 1024)	 /* a request line, newline included */
-#define CONTROL_REPLY_MAX     (4 * 1024 * 1024) /* a reply line: the most a client may hold back */
-#define CONTROL_LIST_MAX      1000		 /* items in a queue, failed or history reply */
-#define CONTROL_FILES_MAX     1000		 /* files in one retry request */
+#define CONTROL_LINE_MAX      (64 * 1024)   /* a request line, newline included */
+#define CONTROL_REPLY_MAX     (1024 * 1024) /* a reply line: the most a client may hold back */
+#define CONTROL_LIST_MAX      1000	    /* items in a queue, failed or history reply */
+#define CONTROL_FILES_MAX     1000	    /* files in one retry request */
 
 enum control_cmd {
 	CONTROL_CMD_STATUS,
@@ -32,21 +32,21 @@ enum control_cmd {
 
 struct control_request {
 	enum control_cmd cmd;
-	char *folder;	 /* "folder": absolute, or NULL for all */
-	char **files;	 /* retry: absolute paths of sources */
+	char *folder; /* "folder": absolute, or NULL for all */
+	char **files; /* retry: absolute paths of sources */
 	size_t n_files;
 	bool all_failed; /* retry: every failed file (of folder, if given) */
 	unsigned n;	 /* history: how many, 1..CONTROL_LIST_MAX (default 20) */
 };
 
 /* The protocol's error codes. */
-#define CONTROL_E_BAD_REQUEST	"bad_request"	/* not JSON, wrong types, unknown cmd */
+#define CONTROL_E_BAD_REQUEST	"bad_request" /* not JSON, wrong types, unknown cmd */
 #define CONTROL_E_VERSION	"unsupported_version"
 #define CONTROL_E_TOO_LONG	"request_too_long"
 #define CONTROL_E_DENIED	"permission_denied"
 #define CONTROL_E_BUSY		"too_many_clients"
 #define CONTROL_E_NO_FOLDER	"no_such_folder"
-#define CONTROL_E_NOT_FAILED	"not_failed"	/* retry: no error record for the file */
+#define CONTROL_E_NOT_FAILED	"not_failed" /* retry: no error record for the file */
 #define CONTROL_E_STORAGE	"storage_error"
 #define CONTROL_E_STOPPING	"stopping"
 #define CONTROL_E_REPLY_TOO_BIG "reply_too_large"

@@ -20,9 +20,10 @@
 #include "sidecar.h"
 #include "work.h"
 
-#define CONTROL_ACCEPT_BATCH 64	 /* accepts per wake-up: the loop's other sources get their turn */
+#define CONTROL_ACCEPT_BATCH 64	  /* accepts per wake-up: the loop's other sources get their turn */
 #define CONTROL_SWEEP_MS     1000 /* how often idle clients are looked for */
-#define CONTROL_MESSAGE_MAX  2000 /* bytes of an error record's message shown */
+#define CONTROL_MESSAGE_MAX  500  /* bytes of an error record's message shown */
+#define CONTROL_LINES_A_TURN 4	  /* requests of one client answered per wake-up */
 #define CONTROL_PEER_GROUPS  256  /* supplementary groups of a peer looked at */
 
 struct control_work;
@@ -101,7 +102,7 @@ struct control_work {
 	enum control_cmd cmd;
 	struct control_file *files;
 	size_t n, cap;
-	size_t total; /* failed records found (failed: beyond CONTROL_LIST_MAX too) */
+	size_t total;  /* failed records found (failed: beyond CONTROL_LIST_MAX too) */
 	cJSON *errors; /* retry: files refused on the loop before the worker */
 };
 
@@ -125,13 +126,20 @@ static void client_free(struct control_client *c)
 	free(c);
 }
 
+static bool client_has_line(const struct control_client *c)
+{
+	return memchr(c->in, '\n', c->in_len) != NULL;
+}
+
 /* What to wait for: the reply's room, the next request, or nothing while a
- * worker has the request (a client cannot queue requests up). */
+ * worker has the request (a client cannot queue requests up). A line already
+ * read waits for the next wake-up (EPOLLOUT fires at once on a socket with
+ * room): pipelined requests cannot hold the loop. */
 static void client_rearm(struct control_client *c)
 {
 	uint32_t events = 0;
 
-	if (c->out)
+	if (c->out || (!c->work && client_has_line(c)))
 		events = EPOLLOUT;
 	else if (!c->work && !c->eof)
 		events = EPOLLIN;
@@ -167,7 +175,7 @@ static void client_flush(struct control_client *c)
  * comes next. Every way into a client ends here, so nothing below frees one. */
 static void client_settle(struct control_client *c)
 {
-	if (c->dead || (!c->out && !c->work && (c->closing || c->eof))) {
+	if (c->dead || (!c->out && !c->work && (c->closing || (c->eof && !client_has_line(c))))) {
 		client_free(c);
 		return;
 	}
@@ -390,20 +398,22 @@ static void folder_reasons(const struct control_env *env, const struct folder *f
 
 	if (f->user_paused || jobs_user_paused(env->jobs)) {
 		paused = true;
-		if (!cJSON_AddItemToArray(why, cJSON_CreateString(
-						   f->user_paused ? "paused by seedreamctl"
-								  : "all folders paused by seedreamctl")))
+		if (!cJSON_AddItemToArray(
+			why,
+			cJSON_CreateString(f->user_paused ? "paused by seedreamctl"
+							  : "all folders paused by seedreamctl")))
 			log_oom();
 	}
 	if (!f->present) {
 		paused = true;
-		(void)snprintf(buf, sizeof(buf), "%s", f->pause_reason[0] ? f->pause_reason : "missing");
+		(void)snprintf(buf, sizeof(buf), "%s",
+			       f->pause_reason[0] ? f->pause_reason : "missing");
 		if (!cJSON_AddItemToArray(why, cJSON_CreateString(buf)))
 			log_oom();
 	}
 	if (f->storage_stalled_since || f->look_stalled_since) {
-		uint64_t since = f->storage_stalled_since ? f->storage_stalled_since
-							  : f->look_stalled_since;
+		uint64_t since =
+		    f->storage_stalled_since ? f->storage_stalled_since : f->look_stalled_since;
 		paused = true;
 		(void)snprintf(buf, sizeof(buf), "storage not answering for %llu s",
 			       (unsigned long long)(now - since) / 1000);
@@ -646,9 +656,10 @@ static cJSON *history_json(const struct control_env *env, const struct folder *o
 		add_str(it, "result", w.top[i]->failed ? "failed" : "done");
 		add_time(it, "finished_at", w.top[i]->finished_at);
 		add_str(it, "record", w.top[i]->sidecar);
-		add_num(it, "images", w.top[i]->failed ? 0
-						       : (double)(w.top[i]->generated_images > 0
-								      ? w.top[i]->generated_images
+		add_num(it, "images",
+			w.top[i]->failed
+			    ? 0
+			    : (double)(w.top[i]->generated_images > 0 ? w.top[i]->generated_images
 								      : 1));
 	}
 	free(w.top);
@@ -804,8 +815,8 @@ static void retry_file(struct control_file *f)
 		f->r = -errno;
 		return;
 	}
-	f->stat_r = (f->follow ? stat(f->source, &f->st) : lstat(f->source, &f->st)) < 0 ? -errno
-											   : 0;
+	f->stat_r =
+	    (f->follow ? stat(f->source, &f->st) : lstat(f->source, &f->st)) < 0 ? -errno : 0;
 	if (!f->stat_r && !S_ISREG(f->st.st_mode))
 		f->stat_r = -EINVAL;
 }
@@ -1120,7 +1131,9 @@ out:
  * one before is not written out or a worker has its request. */
 static void client_process(struct control_client *c)
 {
-	while (!c->dead && !c->out && !c->work && !c->closing) {
+	for (int turn = 0;
+	     turn < CONTROL_LINES_A_TURN && !c->dead && !c->out && !c->work && !c->closing;
+	     turn++) {
 		char *nl = memchr(c->in, '\n', c->in_len), *line;
 		size_t len;
 
@@ -1153,8 +1166,8 @@ static void client_process(struct control_client *c)
 static void client_read(struct control_client *c)
 {
 	while (c->in_len < CONTROL_LINE_MAX) {
-		ssize_t n = recv(c->fd, c->in + c->in_len, CONTROL_LINE_MAX - c->in_len,
-				 MSG_DONTWAIT);
+		ssize_t n =
+		    recv(c->fd, c->in + c->in_len, CONTROL_LINE_MAX - c->in_len, MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)

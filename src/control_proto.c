@@ -202,7 +202,7 @@ char *control_reply_line(const cJSON *reply, size_t *ret_len)
 		return line;
 	free(line);
 	err = control_reply_error(CONTROL_E_REPLY_TOO_BIG,
-				  "the reply would exceed 4 MiB; ask for less");
+				  "the reply would exceed 1 MiB; ask for less");
 	if (!err)
 		return NULL;
 	line = line_of(err, ret_len);

@@ -256,8 +256,8 @@ static void print_reason(const cJSON *o, const char *key, const char *label)
 
 static void print_status(const cJSON *o)
 {
-	static const char *const head[] = {"FOLDER", "SETTLING", "QUEUED",   "WAITING",
-					   "IN FLIGHT", "DONE",   "FAILED", "PAUSED"};
+	static const char *const head[] = {"FOLDER",	"SETTLING", "QUEUED", "WAITING",
+					   "IN FLIGHT", "DONE",	    "FAILED", "PAUSED"};
 	const cJSON *totals = cJSON_GetObjectItemCaseSensitive(o, "totals");
 	const cJSON *paid = cJSON_GetObjectItemCaseSensitive(o, "images_paid");
 	const cJSON *oldest = cJSON_GetObjectItemCaseSensitive(o, "oldest_pending");
@@ -266,7 +266,7 @@ static void print_status(const cJSON *o)
 
 	(void)printf("%-16s %s%s\n", "seedreamd", str(o, "version"),
 		     cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "stopping")) ? " (stopping)"
-										    : "");
+										   : "");
 	(void)printf("%-16s %.0f queued, %.0f settling, %.0f in flight, %.0f waiting to retry; "
 		     "this run %.0f done, %.0f failed\n",
 		     "files", num(totals, "queued"), num(totals, "settling"),
@@ -290,8 +290,8 @@ static void print_status(const cJSON *o)
 		char n[7][32], why[1024] = "";
 		const cJSON *r, *reasons = cJSON_GetObjectItemCaseSensitive(f, "pause_reasons");
 		const char *row[8];
-		static const char *const keys[] = {"settling", "queued", "waiting", "in_flight",
-						   "done",     "failed"};
+		static const char *const keys[] = {"settling",	"queued", "waiting",
+						   "in_flight", "done",	  "failed"};
 
 		for (size_t i = 0; i < 6; i++)
 			(void)snprintf(n[i], sizeof(n[i]), "%.0f", num(f, keys[i]));
@@ -428,7 +428,8 @@ static int build_request(int argc, char **argv, enum control_cmd cmd, cJSON *req
 			} else if (strcmp(argv[i], "--folder") == 0 && i + 1 < argc) {
 				folder = argv[++i];
 			} else if (argv[i][0] == '-' && argv[i][1] == '-') {
-				return bad_usage("retry takes FILE... or --all-failed [--folder F]");
+				return bad_usage(
+				    "retry takes FILE... or --all-failed [--folder F]");
 			} else {
 				char *abs = absolute(argv[i]);
 				if (!abs || !cJSON_AddItemToArray(files, cJSON_CreateString(abs))) {
@@ -442,9 +443,8 @@ static int build_request(int argc, char **argv, enum control_cmd cmd, cJSON *req
 			return bad_usage("retry takes FILE... or --all-failed [--folder F]");
 		if (folder && !all_failed)
 			return bad_usage("--folder goes with --all-failed");
-		if (all_failed &&
-		    (!cJSON_AddTrueToObject(req, "all_failed") ||
-		     (folder && !add_path(req, "folder", folder))))
+		if (all_failed && (!cJSON_AddTrueToObject(req, "all_failed") ||
+				   (folder && !add_path(req, "folder", folder))))
 			return EXIT_CONNECT;
 		return 0;
 	}
@@ -462,9 +462,9 @@ static int build_request(int argc, char **argv, enum control_cmd cmd, cJSON *req
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
-	    {"socket", required_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'},
+	    {"socket", required_argument, NULL, 's'},  {"json", no_argument, NULL, 'j'},
 	    {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},	{NULL, 0, NULL, 0},
+	    {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
 	};
 	const char *socket_path = CTL_DEFAULT_SOCKET, *why = NULL;
 	bool json = false;
@@ -517,7 +517,8 @@ int main(int argc, char **argv)
 		goto out;
 	text = cJSON_PrintUnformatted(req);
 	if (!text || strlen(text) + 1 >= CONTROL_LINE_MAX) {
-		rc = text ? bad_usage("the request is too long (fewer files at once)") : EXIT_CONNECT;
+		rc = text ? bad_usage("the request is too long (fewer files at once)")
+			  : EXIT_CONNECT;
 		goto out;
 	}
 	{
@@ -546,7 +547,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	reply = cJSON_Parse(text);
-	if (!cJSON_IsObject(reply) || !cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
+	if (!cJSON_IsObject(reply) ||
+	    !cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
 		(void)fprintf(stderr, "seedreamctl: %s: not a reply of seedreamd\n", socket_path);
 		rc = EXIT_CONNECT;
 		goto out;
