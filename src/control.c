@@ -56,6 +56,7 @@ struct control {
 	struct work_pool *pool; /* error records read and removed: storage may hang */
 	struct control_client *clients;
 	size_t n_clients;
+	bool accept_off; /* out of descriptors: the listener rests until the next sweep */
 };
 
 /* ---- the socket's path ------------------------------------------------ */
@@ -1223,7 +1224,7 @@ static bool peer_allowed(int fd, uid_t *ret_uid)
 
 static void sweep_arm(struct control *ctl)
 {
-	if (ctl->clients && !loop_timer_armed(ctl->sweep))
+	if ((ctl->clients || ctl->accept_off) && !loop_timer_armed(ctl->sweep))
 		(void)loop_timer_arm(ctl->sweep, CONTROL_SWEEP_MS);
 }
 
@@ -1284,8 +1285,15 @@ static void control_accept(int fd, uint32_t events, void *userdata)
 		if (cfd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
-			if (errno == EMFILE || errno == ENFILE)
-				log_warn("control socket: cannot accept: %s", strerror(errno));
+			if (errno == EMFILE || errno == ENFILE) {
+				/* The connection stays pending, and the listener readable:
+				 * rest it, or the loop would spin on it. */
+				log_warn("control socket: cannot accept: %s; trying again in %d ms",
+					 strerror(errno), CONTROL_SWEEP_MS);
+				ctl->accept_off = true;
+				(void)loop_modify(ctl->env.loop, ctl->source, 0);
+				sweep_arm(ctl);
+			}
 			return;
 		}
 		control_accept_one(ctl, cfd);
@@ -1299,6 +1307,10 @@ static void control_sweep(void *userdata)
 	uint64_t now = loop_now_ms();
 	struct control_client *c = ctl->clients;
 
+	if (ctl->accept_off) {
+		ctl->accept_off = false;
+		(void)loop_modify(ctl->env.loop, ctl->source, EPOLLIN);
+	}
 	while (c) {
 		struct control_client *next = c->next;
 		if (c->deadline && now > c->deadline) {
