@@ -35,6 +35,7 @@ struct control_env {
 	struct folder ***folders;
 	size_t *n_folders;
 	bool *stopping;
+	const char *state_dir;		 /* where pauses are kept across restarts; NULL: not kept */
 	void (*changed)(void *userdata); /* a pause or resume: STATUS= again */
 	void *userdata;
 };
@@ -47,7 +48,8 @@ int control_socket_path(const struct config *config, char *buf, size_t len);
 
 /* Listens on path (a stale socket of a run that was killed is replaced; a
  * live daemon's socket or anything that is not a socket is refused: -EADDRINUSE,
- * -EEXIST). Blocking calls here are at start-up only. 0 or -errno; the caller logs. */
+ * -EEXIST). Blocking calls here are at start-up only. Applies the pauses kept in
+ * state_dir by the run before (logged). 0 or -errno; the caller logs. */
 int control_new(const char *path, const struct control_env *env, struct control **ret_ctl);
 /* Closes every client, cancels their requests, removes the socket. Accepts NULL. */
 void control_free(struct control *ctl);

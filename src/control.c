@@ -56,8 +56,12 @@ struct control {
 	struct work_pool *pool; /* error records read and removed: storage may hang */
 	struct control_client *clients;
 	size_t n_clients;
-	bool accept_off; /* out of descriptors: the listener rests until the next sweep */
+	bool accept_off;	 /* out of descriptors: the listener rests until the next sweep */
+	bool saving, save_again; /* the pauses' file: one write at a time, the latest state last */
 };
+
+#define CONTROL_PAUSES_FILE "paused.json"
+#define CONTROL_PAUSES_MAX  (1024 * 1024)
 
 /* ---- the socket's path ------------------------------------------------ */
 
@@ -1036,6 +1040,175 @@ static void cmd_retry(struct control_client *c, const struct control_request *re
 	work_start(c, w);
 }
 
+/* ---- pauses kept across restarts ------------------------------------------- */
+
+/* <state_dir>/paused.json: {"v":1,"all":bool,"folders":[paths]}, written on a
+ * worker (tmp, fsync, rename) after each pause and resume, read at start. */
+struct pauses_save {
+	struct control *ctl;
+	char *dir, *text;
+	int r;
+};
+
+static void pauses_write(void *arg)
+{
+	struct pauses_save *ps = arg;
+	char tmp[PATH_MAX], path[PATH_MAX];
+	size_t len = strlen(ps->text), off = 0;
+	int fd;
+
+	(void)snprintf(tmp, sizeof(tmp), "%s/." CONTROL_PAUSES_FILE ".tmp", ps->dir);
+	(void)snprintf(path, sizeof(path), "%s/" CONTROL_PAUSES_FILE, ps->dir);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		ps->r = -errno;
+		return;
+	}
+	while (off < len) {
+		ssize_t n = write(fd, ps->text + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ps->r = -errno;
+			break;
+		}
+		off += (size_t)n;
+	}
+	if (!ps->r && fsync(fd) < 0)
+		ps->r = -errno;
+	if (close(fd) < 0 && !ps->r)
+		ps->r = -errno;
+	if (!ps->r && rename(tmp, path) < 0)
+		ps->r = -errno;
+	if (ps->r)
+		(void)unlink(tmp);
+}
+
+static void pauses_save(struct control *ctl);
+
+static void pauses_written(void *arg, bool cancelled)
+{
+	struct pauses_save *ps = arg;
+	struct control *ctl = ps->ctl;
+
+	if (!cancelled && ps->r < 0)
+		log_warn("cannot keep the pauses in %s/" CONTROL_PAUSES_FILE
+			 ": %s; a restart would end them",
+			 ps->dir, strerror(-ps->r));
+	free(ps->dir);
+	free(ps->text);
+	free(ps);
+	ctl->saving = false;
+	if (cancelled)
+		ctl->save_again = true; /* control_free writes it */
+	else if (ctl->save_again)
+		pauses_save(ctl);
+}
+
+static struct pauses_save *pauses_snapshot(struct control *ctl)
+{
+	struct pauses_save *ps;
+	cJSON *o, *folders;
+
+	o = cJSON_CreateObject();
+	if (!o)
+		log_oom();
+	add_num(o, "v", 1);
+	add_bool(o, "all", jobs_user_paused(ctl->env.jobs));
+	folders = add_array(o, "folders");
+	for (size_t i = 0; i < *ctl->env.n_folders; i++) {
+		const struct folder *f = (*ctl->env.folders)[i];
+		if (f->user_paused && !f->removed &&
+		    !cJSON_AddItemToArray(folders, cJSON_CreateString(f->cfg->path)))
+			log_oom();
+	}
+	ps = calloc(1, sizeof(*ps));
+	if (!ps || !(ps->text = cJSON_PrintUnformatted(o)) ||
+	    !(ps->dir = strdup(ctl->env.state_dir)))
+		log_oom();
+	cJSON_Delete(o);
+	ps->ctl = ctl;
+	return ps;
+}
+
+static void pauses_save(struct control *ctl)
+{
+	struct pauses_save *ps;
+	int r;
+
+	if (!ctl->env.state_dir)
+		return;
+	if (ctl->saving) {
+		ctl->save_again = true; /* after the one under way, with the state then */
+		return;
+	}
+	ctl->save_again = false;
+	ps = pauses_snapshot(ctl);
+	r = work_submit(ctl->pool, pauses_write, pauses_written, ps);
+	if (r == -ENOMEM)
+		log_oom();
+	if (r < 0) {
+		free(ps->text);
+		free(ps->dir);
+		free(ps);
+		ctl->save_again = true; /* stopping: control_free writes it */
+		return;
+	}
+	ctl->saving = true;
+}
+
+/* At start (blocking is fine there): the pauses of the run before. */
+static void pauses_restore(struct control *ctl)
+{
+	char path[PATH_MAX], *buf = NULL;
+	const cJSON *folders, *f;
+	cJSON *doc = NULL;
+	ssize_t n;
+	int fd;
+
+	if (!ctl->env.state_dir)
+		return;
+	(void)snprintf(path, sizeof(path), "%s/" CONTROL_PAUSES_FILE, ctl->env.state_dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0) {
+		if (errno != ENOENT)
+			log_warn("cannot read %s: %s; no folder is paused", path, strerror(errno));
+		return;
+	}
+	buf = malloc(CONTROL_PAUSES_MAX);
+	if (!buf)
+		log_oom();
+	n = read(fd, buf, CONTROL_PAUSES_MAX);
+	close(fd);
+	if (n > 0)
+		doc = cJSON_ParseWithLength(buf, (size_t)n);
+	free(buf);
+	if (!cJSON_IsObject(doc)) {
+		log_warn("%s is not readable JSON; no folder is paused", path);
+		goto out;
+	}
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "all"))) {
+		log_warn("every folder stays paused, as seedreamctl left it before the restart "
+			 "(seedreamctl resume)");
+		jobs_set_user_pause(ctl->env.jobs, true);
+	}
+	folders = cJSON_GetObjectItemCaseSensitive(doc, "folders");
+	cJSON_ArrayForEach(f, folders)
+	{
+		struct folder *folder =
+		    cJSON_IsString(f) ? find_folder(&ctl->env, f->valuestring) : NULL;
+		if (!folder)
+			continue; /* no longer watched: its pause goes with it */
+		folder->user_paused = true;
+		jobs_folder_changed(ctl->env.jobs, folder);
+		log_warn("folder %s stays paused, as seedreamctl left it before the restart "
+			 "(seedreamctl resume %s)",
+			 folder->cfg->path, folder->cfg->path);
+	}
+out:
+	cJSON_Delete(doc);
+}
+
 /* ---- pause, resume, rescan ------------------------------------------------- */
 
 static void cmd_pause(struct control_client *c, struct folder *f, bool pause)
@@ -1046,8 +1219,7 @@ static void cmd_pause(struct control_client *c, struct folder *f, bool pause)
 		f->user_paused = pause;
 		jobs_folder_changed(ctl->env.jobs, f);
 		log_info("seedreamctl (uid %u): folder %s %s", (unsigned)c->uid, f->cfg->path,
-			 pause ? "paused: no new generation until resumed (a restart resumes it)"
-			       : "resumed");
+			 pause ? "paused: no new generation until resumed" : "resumed");
 	} else {
 		/* resume without a folder ends every pause, the folders' too. */
 		if (!pause)
@@ -1055,10 +1227,10 @@ static void cmd_pause(struct control_client *c, struct folder *f, bool pause)
 				(*ctl->env.folders)[i]->user_paused = false;
 		jobs_set_user_pause(ctl->env.jobs, pause);
 		log_info("seedreamctl (uid %u): %s", (unsigned)c->uid,
-			 pause ? "every folder paused: no new generation until resumed (a restart "
-				 "resumes it)"
+			 pause ? "every folder paused: no new generation until resumed"
 			       : "every folder resumed");
 	}
+	pauses_save(ctl);
 	if (ctl->env.changed)
 		ctl->env.changed(ctl->env.userdata);
 	client_reply(c, control_status_json(&ctl->env));
@@ -1396,6 +1568,7 @@ int control_new(const char *path, const struct control_env *env, struct control 
 		(void)unlink(path);
 		goto fail;
 	}
+	pauses_restore(ctl);
 	*ret_ctl = ctl;
 	return 0;
 fail:
@@ -1412,6 +1585,17 @@ void control_free(struct control *ctl)
 	while (ctl->clients)
 		client_free(ctl->clients);
 	work_pool_free(ctl->pool); /* their done runs now, with no client */
+	if (ctl->save_again && ctl->env.state_dir && !work_threads_left_behind()) {
+		/* A pause not yet written: at a stop the loop may wait for storage. */
+		struct pauses_save *ps = pauses_snapshot(ctl);
+		pauses_write(ps);
+		if (ps->r < 0)
+			log_warn("cannot keep the pauses in %s/" CONTROL_PAUSES_FILE ": %s",
+				 ps->dir, strerror(-ps->r));
+		free(ps->text);
+		free(ps->dir);
+		free(ps);
+	}
 	loop_timer_free(ctl->env.loop, ctl->sweep);
 	loop_remove(ctl->env.loop, ctl->source);
 	if (ctl->fd >= 0) {

@@ -697,6 +697,7 @@ static int daemon_open_control(struct daemon *d)
 	    .folders = &d->folders,
 	    .n_folders = &d->n_folders,
 	    .stopping = &d->stopping,
+	    .state_dir = d->journal ? d->config->state_dir : NULL,
 	    .changed = daemon_status,
 	    .userdata = d,
 	};

@@ -365,6 +365,11 @@ def test(ctx):
     test_permission(ctx, c, ctl, sock)
     test_socket_life(ctx, c, api, ctl, config, sock, root)
 
+    # A pause is kept across a restart (state_dir/paused.json), even a kill.
+    rc, _, _, _ = ctl.run("pause", hot_a)
+    kept = os.path.join(state, "paused.json")
+    c.check(h.wait_until(lambda: os.path.exists(kept) and hot_a in h.read_json(kept).get("folders", []), 5),
+            "pause A: kept in state_dir/paused.json")
     # Killed: the socket file stays behind; the next start replaces it.
     daemon.proc.kill()
     daemon.proc.wait()
@@ -374,7 +379,17 @@ def test(ctx):
               daemon.stderr_text()[-2000:])
     rc, st, _, _ = ctl.run("status")
     c.check(rc == 0 and st.get("ok") is True, "status answers on the replaced socket")
-    rc, st, _, _ = ctl.run("status")
+    c.check(folder_of(st, hot_a).get("user_paused") is True and folder_of(st, hot_b).get("user_paused") is False,
+            "after the restart folder A is still paused, B is not", h._short(folder_of(st, hot_a)))
+    c.check("stays paused" in daemon.stderr_text(), "the restart logs that A stays paused")
+    a4 = h.png_image(40, 30, 7)
+    drop(hot_a, "a4.png", a4)
+    time.sleep(1.5)
+    c.eq(len(gens_of(api, h.sha256_bytes(a4))), 0, "after the restart, A's new file waits")
+    rc, _, _, _ = ctl.run("resume", hot_a)
+    c.check(rc == 0 and h.wait_until(lambda: os.path.exists(os.path.join(hot_a + "-out", "a4.json")), 20),
+            "resume A after the restart: its file is done")
+    c.check(h.wait_until(lambda: h.read_json(kept).get("folders") == [], 5), "resume A: paused.json updated")
     rc_term, _ = daemon.terminate(timeout=15)
     c.eq(rc_term, 0, "SIGTERM: exit 0")
     c.check(not os.path.exists(sock), "a clean stop removes the socket")
