@@ -143,7 +143,7 @@ def test_commands(ctx, c, api, ctl, hot_a, hot_b, hot_c, daemon, notify):
 
     # Retry: twice at once, then again while its generation is in flight: one submission.
     n_before = len(gens_of(api, sha2))
-    api.add_faults(["slow:ms=2500"], replace=True)
+    api.add_faults(["slow:ms=4000"], replace=True)
     procs = [subprocess.Popen(ctl.argv(["retry", os.path.join(hot_a, "a2.png")]),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ctx.tmp)
              for _ in range(2)]
@@ -153,11 +153,12 @@ def test_commands(ctx, c, api, ctl, hot_a, hot_b, hot_c, daemon, notify):
             "retry: each reply says the file was requeued", h._short(outs))
     c.check(h.wait_until(lambda: len(gens_of(api, sha2)) > n_before, 10),
             "the retried file is sent to the API")
+    rc, q, _, _ = ctl.run("queue")
+    c.check(rc == 0 and any(i.get("file") == "a2.png" and i.get("kind") == "in_flight"
+                            for i in (q or {}).get("items", [])),
+            "queue: a2.png is listed, in flight", h._short(q))
     rc, _, _, _ = ctl.run("retry", os.path.join(hot_a, "a2.png"))
     c.check(rc in (0, 1), "retry while in flight: answered", "exit %d" % rc)
-    rc, q, _, _ = ctl.run("queue")
-    c.check(rc == 0 and any(i.get("file") == "a2.png" for i in (q or {}).get("items", [])),
-            "queue: a2.png is listed while in flight", h._short(q))
     c.require(h.wait_until(lambda: os.path.exists(os.path.join(out_a, "a2.json")), 20),
               "the retried a2.png succeeds", h.listing(out_a))
     time.sleep(1.5)  # a second submission, if any, would have come by now
