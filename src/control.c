@@ -812,18 +812,18 @@ out:
 	close(fd);
 }
 
-/* On the worker: the error record goes (so the file is no longer known as
- * failed), then the source is looked at for its offer. Never logs. */
+/* On the worker: the source is looked at (a file gone keeps its record), then
+ * its error record goes (so the file is no longer known as failed). Never logs. */
 static void retry_file(struct control_file *f)
 {
-	if (unlink(f->sidecar) < 0 && errno != ENOENT) {
-		f->r = -errno;
-		return;
-	}
 	f->stat_r =
 	    (f->follow ? stat(f->source, &f->st) : lstat(f->source, &f->st)) < 0 ? -errno : 0;
 	if (!f->stat_r && !S_ISREG(f->st.st_mode))
 		f->stat_r = -EINVAL;
+	if (f->stat_r)
+		return;
+	if (unlink(f->sidecar) < 0 && errno != ENOENT)
+		f->r = -errno;
 }
 
 static void work_run(void *arg)
