@@ -6,8 +6,9 @@
 # build/seedreamd_*.deb), runs the stand-in API (tests/fake_api.py, bind-mounted read-only) inside
 # the container on its loopback, and checks the service for real: READY=1 and active, STATUS= in
 # `systemctl status`, the hardening on the running process, LoadCredential=, images processed with
-# a ReadWritePaths= drop-in, seedreamctl on the control socket (root, the group, not nobody), the journal fields, reload without procps, /etc/seedreamd read-only in
-# the unit's namespace, the watchdog, stop with a transfer in flight, dpkg --purge while running.
+# a ReadWritePaths= drop-in, seedreamctl on the control socket (root, the group, not nobody), the
+# journal fields, reload without procps, /etc/seedreamd read-only in the unit's namespace, the
+# watchdog, stop with a transfer in flight, dpkg --purge while running.
 # Every run has the drop-in SystemCallErrorNumber=kill: a syscall the filter lacks kills the daemon
 # (SIGSYS) instead of failing with EPERM, so it shows up here.
 #
