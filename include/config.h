@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/seedreamd/seedreamd.yaml"
+/* sizeof(sockaddr_un.sun_path): a control_socket path is shorter. */
+#define CONFIG_SOCKET_PATH_MAX 108
 
 enum folder_mode { FOLDER_MODE_AUTO = 0, FOLDER_MODE_INOTIFY, FOLDER_MODE_POLL };
 enum on_success { ON_SUCCESS_KEEP = 0, ON_SUCCESS_MOVE, ON_SUCCESS_DELETE };
@@ -123,6 +125,8 @@ struct config {
 	uint64_t max_spend_per_day;   /* micros, 0 = no limit */
 	char *metrics_listen;         /* "ADDR:PORT" for GET /metrics, NULL: off */
 	char *metrics_textfile;       /* node_exporter textfile, NULL: off */
+	char *control_socket;         /* NULL: the default (control.h); absolute otherwise */
+	bool control_socket_off;      /* control_socket: off */
 };
 
 /* Parse a YAML document already in memory. `name` is used in messages.

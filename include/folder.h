@@ -65,6 +65,8 @@ struct folder {
 	 * check) has been under way without progress for longer than the watch's
 	 * bound; 0 while it answers. */
 	uint64_t look_stalled_since;
+	bool user_paused;		 /* seedreamctl pause FOLDER: no generation starts */
+	uint64_t run_done, run_failed;	 /* files done and failed in this run (seedreamctl status) */
 };
 
 /* Where path leads: its device, inode and mount point. -errno (ENOTDIR if it

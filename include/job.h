@@ -98,6 +98,30 @@ void jobs_each(const struct jobs *jobs,
 	       void (*fn)(void *userdata, const struct folder *folder, bool queued,
 			  uint64_t first_seen),
 	       void *userdata);
+/* One job as the control socket shows it; valid during the callback only. */
+enum jobs_item_kind {
+	JOBS_ITEM_SETTLING,  /* settling or being checked */
+	JOBS_ITEM_QUEUED,    /* valid (or being fitted), waiting for a generation slot */
+	JOBS_ITEM_WAITING,   /* backing off before its next generation */
+	JOBS_ITEM_IN_FLIGHT, /* generating, fetching, writing (or paid and waiting to fetch) */
+};
+struct jobs_item {
+	struct folder *folder;
+	const char *rel;
+	const char *state; /* job_state_name */
+	enum jobs_item_kind kind;
+	uint64_t first_seen_ms; /* monotonic */
+	unsigned attempts;
+};
+/* Calls fn for every job, in no particular order. fn must not change jobs. */
+void jobs_foreach(const struct jobs *jobs, void (*fn)(const struct jobs_item *item, void *userdata),
+		  void *userdata);
+
+/* A user's pause of every folder (seedreamctl pause): no generation starts,
+ * those in flight finish. Per folder it is folder->user_paused (then call
+ * jobs_folder_changed). */
+void jobs_set_user_pause(struct jobs *jobs, bool paused);
+bool jobs_user_paused(const struct jobs *jobs);
 
 /* Called after every change of the counts (for STATUS=). */
 void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdata);

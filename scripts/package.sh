@@ -42,7 +42,7 @@ if installed; then
 	echo "package.sh: run 'dpkg --purge seedreamd' first if that is what you want." >&2
 	exit 1
 fi
-for f in /usr/bin/seedreamd "$UNIT" "$CONFIG"; do
+for f in /usr/bin/seedreamd /usr/bin/seedreamctl "$UNIT" "$CONFIG"; do
 	if [ -e "$f" ]; then
 		echo "package.sh: $f exists outside the package (cmake --install?); remove it first." >&2
 		exit 1
@@ -74,7 +74,8 @@ ok "cpack -G DEB built $DEB"
 # ---- the package's contents --------------------------------------------------------------------
 dpkg-deb -x "$DEB" "$WORK/root"
 dpkg-deb -e "$DEB" "$WORK/control"
-for f in usr/bin/seedreamd lib/systemd/system/seedreamd.service usr/lib/sysusers.d/seedreamd.conf \
+for f in usr/bin/seedreamd usr/bin/seedreamctl lib/systemd/system/seedreamd.service \
+	usr/lib/sysusers.d/seedreamd.conf usr/share/man/man1/seedreamctl.1.gz \
 	usr/lib/tmpfiles.d/seedreamd.conf etc/seedreamd/seedreamd.yaml \
 	usr/share/man/man8/seedreamd.8.gz usr/share/man/man5/seedreamd.yaml.5.gz; do
 	check "the package has /$f" test -f "$WORK/root/$f"
@@ -88,7 +89,8 @@ echo "     Depends: $depends"
 for lib in libcurl4 libyaml-0-2 libcjson1 libsystemd0 libssl3; do
 	check "Depends: names $lib" sh -c 'echo "$1" | tr "," "\n" | grep -q "^ *$2\( \|$\)"' sh "$depends" "$lib"
 done
-for page in usr/share/man/man8/seedreamd.8.gz usr/share/man/man5/seedreamd.yaml.5.gz; do
+for page in usr/share/man/man8/seedreamd.8.gz usr/share/man/man5/seedreamd.yaml.5.gz \
+	usr/share/man/man1/seedreamctl.1.gz; do
 	check "/$page renders without warnings" \
 		sh -c 'out=$(zcat "$1" | groff -man -ww -z 2>&1) && [ -z "$out" ] || { echo "$out"; false; }' \
 		sh "$WORK/root/$page"
@@ -148,6 +150,12 @@ if out=$(/usr/bin/seedreamd --check -c "$CONFIG" 2>&1); then
 else
 	fail "seedreamd --check -c $CONFIG: $out"
 fi
+check "seedreamctl --version prints 'seedreamctl $version'" \
+	sh -c '[ "$(/usr/bin/seedreamctl --version)" = "seedreamctl $1" ]' sh "$version"
+# No daemon runs here: the client says so with its documented exit status 3.
+rc=0
+/usr/bin/seedreamctl -s "$WORK/no-daemon.sock" status >/dev/null 2>&1 || rc=$?
+check "seedreamctl without a daemon exits 3" test "$rc" -eq 3
 # As ExecStartPre= runs it: the service user, no supplementary groups.
 if out=$(setpriv --reuid=seedreamd --regid=seedreamd --clear-groups \
 	/usr/bin/seedreamd --check -c "$CONFIG" 2>&1); then
@@ -159,6 +167,7 @@ fi
 # ---- remove, purge -----------------------------------------------------------------------------
 if dpkg -r seedreamd >"$WORK/dpkg-r.log" 2>&1; then ok "dpkg -r seedreamd"; else cat "$WORK/dpkg-r.log"; fail "dpkg -r seedreamd"; fi
 check "after dpkg -r: /usr/bin/seedreamd is gone" test ! -e /usr/bin/seedreamd
+check "after dpkg -r: /usr/bin/seedreamctl is gone" test ! -e /usr/bin/seedreamctl
 check "after dpkg -r: the unit is gone" test ! -e "$UNIT"
 check "after dpkg -r: the conffile $CONFIG is kept" test -f "$CONFIG"
 if dpkg --purge seedreamd >"$WORK/dpkg-purge.log" 2>&1; then ok "dpkg --purge seedreamd"; else cat "$WORK/dpkg-purge.log"; fail "dpkg --purge seedreamd"; fi

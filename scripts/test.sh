@@ -40,6 +40,8 @@ TSAN_OPTIONS=halt_on_error=1:exitcode=66:second_deadlock_stack=1:ignore_noninstr
 # and the records anyone who can write a folder can plant: sidecars, journal.
 ./tests/fuzz/run.sh "${FUZZ_SECONDS:-60}" config api image
 ./tests/fuzz/run.sh "${FUZZ_RECORD_SECONDS:-30}" sidecar journal
+# and what a client allowed on the control socket may send.
+./tests/fuzz/run.sh "${FUZZ_RECORD_SECONDS:-30}" control
 # The Debian package: build, systemd-analyze, dpkg -i, run, purge. dpkg needs root.
 if [ "$(id -u)" -eq 0 ]; then
 	BUILD_DIR="$BUILD" ./scripts/package.sh

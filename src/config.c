@@ -67,6 +67,7 @@ enum {
 	TK_MAX_SPEND,
 	TK_METRICS_LISTEN,
 	TK_METRICS_TEXTFILE,
+	TK_CONTROL_SOCKET,
 	TK_COUNT
 };
 
@@ -87,6 +88,7 @@ static const char *const top_keys[TK_COUNT] = {
 	[TK_MAX_SPEND] = "max_spend_per_day",
 	[TK_METRICS_LISTEN] = "metrics_listen",
 	[TK_METRICS_TEXTFILE] = "metrics_textfile",
+	[TK_CONTROL_SOCKET] = "control_socket",
 };
 
 enum { NK_WEBHOOK, NK_EVENTS, NK_COMMAND, NK_COMMAND_TIMEOUT, NK_SUMMARY_AT, NK_COUNT };
@@ -1723,6 +1725,29 @@ static int get_listen(struct ctx *c, const yaml_node_t *n, const char *key, char
 	return replace_str(c, dst, v);
 }
 
+/* "off", or an absolute path that fits a unix socket address (sun_path). */
+static int get_control_socket(struct ctx *c, const yaml_node_t *n, struct config *cfg)
+{
+	const char *v;
+	int r = get_text(c, n, "control_socket", "an absolute path or off", &v);
+
+	if (r < 0)
+		return r;
+	if (strcmp(v, "off") == 0) {
+		cfg->control_socket_off = true;
+		return 0;
+	}
+	r = get_path(c, n, "control_socket", &cfg->control_socket);
+	if (r < 0)
+		return r;
+	if (strlen(cfg->control_socket) >= CONFIG_SOCKET_PATH_MAX)
+		return fail_at(c, n->start_mark,
+			       "control_socket: a unix socket path must be shorter than %d bytes, "
+			       "got %zu",
+			       CONFIG_SOCKET_PATH_MAX, strlen(cfg->control_socket));
+	return 0;
+}
+
 static int parse_top_scalars(struct ctx *c, const struct found *f, struct config *cfg)
 {
 	int r = 0;
@@ -1757,6 +1782,8 @@ static int parse_top_scalars(struct ctx *c, const struct found *f, struct config
 	if (r == 0 && f[TK_METRICS_TEXTFILE].value)
 		r = get_path(c, f[TK_METRICS_TEXTFILE].value, "metrics_textfile",
 			     &cfg->metrics_textfile);
+	if (r == 0 && f[TK_CONTROL_SOCKET].value)
+		r = get_control_socket(c, f[TK_CONTROL_SOCKET].value, cfg);
 	return r;
 }
 
@@ -2257,5 +2284,6 @@ void config_free(struct config *config)
 	free(config->currency);
 	free(config->metrics_listen);
 	free(config->metrics_textfile);
+	free(config->control_socket);
 	free(config);
 }

@@ -507,6 +507,7 @@ void job_advance(struct jobs *jobs, struct job *job, const struct job_verdict *v
 	if (step.count_done) {
 		jobs->done++;
 		events_file_done(jobs->events);
+		job->folder->run_done++;
 	}
 	if (step.count_left)
 		jobs->left_incomplete++;
@@ -838,7 +839,7 @@ static void jobs_fit_ahead(struct jobs *jobs)
 static bool folder_storage_usable(const struct folder *f)
 {
 	return f->present && !f->storage_holds && !f->storage_stalled_since &&
-	       !f->look_stalled_since;
+	       !f->look_stalled_since && !f->user_paused; /* and not paused by seedreamctl */
 }
 
 void jobs_pump(struct jobs *jobs)
@@ -859,7 +860,7 @@ again:
 	if (!jobs->stopping)
 		jobs_fit_ahead(jobs);
 	job = jobs->queue.head;
-	while (job && !jobs->stopping) {
+	while (job && !jobs->stopping && !jobs->user_paused) {
 		struct sched_verdict v =
 		    sched_may_start_any(&jobs->sched, loop_now_ms(), jobs_epoch_s());
 
@@ -1250,6 +1251,54 @@ void jobs_each(const struct jobs *jobs,
 	for (size_t i = 0; i < jobs->table_size; i++)
 		for (const struct job *job = jobs->table[i]; job; job = job->hash_next)
 			fn(userdata, job->folder, job->state == JOB_QUEUED, job->first_seen);
+}
+
+void jobs_foreach(const struct jobs *jobs, void (*fn)(const struct jobs_item *item, void *userdata),
+		  void *userdata)
+{
+	for (size_t i = 0; i < jobs->table_size; i++) {
+		for (const struct job *j = jobs->table[i]; j; j = j->hash_next) {
+			struct jobs_item item = {
+			    .folder = j->folder,
+			    .rel = j->rel,
+			    .state = job_state_name(j->state),
+			    .first_seen_ms = j->first_seen,
+			    .attempts = j->attempts,
+			};
+			switch (j->state) {
+			case JOB_SETTLING:
+			case JOB_CHECKING:
+				item.kind = JOBS_ITEM_SETTLING;
+				break;
+			case JOB_FITTING:
+			case JOB_QUEUED:
+				item.kind = JOBS_ITEM_QUEUED;
+				break;
+			case JOB_WAITING:
+				/* A paid result waiting to be fetched again is in flight. */
+				item.kind = j->retry_fetch ? JOBS_ITEM_IN_FLIGHT : JOBS_ITEM_WAITING;
+				break;
+			case JOB_PREPARING:
+			case JOB_GENERATING:
+			case JOB_FETCHING:
+			case JOB_COMMITTING:
+				item.kind = JOBS_ITEM_IN_FLIGHT;
+				break;
+			}
+			fn(&item, userdata);
+		}
+	}
+}
+
+void jobs_set_user_pause(struct jobs *jobs, bool paused)
+{
+	jobs->user_paused = paused;
+	jobs_pump(jobs); /* resumed: the queue goes on; paused: says so (on_change) */
+}
+
+bool jobs_user_paused(const struct jobs *jobs)
+{
+	return jobs->user_paused;
 }
 
 void jobs_on_change(struct jobs *jobs, void (*fn)(void *userdata), void *userdata)

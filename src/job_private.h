@@ -132,6 +132,7 @@ struct jobs {
 	const struct config *config;
 	char *auth_header;
 	bool once, stopping;
+	bool user_paused; /* seedreamctl pause (all folders): no generation starts */
 	struct job **table; /* chained hash on (folder, rel) */
 	size_t table_size, n_jobs;
 	struct job **heap; /* deadlines, min-heap */

@@ -295,6 +295,7 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 	events_file_failed(jobs->events, job->folder->cfg->path, job->rel, http_status, code,
 			   message);
 	metrics_note_file(job->folder->cfg->path, "failed", code);
+	job->folder->run_failed++;
 	log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
 		job->request_id[0] ? job->request_id : NULL, code, "failed %s/%s: %s: %s",
 		job->folder->cfg->path, job->rel, code, message);

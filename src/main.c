@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "events.h"
+#include "control.h"
 #include "fit.h"
 #include "folder.h"
 #include "http.h"
@@ -54,6 +55,7 @@ struct daemon {
 	struct journal *journal;
 	struct work_pool *index_pool;	/* writes the done-record caches while running */
 	struct journal_record *pending; /* journalled results not yet handed to a folder */
+	struct control *control;	/* the control socket (seedreamctl); NULL when off */
 	size_t n_pending;
 	struct loop_source *signal_source;
 	struct loop_timer *status_timer, *rescan_timer, *watchdog_timer, *stop_timer;
@@ -186,6 +188,28 @@ static size_t folders_stalled(const struct daemon *d, const struct folder **ret_
 	return n;
 }
 
+/* "; paused by seedreamctl ..." for STATUS=, or "". */
+static void daemon_user_pauses(const struct daemon *d, char *buf, size_t len)
+{
+	const struct folder *first = NULL;
+	size_t n = 0;
+
+	if (jobs_user_paused(d->jobs)) {
+		(void)snprintf(buf, len, "; every folder paused by seedreamctl");
+		return;
+	}
+	for (size_t i = 0; i < d->n_folders; i++) {
+		if (d->folders[i]->user_paused && !d->folders[i]->removed) {
+			if (!n)
+				first = d->folders[i];
+			n++;
+		}
+	}
+	if (first)
+		(void)snprintf(buf, len, "; folder %s paused by seedreamctl%s", first->cfg->path,
+			       n > 1 ? " (and other folders)" : "");
+}
+
 static void daemon_check_done(struct daemon *d)
 {
 	struct jobs_counts c;
@@ -232,7 +256,7 @@ static void daemon_status(void *userdata)
 	struct jobs_counts c;
 	const struct folder *first;
 	size_t missing = folders_missing(d, &first), stalled;
-	char paused[700] = "", silent[700] = "";
+	char paused[700] = "", silent[700] = "", user[700] = "";
 	uint64_t again;
 
 	if (missing)
@@ -246,9 +270,10 @@ static void daemon_status(void *userdata)
 			       (unsigned long long)(loop_now_ms() - first->look_stalled_since) /
 				   1000,
 			       stalled > 1 ? " (and other folders)" : "");
+	daemon_user_pauses(d, user, sizeof(user));
 	jobs_counts(d->jobs, &c);
 	again = notify_status("%s%zu queued, %zu in flight, %zu waiting to retry, %llu done, "
-			      "%llu failed%s%s%s%s%s%s%s%s%s%s",
+			      "%llu failed%s%s%s%s%s%s%s%s%s%s%s",
 			      d->stopping ? "stopping: " : "", c.queued + c.settling + c.fitting,
 			      c.in_flight,
 			      c.waiting, (unsigned long long)c.done, (unsigned long long)c.failed,
@@ -256,7 +281,7 @@ static void daemon_status(void *userdata)
 			      c.limit_reason ? "; " : "", c.limit_reason ? c.limit_reason : "",
 			      c.disk_reason ? "; " : "", c.disk_reason ? c.disk_reason : "",
 			      c.storage_reason ? "; " : "",
-			      c.storage_reason ? c.storage_reason : "", paused, silent);
+			      c.storage_reason ? c.storage_reason : "", paused, silent, user);
 	if (again && !loop_timer_armed(d->status_timer))
 		(void)loop_timer_arm(d->status_timer, again);
 	daemon_check_done(d);
@@ -780,6 +805,53 @@ static int daemon_start_metrics(struct daemon *d)
 
 /* ---- main ------------------------------------------------------------- */
 
+/* After the state_dir lock: a socket file there is a killed run's, or a live
+ * daemon's with another state_dir (control_new tells them apart). A socket
+ * the configuration names must work; the default one is a convenience
+ * (--once, run by hand, does not take it). */
+static int daemon_open_control(struct daemon *d)
+{
+	const struct control_env env = {
+	    .loop = d->loop,
+	    .jobs = d->jobs,
+	    .watch = d->watch,
+	    .folders = &d->folders,
+	    .n_folders = &d->n_folders,
+	    .stopping = &d->stopping,
+	    /* --once neither applies nor changes the service's kept pauses: a
+	     * batch run must end, and a pause made during it is for it only. */
+	    .state_dir = d->journal && !d->once ? d->config->state_dir : NULL,
+	    .changed = daemon_status,
+	    .userdata = d,
+	};
+	bool configured = d->config->control_socket != NULL;
+	char path[CONFIG_SOCKET_PATH_MAX + 16];
+	int r = control_socket_path(d->config, path, sizeof(path));
+
+	if (r == 0 && (!path[0] || (d->once && !configured)))
+		return 0;
+	if (r == 0)
+		r = control_new(path, &env, &d->control);
+	if (r == -ENOMEM)
+		log_oom();
+	if (r < 0) {
+		const char *why = r == -EADDRINUSE ? "another seedreamd answers on it"
+				  : r == -EEXIST   ? "it exists and is not a socket"
+						   : strerror(-r);
+		if (configured) {
+			log_error("control_socket %s: %s", path, why);
+			return r;
+		}
+		/* No runtime directory: a run by hand, outside the service. */
+		log_msg(r == -ENOENT || r == -EACCES ? LOG_INFO : LOG_WARNING,
+			"no control socket (seedreamctl will not reach this daemon): %s: %s",
+			path[0] ? path : "the default path", why);
+		return 0;
+	}
+	log_info("control socket: %s", path);
+	return 0;
+}
+
 static int daemon_run(struct daemon *d, const char *api_key)
 {
 	const struct folder *first;
@@ -837,6 +909,9 @@ static int daemon_run(struct daemon *d, const char *api_key)
 			log_warn("a paid-for result of %s/%s waits in the journal, but that folder "
 				 "is not configured; it is kept",
 				 d->pending[i].folder, d->pending[i].source);
+	r = daemon_open_control(d);
+	if (r < 0)
+		return r;
 	if (!d->once) {
 		(void)loop_timer_arm(d->rescan_timer, d->config->rescan_interval_ms);
 		d->watchdog_ms = notify_watchdog_ms();
@@ -883,6 +958,7 @@ static int daemon_run(struct daemon *d, const char *api_key)
 
 static void daemon_cleanup(struct daemon *d)
 {
+	control_free(d->control); /* its requests' completions touch jobs and folders */
 	work_pool_free(d->index_pool); /* its completions touch folders */
 	metrics_server_free(d->metrics_server); /* renders from jobs and folders */
 	metrics_textfile_free(d->metrics_textfile);

@@ -4,16 +4,16 @@
 # the repo). Fails on the first crash, leak or sanitizer report; the reproducer
 # is kept in build-fuzz/artifacts/.
 #
-# usage: tests/fuzz/run.sh SECONDS [TARGET...]    (targets: config api image sidecar journal)
+# usage: tests/fuzz/run.sh SECONDS [TARGET...]    (targets: config api image sidecar journal control)
 set -eu
 
 if [ $# -lt 1 ] || ! [ "$1" -gt 0 ] 2>/dev/null; then
-	echo "usage: $0 SECONDS [config|api|image|sidecar|journal]..." >&2
+	echo "usage: $0 SECONDS [config|api|image|sidecar|journal|control]..." >&2
 	exit 2
 fi
 seconds=$1
 shift
-[ $# -gt 0 ] || set -- config api image sidecar journal
+[ $# -gt 0 ] || set -- config api image sidecar journal control
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
@@ -22,7 +22,7 @@ cc=${FUZZ_CC:-clang}
 targets=
 for t in "$@"; do
 	case $t in
-	config | api | image | sidecar | journal) targets="$targets fuzz_$t" ;;
+	config | api | image | sidecar | journal | control) targets="$targets fuzz_$t" ;;
 	*)
 		echo "$0: unknown target '$t'" >&2
 		exit 2

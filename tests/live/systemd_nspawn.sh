@@ -6,8 +6,9 @@
 # build/seedreamd_*.deb), runs the stand-in API (tests/fake_api.py, bind-mounted read-only) inside
 # the container on its loopback, and checks the service for real: READY=1 and active, STATUS= in
 # `systemctl status`, the hardening on the running process, LoadCredential=, images processed with
-# a ReadWritePaths= drop-in, the journal fields, reload without procps, /etc/seedreamd read-only in
-# the unit's namespace, the watchdog, stop with a transfer in flight, dpkg --purge while running.
+# a ReadWritePaths= drop-in, seedreamctl on the control socket (root, the group, not nobody), the
+# journal fields, reload without procps, /etc/seedreamd read-only in the unit's namespace, the
+# watchdog, stop with a transfer in flight, dpkg --purge while running.
 # Every run has the drop-in SystemCallErrorNumber=kill: a syscall the filter lacks kills the daemon
 # (SIGSYS) instead of failing with EPERM, so it shows up here.
 #
@@ -292,6 +293,21 @@ else
 fi
 check "the outputs belong to seedreamd" \
 	sh -c '[ -z "$(nsenter -t "$1" -a find "$2/a-out" ! -user seedreamd)" ]' sh "$LEADER" "$HOT"
+# seedreamctl on the unit's RuntimeDirectory=: root and the seedreamd group may, nobody may not.
+check "the control socket is /run/seedreamd/control, mode 660, group seedreamd" \
+	sh -c '[ "$(nsenter -t "$1" -a stat -c %a:%G /run/seedreamd/control)" = 660:seedreamd ]' sh "$LEADER"
+check "seedreamctl status (root): folder a has 3 done" \
+	sh -c 'nsenter -t "$1" -a seedreamctl --json status | python3 -c "import json, sys
+r = json.load(sys.stdin)
+sys.exit(0 if r[\"ok\"] and [f[\"done\"] for f in r[\"folders\"] if f[\"path\"] == sys.argv[1] + \"/a\"] == [3] else 1)" "$2"' \
+	sh "$LEADER" "$HOT"
+gid=$(ct getent group seedreamd | cut -d: -f3)
+rc=0
+ct setpriv --reuid=nobody --regid=nogroup --groups="$gid" seedreamctl status >/dev/null 2>&1 || rc=$?
+check "seedreamctl status as nobody in group seedreamd: allowed" [ "$rc" -eq 0 ]
+rc=0
+ct setpriv --reuid=nobody --regid=nogroup --clear-groups seedreamctl status >/dev/null 2>&1 || rc=$?
+check "seedreamctl status as nobody: refused (exit 3)" [ "$rc" -eq 3 ]
 billed=$(api GET /_stats | python3 -c 'import json, sys; print(json.load(sys.stdin)["billed"])' || echo "?")
 check "the stand-in API billed 3 generations (the key reached it through LoadCredential=)" [ "$billed" = 3 ]
 # A HEIC photo is converted by libvips on a worker thread: its threads and codecs (libheif, x265,
