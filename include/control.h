@@ -35,6 +35,7 @@ struct control_env {
 	struct folder ***folders;
 	size_t *n_folders;
 	bool *stopping;
+	struct config *const *config; /* the daemon's, changed by a reload */
 	const char *state_dir;		 /* where pauses are kept across restarts; NULL: not kept */
 	void (*changed)(void *userdata); /* a pause or resume: STATUS= again */
 	void *userdata;

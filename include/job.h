@@ -84,10 +84,6 @@ void jobs_count_today(struct jobs *jobs, struct folder *folder);
 uint64_t jobs_spent_today(const struct jobs *jobs);
 /* The same for the paid answers of this run only (a counter for metrics). */
 uint64_t jobs_spent_total(const struct jobs *jobs);
-/* What the folder's done records (sidecars) say was spent since an epoch
- * second (a month's start, for a status): priced as api.model, since the
- * records keep no model. A walk over the folder's records. */
-uint64_t jobs_spent_since(const struct jobs *jobs, const struct folder *folder, int64_t since);
 
 /* Where events (a file failed, pauses, limits) are reported (NULL: nowhere). */
 struct events;

@@ -377,6 +377,28 @@ static void count_paid(const struct index_entry *e, void *userdata)
 		p->today += images;
 }
 
+/* The estimated cost (price_per_image), when a price is known: today's as the
+ * daily limit counts it (this run's answers at the price of the model that
+ * answered, earlier ones at api.model's), this month's from the done records
+ * at api.model's price, since the records keep no model. */
+static void add_spend(const struct control_env *env, cJSON *o, uint64_t month_images)
+{
+	const struct config *config = *env->config;
+	uint64_t price;
+	cJSON *spend;
+
+	if (config_price_of(config, config->api.model, &price) < 0)
+		return;
+	spend = cJSON_AddObjectToObject(o, "spend");
+	if (!spend)
+		log_oom();
+	add_str(spend, "currency", config->currency ? config->currency : "");
+	add_num(spend, "price_per_image", (double)price / CONFIG_MICROS);
+	add_num(spend, "today", (double)jobs_spent_today(env->jobs) / CONFIG_MICROS);
+	add_num(spend, "this_month", (double)(month_images * price) / CONFIG_MICROS);
+	add_num(spend, "max_per_day", (double)config->max_spend_per_day / CONFIG_MICROS);
+}
+
 /* Local midnight today and on the first of the month. */
 static void local_starts(int64_t now, int64_t *ret_day, int64_t *ret_month)
 {
@@ -488,6 +510,7 @@ cJSON *control_status_json(const struct control_env *env)
 		log_oom();
 	add_num(images, "today", (double)paid.today);
 	add_num(images, "this_month", (double)paid.month);
+	add_spend(env, o, paid.month);
 
 	if (w.oldest_rel) {
 		oldest = cJSON_AddObjectToObject(o, "oldest_pending");

@@ -1445,15 +1445,6 @@ uint64_t jobs_spent_total(const struct jobs *jobs)
 	return jobs->spent_total;
 }
 
-uint64_t jobs_spent_since(const struct jobs *jobs, const struct folder *folder, int64_t since)
-{
-	struct today_count t = {.since = since};
-
-	(void)config_price_of(jobs->config, jobs->config->api.model, &t.price);
-	index_foreach(folder->index, count_today, &t);
-	return t.spent;
-}
-
 void jobs_set_events(struct jobs *jobs, struct events *events)
 {
 	jobs->events = events;

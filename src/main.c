@@ -818,6 +818,7 @@ static int daemon_open_control(struct daemon *d)
 	    .folders = &d->folders,
 	    .n_folders = &d->n_folders,
 	    .stopping = &d->stopping,
+	    .config = &d->config,
 	    /* --once neither applies nor changes the service's kept pauses: a
 	     * batch run must end, and a pause made during it is for it only. */
 	    .state_dir = d->journal && !d->once ? d->config->state_dir : NULL,

@@ -261,6 +261,7 @@ static void print_status(const cJSON *o)
 	const cJSON *totals = cJSON_GetObjectItemCaseSensitive(o, "totals");
 	const cJSON *paid = cJSON_GetObjectItemCaseSensitive(o, "images_paid");
 	const cJSON *oldest = cJSON_GetObjectItemCaseSensitive(o, "oldest_pending");
+	const cJSON *spend = cJSON_GetObjectItemCaseSensitive(o, "spend");
 	const cJSON *folders = cJSON_GetObjectItemCaseSensitive(o, "folders"), *f;
 	struct table t = {.cols = 8};
 
@@ -274,6 +275,14 @@ static void print_status(const cJSON *o)
 		     num(totals, "failed"));
 	(void)printf("%-16s %.0f today, %.0f this month\n", "images paid", num(paid, "today"),
 		     num(paid, "this_month"));
+	if (cJSON_IsObject(spend)) {
+		const char *cur = str(spend, "currency");
+		(void)printf("%-16s %g %s today, %g %s this month", "estimated cost", num(spend, "today"),
+			     cur, num(spend, "this_month"), cur);
+		if (num(spend, "max_per_day") > 0)
+			(void)printf(" (limit %g %s a day)", num(spend, "max_per_day"), cur);
+		(void)printf("\n");
+	}
 	if (cJSON_IsObject(oldest))
 		(void)printf("%-16s %s/%s, %.0f s\n", "oldest pending", str(oldest, "folder"),
 			     str(oldest, "file"), num(oldest, "age_s"));

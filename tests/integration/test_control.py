@@ -7,6 +7,7 @@ socket of a killed daemon replaced, a live daemon's or a non-socket refused. The
 control clients is test_control_flood.py."""
 
 import json
+import re
 import os
 import shutil
 import socket
@@ -33,6 +34,8 @@ def write_config(ctx, path, api, state, folders, sock):
              "  settle: 300ms",
              "state_dir: %s" % json.dumps(state),
              "control_socket: %s" % json.dumps(sock),
+             "price_per_image:", "  %s: 0.035" % json.dumps(h.MODEL), "currency: EUR",
+             "max_spend_per_day: 25",
              "folders:"]
     for p, extra in folders:
         lines.append("  - path: %s" % json.dumps(p))
@@ -115,6 +118,13 @@ def test_commands(ctx, c, api, ctl, hot_a, hot_b, hot_c, daemon, notify):
     st = seen["st"]
     c.eq(folder_of(st, hot_a).get("done"), 1, "status: folder A has 1 done this run")
     c.eq(st.get("images_paid"), {"today": 1, "this_month": 1}, "status: 1 image paid today and this month")
+    c.eq(st.get("spend"), {"currency": "EUR", "price_per_image": 0.035, "today": 0.035,
+                           "this_month": 0.035, "max_per_day": 25},
+         "status: the estimated cost of that image today and this month, and the daily limit")
+    rc, _, out, _ = ctl.run("status", json_out=False)
+    c.check(rc == 0 and re.search(r"estimated cost\s+0\.035 EUR today, 0\.035 EUR this month "
+                                  r"\(limit 25 EUR a day\)", out or ""),
+            "status as a table shows the estimated cost", out)
     rc, hist, _, _ = ctl.run("history", "-n", "5")
     items = (hist or {}).get("items", [])
     c.check(rc == 0 and items and items[0].get("file") == "a1.png" and items[0].get("result") == "done",
