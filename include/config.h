@@ -21,6 +21,9 @@ enum fit_mode {
 /* One watched folder, after inheriting from "defaults:". */
 /* The API advises ~600 words; the bound keeps every sidecar readable. */
 #define CONFIG_PROMPT_MAX 8192
+/* The API takes inputs + outputs <= 15 per request; one dropped image leaves 14. */
+#define CONFIG_IO_IMAGES_MAX	    15
+#define CONFIG_MAX_IMAGES_ONE_INPUT (CONFIG_IO_IMAGES_MAX - 1)
 
 struct folder_config {
 	char *path;                   /* absolute, no trailing slash */
@@ -42,6 +45,7 @@ struct folder_config {
 	uint64_t max_images_per_day;  /* 0 = no limit (default) */
 	enum fit_mode fit;            /* default auto */
 	unsigned fit_quality;         /* JPEG quality of fitted images, 50..100, default 92 */
+	unsigned max_images;          /* outputs per request, 1..CONFIG_MAX_IMAGES_ONE_INPUT, default 1 */
 	int line, column;             /* where the folder entry starts, 1-based */
 };
 

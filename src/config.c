@@ -123,6 +123,7 @@ enum {
 	FK_MAX_PER_DAY,
 	FK_FIT,
 	FK_FIT_QUALITY,
+	FK_MAX_IMAGES,
 	FK_COUNT
 };
 
@@ -145,6 +146,7 @@ static const char *const folder_keys[FK_COUNT] = {
 	[FK_MAX_PER_DAY] = "max_images_per_day",
 	[FK_FIT] = "fit",
 	[FK_FIT_QUALITY] = "fit_quality",
+	[FK_MAX_IMAGES] = "max_images",
 };
 
 static const char *const fit_names[] = {
@@ -891,6 +893,7 @@ static void folder_init(struct folder_config *f)
 	f->on_success = ON_SUCCESS_KEEP;
 	f->fit = FIT_AUTO;
 	f->fit_quality = 92;
+	f->max_images = 1;
 }
 
 static int dup_opt(char **dst, const char *src)
@@ -940,6 +943,24 @@ static int get_size(struct ctx *c, const yaml_node_t *n, char **dst)
 		for (char *x = strchr(*dst, 'X'); x; x = strchr(x, 'X'))
 			*x = 'x'; /* the API documents a lowercase x */
 	return r;
+}
+
+/* The API's own range is 1..15 outputs, but inputs count too: with the one
+ * dropped image a request may ask for at most 14. */
+static int get_max_images(struct ctx *c, const yaml_node_t *v, const char *key, unsigned *ret)
+{
+	uint64_t n = 0;
+	int r = get_uint(c, v, key, 1, CONFIG_IO_IMAGES_MAX, &n);
+
+	if (r < 0)
+		return r;
+	if (n > CONFIG_MAX_IMAGES_ONE_INPUT)
+		return fail_at(c, v->start_mark,
+			       "%s: %" PRIu64 " outputs and the dropped image are more than the "
+			       "API's %u images per request; at most %u",
+			       key, n, CONFIG_IO_IMAGES_MAX, CONFIG_MAX_IMAGES_ONE_INPUT);
+	*ret = (unsigned)n;
+	return 0;
 }
 
 static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
@@ -999,6 +1020,8 @@ static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
 		fc->fit_quality = (unsigned)q;
 		return r;
 	}
+	case FK_MAX_IMAGES:
+		return get_max_images(c, v, key, &fc->max_images);
 	}
 	return 0;
 }
@@ -1056,6 +1079,13 @@ static int finish_folder(struct ctx *c, const yaml_node_t *map, struct folder_co
 			       CONFIG_PROMPT_MAX);
 	if (!fc->size && !(fc->size = strdup("2K")))
 		return oom(c);
+	/* A request that may make N images waits until N fit today's limit: a
+	 * limit below N would hold the folder for ever. */
+	if (fc->max_images_per_day && fc->max_images_per_day < fc->max_images)
+		return fail_at(c, map->start_mark,
+			       "folder %s: max_images %u is more than its max_images_per_day "
+			       "%" PRIu64 ", so no request could ever start",
+			       quote(fc->path).s, fc->max_images, fc->max_images_per_day);
 	if (!fc->output) {
 		fc->output = concat(fc->path, "-out");
 		if (!fc->output)

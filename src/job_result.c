@@ -76,6 +76,9 @@ static void job_journal_record(const struct job *job, struct journal_record *rec
 	rec->elapsed_ms = loop_now_ms() - job->started;
 	rec->attempts = job->attempts;
 	memcpy(rec->sha256, job->sha256, sizeof(rec->sha256));
+	/* Every URL of several outputs, before the first is fetched. */
+	rec->images = job_outputs_journal(job);
+	rec->max_images = job->max_images;
 }
 
 /* What the journal write of a paid result came to (on the loop). */
@@ -483,6 +486,8 @@ static void job_commit_work(struct job_io *io)
 	}
 	c->r = output_tmp_commit(c->dirfd, c->fd, c->tmp, c->out_name);
 	c->fd = -1;
+	if (c->r == 0 && !c->doc)
+		goto out; /* one of several outputs: the sidecar comes with the last */
 	if (c->r == 0) {
 		c->r = output_write_atomic(c->dirfd, c->side_name, c->doc, strlen(c->doc));
 		/* Without its sidecar the output is not "done": the next try writes
@@ -540,8 +545,15 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 		job_fetch_failed(jobs, job, strerror(-c->r), true);
 		goto out;
 	}
+	if (!c->doc) {
+		/* One of several outputs is in: on to the next, same stem. */
+		if (job_outputs_next(job, c->rel_out)) {
+			job_fetch(jobs, job);
+			goto out;
+		}
+	}
 	job_index_put(job, c->side_name, false, c->completed_at,
-		      job->result.generated_images > 0 ? job->result.generated_images : 1);
+		      (int64_t)api_result_image_count(&job->result));
 	job_journal_removed(job, c->journal_r);
 	job_set_undurable(jobs, job, false);
 	job_set_storage_hold(jobs, job, false);
@@ -569,7 +581,8 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	struct sidecar_success s = {0};
 	struct sidecar_fitted fitted;
 	const char *reasons[FIT_REASON_COUNT];
-	char *dir;
+	cJSON *outputs = NULL;
+	char *dir, *first_out = NULL;
 
 	if (!c)
 		log_oom();
@@ -581,7 +594,12 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	c->fmt = image_sniff(magic, magic_len);
 	c->downloaded = downloaded;
 	c->streamed = job->result.b64_streamed;
-	(void)snprintf(c->out_name, sizeof(c->out_name), "%s%s", job->stem, output_ext_for(c->fmt));
+	if (job_outputs_several(job))
+		(void)snprintf(c->out_name, sizeof(c->out_name), "%s-%u%s", job->stem,
+			       job_outputs_number(job), output_ext_for(c->fmt));
+	else
+		(void)snprintf(c->out_name, sizeof(c->out_name), "%s%s", job->stem,
+			       output_ext_for(c->fmt));
 	(void)snprintf(c->side_name, sizeof(c->side_name), "%s.json", job->stem);
 	(void)snprintf(c->err_name, sizeof(c->err_name), "%s.error.json", job->stem);
 	dir = rel_dir(job->rel);
@@ -606,11 +624,34 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	s.completed_at = c->completed_at;
 	s.version = SEEDREAMD_VERSION;
 	s.fitted = job_fit_sidecar(job, &fitted, reasons, FIT_REASON_COUNT);
-	c->doc = sidecar_success_json(&s);
-	if (!c->doc)
-		log_oom();
+	if (job_outputs_several(job)) {
+		s.max_images = job->max_images;
+		if (job_outputs_is_last(job)) {
+			const cJSON *o;
+
+			outputs = job_outputs_list(job, c->rel_out);
+			/* "output" stays the first, for readers of one-output sidecars. */
+			cJSON_ArrayForEach(o, outputs)
+			{
+				if ((first_out = sidecar_get_name(o, SIDECAR_OUTPUT)))
+					break;
+			}
+			s.output = first_out ? first_out : c->rel_out;
+			s.outputs = outputs;
+		} else {
+			s.output = NULL; /* no sidecar yet: one of several outputs */
+		}
+	}
+	if (s.output) {
+		c->doc = sidecar_success_json(&s);
+		if (!c->doc)
+			log_oom();
+	}
+	cJSON_Delete(outputs);
+	free(first_out);
 	c->journal = jobs->journal;
-	job_success_fill(job, &c->success);
+	if (c->doc) /* on_success once every output is in */
+		job_success_fill(job, &c->success);
 	c->io.work = job_commit_work;
 	c->io.done = job_commit_done;
 	job_activate(jobs, job, JOB_COMMITTING);
