@@ -52,6 +52,15 @@ for its key or its body consumes none). Tokens:
 With the queue empty and --fault-rate R > 0, a retryable fault (500, 503, 429, drop, malformed,
 error200, truncdl) is drawn with probability R from a generator seeded with --seed.
 
+Sequential generation: "sequential_image_generation": "auto" with
+"sequential_image_generation_options": {"max_images": N} returns N distinct images in data[] (url or
+b64_json, as asked) and usage.generated_images = the images made. Words in the prompt change the
+answer: "[fail-image:I]" (0-based, may repeat) makes data[I] an {"error": {code, message}} inside the
+successful answer, "[fewer:M]" returns only M images (a relay that ignores sequential generation),
+"[no-usage]" drops usage (a relay that drops it; also for one image). The generation record adds
+sequential, max_images, images_returned, images_billed, file_ids and output_sha256s (data[] order,
+null for a failed image).
+
 Stops cleanly on SIGTERM/SIGINT, and by itself after --max-seconds.
 """
 
