@@ -67,8 +67,8 @@ int api_request_frame(const struct api_request *req, char **ret_prefix, char **r
 	if (req->max_images > 1) {
 		cJSON *opts = cJSON_AddObjectToObject(tail, "sequential_image_generation_options");
 
-		if (!cJSON_AddStringToObject(tail, "sequential_image_generation", "auto") || !opts ||
-		    !cJSON_AddNumberToObject(opts, "max_images", req->max_images))
+		if (!cJSON_AddStringToObject(tail, "sequential_image_generation", "auto") ||
+		    !opts || !cJSON_AddNumberToObject(opts, "max_images", req->max_images))
 			goto out;
 	}
 	head_text = cJSON_PrintUnformatted(head);
@@ -417,8 +417,8 @@ static int parse_object(cJSON *root, bool b64_taken, struct api_result *res)
 			res->n_ok++;
 		else if (!failed && is_error_value(cJSON_GetObjectItemCaseSensitive(
 					cJSON_GetArrayItem(data, i), "error")))
-			failed = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(data, i),
-								  "error");
+			failed =
+			    cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(data, i), "error");
 	}
 	if (res->n_ok == 0) {
 		/* Not one image: as with one image per request, the answer failed. */

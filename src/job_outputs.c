@@ -169,7 +169,7 @@ static char *job_outputs_member(const cJSON *obj, const char *key)
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
 
 	return cJSON_IsString(v) && v->valuestring && v->valuestring[0] ? xstrdup(v->valuestring)
-									 : NULL;
+									: NULL;
 }
 
 void job_outputs_restore(struct job *job, const cJSON *images, unsigned max_images)
@@ -207,9 +207,8 @@ void job_outputs_restore(struct job *job, const cJSON *images, unsigned max_imag
 		free(res->url);
 		free(res->size);
 		res->url = xstrdup(res->images[job->out_cur].url);
-		res->size = res->images[job->out_cur].size
-				? xstrdup(res->images[job->out_cur].size)
-				: NULL;
+		res->size =
+		    res->images[job->out_cur].size ? xstrdup(res->images[job->out_cur].size) : NULL;
 	}
 }
 
@@ -228,8 +227,7 @@ void job_outputs_note_relay(struct jobs *jobs, struct job *job)
 			 "sidecar says \"usage\": null and images are counted from data[] (%zu)",
 			 folder->cfg->path, job->rel, res->n_ok);
 	}
-	if (job->max_images > 1 && res->n_images < job->max_images &&
-	    !folder->warned_few_images) {
+	if (job->max_images > 1 && res->n_images < job->max_images && !folder->warned_few_images) {
 		folder->warned_few_images = true;
 		log_warn("%s: asked for up to %u images for %s and got %zu (the model may make "
 			 "fewer, or a relay ignores sequential_image_generation)",

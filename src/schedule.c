@@ -190,8 +190,8 @@ void sched_started_images(struct sched *s, struct sched_folder *folder, uint64_t
 	/* The tokens pay for the slot, also when its preparation then sends
 	 * nothing (rare): the rate bounds how often sends are readied. */
 	if (s->limits.images_per_minute)
-		s->tokens_milli = s->tokens_milli > want ? s->tokens_milli - want
-							 : s->tokens_milli % SCHED_MILLI;
+		s->tokens_milli =
+		    s->tokens_milli > want ? s->tokens_milli - want : s->tokens_milli % SCHED_MILLI;
 	s->in_flight++;
 	folder->in_flight++;
 	s->in_flight_images += images ? images : 1;

@@ -444,7 +444,8 @@ static int64_t count_outputs(const cJSON *root)
 		return 0;
 	cJSON_ArrayForEach(o, outputs)
 	{
-		if (cJSON_IsObject(o) && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "output")))
+		if (cJSON_IsObject(o) &&
+		    cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "output")))
 			n++;
 	}
 	return n;

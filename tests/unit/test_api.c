@@ -737,9 +737,10 @@ static void test_parse_several_images(void **state)
 	struct api_result res;
 
 	(void)state;
-	res = parse(200, "{\"data\":[{\"error\":{\"code\":\"OutputImageSensitiveContentDetected\","
-			 "\"message\":\"blocked\"}},{\"url\":\"https://x.example/1\",\"size\":\"1x1\"},"
-			 "{\"url\":\"https://x.example/2\"},{\"size\":\"3x3\"}]}");
+	res = parse(200,
+		    "{\"data\":[{\"error\":{\"code\":\"OutputImageSensitiveContentDetected\","
+		    "\"message\":\"blocked\"}},{\"url\":\"https://x.example/1\",\"size\":\"1x1\"},"
+		    "{\"url\":\"https://x.example/2\"},{\"size\":\"3x3\"}]}");
 	assert_int_equal(res.outcome, API_OUTCOME_OK);
 	assert_int_equal(res.n_images, 4);
 	assert_int_equal(res.n_ok, 2);
@@ -757,18 +758,22 @@ static void test_parse_several_images(void **state)
 	api_result_clear(&res);
 
 	/* usage speaks for itself when present. */
-	res = parse(200, "{\"data\":[{\"url\":\"https://x.example/1\"},{\"url\":\"https://x.example/2\"}],"
-			 "\"usage\":{\"generated_images\":2}}");
+	res = parse(
+	    200, "{\"data\":[{\"url\":\"https://x.example/1\"},{\"url\":\"https://x.example/2\"}],"
+		 "\"usage\":{\"generated_images\":2}}");
 	assert_int_equal(api_result_image_count(&res), 2);
 	api_result_clear(&res);
 
 	/* Not one image: the first error is the answer's, as with one image. */
-	expect_error(200, "{\"data\":[{\"error\":{\"code\":\"InternalServiceError\"}},"
-			  "{\"error\":{\"code\":\"OutputImageSensitiveContentDetected\"}}]}",
+	expect_error(200,
+		     "{\"data\":[{\"error\":{\"code\":\"InternalServiceError\"}},"
+		     "{\"error\":{\"code\":\"OutputImageSensitiveContentDetected\"}}]}",
 		     API_OUTCOME_RETRY, "InternalServiceError");
 
 	/* A URL refused in one entry leaves the others. */
-	res = parse(200, "{\"data\":[{\"url\":\"https://x.example/a b\"},{\"url\":\"https://x.example/2\"}]}");
+	res = parse(
+	    200,
+	    "{\"data\":[{\"url\":\"https://x.example/a b\"},{\"url\":\"https://x.example/2\"}]}");
 	assert_int_equal(res.outcome, API_OUTCOME_OK);
 	assert_int_equal(res.n_ok, 1);
 	assert_string_equal(res.images[0].error_code, "UnusableResultURL");
@@ -780,7 +785,8 @@ static void test_parse_several_images(void **state)
 		char body[2048] = "{\"data\":[";
 
 		for (int i = 0; i < API_IMAGES_MAX + 1; i++)
-			strcat(body, i ? ",{\"url\":\"https://x.example/\"}" : "{\"url\":\"https://x.example/\"}");
+			strcat(body, i ? ",{\"url\":\"https://x.example/\"}"
+				       : "{\"url\":\"https://x.example/\"}");
 		strcat(body, "]}");
 		expect_error(200, body, API_OUTCOME_RETRY, "MalformedResponse");
 	}

@@ -92,8 +92,9 @@ static void test_roundtrip(void **state)
 	assert_int_equal(journal_record_parse(text, strlen(text), &out), 0);
 	assert_int_equal(out.max_images, 3);
 	assert_int_equal(cJSON_GetArraySize(out.images), 3);
-	assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(out.images, 2), "url")->valuestring,
-			    "https://e/3");
+	assert_string_equal(
+	    cJSON_GetObjectItem(cJSON_GetArrayItem(out.images, 2), "url")->valuestring,
+	    "https://e/3");
 	journal_record_clear(&out);
 	cJSON_Delete(in.images);
 	cJSON_Delete(in.usage);
@@ -336,8 +337,8 @@ static void test_largest_records_read_back(void **state)
 	back = read_back(text);
 	assert_int_equal(journal_record_parse(back, strlen(back), &got), 0);
 	assert_int_equal(cJSON_GetArraySize(got.images), API_IMAGES_MAX);
-	assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(got.images, 14), "url")->valuestring,
-			    url);
+	assert_string_equal(
+	    cJSON_GetObjectItem(cJSON_GetArrayItem(got.images, 14), "url")->valuestring, url);
 	assert_int_equal(got.max_images, API_IMAGES_MAX);
 	journal_record_clear(&got);
 	free(back);

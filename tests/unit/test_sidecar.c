@@ -419,7 +419,8 @@ static void test_parse_reuse_refuses(void **state)
 	    {"watermark", "\"yes\""},
 	    {"source_size", "-1"},
 	    /* several outputs: a reuse links one output only */
-	    {"outputs", "[{\"index\":0,\"output\":\"a-1.jpeg\"},{\"index\":1,\"output\":\"a-2.jpeg\"}]"},
+	    {"outputs",
+	     "[{\"index\":0,\"output\":\"a-1.jpeg\"},{\"index\":1,\"output\":\"a-2.jpeg\"}]"},
 	};
 	struct sidecar_success s = sample_success(NULL);
 	char *good = sidecar_success_json(&s);
