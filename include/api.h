@@ -121,6 +121,9 @@ int api_bound_usage(cJSON **usage, const char *secret);
 /* Classifies an HTTP status and an API error code (either may be 0/NULL). */
 enum api_outcome api_classify(long http_status, const char *code);
 
+/* Frees images[] only (n_images and n_ok become 0). */
+void api_result_clear_images(struct api_result *result);
+
 /* Frees the members, accepts a zeroed or NULL result. */
 void api_result_clear(struct api_result *result);
 

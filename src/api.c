@@ -201,13 +201,20 @@ uint64_t api_result_image_count(const struct api_result *result)
 	return result->url || result->b64_json || result->b64_streamed ? 1 : 0;
 }
 
+void api_result_clear_images(struct api_result *result)
+{
+	for (size_t i = 0; i < result->n_images; i++)
+		api_image_clear(&result->images[i]);
+	free(result->images);
+	result->images = NULL;
+	result->n_images = result->n_ok = 0;
+}
+
 void api_result_clear(struct api_result *result)
 {
 	if (!result)
 		return;
-	for (size_t i = 0; i < result->n_images; i++)
-		api_image_clear(&result->images[i]);
-	free(result->images);
+	api_result_clear_images(result);
 	free(result->error_code);
 	free(result->error_message);
 	free(result->url);
@@ -583,12 +590,7 @@ static int clean_result(struct api_result *res, const char *secret)
 	if (res->outcome == API_OUTCOME_OK && res->n_ok == 0)
 		return set_error(res, API_OUTCOME_FILE_FAIL, "UnusableResultURL", problem);
 	if (res->outcome != API_OUTCOME_OK) {
-		/* Nothing to fetch: keep no images around. */
-		for (size_t i = 0; i < res->n_images; i++)
-			api_image_clear(&res->images[i]);
-		free(res->images);
-		res->images = NULL;
-		res->n_images = res->n_ok = 0;
+		api_result_clear_images(res); /* nothing to fetch */
 		return 0;
 	}
 	return pick_first_image(res);

@@ -201,6 +201,12 @@ void job_outputs_restore(struct job *job, const cJSON *images, unsigned max_imag
 			img->error_code = xstrdup("MalformedResponse");
 	}
 	res->n_images = n;
+	if (res->n_ok == 0) {
+		/* Not written by us (every paid answer has an image): the record's
+		 * url alone is the result, as in records of one output. */
+		api_result_clear_images(res);
+		return;
+	}
 	job_outputs_begin(job);
 	if (job->out_cur < n) {
 		/* The record's url is the first image: make that the current one. */
@@ -212,12 +218,11 @@ void job_outputs_restore(struct job *job, const cJSON *images, unsigned max_imag
 	}
 }
 
-void job_outputs_note_relay(struct jobs *jobs, struct job *job)
+void job_outputs_note_relay(struct job *job)
 {
 	const struct api_result *res = &job->result;
 	struct folder *folder = job->folder;
 
-	(void)jobs;
 	job->max_images = job->sched_images ? job->sched_images : 1;
 	job_outputs_begin(job);
 	/* Once per folder: a relay that drops fields does so for every file. */

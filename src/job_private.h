@@ -353,6 +353,6 @@ bool job_outputs_next(struct job *job, const char *rel_out);
 cJSON *job_outputs_list(const struct job *job, const char *last_rel_out);
 cJSON *job_outputs_journal(const struct job *job);
 void job_outputs_restore(struct job *job, const cJSON *images, unsigned max_images);
-void job_outputs_note_relay(struct jobs *jobs, struct job *job);
+void job_outputs_note_relay(struct job *job);
 
 #endif

@@ -252,7 +252,7 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 	switch (res->outcome) {
 	case API_OUTCOME_OK: {
 		uint64_t images = api_result_image_count(res);
-		job_outputs_note_relay(jobs, job);
+		job_outputs_note_relay(job);
 		jobs->generations += images;
 		sched_paid(&jobs->sched, &job->folder->sched, images);
 		job->generated_at = loop_wall_ms();
