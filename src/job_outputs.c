@@ -175,10 +175,16 @@ static char *job_outputs_member(const cJSON *obj, const char *key)
 void job_outputs_restore(struct job *job, const cJSON *images, unsigned max_images)
 {
 	struct api_result *res = &job->result;
+	const cJSON *generated = cJSON_GetObjectItemCaseSensitive(res->usage, "generated_images");
 	const cJSON *item;
 	size_t n = 0;
 
 	job->max_images = max_images ? max_images : 1;
+	/* As api_parse_* reads it: the daily count of a restored result. */
+	res->generated_images = -1;
+	if (cJSON_IsNumber(generated) && generated->valuedouble >= 0 &&
+	    generated->valuedouble <= 1e15)
+		res->generated_images = (int64_t)generated->valuedouble;
 	if (!images)
 		return;
 	res->images = calloc((size_t)cJSON_GetArraySize(images), sizeof(*res->images));

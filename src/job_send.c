@@ -511,7 +511,7 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	    .response_format =
 		jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON ? "b64_json" : "url",
 	    .image_format = image_format_name(job->format),
-	    .max_images = cfg->max_images,
+	    .max_images = job->sched_images, /* what the scheduler counted it as */
 	};
 	char *prefix = NULL, *suffix = NULL;
 	uint64_t send_size = job->size;
@@ -547,9 +547,9 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	(void)snprintf(job->gen->img.tmp_name, sizeof(job->gen->img.tmp_name), "%s", img_tmp);
 	/* Only data[0]'s b64_json streams to a file: the other images of a
 	 * sequential answer are held as text, each within its own bound. */
-	if (cfg->max_images > 1 && jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON)
+	if (job->sched_images > 1 && jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON)
 		job->gen->body_max =
-		    TRANSFER_JSON_MAX + (size_t)(cfg->max_images - 1) * TRANSFER_B64_EXTRA_MAX;
+		    TRANSFER_JSON_MAX + (size_t)(job->sched_images - 1) * TRANSFER_B64_EXTRA_MAX;
 	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
 			       send_size, &jobs->net, jobs->io_pool);
 	if (r >= 0)
