@@ -93,6 +93,45 @@ bool job_outputs_next(struct job *job, const char *rel_out)
 	return true;
 }
 
+bool job_outputs_fail_current(struct job *job, const char *code, const char *message)
+{
+	struct api_result *res = &job->result;
+	struct api_image *img;
+	size_t next;
+
+	if (!job_outputs_several(job) || job->out_cur >= res->n_images ||
+	    res->images[job->out_cur].error_code || res->n_ok <= 1)
+		return false; /* one image, or the only one left: the file fails */
+	img = &res->images[job->out_cur];
+	free(img->b64_json);
+	img->b64_json = NULL;
+	img->error_code = xstrdup(code ? code : "FetchFailed");
+	img->error_message = xstrdup(message ? message : "");
+	res->n_ok--;
+	free(res->url);
+	free(res->size);
+	free(res->b64_json);
+	res->url = res->size = res->b64_json = NULL;
+	res->b64_streamed = false;
+	job->fetch_failures = 0;
+	next = job_outputs_find_ok(job, job->out_cur + 1);
+	if (next >= res->n_images)
+		return true; /* the others are written: only the sidecar is left */
+	img = &res->images[next];
+	res->url = img->url ? xstrdup(img->url) : NULL;
+	res->size = img->size ? xstrdup(img->size) : NULL;
+	res->b64_json = img->b64_json;
+	img->b64_json = NULL;
+	job->out_cur = next;
+	return true;
+}
+
+bool job_outputs_current_failed(const struct job *job)
+{
+	return job->out_cur < job->result.n_images &&
+	       job->result.images[job->out_cur].error_code != NULL;
+}
+
 static cJSON *job_outputs_error(size_t index, const struct api_image *img)
 {
 	cJSON *entry = cJSON_CreateObject(), *err;

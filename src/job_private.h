@@ -354,5 +354,7 @@ cJSON *job_outputs_list(const struct job *job, const char *last_rel_out);
 cJSON *job_outputs_journal(const struct job *job);
 void job_outputs_restore(struct job *job, const cJSON *images, unsigned max_images);
 void job_outputs_note_relay(struct job *job);
+bool job_outputs_fail_current(struct job *job, const char *code, const char *message);
+bool job_outputs_current_failed(const struct job *job);
 
 #endif

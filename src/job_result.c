@@ -319,6 +319,16 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 static void job_fails(struct jobs *jobs, struct job *job, long http_status, const char *code,
 		      const char *message)
 {
+	/* One of several paid images that cannot be had: recorded in the
+	 * sidecar like a data[i].error, and the others still written. */
+	if (job_outputs_fail_current(job, code, message)) {
+		log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
+			job->request_id[0] ? job->request_id : NULL, code,
+			"one image of %s/%s failed: %s: %s; recorded in its sidecar",
+			job->folder->cfg->path, job->rel, code, message);
+		job_fetch(jobs, job);
+		return;
+	}
 	job_advance(
 	    jobs, job,
 	    JOB_VERDICT(FAIL, .http_status = http_status, .code = code, .message = message));
@@ -448,6 +458,7 @@ struct job_commit_io {
 	char tmp[300];
 	enum image_format fmt;
 	bool downloaded, streamed;
+	bool sidecar_only; /* several outputs, the last of which failed: no image to write */
 	char out_name[OUTPUT_NAME_MAX], side_name[OUTPUT_NAME_MAX], err_name[OUTPUT_NAME_MAX];
 	char *doc, *rel_out;
 	struct journal *journal;
@@ -465,6 +476,9 @@ static void job_commit_work(struct job_io *io)
 {
 	struct job_commit_io *c = (struct job_commit_io *)io;
 	int keep_fd = -1;
+
+	if (c->sidecar_only)
+		goto sidecar;
 
 	/* Anything else (an HTML page, a zip) is no success: on_success could
 	 * otherwise delete the original for it. */
@@ -488,11 +502,12 @@ static void job_commit_work(struct job_io *io)
 	c->fd = -1;
 	if (c->r == 0 && !c->doc)
 		goto out; /* one of several outputs: the sidecar comes with the last */
+sidecar:
 	if (c->r == 0) {
 		c->r = output_write_atomic(c->dirfd, c->side_name, c->doc, strlen(c->doc));
 		/* Without its sidecar the output is not "done": the next try writes
 		 * both again (under the same stem), rather than leave an orphan. */
-		if (c->r < 0)
+		if (c->r < 0 && !c->sidecar_only)
 			(void)unlinkat(c->dirfd, c->out_name, 0);
 	}
 	if (c->r < 0) {
@@ -590,6 +605,7 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	if (c->dirfd < 0)
 		log_oom(); /* descriptors run out only by a leak */
 	c->fd = tmp_fd;
+	c->sidecar_only = tmp_fd < 0;
 	(void)snprintf(c->tmp, sizeof(c->tmp), "%s", tmp_name);
 	c->fmt = image_sniff(magic, magic_len);
 	c->downloaded = downloaded;
@@ -603,7 +619,8 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	(void)snprintf(c->side_name, sizeof(c->side_name), "%s.json", job->stem);
 	(void)snprintf(c->err_name, sizeof(c->err_name), "%s.error.json", job->stem);
 	dir = rel_dir(job->rel);
-	c->rel_out = dir[0] ? xasprintf("%s/%s", dir, c->out_name) : xstrdup(c->out_name);
+	c->rel_out = dir[0] ? xasprintf("%s/%s", dir, c->sidecar_only ? c->side_name : c->out_name)
+			    : xstrdup(c->sidecar_only ? c->side_name : c->out_name);
 	free(dir);
 	c->completed_at = loop_wall_ms() / 1000;
 	c->elapsed_ms = loop_now_ms() - job->started;
@@ -911,6 +928,14 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 		memcpy(magic, f->magic, sizeof(magic));
 		job_fetch_free(f);
 		job_commit(jobs, job, fd, tmp, magic, magic_len, false);
+		return;
+	}
+	if (job_outputs_current_failed(job)) {
+		/* The last of several images failed after the others were
+		 * written: the sidecar alone completes the file. */
+		job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), f->fd, f->tmp);
+		job_fetch_free(f);
+		job_commit(jobs, job, -1, "", NULL, 0, false);
 		return;
 	}
 	if (!job->result.url || !transfer_url_allowed(job->result.url, &jobs->net)) {

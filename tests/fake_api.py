@@ -56,7 +56,8 @@ Sequential generation: "sequential_image_generation": "auto" with
 "sequential_image_generation_options": {"max_images": N} returns N distinct images in data[] (url or
 b64_json, as asked) and usage.generated_images = the images made. Words in the prompt change the
 answer: "[fail-image:I]" (0-based, may repeat) makes data[I] an {"error": {code, message}} inside the
-successful answer, "[fewer:M]" returns only M images (a relay that ignores sequential generation),
+successful answer, "[bad-image:I]" (I >= 1) makes image I bytes that are not an image (billed; its
+url downloads them, or its b64_json holds them), "[fewer:M]" returns only M images (a relay that ignores sequential generation),
 "[no-usage]" drops usage (a relay that drops it; also for one image). The generation record adds
 sequential, max_images, images_returned, images_billed, file_ids and output_sha256s (data[] order,
 null for a failed image).
@@ -590,6 +591,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if m:
             n = max(1, min(n, int(m.group(1))))
         failing = {int(x) for x in re.findall(r"\[fail-image:(\d+)\]", prompt)}
+        bad = {int(x) for x in re.findall(r"\[bad-image:(\d+)\]", prompt)}
         data, file_ids, shas = [], [], []
         for i in range(n):
             if i in failing:
@@ -605,6 +607,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 fid = rec_file_id(first) if "url" in first else None
             else:
                 out = st.render(image, fmt, "%s#%d" % (prompt, i))
+                if i in bad:
+                    out = b"<html><body>not an image</body></html>"
                 fid = uuid.uuid4().hex[:20]
                 with st.lock:
                     st.images[fid] = out
@@ -615,8 +619,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     item["url"] = "http://127.0.0.1:%d/files/%s.jpeg" % (st.port, fid)
             data.append(item)
             file_ids.append(fid)
-            shas.append(hashlib.sha256(out).hexdigest())
-        ok = sum(1 for x in shas if x)
+            shas.append(None if i in bad else hashlib.sha256(out).hexdigest())
+        ok = sum(1 for x in shas if x) + len(bad & set(range(1, n)))
         rec.update(sequential=req.get("sequential_image_generation"),
                    max_images=req.get("sequential_image_generation_options", {}).get("max_images"),
                    images_returned=n, images_billed=ok, file_ids=file_ids, output_sha256s=shas)

@@ -141,6 +141,34 @@ def test_image_error(ctx):
     c.check(not os.path.exists(os.path.join(out, "a.error.json")), "imgerr: no error sidecar")
 
 
+def test_bad_image(ctx):
+    """An image of a paid answer that turns out not to be an image (after the others, or before
+    the last): recorded in the sidecar like a data[i].error, the others written, no second POST.
+    Then an answer whose only image is bad still fails the file as with one output."""
+    c = ctx.checks
+    for tag, fmt, bad, files in (("bad-middle-b64", "b64_json", 1, 2), ("bad-last-b64", "b64_json", 2, 2),
+                                 ("bad-last-url", "url", 2, 2)):
+        api = ctx.start_api(tag)
+        root, hot, out, state = ctx.folder(tag)
+        config = write_config(os.path.join(root, "seedreamd.yaml"), api, state,
+                              [{"path": hot, "max_images": 3, "prompt": "Paint [bad-image:%d]" % bad}],
+                              response_format=fmt)
+        # retries 2 (write_config): a URL whose bytes are no image is fetched 3 times, then recorded.
+        drop(hot, ["a.png"], seed=90 + bad)
+        res = ctx.run_once(config, timeout=60)
+        c.check(res.rc == 0 and not res.timed_out, "%s: --once exits 0" % tag, res.describe())
+        gens = api.generations()
+        c.eq(len(gens), 1, "%s: one POST, never generated again" % tag)
+        sc = check_outputs(c, tag, out, "a", gens[0] if gens else {}, files)
+        if sc:
+            errs = [o for o in sc.get("outputs") or [] if "error" in o]
+            c.check(len(errs) == 1 and errs[0].get("index") == bad and
+                    errs[0]["error"].get("code", "").startswith("Result."),
+                    "%s: image %d recorded with its error in the sidecar" % (tag, bad), str(errs))
+        c.eq(visible(out), ["a-1.jpeg", "a-2.jpeg", "a.json"], "%s: no error sidecar, nothing else" % tag)
+        c.eq(h.journal_records(state), [], "%s: no live journal record" % tag)
+
+
 def test_b64(ctx):
     c = ctx.checks
     api = ctx.start_api("b64")
@@ -287,6 +315,7 @@ def test(ctx):
     test_check(ctx)
     test_outputs(ctx)
     test_image_error(ctx)
+    test_bad_image(ctx)
     test_b64(ctx)
     test_relay(ctx)
     test_daily_limit(ctx)
