@@ -17,6 +17,7 @@ struct api_request {
 	const char *response_format; /* "url" | "b64_json" */
 	const char *image_format;    /* lowercase, from image_format_name() */
 	const char *extra_json;      /* NULL, or a JSON object of more fields (config extra:) */
+	unsigned max_images;         /* > 1: sequential generation of up to this many; 0/1: off */
 };
 
 /* The request body is streamed as prefix + base64(image) + suffix, so no
@@ -51,6 +52,20 @@ enum api_outcome {
 #define API_USAGE_NAME_MAX  64
 #define API_CREATED_MAX	    9000000000000000LL /* what journal_record_parse accepts */
 
+/* The most data[] entries kept from one answer: the API's own limit on
+ * outputs. More is a server we do not understand (MalformedResponse). */
+#define API_IMAGES_MAX 15
+
+/* One entry of data[]: an image (url or b64_json) or its own error. */
+struct api_image {
+	char *url;	     /* or NULL */
+	char *b64_json;	     /* or NULL; NULL also once taken over (job fetch) */
+	bool b64_streamed;   /* data[0] only: taken out as it arrived */
+	char *size;	     /* or NULL */
+	char *error_code;    /* set when this image failed inside a successful answer */
+	char *error_message;
+};
+
 struct api_result {
 	enum api_outcome outcome;
 	long http_status;
@@ -64,10 +79,22 @@ struct api_result {
 	int64_t created;     /* top-level created, 0 if absent */
 	cJSON *usage;        /* the usage object, detached and owned; NULL if absent */
 	int64_t generated_images; /* usage.generated_images, -1 if absent */
+	/* Every data[] entry in order (also the one copied into url/b64_json/size
+	 * above, which is the first that succeeded). n_images is 0 for a result
+	 * that is not OK. */
+	struct api_image *images;
+	size_t n_images;
+	size_t n_ok; /* entries with an image */
 };
 
+/* The images a successful answer holds: usage.generated_images when the
+ * server said so, else the data[] entries with an image. */
+uint64_t api_result_image_count(const struct api_result *result);
+
 /* Parses a complete response body for a given HTTP status and classifies it.
- * An "error" object is honoured even with HTTP 200, and so is data[0].error.
+ * An "error" object is honoured even with HTTP 200, and so is data[i].error
+ * when no data[] entry holds an image; when some do (sequential generation),
+ * the failed ones are kept in images[] with their error and the answer is OK.
  * A 200 without data[0].url or data[0].b64_json is RETRY with code
  * "MalformedResponse".
  *
@@ -96,6 +123,9 @@ int api_bound_usage(cJSON **usage, const char *secret);
 
 /* Classifies an HTTP status and an API error code (either may be 0/NULL). */
 enum api_outcome api_classify(long http_status, const char *code);
+
+/* Frees images[] only (n_images and n_ok become 0). */
+void api_result_clear_images(struct api_result *result);
 
 /* Frees the members, accepts a zeroed or NULL result. */
 void api_result_clear(struct api_result *result);

@@ -37,6 +37,9 @@ enum prompt_file_mode {
 /* One watched folder, after inheriting from "defaults:". */
 /* The API advises ~600 words; the bound keeps every sidecar readable. */
 #define CONFIG_PROMPT_MAX 8192
+/* The API takes inputs + outputs <= 15 per request; one dropped image leaves 14. */
+#define CONFIG_IO_IMAGES_MAX	    15
+#define CONFIG_MAX_IMAGES_ONE_INPUT (CONFIG_IO_IMAGES_MAX - 1)
 
 struct folder_config {
 	char *path;                   /* absolute, no trailing slash */
@@ -62,6 +65,7 @@ struct folder_config {
 	bool embed_prompt;            /* the prompt itself in that XMP; default false */
 	enum prompt_file_mode prompt_file; /* default off */
 	char *extra_json;             /* extra: request fields, a JSON object text; NULL if none */
+	unsigned max_images;          /* outputs per request, 1..CONFIG_MAX_IMAGES_ONE_INPUT, default 1 */
 	int line, column;             /* where the folder entry starts, 1-based */
 };
 

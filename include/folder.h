@@ -51,6 +51,8 @@ struct folder {
 	uint64_t storage_stalled_since;  /* monotonic ms its oldest request went out, while that is
 					  * longer ago than the stall bound; 0 when it answers */
 	bool gave_up_this_run;           /* --once: its output failed a paid result; spend no more */
+	bool warned_no_usage;            /* an answer without usage was logged (once per folder) */
+	bool warned_few_images;          /* fewer images than max_images was logged (once) */
 	struct folder_id root_id;        /* the watched folder as last seen present */
 	struct folder_id out_id;         /* the output root as first seen (kept in state_dir) */
 	char *out_id_for;                /* the output path out_id belongs to */

@@ -29,6 +29,11 @@ struct journal_record {
 	int64_t generated_at;  /* epoch ms when the answer arrived */
 	uint64_t elapsed_ms;   /* from the first attempt to the answer */
 	unsigned attempts;
+	/* Several outputs: every data[] entry, [{"url","size"} | {"error":{"code",
+	 * "message"}}], so that a crash after payment fetches them all (url above
+	 * is the first). NULL for one output and in records of older versions. */
+	cJSON *images;
+	unsigned max_images; /* the request's max_images; 0 in older records (= 1) */
 };
 
 /* The record as JSON (NUL-terminated, caller frees), or NULL on ENOMEM. */

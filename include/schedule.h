@@ -40,6 +40,11 @@ struct sched_folder {
 	uint64_t max_images_per_day; /* 0 = no limit; the caller updates it on reload */
 	struct sched_day day;
 	unsigned in_flight; /* generations of this folder not answered yet */
+	/* What one generation of it may make (max_images; 0 counts as 1): it
+	 * starts only when that many fit the daily limits and the per-minute
+	 * bucket. The caller updates it on reload. */
+	uint64_t images_per_request;
+	uint64_t in_flight_images; /* what its generations in flight may make */
 };
 
 struct sched {
@@ -49,6 +54,7 @@ struct sched {
 	uint64_t tokens_sixtieths; /* and 1/60000 of an image, refilled but not yet a milli */
 	uint64_t tokens_at;	   /* monotonic ms of its last refill */
 	size_t in_flight;	   /* generations not answered yet, all folders */
+	uint64_t in_flight_images; /* what they may make (counted against max_images_per_day) */
 	size_t held;		   /* paid results not yet durable, each keeping a slot */
 	bool paused;		   /* the API refused the account: only probes */
 	bool probing;		   /* while paused, one request may find out if it works again */
@@ -112,7 +118,11 @@ struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms,
 					 int64_t now_epoch_s);
 
 /* Whether the folder's daily limit allows one more (its generations in
- * flight count as one image each). */
+ * flight count as the images they may make). A folder whose generations may
+ * make N > 1 images (images_per_request) also needs N to fit the global
+ * daily limit (at most the limit itself) and N tokens in the per-minute
+ * bucket (at most its size): a request is never started on the chance that
+ * the server makes fewer. */
 struct sched_verdict sched_folder_allows(struct sched *s, struct sched_folder *folder,
 					 int64_t now_epoch_s);
 
@@ -126,6 +136,13 @@ struct sched_verdict sched_may_start(struct sched *s, struct sched_folder *folde
  * and the daily limits) until sched_answered or sched_withdrawn. While
  * paused it is the probe. Only after a SCHED_YES. */
 void sched_started(struct sched *s, struct sched_folder *folder);
+
+/* The same for a generation that may make `images` images (the scheduler
+ * counts them in flight until it is answered or withdrawn with the same
+ * number: a reload may change images_per_request meanwhile). */
+void sched_started_images(struct sched *s, struct sched_folder *folder, uint64_t images);
+void sched_answered_images(struct sched *s, struct sched_folder *folder, uint64_t images);
+void sched_withdrawn_images(struct sched *s, struct sched_folder *folder, uint64_t images);
 
 /* Its answer came, whatever it says (or it was given up unanswered): no
  * longer in flight, and no longer the probe. */

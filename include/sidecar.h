@@ -70,6 +70,11 @@ struct sidecar_success {
 	const char *prompt_source;	     /* NULL, or "folder" | "file" | "folder+file" */
 	const char *prompt_file;	     /* NULL, or the prompt file, relative like source */
 	const char *extra_json;		     /* NULL, or the extra: fields sent (a JSON object) */
+	/* Several outputs (max_images > 1): NULL, or the array written as
+	 * "outputs" ([{"index","output","size"} | {"index","error":{code,message}}],
+	 * in data[] order); output above is then the first, for old readers. */
+	const cJSON *outputs;
+	unsigned max_images; /* written when > 1 */
 };
 
 struct sidecar_error {
@@ -105,7 +110,8 @@ struct sidecar_doc {
 	long mtime_nsec;
 	bool failed;		  /* an .error.json */
 	int64_t finished_at;	  /* completed_at or failed_at, epoch seconds; 0 if null */
-	int64_t generated_images; /* usage.generated_images, 0 if absent */
+	int64_t generated_images; /* usage.generated_images, else the outputs written
+				   * (a relay without usage), 0 if neither */
 
 	/* Only from sidecar_parse_reuse: what a reuse carries over, bounded like a
 	 * server's answer (a planted file may hold anything), so the sidecar
@@ -130,7 +136,8 @@ struct sidecar_doc {
  * 0, -EINVAL when the text is not a seedreamd sidecar, or -ENOMEM. */
 int sidecar_parse(const char *json, size_t len, struct sidecar_doc *ret_doc);
 /* sidecar_parse, and for a success sidecar the fields a reuse needs:
- * -EINVAL also for an error sidecar, or when output, prompt, size or
+ * -EINVAL also for an error sidecar, a sidecar of several outputs (a reuse
+ * links one output: a copy of such a source is generated anew), or when output, prompt, size or
  * watermark is missing, or output is not valid UTF-8 (output_hex) or holds "..". */
 int sidecar_parse_reuse(const char *json, size_t len, struct sidecar_doc *ret_doc);
 void sidecar_doc_clear(struct sidecar_doc *doc); /* frees members; accepts NULL */

@@ -98,6 +98,15 @@ int api_request_frame(const struct api_request *req, char **ret_prefix, char **r
 			goto out;
 		r = -ENOMEM;
 	}
+	/* One output is the API's default: the fields are sent only when asked
+	 * for more, so relays that refuse unknown fields keep working. */
+	if (req->max_images > 1) {
+		cJSON *opts = cJSON_AddObjectToObject(tail, "sequential_image_generation_options");
+
+		if (!cJSON_AddStringToObject(tail, "sequential_image_generation", "auto") ||
+		    !opts || !cJSON_AddNumberToObject(opts, "max_images", req->max_images))
+			goto out;
+	}
 	head_text = cJSON_PrintUnformatted(head);
 	tail_text = cJSON_PrintUnformatted(tail);
 	if (!head_text || !tail_text)
@@ -208,10 +217,40 @@ enum api_outcome api_classify(long http_status, const char *code)
 	return API_OUTCOME_RETRY; /* 5xx, and statuses that make no sense */
 }
 
+static void api_image_clear(struct api_image *img)
+{
+	free(img->url);
+	free(img->b64_json);
+	free(img->size);
+	free(img->error_code);
+	free(img->error_message);
+	memset(img, 0, sizeof(*img));
+}
+
+uint64_t api_result_image_count(const struct api_result *result)
+{
+	if (result->generated_images >= 0)
+		return (uint64_t)result->generated_images;
+	if (result->n_images)
+		return result->n_ok;
+	/* A result restored from an old journal record: one image. */
+	return result->url || result->b64_json || result->b64_streamed ? 1 : 0;
+}
+
+void api_result_clear_images(struct api_result *result)
+{
+	for (size_t i = 0; i < result->n_images; i++)
+		api_image_clear(&result->images[i]);
+	free(result->images);
+	result->images = NULL;
+	result->n_images = result->n_ok = 0;
+}
+
 void api_result_clear(struct api_result *result)
 {
 	if (!result)
 		return;
+	api_result_clear_images(result);
 	free(result->error_code);
 	free(result->error_message);
 	free(result->url);
@@ -331,11 +370,69 @@ static int take_metadata(cJSON *root, struct api_result *res)
 	return 0;
 }
 
+/* An error inside data[i]: its code as set_api_error reads it. */
+static int image_error(const cJSON *error, struct api_image *img)
+{
+	const cJSON *code_item = NULL, *message_item = error;
+	const char *message = "the API reported an error for this image without a message";
+	char code[48] = "ImageFailed";
+	int64_t number;
+
+	if (cJSON_IsObject(error)) {
+		code_item = cJSON_GetObjectItemCaseSensitive(error, "code");
+		message_item = cJSON_GetObjectItemCaseSensitive(error, "message");
+	}
+	if (cJSON_IsString(message_item) && message_item->valuestring[0])
+		message = message_item->valuestring;
+	if (cJSON_IsString(code_item) && code_item->valuestring[0])
+		img->error_code = strdup(code_item->valuestring);
+	else {
+		if (cJSON_IsObject(error) && take_int64(error, "code", &number))
+			(void)snprintf(code, sizeof(code), "%" PRId64, number);
+		img->error_code = strdup(code);
+	}
+	img->error_message = strdup(message);
+	return img->error_code && img->error_message ? 0 : -ENOMEM;
+}
+
+static int set_image_malformed(struct api_image *img, const char *why)
+{
+	api_image_clear(img);
+	img->error_code = strdup("MalformedResponse");
+	img->error_message = strdup(why);
+	return img->error_code && img->error_message ? 0 : -ENOMEM;
+}
+
+/* One data[] entry: an image, or an error of its own (also when it is not
+ * understood: the other entries may still be images that were paid for). */
+static int parse_image(const cJSON *item, bool b64_taken, struct api_image *img)
+{
+	const cJSON *error;
+
+	if (!cJSON_IsObject(item))
+		return set_image_malformed(img, "this data[] entry is not an object");
+	error = cJSON_GetObjectItemCaseSensitive(item, "error");
+	if (is_error_value(error))
+		return image_error(error, img);
+	if (take_string(item, "url", &img->url) < 0 ||
+	    take_string(item, "b64_json", &img->b64_json) < 0 ||
+	    take_string(item, "size", &img->size) < 0)
+		return -ENOMEM;
+	if (b64_taken && !img->b64_json) {
+		const cJSON *b64 = cJSON_GetObjectItemCaseSensitive(item, "b64_json");
+		img->b64_streamed = cJSON_IsString(b64) && b64->valuestring && !b64->valuestring[0];
+	}
+	if (!img->url && !img->b64_json && !img->b64_streamed)
+		return set_image_malformed(img, "this data[] entry has neither url nor b64_json");
+	return 0;
+}
+
 static int parse_object(cJSON *root, bool b64_taken, struct api_result *res)
 {
 	const cJSON *error = cJSON_GetObjectItemCaseSensitive(root, "error");
-	const cJSON *data, *first;
+	const cJSON *data, *first, *failed = NULL;
 	long status = res->http_status;
+	int n, r;
 
 	if (take_metadata(root, res) < 0)
 		return -ENOMEM;
@@ -348,21 +445,30 @@ static int parse_object(cJSON *root, bool b64_taken, struct api_result *res)
 	first = cJSON_IsArray(data) ? cJSON_GetArrayItem(data, 0) : NULL;
 	if (!cJSON_IsObject(first))
 		return set_unusable(res, "the response has no data[0] object");
-	/* With one image per request, a failed image is a failed request. */
-	error = cJSON_GetObjectItemCaseSensitive(first, "error");
-	if (is_error_value(error))
-		return set_api_error(res, error);
-
-	if (take_string(first, "url", &res->url) < 0 ||
-	    take_string(first, "b64_json", &res->b64_json) < 0 ||
-	    take_string(first, "size", &res->size) < 0)
+	n = cJSON_GetArraySize(data);
+	if (n > API_IMAGES_MAX)
+		return set_unusable(res, "the response has more data[] entries than the API makes");
+	res->images = calloc((size_t)n, sizeof(*res->images));
+	if (!res->images)
 		return -ENOMEM;
-	if (b64_taken && !res->b64_json) {
-		const cJSON *b64 = cJSON_GetObjectItemCaseSensitive(first, "b64_json");
-		res->b64_streamed = cJSON_IsString(b64) && b64->valuestring && !b64->valuestring[0];
+	res->n_images = (size_t)n;
+	for (int i = 0; i < n; i++) {
+		r = parse_image(cJSON_GetArrayItem(data, i), i == 0 && b64_taken, &res->images[i]);
+		if (r < 0)
+			return r;
+		if (!res->images[i].error_code)
+			res->n_ok++;
+		else if (!failed && is_error_value(cJSON_GetObjectItemCaseSensitive(
+					cJSON_GetArrayItem(data, i), "error")))
+			failed =
+			    cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(data, i), "error");
 	}
-	if (!res->url && !res->b64_json && !res->b64_streamed)
+	if (res->n_ok == 0) {
+		/* Not one image: as with one image per request, the answer failed. */
+		if (failed)
+			return set_api_error(res, failed);
 		return set_unusable(res, "data[0] has neither url nor b64_json");
+	}
 	res->outcome = API_OUTCOME_OK;
 	return 0;
 }
@@ -467,24 +573,63 @@ int api_bound_usage(cJSON **usage, const char *secret)
 	return 0;
 }
 
+/* The first image that succeeded, copied into the members that code for one
+ * image reads (the b64_json text is moved: it may be large). */
+static int pick_first_image(struct api_result *res)
+{
+	for (size_t i = 0; i < res->n_images; i++) {
+		struct api_image *img = &res->images[i];
+
+		if (img->error_code)
+			continue;
+		if ((img->url && !(res->url = strdup(img->url))) ||
+		    (img->size && !(res->size = strdup(img->size))))
+			return -ENOMEM;
+		res->b64_json = img->b64_json;
+		img->b64_json = NULL;
+		res->b64_streamed = img->b64_streamed;
+		return 0;
+	}
+	return 0;
+}
+
 /* Bounds and cleans every server string kept in the result. */
 static int clean_result(struct api_result *res, const char *secret)
 {
-	const char *problem;
+	const char *problem = NULL;
 
 	if (clean_member(&res->error_code, API_CODE_MAX, secret) < 0 ||
 	    clean_member(&res->error_message, API_MESSAGE_MAX, secret) < 0 ||
 	    clean_member(&res->model, API_MODEL_MAX, secret) < 0 ||
-	    clean_member(&res->size, API_SIZE_MAX, secret) < 0 ||
 	    api_bound_usage(&res->usage, secret) < 0)
 		return -ENOMEM;
-	problem = res->url ? url_problem(res->url, secret) : NULL;
-	if (problem) {
-		free(res->url);
-		res->url = NULL;
-		return set_error(res, API_OUTCOME_FILE_FAIL, "UnusableResultURL", problem);
+	for (size_t i = 0; i < res->n_images; i++) {
+		struct api_image *img = &res->images[i];
+		const char *why;
+
+		if (clean_member(&img->size, API_SIZE_MAX, secret) < 0 ||
+		    clean_member(&img->error_code, API_CODE_MAX, secret) < 0 ||
+		    clean_member(&img->error_message, API_MESSAGE_MAX, secret) < 0)
+			return -ENOMEM;
+		why = img->url ? url_problem(img->url, secret) : NULL;
+		if (!why)
+			continue;
+		/* Refused, never cut or changed; the other images stay usable. */
+		problem = why;
+		api_image_clear(img);
+		img->error_code = strdup("UnusableResultURL");
+		img->error_message = strdup(why);
+		if (!img->error_code || !img->error_message)
+			return -ENOMEM;
+		res->n_ok--;
 	}
-	return 0;
+	if (res->outcome == API_OUTCOME_OK && res->n_ok == 0)
+		return set_error(res, API_OUTCOME_FILE_FAIL, "UnusableResultURL", problem);
+	if (res->outcome != API_OUTCOME_OK) {
+		api_result_clear_images(res); /* nothing to fetch */
+		return 0;
+	}
+	return pick_first_image(res);
 }
 
 int api_parse_response(long http_status, const char *body, size_t len, const char *secret,

@@ -160,6 +160,7 @@ enum {
 	FK_EMBED_PROMPT,
 	FK_PROMPT_FILE,
 	FK_EXTRA,
+	FK_MAX_IMAGES,
 	FK_COUNT
 };
 
@@ -186,6 +187,7 @@ static const char *const folder_keys[FK_COUNT] = {
 	[FK_EMBED_PROMPT] = "embed_prompt",
 	[FK_PROMPT_FILE] = "prompt_file",
 	[FK_EXTRA] = "extra",
+	[FK_MAX_IMAGES] = "max_images",
 };
 
 static const char *const fit_names[] = {
@@ -1111,6 +1113,7 @@ static void folder_init(struct folder_config *f)
 	f->fit = FIT_AUTO;
 	f->fit_quality = 92;
 	f->embed_provenance = true;
+	f->max_images = 1;
 }
 
 static int dup_opt(char **dst, const char *src)
@@ -1163,6 +1166,24 @@ static int get_size(struct ctx *c, const yaml_node_t *n, char **dst)
 		for (char *x = strchr(*dst, 'X'); x; x = strchr(x, 'X'))
 			*x = 'x'; /* the API documents a lowercase x */
 	return r;
+}
+
+/* The API's own range is 1..15 outputs, but inputs count too: with the one
+ * dropped image a request may ask for at most 14. */
+static int get_max_images(struct ctx *c, const yaml_node_t *v, const char *key, unsigned *ret)
+{
+	uint64_t n = 0;
+	int r = get_uint(c, v, key, 1, CONFIG_IO_IMAGES_MAX, &n);
+
+	if (r < 0)
+		return r;
+	if (n > CONFIG_MAX_IMAGES_ONE_INPUT)
+		return fail_at(c, v->start_mark,
+			       "%s: %" PRIu64 " outputs and the dropped image are more than the "
+			       "API's %u images per request; at most %u",
+			       key, n, CONFIG_IO_IMAGES_MAX, CONFIG_MAX_IMAGES_ONE_INPUT);
+	*ret = (unsigned)n;
+	return 0;
 }
 
 static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
@@ -1232,6 +1253,8 @@ static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
 		r = get_enum(c, v, key, prompt_file_names, N_ELEMENTS(prompt_file_names), &e);
 		fc->prompt_file = (enum prompt_file_mode)e;
 		return r;
+	case FK_MAX_IMAGES:
+		return get_max_images(c, v, key, &fc->max_images);
 	}
 	return 0;
 }
@@ -1292,6 +1315,13 @@ static int finish_folder(struct ctx *c, const yaml_node_t *map, struct folder_co
 			       CONFIG_PROMPT_MAX);
 	if (!fc->size && !(fc->size = strdup("2K")))
 		return oom(c);
+	/* A request that may make N images waits until N fit today's limit: a
+	 * limit below N would hold the folder for ever. */
+	if (fc->max_images_per_day && fc->max_images_per_day < fc->max_images)
+		return fail_at(c, map->start_mark,
+			       "folder %s: max_images %u is more than its max_images_per_day "
+			       "%" PRIu64 ", so no request could ever start",
+			       quote(fc->path).s, fc->max_images, fc->max_images_per_day);
 	if (!fc->output) {
 		fc->output = concat(fc->path, "-out");
 		if (!fc->output)

@@ -350,9 +350,9 @@ static bool job_state_holds_slot(enum job_state state)
 static void job_release_slot(struct jobs *jobs, struct job *job)
 {
 	if (job->state == JOB_GENERATING)
-		sched_answered(&jobs->sched, &job->folder->sched);
+		sched_answered_images(&jobs->sched, &job->folder->sched, job->sched_images);
 	else
-		sched_withdrawn(&jobs->sched, &job->folder->sched);
+		sched_withdrawn_images(&jobs->sched, &job->folder->sched, job->sched_images);
 }
 
 /* Leaves whatever state the job is in, keeping the counters right. */
@@ -409,6 +409,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 	job_release_transfers(jobs, job);
 	job_fit_release(job);
 	api_result_clear(&job->result);
+	job_outputs_clear(job);
 	work_close(jobs->store_pool, job->out_dirfd);
 	job_release_stem(jobs, job);
 	job_prompt_forget(job);
@@ -484,8 +485,11 @@ void job_activate(struct jobs *jobs, struct job *job, enum job_state state)
 	/* Only the pump's job_generate enters PREPARING from a state without a
 	 * slot, after the scheduler said yes; a preparation submitted again
 	 * (PREPARING to PREPARING) and the send (to GENERATING) keep it. */
-	if (!held && job_state_holds_slot(state))
-		sched_started(&jobs->sched, &job->folder->sched);
+	if (!held && job_state_holds_slot(state)) {
+		/* Counted as the images it may make, until answered. */
+		job->sched_images = job->folder->cfg->max_images ? job->folder->cfg->max_images : 1;
+		sched_started_images(&jobs->sched, &job->folder->sched, job->sched_images);
+	}
 	job->state = state;
 }
 
@@ -590,6 +594,7 @@ void job_finish(struct jobs *jobs, struct job *job)
 	if (job->dirty && !jobs->stopping) {
 		job_release_transfers(jobs, job);
 		api_result_clear(&job->result);
+		job_outputs_clear(job);
 		job_close_output_dir(job);
 		job_release_stem(jobs, job);
 		job_set_undurable(jobs, job, false);
@@ -739,6 +744,7 @@ static void jobs_sched_limits(const struct config *config, struct sched_limits *
 static struct sched_folder *jobs_folder_sched(struct folder *folder)
 {
 	folder->sched.max_images_per_day = folder->cfg->max_images_per_day;
+	folder->sched.images_per_request = folder->cfg->max_images;
 	return &folder->sched;
 }
 
@@ -1393,6 +1399,8 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 		if (!job->result.usage)
 			log_oom();
 	}
+	/* Several outputs: every URL is in the record; all are fetched again. */
+	job_outputs_restore(job, rec->images, rec->max_images);
 	log_job(LOG_INFO, folder->cfg->path, rec->source, rec->request_id, NULL,
 		"resuming the paid-for result of %s/%s (generated %lld s ago)", folder->cfg->path,
 		rec->source, (long long)(age_ms / 1000));

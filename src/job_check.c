@@ -585,7 +585,10 @@ static void job_check_done(struct jobs *jobs, struct job *job, struct job_io *io
 	}
 	if (c->sha[0])
 		memcpy(job->sha256, c->sha, sizeof(job->sha256));
-	if (job->sha256[0] && index_may_have_size(job->folder->index, job->size) &&
+	/* A reuse links one output: a copy in a folder that makes several is
+	 * generated anew (documented). */
+	if (job->sha256[0] && job->folder->cfg->max_images <= 1 &&
+	    index_may_have_size(job->folder->index, job->size) &&
 	    index_find_content(job->folder->index, job->size, job->sha256, job->rel)) {
 		/* A copy of something already paid for in this folder. */
 		struct job_reuse_io *u = calloc(1, sizeof(*u));

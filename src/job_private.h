@@ -95,6 +95,11 @@ struct job {
 	ino_t ino;
 	enum image_format format;
 	unsigned attempts; /* generation calls made */
+	unsigned sched_images; /* the images its generation in flight may make (max_images) */
+	unsigned max_images;   /* what its paid request asked for (job_outputs.c) */
+	size_t out_cur;	       /* result.images[] entry being fetched, with several outputs */
+	unsigned out_done;     /* outputs committed so far */
+	cJSON *outputs_done;   /* and their sidecar entries */
 	unsigned failures; /* retryable failures so far */
 	unsigned fetch_failures;
 	uint64_t started;     /* first generation, monotonic ms */
@@ -363,5 +368,19 @@ void jobs_done_drop_folder(struct jobs *jobs, struct folder *folder); /* NULL: a
 /* jobs_offer without the batch: the file becomes a job. */
 void jobs_offer_checked(struct jobs *jobs, struct folder *folder, const char *rel,
 			const struct stat *st, enum watch_how how);
+
+/* job_outputs.c: several outputs per request (max_images > 1). */
+bool job_outputs_several(const struct job *job);
+void job_outputs_begin(struct job *job);
+void job_outputs_clear(struct job *job);
+bool job_outputs_is_last(const struct job *job);
+unsigned job_outputs_number(const struct job *job);
+bool job_outputs_next(struct job *job, const char *rel_out);
+cJSON *job_outputs_list(const struct job *job, const char *last_rel_out);
+cJSON *job_outputs_journal(const struct job *job);
+void job_outputs_restore(struct job *job, const cJSON *images, unsigned max_images);
+void job_outputs_note_relay(struct job *job);
+bool job_outputs_fail_current(struct job *job, const char *code, const char *message);
+bool job_outputs_current_failed(const struct job *job);
 
 #endif

@@ -78,6 +78,9 @@ static void job_journal_record(const struct job *job, struct journal_record *rec
 	rec->elapsed_ms = loop_now_ms() - job->started;
 	rec->attempts = job->attempts;
 	memcpy(rec->sha256, job->sha256, sizeof(rec->sha256));
+	/* Every URL of several outputs, before the first is fetched. */
+	rec->images = job_outputs_journal(job);
+	rec->max_images = job->max_images;
 }
 
 /* What the journal write of a paid result came to (on the loop). */
@@ -322,6 +325,16 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 static void job_fails(struct jobs *jobs, struct job *job, long http_status, const char *code,
 		      const char *message)
 {
+	/* One of several paid images that cannot be had: recorded in the
+	 * sidecar like a data[i].error, and the others still written. */
+	if (job_outputs_fail_current(job, code, message)) {
+		log_job(LOG_WARNING, job->folder->cfg->path, job->rel,
+			job->request_id[0] ? job->request_id : NULL, code,
+			"one image of %s/%s failed: %s: %s; recorded in its sidecar",
+			job->folder->cfg->path, job->rel, code, message);
+		job_fetch(jobs, job);
+		return;
+	}
 	job_advance(
 	    jobs, job,
 	    JOB_VERDICT(FAIL, .http_status = http_status, .code = code, .message = message));
@@ -485,6 +498,7 @@ struct job_commit_io {
 	char tmp[300];
 	enum image_format fmt;
 	bool downloaded, streamed;
+	bool sidecar_only; /* several outputs, the last of which failed: no image to write */
 	char out_name[OUTPUT_NAME_MAX], side_name[OUTPUT_NAME_MAX], err_name[OUTPUT_NAME_MAX];
 	char *doc, *rel_out;
 	struct journal *journal;
@@ -545,6 +559,9 @@ static void job_commit_work(struct job_io *io)
 	struct job_commit_io *c = (struct job_commit_io *)io;
 	int keep_fd = -1;
 
+	if (c->sidecar_only)
+		goto sidecar;
+
 	/* Anything else (an HTML page, a zip) is no success: on_success could
 	 * otherwise delete the original for it. */
 	c->problem = job_result_problem(c->fd, c->fmt, c->why, sizeof(c->why));
@@ -573,11 +590,14 @@ static void job_commit_work(struct job_io *io)
 	}
 	c->r = output_tmp_commit(c->dirfd, c->fd, c->tmp, c->out_name);
 	c->fd = -1;
+	if (c->r == 0 && !c->doc)
+		goto out; /* one of several outputs: the sidecar comes with the last */
+sidecar:
 	if (c->r == 0) {
 		c->r = output_write_atomic(c->dirfd, c->side_name, c->doc, strlen(c->doc));
 		/* Without its sidecar the output is not "done": the next try writes
 		 * both again (under the same stem), rather than leave an orphan. */
-		if (c->r < 0)
+		if (c->r < 0 && !c->sidecar_only)
 			(void)unlinkat(c->dirfd, c->out_name, 0);
 	}
 failed:
@@ -635,8 +655,15 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 		job_fetch_failed(jobs, job, strerror(-c->r), true);
 		goto out;
 	}
+	if (!c->doc) {
+		/* One of several outputs is in: on to the next, same stem. */
+		if (job_outputs_next(job, c->rel_out)) {
+			job_fetch(jobs, job);
+			goto out;
+		}
+	}
 	job_index_put(job, c->side_name, false, c->completed_at,
-		      job->result.generated_images > 0 ? job->result.generated_images : 1);
+		      (int64_t)api_result_image_count(&job->result));
 	job_journal_removed(job, c->journal_r);
 	job_set_undurable(jobs, job, false);
 	job_set_storage_hold(jobs, job, false);
@@ -689,9 +716,11 @@ static void job_commit_provenance(const struct job *job, struct job_commit_io *c
 		log_oom();
 	if (r < 0)
 		return;
-	c->doc_without_xmp = sidecar_success_json(s);
-	if (!c->doc_without_xmp)
-		log_oom();
+	if (s->output) { /* else one of several outputs: no sidecar with it */
+		c->doc_without_xmp = sidecar_success_json(s);
+		if (!c->doc_without_xmp)
+			log_oom();
+	}
 	s->provenance = "xmp";
 }
 
@@ -705,7 +734,8 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	struct sidecar_success s = {0};
 	struct sidecar_fitted fitted;
 	const char *reasons[FIT_REASON_COUNT];
-	char *dir;
+	cJSON *outputs = NULL;
+	char *dir, *first_out = NULL;
 
 	if (!c)
 		log_oom();
@@ -713,15 +743,22 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	if (c->dirfd < 0)
 		log_oom(); /* descriptors run out only by a leak */
 	c->fd = tmp_fd;
+	c->sidecar_only = tmp_fd < 0;
 	(void)snprintf(c->tmp, sizeof(c->tmp), "%s", tmp_name);
 	c->fmt = image_sniff(magic, magic_len);
 	c->downloaded = downloaded;
 	c->streamed = job->result.b64_streamed;
-	(void)snprintf(c->out_name, sizeof(c->out_name), "%s%s", job->stem, output_ext_for(c->fmt));
+	if (job_outputs_several(job))
+		(void)snprintf(c->out_name, sizeof(c->out_name), "%s-%u%s", job->stem,
+			       job_outputs_number(job), output_ext_for(c->fmt));
+	else
+		(void)snprintf(c->out_name, sizeof(c->out_name), "%s%s", job->stem,
+			       output_ext_for(c->fmt));
 	(void)snprintf(c->side_name, sizeof(c->side_name), "%s.json", job->stem);
 	(void)snprintf(c->err_name, sizeof(c->err_name), "%s.error.json", job->stem);
 	dir = rel_dir(job->rel);
-	c->rel_out = dir[0] ? xasprintf("%s/%s", dir, c->out_name) : xstrdup(c->out_name);
+	c->rel_out = dir[0] ? xasprintf("%s/%s", dir, c->sidecar_only ? c->side_name : c->out_name)
+			    : xstrdup(c->sidecar_only ? c->side_name : c->out_name);
 	free(dir);
 	c->completed_at = loop_wall_ms() / 1000;
 	c->elapsed_ms = loop_now_ms() - job->started;
@@ -745,12 +782,37 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	s.completed_at = c->completed_at;
 	s.version = SEEDREAMD_VERSION;
 	s.fitted = job_fit_sidecar(job, &fitted, reasons, FIT_REASON_COUNT);
+	if (job_outputs_several(job)) {
+		s.max_images = job->max_images;
+		if (job_outputs_is_last(job)) {
+			const cJSON *o;
+
+			outputs = job_outputs_list(job, c->rel_out);
+			/* "output" stays the first, for readers of one-output sidecars. */
+			cJSON_ArrayForEach(o, outputs)
+			{
+				if ((first_out = sidecar_get_name(o, SIDECAR_OUTPUT)))
+					break;
+			}
+			s.output = first_out ? first_out : c->rel_out;
+			s.outputs = outputs;
+		} else {
+			s.output = NULL; /* no sidecar yet: one of several outputs */
+		}
+	}
+	/* After the outputs are known: the sidecar without XMP (written if the
+	 * image cannot take it) is built only where a sidecar is written at all. */
 	job_commit_provenance(job, c, &s);
-	c->doc = sidecar_success_json(&s);
-	if (!c->doc)
-		log_oom();
+	if (s.output) {
+		c->doc = sidecar_success_json(&s);
+		if (!c->doc)
+			log_oom();
+	}
+	cJSON_Delete(outputs);
+	free(first_out);
 	c->journal = jobs->journal;
-	job_success_fill(job, &c->success);
+	if (c->doc) /* on_success once every output is in */
+		job_success_fill(job, &c->success);
 	c->io.work = job_commit_work;
 	c->io.done = job_commit_done;
 	job_activate(jobs, job, JOB_COMMITTING);
@@ -1017,6 +1079,14 @@ static void job_fetch_done(struct jobs *jobs, struct job *job, struct job_io *io
 		memcpy(magic, f->magic, sizeof(magic));
 		job_fetch_free(f);
 		job_commit(jobs, job, fd, tmp, magic, magic_len, false);
+		return;
+	}
+	if (job_outputs_current_failed(job)) {
+		/* The last of several images failed after the others were
+		 * written: the sidecar alone completes the file. */
+		job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), f->fd, f->tmp);
+		job_fetch_free(f);
+		job_commit(jobs, job, -1, "", NULL, 0, false);
 		return;
 	}
 	if (!job->result.url || !transfer_url_allowed(job->result.url, &jobs->net)) {

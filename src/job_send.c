@@ -265,8 +265,10 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 		job_fit_drop_bytes(job); /* never sent again */
 	switch (res->outcome) {
 	case API_OUTCOME_OK: {
-		uint64_t images = res->generated_images > 0 ? (uint64_t)res->generated_images : 1;
+		uint64_t images = api_result_image_count(res);
 		uint64_t price = 0;
+
+		job_outputs_note_relay(job);
 		jobs->generations += images;
 		{
 			const cJSON *tokens =
@@ -543,6 +545,7 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 		jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON ? "b64_json" : "url",
 	    .image_format = image_format_name(job->format),
 	    .extra_json = cfg->extra_json,
+	    .max_images = job->sched_images, /* what the scheduler counted it as */
 	};
 	char *prefix = NULL, *suffix = NULL;
 	uint64_t send_size = job->size;
@@ -576,6 +579,11 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	job->gen->fd = -1;
 	job->gen->img.fd = img_fd;
 	(void)snprintf(job->gen->img.tmp_name, sizeof(job->gen->img.tmp_name), "%s", img_tmp);
+	/* Only data[0]'s b64_json streams to a file: the other images of a
+	 * sequential answer are held as text, each within its own bound. */
+	if (job->sched_images > 1 && jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON)
+		job->gen->body_max =
+		    TRANSFER_JSON_MAX + (size_t)(job->sched_images - 1) * TRANSFER_B64_EXTRA_MAX;
 	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
 			       send_size, &jobs->net, jobs->io_pool);
 	if (r >= 0)

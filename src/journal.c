@@ -80,6 +80,17 @@ char *journal_record_json(const struct journal_record *rec)
 		goto out;
 	}
 	cJSON_AddItemToObject(o, SIDECAR_USAGE, usage);
+	if (rec->max_images > 1 && !cJSON_AddNumberToObject(o, "max_images", rec->max_images))
+		goto out;
+	if (rec->images) {
+		cJSON *images = cJSON_Duplicate(rec->images, true);
+
+		if (!images || clean_json(images, NULL) < 0) {
+			cJSON_Delete(images);
+			goto out;
+		}
+		cJSON_AddItemToObject(o, "images", images);
+	}
 	text = cJSON_PrintUnformatted(o);
 out:
 	cJSON_Delete(o);
@@ -106,8 +117,8 @@ int journal_record_parse(const char *json, size_t len, struct journal_record *re
 {
 	cJSON *o = cJSON_ParseWithLength(json, len);
 	char *sha = NULL, *mtime = NULL;
-	double size, created, gen, elapsed, attempts;
-	const cJSON *usage;
+	double size, created, gen, elapsed, attempts, max_images;
+	const cJSON *usage, *images;
 	int r;
 
 	memset(rec, 0, sizeof(*rec));
@@ -144,6 +155,21 @@ int journal_record_parse(const char *json, size_t len, struct journal_record *re
 	rec->generated_at = (int64_t)gen;
 	rec->elapsed_ms = (uint64_t)elapsed;
 	rec->attempts = (unsigned)attempts;
+	if (sidecar_get_number(o, "max_images", API_IMAGES_MAX, &max_images))
+		rec->max_images = (unsigned)max_images;
+	images = cJSON_GetObjectItemCaseSensitive(o, "images");
+	if (images) {
+		/* Each entry is checked where it is used (a URL is checked again
+		 * before any fetch); the list itself must be what we write. */
+		if (!cJSON_IsArray(images) || cJSON_GetArraySize(images) < 1 ||
+		    cJSON_GetArraySize(images) > API_IMAGES_MAX)
+			goto out;
+		rec->images = cJSON_Duplicate(images, true);
+		if (!rec->images) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
 	usage = cJSON_GetObjectItemCaseSensitive(o, SIDECAR_USAGE);
 	if (cJSON_IsObject(usage)) {
 		rec->usage = cJSON_Duplicate(usage, true);
@@ -172,6 +198,7 @@ void journal_record_clear(struct journal_record *rec)
 	free(rec->result_size);
 	free(rec->request_id);
 	cJSON_Delete(rec->usage);
+	cJSON_Delete(rec->images);
 	memset(rec, 0, sizeof(*rec));
 }
 

@@ -89,7 +89,7 @@ struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms, 
 	sched_roll_day(s, NULL, now_epoch_s);
 	/* A generation in flight may be paid: it counts until its answer says. */
 	if (lim->max_images_per_day &&
-	    s->day.images_today + s->in_flight >= lim->max_images_per_day) {
+	    s->day.images_today + s->in_flight_images >= lim->max_images_per_day) {
 		v = sched_no(SCHED_NO_TODAY, SCHED_REASON_DAY,
 			     sched_until_day_end(&s->day, now_epoch_s));
 		v.count = s->day.images_today;
@@ -130,15 +130,57 @@ struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms, 
 	return sched_no(SCHED_YES, SCHED_REASON_NONE, 0);
 }
 
+static uint64_t sched_min(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* What a generation of the folder may make beyond the one image that
+ * sched_may_start_any made sure of: the global daily limit and the bucket. */
+static struct sched_verdict sched_room_for(struct sched *s, uint64_t need, int64_t now_epoch_s)
+{
+	const struct sched_limits *lim = &s->limits;
+	struct sched_verdict v;
+
+	if (lim->max_images_per_day &&
+	    s->day.images_today + s->in_flight_images + sched_min(need, lim->max_images_per_day) >
+		lim->max_images_per_day) {
+		v = sched_no(SCHED_NO_TODAY, SCHED_REASON_DAY,
+			     sched_until_day_end(&s->day, now_epoch_s));
+		v.count = s->day.images_today;
+		v.limit = lim->max_images_per_day;
+		return v;
+	}
+	if (lim->images_per_minute) {
+		uint64_t want = sched_min(need, lim->images_per_minute) * SCHED_MILLI;
+
+		if (s->tokens_milli < want) {
+			v = sched_no(SCHED_NO_UNTIL, SCHED_REASON_MINUTE,
+				     (want - s->tokens_milli) * 60 / lim->images_per_minute + 1);
+			v.limit = lim->images_per_minute;
+			return v;
+		}
+	}
+	return sched_no(SCHED_YES, SCHED_REASON_NONE, 0);
+}
+
 struct sched_verdict sched_folder_allows(struct sched *s, struct sched_folder *folder,
 					 int64_t now_epoch_s)
 {
+	uint64_t need = folder->images_per_request ? folder->images_per_request : 1;
 	struct sched_verdict v;
 
+	if (need > 1) {
+		sched_roll_day(s, NULL, now_epoch_s);
+		v = sched_room_for(s, need, now_epoch_s);
+		if (v.answer != SCHED_YES)
+			return v;
+	}
 	if (!folder->max_images_per_day)
 		return sched_no(SCHED_YES, SCHED_REASON_NONE, 0);
 	sched_roll_day(s, folder, now_epoch_s);
-	if (folder->day.images_today + folder->in_flight < folder->max_images_per_day)
+	if (folder->day.images_today + folder->in_flight_images + need <=
+	    folder->max_images_per_day)
 		return sched_no(SCHED_YES, SCHED_REASON_NONE, 0);
 	v = sched_no(SCHED_NO_TODAY, SCHED_REASON_FOLDER_DAY,
 		     sched_until_day_end(&folder->day, now_epoch_s));
@@ -157,31 +199,56 @@ struct sched_verdict sched_may_start(struct sched *s, struct sched_folder *folde
 	return sched_folder_allows(s, folder, now_epoch_s);
 }
 
-void sched_started(struct sched *s, struct sched_folder *folder)
+void sched_started_images(struct sched *s, struct sched_folder *folder, uint64_t images)
 {
-	/* The token pays for the slot, also when its preparation then sends
+	uint64_t want = (images ? images : 1) * SCHED_MILLI;
+
+	/* The tokens pay for the slot, also when its preparation then sends
 	 * nothing (rare): the rate bounds how often sends are readied. */
-	if (s->limits.images_per_minute && s->tokens_milli >= SCHED_MILLI)
-		s->tokens_milli -= SCHED_MILLI;
+	if (s->limits.images_per_minute)
+		s->tokens_milli =
+		    s->tokens_milli > want ? s->tokens_milli - want : s->tokens_milli % SCHED_MILLI;
 	s->in_flight++;
 	folder->in_flight++;
+	s->in_flight_images += images ? images : 1;
+	folder->in_flight_images += images ? images : 1;
+}
+
+void sched_started(struct sched *s, struct sched_folder *folder)
+{
+	sched_started_images(s, folder, 1);
+}
+
+static void sched_ended(struct sched *s, struct sched_folder *folder, uint64_t images)
+{
+	images = images ? images : 1;
+	if (s->in_flight > 0)
+		s->in_flight--;
+	if (folder->in_flight > 0)
+		folder->in_flight--;
+	s->in_flight_images -= sched_min(images, s->in_flight_images);
+	folder->in_flight_images -= sched_min(images, folder->in_flight_images);
+}
+
+void sched_answered_images(struct sched *s, struct sched_folder *folder, uint64_t images)
+{
+	sched_ended(s, folder, images);
+	s->probing = false;
+}
+
+void sched_withdrawn_images(struct sched *s, struct sched_folder *folder, uint64_t images)
+{
+	sched_ended(s, folder, images);
 }
 
 void sched_answered(struct sched *s, struct sched_folder *folder)
 {
-	if (s->in_flight > 0)
-		s->in_flight--;
-	if (folder->in_flight > 0)
-		folder->in_flight--;
-	s->probing = false;
+	sched_answered_images(s, folder, 1);
 }
 
 void sched_withdrawn(struct sched *s, struct sched_folder *folder)
 {
-	if (s->in_flight > 0)
-		s->in_flight--;
-	if (folder->in_flight > 0)
-		folder->in_flight--;
+	sched_withdrawn_images(s, folder, 1);
 }
 
 void sched_hold(struct sched *s)

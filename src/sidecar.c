@@ -292,6 +292,21 @@ static bool add_extra(cJSON *obj, const char *extra_json)
 	return true;
 }
 
+static bool add_outputs(cJSON *root, const struct sidecar_success *s)
+{
+	cJSON *outputs;
+
+	if (s->max_images > 1 && !add_number(root, "max_images", s->max_images))
+		return false;
+	if (!s->outputs)
+		return true;
+	outputs = cJSON_Duplicate(s->outputs, true);
+	if (!outputs)
+		return false;
+	cJSON_AddItemToObject(root, "outputs", outputs);
+	return true;
+}
+
 char *sidecar_success_json(const struct sidecar_success *s)
 {
 	cJSON *root;
@@ -321,7 +336,7 @@ char *sidecar_success_json(const struct sidecar_success *s)
 	     (!s->provenance || sidecar_add_string(root, "provenance", s->provenance)) &&
 	     (!s->prompt_source || sidecar_add_string(root, "prompt_source", s->prompt_source)) &&
 	     (!s->prompt_file || sidecar_add_name(root, "prompt_file", s->prompt_file)) &&
-	     (!s->extra_json || add_extra(root, s->extra_json));
+	     (!s->extra_json || add_extra(root, s->extra_json)) && add_outputs(root, s);
 	if (ok)
 		out = print_document(root);
 	cJSON_Delete(root);
@@ -448,6 +463,25 @@ static int64_t parse_generated_images(const cJSON *root)
 	return (int64_t)v;
 }
 
+/* The images a sidecar of several outputs lists as written (a relay that
+ * dropped usage still had them made, and billed). */
+static int64_t count_outputs(const cJSON *root)
+{
+	const cJSON *outputs = cJSON_GetObjectItemCaseSensitive(root, "outputs");
+	const cJSON *o;
+	int64_t n = 0;
+
+	if (!cJSON_IsArray(outputs))
+		return 0;
+	cJSON_ArrayForEach(o, outputs)
+	{
+		if (cJSON_IsObject(o) &&
+		    cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "output")))
+			n++;
+	}
+	return n;
+}
+
 static int parse_source_fields(const cJSON *root, struct sidecar_doc *d)
 {
 	const cJSON *mtime = cJSON_GetObjectItemCaseSensitive(root, SIDECAR_MTIME);
@@ -498,6 +532,8 @@ static int parse_core(const cJSON *root, struct sidecar_doc *d)
 	if (r < 0)
 		return r;
 	d->generated_images = parse_generated_images(root);
+	if (!d->failed && d->generated_images == 0)
+		d->generated_images = count_outputs(root);
 	return 0;
 }
 
@@ -522,6 +558,7 @@ static int parse_reuse(cJSON *root, struct sidecar_doc *d)
 
 	/* An output name that is not UTF-8 (output_hex) is not ours to read. */
 	if (d->failed || !cJSON_IsString(output) || strstr(output->valuestring, "..") ||
+	    cJSON_GetObjectItemCaseSensitive(root, "outputs") ||
 	    cJSON_IsString(cJSON_GetObjectItemCaseSensitive(root, "output_hex")) ||
 	    !cJSON_IsBool(wm))
 		return -EINVAL;

@@ -52,6 +52,16 @@ for its key or its body consumes none). Tokens:
 With the queue empty and --fault-rate R > 0, a retryable fault (500, 503, 429, drop, malformed,
 error200, truncdl) is drawn with probability R from a generator seeded with --seed.
 
+Sequential generation: "sequential_image_generation": "auto" with
+"sequential_image_generation_options": {"max_images": N} returns N distinct images in data[] (url or
+b64_json, as asked) and usage.generated_images = the images made. Words in the prompt change the
+answer: "[fail-image:I]" (0-based, may repeat) makes data[I] an {"error": {code, message}} inside the
+successful answer, "[bad-image:I]" (I >= 1) makes image I bytes that are not an image (billed; its
+url downloads them, or its b64_json holds them), "[fewer:M]" returns only M images (a relay that ignores sequential generation),
+"[no-usage]" drops usage (a relay that drops it; also for one image). The generation record adds
+sequential, max_images, images_returned, images_billed, file_ids and output_sha256s (data[] order,
+null for a failed image).
+
 Stops cleanly on SIGTERM/SIGINT, and by itself after --max-seconds.
 """
 
@@ -440,6 +450,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not isinstance(req.get("watermark"), bool):
             raise BadRequest("watermark", "The parameter `watermark` specified in the request is not "
                              "valid: a boolean is required.")
+        seq = req.get("sequential_image_generation", "disabled")
+        if seq not in ("disabled", "auto"):
+            raise BadRequest("sequential_image_generation", "The parameter "
+                             "`sequential_image_generation` specified in the request is not valid: "
+                             "disabled or auto.")
+        opts = req.get("sequential_image_generation_options")
+        if opts is not None:
+            n = opts.get("max_images") if isinstance(opts, dict) else None
+            if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 15 or n + 1 > 15:
+                raise BadRequest("sequential_image_generation_options.max_images",
+                                 "The parameter `sequential_image_generation_options.max_images` "
+                                 "specified in the request is not valid: 1..15, inputs + outputs <= 15.")
         if req.get("response_format") not in ("url", "b64_json"):
             raise BadRequest("response_format", "The parameter `response_format` specified in the "
                              "request is not valid: url or b64_json.")
@@ -541,7 +563,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             item = {"b64_json": base64.b64encode(out).decode("ascii"), "size": item["size"]}
         else:
             item = {"url": "http://127.0.0.1:%d/files/%s.jpeg" % (st.port, file_id), "size": item["size"]}
-        resp = {"model": req["model"], "created": created, "data": [item], "usage": dict(USAGE)}
+        data, usage = [item], dict(USAGE)
+        if "sequential_image_generation" in req or "sequential_image_generation_options" in req:
+            data, extra = self.sequential(req, image, fmt, prompt, item, rec)
+            usage = dict(USAGE, generated_images=extra,
+                         output_tokens=USAGE["output_tokens"] * extra,
+                         total_tokens=USAGE["total_tokens"] * extra)
+        resp = {"model": req["model"], "created": created, "data": data, "usage": usage}
+        if "[no-usage]" in prompt:
+            del resp["usage"]  # a relay that drops it
         rec.update(billed=True, file_id=file_id, created=created, output_sha256=hashlib.sha256(out).hexdigest())
         if kind == "dropafter":
             rec.update(status=None)
@@ -550,6 +580,54 @@ class Handler(http.server.BaseHTTPRequestHandler):
         rec.update(status=200)
         st.record(rec)
         self.send_json(200, resp, {"x-request-id": rid})
+
+    def sequential(self, req, image, fmt, prompt, first, rec):
+        """data[] for sequential_image_generation: max_images images (auto), or fewer with
+        "[fewer:M]" in the prompt; "[fail-image:I]" (0-based, may repeat) makes data[I] an error
+        inside the successful answer. Each image is distinct (the fake renders the prompt with
+        "#<i>" appended for i > 0). Returns (data, images billed)."""
+        st = self.state
+        n = 1
+        if req.get("sequential_image_generation") == "auto":
+            n = req.get("sequential_image_generation_options", {}).get("max_images", 15)
+        m = re.search(r"\[fewer:(\d+)\]", prompt)
+        if m:
+            n = max(1, min(n, int(m.group(1))))
+        failing = {int(x) for x in re.findall(r"\[fail-image:(\d+)\]", prompt)}
+        bad = {int(x) for x in re.findall(r"\[bad-image:(\d+)\]", prompt)}
+        data, file_ids, shas = [], [], []
+        for i in range(n):
+            if i in failing:
+                data.append({"error": {"code": "OutputImageSensitiveContentDetected",
+                                       "message": "The generated image %d may contain sensitive "
+                                                  "content." % i}})
+                file_ids.append(None)
+                shas.append(None)
+                continue
+            if i == 0:
+                out = st.images[rec_file_id(first)] if "url" in first else base64.b64decode(first["b64_json"])
+                item = first
+                fid = rec_file_id(first) if "url" in first else None
+            else:
+                out = st.render(image, fmt, "%s#%d" % (prompt, i))
+                if i in bad:
+                    out = b"<html><body>not an image</body></html>"
+                fid = uuid.uuid4().hex[:20]
+                with st.lock:
+                    st.images[fid] = out
+                item = {"size": first["size"]}
+                if req["response_format"] == "b64_json":
+                    item["b64_json"] = base64.b64encode(out).decode("ascii")
+                else:
+                    item["url"] = "http://127.0.0.1:%d/files/%s.jpeg" % (st.port, fid)
+            data.append(item)
+            file_ids.append(fid)
+            shas.append(None if i in bad else hashlib.sha256(out).hexdigest())
+        ok = sum(1 for x in shas if x) + len(bad & set(range(1, n)))
+        rec.update(sequential=req.get("sequential_image_generation"),
+                   max_images=req.get("sequential_image_generation_options", {}).get("max_images"),
+                   images_returned=n, images_billed=ok, file_ids=file_ids, output_sha256s=shas)
+        return data, ok
 
     def download(self, file_id):
         st = self.state
@@ -588,6 +666,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         st.record({"kind": "download", "index": idx, "file_id": file_id, "status": 200,
                    "length": len(data), "bytes_sent": len(data), "truncated": False})
         self.send_bytes(200, data, "image/jpeg")
+
+
+def rec_file_id(item):
+    """The file id in a url item's URL."""
+    return item["url"].rsplit("/", 1)[1].split(".")[0]
 
 
 class Server(http.server.ThreadingHTTPServer):

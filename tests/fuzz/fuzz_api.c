@@ -85,9 +85,10 @@ static void check_stream(long status, const char *body, size_t len, size_t piece
 				abort();
 			goto done;
 		}
-		/* An empty image string: no image for the whole parse; taken,
-		 * and judged no image later, for the streamed one. */
-		if (!whole.b64_json) {
+		/* An empty image string: no image for the whole parse (which
+		 * then takes the next data[] entry, if any); taken, and judged
+		 * no image later, for the streamed one. */
+		if (!whole.b64_json || (whole.n_images && whole.images[0].error_code)) {
 			if (g.img.written != 0)
 				abort();
 			goto done;

@@ -169,6 +169,12 @@ def api_seeds():
         "data_error": (200, b'{"model":"m","created":2,"data":[{"error":{"code":'
                             b'"OutputImageSensitiveContentDetected","message":"blocked"}}],'
                             b'"usage":{"generated_images":0}}'),
+        "several": (200, b'{"created":3,"data":[{"url":"https://example.com/1.jpeg","size":"1x1"},'
+                         b'{"error":{"code":"OutputImageSensitiveContentDetected","message":"x"}},'
+                         b'{"b64_json":"/9j/4AAQSkZJRg=="},{"url":"https://example.com/2.jpeg"}],'
+                         b'"usage":{"generated_images":3}}'),
+        "several_first_empty": (200, b'{"data":[{"b64_json":""},{"b64_json":"REVG"},'
+                                     b'{"error":"gone"}]}'),
         "error_on_200": (200, b'{"error":{"code":"QuotaExceeded","message":"quota"}}'),
         "bad_request": (400, b'{"error":{"code":"InvalidParameter.Size","message":"size",'
                              b'"param":"size","type":"BadRequest"}}'),
@@ -326,6 +332,10 @@ def sidecar_seeds():
         "raw_bytes.json": json.dumps(SIDECAR_OK).encode().replace(b"Make it", b"\xff\xc0\xaf"),
         "bad_hex.json": json.dumps(dict(SIDECAR_ERR, source_hex="f")).encode(),
         "not_object.json": b"[1,2,3]",
+        "outputs.json": json.dumps(dict(SIDECAR_OK, usage=None, max_images=3, outputs=[
+            {"index": 0, "output": "a-1.jpeg", "size": "1x1"},
+            {"index": 1, "error": {"code": "X", "message": "m"}},
+            {"index": 2, "output": "a-2.jpeg", "size": None}])).encode(),
     }
 
 
@@ -336,6 +346,10 @@ def journal_seeds():
                                           folder="/x\ufffd", folder_hex="2f78ff")).encode(),
         "no_url.json": json.dumps({k: v for k, v in JOURNAL.items() if k != "url"}).encode(),
         "stem_escape.json": json.dumps(dict(JOURNAL, stem="../x")).encode(),
+        "several.json": json.dumps(dict(JOURNAL, max_images=3, images=[
+            {"url": "https://e/1", "size": "1x1"},
+            {"index": 1, "error": {"code": "X", "message": "m"}},
+            {"url": "https://e/3"}])).encode(),
         "huge_numbers.json": json.dumps(dict(JOURNAL, created=1e300, source_size=-1)).encode(),
     }
 

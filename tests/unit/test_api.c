@@ -737,6 +737,89 @@ static void test_retry_after_date(void **state)
 	assert_int_equal(api_parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMTX", 0), -1);
 }
 
+static void test_frame_sequential(void **state)
+{
+	struct api_request req = base_request;
+	char *prefix = NULL, *suffix = NULL;
+
+	(void)state;
+	req.max_images = 1; /* one: the API's default, nothing sent */
+	assert_int_equal(api_request_frame(&req, &prefix, &suffix), 0);
+	assert_null(strstr(suffix, "sequential"));
+	free(prefix);
+	free(suffix);
+	req.max_images = 4;
+	assert_int_equal(api_request_frame(&req, &prefix, &suffix), 0);
+	assert_string_equal(suffix, "\",\"size\":\"2K\",\"watermark\":false,"
+				    "\"response_format\":\"url\","
+				    "\"sequential_image_generation_options\":{\"max_images\":4},"
+				    "\"sequential_image_generation\":\"auto\"}");
+	free(prefix);
+	free(suffix);
+}
+
+/* Several data[] entries: each kept in order, a failed one with its error,
+ * the first image copied where one-image code reads it. */
+static void test_parse_several_images(void **state)
+{
+	struct api_result res;
+
+	(void)state;
+	res = parse(200,
+		    "{\"data\":[{\"error\":{\"code\":\"OutputImageSensitiveContentDetected\","
+		    "\"message\":\"blocked\"}},{\"url\":\"https://x.example/1\",\"size\":\"1x1\"},"
+		    "{\"url\":\"https://x.example/2\"},{\"size\":\"3x3\"}]}");
+	assert_int_equal(res.outcome, API_OUTCOME_OK);
+	assert_int_equal(res.n_images, 4);
+	assert_int_equal(res.n_ok, 2);
+	assert_string_equal(res.images[0].error_code, "OutputImageSensitiveContentDetected");
+	assert_string_equal(res.images[0].error_message, "blocked");
+	assert_string_equal(res.images[1].url, "https://x.example/1");
+	assert_null(res.images[1].error_code);
+	assert_string_equal(res.images[2].url, "https://x.example/2");
+	assert_string_equal(res.images[3].error_code, "MalformedResponse");
+	assert_string_equal(res.url, "https://x.example/1");
+	assert_string_equal(res.size, "1x1");
+	/* No usage (a relay): counted from data[]. */
+	assert_int_equal(res.generated_images, -1);
+	assert_int_equal(api_result_image_count(&res), 2);
+	api_result_clear(&res);
+
+	/* usage speaks for itself when present. */
+	res = parse(
+	    200, "{\"data\":[{\"url\":\"https://x.example/1\"},{\"url\":\"https://x.example/2\"}],"
+		 "\"usage\":{\"generated_images\":2}}");
+	assert_int_equal(api_result_image_count(&res), 2);
+	api_result_clear(&res);
+
+	/* Not one image: the first error is the answer's, as with one image. */
+	expect_error(200,
+		     "{\"data\":[{\"error\":{\"code\":\"InternalServiceError\"}},"
+		     "{\"error\":{\"code\":\"OutputImageSensitiveContentDetected\"}}]}",
+		     API_OUTCOME_RETRY, "InternalServiceError");
+
+	/* A URL refused in one entry leaves the others. */
+	res = parse(
+	    200,
+	    "{\"data\":[{\"url\":\"https://x.example/a b\"},{\"url\":\"https://x.example/2\"}]}");
+	assert_int_equal(res.outcome, API_OUTCOME_OK);
+	assert_int_equal(res.n_ok, 1);
+	assert_string_equal(res.images[0].error_code, "UnusableResultURL");
+	assert_string_equal(res.url, "https://x.example/2");
+	api_result_clear(&res);
+
+	/* More entries than the API ever makes. */
+	{
+		char body[2048] = "{\"data\":[";
+
+		for (int i = 0; i < API_IMAGES_MAX + 1; i++)
+			strcat(body, i ? ",{\"url\":\"https://x.example/\"}"
+				       : "{\"url\":\"https://x.example/\"}");
+		strcat(body, "]}");
+		expect_error(200, body, API_OUTCOME_RETRY, "MalformedResponse");
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -745,6 +828,8 @@ int main(void)
 	    cmocka_unit_test(test_frame_round_trip_hostile_prompt),
 	    cmocka_unit_test(test_frame_optional_fields),
 	    cmocka_unit_test(test_frame_rejects),
+	    cmocka_unit_test(test_frame_sequential),
+	    cmocka_unit_test(test_parse_several_images),
 	    cmocka_unit_test(test_parse_url_success),
 	    cmocka_unit_test(test_parse_b64_success),
 	    cmocka_unit_test(test_parse_missing_usage),

@@ -232,6 +232,33 @@ static void test_fit_keys(void **state)
 	refused(API "max_fits: 0\n" ONE_FOLDER, "test.yaml:4:11: ", "64");
 }
 
+static void test_max_images(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = parse_ok(API ONE_FOLDER);
+	assert_int_equal(cfg->folders[0].max_images, 1);
+	config_free(cfg);
+	cfg = parse_ok(API "defaults:\n"
+			   "  max_images: 4\n"
+			   "folders:\n"
+			   "  - path: /srv/a\n"
+			   "    prompt: p\n"
+			   "  - path: /srv/b\n"
+			   "    prompt: p\n"
+			   "    max_images: 14\n"
+			   "    max_images_per_day: 14\n");
+	assert_int_equal(cfg->folders[0].max_images, 4);
+	assert_int_equal(cfg->folders[1].max_images, 14);
+	config_free(cfg);
+	refused(API ONE_FOLDER "    max_images: 0\n", "test.yaml:7:17: ", "1 to 15");
+	refused(API ONE_FOLDER "    max_images: 16\n", "test.yaml:7:17: ", "1 to 15");
+	refused(API ONE_FOLDER "    max_images: 15\n", "test.yaml:7:17: ", "at most 14");
+	refused(API ONE_FOLDER "    max_images: 3\n    max_images_per_day: 2\n",
+		"test.yaml:5:5: ", "no request could ever start");
+}
+
 static void test_provenance_keys(void **state)
 {
 	struct config *cfg;
@@ -1082,6 +1109,7 @@ int main(void)
 		cmocka_unit_test(test_provenance_keys),
 		cmocka_unit_test(test_prompt_file_key),
 		cmocka_unit_test(test_extra_key),
+		cmocka_unit_test(test_max_images),
 		cmocka_unit_test(test_state_directory_env),
 		cmocka_unit_test(test_inheritance),
 		cmocka_unit_test(test_paths_normalised),

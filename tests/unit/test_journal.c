@@ -75,7 +75,28 @@ static void test_roundtrip(void **state)
 	assert_int_equal(out.elapsed_ms, in.elapsed_ms);
 	assert_int_equal(out.attempts, in.attempts);
 	assert_int_equal(cJSON_GetObjectItem(out.usage, "output_tokens")->valueint, 16384);
+	/* One output: no list, as older versions wrote it. */
+	assert_null(out.images);
+	assert_int_equal(out.max_images, 0);
 	journal_record_clear(&out);
+	free(text);
+
+	/* Several outputs: every URL, in order, and the errors between them. */
+	in.images = cJSON_Parse("[{\"url\":\"https://e/1\",\"size\":\"1x1\"},"
+				"{\"index\":1,\"error\":{\"code\":\"X\",\"message\":\"m\"}},"
+				"{\"url\":\"https://e/3\"}]");
+	assert_non_null(in.images);
+	in.max_images = 3;
+	text = journal_record_json(&in);
+	assert_non_null(text);
+	assert_int_equal(journal_record_parse(text, strlen(text), &out), 0);
+	assert_int_equal(out.max_images, 3);
+	assert_int_equal(cJSON_GetArraySize(out.images), 3);
+	assert_string_equal(
+	    cJSON_GetObjectItem(cJSON_GetArrayItem(out.images, 2), "url")->valuestring,
+	    "https://e/3");
+	journal_record_clear(&out);
+	cJSON_Delete(in.images);
 	cJSON_Delete(in.usage);
 	free(text);
 }
@@ -97,6 +118,13 @@ static void test_refusals(void **state)
 		"{\"folder\":\"/a\",\"source\":\"x.png\",\"stem\":\"x\",\"url\":\"https://e/\","
 		"\"source_mtime\":\"2026-01-01T00:00:00Z\",\"source_size\":-1,\"created\":1,"
 		"\"generated_at_ms\":1,\"elapsed_ms\":1,\"attempts\":1}",
+		/* images that are not a list of entries */
+		"{\"folder\":\"/a\",\"source\":\"x.png\",\"stem\":\"x\",\"url\":\"https://e/\","
+		"\"source_mtime\":\"2026-01-01T00:00:00Z\",\"source_size\":1,\"created\":1,"
+		"\"generated_at_ms\":1,\"elapsed_ms\":1,\"attempts\":1,\"images\":{}}",
+		"{\"folder\":\"/a\",\"source\":\"x.png\",\"stem\":\"x\",\"url\":\"https://e/\","
+		"\"source_mtime\":\"2026-01-01T00:00:00Z\",\"source_size\":1,\"created\":1,"
+		"\"generated_at_ms\":1,\"elapsed_ms\":1,\"attempts\":1,\"images\":[]}",
 		/* a bad mtime */
 		"{\"folder\":\"/a\",\"source\":\"x.png\",\"stem\":\"x\",\"url\":\"https://e/\","
 		"\"source_mtime\":\"yesterday\",\"source_size\":1,\"created\":1,"
@@ -200,6 +228,7 @@ static void test_largest_records_read_back(void **state)
 	cJSON *usage = cJSON_CreateObject(), *a = cJSON_AddObjectToObject(usage, "a");
 	cJSON *b = cJSON_AddObjectToObject(a, "b"), *arr = cJSON_AddArrayToObject(b, "c");
 	struct journal_record rec = {0}, got;
+	cJSON *outputs;
 
 	(void)state;
 	assert_non_null(url);
@@ -275,6 +304,60 @@ static void test_largest_records_read_back(void **state)
 	journal_record_clear(&got);
 	free(back);
 	free(text);
+
+	/* Several outputs: every URL (or error) of API_IMAGES_MAX entries in the
+	 * journal record, every output (or error) in the sidecar. */
+	rec.images = cJSON_CreateArray();
+	outputs = cJSON_CreateArray();
+	assert_non_null(rec.images);
+	assert_non_null(outputs);
+	for (int i = 0; i < API_IMAGES_MAX; i++) {
+		cJSON *img = cJSON_CreateObject(), *out = cJSON_CreateObject(), *err;
+
+		assert_non_null(img);
+		assert_non_null(out);
+		assert_non_null(cJSON_AddStringToObject(img, "url", url));
+		assert_non_null(cJSON_AddStringToObject(img, "size", size));
+		cJSON_AddItemToArray(rec.images, img);
+		assert_non_null(cJSON_AddNumberToObject(out, "index", i));
+		if (i % 2) {
+			err = cJSON_AddObjectToObject(out, "error");
+			assert_non_null(cJSON_AddStringToObject(err, "code", code));
+			assert_non_null(cJSON_AddStringToObject(err, "message", message));
+		} else {
+			assert_non_null(cJSON_AddStringToObject(out, "output", path));
+			assert_non_null(cJSON_AddStringToObject(out, "size", size));
+		}
+		cJSON_AddItemToArray(outputs, out);
+	}
+	rec.max_images = API_IMAGES_MAX;
+	text = journal_record_json(&rec);
+	assert_non_null(text);
+	assert_true(strlen(text) < SIDECAR_RECORD_MAX);
+	back = read_back(text);
+	assert_int_equal(journal_record_parse(back, strlen(back), &got), 0);
+	assert_int_equal(cJSON_GetArraySize(got.images), API_IMAGES_MAX);
+	assert_string_equal(
+	    cJSON_GetObjectItem(cJSON_GetArrayItem(got.images, 14), "url")->valuestring, url);
+	assert_int_equal(got.max_images, API_IMAGES_MAX);
+	journal_record_clear(&got);
+	free(back);
+	free(text);
+	cJSON_Delete(rec.images);
+	rec.images = NULL;
+	s.outputs = outputs;
+	s.max_images = API_IMAGES_MAX;
+	text = sidecar_success_json(&s);
+	assert_non_null(text);
+	assert_true(strlen(text) < SIDECAR_RECORD_MAX);
+	back = read_back(text);
+	doc = cJSON_Parse(back);
+	assert_non_null(doc);
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(doc, "outputs")), API_IMAGES_MAX);
+	cJSON_Delete(doc);
+	free(back);
+	free(text);
+	cJSON_Delete(outputs);
 
 	cJSON_Delete(usage);
 	free(path);

@@ -420,6 +420,86 @@ static void test_undurable_result_holds_slot(void **state)
 	assert_int_equal(s.held, 0);
 }
 
+/* A folder whose requests may make 3 images (max_images 3): one starts only
+ * when 3 fit the daily limits (folder and global) and the bucket; in flight
+ * it counts as 3; answered, the images actually made count. */
+static void test_images_per_request(void **state)
+{
+	struct sched s;
+	struct sched_folder a = {.max_images_per_day = 5, .images_per_request = 3};
+	struct sched_folder g = {.images_per_request = 3}, one = {0};
+	struct sched_limits lim = limits(10, 0, 0);
+	struct sched_verdict v;
+	int64_t now = JAN10_2030_UTC;
+
+	(void)state;
+	set_tz("XYZ-3");
+	sched_init(&s, &lim, 0);
+	sched_roll_day(&s, &a, now);
+	assert_int_equal(sched_may_start(&s, &a, 0, now).answer, SCHED_YES);
+	sched_started_images(&s, &a, 3);
+	assert_int_equal(a.in_flight_images, 3);
+	assert_int_equal(s.in_flight_images, 3);
+	/* 3 in flight + 3 more > 5: the second waits for midnight. */
+	v = sched_may_start(&s, &a, 0, now);
+	assert_int_equal(v.answer, SCHED_NO_TODAY);
+	assert_int_equal(v.reason, SCHED_REASON_FOLDER_DAY);
+	sched_answered_images(&s, &a, 3);
+	assert_int_equal(a.in_flight_images, 0);
+	/* A relay made only 2: 2 of 5 counted, and 2 + 3 fit. */
+	sched_paid(&s, &a, 2);
+	assert_int_equal(sched_may_start(&s, &a, 0, now).answer, SCHED_YES);
+	sched_paid(&s, &a, 1);
+	assert_int_equal(sched_may_start(&s, &a, 0, now).answer, SCHED_NO_TODAY);
+
+	/* The global limit: 4 a day, one image made so far elsewhere. */
+	lim = limits(10, 4, 0);
+	sched_init(&s, &lim, 0);
+	sched_roll_day(&s, &g, now);
+	sched_roll_day(&s, &one, now);
+	spend(&s, &one, 1);
+	assert_int_equal(sched_may_start(&s, &g, 0, now).answer, SCHED_YES);
+	spend(&s, &one, 1);
+	/* 2 made + 3 > 4: held by the global limit, while one image still fits. */
+	v = sched_may_start(&s, &g, 0, now);
+	assert_int_equal(v.answer, SCHED_NO_TODAY);
+	assert_int_equal(v.reason, SCHED_REASON_DAY);
+	assert_int_equal(v.count, 2);
+	assert_int_equal(sched_may_start(&s, &one, 0, now).answer, SCHED_YES);
+	/* A request may not ask for more than the global limit: it needs it all. */
+	g.images_per_request = 9;
+	sched_init(&s, &lim, 0);
+	sched_roll_day(&s, &g, now);
+	assert_int_equal(sched_may_start(&s, &g, 0, now).answer, SCHED_YES);
+}
+
+/* The bucket: a request of 3 images needs 3 tokens and takes them. */
+static void test_bucket_counts_images(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {.images_per_request = 3};
+	struct sched_limits lim = limits(10, 0, 6);
+	struct sched_verdict v;
+	uint64_t t = 1000000;
+
+	(void)state;
+	sched_init(&s, &lim, t);
+	assert_int_equal(sched_may_start(&s, &f, t, JAN10_2030_UTC).answer, SCHED_YES);
+	sched_started_images(&s, &f, 3);
+	assert_int_equal(sched_may_start(&s, &f, t, JAN10_2030_UTC).answer, SCHED_YES);
+	sched_started_images(&s, &f, 3);
+	v = sched_may_start(&s, &f, t, JAN10_2030_UTC);
+	assert_int_equal(v.answer, SCHED_NO_UNTIL);
+	assert_int_equal(v.reason, SCHED_REASON_MINUTE);
+	/* Empty: asked again when the first token is back (10 s at 6 a minute). */
+	assert_int_equal(v.wait_ms, 10001);
+	/* After 20 s two tokens are back: enough for one image, not for 3. */
+	v = sched_may_start(&s, &f, t + 20000, JAN10_2030_UTC);
+	assert_int_equal(v.answer, SCHED_NO_UNTIL);
+	assert_int_equal(v.wait_ms, 10001);
+	assert_int_equal(sched_may_start(&s, &f, t + 30000, JAN10_2030_UTC).answer, SCHED_YES);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -430,6 +510,8 @@ int main(void)
 	    cmocka_unit_test(test_spend_limit),
 	    cmocka_unit_test(test_day_of_summer_time_change),
 	    cmocka_unit_test(test_folder_limit_against_global),
+	    cmocka_unit_test(test_images_per_request),
+	    cmocka_unit_test(test_bucket_counts_images),
 	    cmocka_unit_test(test_in_flight_limit),
 	    cmocka_unit_test(test_pause_blocks_all_but_one_probe),
 	    cmocka_unit_test(test_preparation_withdrawn),

@@ -341,6 +341,38 @@ static void test_parse_roundtrip(void **state)
 	cJSON_Delete(usage);
 }
 
+/* A sidecar of several outputs: written with its list, "output" the first;
+ * without usage (a relay) the images are counted from the list. */
+static void test_several_outputs(void **state)
+{
+	cJSON *outputs = cJSON_Parse("[{\"index\":0,\"output\":\"a-1.jpeg\",\"size\":\"1x1\"},"
+				     "{\"index\":1,\"error\":{\"code\":\"X\",\"message\":\"m\"}},"
+				     "{\"index\":2,\"output\":\"a-2.jpeg\",\"size\":null}]");
+	struct sidecar_success s = sample_success(NULL);
+	struct sidecar_doc d;
+	cJSON *root;
+	char *text;
+
+	(void)state;
+	assert_non_null(outputs);
+	s.output = "a-1.jpeg";
+	s.outputs = outputs;
+	s.max_images = 3;
+	text = sidecar_success_json(&s);
+	assert_non_null(text);
+	root = cJSON_Parse(text);
+	assert_non_null(root);
+	assert_true(cJSON_Compare(cJSON_GetObjectItem(root, "outputs"), outputs, true));
+	assert_int_equal(cJSON_GetObjectItem(root, "max_images")->valueint, 3);
+	assert_true(cJSON_IsNull(cJSON_GetObjectItem(root, "usage")));
+	cJSON_Delete(root);
+	assert_int_equal(sidecar_parse(text, strlen(text), &d), 0);
+	assert_int_equal(d.generated_images, 2);
+	sidecar_doc_clear(&d);
+	free(text);
+	cJSON_Delete(outputs);
+}
+
 static void test_parse_error_sidecar(void **state)
 {
 	struct sidecar_error e = {
@@ -386,6 +418,9 @@ static void test_parse_reuse_refuses(void **state)
 	    {"watermark", NULL},
 	    {"watermark", "\"yes\""},
 	    {"source_size", "-1"},
+	    /* several outputs: a reuse links one output only */
+	    {"outputs",
+	     "[{\"index\":0,\"output\":\"a-1.jpeg\"},{\"index\":1,\"output\":\"a-2.jpeg\"}]"},
 	};
 	struct sidecar_success s = sample_success(NULL);
 	char *good = sidecar_success_json(&s);
@@ -586,6 +621,7 @@ int main(void)
 	    cmocka_unit_test(test_sidecar_json),
 	    cmocka_unit_test(test_error_json),
 	    cmocka_unit_test(test_parse_roundtrip),
+	    cmocka_unit_test(test_several_outputs),
 	    cmocka_unit_test(test_parse_error_sidecar),
 	    cmocka_unit_test(test_parse_reuse_refuses),
 	    cmocka_unit_test(test_parse_reuse_bounds),

@@ -523,7 +523,17 @@ static void test_scan_takes_first_image(void **state)
 	assert_int_equal(res.created, 17);
 	assert_int_equal(res.generated_images, 1);
 	api_result_clear(&res);
-	/* Without the scanner's word, an empty b64_json is no image. */
+	/* Without the scanner's word, an empty b64_json is no image: data[0] is
+	 * recorded as failed, and data[1] (paid for too) is the image. */
+	assert_int_equal(api_parse_response(200, body, strlen(body), NULL, &res), 0);
+	assert_int_equal(res.outcome, API_OUTCOME_OK);
+	assert_int_equal(res.n_images, 2);
+	assert_int_equal(res.n_ok, 1);
+	assert_string_equal(res.images[0].error_code, "MalformedResponse");
+	assert_string_equal(res.b64_json, "REVG");
+	api_result_clear(&res);
+	/* And with nothing else in data[], the answer is no image at all. */
+	(void)snprintf(body, sizeof(body), "{\"data\":[{\"b64_json\":\"\"}]}");
 	assert_int_equal(api_parse_response(200, body, strlen(body), NULL, &res), 0);
 	assert_int_equal(res.outcome, API_OUTCOME_RETRY);
 	api_result_clear(&res);
