@@ -18,6 +18,22 @@ enum fit_mode {
 	FIT_ALWAYS,   /* re-encode every image: upright, sRGB, metadata stripped */
 };
 
+/* The API takes at most this many images in one request (the dropped one
+ * and its references). */
+#define CONFIG_IMAGES_MAX 14
+
+/* A reference image (references:), as it was when the configuration was
+ * read: a request sends it only while it is still this file (refs.h). */
+struct config_reference {
+	char *path;        /* absolute */
+	uint64_t size;
+	uint64_t dev, ino;
+	int64_t mtime_sec;
+	long mtime_nsec;
+	char format[8];    /* the data URL's name, "png" */
+	int line, column;  /* where it is listed, 1-based */
+};
+
 /* One watched folder, after inheriting from "defaults:". */
 /* The API advises ~600 words; the bound keeps every sidecar readable. */
 #define CONFIG_PROMPT_MAX 8192
@@ -43,6 +59,8 @@ struct folder_config {
 	enum fit_mode fit;            /* default auto */
 	unsigned fit_quality;         /* JPEG quality of fitted images, 50..100, default 92 */
 	int line, column;             /* where the folder entry starts, 1-based */
+	struct config_reference *references; /* sent after the dropped image, in order */
+	size_t n_references;          /* 0..CONFIG_IMAGES_MAX - 1 */
 };
 
 struct api_config {

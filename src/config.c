@@ -15,6 +15,7 @@
 #include <yaml.h>
 
 #include "fdio.h"
+#include "refs.h"
 #include "url.h"
 
 #define MAX_DOCUMENT_BYTES (1024 * 1024)
@@ -123,6 +124,7 @@ enum {
 	FK_MAX_PER_DAY,
 	FK_FIT,
 	FK_FIT_QUALITY,
+	FK_REFERENCES,
 	FK_COUNT
 };
 
@@ -145,6 +147,7 @@ static const char *const folder_keys[FK_COUNT] = {
 	[FK_MAX_PER_DAY] = "max_images_per_day",
 	[FK_FIT] = "fit",
 	[FK_FIT_QUALITY] = "fit_quality",
+	[FK_REFERENCES] = "references",
 };
 
 static const char *const fit_names[] = {
@@ -832,6 +835,58 @@ static int get_globs(struct ctx *c, const yaml_node_t *n, struct folder_config *
 	return 0;
 }
 
+/* references: a sequence of absolute paths to images the API takes, each
+ * validated here (refs_probe) and refused at its own line and column. */
+static int get_references(struct ctx *c, const yaml_node_t *n, struct folder_config *fc)
+{
+	struct config_reference *refs = NULL;
+	yaml_node_item_t *items = NULL;
+	size_t count = 0, done = 0;
+	int r = 0;
+
+	if (is_null(n))
+		count = 0;
+	else if (n->type == YAML_SEQUENCE_NODE) {
+		items = n->data.sequence.items.start;
+		count = (size_t)(n->data.sequence.items.top - items);
+	} else
+		return fail_at(c, n->start_mark,
+			       "references: expected a sequence of absolute image paths, got %s",
+			       kind_of(n));
+	if (count > CONFIG_IMAGES_MAX - 1)
+		return fail_at(c, n->start_mark,
+			       "references: %zu images, but a request takes at most %d (the "
+			       "dropped image and %d references)",
+			       count, CONFIG_IMAGES_MAX, CONFIG_IMAGES_MAX - 1);
+	if (count && !(refs = calloc(count, sizeof(*refs))))
+		return oom(c);
+	for (; done < count && r == 0; done++) {
+		const yaml_node_t *item = node_at(c, items[done]);
+		struct config_reference *ref = &refs[done];
+		char why[512];
+
+		r = get_path(c, item, "references", &ref->path);
+		if (r < 0)
+			break;
+		ref->line = (int)item->start_mark.line + 1;
+		ref->column = (int)item->start_mark.column + 1;
+		r = refs_probe(ref->path, ref, why, sizeof(why));
+		if (r == -ENOMEM)
+			r = oom(c);
+		else if (r < 0)
+			r = fail_at(c, item->start_mark, "references: %s %s", quote(ref->path).s,
+				    why);
+	}
+	if (r < 0) {
+		refs_free(refs, count);
+		return r;
+	}
+	refs_free(fc->references, fc->n_references);
+	fc->references = refs;
+	fc->n_references = count;
+	return 0;
+}
+
 /* Every key known, none twice; found[i] gets the pair for keys[i]. */
 static int walk_mapping(struct ctx *c, const yaml_node_t *map, const char *const *keys,
 			size_t nkeys, const char *where, struct found *found)
@@ -877,6 +932,7 @@ static void folder_clear(struct folder_config *f)
 	for (size_t i = 0; i < f->n_exclude; i++)
 		free(f->exclude[i]);
 	free(f->exclude);
+	refs_free(f->references, f->n_references);
 	memset(f, 0, sizeof(*f));
 }
 
@@ -909,6 +965,8 @@ static int folder_copy(struct ctx *c, struct folder_config *dst, const struct fo
 	dst->path = dst->output = dst->prompt = dst->size = dst->done_dir = NULL;
 	dst->exclude = NULL;
 	dst->n_exclude = 0;
+	dst->references = NULL;
+	dst->n_references = 0;
 	if (dup_opt(&dst->path, src->path) < 0 || dup_opt(&dst->output, src->output) < 0 ||
 	    dup_opt(&dst->prompt, src->prompt) < 0 || dup_opt(&dst->size, src->size) < 0 ||
 	    dup_opt(&dst->done_dir, src->done_dir) < 0)
@@ -922,6 +980,9 @@ static int folder_copy(struct ctx *c, struct folder_config *dst, const struct fo
 			if (dup_opt(&dst->exclude[i], src->exclude[i]) < 0)
 				return oom(c);
 	}
+	if (refs_copy(src->references, src->n_references, &dst->references) < 0)
+		return oom(c);
+	dst->n_references = src->n_references;
 	return 0;
 }
 
@@ -993,6 +1054,8 @@ static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
 		r = get_enum(c, v, key, fit_names, N_ELEMENTS(fit_names), &e);
 		fc->fit = (enum fit_mode)e;
 		return r;
+	case FK_REFERENCES:
+		return get_references(c, v, fc);
 	case FK_FIT_QUALITY: {
 		uint64_t q = 0;
 		r = get_uint(c, v, key, 50, 100, &q);
@@ -1068,6 +1131,18 @@ static int finish_folder(struct ctx *c, const yaml_node_t *map, struct folder_co
 			return oom(c);
 		normalise_path(fc->done_dir, &why); /* only to fold the "//" of output "/" */
 		m->done = m->output;
+	}
+	/* The size limit is the folder's (it may be set after references:). */
+	for (size_t i = 0; i < fc->n_references; i++) {
+		const struct config_reference *ref = &fc->references[i];
+		yaml_mark_t at = {.line = (size_t)ref->line - 1, .column = (size_t)ref->column - 1};
+
+		if (ref->size > fc->max_input_bytes)
+			return fail_at(c, at,
+				       "references: %s has %" PRIu64 " bytes, more than max_input_bytes "
+				       "(%" PRIu64 ") of folder %s",
+				       quote(ref->path).s, ref->size, fc->max_input_bytes,
+				       quote(fc->path).s);
 	}
 	fc->line = (int)map->start_mark.line + 1;
 	fc->column = (int)map->start_mark.column + 1;
