@@ -48,6 +48,12 @@ struct sidecar_fitted {
 	uint64_t bytes_sent;
 };
 
+/* A reference image sent after the source (references:). */
+struct sidecar_reference {
+	const char *path;	/* absolute */
+	const char *sha256_hex; /* of the bytes sent; NULL when unknown (written as null) */
+};
+
 struct sidecar_success {
 	struct sidecar_source src;
 	const char *output; /* output file name, relative to the output folder */
@@ -66,6 +72,8 @@ struct sidecar_success {
 	const char *version;		     /* seedreamd_version */
 	const char *reused_from;	     /* NULL, or the source whose paid result was reused */
 	const struct sidecar_fitted *fitted; /* NULL, or how the source was converted */
+	const struct sidecar_reference *references; /* sent after the source, in order */
+	size_t n_references; /* 0: no "references" member */
 };
 
 struct sidecar_error {
@@ -86,7 +94,7 @@ struct sidecar_error {
  * output, model, prompt, size, result_size, watermark, response_format,
  * created, usage, request_id, attempts, elapsed_ms, completed_at (RFC 3339),
  * seedreamd_version, reused_from (only when set), fitted {from, to, reasons,
- * bytes_sent} (only when set); for errors: error {http_status, code, message},
+ * bytes_sent} (only when set), references [{path, sha256}] (only when some); for errors: error {http_status, code, message},
  * request_id, attempts, failed_at, seedreamd_version. */
 char *sidecar_success_json(const struct sidecar_success *s);
 char *sidecar_error_json(const struct sidecar_error *e);

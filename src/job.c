@@ -407,6 +407,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 	jobs->n_jobs--;
 	job_release_transfers(jobs, job);
 	job_fit_release(job);
+	job_refs_release(job);
 	api_result_clear(&job->result);
 	work_close(jobs->store_pool, job->out_dirfd);
 	job_release_stem(jobs, job);

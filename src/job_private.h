@@ -22,6 +22,7 @@
 #include "journal.h"
 #include "log.h"
 #include "output.h"
+#include "refs.h"
 #include "schedule.h"
 #include "sidecar.h"
 #include "transfer.h"
@@ -113,7 +114,18 @@ struct job {
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
 	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
+	struct job_ref_sent *refs_sent; /* the references of its last request, for the sidecar */
+	size_t n_refs_sent;
 };
+
+/* A reference image as a request sent it (job_send.c). */
+struct job_ref_sent {
+	char *path;
+	char format[8];
+	char sha256[65]; /* once sent whole; "" before */
+};
+/* Forgets refs_sent (a new request, or the job is freed). */
+void job_refs_release(struct job *job);
 
 struct job_list {
 	struct job *head, *tail;

@@ -569,6 +569,7 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	struct sidecar_success s = {0};
 	struct sidecar_fitted fitted;
 	const char *reasons[FIT_REASON_COUNT];
+	struct sidecar_reference refs[CONFIG_IMAGES_MAX];
 	char *dir;
 
 	if (!c)
@@ -606,6 +607,12 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	s.completed_at = c->completed_at;
 	s.version = SEEDREAMD_VERSION;
 	s.fitted = job_fit_sidecar(job, &fitted, reasons, FIT_REASON_COUNT);
+	for (size_t i = 0; i < job->n_refs_sent && i < CONFIG_IMAGES_MAX; i++) {
+		refs[i].path = job->refs_sent[i].path;
+		refs[i].sha256_hex = job->refs_sent[i].sha256[0] ? job->refs_sent[i].sha256 : NULL;
+	}
+	s.references = refs;
+	s.n_references = job->n_refs_sent < CONFIG_IMAGES_MAX ? job->n_refs_sent : 0;
 	c->doc = sidecar_success_json(&s);
 	if (!c->doc)
 		log_oom();

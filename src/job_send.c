@@ -112,6 +112,7 @@ struct job_answer {
 	CURLcode result;
 	long status;
 	bool file_changed, read_whole, paid_too_large;
+	size_t changed_part; /* with file_changed: 0 the source, i + 1 reference i */
 	const char *code;
 	char msg[256];
 	struct transfer_dl *img; /* a b64_json image decoded as it arrived */
@@ -168,6 +169,10 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	ans->result = result;
 	ans->status = status;
 	ans->file_changed = g->file_changed;
+	ans->changed_part = g->changed_part;
+	for (size_t i = 0; i < g->n_parts && i < job->n_refs_sent; i++)
+		memcpy(job->refs_sent[i].sha256, g->parts[i].sha256_hex,
+		       sizeof(job->refs_sent[i].sha256));
 	ans->read_whole = g->sha256_hex[0] != '\0';
 	ans->src_fd = src_fd >= 0 ? dup(src_fd) : -1;
 	ans->src.dev = job->dev;
@@ -219,8 +224,14 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 	} else if (ans->file_changed || !ans->unchanged) {
 		/* The file changed while it was being sent: what was sent is not the
 		 * file. Look at the new version once it settles. */
-		log_warn("%s/%s changed while it was being sent; waiting for it to settle",
-			 job->folder->cfg->path, job->rel);
+		if (ans->changed_part && ans->changed_part <= job->n_refs_sent)
+			log_warn("reference %s changed while it was being sent with %s/%s; "
+				 "waiting",
+				 job->refs_sent[ans->changed_part - 1].path,
+				 job->folder->cfg->path, job->rel);
+		else
+			log_warn("%s/%s changed while it was being sent; waiting for it to settle",
+				 job->folder->cfg->path, job->rel);
 		if (img)
 			job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), img->fd,
 					   img->tmp_name);
@@ -338,11 +349,32 @@ struct job_prepare_io {
 	struct job_stem stem;
 	uint64_t min_free;
 	bool b64, rechecked;
+	struct config_reference *refs; /* the folder's references, copied */
+	size_t n_refs;
 	/* results */
 	int r, fd, dirfd, img_fd;
 	bool gone, changed, space_low;
 	char img_tmp[300];
+	int *ref_fds;	/* n_refs, -1 where not open */
+	size_t ref_bad; /* with ref_err: the reference that is not as validated */
+	int ref_err;	/* -ESTALE (changed) or -errno of opening it */
 };
+
+/* Opens the references; false (ref_bad, ref_err) when one is not the file
+ * that was validated: no request pays with a wrong reference. */
+static bool job_prepare_refs(struct job_prepare_io *p)
+{
+	for (size_t i = 0; i < p->n_refs; i++) {
+		int fd = refs_open(&p->refs[i]);
+		if (fd < 0) {
+			p->ref_bad = i;
+			p->ref_err = fd;
+			return false;
+		}
+		p->ref_fds[i] = fd;
+	}
+	return true;
+}
 
 static void job_prepare_work(struct job_io *io)
 {
@@ -358,6 +390,8 @@ static void job_prepare_work(struct job_io *io)
 		p->changed = true;
 		return;
 	}
+	if (!job_prepare_refs(p))
+		return;
 	p->dirfd = p->r = job_out_open(&p->out);
 	if (p->r < 0)
 		return;
@@ -376,6 +410,11 @@ static void job_prepare_work(struct job_io *io)
 
 static void job_prepare_free(struct jobs *jobs, struct job_prepare_io *p, bool keep)
 {
+	/* Those handed to a transfer are -1 by now. */
+	for (size_t i = 0; i < p->n_refs && p->ref_fds; i++)
+		work_close(jobs->store_pool, p->ref_fds[i]);
+	free(p->ref_fds);
+	refs_free(p->refs, p->n_refs);
 	if (!keep) {
 		work_close(jobs->store_pool, p->fd);
 		if (p->img_fd >= 0)
@@ -391,7 +430,34 @@ static void job_prepare_free(struct jobs *jobs, struct job_prepare_io *p, bool k
 
 static void job_prepare_submit(struct jobs *jobs, struct job *job, struct job_prepare_io *p);
 static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int img_fd,
-			       const char *img_tmp);
+			       const char *img_tmp, struct job_prepare_io *p);
+
+/* A reference changed or vanished since the configuration was read: the
+ * file waits, unpaid, until the reference is back or a reload accepts the
+ * new one (a batch run leaves it for a later run). */
+static void job_hold_for_reference(struct jobs *jobs, struct job *job,
+				   const struct job_prepare_io *p)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	const char *ref = p->refs[p->ref_bad].path;
+	const char *why = p->ref_err == -ESTALE ? "changed since the configuration was read"
+						: strerror(-p->ref_err);
+
+	job_close_output_dir(job);
+	if (jobs->once) {
+		log_job(LOG_WARNING, cfg->path, job->rel, NULL, "Reference.Changed",
+			"%s/%s left for a later run: reference %s: %s (reload to accept a new "
+			"version)",
+			cfg->path, job->rel, ref, why);
+		job_advance(jobs, job, JOB_VERDICT(LEAVE));
+		return;
+	}
+	log_job(LOG_WARNING, cfg->path, job->rel, NULL, "Reference.Changed",
+		"%s/%s waits: reference %s: %s (nothing is sent with another version; reload "
+		"to accept it)",
+		cfg->path, job->rel, ref, why);
+	job_advance(jobs, job, JOB_VERDICT(RETRY, .delay_ms = JOBS_STORAGE_RETRY_MS));
+}
 
 static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *io)
 {
@@ -413,6 +479,11 @@ static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *
 		job->dirty = false;
 		job_advance(jobs, job,
 			    JOB_VERDICT(SETTLE, .delay_ms = job->folder->cfg->settle_ms));
+		return;
+	}
+	if (p->ref_err) {
+		job_hold_for_reference(jobs, job, p);
+		job_prepare_free(jobs, p, false);
 		return;
 	}
 	if (r == -ESTALE && !p->rechecked) {
@@ -460,14 +531,22 @@ static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *
 		char img_tmp[sizeof(p->img_tmp)];
 
 		memcpy(img_tmp, p->img_tmp, sizeof(img_tmp));
+		job_generate_start(jobs, job, fd, img_fd, img_tmp, p);
 		job_prepare_free(jobs, p, true);
-		job_generate_start(jobs, job, fd, img_fd, img_tmp);
 	}
 }
 
 static void job_prepare_submit(struct jobs *jobs, struct job *job, struct job_prepare_io *p)
 {
 	p->fd = p->dirfd = p->img_fd = -1;
+	if (refs_copy(job->folder->cfg->references, job->folder->cfg->n_references, &p->refs) < 0)
+		log_oom();
+	p->n_refs = job->folder->cfg->n_references;
+	p->ref_fds = malloc((p->n_refs ? p->n_refs : 1) * sizeof(*p->ref_fds));
+	if (!p->ref_fds)
+		log_oom();
+	for (size_t i = 0; i < p->n_refs; i++)
+		p->ref_fds[i] = -1;
 	job_src_fill(job, &p->src);
 	job_out_fill(job, &p->out, p->rechecked);
 	job_stem_fill(jobs, job, &p->stem);
@@ -496,10 +575,49 @@ void job_generate(struct jobs *jobs, struct job *job)
 	job_prepare_submit(jobs, job, p);
 }
 
+void job_refs_release(struct job *job)
+{
+	for (size_t i = 0; i < job->n_refs_sent; i++)
+		free(job->refs_sent[i].path);
+	free(job->refs_sent);
+	job->refs_sent = NULL;
+	job->n_refs_sent = 0;
+}
+
+/* The references p opened go after the image: their separators into the
+ * transfer with their descriptors (taken from p), and what is sent into
+ * job->refs_sent for the sidecar. */
+static int job_add_references(struct job *job, struct job_prepare_io *p, char **seps)
+{
+	job_refs_release(job);
+	if (!p->n_refs)
+		return 0;
+	job->refs_sent = calloc(p->n_refs, sizeof(*job->refs_sent));
+	if (!job->refs_sent)
+		return -ENOMEM;
+	job->n_refs_sent = p->n_refs;
+	for (size_t i = 0; i < p->n_refs; i++) {
+		struct job_ref_sent *sent = &job->refs_sent[i];
+		int r;
+
+		sent->path = strdup(p->refs[i].path);
+		if (!sent->path)
+			return -ENOMEM;
+		memcpy(sent->format, p->refs[i].format, sizeof(sent->format));
+		r = transfer_gen_add_part(job->gen, seps[i], p->ref_fds[i], p->refs[i].size);
+		seps[i] = NULL;
+		p->ref_fds[i] = -1;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* The send is ready: fd is the source (still the version validated), img_fd
- * the b64_json image's temporary file or -1. */
+ * the b64_json image's temporary file or -1, p the request that readied it
+ * (its references' descriptors are taken). */
 static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int img_fd,
-			       const char *img_tmp)
+			       const char *img_tmp, struct job_prepare_io *p)
 {
 	const struct folder_config *cfg = job->folder->cfg;
 	struct api_request req = {
@@ -511,7 +629,8 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 		jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON ? "b64_json" : "url",
 	    .image_format = image_format_name(job->format),
 	};
-	char *prefix = NULL, *suffix = NULL;
+	char *prefix = NULL, *suffix = NULL, **seps = NULL;
+	const char *ref_formats[CONFIG_IMAGES_MAX];
 	uint64_t send_size = job->size;
 	int r;
 
@@ -534,7 +653,10 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 		send_size = job->fitted->res.bytes;
 		req.image_format = image_format_name(job->fitted->res.format);
 	}
-	r = api_request_frame(&req, &prefix, &suffix);
+	for (size_t i = 0; i < p->n_refs && i < CONFIG_IMAGES_MAX; i++)
+		ref_formats[i] = p->refs[i].format;
+	/* One image: the body as it always was, "image" a string. */
+	r = api_request_frame_images(&req, ref_formats, p->n_refs, &prefix, &seps, &suffix);
 	if (r < 0)
 		log_oom();
 	job->gen = calloc(1, sizeof(*job->gen));
@@ -543,6 +665,9 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	job->gen->fd = -1;
 	job->gen->img.fd = img_fd;
 	(void)snprintf(job->gen->img.tmp_name, sizeof(job->gen->img.tmp_name), "%s", img_tmp);
+	if (job_add_references(job, p, seps) < 0)
+		log_oom();
+	free(seps);
 	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
 			       send_size, &jobs->net, jobs->io_pool);
 	if (r >= 0)

@@ -269,6 +269,25 @@ static bool add_fitted(cJSON *obj, const struct sidecar_fitted *f)
 	return add_number(o, "bytes_sent", (double)f->bytes_sent);
 }
 
+static bool add_references(cJSON *obj, const struct sidecar_reference *refs, size_t n)
+{
+	cJSON *arr = cJSON_AddArrayToObject(obj, "references");
+
+	if (!arr)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		cJSON *o = cJSON_CreateObject();
+		if (!o || !cJSON_AddItemToArray(arr, o)) {
+			cJSON_Delete(o);
+			return false;
+		}
+		if (!sidecar_add_name(o, "path", refs[i].path) ||
+		    !sidecar_add_string(o, "sha256", refs[i].sha256_hex))
+			return false;
+	}
+	return true;
+}
+
 char *sidecar_success_json(const struct sidecar_success *s)
 {
 	cJSON *root;
@@ -294,7 +313,8 @@ char *sidecar_success_json(const struct sidecar_success *s)
 	     add_time(root, "completed_at", s->completed_at, -1) &&
 	     sidecar_add_string(root, "seedreamd_version", s->version) &&
 	     (!s->reused_from || sidecar_add_name(root, "reused_from", s->reused_from)) &&
-	     (!s->fitted || add_fitted(root, s->fitted));
+	     (!s->fitted || add_fitted(root, s->fitted)) &&
+	     (!s->n_references || add_references(root, s->references, s->n_references));
 	if (ok)
 		out = print_document(root);
 	cJSON_Delete(root);
