@@ -133,6 +133,11 @@ int sidecar_parse(const char *json, size_t len, struct sidecar_doc *ret_doc);
  * watermark is missing, or output is not valid UTF-8 (output_hex) or holds "..". */
 int sidecar_parse_reuse(const char *json, size_t len, struct sidecar_doc *ret_doc);
 void sidecar_doc_clear(struct sidecar_doc *doc); /* frees members; accepts NULL */
+/* Whether a success sidecar lists exactly these references (path and
+ * sha256, in order; none when it has no "references"): a result made with
+ * other references is not the one this file would get. */
+bool sidecar_references_equal(const char *json, size_t len, const struct sidecar_reference *refs,
+			      size_t n);
 
 /* Names on disk need not be UTF-8, JSON text must be: a name that is not
  * valid UTF-8 is written readable (U+FFFD for bad bytes) under key, and

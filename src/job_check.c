@@ -174,6 +174,8 @@ struct job_reuse_io {
 	char *prompt, *size;
 	bool watermark;
 	char sha[65];
+	struct config_reference *refs; /* the folder's references: the result must be of them */
+	size_t n_refs;
 	struct job_out out;
 	struct job_stem stem;
 	struct job_success success;
@@ -186,6 +188,25 @@ struct job_reuse_io {
 	char *rel_out;
 };
 
+/* The folder's references as they are now, hashed (on the worker). */
+static int job_reuse_refs(struct job_reuse_io *u, struct sidecar_reference *refs,
+			  char (*hex)[65])
+{
+	for (size_t i = 0; i < u->n_refs && i < CONFIG_IMAGES_MAX; i++) {
+		int fd = refs_open(&u->refs[i]), r;
+
+		if (fd < 0)
+			return fd;
+		r = digest_sha256_fd(fd, hex[i]);
+		(void)close(fd);
+		if (r < 0)
+			return r;
+		refs[i].path = u->refs[i].path;
+		refs[i].sha256_hex = hex[i];
+	}
+	return 0;
+}
+
 /* The same bytes were already paid for under another name in this folder
  * (a file copied, or a subfolder renamed): reuse that result instead of
  * generating again, if it was made with the settings this file would get.
@@ -197,6 +218,8 @@ static void job_reuse_work(struct job_io *io)
 	char out_name[OUTPUT_NAME_MAX + 16], *text = NULL, *old_out = NULL, *doc = NULL;
 	struct sidecar_success s = {0};
 	struct sidecar_doc old = {0};
+	struct sidecar_reference refs[CONFIG_IMAGES_MAX];
+	char refs_hex[CONFIG_IMAGES_MAX][65];
 	const char *output, *ext;
 	int fd, dirfd = -1, r = 0, p;
 	size_t len;
@@ -225,6 +248,14 @@ static void job_reuse_work(struct job_io *io)
 	if (p < 0 || strcmp(old.prompt, u->prompt) != 0 ||
 	    strcmp(old.size_requested, u->size) != 0 || old.watermark != u->watermark)
 		goto out; /* other settings (or not ours to read): generate anew */
+	r = job_reuse_refs(u, refs, refs_hex);
+	if (r < 0 || !sidecar_references_equal(text, len, refs, u->n_refs)) {
+		/* Made with other references, or they cannot be read: generate
+		 * (sending checks the references again). */
+		r = r == -ENOMEM ? r : 0;
+		u->result = r ? REUSE_LOCAL_ERROR : REUSE_NONE;
+		goto out;
+	}
 	output = old.output;
 	if (asprintf(&old_out, "%s/%s", u->output_root, output) < 0) {
 		old_out = NULL;
@@ -269,6 +300,8 @@ static void job_reuse_work(struct job_io *io)
 	s.completed_at = u->completed_at;
 	s.version = SEEDREAMD_VERSION;
 	s.reused_from = u->reused_from;
+	s.references = refs;
+	s.n_references = u->n_refs;
 	doc = sidecar_success_json(&s);
 	if (!doc) {
 		r = -ENOMEM;
@@ -297,6 +330,7 @@ static void job_reuse_free(struct job_reuse_io *u)
 {
 	if (u->check)
 		job_check_free(u->check);
+	refs_free(u->refs, u->n_refs);
 	free(u->output_root);
 	free(u->sidecar);
 	free(u->reused_from);
@@ -504,6 +538,9 @@ static void job_reuse_submit(struct jobs *jobs, struct job *job, struct job_reus
 	u->prompt = xstrdup(cfg->prompt);
 	u->size = xstrdup(cfg->size);
 	u->watermark = cfg->watermark;
+	if (refs_copy(cfg->references, cfg->n_references, &u->refs) < 0)
+		log_oom();
+	u->n_refs = cfg->n_references;
 	memcpy(u->sha, job->sha256, sizeof(u->sha));
 	job_out_fill(job, &u->out, u->rechecked);
 	job_stem_fill(jobs, job, &u->stem);

@@ -288,6 +288,38 @@ static bool add_references(cJSON *obj, const struct sidecar_reference *refs, siz
 	return true;
 }
 
+bool sidecar_references_equal(const char *json, size_t len, const struct sidecar_reference *refs,
+			      size_t n)
+{
+	cJSON *root = cJSON_ParseWithLength(json, len), *arr;
+	bool same = false;
+
+	if (!root)
+		return false;
+	arr = cJSON_GetObjectItemCaseSensitive(root, "references");
+	if (!arr) {
+		same = n == 0;
+		goto out;
+	}
+	if (!cJSON_IsArray(arr) || (size_t)cJSON_GetArraySize(arr) != n)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const cJSON *o = cJSON_GetArrayItem(arr, (int)i);
+		char *path = sidecar_get_name(o, "path");
+		const cJSON *sha = cJSON_GetObjectItemCaseSensitive(o, "sha256");
+		bool match = path && !strcmp(path, refs[i].path) && cJSON_IsString(sha) &&
+			     refs[i].sha256_hex && !strcmp(sha->valuestring, refs[i].sha256_hex);
+
+		free(path);
+		if (!match)
+			goto out;
+	}
+	same = true;
+out:
+	cJSON_Delete(root);
+	return same;
+}
+
 char *sidecar_success_json(const struct sidecar_success *s)
 {
 	cJSON *root;

@@ -89,11 +89,18 @@ def test_sending(ctx):
     sc_plain = h.read_json(os.path.join(hot2 + "-out", "p.json"))
     c.check("references" not in sc_plain, "no references member without references")
 
-    # ---- restart: nothing again ------------------------------------------------------------
+    # ---- restart: nothing again; a copy reuses the result made with the same references ---
     n = len(api.generations())
+    h.write_bytes(os.path.join(hot, "a-copy.png"), sources["a.png"])
     res = ctx.run_once(config)
     c.check(res.rc == 0, "second --once exits 0", res.describe())
-    c.eq(len(api.generations()) - n, 0, "second run: no new call")
+    c.eq(len(api.generations()) - n, 0, "second run: no new call (a-copy.png reuses a.png's result)")
+    copy_sc = os.path.join(out, "a-copy.json")
+    if c.check(os.path.exists(copy_sc), "a-copy.png is done by reuse"):
+        sc = h.read_json(copy_sc)
+        c.eq(sc.get("reused_from"), "a.png", "a-copy.json names the result it reused")
+        c.eq([r.get("sha256") for r in sc.get("references") or []],
+             [h.sha256_file(style), h.sha256_file(logo)], "a-copy.json lists the same references")
 
     # ---- a reference replaced after the check: files wait, nothing paid ---------------------
     daemon = ctx.start_daemon(config, name="daemon-refs")
@@ -132,6 +139,16 @@ def test_sending(ctx):
         old = h.read_json(os.path.join(out, "a.json"))
         c.check((old.get("references") or [{}, {}])[-1].get("sha256") != h.sha256_bytes(new_logo),
                 "a.json still shows the logo it was made with (a changed reference is visible)")
+
+    # A copy of a.png now: a.png's result was made with the old logo, so it is not reused.
+    h.write_bytes(os.path.join(hot, "a-copy2.png"), sources["a.png"])
+    ok = h.wait_until(lambda: os.path.exists(os.path.join(out, "a-copy2.json")), 20)
+    c.check(ok, "a-copy2.png is done")
+    new = api.generations()[n:]
+    c.eq(len(new), 2, "a copy made after the references changed is generated anew, not reused")
+    if ok:
+        sc = h.read_json(os.path.join(out, "a-copy2.json"))
+        c.check("reused_from" not in sc, "a-copy2.json is not a reuse", repr(sc.get("reused_from")))
 
     # ---- a reference that vanished: --once leaves the file for a later run -----------------
     daemon.terminate()
