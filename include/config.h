@@ -34,6 +34,15 @@ struct config_reference {
 	int line, column;  /* where it is listed, 1-based */
 };
 
+enum group_mode {
+	GROUP_NONE = 0,    /* one request per file (default) */
+	GROUP_SUBFOLDER,   /* each immediate subfolder is one request with all its images */
+};
+enum group_ready {
+	GROUP_READY_SETTLE = 0, /* once the subfolder was quiet for settle (default) */
+	GROUP_READY_MARKER,     /* once the marker file (group_marker) is in it */
+};
+
 /* One watched folder, after inheriting from "defaults:". */
 /* The API advises ~600 words; the bound keeps every sidecar readable. */
 #define CONFIG_PROMPT_MAX 8192
@@ -61,6 +70,9 @@ struct folder_config {
 	int line, column;             /* where the folder entry starts, 1-based */
 	struct config_reference *references; /* sent after the dropped image, in order */
 	size_t n_references;          /* 0..CONFIG_IMAGES_MAX - 1 */
+	enum group_mode group;        /* default none; subfolder needs recursive false */
+	enum group_ready group_ready; /* default settle */
+	char *group_marker;           /* a file name, default ".ready" */
 };
 
 struct api_config {

@@ -74,6 +74,11 @@ struct sidecar_success {
 	const struct sidecar_fitted *fitted; /* NULL, or how the source was converted */
 	const struct sidecar_reference *references; /* sent after the source, in order */
 	size_t n_references; /* 0: no "references" member */
+	/* A group's images in the order sent (source is then the subfolder);
+	 * written as "sources": [{name, sha256, size, mtime}], name relative to
+	 * the subfolder. */
+	const struct sidecar_source *sources;
+	size_t n_sources; /* 0: no "sources" member */
 };
 
 struct sidecar_error {
@@ -138,6 +143,10 @@ void sidecar_doc_clear(struct sidecar_doc *doc); /* frees members; accepts NULL 
  * other references is not the one this file would get. */
 bool sidecar_references_equal(const char *json, size_t len, const struct sidecar_reference *refs,
 			      size_t n);
+/* Whether a sidecar's "sources" are exactly these, by name, size and mtime
+ * (not sha256: a listing has none), in order. False without "sources". */
+bool sidecar_sources_equal(const char *json, size_t len, const struct sidecar_source *srcs,
+			   size_t n);
 
 /* Names on disk need not be UTF-8, JSON text must be: a name that is not
  * valid UTF-8 is written readable (U+FFFD for bad bytes) under key, and

@@ -45,6 +45,7 @@ struct found {
 /* Where a folder's paths came from, for the overlap messages. */
 struct fmeta {
 	yaml_mark_t path, output, done;
+	yaml_mark_t group; /* where group: is set (here or in defaults) */
 };
 
 enum {
@@ -125,6 +126,9 @@ enum {
 	FK_FIT,
 	FK_FIT_QUALITY,
 	FK_REFERENCES,
+	FK_GROUP,
+	FK_GROUP_READY,
+	FK_GROUP_MARKER,
 	FK_COUNT
 };
 
@@ -148,6 +152,19 @@ static const char *const folder_keys[FK_COUNT] = {
 	[FK_FIT] = "fit",
 	[FK_FIT_QUALITY] = "fit_quality",
 	[FK_REFERENCES] = "references",
+	[FK_GROUP] = "group",
+	[FK_GROUP_READY] = "group_ready",
+	[FK_GROUP_MARKER] = "group_marker",
+};
+
+static const char *const group_names[] = {
+	[GROUP_NONE] = "none",
+	[GROUP_SUBFOLDER] = "subfolder",
+};
+
+static const char *const group_ready_names[] = {
+	[GROUP_READY_SETTLE] = "settle",
+	[GROUP_READY_MARKER] = "marker",
 };
 
 static const char *const fit_names[] = {
@@ -933,6 +950,7 @@ static void folder_clear(struct folder_config *f)
 		free(f->exclude[i]);
 	free(f->exclude);
 	refs_free(f->references, f->n_references);
+	free(f->group_marker);
 	memset(f, 0, sizeof(*f));
 }
 
@@ -967,6 +985,9 @@ static int folder_copy(struct ctx *c, struct folder_config *dst, const struct fo
 	dst->n_exclude = 0;
 	dst->references = NULL;
 	dst->n_references = 0;
+	dst->group_marker = NULL;
+	if (dup_opt(&dst->group_marker, src->group_marker) < 0)
+		return oom(c);
 	if (dup_opt(&dst->path, src->path) < 0 || dup_opt(&dst->output, src->output) < 0 ||
 	    dup_opt(&dst->prompt, src->prompt) < 0 || dup_opt(&dst->size, src->size) < 0 ||
 	    dup_opt(&dst->done_dir, src->done_dir) < 0)
@@ -1056,6 +1077,23 @@ static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
 		return r;
 	case FK_REFERENCES:
 		return get_references(c, v, fc);
+	case FK_GROUP:
+		m->group = v->start_mark;
+		r = get_enum(c, v, key, group_names, N_ELEMENTS(group_names), &e);
+		fc->group = (enum group_mode)e;
+		return r;
+	case FK_GROUP_READY:
+		r = get_enum(c, v, key, group_ready_names, N_ELEMENTS(group_ready_names), &e);
+		fc->group_ready = (enum group_ready)e;
+		return r;
+	case FK_GROUP_MARKER:
+		r = get_string(c, v, key, &fc->group_marker);
+		if (r == 0 && (!fc->group_marker[0] || strchr(fc->group_marker, '/') ||
+			       !strcmp(fc->group_marker, ".") || !strcmp(fc->group_marker, "..")))
+			return fail_at(c, v->start_mark,
+				       "group_marker: expected a file name (no \"/\"), got %s",
+				       quote(fc->group_marker).s);
+		return r;
 	case FK_FIT_QUALITY: {
 		uint64_t q = 0;
 		r = get_uint(c, v, key, 50, 100, &q);
@@ -1132,6 +1170,26 @@ static int finish_folder(struct ctx *c, const yaml_node_t *map, struct folder_co
 		normalise_path(fc->done_dir, &why); /* only to fold the "//" of output "/" */
 		m->done = m->output;
 	}
+	/* A group is an immediate subfolder: with recursive every subfolder
+	 * would also be watched for files of its own. The originals of a group
+	 * stay where they are (moving one member would change the group). */
+	if (fc->group == GROUP_SUBFOLDER && fc->recursive)
+		return fail_at(c, m->group,
+			       "group: subfolder needs recursive: false in folder %s (each "
+			       "immediate subfolder is one request)",
+			       quote(fc->path).s);
+	if (fc->group == GROUP_SUBFOLDER && fc->on_success != ON_SUCCESS_KEEP)
+		return fail_at(c, m->group,
+			       "group: subfolder needs on_success: keep in folder %s (the images "
+			       "of a group stay where they are)",
+			       quote(fc->path).s);
+	if (fc->group == GROUP_SUBFOLDER && fc->n_references > CONFIG_IMAGES_MAX - 2)
+		return fail_at(c, m->group,
+			       "group: subfolder with %zu references leaves no room for two images "
+			       "in a request of at most %d",
+			       fc->n_references, CONFIG_IMAGES_MAX);
+	if (!fc->group_marker && !(fc->group_marker = strdup(".ready")))
+		return oom(c);
 	/* The size limit is the folder's (it may be set after references:). */
 	for (size_t i = 0; i < fc->n_references; i++) {
 		const struct config_reference *ref = &fc->references[i];

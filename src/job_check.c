@@ -615,6 +615,10 @@ void job_validate(struct jobs *jobs, struct job *job)
 	const struct index_entry *e;
 	struct job_check_io *c;
 
+	if (job->group && job->folder->present) {
+		job_group_validate(jobs, job);
+		return;
+	}
 	if (!job->folder->present) {
 		/* Paused (its folder or its output is away): a missing sidecar
 		 * proves nothing now. Look again after a settle; a resume rescans. */

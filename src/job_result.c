@@ -570,6 +570,8 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	struct sidecar_fitted fitted;
 	const char *reasons[FIT_REASON_COUNT];
 	struct sidecar_reference refs[CONFIG_IMAGES_MAX];
+	struct sidecar_source sources[CONFIG_IMAGES_MAX];
+	size_t n_members_after;
 	char *dir;
 
 	if (!c)
@@ -607,12 +609,19 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	s.completed_at = c->completed_at;
 	s.version = SEEDREAMD_VERSION;
 	s.fitted = job_fit_sidecar(job, &fitted, reasons, FIT_REASON_COUNT);
-	for (size_t i = 0; i < job->n_refs_sent && i < CONFIG_IMAGES_MAX; i++) {
-		refs[i].path = job->refs_sent[i].path;
-		refs[i].sha256_hex = job->refs_sent[i].sha256[0] ? job->refs_sent[i].sha256 : NULL;
+	s.sources = job_group_sources(job, sources, CONFIG_IMAGES_MAX);
+	s.n_sources = s.sources ? job->n_members : 0;
+	/* A group's other images come first among what was sent after the source. */
+	n_members_after = s.sources ? job->n_members - 1 : 0;
+	for (size_t i = n_members_after; i < job->n_refs_sent && i < CONFIG_IMAGES_MAX; i++) {
+		refs[i - n_members_after].path = job->refs_sent[i].path;
+		refs[i - n_members_after].sha256_hex =
+		    job->refs_sent[i].sha256[0] ? job->refs_sent[i].sha256 : NULL;
 	}
 	s.references = refs;
-	s.n_references = job->n_refs_sent < CONFIG_IMAGES_MAX ? job->n_refs_sent : 0;
+	s.n_references = job->n_refs_sent <= CONFIG_IMAGES_MAX && job->n_refs_sent > n_members_after
+			     ? job->n_refs_sent - n_members_after
+			     : 0;
 	c->doc = sidecar_success_json(&s);
 	if (!c->doc)
 		log_oom();

@@ -349,8 +349,10 @@ struct job_prepare_io {
 	struct job_stem stem;
 	uint64_t min_free;
 	bool b64, rechecked;
-	struct config_reference *refs; /* the folder's references, copied */
+	struct config_reference *refs; /* a group's other images, then the folder's references */
 	size_t n_refs;
+	struct config_reference *first; /* a group's first image (sent as the source), or NULL */
+	size_t n_members_after;		/* a group's images among refs (its first n) */
 	/* results */
 	int r, fd, dirfd, img_fd;
 	bool gone, changed, space_low;
@@ -381,14 +383,24 @@ static void job_prepare_work(struct job_io *io)
 	struct job_prepare_io *p = (struct job_prepare_io *)io;
 	char hint[OUTPUT_NAME_MAX + 8];
 
-	p->fd = job_src_open(&p->src);
-	if (p->fd < 0) {
-		p->gone = true;
-		return;
-	}
-	if (!job_src_unchanged(&p->src, p->fd)) {
-		p->changed = true;
-		return;
+	if (p->first) {
+		/* A group: its first image, still as the group's check saw it. */
+		p->fd = refs_open(p->first);
+		if (p->fd < 0) {
+			p->changed = p->fd == -ESTALE;
+			p->gone = !p->changed;
+			return;
+		}
+	} else {
+		p->fd = job_src_open(&p->src);
+		if (p->fd < 0) {
+			p->gone = true;
+			return;
+		}
+		if (!job_src_unchanged(&p->src, p->fd)) {
+			p->changed = true;
+			return;
+		}
 	}
 	if (!job_prepare_refs(p))
 		return;
@@ -415,6 +427,7 @@ static void job_prepare_free(struct jobs *jobs, struct job_prepare_io *p, bool k
 		work_close(jobs->store_pool, p->ref_fds[i]);
 	free(p->ref_fds);
 	refs_free(p->refs, p->n_refs);
+	refs_free(p->first, p->first ? 1 : 0);
 	if (!keep) {
 		work_close(jobs->store_pool, p->fd);
 		if (p->img_fd >= 0)
@@ -481,6 +494,15 @@ static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *
 			    JOB_VERDICT(SETTLE, .delay_ms = job->folder->cfg->settle_ms));
 		return;
 	}
+	if (p->ref_err && p->ref_bad < p->n_members_after) {
+		/* An image of the group changed or went: look at the group anew. */
+		log_info("group %s/%s changed before it was sent; waiting for it to settle",
+			 job->folder->cfg->path, job->rel);
+		job_prepare_free(jobs, p, false);
+		job_advance(jobs, job,
+			    JOB_VERDICT(SETTLE, .delay_ms = job->folder->cfg->settle_ms));
+		return;
+	}
 	if (p->ref_err) {
 		job_hold_for_reference(jobs, job, p);
 		job_prepare_free(jobs, p, false);
@@ -536,12 +558,38 @@ static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *
 	}
 }
 
+/* What goes after the source: a group's other images, then the folder's
+ * references; a group's first image is opened as the source. */
+static void job_prepare_images(const struct job *job, struct job_prepare_io *p)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	struct config_reference *members = NULL, *refs = NULL;
+	size_t n_after = job->group && job->n_members ? job->n_members - 1 : 0;
+
+	if (job->group && job->n_members &&
+	    (refs_copy(job->members, 1, &p->first) < 0 ||
+	     refs_copy(job->members + 1, n_after, &members) < 0))
+		log_oom();
+	if (refs_copy(cfg->references, cfg->n_references, &refs) < 0)
+		log_oom();
+	p->n_refs = n_after + cfg->n_references;
+	p->n_members_after = n_after;
+	p->refs = calloc(p->n_refs ? p->n_refs : 1, sizeof(*p->refs));
+	if (!p->refs)
+		log_oom();
+	/* The copies' strings move into one array. */
+	if (n_after)
+		memcpy(p->refs, members, n_after * sizeof(*members));
+	if (cfg->n_references)
+		memcpy(p->refs + n_after, refs, cfg->n_references * sizeof(*refs));
+	free(members);
+	free(refs);
+}
+
 static void job_prepare_submit(struct jobs *jobs, struct job *job, struct job_prepare_io *p)
 {
 	p->fd = p->dirfd = p->img_fd = -1;
-	if (refs_copy(job->folder->cfg->references, job->folder->cfg->n_references, &p->refs) < 0)
-		log_oom();
-	p->n_refs = job->folder->cfg->n_references;
+	job_prepare_images(job, p);
 	p->ref_fds = malloc((p->n_refs ? p->n_refs : 1) * sizeof(*p->ref_fds));
 	if (!p->ref_fds)
 		log_oom();

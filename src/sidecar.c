@@ -320,6 +320,63 @@ out:
 	return same;
 }
 
+static bool add_sources(cJSON *obj, const struct sidecar_source *srcs, size_t n)
+{
+	cJSON *arr = cJSON_AddArrayToObject(obj, "sources");
+
+	if (!arr)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		cJSON *o = cJSON_CreateObject();
+		long nsec = srcs[i].mtime_nsec < 0 ? 0 : srcs[i].mtime_nsec;
+
+		if (!o || !cJSON_AddItemToArray(arr, o)) {
+			cJSON_Delete(o);
+			return false;
+		}
+		if (!sidecar_add_name(o, "name", srcs[i].source) ||
+		    !sidecar_add_string(o, "sha256", srcs[i].sha256_hex) ||
+		    !add_number(o, "size", (double)srcs[i].size) ||
+		    !add_time(o, "mtime", srcs[i].mtime_sec, nsec))
+			return false;
+	}
+	return true;
+}
+
+bool sidecar_sources_equal(const char *json, size_t len, const struct sidecar_source *srcs,
+			   size_t n)
+{
+	cJSON *root = cJSON_ParseWithLength(json, len), *arr;
+	bool same = false;
+
+	if (!root)
+		return false;
+	arr = cJSON_GetObjectItemCaseSensitive(root, "sources");
+	if (!cJSON_IsArray(arr) || (size_t)cJSON_GetArraySize(arr) != n)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const cJSON *o = cJSON_GetArrayItem(arr, (int)i);
+		const cJSON *mtime = cJSON_GetObjectItemCaseSensitive(o, "mtime");
+		char *name = sidecar_get_name(o, "name");
+		double size = -1;
+		int64_t sec = 0;
+		long nsec = 0;
+		bool match = name && !strcmp(name, srcs[i].source) &&
+			     sidecar_get_number(o, "size", 9007199254740992.0, &size) &&
+			     (uint64_t)size == srcs[i].size && cJSON_IsString(mtime) &&
+			     sidecar_parse_time(mtime->valuestring, &sec, &nsec) == 0 &&
+			     sec == srcs[i].mtime_sec && nsec == srcs[i].mtime_nsec;
+
+		free(name);
+		if (!match)
+			goto out;
+	}
+	same = true;
+out:
+	cJSON_Delete(root);
+	return same;
+}
+
 char *sidecar_success_json(const struct sidecar_success *s)
 {
 	cJSON *root;
@@ -346,7 +403,8 @@ char *sidecar_success_json(const struct sidecar_success *s)
 	     sidecar_add_string(root, "seedreamd_version", s->version) &&
 	     (!s->reused_from || sidecar_add_name(root, "reused_from", s->reused_from)) &&
 	     (!s->fitted || add_fitted(root, s->fitted)) &&
-	     (!s->n_references || add_references(root, s->references, s->n_references));
+	     (!s->n_references || add_references(root, s->references, s->n_references)) &&
+	     (!s->n_sources || add_sources(root, s->sources, s->n_sources));
 	if (ok)
 		out = print_document(root);
 	cJSON_Delete(root);
