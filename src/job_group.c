@@ -20,6 +20,14 @@
 
 #define GROUP_LIST_MAX 4096 /* names looked at in one subfolder */
 
+/* On a worker, which never logs: out of memory is reported to the loop. */
+static char *group_join(const char *a, const char *b)
+{
+	char *s;
+
+	return asprintf(&s, "%s/%s", a, b) < 0 ? NULL : s;
+}
+
 enum group_look {
 	GROUP_READY,	     /* members checked: send it */
 	GROUP_GONE,	     /* the subfolder is not there (any more) */
@@ -88,7 +96,11 @@ static int group_list(struct job_group_check *g, char ***ret_names, size_t *ret_
 		}
 		if (!names_is_candidate_file(name) || (type != DT_REG && type != DT_LNK))
 			continue;
-		rel = xasprintf("%s/%s", g->sub, name);
+		rel = group_join(g->sub, name);
+		if (!rel) {
+			r = -ENOMEM;
+			break;
+		}
 		excluded = names_is_excluded(rel, g->exclude, g->n_exclude);
 		free(rel);
 		if (excluded ||
@@ -96,10 +108,13 @@ static int group_list(struct job_group_check *g, char ***ret_names, size_t *ret_
 		    !S_ISREG(st.st_mode))
 			continue;
 		grown = realloc(names, (n + 1) * sizeof(*names));
-		if (!grown)
-			log_oom();
-		names = grown;
-		names[n++] = xstrdup(name);
+		if (grown)
+			names = grown;
+		if (!grown || !(names[n] = strdup(name))) {
+			r = -ENOMEM;
+			break;
+		}
+		n++;
 	}
 	dirlist_close(&list);
 	if (n)
@@ -126,7 +141,7 @@ static int group_against_done(struct job_group_check *g, char **names, size_t n)
 	int fd, r;
 
 	if (!srcs)
-		log_oom();
+		return -ENOMEM;
 	fd = open(g->done_sidecar, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
@@ -137,10 +152,15 @@ static int group_against_done(struct job_group_check *g, char **names, size_t n)
 	if (r < 0 && r != -EFBIG && r != -EINVAL)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
-		char *path = xasprintf("%s/%s", g->dir, names[i]);
+		char *path = group_join(g->dir, names[i]);
 		struct stat st;
-		int s = g->follow_symlinks ? stat(path, &st) : lstat(path, &st);
+		int s;
 
+		if (!path) {
+			r = -ENOMEM;
+			goto out;
+		}
+		s = g->follow_symlinks ? stat(path, &st) : lstat(path, &st);
 		free(path);
 		if (s < 0) {
 			r = GROUP_DONE_CHANGED; /* gone meanwhile: not the same */
@@ -207,17 +227,23 @@ static void job_group_check_work(struct job_io *io)
 		goto out;
 	}
 	g->members = calloc(n, sizeof(*g->members));
-	if (!g->members)
-		log_oom();
+	if (!g->members) {
+		g->look = GROUP_LOCAL_ERROR;
+		g->err = -ENOMEM;
+		goto out;
+	}
 	g->n_members = n;
 	for (size_t i = 0; i < n; i++) {
 		struct config_reference *m = &g->members[i];
 		char why[512];
 
-		m->path = xasprintf("%s/%s", g->dir, names[i]);
-		r = refs_probe(m->path, m, why, sizeof(why));
-		if (r == -ENOMEM)
-			log_oom();
+		m->path = group_join(g->dir, names[i]);
+		r = m->path ? refs_probe(m->path, m, why, sizeof(why)) : -ENOMEM;
+		if (r == -ENOMEM) {
+			g->look = GROUP_LOCAL_ERROR;
+			g->err = r;
+			goto out;
+		}
 		if (r < 0) {
 			g->code = r == -EINVAL ? "Group.InvalidImage" : "Group.Unreadable";
 			(void)snprintf(g->why, sizeof(g->why), "%s %s (images of a group are sent as "
@@ -356,6 +382,8 @@ static void job_group_check_done(struct jobs *jobs, struct job *job, struct job_
 		return;
 	}
 	case GROUP_LOCAL_ERROR:
+		if (g->err == -ENOMEM)
+			log_oom();
 		log_job(LOG_WARNING, cfg->path, job->rel, NULL, NULL,
 			"group %s/%s cannot be read (%s); looking again later", cfg->path, job->rel,
 			strerror(-g->err));
