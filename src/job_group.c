@@ -131,6 +131,15 @@ static void group_names_free(char **names, size_t n)
 	free(names);
 }
 
+static bool group_has_sources(const char *text, size_t len)
+{
+	cJSON *root = cJSON_ParseWithLength(text, len);
+	bool has = cJSON_HasObjectItem(root, "sources");
+
+	cJSON_Delete(root);
+	return has;
+}
+
 /* Compares the listing with the done sidecar: GROUP_DONE_SAME or _CHANGED,
  * or -ENOENT when the sidecar is gone (the group is new again). */
 static int group_against_done(struct job_group_check *g, char **names, size_t n)
@@ -171,7 +180,11 @@ static int group_against_done(struct job_group_check *g, char **names, size_t n)
 		srcs[i].mtime_sec = (int64_t)st.st_mtim.tv_sec;
 		srcs[i].mtime_nsec = st.st_mtim.tv_nsec;
 	}
-	r = text && sidecar_sources_equal(text, len, srcs, n) ? GROUP_DONE_SAME : GROUP_DONE_CHANGED;
+	if (text && !group_has_sources(text, len))
+		r = GROUP_DONE_SAME; /* written from the journal: what was sent is not known */
+	else
+		r = text && sidecar_sources_equal(text, len, srcs, n) ? GROUP_DONE_SAME
+								       : GROUP_DONE_CHANGED;
 out:
 	free(text);
 	free(srcs);

@@ -9,6 +9,7 @@ redoes it); --check refusals at file:line:column."""
 import json
 import os
 import re
+import signal
 import time
 
 import harness as h
@@ -240,8 +241,46 @@ def test_check(ctx):
     check("marker-empty", ['group_marker: ""'], 8, 19, r"group_marker: expected a string")
 
 
+def test_crash(ctx):
+    """A group's paid result survives a SIGKILL: the restart downloads it, never generates again."""
+    c = ctx.checks
+    api = ctx.start_api(name="api-crash")
+    root, hot, out, state = ctx.folder("gcrash")
+    g = os.path.join(hot, "g")
+    os.makedirs(g)
+    for i in range(3):
+        h.write_bytes(os.path.join(g, "i%d.png" % i), h.png_image(24 + i, 24, 400 + i))
+    config = ctx.write_config(os.path.join(root, "seedreamd.yaml"), api=api, state_dir=state,
+                              folders=[{"path": hot}], settle="300ms")
+    add_folder_lines(config, ["group: subfolder"])
+    api.add_faults(["slowdl:ms=5000"], replace=True)
+    d = ctx.start_daemon(config, name="daemon-gcrash")
+    cue = h.wait_until(lambda: any(r.get("stalled") for r in api.downloads()), 15)
+    time.sleep(0.3)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(5)
+    c.require(cue, "crash: the group's download started and stalls when the daemon is killed",
+              "downloads %s" % api.downloads())
+    c.eq(len(api.generations()), 1, "crash: one generation before the kill")
+    res = ctx.run_once(config, name="gcrash-restart", timeout=60)
+    c.check(res.rc == 0 and not res.timed_out, "crash: the restart with --once exits 0", res.describe())
+    gens = api.generations()
+    c.eq(len(gens), 1, "crash: the restart did not generate the group again")
+    c.check(os.path.exists(os.path.join(out, "g.jpeg")) and gens and
+            h.sha256_file(os.path.join(out, "g.jpeg")) == gens[0].get("output_sha256"),
+            "crash: g.jpeg is the paid generation's image", repr(h.listing(out)))
+    c.check(os.path.exists(os.path.join(out, "g.json")), "crash: g.json written")
+    c.eq(h.journal_records(state), [], "crash: the journal holds no live record afterwards")
+    res = ctx.run_once(config, name="gcrash-again", timeout=60)
+    c.check(res.rc == 0 and len(api.generations()) == 1, "crash: another run sends nothing", res.describe())
+    c.check("changed after" not in res.stderr,
+            "crash: a sidecar written from the journal (no sources list) is not taken for a change",
+            res.stderr[-800:])
+
+
 def test(ctx):
     test_check(ctx)
+    test_crash(ctx)
     test_once(ctx)
     test_daemon(ctx)
 
