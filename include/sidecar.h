@@ -99,8 +99,10 @@ struct sidecar_error {
  * output, model, prompt, size, result_size, watermark, response_format,
  * created, usage, request_id, attempts, elapsed_ms, completed_at (RFC 3339),
  * seedreamd_version, reused_from (only when set), fitted {from, to, reasons,
- * bytes_sent} (only when set), references [{path, sha256}] (only when some); for errors: error {http_status, code, message},
- * request_id, attempts, failed_at, seedreamd_version. */
+ * bytes_sent} (only when set), references [{path, sha256}] and sources
+ * [{name, sha256, size, mtime}] (only when some); for errors: error
+ * {http_status, code, message}, request_id, attempts, failed_at,
+ * seedreamd_version. */
 char *sidecar_success_json(const struct sidecar_success *s);
 char *sidecar_error_json(const struct sidecar_error *e);
 

@@ -68,8 +68,7 @@ static int group_name_cmp(const void *a, const void *b)
 }
 
 /* The candidate images of the subfolder, sorted; whether the marker is in it. */
-static int group_list(struct job_group_check *g, char ***ret_names, size_t *ret_n,
-		      bool *ret_marker)
+static int group_list(struct job_group_check *g, char ***ret_names, size_t *ret_n, bool *ret_marker)
 {
 	struct dirlist list;
 	const char *name;
@@ -184,7 +183,7 @@ static int group_against_done(struct job_group_check *g, char **names, size_t n)
 		r = GROUP_DONE_SAME; /* written from the journal: what was sent is not known */
 	else
 		r = text && sidecar_sources_equal(text, len, srcs, n) ? GROUP_DONE_SAME
-								       : GROUP_DONE_CHANGED;
+								      : GROUP_DONE_CHANGED;
 out:
 	free(text);
 	free(srcs);
@@ -259,17 +258,20 @@ static void job_group_check_work(struct job_io *io)
 		}
 		if (r < 0) {
 			g->code = r == -EINVAL ? "Group.InvalidImage" : "Group.Unreadable";
-			(void)snprintf(g->why, sizeof(g->why), "%s %s (images of a group are sent as "
-				       "they are: no fitting); nothing was sent", names[i], why);
+			(void)snprintf(g->why, sizeof(g->why),
+				       "%s %s (images of a group are sent as "
+				       "they are: no fitting); nothing was sent",
+				       names[i], why);
 			goto out;
 		}
 		if (m->size > g->max_bytes) {
 			g->code = "Group.InvalidImage";
-			(void)snprintf(g->why, sizeof(g->why),
-				       "%s has %llu bytes, more than max_input_bytes (%llu); nothing "
-				       "was sent",
-				       names[i], (unsigned long long)m->size,
-				       (unsigned long long)g->max_bytes);
+			(void)snprintf(
+			    g->why, sizeof(g->why),
+			    "%s has %llu bytes, more than max_input_bytes (%llu); nothing "
+			    "was sent",
+			    names[i], (unsigned long long)m->size,
+			    (unsigned long long)g->max_bytes);
 			goto out;
 		}
 	}

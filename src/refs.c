@@ -23,8 +23,7 @@ static void refs_fill_identity(const struct stat *st, struct config_reference *r
 
 /* What head and tail say: the same checks a dropped file gets (job_check),
  * except that a reference is never fitted: it must be sendable as it is. */
-static int refs_judge(int fd, uint64_t size, struct config_reference *ref, char *why,
-		      size_t whylen)
+static int refs_judge(int fd, uint64_t size, struct config_reference *ref, char *why, size_t whylen)
 {
 	uint8_t *head = malloc(IMAGE_HEAD_MAX), *window = NULL, tail[IMAGE_TAIL_MAX];
 	ssize_t head_len, tail_len;
