@@ -73,7 +73,7 @@ struct sidecar_success {
 	const char *reused_from;	     /* NULL, or the source whose paid result was reused */
 	const struct sidecar_fitted *fitted; /* NULL, or how the source was converted */
 	const struct sidecar_reference *references; /* sent after the source, in order */
-	size_t n_references; /* 0: no "references" member */
+	size_t n_references;			    /* 0: no "references" member */
 	/* A group's images in the order sent (source is then the subfolder);
 	 * written as "sources": [{name, sha256, size, mtime}], name relative to
 	 * the subfolder. */

@@ -95,7 +95,7 @@ struct transfer_part {
 	int fd;
 	uint64_t size, off;
 	struct stream_reader *reader; /* on a dup of fd, from when the body reaches it */
-	char sha256_hex[65];       /* filled once it has been sent whole */
+	char sha256_hex[65];	      /* filled once it has been sent whole */
 };
 
 struct transfer_gen {
@@ -125,8 +125,8 @@ struct transfer_gen {
 	char request_id[128];
 	char retry_after[64];
 	struct transfer_part *parts; /* sent after the file, before suffix */
-	size_t n_parts, part;      /* part: the one being sent */
-	size_t changed_part;       /* with file_changed: 0 the file, i + 1 parts[i] */
+	size_t n_parts, part;	     /* part: the one being sent */
+	size_t changed_part;	     /* with file_changed: 0 the file, i + 1 parts[i] */
 };
 
 struct transfer_dl {

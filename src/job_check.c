@@ -189,8 +189,7 @@ struct job_reuse_io {
 };
 
 /* The folder's references as they are now, hashed (on the worker). */
-static int job_reuse_refs(struct job_reuse_io *u, struct sidecar_reference *refs,
-			  char (*hex)[65])
+static int job_reuse_refs(struct job_reuse_io *u, struct sidecar_reference *refs, char (*hex)[65])
 {
 	for (size_t i = 0; i < u->n_refs && i < CONFIG_IMAGES_MAX; i++) {
 		int fd = refs_open(&u->refs[i]), r;

@@ -114,7 +114,7 @@ struct job {
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
 	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
-	struct job_ref_sent *refs_sent; /* the references of its last request, for the sidecar */
+	struct job_ref_sent *refs_sent;	   /* the references of its last request, for the sidecar */
 	size_t n_refs_sent;
 	/* group: subfolder (job_group.c): rel is the subfolder; members are its
 	 * images as checked, sent first (in name order) before the references,
@@ -205,7 +205,7 @@ struct jobs {
 	size_t n_checking;
 	struct loop_timer *stall_timer;
 	char storage_reason[512]; /* stalled folders, for STATUS= */
-	char **group_logged; /* "<folder>/<group>" already said to have changed after done */
+	char **group_logged;	  /* "<folder>/<group>" already said to have changed after done */
 	size_t n_group_logged;
 };
 

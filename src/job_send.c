@@ -227,8 +227,8 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 		if (ans->changed_part && ans->changed_part <= job->n_refs_sent)
 			log_warn("reference %s changed while it was being sent with %s/%s; "
 				 "waiting",
-				 job->refs_sent[ans->changed_part - 1].path,
-				 job->folder->cfg->path, job->rel);
+				 job->refs_sent[ans->changed_part - 1].path, job->folder->cfg->path,
+				 job->rel);
 		else
 			log_warn("%s/%s changed while it was being sent; waiting for it to settle",
 				 job->folder->cfg->path, job->rel);

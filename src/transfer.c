@@ -251,7 +251,8 @@ size_t transfer_gen_fill(struct transfer_gen *g, char *buf, size_t room)
 		if (p->off < p->size)
 			return transfer_gen_file(g, &f, buf, room);
 		if (!p->sha256_hex[0])
-			memcpy(p->sha256_hex, stream_reader_sha256(p->reader), sizeof(p->sha256_hex));
+			memcpy(p->sha256_hex, stream_reader_sha256(p->reader),
+			       sizeof(p->sha256_hex));
 	}
 	if (g->sent_suffix < g->suffix_len) {
 		size_t n = g->suffix_len - g->sent_suffix;
@@ -716,8 +717,8 @@ int transfer_gen_add_part(struct transfer_gen *g, char *sep, int fd, uint64_t si
 		return -ENOMEM;
 	}
 	g->parts = parts;
-	parts[g->n_parts++] = (struct transfer_part){
-	    .sep = sep, .sep_len = strlen(sep), .fd = fd, .size = size};
+	parts[g->n_parts++] =
+	    (struct transfer_part){.sep = sep, .sep_len = strlen(sep), .fd = fd, .size = size};
 	return 0;
 }
 

@@ -352,7 +352,8 @@ static void scan_entry(struct watch_scan *s, int dirfd, const char *rel, const c
 	} else if (type == DT_REG || type == DT_LNK) {
 		int flags = s->follow_symlinks ? 0 : AT_SYMLINK_NOFOLLOW;
 
-		if (!(names_is_candidate_file(name) || watch_is_marker(s->group_marker, rel, name)) ||
+		if (!(names_is_candidate_file(name) ||
+		      watch_is_marker(s->group_marker, rel, name)) ||
 		    names_is_excluded(child, s->exclude, s->n_exclude))
 			goto out;
 		/* Gone again already, or not a regular file: FIFOs, sockets, devices

@@ -73,8 +73,8 @@ static void test_frame_images(void **state)
 	free(p1);
 	free(s1);
 
-	assert_int_equal(api_request_frame_images(&base_request, formats, 2, &prefix, &seps, &suffix),
-			 0);
+	assert_int_equal(
+	    api_request_frame_images(&base_request, formats, 2, &prefix, &seps, &suffix), 0);
 	assert_string_equal(prefix, "{\"model\":\"doubao-seedream-4-5-251128\","
 				    "\"prompt\":\"make it a watercolor\","
 				    "\"image\":[\"data:image/png;base64,");
@@ -82,13 +82,15 @@ static void test_frame_images(void **state)
 	assert_string_equal(seps[1], "\",\"data:image/webp;base64,");
 	assert_string_equal(suffix, "\"],\"size\":\"2K\",\"watermark\":false,"
 				    "\"response_format\":\"url\"}");
-	(void)snprintf(body, sizeof(body), "%sQUFB%sQkJC%sQ0ND%s", prefix, seps[0], seps[1], suffix);
+	(void)snprintf(body, sizeof(body), "%sQUFB%sQkJC%sQ0ND%s", prefix, seps[0], seps[1],
+		       suffix);
 	doc = cJSON_Parse(body);
 	assert_non_null(doc);
 	image = cJSON_GetObjectItemCaseSensitive(doc, "image");
 	assert_true(cJSON_IsArray(image));
 	assert_int_equal(cJSON_GetArraySize(image), 3);
-	assert_string_equal(cJSON_GetArrayItem(image, 2)->valuestring, "data:image/webp;base64,Q0ND");
+	assert_string_equal(cJSON_GetArrayItem(image, 2)->valuestring,
+			    "data:image/webp;base64,Q0ND");
 	cJSON_Delete(doc);
 	free(prefix);
 	free(suffix);
@@ -765,7 +767,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_frame_images),
-		cmocka_unit_test(test_frame_exact),
+	    cmocka_unit_test(test_frame_exact),
 	    cmocka_unit_test(test_frame_round_trip_hostile_prompt),
 	    cmocka_unit_test(test_frame_optional_fields),
 	    cmocka_unit_test(test_frame_rejects),

@@ -207,19 +207,17 @@ static void test_body_parts(void **state)
 	want[off++] = ']';
 	assert_int_equal(off, want_len);
 
-	assert_int_equal(transfer_gen_add_part(&g, strdup("|1|"), temp_file(data[1], lens[1]),
-					       lens[1]),
-			 0);
-	assert_int_equal(transfer_gen_add_part(&g, strdup("|2|"), temp_file(data[2], lens[2]),
-					       lens[2]),
-			 0);
+	assert_int_equal(
+	    transfer_gen_add_part(&g, strdup("|1|"), temp_file(data[1], lens[1]), lens[1]), 0);
+	assert_int_equal(
+	    transfer_gen_add_part(&g, strdup("|2|"), temp_file(data[2], lens[2]), lens[2]), 0);
 	assert_int_equal(transfer_gen_setup(&g, "http://127.0.0.1:9/x", "A: b", strdup("["),
 					    strdup("]"), temp_file(data[0], lens[0]), lens[0], &net,
 					    pool),
 			 0);
 	for (int round = 0; round < 2; round++) {
-		body = pull_some(&g, rooms, sizeof(rooms) / sizeof(rooms[0]), SIZE_MAX, &len,
-				 &pauses);
+		body =
+		    pull_some(&g, rooms, sizeof(rooms) / sizeof(rooms[0]), SIZE_MAX, &len, &pauses);
 		assert_int_equal(len, want_len);
 		assert_memory_equal(body, want, want_len);
 		free(body);
@@ -248,9 +246,9 @@ static void test_body_part_shrank(void **state)
 	size_t got;
 
 	(void)state;
-	assert_int_equal(transfer_gen_add_part(&g, strdup(","), temp_file(data, sizeof(data)),
-					       sizeof(data) * 2),
-			 0);
+	assert_int_equal(
+	    transfer_gen_add_part(&g, strdup(","), temp_file(data, sizeof(data)), sizeof(data) * 2),
+	    0);
 	assert_int_equal(transfer_gen_setup(&g, "http://127.0.0.1:9/x", "A: b", strdup("["),
 					    strdup("]"), temp_file(data, 3), 3, &net, pool),
 			 0);
@@ -884,23 +882,23 @@ static void test_sha256_fd_threads(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_body_large_pieces),
-		cmocka_unit_test(test_body_parts),
-		cmocka_unit_test(test_body_part_shrank),
-		cmocka_unit_test(test_body_tiny_pieces),
-		cmocka_unit_test(test_body_file_shrank),
-		cmocka_unit_test(test_body_read_error),
-		cmocka_unit_test(test_body_rewind),
-		cmocka_unit_test(test_image_write_error_keeps_image),
-		cmocka_unit_test(test_dl_writes_in_order),
-		cmocka_unit_test(test_dl_write_error),
-		cmocka_unit_test(test_sha256_fd_threads),
-		cmocka_unit_test(test_url_allowed),
-		cmocka_unit_test(test_url_classes),
-		cmocka_unit_test(test_scan_takes_first_image),
-		cmocka_unit_test(test_scan_leaves_other_images),
-		cmocka_unit_test(test_scan_malformed),
-		cmocka_unit_test(test_scan_json_cap),
+	    cmocka_unit_test(test_body_large_pieces),
+	    cmocka_unit_test(test_body_parts),
+	    cmocka_unit_test(test_body_part_shrank),
+	    cmocka_unit_test(test_body_tiny_pieces),
+	    cmocka_unit_test(test_body_file_shrank),
+	    cmocka_unit_test(test_body_read_error),
+	    cmocka_unit_test(test_body_rewind),
+	    cmocka_unit_test(test_image_write_error_keeps_image),
+	    cmocka_unit_test(test_dl_writes_in_order),
+	    cmocka_unit_test(test_dl_write_error),
+	    cmocka_unit_test(test_sha256_fd_threads),
+	    cmocka_unit_test(test_url_allowed),
+	    cmocka_unit_test(test_url_classes),
+	    cmocka_unit_test(test_scan_takes_first_image),
+	    cmocka_unit_test(test_scan_leaves_other_images),
+	    cmocka_unit_test(test_scan_malformed),
+	    cmocka_unit_test(test_scan_json_cap),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
