@@ -18,7 +18,7 @@
 #include "dirlist.h"
 #include "names.h"
 
-#define GROUP_LIST_MAX 4096 /* names looked at in one subfolder */
+#define GROUP_LIST_MAX 64 /* names kept: more images than a request takes are only counted */
 
 /* On a worker, which never logs: out of memory is reported to the loop. */
 static char *group_join(const char *a, const char *b)
@@ -67,14 +67,16 @@ static int group_name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b); /* bytewise */
 }
 
-/* The candidate images of the subfolder, sorted; whether the marker is in it. */
-static int group_list(struct job_group_check *g, char ***ret_names, size_t *ret_n, bool *ret_marker)
+/* The candidate images of the subfolder, sorted (all of them while they
+ * are at most GROUP_LIST_MAX), their count, and whether the marker is in it. */
+static int group_list(struct job_group_check *g, char ***ret_names, size_t *ret_n,
+		      size_t *ret_total, bool *ret_marker)
 {
 	struct dirlist list;
 	const char *name;
 	unsigned char type;
 	char **names = NULL;
-	size_t n = 0, seen = 0;
+	size_t n = 0, total = 0;
 	int fd, r = 0;
 
 	*ret_marker = false;
@@ -84,7 +86,7 @@ static int group_list(struct job_group_check *g, char ***ret_names, size_t *ret_
 	r = dirlist_open(&list, fd);
 	if (r < 0)
 		return r;
-	while ((name = dirlist_next(&list, &type, &r)) && seen++ < GROUP_LIST_MAX) {
+	while ((name = dirlist_next(&list, &type, &r))) {
 		char *rel, **grown;
 		struct stat st;
 		bool excluded;
@@ -106,6 +108,8 @@ static int group_list(struct job_group_check *g, char ***ret_names, size_t *ret_
 		    fstatat(list.fd, name, &st, g->follow_symlinks ? 0 : AT_SYMLINK_NOFOLLOW) < 0 ||
 		    !S_ISREG(st.st_mode))
 			continue;
+		if (total++ >= GROUP_LIST_MAX)
+			continue;
 		grown = realloc(names, (n + 1) * sizeof(*names));
 		if (grown)
 			names = grown;
@@ -120,6 +124,7 @@ static int group_list(struct job_group_check *g, char ***ret_names, size_t *ret_
 		qsort(names, n, sizeof(*names), group_name_cmp);
 	*ret_names = names;
 	*ret_n = n;
+	*ret_total = total;
 	return r;
 }
 
@@ -194,9 +199,9 @@ static void job_group_check_work(struct job_io *io)
 {
 	struct job_group_check *g = (struct job_group_check *)io;
 	char **names = NULL;
-	size_t n = 0;
+	size_t n = 0, total = 0;
 	bool marker;
-	int r = group_list(g, &names, &n, &marker);
+	int r = group_list(g, &names, &n, &total, &marker);
 
 	if (r == -ENOENT || r == -ENOTDIR) {
 		g->look = GROUP_GONE;
@@ -230,12 +235,12 @@ static void job_group_check_work(struct job_io *io)
 		goto out;
 	}
 	g->look = GROUP_REFUSED;
-	if (n > g->limit) {
+	if (total > g->limit) {
 		g->code = "Group.TooManyImages";
 		(void)snprintf(g->why, sizeof(g->why),
 			       "the group has %zu images; a request takes at most %zu here (%d "
 			       "images less the folder's references); nothing was sent",
-			       n, g->limit, CONFIG_IMAGES_MAX);
+			       total, g->limit, CONFIG_IMAGES_MAX);
 		goto out;
 	}
 	g->members = calloc(n, sizeof(*g->members));

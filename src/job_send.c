@@ -225,8 +225,7 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 		/* The file changed while it was being sent: what was sent is not the
 		 * file. Look at the new version once it settles. */
 		if (ans->changed_part && ans->changed_part <= job->n_refs_sent)
-			log_warn("reference %s changed while it was being sent with %s/%s; "
-				 "waiting",
+			log_warn("%s changed while it was being sent with %s/%s; waiting",
 				 job->refs_sent[ans->changed_part - 1].path, job->folder->cfg->path,
 				 job->rel);
 		else

@@ -65,8 +65,8 @@ static int refs_judge(int fd, uint64_t size, struct config_reference *ref, char 
 	}
 	if (!image_api_format(info.format)) {
 		(void)snprintf(why, whylen,
-			       "is %s, which the API does not take (references are sent as they "
-			       "are: convert it to PNG or JPEG)",
+			       "is %s, which the API does not take as it is (it is sent "
+			       "unconverted: convert it to PNG or JPEG)",
 			       image_format_name(info.format));
 		goto out;
 	}

@@ -59,6 +59,10 @@ def test_once(ctx):
     order = sorted(members, key=lambda n: n.encode())
     for i in range(15):
         h.write_bytes(os.path.join(g2, "img-%02d.png" % i), h.png_image(20 + i, 20, 100 + i))
+    g3 = os.path.join(hot, "g3")
+    os.makedirs(g3)
+    h.write_bytes(os.path.join(g3, "fine.png"), h.png_image(22, 22, 60))
+    h.write_bytes(os.path.join(g3, "notes.png"), b"not an image at all\n")  # refuses the group
     h.write_bytes(os.path.join(hot, "top.png"), h.png_image(22, 22, 50))  # not in a group
     os.makedirs(os.path.join(g1, "deeper"))
     h.write_bytes(os.path.join(g1, "deeper", "x.png"), h.png_image(21, 21, 51))  # not a member
@@ -78,8 +82,8 @@ def test_once(ctx):
              "g1's images in bytewise name order (C.png, a.jpg, b.png), each the exact bytes")
     c.check(all(len(r.get("images") or []) <= 14 for r in api.records("generation")),
             "no request with more than 14 images reached the API")
-    c.same_names(h.listing(out), ["g1.jpeg", "g1.json", "g2.error.json"],
-                 "outputs named after the subfolders: g1.jpeg + g1.json, g2.error.json")
+    c.same_names(h.listing(out), ["g1.jpeg", "g1.json", "g2.error.json", "g3.error.json"],
+                 "outputs named after the subfolders: g1.jpeg + g1.json, g2.error.json, g3.error.json")
     sc = h.read_json(os.path.join(out, "g1.json")) if os.path.exists(os.path.join(out, "g1.json")) else {}
     c.eq(sc.get("source"), "g1", "g1.json: source is the subfolder")
     c.eq(sc.get("sources"), sources_of(g1, order),
@@ -94,12 +98,17 @@ def test_once(ctx):
     c.check("15 images" in (e.get("message") or "") and err.get("attempts") == 0,
             "g2.error.json says 15 images and that no call was made", repr(err))
 
+    err = h.read_json(os.path.join(out, "g3.error.json")) if os.path.exists(os.path.join(out, "g3.error.json")) else {}
+    e = err.get("error") or {}
+    c.check(e.get("code") == "Group.InvalidImage" and "notes.png" in (e.get("message") or ""),
+            "g3.error.json: Group.InvalidImage naming notes.png (no call for a group with a non-image)", repr(err))
+
     # ---- restart: nothing again -------------------------------------------------------------
     snap = {n: h.read_bytes(os.path.join(out, n)) for n in h.listing(out)}
     res = ctx.run_once(config)
     c.check(res.rc == 0, "second --once exits 0", res.describe())
     c.eq(len(api.generations()), 1, "restart: no new call")
-    c.check("2 already done" in res.stderr, "restart: both groups counted as already done", res.stderr[-500:])
+    c.check("3 already done" in res.stderr, "restart: the three groups counted as already done", res.stderr[-500:])
     c.problems([n for n, d in snap.items() if h.read_bytes(os.path.join(out, n)) != d],
                "restart: no output or sidecar rewritten")
 
