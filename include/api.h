@@ -29,6 +29,17 @@ struct api_request {
  * -EINVAL. Returns 0 or -ENOMEM / -EINVAL. */
 int api_request_frame(const struct api_request *req, char **ret_prefix, char **ret_suffix);
 
+/* The same for an "image" array: the request's image first, then n_more
+ * images of more_formats (references), each streamed after its separator:
+ * prefix + base64(image) + seps[0] + base64(more 0) + ... + suffix. The
+ * prefix ends right after the first "data:image/<fmt>;base64," inside
+ * `"image":["`, each separator is `","data:image/<fmt>;base64,` and the
+ * suffix starts with `"],`. With n_more == 0 it is api_request_frame's
+ * body exactly (a string, not an array) and *ret_seps is NULL. The caller
+ * frees prefix, suffix, each separator and the array. 0, -ENOMEM, -EINVAL. */
+int api_request_frame_images(const struct api_request *req, const char *const *more_formats,
+			     size_t n_more, char **ret_prefix, char ***ret_seps, char **ret_suffix);
+
 /* What the daemon should do with a response. */
 enum api_outcome {
 	API_OUTCOME_OK = 0,    /* an image (url or b64_json) is in the result */

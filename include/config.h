@@ -33,6 +33,30 @@ enum prompt_file_mode {
 
 /* extra: as JSON, at most (the request body's head stays small). */
 #define CONFIG_EXTRA_MAX 16384
+/* The API takes at most this many images in one request (the dropped one
+ * and its references). */
+#define CONFIG_IMAGES_MAX 14
+
+/* A reference image (references:), as it was when the configuration was
+ * read: a request sends it only while it is still this file (refs.h). */
+struct config_reference {
+	char *path;        /* absolute */
+	uint64_t size;
+	uint64_t dev, ino;
+	int64_t mtime_sec;
+	long mtime_nsec;
+	char format[8];    /* the data URL's name, "png" */
+	int line, column;  /* where it is listed, 1-based */
+};
+
+enum group_mode {
+	GROUP_NONE = 0,    /* one request per file (default) */
+	GROUP_SUBFOLDER,   /* each immediate subfolder is one request with all its images */
+};
+enum group_ready {
+	GROUP_READY_SETTLE = 0, /* once the subfolder was quiet for settle (default) */
+	GROUP_READY_MARKER,     /* once the marker file (group_marker) is in it */
+};
 
 /* One watched folder, after inheriting from "defaults:". */
 /* The API advises ~600 words; the bound keeps every sidecar readable. */
@@ -67,6 +91,11 @@ struct folder_config {
 	char *extra_json;             /* extra: request fields, a JSON object text; NULL if none */
 	unsigned max_images;          /* outputs per request, 1..CONFIG_MAX_IMAGES_ONE_INPUT, default 1 */
 	int line, column;             /* where the folder entry starts, 1-based */
+	struct config_reference *references; /* sent after the dropped image, in order */
+	size_t n_references;          /* 0..CONFIG_IMAGES_MAX - 1 */
+	enum group_mode group;        /* default none; subfolder needs recursive false */
+	enum group_ready group_ready; /* default settle */
+	char *group_marker;           /* a file name, default ".ready" */
 };
 
 struct api_config {

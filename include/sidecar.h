@@ -48,6 +48,12 @@ struct sidecar_fitted {
 	uint64_t bytes_sent;
 };
 
+/* A reference image sent after the source (references:). */
+struct sidecar_reference {
+	const char *path;	/* absolute */
+	const char *sha256_hex; /* of the bytes sent; NULL when unknown (written as null) */
+};
+
 struct sidecar_success {
 	struct sidecar_source src;
 	const char *output; /* output file name, relative to the output folder */
@@ -75,6 +81,13 @@ struct sidecar_success {
 	 * in data[] order); output above is then the first, for old readers. */
 	const cJSON *outputs;
 	unsigned max_images; /* written when > 1 */
+	const struct sidecar_reference *references; /* sent after the source, in order */
+	size_t n_references;			    /* 0: no "references" member */
+	/* A group's images in the order sent (source is then the subfolder);
+	 * written as "sources": [{name, sha256, size, mtime}], name relative to
+	 * the subfolder. */
+	const struct sidecar_source *sources;
+	size_t n_sources; /* 0: no "sources" member */
 };
 
 struct sidecar_error {
@@ -96,8 +109,10 @@ struct sidecar_error {
  * created, usage, request_id, attempts, elapsed_ms, completed_at (RFC 3339),
  * seedreamd_version, reused_from (only when set), fitted {from, to, reasons,
  * bytes_sent} (only when set), provenance, prompt_source, prompt_file, extra
- * (each only when set); for errors: error {http_status, code, message},
- * request_id, attempts, failed_at, seedreamd_version. */
+ * (each only when set), max_images and outputs (several outputs), references
+ * [{path, sha256}] and sources [{name, sha256, size, mtime}] (only when
+ * some); for errors: error {http_status, code, message}, request_id,
+ * attempts, failed_at, seedreamd_version. */
 char *sidecar_success_json(const struct sidecar_success *s);
 char *sidecar_error_json(const struct sidecar_error *e);
 
@@ -141,6 +156,15 @@ int sidecar_parse(const char *json, size_t len, struct sidecar_doc *ret_doc);
  * watermark is missing, or output is not valid UTF-8 (output_hex) or holds "..". */
 int sidecar_parse_reuse(const char *json, size_t len, struct sidecar_doc *ret_doc);
 void sidecar_doc_clear(struct sidecar_doc *doc); /* frees members; accepts NULL */
+/* Whether a success sidecar lists exactly these references (path and
+ * sha256, in order; none when it has no "references"): a result made with
+ * other references is not the one this file would get. */
+bool sidecar_references_equal(const char *json, size_t len, const struct sidecar_reference *refs,
+			      size_t n);
+/* Whether a sidecar's "sources" are exactly these, by name, size and mtime
+ * (not sha256: a listing has none), in order. False without "sources". */
+bool sidecar_sources_equal(const char *json, size_t len, const struct sidecar_source *srcs,
+			   size_t n);
 
 /* Names on disk need not be UTF-8, JSON text must be: a name that is not
  * valid UTF-8 is written readable (U+FFFD for bad bytes) under key, and

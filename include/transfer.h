@@ -89,6 +89,19 @@ struct transfer_guard {
 	char why[128];
 };
 
+/* An image after the first in the body's "image" array (a reference): sep
+ * (the text between two images, ending in "data:image/<fmt>;base64,") then
+ * base64(size bytes of fd), read ahead and hashed by a worker like the first
+ * file once the body reaches it. */
+struct transfer_part {
+	char *sep;
+	size_t sep_len, sent_sep;
+	int fd;
+	uint64_t size, off;
+	struct stream_reader *reader; /* on a dup of fd, from when the body reaches it */
+	char sha256_hex[65];	      /* filled once it has been sent whole */
+};
+
 struct transfer_gen {
 	CURL *easy;
 	struct transfer_guard guard;
@@ -116,6 +129,9 @@ struct transfer_gen {
 	struct transfer_image img;
 	char request_id[128];
 	char retry_after[64];
+	struct transfer_part *parts; /* sent after the file, before suffix */
+	size_t n_parts, part;	     /* part: the one being sent */
+	size_t changed_part;	     /* with file_changed: 0 the file, i + 1 parts[i] */
 };
 
 struct transfer_dl {
@@ -152,6 +168,10 @@ bool transfer_url_allowed(const char *url, const struct transfer_net *net);
 int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth_header,
 		       char *prefix, char *suffix, int fd, uint64_t file_size,
 		       const struct transfer_net *net, struct work_pool *pool);
+/* Before transfer_gen_setup: one more image after the file (and the parts
+ * added before it). Takes ownership of sep and fd (also on failure: -ENOMEM). */
+int transfer_gen_add_part(struct transfer_gen *g, char *sep, int fd, uint64_t size);
+
 /* Frees all, closes fd and img.fd; worker requests under way finish unseen. */
 void transfer_gen_clear(struct transfer_gen *g);
 

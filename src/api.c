@@ -143,6 +143,72 @@ out:
 	return r;
 }
 
+/* Built on api_request_frame, so that every field it sends is sent here too:
+ * the string's opening quote gets a '[' before it and the suffix's closing
+ * quote a ']' after it. */
+int api_request_frame_images(const struct api_request *req, const char *const *more_formats,
+			     size_t n_more, char **ret_prefix, char ***ret_seps, char **ret_suffix)
+{
+	char *prefix = NULL, *suffix = NULL, *arr_prefix = NULL, *arr_suffix = NULL, **seps = NULL;
+	size_t url_len, quote_at, len;
+	int r;
+
+	*ret_seps = NULL;
+	for (size_t i = 0; i < n_more; i++)
+		if (!valid_format_name(more_formats[i]))
+			return -EINVAL;
+	r = api_request_frame(req, &prefix, &suffix);
+	if (r < 0)
+		return r;
+	if (n_more == 0) {
+		*ret_prefix = prefix;
+		*ret_suffix = suffix;
+		return 0;
+	}
+	r = -ENOMEM;
+	/* prefix ends in "data:image/<fmt>;base64," after the opening quote. */
+	url_len = strlen("data:image/;base64,") + strlen(req->image_format);
+	len = strlen(prefix);
+	if (len < url_len + 1 || prefix[len - url_len - 1] != '"' || suffix[0] != '"') {
+		r = -EINVAL;
+		goto out;
+	}
+	quote_at = len - url_len - 1;
+	arr_prefix = malloc(len + 2);
+	arr_suffix = malloc(strlen(suffix) + 2);
+	seps = calloc(n_more, sizeof(*seps));
+	if (!arr_prefix || !arr_suffix || !seps)
+		goto out;
+	memcpy(arr_prefix, prefix, quote_at);
+	arr_prefix[quote_at] = '[';
+	strcpy(arr_prefix + quote_at + 1, prefix + quote_at);
+	arr_suffix[0] = '"';
+	arr_suffix[1] = ']';
+	strcpy(arr_suffix + 2, suffix + 1);
+	for (size_t i = 0; i < n_more; i++) {
+		seps[i] = malloc(strlen(more_formats[i]) + sizeof("\",\"data:image/;base64,"));
+		if (!seps[i])
+			goto out;
+		strcpy(stpcpy(stpcpy(seps[i], "\",\"data:image/"), more_formats[i]), ";base64,");
+	}
+	*ret_prefix = arr_prefix;
+	*ret_suffix = arr_suffix;
+	*ret_seps = seps;
+	arr_prefix = arr_suffix = NULL;
+	seps = NULL;
+	r = 0;
+out:
+	if (seps)
+		for (size_t i = 0; i < n_more; i++)
+			free(seps[i]);
+	free(seps);
+	free(arr_prefix);
+	free(arr_suffix);
+	free(prefix);
+	free(suffix);
+	return r;
+}
+
 /* "Name" matches the code "Name" and its sub-codes "Name.Detail". */
 static bool code_is(const char *code, const char *name)
 {

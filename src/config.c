@@ -19,6 +19,7 @@
 #include <yaml.h>
 
 #include "fdio.h"
+#include "refs.h"
 #include "url.h"
 
 #define MAX_DOCUMENT_BYTES (1024 * 1024)
@@ -48,6 +49,7 @@ struct found {
 /* Where a folder's paths came from, for the overlap messages. */
 struct fmeta {
 	yaml_mark_t path, output, done;
+	yaml_mark_t group; /* where group: is set (here or in defaults) */
 };
 
 enum {
@@ -161,6 +163,10 @@ enum {
 	FK_PROMPT_FILE,
 	FK_EXTRA,
 	FK_MAX_IMAGES,
+	FK_REFERENCES,
+	FK_GROUP,
+	FK_GROUP_READY,
+	FK_GROUP_MARKER,
 	FK_COUNT
 };
 
@@ -188,6 +194,20 @@ static const char *const folder_keys[FK_COUNT] = {
 	[FK_PROMPT_FILE] = "prompt_file",
 	[FK_EXTRA] = "extra",
 	[FK_MAX_IMAGES] = "max_images",
+	[FK_REFERENCES] = "references",
+	[FK_GROUP] = "group",
+	[FK_GROUP_READY] = "group_ready",
+	[FK_GROUP_MARKER] = "group_marker",
+};
+
+static const char *const group_names[] = {
+	[GROUP_NONE] = "none",
+	[GROUP_SUBFOLDER] = "subfolder",
+};
+
+static const char *const group_ready_names[] = {
+	[GROUP_READY_SETTLE] = "settle",
+	[GROUP_READY_MARKER] = "marker",
 };
 
 static const char *const fit_names[] = {
@@ -1052,6 +1072,58 @@ static int get_extra(struct ctx *c, const yaml_node_t *n, char **dst)
 	return r;
 }
 
+/* references: a sequence of absolute paths to images the API takes, each
+ * validated here (refs_probe) and refused at its own line and column. */
+static int get_references(struct ctx *c, const yaml_node_t *n, struct folder_config *fc)
+{
+	struct config_reference *refs = NULL;
+	yaml_node_item_t *items = NULL;
+	size_t count = 0, done = 0;
+	int r = 0;
+
+	if (is_null(n))
+		count = 0;
+	else if (n->type == YAML_SEQUENCE_NODE) {
+		items = n->data.sequence.items.start;
+		count = (size_t)(n->data.sequence.items.top - items);
+	} else
+		return fail_at(c, n->start_mark,
+			       "references: expected a sequence of absolute image paths, got %s",
+			       kind_of(n));
+	if (count > CONFIG_IMAGES_MAX - 1)
+		return fail_at(c, n->start_mark,
+			       "references: %zu images, but a request takes at most %d (the "
+			       "dropped image and %d references)",
+			       count, CONFIG_IMAGES_MAX, CONFIG_IMAGES_MAX - 1);
+	if (count && !(refs = calloc(count, sizeof(*refs))))
+		return oom(c);
+	for (; done < count && r == 0; done++) {
+		const yaml_node_t *item = node_at(c, items[done]);
+		struct config_reference *ref = &refs[done];
+		char why[512];
+
+		r = get_path(c, item, "references", &ref->path);
+		if (r < 0)
+			break;
+		ref->line = (int)item->start_mark.line + 1;
+		ref->column = (int)item->start_mark.column + 1;
+		r = refs_probe(ref->path, ref, why, sizeof(why));
+		if (r == -ENOMEM)
+			r = oom(c);
+		else if (r < 0)
+			r = fail_at(c, item->start_mark, "references: %s %s", quote(ref->path).s,
+				    why);
+	}
+	if (r < 0) {
+		refs_free(refs, count);
+		return r;
+	}
+	refs_free(fc->references, fc->n_references);
+	fc->references = refs;
+	fc->n_references = count;
+	return 0;
+}
+
 /* Every key known, none twice; found[i] gets the pair for keys[i]. */
 static int walk_mapping(struct ctx *c, const yaml_node_t *map, const char *const *keys,
 			size_t nkeys, const char *where, struct found *found)
@@ -1098,6 +1170,8 @@ static void folder_clear(struct folder_config *f)
 	for (size_t i = 0; i < f->n_exclude; i++)
 		free(f->exclude[i]);
 	free(f->exclude);
+	refs_free(f->references, f->n_references);
+	free(f->group_marker);
 	memset(f, 0, sizeof(*f));
 }
 
@@ -1134,6 +1208,10 @@ static int folder_copy(struct ctx *c, struct folder_config *dst, const struct fo
 	dst->n_exclude = 0;
 	dst->extra_json = NULL;
 	if (dup_opt(&dst->extra_json, src->extra_json) < 0)
+	dst->references = NULL;
+	dst->n_references = 0;
+	dst->group_marker = NULL;
+	if (dup_opt(&dst->group_marker, src->group_marker) < 0)
 		return oom(c);
 	if (dup_opt(&dst->path, src->path) < 0 || dup_opt(&dst->output, src->output) < 0 ||
 	    dup_opt(&dst->prompt, src->prompt) < 0 || dup_opt(&dst->size, src->size) < 0 ||
@@ -1148,6 +1226,9 @@ static int folder_copy(struct ctx *c, struct folder_config *dst, const struct fo
 			if (dup_opt(&dst->exclude[i], src->exclude[i]) < 0)
 				return oom(c);
 	}
+	if (refs_copy(src->references, src->n_references, &dst->references) < 0)
+		return oom(c);
+	dst->n_references = src->n_references;
 	return 0;
 }
 
@@ -1236,6 +1317,25 @@ static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
 	case FK_FIT:
 		r = get_enum(c, v, key, fit_names, N_ELEMENTS(fit_names), &e);
 		fc->fit = (enum fit_mode)e;
+		return r;
+	case FK_REFERENCES:
+		return get_references(c, v, fc);
+	case FK_GROUP:
+		m->group = v->start_mark;
+		r = get_enum(c, v, key, group_names, N_ELEMENTS(group_names), &e);
+		fc->group = (enum group_mode)e;
+		return r;
+	case FK_GROUP_READY:
+		r = get_enum(c, v, key, group_ready_names, N_ELEMENTS(group_ready_names), &e);
+		fc->group_ready = (enum group_ready)e;
+		return r;
+	case FK_GROUP_MARKER:
+		r = get_string(c, v, key, &fc->group_marker);
+		if (r == 0 && (!fc->group_marker[0] || strchr(fc->group_marker, '/') ||
+			       !strcmp(fc->group_marker, ".") || !strcmp(fc->group_marker, "..")))
+			return fail_at(c, v->start_mark,
+				       "group_marker: expected a file name (no \"/\"), got %s",
+				       quote(fc->group_marker).s);
 		return r;
 	case FK_FIT_QUALITY: {
 		uint64_t q = 0;
@@ -1334,6 +1434,38 @@ static int finish_folder(struct ctx *c, const yaml_node_t *map, struct folder_co
 			return oom(c);
 		normalise_path(fc->done_dir, &why); /* only to fold the "//" of output "/" */
 		m->done = m->output;
+	}
+	/* A group is an immediate subfolder: with recursive every subfolder
+	 * would also be watched for files of its own. The originals of a group
+	 * stay where they are (moving one member would change the group). */
+	if (fc->group == GROUP_SUBFOLDER && fc->recursive)
+		return fail_at(c, m->group,
+			       "group: subfolder needs recursive: false in folder %s (each "
+			       "immediate subfolder is one request)",
+			       quote(fc->path).s);
+	if (fc->group == GROUP_SUBFOLDER && fc->on_success != ON_SUCCESS_KEEP)
+		return fail_at(c, m->group,
+			       "group: subfolder needs on_success: keep in folder %s (the images "
+			       "of a group stay where they are)",
+			       quote(fc->path).s);
+	if (fc->group == GROUP_SUBFOLDER && fc->n_references > CONFIG_IMAGES_MAX - 2)
+		return fail_at(c, m->group,
+			       "group: subfolder with %zu references leaves no room for two images "
+			       "in a request of at most %d",
+			       fc->n_references, CONFIG_IMAGES_MAX);
+	if (!fc->group_marker && !(fc->group_marker = strdup(".ready")))
+		return oom(c);
+	/* The size limit is the folder's (it may be set after references:). */
+	for (size_t i = 0; i < fc->n_references; i++) {
+		const struct config_reference *ref = &fc->references[i];
+		yaml_mark_t at = {.line = (size_t)ref->line - 1, .column = (size_t)ref->column - 1};
+
+		if (ref->size > fc->max_input_bytes)
+			return fail_at(c, at,
+				       "references: %s has %" PRIu64 " bytes, more than max_input_bytes "
+				       "(%" PRIu64 ") of folder %s",
+				       quote(ref->path).s, ref->size, fc->max_input_bytes,
+				       quote(fc->path).s);
 	}
 	fc->line = (int)map->start_mark.line + 1;
 	fc->column = (int)map->start_mark.column + 1;

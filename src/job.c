@@ -246,7 +246,7 @@ static size_t job_hash(const struct folder *folder, const char *rel, size_t size
 	return (size_t)(fnv1a64_update(seed, rel, strlen(rel)) & (size - 1));
 }
 
-static struct job *jobs_find(const struct jobs *jobs, const struct folder *folder, const char *rel)
+struct job *jobs_find(const struct jobs *jobs, const struct folder *folder, const char *rel)
 {
 	for (struct job *j = jobs->table[job_hash(folder, rel, jobs->table_size)]; j;
 	     j = j->hash_next)
@@ -277,7 +277,7 @@ static void jobs_grow_table(struct jobs *jobs)
 	jobs->table_size = size;
 }
 
-static struct job *jobs_create(struct jobs *jobs, struct folder *folder, const char *rel)
+struct job *jobs_create(struct jobs *jobs, struct folder *folder, const char *rel)
 {
 	struct job *job = calloc(1, sizeof(*job));
 	size_t b;
@@ -408,6 +408,8 @@ static void job_free(struct jobs *jobs, struct job *job)
 	jobs->n_jobs--;
 	job_release_transfers(jobs, job);
 	job_fit_release(job);
+	job_refs_release(job);
+	refs_free(job->members, job->n_members);
 	api_result_clear(&job->result);
 	job_outputs_clear(job);
 	work_close(jobs->store_pool, job->out_dirfd);
@@ -1029,6 +1031,9 @@ void jobs_free(struct jobs *jobs)
 		free(jobs->auth_header);
 	}
 	free(jobs->gen_url);
+	for (size_t i = 0; i < jobs->n_group_logged; i++)
+		free(jobs->group_logged[i]);
+	free(jobs->group_logged);
 	free(jobs);
 }
 
@@ -1061,6 +1066,12 @@ void jobs_offer(struct jobs *jobs, struct folder *folder, const char *rel, const
 {
 	const struct index_entry *e;
 
+	if (folder->cfg->group == GROUP_SUBFOLDER) {
+		/* Only subfolders are inputs there: a file beside them is not. */
+		if (strchr(rel, '/'))
+			job_group_offer(jobs, folder, rel, st, how);
+		return;
+	}
 	if (!jobs->stopping && folder->present && !jobs_find(jobs, folder, rel) &&
 	    (e = index_get(folder->index, rel)) && e->size == (uint64_t)st->st_size &&
 	    e->mtime_sec == st->st_mtim.tv_sec && e->mtime_nsec == st->st_mtim.tv_nsec &&
@@ -1373,6 +1384,9 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 		return;
 	}
 	job = jobs_create(jobs, folder, rec->source);
+	/* In a group folder every input is a subfolder (its sources list is
+	 * not in the journal: the sidecar written from it has none). */
+	job->group = folder->cfg->group == GROUP_SUBFOLDER;
 	job->journalled = true;
 	job->size = rec->size;
 	job->mtime.tv_sec = rec->mtime_sec;

@@ -180,6 +180,8 @@ struct job_reuse_io {
 	char *extra_json; /* the folder's extra:, NULL if none */
 	bool watermark;
 	char sha[65];
+	struct config_reference *refs; /* the folder's references: the result must be of them */
+	size_t n_refs;
 	struct job_out out;
 	struct job_stem stem;
 	struct job_success success;
@@ -199,6 +201,24 @@ static bool same_extra(const char *a, const char *b)
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
+/* The folder's references as they are now, hashed (on the worker). */
+static int job_reuse_refs(struct job_reuse_io *u, struct sidecar_reference *refs, char (*hex)[65])
+{
+	for (size_t i = 0; i < u->n_refs && i < CONFIG_IMAGES_MAX; i++) {
+		int fd = refs_open(&u->refs[i]), r;
+
+		if (fd < 0)
+			return fd;
+		r = digest_sha256_fd(fd, hex[i]);
+		(void)close(fd);
+		if (r < 0)
+			return r;
+		refs[i].path = u->refs[i].path;
+		refs[i].sha256_hex = hex[i];
+	}
+	return 0;
+}
+
 /* The same bytes were already paid for under another name in this folder
  * (a file copied, or a subfolder renamed): reuse that result instead of
  * generating again, if it was made with the settings this file would get.
@@ -210,6 +230,8 @@ static void job_reuse_work(struct job_io *io)
 	char out_name[OUTPUT_NAME_MAX + 16], *text = NULL, *old_out = NULL, *doc = NULL;
 	struct sidecar_success s = {0};
 	struct sidecar_doc old = {0};
+	struct sidecar_reference refs[CONFIG_IMAGES_MAX];
+	char refs_hex[CONFIG_IMAGES_MAX][65];
 	const char *output, *ext;
 	int fd, dirfd = -1, r = 0, p;
 	size_t len;
@@ -239,6 +261,14 @@ static void job_reuse_work(struct job_io *io)
 	    strcmp(old.size_requested, u->size) != 0 || old.watermark != u->watermark ||
 	    !same_extra(old.extra_json, u->extra_json))
 		goto out; /* other settings (or not ours to read): generate anew */
+	r = job_reuse_refs(u, refs, refs_hex);
+	if (r < 0 || !sidecar_references_equal(text, len, refs, u->n_refs)) {
+		/* Made with other references, or they cannot be read: generate
+		 * (sending checks the references again). */
+		r = r == -ENOMEM ? r : 0;
+		u->result = r ? REUSE_LOCAL_ERROR : REUSE_NONE;
+		goto out;
+	}
 	output = old.output;
 	if (asprintf(&old_out, "%s/%s", u->output_root, output) < 0) {
 		old_out = NULL;
@@ -287,6 +317,8 @@ static void job_reuse_work(struct job_io *io)
 	s.prompt_source = u->prompt_source;
 	s.prompt_file = u->prompt_file;
 	s.extra_json = u->extra_json;
+	s.references = refs;
+	s.n_references = u->n_refs;
 	doc = sidecar_success_json(&s);
 	if (!doc) {
 		r = -ENOMEM;
@@ -315,6 +347,7 @@ static void job_reuse_free(struct job_reuse_io *u)
 {
 	if (u->check)
 		job_check_free(u->check);
+	refs_free(u->refs, u->n_refs);
 	free(u->output_root);
 	free(u->sidecar);
 	free(u->reused_from);
@@ -527,6 +560,9 @@ static void job_reuse_submit(struct jobs *jobs, struct job *job, struct job_reus
 	u->extra_json = cfg->extra_json ? xstrdup(cfg->extra_json) : NULL;
 	u->size = xstrdup(cfg->size);
 	u->watermark = cfg->watermark;
+	if (refs_copy(cfg->references, cfg->n_references, &u->refs) < 0)
+		log_oom();
+	u->n_refs = cfg->n_references;
 	memcpy(u->sha, job->sha256, sizeof(u->sha));
 	job_out_fill(job, &u->out, u->rechecked);
 	job_stem_fill(jobs, job, &u->stem);
@@ -608,6 +644,10 @@ void job_validate(struct jobs *jobs, struct job *job)
 	const struct index_entry *e;
 	struct job_check_io *c;
 
+	if (job->group && job->folder->present) {
+		job_group_validate(jobs, job);
+		return;
+	}
 	if (!job->folder->present) {
 		/* Paused (its folder or its output is away): a missing sidecar
 		 * proves nothing now. Look again after a settle; a resume rescans. */

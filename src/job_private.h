@@ -23,6 +23,7 @@
 #include "journal.h"
 #include "log.h"
 #include "output.h"
+#include "refs.h"
 #include "schedule.h"
 #include "sidecar.h"
 #include "transfer.h"
@@ -124,7 +125,37 @@ struct job {
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
 	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
+	struct job_ref_sent *refs_sent;	   /* the references of its last request, for the sidecar */
+	size_t n_refs_sent;
+	/* group: subfolder (job_group.c): rel is the subfolder; members are its
+	 * images as checked, sent first (in name order) before the references,
+	 * whose first n_members - 1 entries of refs_sent are the other members. */
+	bool group;
+	bool group_live; /* offered by an event, not only by a scan, since it was checked */
+	struct config_reference *members;
+	size_t n_members;
 };
+
+/* job_group.c: a file of a group folder's subfolder was offered (or its
+ * marker): the group's job settles (created if need be). */
+void job_group_offer(struct jobs *jobs, struct folder *folder, const char *rel,
+		     const struct stat *st, enum watch_how how);
+/* Looks at a settled group on a worker: lists, checks and judges it. */
+void job_group_validate(struct jobs *jobs, struct job *job);
+/* The sidecar's "sources" of a group job (n_members entries), or NULL. */
+const struct sidecar_source *job_group_sources(const struct job *job, struct sidecar_source *buf,
+					       size_t n);
+struct job *jobs_find(const struct jobs *jobs, const struct folder *folder, const char *rel);
+struct job *jobs_create(struct jobs *jobs, struct folder *folder, const char *rel);
+
+/* A reference image as a request sent it (job_send.c). */
+struct job_ref_sent {
+	char *path;
+	char format[8];
+	char sha256[65]; /* once sent whole; "" before */
+};
+/* Forgets refs_sent (a new request, or the job is freed). */
+void job_refs_release(struct job *job);
 
 struct job_list {
 	struct job *head, *tail;
@@ -188,6 +219,8 @@ struct jobs {
 	char storage_reason[512]; /* stalled folders, for STATUS= */
 	struct events *events;	  /* may be NULL */
 	uint64_t spent_total;	  /* micros, estimated, paid answers of this run */
+	char **group_logged;	  /* "<folder>/<group>" already said to have changed after done */
+	size_t n_group_logged;
 };
 
 /* What a stage ends in; job_advance (job.c) is the one place that applies

@@ -736,6 +736,9 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	const char *reasons[FIT_REASON_COUNT];
 	cJSON *outputs = NULL;
 	char *dir, *first_out = NULL;
+	struct sidecar_reference refs[CONFIG_IMAGES_MAX];
+	struct sidecar_source sources[CONFIG_IMAGES_MAX];
+	size_t n_members_after;
 
 	if (!c)
 		log_oom();
@@ -782,6 +785,19 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	s.completed_at = c->completed_at;
 	s.version = SEEDREAMD_VERSION;
 	s.fitted = job_fit_sidecar(job, &fitted, reasons, FIT_REASON_COUNT);
+	s.sources = job_group_sources(job, sources, CONFIG_IMAGES_MAX);
+	s.n_sources = s.sources ? job->n_members : 0;
+	/* A group's other images come first among what was sent after the source. */
+	n_members_after = s.sources ? job->n_members - 1 : 0;
+	for (size_t i = n_members_after; i < job->n_refs_sent && i < CONFIG_IMAGES_MAX; i++) {
+		refs[i - n_members_after].path = job->refs_sent[i].path;
+		refs[i - n_members_after].sha256_hex =
+		    job->refs_sent[i].sha256[0] ? job->refs_sent[i].sha256 : NULL;
+	}
+	s.references = refs;
+	s.n_references = job->n_refs_sent <= CONFIG_IMAGES_MAX && job->n_refs_sent > n_members_after
+			     ? job->n_refs_sent - n_members_after
+			     : 0;
 	if (job_outputs_several(job)) {
 		s.max_images = job->max_images;
 		if (job_outputs_is_last(job)) {

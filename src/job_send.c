@@ -116,6 +116,7 @@ struct job_answer {
 	CURLcode result;
 	long status;
 	bool file_changed, read_whole, paid_too_large;
+	size_t changed_part; /* with file_changed: 0 the source, i + 1 reference i */
 	const char *code;
 	char msg[256];
 	struct transfer_dl *img; /* a b64_json image decoded as it arrived */
@@ -172,6 +173,10 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	ans->result = result;
 	ans->status = status;
 	ans->file_changed = g->file_changed;
+	ans->changed_part = g->changed_part;
+	for (size_t i = 0; i < g->n_parts && i < job->n_refs_sent; i++)
+		memcpy(job->refs_sent[i].sha256, g->parts[i].sha256_hex,
+		       sizeof(job->refs_sent[i].sha256));
 	ans->read_whole = g->sha256_hex[0] != '\0';
 	ans->src_fd = src_fd >= 0 ? dup(src_fd) : -1;
 	ans->src.dev = job->dev;
@@ -232,8 +237,13 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 	} else if (ans->file_changed || !ans->unchanged) {
 		/* The file changed while it was being sent: what was sent is not the
 		 * file. Look at the new version once it settles. */
-		log_warn("%s/%s changed while it was being sent; waiting for it to settle",
-			 job->folder->cfg->path, job->rel);
+		if (ans->changed_part && ans->changed_part <= job->n_refs_sent)
+			log_warn("%s changed while it was being sent with %s/%s; waiting",
+				 job->refs_sent[ans->changed_part - 1].path, job->folder->cfg->path,
+				 job->rel);
+		else
+			log_warn("%s/%s changed while it was being sent; waiting for it to settle",
+				 job->folder->cfg->path, job->rel);
 		if (img)
 			job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), img->fd,
 					   img->tmp_name);
@@ -372,26 +382,61 @@ struct job_prepare_io {
 	struct job_stem stem;
 	uint64_t min_free;
 	bool b64, rechecked;
+	struct config_reference *refs; /* a group's other images, then the folder's references */
+	size_t n_refs;
+	struct config_reference *first; /* a group's first image (sent as the source), or NULL */
+	size_t n_members_after;		/* a group's images among refs (its first n) */
 	/* results */
 	int r, fd, dirfd, img_fd;
 	bool gone, changed, space_low;
 	char img_tmp[300];
+	int *ref_fds;	/* n_refs, -1 where not open */
+	size_t ref_bad; /* with ref_err: the reference that is not as validated */
+	int ref_err;	/* -ESTALE (changed) or -errno of opening it */
 };
+
+/* Opens the references; false (ref_bad, ref_err) when one is not the file
+ * that was validated: no request pays with a wrong reference. */
+static bool job_prepare_refs(struct job_prepare_io *p)
+{
+	for (size_t i = 0; i < p->n_refs; i++) {
+		int fd = refs_open(&p->refs[i]);
+		if (fd < 0) {
+			p->ref_bad = i;
+			p->ref_err = fd;
+			return false;
+		}
+		p->ref_fds[i] = fd;
+	}
+	return true;
+}
 
 static void job_prepare_work(struct job_io *io)
 {
 	struct job_prepare_io *p = (struct job_prepare_io *)io;
 	char hint[OUTPUT_NAME_MAX + 8];
 
-	p->fd = job_src_open(&p->src);
-	if (p->fd < 0) {
-		p->gone = true;
-		return;
+	if (p->first) {
+		/* A group: its first image, still as the group's check saw it. */
+		p->fd = refs_open(p->first);
+		if (p->fd < 0) {
+			p->changed = p->fd == -ESTALE;
+			p->gone = !p->changed;
+			return;
+		}
+	} else {
+		p->fd = job_src_open(&p->src);
+		if (p->fd < 0) {
+			p->gone = true;
+			return;
+		}
+		if (!job_src_unchanged(&p->src, p->fd)) {
+			p->changed = true;
+			return;
+		}
 	}
-	if (!job_src_unchanged(&p->src, p->fd)) {
-		p->changed = true;
+	if (!job_prepare_refs(p))
 		return;
-	}
 	p->dirfd = p->r = job_out_open(&p->out);
 	if (p->r < 0)
 		return;
@@ -410,6 +455,12 @@ static void job_prepare_work(struct job_io *io)
 
 static void job_prepare_free(struct jobs *jobs, struct job_prepare_io *p, bool keep)
 {
+	/* Those handed to a transfer are -1 by now. */
+	for (size_t i = 0; i < p->n_refs && p->ref_fds; i++)
+		work_close(jobs->store_pool, p->ref_fds[i]);
+	free(p->ref_fds);
+	refs_free(p->refs, p->n_refs);
+	refs_free(p->first, p->first ? 1 : 0);
 	if (!keep) {
 		work_close(jobs->store_pool, p->fd);
 		if (p->img_fd >= 0)
@@ -425,7 +476,34 @@ static void job_prepare_free(struct jobs *jobs, struct job_prepare_io *p, bool k
 
 static void job_prepare_submit(struct jobs *jobs, struct job *job, struct job_prepare_io *p);
 static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int img_fd,
-			       const char *img_tmp);
+			       const char *img_tmp, struct job_prepare_io *p);
+
+/* A reference changed or vanished since the configuration was read: the
+ * file waits, unpaid, until the reference is back or a reload accepts the
+ * new one (a batch run leaves it for a later run). */
+static void job_hold_for_reference(struct jobs *jobs, struct job *job,
+				   const struct job_prepare_io *p)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	const char *ref = p->refs[p->ref_bad].path;
+	const char *why = p->ref_err == -ESTALE ? "changed since the configuration was read"
+						: strerror(-p->ref_err);
+
+	job_close_output_dir(job);
+	if (jobs->once) {
+		log_job(LOG_WARNING, cfg->path, job->rel, NULL, "Reference.Changed",
+			"%s/%s left for a later run: reference %s: %s (reload to accept a new "
+			"version)",
+			cfg->path, job->rel, ref, why);
+		job_advance(jobs, job, JOB_VERDICT(LEAVE));
+		return;
+	}
+	log_job(LOG_WARNING, cfg->path, job->rel, NULL, "Reference.Changed",
+		"%s/%s waits: reference %s: %s (nothing is sent with another version; reload "
+		"to accept it)",
+		cfg->path, job->rel, ref, why);
+	job_advance(jobs, job, JOB_VERDICT(RETRY, .delay_ms = JOBS_STORAGE_RETRY_MS));
+}
 
 static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *io)
 {
@@ -447,6 +525,20 @@ static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *
 		job->dirty = false;
 		job_advance(jobs, job,
 			    JOB_VERDICT(SETTLE, .delay_ms = job->folder->cfg->settle_ms));
+		return;
+	}
+	if (p->ref_err && p->ref_bad < p->n_members_after) {
+		/* An image of the group changed or went: look at the group anew. */
+		log_info("group %s/%s changed before it was sent; waiting for it to settle",
+			 job->folder->cfg->path, job->rel);
+		job_prepare_free(jobs, p, false);
+		job_advance(jobs, job,
+			    JOB_VERDICT(SETTLE, .delay_ms = job->folder->cfg->settle_ms));
+		return;
+	}
+	if (p->ref_err) {
+		job_hold_for_reference(jobs, job, p);
+		job_prepare_free(jobs, p, false);
 		return;
 	}
 	if (r == -ESTALE && !p->rechecked) {
@@ -494,14 +586,48 @@ static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *
 		char img_tmp[sizeof(p->img_tmp)];
 
 		memcpy(img_tmp, p->img_tmp, sizeof(img_tmp));
+		job_generate_start(jobs, job, fd, img_fd, img_tmp, p);
 		job_prepare_free(jobs, p, true);
-		job_generate_start(jobs, job, fd, img_fd, img_tmp);
 	}
+}
+
+/* What goes after the source: a group's other images, then the folder's
+ * references; a group's first image is opened as the source. */
+static void job_prepare_images(const struct job *job, struct job_prepare_io *p)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	struct config_reference *members = NULL, *refs = NULL;
+	size_t n_after = job->group && job->n_members ? job->n_members - 1 : 0;
+
+	if (job->group && job->n_members &&
+	    (refs_copy(job->members, 1, &p->first) < 0 ||
+	     refs_copy(job->members + 1, n_after, &members) < 0))
+		log_oom();
+	if (refs_copy(cfg->references, cfg->n_references, &refs) < 0)
+		log_oom();
+	p->n_refs = n_after + cfg->n_references;
+	p->n_members_after = n_after;
+	p->refs = calloc(p->n_refs ? p->n_refs : 1, sizeof(*p->refs));
+	if (!p->refs)
+		log_oom();
+	/* The copies' strings move into one array. */
+	if (n_after)
+		memcpy(p->refs, members, n_after * sizeof(*members));
+	if (cfg->n_references)
+		memcpy(p->refs + n_after, refs, cfg->n_references * sizeof(*refs));
+	free(members);
+	free(refs);
 }
 
 static void job_prepare_submit(struct jobs *jobs, struct job *job, struct job_prepare_io *p)
 {
 	p->fd = p->dirfd = p->img_fd = -1;
+	job_prepare_images(job, p);
+	p->ref_fds = malloc((p->n_refs ? p->n_refs : 1) * sizeof(*p->ref_fds));
+	if (!p->ref_fds)
+		log_oom();
+	for (size_t i = 0; i < p->n_refs; i++)
+		p->ref_fds[i] = -1;
 	job_src_fill(job, &p->src);
 	job_out_fill(job, &p->out, p->rechecked);
 	job_stem_fill(jobs, job, &p->stem);
@@ -530,10 +656,49 @@ void job_generate(struct jobs *jobs, struct job *job)
 	job_prepare_submit(jobs, job, p);
 }
 
+void job_refs_release(struct job *job)
+{
+	for (size_t i = 0; i < job->n_refs_sent; i++)
+		free(job->refs_sent[i].path);
+	free(job->refs_sent);
+	job->refs_sent = NULL;
+	job->n_refs_sent = 0;
+}
+
+/* The references p opened go after the image: their separators into the
+ * transfer with their descriptors (taken from p), and what is sent into
+ * job->refs_sent for the sidecar. */
+static int job_add_references(struct job *job, struct job_prepare_io *p, char **seps)
+{
+	job_refs_release(job);
+	if (!p->n_refs)
+		return 0;
+	job->refs_sent = calloc(p->n_refs, sizeof(*job->refs_sent));
+	if (!job->refs_sent)
+		return -ENOMEM;
+	job->n_refs_sent = p->n_refs;
+	for (size_t i = 0; i < p->n_refs; i++) {
+		struct job_ref_sent *sent = &job->refs_sent[i];
+		int r;
+
+		sent->path = strdup(p->refs[i].path);
+		if (!sent->path)
+			return -ENOMEM;
+		memcpy(sent->format, p->refs[i].format, sizeof(sent->format));
+		r = transfer_gen_add_part(job->gen, seps[i], p->ref_fds[i], p->refs[i].size);
+		seps[i] = NULL;
+		p->ref_fds[i] = -1;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* The send is ready: fd is the source (still the version validated), img_fd
- * the b64_json image's temporary file or -1. */
+ * the b64_json image's temporary file or -1, p the request that readied it
+ * (its references' descriptors are taken). */
 static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int img_fd,
-			       const char *img_tmp)
+			       const char *img_tmp, struct job_prepare_io *p)
 {
 	const struct folder_config *cfg = job->folder->cfg;
 	struct api_request req = {
@@ -547,7 +712,8 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	    .extra_json = cfg->extra_json,
 	    .max_images = job->sched_images, /* what the scheduler counted it as */
 	};
-	char *prefix = NULL, *suffix = NULL;
+	char *prefix = NULL, *suffix = NULL, **seps = NULL;
+	const char *ref_formats[CONFIG_IMAGES_MAX];
 	uint64_t send_size = job->size;
 	int r;
 
@@ -570,7 +736,10 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 		send_size = job->fitted->res.bytes;
 		req.image_format = image_format_name(job->fitted->res.format);
 	}
-	r = api_request_frame(&req, &prefix, &suffix);
+	for (size_t i = 0; i < p->n_refs && i < CONFIG_IMAGES_MAX; i++)
+		ref_formats[i] = p->refs[i].format;
+	/* One image: the body as it always was, "image" a string. */
+	r = api_request_frame_images(&req, ref_formats, p->n_refs, &prefix, &seps, &suffix);
 	if (r < 0)
 		log_oom();
 	job->gen = calloc(1, sizeof(*job->gen));
@@ -584,6 +753,9 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	if (job->sched_images > 1 && jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON)
 		job->gen->body_max =
 		    TRANSFER_JSON_MAX + (size_t)(job->sched_images - 1) * TRANSFER_B64_EXTRA_MAX;
+	if (job_add_references(job, p, seps) < 0)
+		log_oom();
+	free(seps);
 	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
 			       send_size, &jobs->net, jobs->io_pool);
 	if (r >= 0)

@@ -292,6 +292,25 @@ static bool add_extra(cJSON *obj, const char *extra_json)
 	return true;
 }
 
+static bool add_references(cJSON *obj, const struct sidecar_reference *refs, size_t n)
+{
+	cJSON *arr = cJSON_AddArrayToObject(obj, "references");
+
+	if (!arr)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		cJSON *o = cJSON_CreateObject();
+		if (!o || !cJSON_AddItemToArray(arr, o)) {
+			cJSON_Delete(o);
+			return false;
+		}
+		if (!sidecar_add_name(o, "path", refs[i].path) ||
+		    !sidecar_add_string(o, "sha256", refs[i].sha256_hex))
+			return false;
+	}
+	return true;
+}
+
 static bool add_outputs(cJSON *root, const struct sidecar_success *s)
 {
 	cJSON *outputs;
@@ -305,6 +324,95 @@ static bool add_outputs(cJSON *root, const struct sidecar_success *s)
 		return false;
 	cJSON_AddItemToObject(root, "outputs", outputs);
 	return true;
+}
+
+bool sidecar_references_equal(const char *json, size_t len, const struct sidecar_reference *refs,
+			      size_t n)
+{
+	cJSON *root = cJSON_ParseWithLength(json, len), *arr;
+	bool same = false;
+
+	if (!root)
+		return false;
+	arr = cJSON_GetObjectItemCaseSensitive(root, "references");
+	if (!arr) {
+		same = n == 0;
+		goto out;
+	}
+	if (!cJSON_IsArray(arr) || (size_t)cJSON_GetArraySize(arr) != n)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const cJSON *o = cJSON_GetArrayItem(arr, (int)i);
+		char *path = sidecar_get_name(o, "path");
+		const cJSON *sha = cJSON_GetObjectItemCaseSensitive(o, "sha256");
+		bool match = path && !strcmp(path, refs[i].path) && cJSON_IsString(sha) &&
+			     refs[i].sha256_hex && !strcmp(sha->valuestring, refs[i].sha256_hex);
+
+		free(path);
+		if (!match)
+			goto out;
+	}
+	same = true;
+out:
+	cJSON_Delete(root);
+	return same;
+}
+
+static bool add_sources(cJSON *obj, const struct sidecar_source *srcs, size_t n)
+{
+	cJSON *arr = cJSON_AddArrayToObject(obj, "sources");
+
+	if (!arr)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		cJSON *o = cJSON_CreateObject();
+		long nsec = srcs[i].mtime_nsec < 0 ? 0 : srcs[i].mtime_nsec;
+
+		if (!o || !cJSON_AddItemToArray(arr, o)) {
+			cJSON_Delete(o);
+			return false;
+		}
+		if (!sidecar_add_name(o, "name", srcs[i].source) ||
+		    !sidecar_add_string(o, "sha256", srcs[i].sha256_hex) ||
+		    !add_number(o, "size", (double)srcs[i].size) ||
+		    !add_time(o, "mtime", srcs[i].mtime_sec, nsec))
+			return false;
+	}
+	return true;
+}
+
+bool sidecar_sources_equal(const char *json, size_t len, const struct sidecar_source *srcs,
+			   size_t n)
+{
+	cJSON *root = cJSON_ParseWithLength(json, len), *arr;
+	bool same = false;
+
+	if (!root)
+		return false;
+	arr = cJSON_GetObjectItemCaseSensitive(root, "sources");
+	if (!cJSON_IsArray(arr) || (size_t)cJSON_GetArraySize(arr) != n)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const cJSON *o = cJSON_GetArrayItem(arr, (int)i);
+		const cJSON *mtime = cJSON_GetObjectItemCaseSensitive(o, "mtime");
+		char *name = sidecar_get_name(o, "name");
+		double size = -1;
+		int64_t sec = 0;
+		long nsec = 0;
+		bool match = name && !strcmp(name, srcs[i].source) &&
+			     sidecar_get_number(o, "size", 9007199254740992.0, &size) &&
+			     (uint64_t)size == srcs[i].size && cJSON_IsString(mtime) &&
+			     sidecar_parse_time(mtime->valuestring, &sec, &nsec) == 0 &&
+			     sec == srcs[i].mtime_sec && nsec == srcs[i].mtime_nsec;
+
+		free(name);
+		if (!match)
+			goto out;
+	}
+	same = true;
+out:
+	cJSON_Delete(root);
+	return same;
 }
 
 char *sidecar_success_json(const struct sidecar_success *s)
@@ -336,7 +444,9 @@ char *sidecar_success_json(const struct sidecar_success *s)
 	     (!s->provenance || sidecar_add_string(root, "provenance", s->provenance)) &&
 	     (!s->prompt_source || sidecar_add_string(root, "prompt_source", s->prompt_source)) &&
 	     (!s->prompt_file || sidecar_add_name(root, "prompt_file", s->prompt_file)) &&
-	     (!s->extra_json || add_extra(root, s->extra_json)) && add_outputs(root, s);
+	     (!s->extra_json || add_extra(root, s->extra_json)) && add_outputs(root, s) &&
+	     (!s->n_references || add_references(root, s->references, s->n_references)) &&
+	     (!s->n_sources || add_sources(root, s->sources, s->n_sources));
 	if (ok)
 		out = print_document(root);
 	cJSON_Delete(root);

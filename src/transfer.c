@@ -146,14 +146,23 @@ static void transfer_gen_read_ready(void *userdata)
 	transfer_resume(g->easy, g->running, &g->paused, CURLPAUSE_SEND);
 }
 
-/* The next bytes of the file, base64-encoded into dest (room >= 4), or into
+/* One file of the body as it is sent: the first, or a part. */
+struct transfer_src {
+	struct stream_reader *reader;
+	uint64_t *off, size;
+	char *sha256_hex;
+	size_t which; /* for changed_part */
+};
+
+/* The next bytes of a file, base64-encoded into dest (room >= 4), or into
  * the stash when room < 4. 0 with nothing ready (paused), or the abort. */
-static size_t transfer_gen_file(struct transfer_gen *g, char *buf, size_t room)
+static size_t transfer_gen_file(struct transfer_gen *g, const struct transfer_src *f, char *buf,
+				size_t room)
 {
 	size_t want = room / 4 * 3, out;
 	char *dest = buf;
 	const uint8_t *src = NULL;
-	ssize_t avail = stream_reader_peek(g->reader, &src);
+	ssize_t avail = stream_reader_peek(f->reader, &src);
 
 	if (avail == -EAGAIN) {
 		/* Nothing read yet: the worker's completion resumes curl. */
@@ -164,6 +173,7 @@ static size_t transfer_gen_file(struct transfer_gen *g, char *buf, size_t room)
 		/* It shrank under us, or could not be read: what would be sent
 		 * is not the file. */
 		g->file_changed = true;
+		g->changed_part = f->which;
 		g->read_errno = avail < 0 && avail != -ENODATA ? (int)-avail : 0;
 		return CURL_READFUNC_ABORT;
 	}
@@ -176,10 +186,10 @@ static size_t transfer_gen_file(struct transfer_gen *g, char *buf, size_t room)
 	if (want > (size_t)avail)
 		want = (size_t)avail; /* a buffer ends on a group, but at the end of the file */
 	out = b64_encode(src, want, dest);
-	stream_reader_consume(g->reader, want);
-	g->file_off += want;
-	if (g->file_off == g->file_size)
-		memcpy(g->sha256_hex, stream_reader_sha256(g->reader), sizeof(g->sha256_hex));
+	stream_reader_consume(f->reader, want);
+	*f->off += want;
+	if (*f->off == f->size)
+		memcpy(f->sha256_hex, stream_reader_sha256(f->reader), 65);
 	if (dest == g->stash) {
 		g->stash_len = out;
 		g->stash_off = 0;
@@ -207,10 +217,43 @@ size_t transfer_gen_fill(struct transfer_gen *g, char *buf, size_t room)
 		g->stash_off += n;
 		return n;
 	}
-	if (g->file_off < g->file_size)
-		return transfer_gen_file(g, buf, room);
+	if (g->file_off < g->file_size) {
+		struct transfer_src f = {g->reader, &g->file_off, g->file_size, g->sha256_hex, 0};
+		return transfer_gen_file(g, &f, buf, room);
+	}
 	if (!g->sha256_hex[0]) /* an empty file: no chunk finished it */
 		memcpy(g->sha256_hex, stream_reader_sha256(g->reader), sizeof(g->sha256_hex));
+	for (; g->part < g->n_parts; g->part++) {
+		struct transfer_part *p = &g->parts[g->part];
+		struct transfer_src f = {p->reader, &p->off, p->size, p->sha256_hex, g->part + 1};
+
+		if (p->sent_sep < p->sep_len) {
+			size_t n = p->sep_len - p->sent_sep;
+			if (n > room)
+				n = room;
+			memcpy(buf, p->sep + p->sent_sep, n);
+			p->sent_sep += n;
+			return n;
+		}
+		if (!p->reader) {
+			/* Read ahead only once the body reaches it: one file's
+			 * buffers at a time, however many images there are. */
+			int r = stream_reader_new(g->pool, p->fd, p->size, STREAM_READ_CHUNK,
+						  transfer_gen_read_ready, g, &p->reader);
+			if (r < 0) {
+				g->file_changed = true;
+				g->changed_part = g->part + 1;
+				g->read_errno = -r;
+				return CURL_READFUNC_ABORT;
+			}
+			f.reader = p->reader;
+		}
+		if (p->off < p->size)
+			return transfer_gen_file(g, &f, buf, room);
+		if (!p->sha256_hex[0])
+			memcpy(p->sha256_hex, stream_reader_sha256(p->reader),
+			       sizeof(p->sha256_hex));
+	}
 	if (g->sent_suffix < g->suffix_len) {
 		size_t n = g->suffix_len - g->sent_suffix;
 		if (n > room)
@@ -238,9 +281,19 @@ int transfer_gen_seek(void *userdata, curl_off_t offset, int origin)
 	g->stash_len = g->stash_off = 0;
 	g->sha256_hex[0] = '\0';
 	g->file_changed = false;
+	g->changed_part = 0;
 	g->read_errno = 0;
 	/* A read still under way is discarded by its generation. */
 	stream_reader_rewind(g->reader);
+	g->part = 0;
+	for (size_t i = 0; i < g->n_parts; i++) {
+		struct transfer_part *p = &g->parts[i];
+		p->sent_sep = 0;
+		p->off = 0;
+		p->sha256_hex[0] = '\0';
+		if (p->reader)
+			stream_reader_rewind(p->reader);
+	}
 	return CURL_SEEKFUNC_OK;
 }
 
@@ -556,6 +609,7 @@ int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth
 		       const struct transfer_net *net, struct work_pool *pool)
 {
 	struct curl_slist *h;
+	uint64_t body_len;
 	int r;
 
 	g->prefix = prefix;
@@ -592,8 +646,10 @@ int transfer_gen_setup(struct transfer_gen *g, const char *url, const char *auth
 	(void)curl_easy_setopt(g->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	(void)curl_easy_setopt(g->easy, CURLOPT_POST, 1L);
 	(void)curl_easy_setopt(g->easy, CURLOPT_HTTPHEADER, g->headers);
-	(void)curl_easy_setopt(g->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-			       (curl_off_t)(g->prefix_len + B64_ENCODED_LEN(file_size) + g->suffix_len));
+	body_len = g->prefix_len + B64_ENCODED_LEN(file_size) + g->suffix_len;
+	for (size_t i = 0; i < g->n_parts; i++)
+		body_len += g->parts[i].sep_len + B64_ENCODED_LEN(g->parts[i].size);
+	(void)curl_easy_setopt(g->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
 	(void)curl_easy_setopt(g->easy, CURLOPT_READFUNCTION, transfer_gen_read);
 	(void)curl_easy_setopt(g->easy, CURLOPT_READDATA, g);
 	(void)curl_easy_setopt(g->easy, CURLOPT_SEEKFUNCTION, transfer_gen_seek);
@@ -650,10 +706,32 @@ int transfer_gen_start(struct transfer_gen *g, struct http *http, http_done_fn d
 	return r;
 }
 
+int transfer_gen_add_part(struct transfer_gen *g, char *sep, int fd, uint64_t size)
+{
+	struct transfer_part *parts = realloc(g->parts, (g->n_parts + 1) * sizeof(*parts));
+
+	if (!parts) {
+		free(sep);
+		if (fd >= 0)
+			(void)close(fd); /* not yet read: a descriptor nobody waits on */
+		return -ENOMEM;
+	}
+	g->parts = parts;
+	parts[g->n_parts++] =
+	    (struct transfer_part){.sep = sep, .sep_len = strlen(sep), .fd = fd, .size = size};
+	return 0;
+}
+
 void transfer_gen_clear(struct transfer_gen *g)
 {
 	/* Requests under way finish unseen, on descriptors of their own. */
 	stream_reader_free(g->reader);
+	for (size_t i = 0; i < g->n_parts; i++) {
+		stream_reader_free(g->parts[i].reader);
+		free(g->parts[i].sep);
+		work_close(g->pool, g->parts[i].fd);
+	}
+	free(g->parts);
 	stream_writer_free(g->img.writer);
 	if (g->easy)
 		curl_easy_cleanup(g->easy);

@@ -80,6 +80,8 @@ struct watch_scan {
 	char **avoid; /* every folder's output and done_dir: never scanned as input */
 	size_t n_avoid;
 	bool recursive, follow_symlinks;
+	bool group;	    /* group: subfolder: its immediate subfolders are walked too */
+	char *group_marker; /* with group_ready: marker, the marker's name; else NULL */
 	int inotify_fd; /* -1: no watches (polling) */
 	char **subs;    /* subtrees to walk, "" the whole folder */
 	size_t n_subs;
@@ -315,6 +317,13 @@ static void scan_add_watch(struct watch_scan *s, const char *rel)
 
 static void scan_dir(struct watch_scan *s, int dirfd, const char *rel, unsigned depth);
 
+/* A group's marker file: hidden by name, but a candidate in a group's
+ * subfolder (rel, at depth 1). */
+static bool watch_is_marker(const char *marker, const char *rel, const char *name)
+{
+	return marker && rel[0] && !strchr(rel, '/') && !strcmp(name, marker);
+}
+
 static void scan_entry(struct watch_scan *s, int dirfd, const char *rel, const char *name,
 		       unsigned char type, unsigned depth)
 {
@@ -328,7 +337,7 @@ static void scan_entry(struct watch_scan *s, int dirfd, const char *rel, const c
 	if (type == DT_DIR) {
 		int sub;
 
-		if (!s->recursive || names_is_ignored_dir(name) ||
+		if (!(s->recursive || (s->group && rel[0] == '\0')) || names_is_ignored_dir(name) ||
 		    names_is_excluded(child, s->exclude, s->n_exclude))
 			goto out;
 		sub = dirlist_open_sub(dirfd, name);
@@ -343,7 +352,8 @@ static void scan_entry(struct watch_scan *s, int dirfd, const char *rel, const c
 	} else if (type == DT_REG || type == DT_LNK) {
 		int flags = s->follow_symlinks ? 0 : AT_SYMLINK_NOFOLLOW;
 
-		if (!names_is_candidate_file(name) ||
+		if (!(names_is_candidate_file(name) ||
+		      watch_is_marker(s->group_marker, rel, name)) ||
 		    names_is_excluded(child, s->exclude, s->n_exclude))
 			goto out;
 		/* Gone again already, or not a regular file: FIFOs, sockets, devices
@@ -371,7 +381,7 @@ static void scan_dir(struct watch_scan *s, int dirfd, const char *rel, unsigned 
 		return;
 	while (!s->oom && (name = dirlist_next(&list, &type, NULL))) {
 		scan_progress(s);
-		if (name[0] == '.')
+		if (name[0] == '.' && !watch_is_marker(s->group_marker, rel, name))
 			continue; /* hidden files and hidden folders */
 		scan_entry(s, dirfd, rel, name, type, depth);
 	}
@@ -483,6 +493,7 @@ static void found_free(struct watch_found *v, size_t n)
 static void watch_scan_free(struct watch_scan *s)
 {
 	free(s->root);
+	free(s->group_marker);
 	strv_free(s->exclude, s->n_exclude);
 	strv_free(s->avoid, s->n_avoid);
 	strv_free(s->subs, s->n_subs);
@@ -585,6 +596,9 @@ static void watch_send_scan(struct watch *w, struct watch_slot *slot)
 	s->submitted_at = loop_now_ms();
 	s->root = xstrdup(f->cfg->path);
 	s->recursive = f->cfg->recursive;
+	s->group = f->cfg->group == GROUP_SUBFOLDER;
+	if (s->group && f->cfg->group_ready == GROUP_READY_MARKER)
+		s->group_marker = xstrdup(f->cfg->group_marker);
 	s->follow_symlinks = f->cfg->follow_symlinks;
 	s->inotify_fd = f->polling ? -1 : w->inotify_fd;
 	s->exclude = calloc(f->cfg->n_exclude + 1, sizeof(*s->exclude));
@@ -1056,6 +1070,7 @@ static void watch_handle_event(struct watch *w, const struct inotify_event *ev)
 	struct watch_dir *d;
 	struct watch_slot *slot;
 	struct folder *f;
+	bool marker;
 	char *rel;
 
 	if (ev->mask & IN_Q_OVERFLOW) {
@@ -1083,7 +1098,9 @@ static void watch_handle_event(struct watch *w, const struct inotify_event *ev)
 			watch_folder_missing(w, f, "removed or moved away");
 		return;
 	}
-	if (ev->len == 0 || ev->name[0] == '.')
+	marker = f->cfg->group == GROUP_SUBFOLDER && f->cfg->group_ready == GROUP_READY_MARKER &&
+		 ev->len && watch_is_marker(f->cfg->group_marker, d->rel, ev->name);
+	if (ev->len == 0 || (ev->name[0] == '.' && !marker))
 		return;
 	slot = watch_slot_of(w, f);
 	if (!slot)
@@ -1094,12 +1111,13 @@ static void watch_handle_event(struct watch *w, const struct inotify_event *ev)
 		 * path. Drop them; a rename brings an IN_MOVED_TO that adds it anew. */
 		watch_forget_subtree(w, f, rel);
 	} else if (ev->mask & IN_ISDIR) {
-		if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && f->cfg->recursive &&
+		if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) &&
+		    (f->cfg->recursive || (f->cfg->group == GROUP_SUBFOLDER && !d->rel[0])) &&
 		    !names_is_ignored_dir(ev->name) &&
 		    !names_is_excluded(rel, f->cfg->exclude, f->cfg->n_exclude))
 			watch_want_subtree(w, slot, rel); /* watched, then scanned */
 	} else if (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) {
-		if (names_is_candidate_file(ev->name) &&
+		if ((names_is_candidate_file(ev->name) || marker) &&
 		    !names_is_excluded(rel, f->cfg->exclude, f->cfg->n_exclude))
 			watch_want_file(w, slot, rel,
 					(ev->mask & IN_MOVED_TO) ? WATCH_MOVED : WATCH_CLOSED);

@@ -25,7 +25,10 @@ JSON line, flushed at once:
     (null when dropped), model, prompt, prompt_sha256, size, watermark, response_format,
     image_format (from the data URL), image_sha256 and image_len (of the decoded image), fault (the
     token applied, or null), billed, file_id, created, output_sha256, error_code; rejected: true
-    for requests refused before any fault (bad key, invalid body).
+    for requests refused before any fault (bad key, invalid body). The `image` field may be one data
+    URL or an array of 1..14; image_format/image_sha256/image_len describe the first, "images" lists
+    every one in order ({format, sha256, len} of the decoded bytes) and image_array says whether an
+    array was sent; an invalid one is refused (400) naming its place, e.g. image[2].
   kind "download": index, time, file_id, status, length, bytes_sent, truncated.
 Billed: a generation that happened (ok, slow, truncdl, slowdl, dropafter); faults injected before the
 generation (errors, drop, malformed, error200) are not billed.
@@ -89,6 +92,7 @@ import make_samples  # noqa: E402  (the PNG decoder and the JPEG encoder)
 MAX_BODY = 64 * 1024 * 1024
 FORMATS = ("png", "jpeg", "webp", "bmp", "tiff", "gif")
 RETRYABLE = ("500", "503", "429", "drop", "malformed", "error200", "truncdl")
+MAX_IMAGES = 14  # the API's limit on the `image` array
 USAGE = {"generated_images": 1, "output_tokens": 16384, "total_tokens": 16384}
 
 
@@ -408,6 +412,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # ---- the generation call --------------------------------------------------------------
 
+    def validate_image(self, img, where):
+        """One data URL: (format, decoded bytes), or BadRequest naming where it is."""
+        bad = "The parameter `image` specified in the request is not valid: %s" % (
+            "" if where == "image" else where + ": ")
+        if not isinstance(img, str):
+            raise BadRequest("image", bad + "a data URL string is required.")
+        m = re.fullmatch(r"data:image/([^;,]*);base64,(.*)", img, re.S)
+        if not m:
+            raise BadRequest("image", bad + "expected data:image/<fmt>;base64,<data>.")
+        fmt = m.group(1)
+        if fmt not in FORMATS:
+            raise BadRequest("image", bad + "image format %r is not one of %s (lowercase)."
+                             % (fmt, ", ".join(FORMATS)))
+        try:
+            data = base64.b64decode(m.group(2), validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("image", bad + "the base64 data does not decode.")
+        if not data:
+            raise BadRequest("image", bad + "the image is empty.")
+        actual = magic_format(data)
+        if actual != fmt:
+            raise BadRequest("image", bad + "declared image/%s but the bytes are %s."
+                             % (fmt, actual or "no known format"))
+        return fmt, data
+
     def validate(self, body):
         try:
             req = json.loads(body)
@@ -421,29 +450,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise BadRequest(field, "The parameter `%s` specified in the request is not valid: "
                                  "a non-empty string is required." % field)
         img = req.get("image")
-        if not isinstance(img, str):
-            raise BadRequest("image", "The parameter `image` specified in the request is not valid: "
-                             "a data URL string is required.")
-        m = re.fullmatch(r"data:image/([^;,]*);base64,(.*)", img, re.S)
-        if not m:
-            raise BadRequest("image", "The parameter `image` specified in the request is not valid: "
-                             "expected data:image/<fmt>;base64,<data>.")
-        fmt = m.group(1)
-        if fmt not in FORMATS:
-            raise BadRequest("image", "The parameter `image` specified in the request is not valid: "
-                             "image format %r is not one of %s (lowercase)." % (fmt, ", ".join(FORMATS)))
-        try:
-            data = base64.b64decode(m.group(2), validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest("image", "The parameter `image` specified in the request is not valid: "
-                             "the base64 data does not decode.")
-        if not data:
-            raise BadRequest("image", "The parameter `image` specified in the request is not valid: "
-                             "the image is empty.")
-        actual = magic_format(data)
-        if actual != fmt:
-            raise BadRequest("image", "The parameter `image` specified in the request is not valid: "
-                             "declared image/%s but the bytes are %s." % (fmt, actual or "no known format"))
+        # A string (one image) or an array of up to 14 (the first is the one "edited", the others
+        # references); each is checked on its own, and the error names its place in the array.
+        if isinstance(img, list):
+            if not 1 <= len(img) <= MAX_IMAGES:
+                raise BadRequest("image", "The parameter `image` specified in the request is not valid: "
+                                 "an array of 1 to %d images is required, got %d." % (MAX_IMAGES, len(img)))
+            items = [(v, "image[%d]" % i) for i, v in enumerate(img)]
+        else:
+            items = [(img, "image")]
+        images = [self.validate_image(v, where) for v, where in items]
         size = req.get("size")
         if not isinstance(size, str) or not re.fullmatch(r"1K|2K|4K|[1-9][0-9]*x[1-9][0-9]*", size):
             raise BadRequest("size", "The parameter `size` specified in the request is not valid.")
@@ -465,7 +481,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if req.get("response_format") not in ("url", "b64_json"):
             raise BadRequest("response_format", "The parameter `response_format` specified in the "
                              "request is not valid: url or b64_json.")
-        return req, fmt, data
+        return req, images[0][0], images[0][1], images
 
     def generation(self, body):
         st = self.state
@@ -481,7 +497,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send_api_error(401, "AuthenticationError",
                                        "The API key in the request is missing or invalid.", rid)
         try:
-            req, fmt, image = self.validate(body)
+            req, fmt, image, images = self.validate(body)
         except BadRequest as e:
             rec.update(status=400, error_code=e.code, error_param=e.param, rejected=True,
                        message=str(e))
@@ -491,7 +507,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         rec.update(model=req["model"], prompt=prompt, size=req["size"], watermark=req["watermark"],
                    response_format=req["response_format"], image_format=fmt,
                    image_sha256=hashlib.sha256(image).hexdigest(), image_len=len(image),
-                   prompt_sha256=hashlib.sha256(prompt.encode("utf-8")).hexdigest())
+                   prompt_sha256=hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
+                   image_array=isinstance(req.get("image"), list),
+                   images=[{"format": f, "sha256": hashlib.sha256(d).hexdigest(), "len": len(d)}
+                           for f, d in images])
         # every field but the image, in the order sent, for tests of fields passed through (extra:)
         rec["fields"] = {k: v for k, v in req.items() if k != "image"}
         rec["field_order"] = list(req.keys())

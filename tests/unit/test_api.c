@@ -81,6 +81,60 @@ static void test_frame_extra(void **state)
 	expect_frame_einval(&req);
 }
 
+/* References make "image" an array; without them the body is the string
+ * form byte for byte. */
+static void test_frame_images(void **state)
+{
+	static const char *const formats[] = {"jpeg", "webp"};
+	char *prefix = NULL, *suffix = NULL, **seps = NULL, *p1 = NULL, *s1 = NULL;
+	cJSON *doc, *image;
+	char body[1024];
+
+	(void)state;
+	assert_int_equal(api_request_frame_images(&base_request, formats, 0, &p1, &seps, &s1), 0);
+	assert_null(seps);
+	assert_int_equal(api_request_frame(&base_request, &prefix, &suffix), 0);
+	assert_string_equal(p1, prefix);
+	assert_string_equal(s1, suffix);
+	free(prefix);
+	free(suffix);
+	free(p1);
+	free(s1);
+
+	assert_int_equal(
+	    api_request_frame_images(&base_request, formats, 2, &prefix, &seps, &suffix), 0);
+	assert_string_equal(prefix, "{\"model\":\"doubao-seedream-4-5-251128\","
+				    "\"prompt\":\"make it a watercolor\","
+				    "\"image\":[\"data:image/png;base64,");
+	assert_string_equal(seps[0], "\",\"data:image/jpeg;base64,");
+	assert_string_equal(seps[1], "\",\"data:image/webp;base64,");
+	assert_string_equal(suffix, "\"],\"size\":\"2K\",\"watermark\":false,"
+				    "\"response_format\":\"url\"}");
+	(void)snprintf(body, sizeof(body), "%sQUFB%sQkJC%sQ0ND%s", prefix, seps[0], seps[1],
+		       suffix);
+	doc = cJSON_Parse(body);
+	assert_non_null(doc);
+	image = cJSON_GetObjectItemCaseSensitive(doc, "image");
+	assert_true(cJSON_IsArray(image));
+	assert_int_equal(cJSON_GetArraySize(image), 3);
+	assert_string_equal(cJSON_GetArrayItem(image, 2)->valuestring,
+			    "data:image/webp;base64,Q0ND");
+	cJSON_Delete(doc);
+	free(prefix);
+	free(suffix);
+	free(seps[0]);
+	free(seps[1]);
+	free(seps);
+
+	/* A format that would break out of the data URL is refused. */
+	{
+		static const char *const bad[] = {"png\",\"x"};
+		assert_int_equal(
+		    api_request_frame_images(&base_request, bad, 1, &prefix, &seps, &suffix),
+		    -EINVAL);
+	}
+}
+
 static void test_frame_round_trip_hostile_prompt(void **state)
 {
 	static const char prompt[] = "say \"hi\" \\ back\\slash \\\" \n new line\ttab \x01 ctrl "
@@ -824,6 +878,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_frame_extra),
+	    cmocka_unit_test(test_frame_images),
 	    cmocka_unit_test(test_frame_exact),
 	    cmocka_unit_test(test_frame_round_trip_hostile_prompt),
 	    cmocka_unit_test(test_frame_optional_fields),

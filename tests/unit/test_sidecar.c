@@ -206,6 +206,68 @@ static void test_sidecar_json(void **state)
 	cJSON_Delete(usage);
 }
 
+/* A group's sources and the references: written in order, compared back. */
+static void test_sources_and_references(void **state)
+{
+	const struct sidecar_source srcs[] = {
+	    {.source = "C.png", .sha256_hex = SHA, .size = 10, .mtime_sec = 1795533414, .mtime_nsec = 5},
+	    {.source = "a\xff.jpg", .sha256_hex = NULL, .size = 20, .mtime_sec = 1795533415},
+	};
+	const struct sidecar_reference refs[] = {{.path = "/srv/logo.png", .sha256_hex = SHA}};
+	struct sidecar_source other[2];
+	struct sidecar_reference other_ref = {.path = "/srv/logo.png", .sha256_hex = "00"};
+	struct sidecar_success s = {.src = {.source = "grp", .sha256_hex = SHA},
+				    .output = "grp.jpeg",
+				    .model = "m",
+				    .prompt = "p",
+				    .size = "2K",
+				    .response_format = "url",
+				    .version = "0.1.0",
+				    .references = refs,
+				    .n_references = 1,
+				    .sources = srcs,
+				    .n_sources = 2};
+	char *text = sidecar_success_json(&s), *plain;
+	cJSON *root;
+
+	(void)state;
+	assert_non_null(text);
+	root = cJSON_Parse(text);
+	assert_non_null(root);
+	assert_string_equal(
+	    cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(root, "sources"), 1), "name_hex")
+		->valuestring,
+	    "61ff2e6a7067");
+	assert_string_equal(
+	    cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(root, "sources"), 0), "mtime")
+		->valuestring,
+	    "2026-11-24T15:16:54.000000005Z");
+	cJSON_Delete(root);
+	assert_true(sidecar_sources_equal(text, strlen(text), srcs, 2));
+	assert_false(sidecar_sources_equal(text, strlen(text), srcs, 1));
+	memcpy(other, srcs, sizeof(other));
+	other[1].mtime_nsec = 1;
+	assert_false(sidecar_sources_equal(text, strlen(text), other, 2));
+	memcpy(other, srcs, sizeof(other));
+	other[0].source = "c.png";
+	assert_false(sidecar_sources_equal(text, strlen(text), other, 2));
+	assert_true(sidecar_references_equal(text, strlen(text), refs, 1));
+	assert_false(sidecar_references_equal(text, strlen(text), &other_ref, 1));
+	assert_false(sidecar_references_equal(text, strlen(text), refs, 0));
+
+	/* Without either member: no references equals none, no sources equals nothing. */
+	s.n_references = s.n_sources = 0;
+	plain = sidecar_success_json(&s);
+	assert_non_null(plain);
+	assert_null(strstr(plain, "\"references\""));
+	assert_null(strstr(plain, "\"sources\""));
+	assert_true(sidecar_references_equal(plain, strlen(plain), refs, 0));
+	assert_false(sidecar_references_equal(plain, strlen(plain), refs, 1));
+	assert_false(sidecar_sources_equal(plain, strlen(plain), srcs, 2));
+	free(plain);
+	free(text);
+}
+
 static void test_error_json(void **state)
 {
 	struct sidecar_error e = {
@@ -620,6 +682,7 @@ int main(void)
 	    cmocka_unit_test(test_rfc3339_format_errors),
 	    cmocka_unit_test(test_sidecar_json),
 	    cmocka_unit_test(test_error_json),
+	    cmocka_unit_test(test_sources_and_references),
 	    cmocka_unit_test(test_parse_roundtrip),
 	    cmocka_unit_test(test_several_outputs),
 	    cmocka_unit_test(test_parse_error_sidecar),

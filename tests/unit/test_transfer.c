@@ -173,6 +173,102 @@ static void check_body(size_t file_len, const size_t *rooms, size_t n_rooms)
 	free(data);
 }
 
+/* The image array: the file, then each part's separator and bytes, each
+ * hashed on its own; through tiny pieces and a rewind. */
+static void test_body_parts(void **state)
+{
+	static const size_t rooms[] = {1, 2, 3, 5, 7, 4, 1000, 1, 64, 65536};
+	static const size_t lens[] = {1000, STREAM_READ_CHUNK + 5, 2};
+	uint8_t *data[3];
+	struct transfer_gen g = {.fd = -1};
+	char *want, *body, hex[65];
+	size_t want_len = 0, len, off = 0;
+	unsigned pauses = 0;
+
+	(void)state;
+	for (size_t k = 0; k < 3; k++) {
+		data[k] = malloc(lens[k]);
+		assert_non_null(data[k]);
+		for (size_t i = 0; i < lens[k]; i++)
+			data[k][i] = (uint8_t)((i + 7 * k) * 2654435761u >> 11);
+		want_len += B64_ENCODED_LEN(lens[k]);
+	}
+	want_len += 2 + 2 * 3;
+	want = malloc(want_len);
+	assert_non_null(want);
+	want[off++] = '[';
+	off += b64_encode(data[0], lens[0], want + off);
+	for (size_t k = 1; k < 3; k++) {
+		memcpy(want + off, "|S|", 3);
+		want[off + 1] = (char)('0' + k);
+		off += 3;
+		off += b64_encode(data[k], lens[k], want + off);
+	}
+	want[off++] = ']';
+	assert_int_equal(off, want_len);
+
+	assert_int_equal(
+	    transfer_gen_add_part(&g, strdup("|1|"), temp_file(data[1], lens[1]), lens[1]), 0);
+	assert_int_equal(
+	    transfer_gen_add_part(&g, strdup("|2|"), temp_file(data[2], lens[2]), lens[2]), 0);
+	assert_int_equal(transfer_gen_setup(&g, "http://127.0.0.1:9/x", "A: b", strdup("["),
+					    strdup("]"), temp_file(data[0], lens[0]), lens[0], &net,
+					    pool),
+			 0);
+	for (int round = 0; round < 2; round++) {
+		body =
+		    pull_some(&g, rooms, sizeof(rooms) / sizeof(rooms[0]), SIZE_MAX, &len, &pauses);
+		assert_int_equal(len, want_len);
+		assert_memory_equal(body, want, want_len);
+		free(body);
+		sha256_hex(data[0], lens[0], hex);
+		assert_string_equal(g.sha256_hex, hex);
+		for (size_t k = 1; k < 3; k++) {
+			sha256_hex(data[k], lens[k], hex);
+			assert_string_equal(g.parts[k - 1].sha256_hex, hex);
+		}
+		assert_int_equal(transfer_gen_seek(&g, 0, SEEK_SET), CURL_SEEKFUNC_OK);
+		assert_string_equal(g.parts[0].sha256_hex, "");
+	}
+	transfer_gen_clear(&g);
+	drain_pool();
+	free(want);
+	for (size_t k = 0; k < 3; k++)
+		free(data[k]);
+}
+
+/* A part that comes up short says which one. */
+static void test_body_part_shrank(void **state)
+{
+	static const uint8_t data[300];
+	struct transfer_gen g = {.fd = -1};
+	char buf[65536];
+	size_t got;
+
+	(void)state;
+	assert_int_equal(
+	    transfer_gen_add_part(&g, strdup(","), temp_file(data, sizeof(data)), sizeof(data) * 2),
+	    0);
+	assert_int_equal(transfer_gen_setup(&g, "http://127.0.0.1:9/x", "A: b", strdup("["),
+					    strdup("]"), temp_file(data, 3), 3, &net, pool),
+			 0);
+	for (int i = 0; i < 20; i++) {
+		got = transfer_gen_fill(&g, buf, sizeof(buf));
+		if (got == CURL_READFUNC_PAUSE) {
+			wait_unpaused(&g.paused, CURLPAUSE_SEND);
+			continue;
+		}
+		if (got == CURL_READFUNC_ABORT)
+			break;
+		assert_true(got > 0);
+	}
+	assert_int_equal(got, CURL_READFUNC_ABORT);
+	assert_true(g.file_changed);
+	assert_int_equal(g.changed_part, 1);
+	transfer_gen_clear(&g);
+	drain_pool();
+}
+
 static void test_body_large_pieces(void **state)
 {
 	static const size_t rooms[] = {65536};
@@ -796,21 +892,23 @@ static void test_sha256_fd_threads(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_body_large_pieces),
-		cmocka_unit_test(test_body_tiny_pieces),
-		cmocka_unit_test(test_body_file_shrank),
-		cmocka_unit_test(test_body_read_error),
-		cmocka_unit_test(test_body_rewind),
-		cmocka_unit_test(test_image_write_error_keeps_image),
-		cmocka_unit_test(test_dl_writes_in_order),
-		cmocka_unit_test(test_dl_write_error),
-		cmocka_unit_test(test_sha256_fd_threads),
-		cmocka_unit_test(test_url_allowed),
-		cmocka_unit_test(test_url_classes),
-		cmocka_unit_test(test_scan_takes_first_image),
-		cmocka_unit_test(test_scan_leaves_other_images),
-		cmocka_unit_test(test_scan_malformed),
-		cmocka_unit_test(test_scan_json_cap),
+	    cmocka_unit_test(test_body_large_pieces),
+	    cmocka_unit_test(test_body_parts),
+	    cmocka_unit_test(test_body_part_shrank),
+	    cmocka_unit_test(test_body_tiny_pieces),
+	    cmocka_unit_test(test_body_file_shrank),
+	    cmocka_unit_test(test_body_read_error),
+	    cmocka_unit_test(test_body_rewind),
+	    cmocka_unit_test(test_image_write_error_keeps_image),
+	    cmocka_unit_test(test_dl_writes_in_order),
+	    cmocka_unit_test(test_dl_write_error),
+	    cmocka_unit_test(test_sha256_fd_threads),
+	    cmocka_unit_test(test_url_allowed),
+	    cmocka_unit_test(test_url_classes),
+	    cmocka_unit_test(test_scan_takes_first_image),
+	    cmocka_unit_test(test_scan_leaves_other_images),
+	    cmocka_unit_test(test_scan_malformed),
+	    cmocka_unit_test(test_scan_json_cap),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,32 @@
+/* refs: reference images (a folder's references:), the fixed images sent
+ * after the dropped one in the request's "image" array. Validated when the
+ * configuration is read (--check, start, reload), and opened again for each
+ * request on a storage worker, which sends one only while it is still the
+ * file that was validated. Never logs; returns negative errno. */
+#ifndef SEEDREAMD_REFS_H
+#define SEEDREAMD_REFS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* Opens path and checks that it is a regular, readable, complete image in a
+ * format the API takes, within its pixel and aspect limits; fills ret_ref's
+ * identity, size and format (not path, line or column). The size is judged
+ * by the caller (the folder's max_input_bytes). 0, or -EINVAL (-errno for
+ * open/read failures) with a sentence in why. Blocking: configuration time
+ * only, never on the event loop of a running daemon's jobs. */
+int refs_probe(const char *path, struct config_reference *ret_ref, char *why, size_t whylen);
+
+/* On a worker: opens the reference for a request. The descriptor, -ESTALE
+ * when the file is not the one validated (replaced, changed, or its size or
+ * mtime differ), or -errno (-ENOENT when it vanished). */
+int refs_open(const struct config_reference *ref);
+
+/* A deep copy of n references (NULL for n == 0); -ENOMEM. */
+int refs_copy(const struct config_reference *src, size_t n, struct config_reference **ret);
+/* Frees n references and the array; accepts NULL. */
+void refs_free(struct config_reference *refs, size_t n);
+
+#endif
