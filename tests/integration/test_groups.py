@@ -276,7 +276,7 @@ def test_crash(ctx):
     gens = api.generations()
     c.eq(len(gens), 1, "crash: the restart did not generate the group again")
     c.check(os.path.exists(os.path.join(out, "g.jpeg")) and gens and
-            h.sha256_file(os.path.join(out, "g.jpeg")) == gens[0].get("output_sha256"),
+            h.sha256_output(os.path.join(out, "g.jpeg")) == gens[0].get("output_sha256"),
             "crash: g.jpeg is the paid generation's image", repr(h.listing(out)))
     c.check(os.path.exists(os.path.join(out, "g.json")), "crash: g.json written")
     c.eq(h.journal_records(state), [], "crash: the journal holds no live record afterwards")

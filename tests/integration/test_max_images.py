@@ -56,10 +56,14 @@ def check_outputs(c, tag, out, stem, gen, want_files):
         c.check(os.path.exists(os.path.join(out, name)), "%s: %s written" % (tag, name),
                 "output holds %s" % visible(out))
     shas = [s for s in (gen.get("output_sha256s") or []) if s]
-    got = [h.sha256_file(os.path.join(out, n)) if os.path.exists(os.path.join(out, n)) else None
+    got = [h.sha256_output(os.path.join(out, n)) if os.path.exists(os.path.join(out, n)) else None
            for n in names]
     c.eq(got, shas, "%s: %s-1..%d hold the API's images in data[] order" % (tag, stem, want_files))
     c.eq(len(set(got)), want_files, "%s: the outputs are distinct images" % tag)
+    xmps = [h.jpeg_xmp(h.read_bytes(os.path.join(out, n))) if os.path.exists(os.path.join(out, n)) else None
+            for n in names]
+    c.check(all(x and b"compositeWithTrainedAlgorithmicMedia" in x for x in xmps),
+            "%s: every one of the outputs carries its XMP provenance" % tag)
     sc_path = os.path.join(out, stem + ".json")
     if not c.check(os.path.exists(sc_path), "%s: one sidecar %s.json" % (tag, stem),
                    "output holds %s" % visible(out)):
