@@ -161,8 +161,7 @@ void sched_unhold(struct sched *s);
 
 /* The answer was a paid success of this many images (today, here and in all),
  * counted into the day of now_epoch_s (rolled at local midnight first). */
-void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images,
-		int64_t now_epoch_s);
+void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images, int64_t now_epoch_s);
 
 /* The estimated cost of a paid answer (sched_paid counts its images). */
 void sched_spent(struct sched *s, uint64_t micros, int64_t now_epoch_s);

@@ -61,7 +61,7 @@ struct control {
 	struct work_pool *pool; /* error records read and removed: storage may hang */
 	struct control_client *clients;
 	size_t n_clients;
-	size_t n_work; /* failed and retry requests on workers, until their done */
+	size_t n_work;		 /* failed and retry requests on workers, until their done */
 	bool accept_off;	 /* out of descriptors: the listener rests until the next sweep */
 	bool saving, save_again; /* the pauses' file: one write at a time, the latest state last */
 };
@@ -1080,8 +1080,8 @@ static bool work_room(struct control_client *c)
 {
 	if (c->ctl->n_work < CONTROL_WORK_MAX)
 		return true;
-	client_error(c, CONTROL_E_WORK_BUSY,
-		     "%d failed or retry requests are under way; try again", CONTROL_WORK_MAX);
+	client_error(c, CONTROL_E_WORK_BUSY, "%d failed or retry requests are under way; try again",
+		     CONTROL_WORK_MAX);
 	return false;
 }
 
@@ -1303,8 +1303,7 @@ void control_pauses_restore(const struct control_env *env)
 	folders = cJSON_GetObjectItemCaseSensitive(doc, "folders");
 	cJSON_ArrayForEach(f, folders)
 	{
-		struct folder *folder =
-		    cJSON_IsString(f) ? find_folder(env, f->valuestring) : NULL;
+		struct folder *folder = cJSON_IsString(f) ? find_folder(env, f->valuestring) : NULL;
 		if (!folder)
 			continue; /* no longer watched: its pause goes with it */
 		folder->user_paused = true;

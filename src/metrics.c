@@ -368,7 +368,7 @@ static void render_histograms(struct metrics_buf *b, const struct metrics *m)
 static const char *const pause_names[METRICS_PAUSE_COUNT] = {
     [METRICS_PAUSE_API] = "api_refused",     [METRICS_PAUSE_SPEND_LIMIT] = "image_limit",
     [METRICS_PAUSE_DISK] = "output_storage", [METRICS_PAUSE_STORAGE] = "storage_not_answering",
-    [METRICS_PAUSE_STOPPING] = "stopping", [METRICS_PAUSE_USER] = "user",
+    [METRICS_PAUSE_STOPPING] = "stopping",   [METRICS_PAUSE_USER] = "user",
 };
 
 const char *metrics_pause_name(enum metrics_pause reason)

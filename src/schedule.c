@@ -262,8 +262,7 @@ void sched_unhold(struct sched *s)
 		s->held--;
 }
 
-void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images,
-		int64_t now_epoch_s)
+void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images, int64_t now_epoch_s)
 {
 	/* An answer that comes after midnight is today's, not the day its
 	 * generation started in. */
