@@ -49,9 +49,12 @@ int control_socket_path(const struct config *config, char *buf, size_t len);
 
 /* Listens on path (a stale socket of a run that was killed is replaced; a
  * live daemon's socket or anything that is not a socket is refused: -EADDRINUSE,
- * -EEXIST). Blocking calls here are at start-up only. Applies the pauses kept in
- * state_dir by the run before (logged). 0 or -errno; the caller logs. */
+ * -EEXIST). Blocking calls here are at start-up only. 0 or -errno; the caller logs. */
 int control_new(const char *path, const struct control_env *env, struct control **ret_ctl);
+/* Applies the pauses kept in env->state_dir by the run before (logged), with
+ * the socket or without it (off, or failing to open): a restart never ends a
+ * pause. Blocking: at start-up only. Nothing when env->state_dir is NULL. */
+void control_pauses_restore(const struct control_env *env);
 /* Closes every client, cancels their requests, removes the socket. Accepts NULL. */
 void control_free(struct control *ctl);
 

@@ -36,7 +36,7 @@ struct control_request {
 	char **files; /* retry: absolute paths of sources */
 	size_t n_files;
 	bool all_failed; /* retry: every failed file (of folder, if given) */
-	unsigned n;	 /* history: how many, 1..CONTROL_LIST_MAX (default 20) */
+	unsigned n;	 /* history (default 20), failed (default CONTROL_LIST_MAX): how many */
 };
 
 /* The protocol's error codes. */
@@ -50,6 +50,7 @@ struct control_request {
 #define CONTROL_E_STORAGE	"storage_error"
 #define CONTROL_E_STOPPING	"stopping"
 #define CONTROL_E_REPLY_TOO_BIG "reply_too_large"
+#define CONTROL_E_WORK_BUSY	"busy" /* failed, retry: too many under way; try again */
 
 /* Parses one request line (without its newline). 0, or -EINVAL with an error
  * code (static) and a message in msg, or -ENOMEM. */

@@ -81,7 +81,7 @@ void jobs_count_today(struct jobs *jobs, struct folder *folder);
 
 /* The estimated cost of today's images, in micros (price_per_image; 0
  * without prices): this run's answers and today's done records at start. */
-uint64_t jobs_spent_today(const struct jobs *jobs);
+uint64_t jobs_spent_today(struct jobs *jobs); /* rolled at local midnight */
 /* The same for the paid answers of this run only (a counter for metrics). */
 uint64_t jobs_spent_total(const struct jobs *jobs);
 

@@ -74,7 +74,7 @@ struct metrics_folder_state {
 	size_t pending;	     /* found and not finished */
 	size_t queued;	     /* waiting for a generation slot */
 	double oldest_age_s; /* of its oldest pending file, 0 if none */
-	bool paused;	     /* missing or unusable, not watched meanwhile */
+	bool paused;	     /* missing or unusable, or paused by seedreamctl */
 	bool stalled;	     /* its storage does not answer */
 };
 
@@ -85,6 +85,7 @@ enum metrics_pause {
 	METRICS_PAUSE_DISK,	   /* writing outputs fails or space is low */
 	METRICS_PAUSE_STORAGE,	   /* a folder's storage does not answer */
 	METRICS_PAUSE_STOPPING,	   /* SIGTERM: finishing what is in flight */
+	METRICS_PAUSE_USER,	   /* seedreamctl pause (of every folder) */
 	METRICS_PAUSE_COUNT
 };
 

@@ -159,11 +159,14 @@ void sched_withdrawn(struct sched *s, struct sched_folder *folder);
 void sched_hold(struct sched *s);
 void sched_unhold(struct sched *s);
 
-/* The answer was a paid success of this many images (today, here and in all). */
-void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images);
+/* The answer was a paid success of this many images (today, here and in all),
+ * counted into the day of now_epoch_s (rolled at local midnight first). */
+void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images, int64_t now_epoch_s);
 
 /* The estimated cost of a paid answer (sched_paid counts its images). */
-void sched_spent(struct sched *s, uint64_t micros);
+void sched_spent(struct sched *s, uint64_t micros, int64_t now_epoch_s);
+/* Today's estimated cost as of now_epoch_s (a new day: 0). */
+uint64_t sched_spent_today(struct sched *s, int64_t now_epoch_s);
 
 /* The API refused the account: no generation until sched_probe allows one. */
 void sched_pause(struct sched *s);

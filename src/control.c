@@ -25,6 +25,11 @@
 #define CONTROL_MESSAGE_MAX  500  /* bytes of an error record's message shown */
 #define CONTROL_LINES_A_TURN 4	  /* requests of one client answered per wake-up */
 #define CONTROL_PEER_GROUPS  256  /* supplementary groups of a peer looked at */
+/* failed and retry requests out on workers at once, those of clients gone
+ * included: each copies every failed entry, so a flood must not pile them up. */
+#define CONTROL_WORK_MAX 4
+/* Room for a reply's items: the rest of it (counts, flags) is small. */
+#define CONTROL_ITEMS_BUDGET (CONTROL_REPLY_MAX - 4096)
 
 struct control_work;
 
@@ -56,6 +61,7 @@ struct control {
 	struct work_pool *pool; /* error records read and removed: storage may hang */
 	struct control_client *clients;
 	size_t n_clients;
+	size_t n_work;		 /* failed and retry requests on workers, until their done */
 	bool accept_off;	 /* out of descriptors: the listener rests until the next sweep */
 	bool saving, save_again; /* the pauses' file: one write at a time, the latest state last */
 };
@@ -107,7 +113,8 @@ struct control_work {
 	enum control_cmd cmd;
 	struct control_file *files;
 	size_t n, cap;
-	size_t total;  /* failed records found (failed: beyond CONTROL_LIST_MAX too) */
+	size_t limit;  /* failed: records copied at most (-n) */
+	size_t total;  /* failed records found (failed: beyond limit too) */
 	cJSON *errors; /* retry: files refused on the loop before the worker */
 };
 
@@ -555,6 +562,7 @@ struct queue_row {
 };
 
 struct queue_walk {
+	const struct folder *only; /* --folder: the rows and the total are its own */
 	struct queue_row *rows;
 	size_t n, cap, total;
 };
@@ -564,6 +572,8 @@ static void queue_job(const struct jobs_item *item, void *userdata)
 	struct queue_walk *w = userdata;
 	struct queue_row *row;
 
+	if (w->only && w->only != item->folder)
+		return;
 	w->total++;
 	if (w->n == w->cap) {
 		size_t cap = w->cap ? w->cap * 2 : 64;
@@ -599,7 +609,7 @@ static cJSON *queue_json(const struct control_env *env, const struct folder *onl
 	    [JOBS_ITEM_WAITING] = "waiting",
 	    [JOBS_ITEM_IN_FLIGHT] = "in_flight",
 	};
-	struct queue_walk w = {0};
+	struct queue_walk w = {.only = only};
 	cJSON *o = control_reply_ok(), *items;
 	uint64_t now = loop_now_ms();
 	size_t shown = 0;
@@ -613,8 +623,8 @@ static cJSON *queue_json(const struct control_env *env, const struct folder *onl
 	for (size_t i = 0; i < w.n; i++) {
 		const struct queue_row *r = &w.rows[i];
 		cJSON *it;
-		if ((only && strcmp(only->cfg->path, r->folder) != 0) || shown == CONTROL_LIST_MAX)
-			continue;
+		if (shown == CONTROL_LIST_MAX)
+			break;
 		shown++;
 		it = add_obj(items);
 		add_str(it, "folder", r->folder);
@@ -771,7 +781,7 @@ static void failed_entry(const struct index_entry *e, void *userdata)
 	if (!e->failed)
 		return;
 	fw->work->total++;
-	if (fw->work->n < CONTROL_LIST_MAX || fw->work->cmd == CONTROL_CMD_RETRY)
+	if (fw->work->n < fw->work->limit || fw->work->cmd == CONTROL_CMD_RETRY)
 		(void)work_add(fw->work, fw->folder, e);
 }
 
@@ -861,10 +871,41 @@ static void work_run(void *arg)
 	}
 }
 
+/* Adds item to array while the items' JSON fits in *budget; else deletes it
+ * and returns false, so that a reply is cut, not refused after the fact. */
+static bool items_add_bounded(cJSON *array, cJSON *item, size_t *budget)
+{
+	char *text = cJSON_PrintUnformatted(item);
+	size_t len;
+
+	if (!text)
+		log_oom();
+	len = strlen(text) + 1; /* and its comma */
+	free(text);
+	if (len > *budget) {
+		cJSON_Delete(item);
+		return false;
+	}
+	*budget -= len;
+	if (!cJSON_AddItemToArray(array, item))
+		log_oom();
+	return true;
+}
+
+static cJSON *new_obj(void)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (!o)
+		log_oom();
+	return o;
+}
+
 static cJSON *failed_reply(struct control_work *w)
 {
 	cJSON *o = control_reply_ok(), *items;
-	size_t shown = 0;
+	size_t gone = 0, budget = CONTROL_ITEMS_BUDGET;
+	bool cut = false;
 
 	if (!o)
 		log_oom();
@@ -872,35 +913,43 @@ static cJSON *failed_reply(struct control_work *w)
 	for (size_t i = 0; i < w->n; i++) {
 		const struct control_file *f = &w->files[i];
 		cJSON *it;
-		if (f->r == -ENOENT)
-			continue; /* retried (or removed by hand) since */
+		if (f->r == -ENOENT) {
+			gone++; /* retried (or removed by hand) since */
+			continue;
+		}
 		if (f->r == -ENOMEM)
 			log_oom();
-		shown++;
-		it = add_obj(items);
+		if (cut)
+			continue;
+		it = new_obj();
 		add_str(it, "folder", f->folder);
 		add_str(it, "file", f->rel);
 		add_str(it, "record", f->sidecar);
 		if (f->r < 0) {
 			add_str(it, "code", CONTROL_E_STORAGE);
 			add_str(it, "message", strerror(-f->r));
-			continue;
+		} else {
+			add_str(it, "code", f->code ? f->code : "");
+			add_str(it, "message", f->message ? f->message : "");
+			add_num(it, "http_status", (double)f->http_status);
+			add_str(it, "failed_at", f->failed_at);
+			add_str(it, "request_id", f->request_id);
 		}
-		add_str(it, "code", f->code ? f->code : "");
-		add_str(it, "message", f->message ? f->message : "");
-		add_num(it, "http_status", (double)f->http_status);
-		add_str(it, "failed_at", f->failed_at);
-		add_str(it, "request_id", f->request_id);
+		cut = !items_add_bounded(items, it, &budget);
 	}
-	add_num(o, "total", (double)(w->total - (w->n - shown)));
-	add_bool(o, "truncated", w->total > w->n);
+	add_num(o, "total", (double)(w->total - gone));
+	add_bool(o, "truncated", cut || w->total > w->n);
 	return o;
 }
 
+/* Every file is acted on; the reply lists the first CONTROL_LIST_MAX that fit
+ * (truncated), the counts all of them: it is sent after the records are gone. */
 static cJSON *retry_reply(struct control *ctl, struct control_work *w, bool cancelled)
 {
-	cJSON *o, *items;
-	size_t retried = 0, refused = (size_t)cJSON_GetArraySize(w->errors);
+	cJSON *o, *items, *it;
+	size_t retried = 0, refused = (size_t)cJSON_GetArraySize(w->errors), shown = 0;
+	size_t budget = CONTROL_ITEMS_BUDGET;
+	bool cut = false;
 
 	items = cJSON_CreateArray();
 	if (!items)
@@ -908,11 +957,8 @@ static cJSON *retry_reply(struct control *ctl, struct control_work *w, bool canc
 	for (size_t i = 0; i < w->n; i++) {
 		struct control_file *f = &w->files[i];
 		struct folder *folder = find_folder(&ctl->env, f->folder);
-		cJSON *it = add_obj(items);
 		const char *err = NULL;
 
-		add_str(it, "folder", f->folder);
-		add_str(it, "file", f->rel);
 		if (cancelled || *ctl->env.stopping)
 			err = "the daemon is stopping";
 		else if (f->r < 0)
@@ -924,18 +970,27 @@ static cJSON *retry_reply(struct control *ctl, struct control_work *w, bool canc
 		else if (f->stat_r < 0)
 			err = strerror(-f->stat_r);
 		if (err) {
-			add_str(it, "result", "error");
-			add_str(it, "message", err);
 			refused++;
+		} else {
+			/* An offer like a file moved in: a job already queued or in
+			 * flight for it absorbs it, so it is submitted once however
+			 * often it is retried. */
+			jobs_offer(ctl->env.jobs, folder, f->rel, &f->st, WATCH_MOVED);
+			retried++;
+			log_info("seedreamctl: retrying %s/%s", f->folder, f->rel);
+		}
+		if (cut || shown == CONTROL_LIST_MAX) {
+			cut = true;
 			continue;
 		}
-		/* An offer like a file moved in: a job already queued or in
-		 * flight for it absorbs it, so it is submitted once however often
-		 * it is retried. */
-		jobs_offer(ctl->env.jobs, folder, f->rel, &f->st, WATCH_MOVED);
-		add_str(it, "result", "requeued");
-		retried++;
-		log_info("seedreamctl: retrying %s/%s", f->folder, f->rel);
+		it = new_obj();
+		add_str(it, "folder", f->folder);
+		add_str(it, "file", f->rel);
+		add_str(it, "result", err ? "error" : "requeued");
+		if (err)
+			add_str(it, "message", err);
+		cut = !items_add_bounded(items, it, &budget);
+		shown += !cut;
 	}
 	if (refused) {
 		o = control_reply_error(CONTROL_E_NOT_FAILED, "some files could not be retried");
@@ -944,12 +999,20 @@ static cJSON *retry_reply(struct control *ctl, struct control_work *w, bool canc
 	}
 	if (!o)
 		log_oom();
-	for (int i = cJSON_GetArraySize(w->errors) - 1; i >= 0; i--)
-		if (!cJSON_AddItemToArray(items, cJSON_DetachItemFromArray(w->errors, i)))
-			log_oom();
+	while ((it = cJSON_DetachItemFromArray(w->errors, 0))) {
+		if (cut || shown == CONTROL_LIST_MAX) {
+			cut = true;
+			cJSON_Delete(it);
+			continue;
+		}
+		cut = !items_add_bounded(items, it, &budget);
+		shown += !cut;
+	}
 	if (!cJSON_AddItemToObject(o, "items", items))
 		log_oom();
 	add_num(o, "retried", (double)retried);
+	add_num(o, "refused", (double)refused);
+	add_bool(o, "truncated", cut);
 	return o;
 }
 
@@ -959,6 +1022,7 @@ static void work_done(void *arg, bool cancelled)
 	struct control_client *c = w->client;
 	cJSON *reply;
 
+	w->ctl->n_work--;
 	if (w->cmd == CONTROL_CMD_RETRY && !cancelled) {
 		/* Applied even when the client went away: its records are gone. */
 		reply = retry_reply(w->ctl, w, false);
@@ -1006,13 +1070,31 @@ static void work_start(struct control_client *c, struct control_work *w)
 		return;
 	}
 	c->work = w;
+	c->ctl->n_work++;
 	c->deadline = 0; /* our time, not the client's */
 }
 
-static void cmd_failed(struct control_client *c, const struct folder *only)
+/* false (with busy sent) when CONTROL_WORK_MAX requests are out on workers:
+ * answered at once rather than queued behind them. */
+static bool work_room(struct control_client *c)
 {
-	struct control_work *w = work_new(c, CONTROL_CMD_FAILED);
-	struct failed_walk fw = {.work = w};
+	if (c->ctl->n_work < CONTROL_WORK_MAX)
+		return true;
+	client_error(c, CONTROL_E_WORK_BUSY, "%d failed or retry requests are under way; try again",
+		     CONTROL_WORK_MAX);
+	return false;
+}
+
+static void cmd_failed(struct control_client *c, const struct folder *only, unsigned n)
+{
+	struct control_work *w;
+	struct failed_walk fw;
+
+	if (!work_room(c))
+		return;
+	w = work_new(c, CONTROL_CMD_FAILED);
+	w->limit = n;
+	fw = (struct failed_walk){.work = w};
 
 	for (size_t i = 0; i < *c->ctl->env.n_folders; i++) {
 		const struct folder *f = (*c->ctl->env.folders)[i];
@@ -1036,8 +1118,11 @@ static void retry_refuse(struct control_work *w, const char *path, const char *w
 static void cmd_retry(struct control_client *c, const struct control_request *req,
 		      const struct folder *only)
 {
-	struct control_work *w = work_new(c, CONTROL_CMD_RETRY);
+	struct control_work *w;
 
+	if (!work_room(c))
+		return;
+	w = work_new(c, CONTROL_CMD_RETRY);
 	if (req->all_failed) {
 		struct failed_walk fw = {.work = w};
 		for (size_t i = 0; i < *c->ctl->env.n_folders; i++) {
@@ -1180,8 +1265,8 @@ static void pauses_save(struct control *ctl)
 	ctl->saving = true;
 }
 
-/* At start (blocking is fine there): the pauses of the run before. */
-static void pauses_restore(struct control *ctl)
+/* At start (blocking is fine there), with or without the socket. */
+void control_pauses_restore(const struct control_env *env)
 {
 	char path[PATH_MAX], *buf = NULL;
 	const cJSON *folders, *f;
@@ -1189,9 +1274,9 @@ static void pauses_restore(struct control *ctl)
 	ssize_t n;
 	int fd;
 
-	if (!ctl->env.state_dir)
+	if (!env->state_dir)
 		return;
-	(void)snprintf(path, sizeof(path), "%s/" CONTROL_PAUSES_FILE, ctl->env.state_dir);
+	(void)snprintf(path, sizeof(path), "%s/" CONTROL_PAUSES_FILE, env->state_dir);
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0) {
 		if (errno != ENOENT)
@@ -1213,17 +1298,16 @@ static void pauses_restore(struct control *ctl)
 	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "all"))) {
 		log_warn("every folder stays paused, as seedreamctl left it before the restart "
 			 "(seedreamctl resume)");
-		jobs_set_user_pause(ctl->env.jobs, true);
+		jobs_set_user_pause(env->jobs, true);
 	}
 	folders = cJSON_GetObjectItemCaseSensitive(doc, "folders");
 	cJSON_ArrayForEach(f, folders)
 	{
-		struct folder *folder =
-		    cJSON_IsString(f) ? find_folder(&ctl->env, f->valuestring) : NULL;
+		struct folder *folder = cJSON_IsString(f) ? find_folder(env, f->valuestring) : NULL;
 		if (!folder)
 			continue; /* no longer watched: its pause goes with it */
 		folder->user_paused = true;
-		jobs_folder_changed(ctl->env.jobs, folder);
+		jobs_folder_changed(env->jobs, folder);
 		log_warn("folder %s stays paused, as seedreamctl left it before the restart "
 			 "(seedreamctl resume %s)",
 			 folder->cfg->path, folder->cfg->path);
@@ -1291,9 +1375,14 @@ static void client_request(struct control_client *c, const char *line, size_t le
 	if (!folder_arg(c, &req, &f))
 		goto out;
 	switch (req.cmd) {
-	case CONTROL_CMD_STATUS:
-		client_reply(c, control_status_json(&c->ctl->env));
+	case CONTROL_CMD_STATUS: {
+		cJSON *o = control_status_json(&c->ctl->env);
+		if (!o)
+			log_oom();
+		add_num(o, "worker_requests", (double)c->ctl->n_work);
+		client_reply(c, o);
 		break;
+	}
 	case CONTROL_CMD_QUEUE:
 		client_reply(c, queue_json(&c->ctl->env, f));
 		break;
@@ -1301,7 +1390,7 @@ static void client_request(struct control_client *c, const char *line, size_t le
 		client_reply(c, history_json(&c->ctl->env, f, req.n));
 		break;
 	case CONTROL_CMD_FAILED:
-		cmd_failed(c, f);
+		cmd_failed(c, f, req.n);
 		break;
 	case CONTROL_CMD_RETRY:
 		if (*c->ctl->env.stopping)
@@ -1591,7 +1680,6 @@ int control_new(const char *path, const struct control_env *env, struct control 
 		(void)unlink(path);
 		goto fail;
 	}
-	pauses_restore(ctl);
 	*ret_ctl = ctl;
 	return 0;
 fail:

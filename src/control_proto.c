@@ -103,7 +103,7 @@ static int parse_fields(const cJSON *root, struct control_request *req, const ch
 		return bad(ret_code, CONTROL_E_BAD_REQUEST, msg, msglen,
 			   "retry takes \"files\" or \"all_failed\", not both");
 	if (!req->n)
-		req->n = 20;
+		req->n = req->cmd == CONTROL_CMD_FAILED ? CONTROL_LIST_MAX : 20;
 	return 0;
 }
 

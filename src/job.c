@@ -1457,9 +1457,9 @@ void jobs_count_today(struct jobs *jobs, struct folder *folder)
 	events_count_earlier(jobs->events, t.images, t.spent);
 }
 
-uint64_t jobs_spent_today(const struct jobs *jobs)
+uint64_t jobs_spent_today(struct jobs *jobs)
 {
-	return jobs->sched.day.spent_today;
+	return sched_spent_today(&jobs->sched, jobs_epoch_s());
 }
 
 uint64_t jobs_spent_total(const struct jobs *jobs)

@@ -288,11 +288,11 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 				n = 0;
 			metrics_note_usage((int64_t)images, n);
 		}
-		sched_paid(&jobs->sched, &job->folder->sched, images);
+		sched_paid(&jobs->sched, &job->folder->sched, images, loop_wall_ms() / 1000);
 		/* Priced as the model that answered, else the one configured. */
 		if (config_price_of(jobs->config, res->model, &price) < 0)
 			(void)config_price_of(jobs->config, jobs->config->api.model, &price);
-		sched_spent(&jobs->sched, images * price);
+		sched_spent(&jobs->sched, images * price, loop_wall_ms() / 1000);
 		jobs->spent_total += images * price;
 		if (price)
 			metrics_note(METRICS_ESTIMATED_COST, (double)(images * price) / CONFIG_MICROS,

@@ -829,6 +829,7 @@ static int daemon_open_control(struct daemon *d)
 	char path[CONFIG_SOCKET_PATH_MAX + 16];
 	int r = control_socket_path(d->config, path, sizeof(path));
 
+	control_pauses_restore(&env);
 	if (r == 0 && (!path[0] || (d->once && !configured)))
 		return 0;
 	if (r == 0)

@@ -368,7 +368,7 @@ static void render_histograms(struct metrics_buf *b, const struct metrics *m)
 static const char *const pause_names[METRICS_PAUSE_COUNT] = {
     [METRICS_PAUSE_API] = "api_refused",     [METRICS_PAUSE_SPEND_LIMIT] = "image_limit",
     [METRICS_PAUSE_DISK] = "output_storage", [METRICS_PAUSE_STORAGE] = "storage_not_answering",
-    [METRICS_PAUSE_STOPPING] = "stopping",
+    [METRICS_PAUSE_STOPPING] = "stopping",   [METRICS_PAUSE_USER] = "user",
 };
 
 const char *metrics_pause_name(enum metrics_pause reason)
@@ -423,7 +423,7 @@ static void render_state(struct metrics_buf *b, const struct metrics_state *st)
 		buf_sample(b, "seedreamd_folder_oldest_pending_age_seconds", 1, folder_label,
 			   &st->folders[i].path, st->folders[i].oldest_age_s);
 	buf_header(b, "seedreamd_folder_paused", "gauge",
-		   "1 while a folder is missing or unusable (not watched meanwhile).");
+		   "1 while a folder is missing or unusable, or paused by seedreamctl.");
 	for (size_t i = 0; i < st->n_folders; i++)
 		buf_sample(b, "seedreamd_folder_paused", 1, folder_label, &st->folders[i].path,
 			   st->folders[i].paused ? 1 : 0);

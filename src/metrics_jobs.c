@@ -67,7 +67,7 @@ int metrics_jobs_render(struct metrics *m, const struct jobs *jobs, struct folde
 		mc.states[shown] = mc.states[i];
 		mc.states[shown].path = f->cfg->path;
 		mc.states[shown].oldest_age_s = metrics_age_s(now, mc.oldest[i]);
-		mc.states[shown].paused = !f->present;
+		mc.states[shown].paused = !f->present || f->user_paused;
 		mc.states[shown].stalled = f->look_stalled_since != 0;
 		shown++;
 	}
@@ -83,6 +83,7 @@ int metrics_jobs_render(struct metrics *m, const struct jobs *jobs, struct folde
 	st.paused[METRICS_PAUSE_DISK] = c.disk_reason != NULL;
 	st.paused[METRICS_PAUSE_STORAGE] = c.storage_reason != NULL;
 	st.paused[METRICS_PAUSE_STOPPING] = stopping;
+	st.paused[METRICS_PAUSE_USER] = jobs_user_paused(jobs);
 	st.folders = mc.states;
 	st.n_folders = shown;
 	r = metrics_render(m, &st, ret_text, ret_len);

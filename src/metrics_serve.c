@@ -34,11 +34,15 @@ struct metrics_server {
 	int fd;
 	struct loop_source *source;
 	struct loop_timer *timer;
+	struct loop_timer *rest; /* out of descriptors: when the listener listens again */
 	metrics_render_fn render;
 	void *userdata;
 	struct metrics_client *clients;
 	size_t n_clients;
 };
+
+#define METRICS_ACCEPT_BATCH 16	  /* accepts per wake-up: the loop's other sources get their turn */
+#define METRICS_REST_MS	     1000 /* out of descriptors: how long the listener rests */
 
 static void metrics_client_drop(struct metrics_client *c)
 {
@@ -272,19 +276,34 @@ static void metrics_client_ready(int fd, uint32_t events, void *userdata)
 	metrics_client_write(c);
 }
 
+static void metrics_server_listen_again(void *userdata)
+{
+	struct metrics_server *s = userdata;
+
+	(void)loop_modify(s->loop, s->source, EPOLLIN);
+}
+
 static void metrics_server_accept(int fd, uint32_t events, void *userdata)
 {
 	struct metrics_server *s = userdata;
 
 	(void)events;
-	for (;;) {
+	for (int i = 0; i < METRICS_ACCEPT_BATCH; i++) {
 		struct metrics_client *c;
 		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (cfd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
-			return; /* EAGAIN, or out of descriptors: the next event tries again */
+			if (errno == EMFILE || errno == ENFILE) {
+				/* The connection stays pending, and the listener readable:
+				 * rest it, or the loop would spin on it. */
+				log_warn("metrics_listen: cannot accept: %s; trying again in %d ms",
+					 strerror(errno), METRICS_REST_MS);
+				(void)loop_modify(s->loop, s->source, 0);
+				(void)loop_timer_arm(s->rest, METRICS_REST_MS);
+			}
+			return;
 		}
 		if (s->n_clients >= METRICS_CLIENTS_MAX) {
 			close(cfd); /* full: a scraper tries again at its next interval */
@@ -333,6 +352,8 @@ int metrics_server_new(struct loop *loop, const struct sockaddr *addr, socklen_t
 		goto fail;
 	}
 	r = loop_timer_new(loop, metrics_server_timeout, s, &s->timer);
+	if (r >= 0)
+		r = loop_timer_new(loop, metrics_server_listen_again, s, &s->rest);
 	if (r < 0)
 		goto fail;
 	r = loop_add(loop, s->fd, EPOLLIN, metrics_server_accept, s, &s->source);
@@ -341,6 +362,7 @@ int metrics_server_new(struct loop *loop, const struct sockaddr *addr, socklen_t
 	*ret_server = s;
 	return 0;
 fail:
+	loop_timer_free(loop, s->rest);
 	loop_timer_free(loop, s->timer);
 	if (s->fd >= 0)
 		close(s->fd);
@@ -355,6 +377,7 @@ void metrics_server_free(struct metrics_server *s)
 	while (s->clients)
 		metrics_client_drop(s->clients);
 	loop_remove(s->loop, s->source);
+	loop_timer_free(s->loop, s->rest);
 	loop_timer_free(s->loop, s->timer);
 	close(s->fd);
 	free(s);

@@ -262,15 +262,25 @@ void sched_unhold(struct sched *s)
 		s->held--;
 }
 
-void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images)
+void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images, int64_t now_epoch_s)
 {
+	/* An answer that comes after midnight is today's, not the day its
+	 * generation started in. */
+	sched_roll_day(s, folder, now_epoch_s);
 	s->day.images_today += images;
 	folder->day.images_today += images;
 }
 
-void sched_spent(struct sched *s, uint64_t micros)
+void sched_spent(struct sched *s, uint64_t micros, int64_t now_epoch_s)
 {
+	sched_roll_day(s, NULL, now_epoch_s);
 	s->day.spent_today += micros;
+}
+
+uint64_t sched_spent_today(struct sched *s, int64_t now_epoch_s)
+{
+	sched_roll_day(s, NULL, now_epoch_s);
+	return s->day.spent_today;
 }
 
 void sched_pause(struct sched *s)

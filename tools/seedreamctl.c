@@ -35,7 +35,7 @@ static void usage(FILE *out)
 	    "Commands:\n"
 	    "  status                          counts, pauses and why, per folder; images paid\n"
 	    "  queue [FOLDER]                  files waiting or in flight, oldest first\n"
-	    "  failed [FOLDER]                 failed files with their error code and message\n"
+	    "  failed [-n N] [FOLDER]          failed files with their error code and message\n"
 	    "  history [-n N] [FOLDER]         the N most recent results (default 20)\n"
 	    "  retry FILE...                   remove their error records and submit them again\n"
 	    "  retry --all-failed [--folder F] the same for every failed file (of folder F)\n"
@@ -197,6 +197,80 @@ static double num(const cJSON *o, const char *key)
 	return cJSON_IsNumber(v) ? v->valuedouble : 0;
 }
 
+/* The bytes of a UTF-8 sequence starting at p (1 to 4), or 0 when it is not a
+ * valid one (overlong forms and surrogates included). */
+static size_t utf8_seq_len(const unsigned char *p)
+{
+	size_t len;
+	unsigned cp;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+		len = 2;
+		cp = p[0] & 0x1fu;
+	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		len = 3;
+		cp = p[0] & 0x0fu;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		len = 4;
+		cp = p[0] & 0x07u;
+	} else {
+		return 0;
+	}
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3fu);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+/* s for a terminal: file names and API messages are not ours, and a control
+ * character in them (ESC, CSI...) would be obeyed by the terminal. C0, DEL
+ * and C1 become \xNN or \u00NN, bytes that are not UTF-8 \xNN, a backslash
+ * \\. Caller frees; exits when out of memory. */
+static char *visible(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	char *out = malloc(strlen(s) * 6 + 1), *o = out;
+
+	if (!out) {
+		perror("seedreamctl");
+		exit(EXIT_CONNECT);
+	}
+	while (*p) {
+		size_t len = utf8_seq_len(p);
+		if (len == 1 && (*p < 0x20 || *p == 0x7f)) {
+			o += sprintf(o, "\\x%02x", *p);
+		} else if (len == 1 && *p == '\\') {
+			o += sprintf(o, "\\\\");
+		} else if (len == 2 && p[0] == 0xc2 && p[1] < 0xa0) {
+			o += sprintf(o, "\\u%04x", p[1]); /* C1: U+0080..U+009F */
+		} else if (len == 0) {
+			o += sprintf(o, "\\x%02x", *p);
+			len = 1;
+		} else {
+			memcpy(o, p, len);
+			o += len;
+		}
+		p += len;
+	}
+	*o = '\0';
+	return out;
+}
+
+static void print_visible(const char *fmt, const char *s)
+{
+	char *v = visible(s);
+
+	(void)printf(fmt, v);
+	free(v);
+}
+
 /* A table: a header row and rows of cells, columns as wide as their widest cell. */
 struct table {
 	size_t cols, rows;
@@ -213,11 +287,7 @@ static void table_add(struct table *t, const char *const *cells)
 	}
 	t->cells = more;
 	for (size_t c = 0; c < t->cols; c++) {
-		t->cells[t->rows * t->cols + c] = strdup(cells[c] ? cells[c] : "");
-		if (!t->cells[t->rows * t->cols + c]) {
-			perror("seedreamctl");
-			exit(EXIT_CONNECT);
-		}
+		t->cells[t->rows * t->cols + c] = visible(cells[c] ? cells[c] : "");
 	}
 	t->rows++;
 }
@@ -250,8 +320,10 @@ static void print_reason(const cJSON *o, const char *key, const char *label)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
 
-	if (cJSON_IsString(v))
-		(void)printf("%-16s %s\n", label, v->valuestring);
+	if (cJSON_IsString(v)) {
+		(void)printf("%-16s ", label);
+		print_visible("%s\n", v->valuestring);
+	}
 }
 
 static void print_status(const cJSON *o)
@@ -283,9 +355,12 @@ static void print_status(const cJSON *o)
 			(void)printf(" (limit %g %s a day)", num(spend, "max_per_day"), cur);
 		(void)printf("\n");
 	}
-	if (cJSON_IsObject(oldest))
-		(void)printf("%-16s %s/%s, %.0f s\n", "oldest pending", str(oldest, "folder"),
-			     str(oldest, "file"), num(oldest, "age_s"));
+	if (cJSON_IsObject(oldest)) {
+		(void)printf("%-16s ", "oldest pending");
+		print_visible("%s/", str(oldest, "folder"));
+		print_visible("%s", str(oldest, "file"));
+		(void)printf(", %.0f s\n", num(oldest, "age_s"));
+	}
 	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "paused")))
 		(void)printf("%-16s every folder (seedreamctl resume)\n", "paused");
 	print_reason(o, "api_pause_reason", "API paused");
@@ -349,9 +424,16 @@ static void print_items(const cJSON *o, const char *const *head, const char *con
 		table_add(&t, row);
 	}
 	table_print(&t);
-	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "truncated")))
-		(void)printf("(the first %d of %.0f shown; --json for scripts)\n", CONTROL_LIST_MAX,
-			     num(o, "total"));
+	if (cJSON_GetObjectItemCaseSensitive(o, "retried"))
+		(void)printf("%.0f requeued, %.0f could not be retried\n", num(o, "retried"),
+			     num(o, "refused"));
+	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "truncated")))
+		return;
+	if (cJSON_GetObjectItemCaseSensitive(o, "total"))
+		(void)printf("(the first %d of %.0f shown; --json for scripts)\n",
+			     cJSON_GetArraySize(items), num(o, "total"));
+	else
+		(void)printf("(the first %d shown)\n", cJSON_GetArraySize(items));
 }
 
 static void print_reply(enum control_cmd cmd, const cJSON *o)
@@ -417,14 +499,15 @@ static int build_request(int argc, char **argv, enum control_cmd cmd, cJSON *req
 	cJSON *files;
 	int i = 1;
 
-	if (cmd == CONTROL_CMD_HISTORY && i < argc && strcmp(argv[i], "-n") == 0) {
+	if ((cmd == CONTROL_CMD_HISTORY || cmd == CONTROL_CMD_FAILED) && i < argc &&
+	    strcmp(argv[i], "-n") == 0) {
 		char *end;
 		long n;
 		if (i + 1 >= argc)
-			return bad_usage("history -n needs a number");
+			return bad_usage("-n needs a number");
 		n = strtol(argv[i + 1], &end, 10);
 		if (*end || n < 1 || n > CONTROL_LIST_MAX)
-			return bad_usage("history -n: a number from 1 to 1000");
+			return bad_usage("-n: a number from 1 to 1000");
 		if (!cJSON_AddNumberToObject(req, "n", (double)n))
 			return EXIT_CONNECT;
 		i += 2;
@@ -569,9 +652,12 @@ int main(int argc, char **argv)
 		const cJSON *err = cJSON_GetObjectItemCaseSensitive(reply, "error");
 		if (cJSON_GetObjectItemCaseSensitive(reply, "items") || !rc)
 			print_reply((enum control_cmd)which, reply);
-		if (rc)
-			(void)fprintf(stderr, "seedreamctl: %s: %s\n", str(err, "code"),
-				      str(err, "message"));
+		if (rc) {
+			char *code = visible(str(err, "code")), *msg = visible(str(err, "message"));
+			(void)fprintf(stderr, "seedreamctl: %s: %s\n", code, msg);
+			free(code);
+			free(msg);
+		}
 	}
 out:
 	if (fd >= 0)

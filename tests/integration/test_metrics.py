@@ -4,6 +4,7 @@ stand-in: counters match what happened (N files -> files_total N, a failure with
 promtool accepts both, the API key never appears; idle, slow and non-reading clients do not stop
 the daemon and are dropped; 404, 405, 431; --check refuses bad values."""
 
+import json
 import os
 import re
 import socket
@@ -103,6 +104,43 @@ def check_refusals(ctx, root, api, hot, state):
                 "--check refuses %s for %s with file:line:column" % (what, key), res.describe())
 
 
+def control(sock, request):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(sock)
+    s.sendall(json.dumps(dict(request, v=1)).encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return json.loads(data)
+
+
+def check_user_pause(c, port, sock, hot):
+    """A seedreamctl pause shows: the folder's in seedreamd_folder_paused, every folder's as
+    seedreamd_paused{reason="user"}."""
+    s = parse(http(port)[2])
+    c.eq((value(s, "seedreamd_paused", reason="user"), value(s, "seedreamd_folder_paused", folder=hot)),
+         (0.0, 0.0), "not paused: paused{reason=user} 0, folder_paused 0")
+    c.check(control(sock, {"cmd": "pause", "folder": hot}).get("ok") is True, "pause the folder")
+    s = parse(http(port)[2])
+    c.eq((value(s, "seedreamd_paused", reason="user"), value(s, "seedreamd_folder_paused", folder=hot)),
+         (0.0, 1.0), "folder paused by seedreamctl: folder_paused 1, paused{reason=user} 0")
+    c.check(control(sock, {"cmd": "pause"}).get("ok") is True, "pause every folder")
+    s = parse(http(port)[2])
+    c.eq(value(s, "seedreamd_paused", reason="user"), 1.0, "every folder paused: paused{reason=user} 1")
+    c.check(control(sock, {"cmd": "resume"}).get("ok") is True, "resume")
+    text = http(port)[2]
+    s = parse(text)
+    c.eq((value(s, "seedreamd_paused", reason="user"), value(s, "seedreamd_folder_paused", folder=hot)),
+         (0.0, 0.0), "resumed: both 0 again")
+    rc, msg = promtool(text)
+    c.check(rc == 0, "promtool check metrics accepts the scrape with reason=user", msg)
+
+
 def test(ctx):
     c = ctx.checks
     api = ctx.start_api(key=KEY, faults=["400:" + FAIL_CODE])
@@ -112,9 +150,11 @@ def test(ctx):
     port = free_port()
     textfile = os.path.join(root, "textfile", "seedreamd.prom")
     os.makedirs(os.path.dirname(textfile))
+    control = os.path.join(root, "control")
     config = write_config(ctx, root, api, hot, state,
                           'metrics_listen: "127.0.0.1:%d"\nmetrics_textfile: "%s"\n' % (port, textfile) +
-                          'price_per_image:\n  "%s": 0.035\ncurrency: EUR\n' % h.MODEL)
+                          'price_per_image:\n  "%s": 0.035\ncurrency: EUR\n' % h.MODEL +
+                          'control_socket: "%s"\n' % control)
     res = ctx.run(["-c", config, "--check"], timeout=10, name="check-ok")
     c.check(res.rc == 0, "--check accepts metrics_listen and metrics_textfile", res.describe())
 
@@ -213,6 +253,8 @@ def test(ctx):
     s = parse(http(port)[2])
     c.eq(value(s, "seedreamd_files_total", folder=hot, result="done"), float(n),
          "files_total{result=done} went up by the late file")
+
+    check_user_pause(c, port, control, hot)
 
     rc, took = d.terminate(timeout=20)
     c.eq(rc, 0, "SIGTERM: exit 0")

@@ -35,7 +35,8 @@ static void test_commands(void **state)
 		assert_int_equal(parse(text, &req, &code), 0);
 		assert_int_equal(req.cmd, i);
 		assert_null(req.folder);
-		assert_int_equal(req.n, 20); /* history's default */
+		/* history's default; failed lists all it may unless -n */
+		assert_int_equal(req.n, i == CONTROL_CMD_FAILED ? CONTROL_LIST_MAX : 20);
 		control_request_clear(&req);
 	}
 	assert_int_equal(parse("{\"v\":1,\"cmd\":\"pause\",\"folder\":\"/srv/hot\"}", &req, &code),
@@ -44,6 +45,9 @@ static void test_commands(void **state)
 	control_request_clear(&req);
 	assert_int_equal(parse("{\"v\":1,\"cmd\":\"history\",\"n\":7}", &req, &code), 0);
 	assert_int_equal(req.n, 7);
+	control_request_clear(&req);
+	assert_int_equal(parse("{\"v\":1,\"cmd\":\"failed\",\"n\":3}", &req, &code), 0);
+	assert_int_equal(req.n, 3);
 	control_request_clear(&req);
 }
 

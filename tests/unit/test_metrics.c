@@ -143,6 +143,7 @@ static void test_state(void **state)
 	assert_has(text, "seedreamd_oldest_pending_age_seconds 12.5\n");
 	assert_has(text, "seedreamd_paused{reason=\"api_refused\"} 1\n");
 	assert_has(text, "seedreamd_paused{reason=\"image_limit\"} 0\n");
+	assert_has(text, "seedreamd_paused{reason=\"user\"} 0\n");
 	assert_has(text, "seedreamd_folder_pending{folder=\"/in/a\"} 3\n");
 	assert_has(text, "seedreamd_folder_queued{folder=\"/in/b\"} 0\n");
 	assert_has(text, "seedreamd_folder_paused{folder=\"/in/a\"} 1\n");

@@ -33,12 +33,12 @@ static struct sched_limits limits(unsigned in_flight, uint64_t per_day, uint64_t
 	    .max_in_flight = in_flight, .max_images_per_day = per_day, .images_per_minute = per_minute};
 }
 
-/* Starts and answers one generation of n images right away. */
-static void spend(struct sched *s, struct sched_folder *f, uint64_t n)
+/* Starts and answers one generation of n images right away, at now_epoch_s. */
+static void spend(struct sched *s, struct sched_folder *f, uint64_t n, int64_t now_epoch_s)
 {
 	sched_started(s, f);
 	sched_answered(s, f);
-	sched_paid(s, f, n);
+	sched_paid(s, f, n, now_epoch_s);
 }
 
 static void test_bucket_burst_then_refill(void **state)
@@ -55,7 +55,7 @@ static void test_bucket_burst_then_refill(void **state)
 	for (int i = 0; i < 6; i++) {
 		v = sched_may_start(&s, &f, t, JAN10_2030_UTC);
 		assert_int_equal(v.answer, SCHED_YES);
-		spend(&s, &f, 1);
+		spend(&s, &f, 1, JAN10_2030_UTC);
 	}
 	v = sched_may_start(&s, &f, t, JAN10_2030_UTC);
 	assert_int_equal(v.answer, SCHED_NO_UNTIL);
@@ -69,14 +69,14 @@ static void test_bucket_burst_then_refill(void **state)
 	t += 9990 + v.wait_ms;
 	v = sched_may_start(&s, &f, t, JAN10_2030_UTC);
 	assert_int_equal(v.answer, SCHED_YES);
-	spend(&s, &f, 1);
+	spend(&s, &f, 1, JAN10_2030_UTC);
 	assert_int_equal(sched_may_start(&s, &f, t, JAN10_2030_UTC).answer, SCHED_NO_UNTIL);
 
 	/* An idle hour refills to the cap, not beyond: a burst of 6 again. */
 	t += 3600 * 1000;
 	for (int i = 0; i < 6; i++) {
 		assert_int_equal(sched_may_start(&s, &f, t, JAN10_2030_UTC).answer, SCHED_YES);
-		spend(&s, &f, 1);
+		spend(&s, &f, 1, JAN10_2030_UTC);
 	}
 	assert_int_equal(sched_may_start(&s, &f, t, JAN10_2030_UTC).answer, SCHED_NO_UNTIL);
 }
@@ -92,7 +92,7 @@ static void test_bucket_only_slots_taken_pay(void **state)
 	/* Asking does not take a token; only a slot taken does. */
 	for (int i = 0; i < 5; i++)
 		assert_int_equal(sched_may_start(&s, &f, 0, JAN10_2030_UTC).answer, SCHED_YES);
-	spend(&s, &f, 1);
+	spend(&s, &f, 1, JAN10_2030_UTC);
 	struct sched_verdict v = sched_may_start(&s, &f, 0, JAN10_2030_UTC);
 	assert_int_equal(v.answer, SCHED_NO_UNTIL);
 	assert_int_equal(v.wait_ms, 60001);
@@ -107,7 +107,7 @@ static void test_bucket_refills_when_asked_often(void **state)
 
 	(void)state;
 	sched_init(&s, &lim, t);
-	spend(&s, &f, 1);
+	spend(&s, &f, 1, JAN10_2030_UTC);
 	/* Asked every 10 ms (a pump per event): one image a minute still comes. */
 	while (sched_may_start(&s, &f, t, JAN10_2030_UTC).answer != SCHED_YES && t < 120000)
 		t += 10;
@@ -127,8 +127,8 @@ static void test_daily_limit_resets_at_local_midnight(void **state)
 	sched_init(&s, &lim, 0);
 	/* Answers count into the day the last check started (as in job.c). */
 	sched_roll_day(&s, &f, now);
-	spend(&s, &f, 1);
-	spend(&s, &f, 1);
+	spend(&s, &f, 1, JAN10_2030_UTC);
+	spend(&s, &f, 1, JAN10_2030_UTC);
 	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
 	sched_started(&s, &f);
 	/* Two paid and one in flight: the third may be paid, so no fourth. */
@@ -143,7 +143,7 @@ static void test_daily_limit_resets_at_local_midnight(void **state)
 	sched_answered(&s, &f);
 	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
 	/* An answer of two images counts two. */
-	spend(&s, &f, 2);
+	spend(&s, &f, 2, JAN10_2030_UTC);
 	assert_int_equal(s.day.images_today, 4);
 	assert_int_equal(sched_may_start(&s, &f, 0, now + 1799).answer, SCHED_NO_TODAY);
 	/* At local midnight (21:00 UTC) the day starts over. */
@@ -185,8 +185,8 @@ static void test_spend_limit(void **state)
 	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
 	sched_answered(&s, &f);
 	sched_answered(&s, &f);
-	sched_paid(&s, &f, 3);
-	sched_spent(&s, 90000);
+	sched_paid(&s, &f, 3, JAN10_2030_UTC);
+	sched_spent(&s, 90000, now);
 	v = sched_may_start(&s, &f, 0, now);
 	assert_int_equal(v.answer, SCHED_NO_TODAY);
 	assert_int_equal(v.count, 90000);
@@ -204,7 +204,7 @@ static void test_spend_limit(void **state)
 	/* No limit: spend is counted but never holds anything back. */
 	lim.max_spend_per_day = 0;
 	sched_set_limits(&s, &lim);
-	sched_spent(&s, 5000000);
+	sched_spent(&s, 5000000, JAN10_2100_UTC);
 	assert_int_equal(sched_may_start(&s, &f, 0, JAN10_2100_UTC).answer, SCHED_YES);
 }
 
@@ -220,7 +220,7 @@ static void test_day_of_summer_time_change(void **state)
 	assert_int_equal(sched_next_midnight(MAR08_0530_UTC), MAR09_0400_UTC);
 	sched_init(&s, &lim, 0);
 	assert_int_equal(sched_day_start(&s, &f, MAR08_0530_UTC), MAR09_0400_UTC - 86400);
-	spend(&s, &f, 1);
+	spend(&s, &f, 1, MAR08_0530_UTC);
 	v = sched_folder_allows(&s, &f, MAR08_0530_UTC);
 	assert_int_equal(v.answer, SCHED_NO_TODAY);
 	/* 22.5 hours to the next midnight, not 23.5. */
@@ -242,7 +242,7 @@ static void test_folder_limit_against_global(void **state)
 	sched_init(&s, &lim, 0);
 	sched_roll_day(&s, &a, now);
 	sched_roll_day(&s, &b, now);
-	spend(&s, &a, 1);
+	spend(&s, &a, 1, JAN10_2030_UTC);
 	sched_started(&s, &a);
 	/* a: one paid and one in flight reach its 2; b and the global go on. */
 	v = sched_may_start(&s, &a, 0, now);
@@ -253,9 +253,9 @@ static void test_folder_limit_against_global(void **state)
 	assert_int_equal(v.wait_ms, (uint64_t)(JAN10_2100_UTC - now) * 1000 + 1000);
 	assert_int_equal(sched_may_start(&s, &b, 0, now).answer, SCHED_YES);
 	sched_answered(&s, &a);
-	sched_paid(&s, &a, 1);
-	spend(&s, &b, 1);
-	spend(&s, &b, 1);
+	sched_paid(&s, &a, 1, JAN10_2030_UTC);
+	spend(&s, &b, 1, JAN10_2030_UTC);
+	spend(&s, &b, 1, JAN10_2030_UTC);
 	/* Global 4 of 5: b may start one more, then the global limit holds b. */
 	assert_int_equal(sched_may_start(&s, &b, 0, now).answer, SCHED_YES);
 	sched_started(&s, &b);
@@ -290,7 +290,7 @@ static void test_in_flight_limit(void **state)
 	assert_int_equal(v.reason, SCHED_REASON_IN_FLIGHT);
 	assert_int_equal(v.wait_ms, 0);
 	sched_answered(&s, &f);
-	sched_paid(&s, &f, 1);
+	sched_paid(&s, &f, 1, JAN10_2030_UTC);
 	assert_int_equal(sched_may_start(&s, &g, 0, JAN10_2030_UTC).answer, SCHED_YES);
 	/* A reload to a lower limit holds new starts until enough answered. */
 	lim.max_in_flight = 1;
@@ -327,11 +327,11 @@ static void test_pause_blocks_all_but_one_probe(void **state)
 	sched_probe(&s);
 	assert_int_equal(sched_may_start(&s, &f, 0, JAN10_2030_UTC).reason, SCHED_REASON_PAUSED);
 	sched_answered(&s, &g);
-	sched_paid(&s, &g, 1);
+	sched_paid(&s, &g, 1, JAN10_2030_UTC);
 	sched_probe(&s);
 	sched_started(&s, &f);
 	sched_answered(&s, &f);
-	sched_paid(&s, &f, 1);
+	sched_paid(&s, &f, 1, JAN10_2030_UTC);
 	sched_resume(&s);
 	assert_int_equal(sched_may_start(&s, &g, 0, JAN10_2030_UTC).answer, SCHED_YES);
 	assert_int_equal(s.in_flight, 0);
@@ -396,7 +396,7 @@ static void test_undurable_result_holds_slot(void **state)
 	(void)state;
 	sched_init(&s, &lim, 0);
 	sched_roll_day(&s, &f, now);
-	spend(&s, &f, 1);
+	spend(&s, &f, 1, JAN10_2030_UTC);
 	sched_hold(&s);
 	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
 	sched_started(&s, &f);
@@ -405,7 +405,7 @@ static void test_undurable_result_holds_slot(void **state)
 	assert_int_equal(v.answer, SCHED_NO);
 	assert_int_equal(v.reason, SCHED_REASON_IN_FLIGHT);
 	sched_answered(&s, &f);
-	sched_paid(&s, &f, 1);
+	sched_paid(&s, &f, 1, JAN10_2030_UTC);
 	sched_hold(&s);
 	assert_int_equal(sched_may_start(&s, &f, 0, now).reason, SCHED_REASON_IN_FLIGHT);
 	/* One journalled: a slot again; the day counts the two paid, not four. */
@@ -447,9 +447,9 @@ static void test_images_per_request(void **state)
 	sched_answered_images(&s, &a, 3);
 	assert_int_equal(a.in_flight_images, 0);
 	/* A relay made only 2: 2 of 5 counted, and 2 + 3 fit. */
-	sched_paid(&s, &a, 2);
+	sched_paid(&s, &a, 2, JAN10_2030_UTC);
 	assert_int_equal(sched_may_start(&s, &a, 0, now).answer, SCHED_YES);
-	sched_paid(&s, &a, 1);
+	sched_paid(&s, &a, 1, JAN10_2030_UTC);
 	assert_int_equal(sched_may_start(&s, &a, 0, now).answer, SCHED_NO_TODAY);
 
 	/* The global limit: 4 a day, one image made so far elsewhere. */
@@ -457,9 +457,9 @@ static void test_images_per_request(void **state)
 	sched_init(&s, &lim, 0);
 	sched_roll_day(&s, &g, now);
 	sched_roll_day(&s, &one, now);
-	spend(&s, &one, 1);
+	spend(&s, &one, 1, JAN10_2030_UTC);
 	assert_int_equal(sched_may_start(&s, &g, 0, now).answer, SCHED_YES);
-	spend(&s, &one, 1);
+	spend(&s, &one, 1, JAN10_2030_UTC);
 	/* 2 made + 3 > 4: held by the global limit, while one image still fits. */
 	v = sched_may_start(&s, &g, 0, now);
 	assert_int_equal(v.answer, SCHED_NO_TODAY);
@@ -500,6 +500,36 @@ static void test_bucket_counts_images(void **state)
 	assert_int_equal(sched_may_start(&s, &f, t + 30000, JAN10_2030_UTC).answer, SCHED_YES);
 }
 
+/* An answer paid after local midnight counts into the new day, though its
+ * generation was started (and the day last rolled) before it; a reading of
+ * today's spend after midnight does not show yesterday's. */
+static void test_paid_across_midnight(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {0};
+	struct sched_limits lim = limits(10, 3, 0);
+
+	(void)state;
+	set_tz("XYZ-3"); /* UTC+3: local midnight is 21:00 UTC */
+	sched_init(&s, &lim, 0);
+	assert_int_equal(sched_may_start(&s, &f, 0, JAN10_2030_UTC).answer, SCHED_YES);
+	spend(&s, &f, 2, JAN10_2030_UTC);
+	sched_spent(&s, 60000, JAN10_2030_UTC);
+	assert_int_equal(sched_spent_today(&s, JAN10_2030_UTC), 60000);
+	sched_started(&s, &f);
+	sched_answered(&s, &f);
+	/* Answered at 00:00:10 local: today's count is this image only. */
+	sched_paid(&s, &f, 1, JAN10_2100_UTC + 10);
+	sched_spent(&s, 30000, JAN10_2100_UTC + 10);
+	assert_int_equal(s.day.images_today, 1);
+	assert_int_equal(f.day.images_today, 1);
+	assert_int_equal(sched_spent_today(&s, JAN10_2100_UTC + 10), 30000);
+	assert_int_equal(sched_may_start(&s, &f, 0, JAN10_2100_UTC + 20).answer, SCHED_YES);
+	assert_int_equal(s.day.images_today, 1);
+	/* Nothing paid since: a reading the next day shows nothing spent. */
+	assert_int_equal(sched_spent_today(&s, JAN10_2100_UTC + 86400 + 5), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -508,6 +538,7 @@ int main(void)
 	    cmocka_unit_test(test_bucket_refills_when_asked_often),
 	    cmocka_unit_test(test_daily_limit_resets_at_local_midnight),
 	    cmocka_unit_test(test_spend_limit),
+	    cmocka_unit_test(test_paid_across_midnight),
 	    cmocka_unit_test(test_day_of_summer_time_change),
 	    cmocka_unit_test(test_folder_limit_against_global),
 	    cmocka_unit_test(test_images_per_request),
