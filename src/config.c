@@ -51,6 +51,7 @@ struct fmeta {
 	yaml_mark_t path, output, done;
 	yaml_mark_t group; /* where group: is set (here or in defaults) */
 	yaml_mark_t max_images; /* where max_images: is set (here or in defaults) */
+	yaml_mark_t group_marker; /* where group_marker: is set, if it is */
 };
 
 enum {
@@ -1331,6 +1332,7 @@ static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
 		fc->group_ready = (enum group_ready)e;
 		return r;
 	case FK_GROUP_MARKER:
+		m->group_marker = v->start_mark;
 		r = get_string(c, v, key, &fc->group_marker);
 		if (r == 0 && (!fc->group_marker[0] || strchr(fc->group_marker, '/') ||
 			       !strcmp(fc->group_marker, ".") || !strcmp(fc->group_marker, "..")))
@@ -1466,6 +1468,13 @@ static int finish_folder(struct ctx *c, const yaml_node_t *map, struct folder_co
 			       CONFIG_IO_IMAGES_MAX, quote(fc->path).s);
 	if (!fc->group_marker && !(fc->group_marker = strdup(".ready")))
 		return oom(c);
+	/* The marker says "ready", never what to make. */
+	if (fc->group == GROUP_SUBFOLDER && fc->prompt_file != PROMPT_FILE_OFF &&
+	    !strcmp(fc->group_marker, CONFIG_GROUP_PROMPT_FILE))
+		return fail_at(c, m->group_marker,
+			       "group_marker: %s is the prompt file of a group with prompt_file in "
+			       "folder %s; name the marker otherwise",
+			       CONFIG_GROUP_PROMPT_FILE, quote(fc->path).s);
 	/* The size limit is the folder's (it may be set after references:). */
 	for (size_t i = 0; i < fc->n_references; i++) {
 		const struct config_reference *ref = &fc->references[i];

@@ -62,6 +62,9 @@ struct job_group_check {
 	char why[768];
 	struct config_reference *members;
 	size_t n_members;
+	/* prompt_file: the group's prompt.txt, read once the group is ready. */
+	struct job_src src;
+	struct job_prompt_read prompt;
 };
 
 static int group_name_cmp(const void *a, const void *b)
@@ -284,6 +287,7 @@ static void job_group_check_work(struct job_io *io)
 		}
 	}
 	g->look = GROUP_READY;
+	job_prompt_read(&g->src, &g->prompt); /* nothing without prompt_file */
 out:
 	group_names_free(names, n);
 }
@@ -298,6 +302,8 @@ static void job_group_check_free(struct job_group_check *g)
 		free(g->exclude[i]);
 	free(g->exclude);
 	refs_free(g->members, g->n_members);
+	job_src_clear(&g->src);
+	job_prompt_clear(&g->prompt);
 	free(g);
 }
 
@@ -349,6 +355,11 @@ static void job_group_check_done(struct jobs *jobs, struct job *job, struct job_
 	}
 	switch (g->look) {
 	case GROUP_READY:
+		/* Its prompt.txt: a wait, a refusal, or the prompt to send. */
+		if (!job_prompt_decide(jobs, job, &g->prompt)) {
+			job_group_check_free(g);
+			return;
+		}
 		refs_free(job->members, job->n_members);
 		job->members = g->members;
 		job->n_members = g->n_members;
@@ -447,6 +458,8 @@ void job_group_validate(struct jobs *jobs, struct job *job)
 	else if (CONFIG_IO_IMAGES_MAX - cfg->n_references - g->outputs < g->limit)
 		g->limit = CONFIG_IO_IMAGES_MAX - cfg->n_references - g->outputs;
 	g->max_bytes = cfg->max_input_bytes;
+	job_src_fill(job, &g->src);
+	job_prompt_fill(job, &g->prompt);
 	g->io.work = job_group_check_work;
 	g->io.done = job_group_check_done;
 	job_activate_checking(jobs, job);
