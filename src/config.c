@@ -50,7 +50,7 @@ struct found {
 struct fmeta {
 	yaml_mark_t path, output, done;
 	yaml_mark_t group; /* where group: is set (here or in defaults) */
-	yaml_mark_t max_images; /* where max_images: is set (here or in defaults) */
+	yaml_mark_t max_images;	  /* where max_images: is set (here or in defaults) */
 	yaml_mark_t group_marker; /* where group_marker: is set, if it is */
 };
 

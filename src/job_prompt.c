@@ -21,7 +21,8 @@ void job_prompt_fill(const struct job *job, struct job_prompt_read *p)
 		return;
 	/* A group's prompt is a file inside its subfolder, beside its images
 	 * (never one: only image names are members). */
-	p->rel = job->group ? xasprintf("%s/" CONFIG_GROUP_PROMPT_FILE, job->rel) : prompt_rel(job->rel);
+	p->rel =
+	    job->group ? xasprintf("%s/" CONFIG_GROUP_PROMPT_FILE, job->rel) : prompt_rel(job->rel);
 }
 
 void job_prompt_read(const struct job_src *src, struct job_prompt_read *p)

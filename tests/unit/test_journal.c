@@ -417,9 +417,10 @@ static void test_largest_records_read_back(void **state)
 		memcpy(sent_refs[i].sha256, sha, 65);
 	}
 	for (size_t i = 0; i < API_IMAGES_MAX; i++) {
-		sent_srcs[i] = (struct journal_sent_source){.name = name, .size = 9000000000000000ull,
-							     .mtime_sec = 253402300799,
-							     .mtime_nsec = 999999999};
+		sent_srcs[i] = (struct journal_sent_source){.name = name,
+							    .size = 9000000000000000ull,
+							    .mtime_sec = 253402300799,
+							    .mtime_nsec = 999999999};
 		memcpy(sent_srcs[i].sha256, sha, 65);
 	}
 	rec.prompt = sent_prompt;
@@ -432,7 +433,8 @@ static void test_largest_records_read_back(void **state)
 	rec.n_sources = API_IMAGES_MAX;
 	text = journal_record_json(&rec);
 	assert_non_null(text);
-	print_message("largest journal record: %zu of %d bytes\n", strlen(text), SIDECAR_RECORD_MAX);
+	print_message("largest journal record: %zu of %d bytes\n", strlen(text),
+		      SIDECAR_RECORD_MAX);
 	assert_true(strlen(text) < SIDECAR_RECORD_MAX);
 	back = read_back(text);
 	assert_int_equal(journal_record_parse(back, strlen(back), &got), 0);
