@@ -30,6 +30,8 @@ enum prompt_file_mode {
 };
 /* The largest prompt file read (the same bound as a folder's prompt). */
 #define CONFIG_PROMPT_FILE_MAX 8192
+/* group: subfolder with prompt_file: the prompt file inside each subfolder. */
+#define CONFIG_GROUP_PROMPT_FILE "prompt.txt"
 
 /* extra: as JSON, at most (the request body's head stays small). */
 #define CONFIG_EXTRA_MAX 16384

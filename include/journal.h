@@ -12,6 +12,19 @@
 
 #include <cjson/cJSON.h>
 
+/* At most API_IMAGES_MAX of each, like a request; names may be any bytes. */
+struct journal_sent_ref {
+	char *path;	 /* absolute */
+	char sha256[65]; /* of the bytes sent; "" when unknown */
+};
+struct journal_sent_source {
+	char *name;	 /* a group's image, relative to its subfolder */
+	char sha256[65]; /* "" when unknown */
+	uint64_t size;
+	int64_t mtime_sec;
+	long mtime_nsec;
+};
+
 struct journal_record {
 	char *folder;          /* the watched folder's path */
 	char *source;          /* relative to it */
@@ -34,6 +47,19 @@ struct journal_record {
 	 * is the first). NULL for one output and in records of older versions. */
 	cJSON *images;
 	unsigned max_images; /* the request's max_images; 0 in older records (= 1) */
+	/* What was sent, for the sidecar of a result written after a restart:
+	 * the prompt (NULL in older records: then the folder's prompt now), its
+	 * source ("folder" | "file" | "folder+file", may be NULL) and file, the
+	 * extra: fields (JSON object text, NULL when none), the references after
+	 * the source and a group's images, both in the order sent. */
+	char *prompt;
+	char *prompt_source;
+	char *prompt_file;
+	char *extra_json;
+	struct journal_sent_ref *references;
+	size_t n_references;
+	struct journal_sent_source *sources;
+	size_t n_sources;
 };
 
 /* The record as JSON (NUL-terminated, caller frees), or NULL on ENOMEM. */

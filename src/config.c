@@ -50,6 +50,8 @@ struct found {
 struct fmeta {
 	yaml_mark_t path, output, done;
 	yaml_mark_t group; /* where group: is set (here or in defaults) */
+	yaml_mark_t max_images;	  /* where max_images: is set (here or in defaults) */
+	yaml_mark_t group_marker; /* where group_marker: is set, if it is */
 };
 
 enum {
@@ -1330,6 +1332,7 @@ static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
 		fc->group_ready = (enum group_ready)e;
 		return r;
 	case FK_GROUP_MARKER:
+		m->group_marker = v->start_mark;
 		r = get_string(c, v, key, &fc->group_marker);
 		if (r == 0 && (!fc->group_marker[0] || strchr(fc->group_marker, '/') ||
 			       !strcmp(fc->group_marker, ".") || !strcmp(fc->group_marker, "..")))
@@ -1354,6 +1357,7 @@ static int apply_folder_key(struct ctx *c, size_t k, const yaml_node_t *v,
 		fc->prompt_file = (enum prompt_file_mode)e;
 		return r;
 	case FK_MAX_IMAGES:
+		m->max_images = v->start_mark;
 		return get_max_images(c, v, key, &fc->max_images);
 	}
 	return 0;
@@ -1453,8 +1457,24 @@ static int finish_folder(struct ctx *c, const yaml_node_t *map, struct folder_co
 			       "group: subfolder with %zu references leaves no room for two images "
 			       "in a request of at most %d",
 			       fc->n_references, CONFIG_IMAGES_MAX);
+	/* The API's limit counts inputs and outputs together: the dropped image
+	 * (or a group's first), the references and max_images outputs. */
+	if (fc->n_references + 1 + fc->max_images > CONFIG_IO_IMAGES_MAX)
+		return fail_at(c, m->max_images,
+			       "max_images: %u outputs, %zu references and the %s are more than "
+			       "the API's %d images per request in folder %s",
+			       fc->max_images, fc->n_references,
+			       fc->group == GROUP_SUBFOLDER ? "group's images" : "dropped image",
+			       CONFIG_IO_IMAGES_MAX, quote(fc->path).s);
 	if (!fc->group_marker && !(fc->group_marker = strdup(".ready")))
 		return oom(c);
+	/* The marker says "ready", never what to make. */
+	if (fc->group == GROUP_SUBFOLDER && fc->prompt_file != PROMPT_FILE_OFF &&
+	    !strcmp(fc->group_marker, CONFIG_GROUP_PROMPT_FILE))
+		return fail_at(c, m->group_marker,
+			       "group_marker: %s is the prompt file of a group with prompt_file in "
+			       "folder %s; name the marker otherwise",
+			       CONFIG_GROUP_PROMPT_FILE, quote(fc->path).s);
 	/* The size limit is the folder's (it may be set after references:). */
 	for (size_t i = 0; i < fc->n_references; i++) {
 		const struct config_reference *ref = &fc->references[i];
@@ -2221,6 +2241,14 @@ static int parse_root(struct ctx *c, const yaml_node_t *root, struct config *cfg
 	if (r == 0)
 		r = parse_folders(c, f[TK_FOLDERS].value, &tmpl, &tmeta, cfg);
 	folder_clear(&tmpl);
+	/* Like a folder's own limit: a request of N images waits until N fit. */
+	for (size_t i = 0; r == 0 && cfg->max_images_per_day && i < cfg->n_folders; i++)
+		if (cfg->max_images_per_day < cfg->folders[i].max_images)
+			r = fail_at(c, f[TK_MAX_PER_DAY].value->start_mark,
+				    "max_images_per_day %" PRIu64 " is less than max_images %u of "
+				    "folder %s, so no request of it could ever start",
+				    cfg->max_images_per_day, cfg->folders[i].max_images,
+				    quote(cfg->folders[i].path).s);
 	return r;
 }
 

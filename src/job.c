@@ -415,6 +415,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 	work_close(jobs->store_pool, job->out_dirfd);
 	job_release_stem(jobs, job);
 	job_prompt_forget(job);
+	free(job->extra_sent);
 	free(job->rel);
 	free(job);
 }
@@ -1359,6 +1360,60 @@ static bool job_version_done(const struct folder *folder, const char *rel, uint6
 	       done->mtime_nsec == mtime_nsec && sidecar_exists(folder, done);
 }
 
+static const char *prompt_source_static(const char *name)
+{
+	static const char *const known[] = {"folder", "file", "folder+file"};
+
+	for (size_t i = 0; name && i < sizeof(known) / sizeof(known[0]); i++)
+		if (!strcmp(name, known[i]))
+			return known[i];
+	return NULL;
+}
+
+/* What the journal says was sent, back into the job as a send leaves it, so
+ * that the sidecar (and the XMP's prompt hash) say what was paid for: a
+ * group's images become its members and, after the first, the head of
+ * refs_sent, followed by the references. */
+static void job_restore_sent(struct job *job, const struct journal_record *rec)
+{
+	size_t n_sources = job->group ? rec->n_sources : 0;
+	size_t n_others = n_sources ? n_sources - 1 : 0, k = 0;
+
+	if (rec->prompt) {
+		job->prompt = xstrdup(rec->prompt);
+		job->prompt_source = prompt_source_static(rec->prompt_source);
+		job->prompt_file = rec->prompt_file ? xstrdup(rec->prompt_file) : NULL;
+		/* Recorded with the prompt: none means none was sent. */
+		job->extra_sent = xstrdup(rec->extra_json ? rec->extra_json : "");
+	}
+	if (n_sources) {
+		job->members = calloc(n_sources, sizeof(*job->members));
+		if (!job->members)
+			log_oom();
+		job->n_members = n_sources;
+		for (size_t i = 0; i < n_sources; i++) {
+			job->members[i].path = xstrdup(rec->sources[i].name);
+			job->members[i].size = rec->sources[i].size;
+			job->members[i].mtime_sec = rec->sources[i].mtime_sec;
+			job->members[i].mtime_nsec = rec->sources[i].mtime_nsec;
+		}
+	}
+	if (n_others + rec->n_references == 0)
+		return;
+	job->refs_sent = calloc(n_others + rec->n_references, sizeof(*job->refs_sent));
+	if (!job->refs_sent)
+		log_oom();
+	job->n_refs_sent = n_others + rec->n_references;
+	for (size_t i = 1; i < n_sources; i++, k++) {
+		job->refs_sent[k].path = xstrdup(rec->sources[i].name);
+		memcpy(job->refs_sent[k].sha256, rec->sources[i].sha256, 65);
+	}
+	for (size_t i = 0; i < rec->n_references; i++, k++) {
+		job->refs_sent[k].path = xstrdup(rec->references[i].path);
+		memcpy(job->refs_sent[k].sha256, rec->references[i].sha256, 65);
+	}
+}
+
 void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal_record *rec)
 {
 	struct job *job = jobs_find(jobs, folder, rec->source);
@@ -1384,9 +1439,10 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 		return;
 	}
 	job = jobs_create(jobs, folder, rec->source);
-	/* In a group folder every input is a subfolder (its sources list is
-	 * not in the journal: the sidecar written from it has none). */
+	/* In a group folder every input is a subfolder (records of older
+	 * versions have no sources list: the sidecar written from them has none). */
 	job->group = folder->cfg->group == GROUP_SUBFOLDER;
+	job_restore_sent(job, rec);
 	job->journalled = true;
 	job->size = rec->size;
 	job->mtime.tv_sec = rec->mtime_sec;

@@ -52,6 +52,8 @@ struct job_group_check {
 	char **exclude;
 	size_t n_exclude;
 	size_t limit; /* images a request may hold besides the references */
+	size_t n_references;
+	unsigned outputs; /* max_images: the API's limit counts outputs too */
 	uint64_t max_bytes;
 	/* The result. */
 	enum group_look look;
@@ -60,6 +62,9 @@ struct job_group_check {
 	char why[768];
 	struct config_reference *members;
 	size_t n_members;
+	/* prompt_file: the group's prompt.txt, read once the group is ready. */
+	struct job_src src;
+	struct job_prompt_read prompt;
 };
 
 static int group_name_cmp(const void *a, const void *b)
@@ -238,9 +243,10 @@ static void job_group_check_work(struct job_io *io)
 	if (total > g->limit) {
 		g->code = "Group.TooManyImages";
 		(void)snprintf(g->why, sizeof(g->why),
-			       "the group has %zu images; a request takes at most %zu here (%d "
-			       "images less the folder's references); nothing was sent",
-			       total, g->limit, CONFIG_IMAGES_MAX);
+			       "the group has %zu images; a request takes at most %zu here: the "
+			       "API's limit of %d images counts the outputs too (%zu references, "
+			       "max_images %u); nothing was sent",
+			       total, g->limit, CONFIG_IO_IMAGES_MAX, g->n_references, g->outputs);
 		goto out;
 	}
 	g->members = calloc(n, sizeof(*g->members));
@@ -281,6 +287,7 @@ static void job_group_check_work(struct job_io *io)
 		}
 	}
 	g->look = GROUP_READY;
+	job_prompt_read(&g->src, &g->prompt); /* nothing without prompt_file */
 out:
 	group_names_free(names, n);
 }
@@ -295,6 +302,8 @@ static void job_group_check_free(struct job_group_check *g)
 		free(g->exclude[i]);
 	free(g->exclude);
 	refs_free(g->members, g->n_members);
+	job_src_clear(&g->src);
+	job_prompt_clear(&g->prompt);
 	free(g);
 }
 
@@ -346,6 +355,11 @@ static void job_group_check_done(struct jobs *jobs, struct job *job, struct job_
 	}
 	switch (g->look) {
 	case GROUP_READY:
+		/* Its prompt.txt: a wait, a refusal, or the prompt to send. */
+		if (!job_prompt_decide(jobs, job, &g->prompt)) {
+			job_group_check_free(g);
+			return;
+		}
 		refs_free(job->members, job->n_members);
 		job->members = g->members;
 		job->n_members = g->n_members;
@@ -434,8 +448,18 @@ void job_group_validate(struct jobs *jobs, struct job *job)
 		log_oom();
 	for (; g->n_exclude < cfg->n_exclude; g->n_exclude++)
 		g->exclude[g->n_exclude] = xstrdup(cfg->exclude[g->n_exclude]);
+	/* Inputs at most CONFIG_IMAGES_MAX, inputs and outputs at most
+	 * CONFIG_IO_IMAGES_MAX (--check keeps references + max_images below). */
+	g->n_references = cfg->n_references;
+	g->outputs = cfg->max_images ? cfg->max_images : 1;
 	g->limit = CONFIG_IMAGES_MAX - cfg->n_references;
+	if (cfg->n_references + g->outputs > CONFIG_IO_IMAGES_MAX)
+		g->limit = 0;
+	else if (CONFIG_IO_IMAGES_MAX - cfg->n_references - g->outputs < g->limit)
+		g->limit = CONFIG_IO_IMAGES_MAX - cfg->n_references - g->outputs;
 	g->max_bytes = cfg->max_input_bytes;
+	job_src_fill(job, &g->src);
+	job_prompt_fill(job, &g->prompt);
 	g->io.work = job_group_check_work;
 	g->io.done = job_group_check_done;
 	job_activate_checking(jobs, job);

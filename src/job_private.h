@@ -122,6 +122,7 @@ struct job {
 	char *prompt;
 	const char *prompt_source;
 	char *prompt_file; /* relative like rel, when the prompt came from one */
+	char *extra_sent;  /* restored from the journal: the extra: fields paid for, or NULL */
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
 	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */

@@ -17,8 +17,12 @@ void job_prompt_fill(const struct job *job, struct job_prompt_read *p)
 {
 	memset(p, 0, sizeof(*p));
 	p->r = -ENOENT;
-	if (job->folder->cfg->prompt_file != PROMPT_FILE_OFF)
-		p->rel = prompt_rel(job->rel);
+	if (job->folder->cfg->prompt_file == PROMPT_FILE_OFF)
+		return;
+	/* A group's prompt is a file inside its subfolder, beside its images
+	 * (never one: only image names are members). */
+	p->rel =
+	    job->group ? xasprintf("%s/" CONFIG_GROUP_PROMPT_FILE, job->rel) : prompt_rel(job->rel);
 }
 
 void job_prompt_read(const struct job_src *src, struct job_prompt_read *p)

@@ -52,6 +52,72 @@ static char *xstrdup_or_null(const char *s)
 	return s ? xstrdup(s) : NULL;
 }
 
+/* The extra: fields sent: those recorded in the journal for a restored
+ * result ("" when none), else the folder's. */
+static const char *job_extra_json(const struct job *job)
+{
+	if (job->extra_sent)
+		return job->extra_sent[0] ? job->extra_sent : NULL;
+	return job->folder->cfg->extra_json;
+}
+
+/* The references sent after the source (a group's other images, which come
+ * first, left out), into refs (CONFIG_IMAGES_MAX); their number. */
+static size_t job_sent_references(const struct job *job, bool group_sources,
+				  struct sidecar_reference *refs)
+{
+	size_t n_members_after = group_sources ? job->n_members - 1 : 0;
+
+	if (job->n_refs_sent > CONFIG_IMAGES_MAX || job->n_refs_sent <= n_members_after)
+		return 0;
+	for (size_t i = n_members_after; i < job->n_refs_sent; i++) {
+		refs[i - n_members_after].path = job->refs_sent[i].path;
+		refs[i - n_members_after].sha256_hex =
+		    job->refs_sent[i].sha256[0] ? job->refs_sent[i].sha256 : NULL;
+	}
+	return job->n_refs_sent - n_members_after;
+}
+
+/* What the sidecar says was sent (prompt, extra:, references, a group's
+ * images), into the journal record: a result written after a restart says
+ * what was paid for, not what the folder holds then. */
+static void job_journal_sent(const struct job *job, struct journal_record *rec)
+{
+	const char *extra = job_extra_json(job);
+	struct sidecar_reference refs[CONFIG_IMAGES_MAX];
+	struct sidecar_source sources[CONFIG_IMAGES_MAX];
+	const struct sidecar_source *srcs = job_group_sources(job, sources, CONFIG_IMAGES_MAX);
+	size_t n_refs = job_sent_references(job, srcs != NULL, refs);
+
+	rec->prompt = xstrdup(job_prompt(job));
+	rec->prompt_source = xstrdup_or_null(job->prompt_source);
+	rec->prompt_file = xstrdup_or_null(job->prompt_file);
+	rec->extra_json = xstrdup_or_null(extra);
+	if (n_refs) {
+		rec->references = calloc(n_refs, sizeof(*rec->references));
+		if (!rec->references)
+			log_oom();
+		for (size_t i = 0; i < n_refs; i++, rec->n_references++) {
+			rec->references[i].path = xstrdup(refs[i].path);
+			if (refs[i].sha256_hex)
+				memcpy(rec->references[i].sha256, refs[i].sha256_hex, 65);
+		}
+	}
+	if (srcs) {
+		rec->sources = calloc(job->n_members, sizeof(*rec->sources));
+		if (!rec->sources)
+			log_oom();
+		for (size_t i = 0; i < job->n_members; i++, rec->n_sources++) {
+			rec->sources[i].name = xstrdup(srcs[i].source);
+			if (srcs[i].sha256_hex)
+				memcpy(rec->sources[i].sha256, srcs[i].sha256_hex, 65);
+			rec->sources[i].size = srcs[i].size;
+			rec->sources[i].mtime_sec = srcs[i].mtime_sec;
+			rec->sources[i].mtime_nsec = srcs[i].mtime_nsec;
+		}
+	}
+}
+
 /* The journal record of the paid result, with copies the worker owns.
  * Records the paid result so that a crash before it is written out costs a
  * download, not a second generation. */
@@ -81,6 +147,7 @@ static void job_journal_record(const struct job *job, struct journal_record *rec
 	/* Every URL of several outputs, before the first is fetched. */
 	rec->images = job_outputs_journal(job);
 	rec->max_images = job->max_images;
+	job_journal_sent(job, rec);
 }
 
 /* What the journal write of a paid result came to (on the loop). */
@@ -738,7 +805,6 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	char *dir, *first_out = NULL;
 	struct sidecar_reference refs[CONFIG_IMAGES_MAX];
 	struct sidecar_source sources[CONFIG_IMAGES_MAX];
-	size_t n_members_after;
 
 	if (!c)
 		log_oom();
@@ -771,7 +837,7 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	s.prompt = job_prompt(job);
 	s.prompt_source = job->prompt_source;
 	s.prompt_file = job->prompt_file;
-	s.extra_json = cfg->extra_json;
+	s.extra_json = job_extra_json(job);
 	s.size = cfg->size;
 	s.result_size = job->result.size;
 	s.watermark = cfg->watermark;
@@ -787,17 +853,8 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	s.fitted = job_fit_sidecar(job, &fitted, reasons, FIT_REASON_COUNT);
 	s.sources = job_group_sources(job, sources, CONFIG_IMAGES_MAX);
 	s.n_sources = s.sources ? job->n_members : 0;
-	/* A group's other images come first among what was sent after the source. */
-	n_members_after = s.sources ? job->n_members - 1 : 0;
-	for (size_t i = n_members_after; i < job->n_refs_sent && i < CONFIG_IMAGES_MAX; i++) {
-		refs[i - n_members_after].path = job->refs_sent[i].path;
-		refs[i - n_members_after].sha256_hex =
-		    job->refs_sent[i].sha256[0] ? job->refs_sent[i].sha256 : NULL;
-	}
 	s.references = refs;
-	s.n_references = job->n_refs_sent <= CONFIG_IMAGES_MAX && job->n_refs_sent > n_members_after
-			     ? job->n_refs_sent - n_members_after
-			     : 0;
+	s.n_references = job_sent_references(job, s.sources != NULL, refs);
 	if (job_outputs_several(job)) {
 		s.max_images = job->max_images;
 		if (job_outputs_is_last(job)) {

@@ -49,6 +49,213 @@ static int add_number(cJSON *o, const char *key, double value)
 	return cJSON_AddNumberToObject(o, key, value) ? 0 : -ENOMEM;
 }
 
+/* ---- what was sent ---------------------------------------------------------
+ *
+ * Prompts and paths may be long and full of bytes JSON escapes as six: one
+ * whose escaped form would be more than twice as long (or that is not UTF-8)
+ * is written as "<key>_hex" alone, so the largest record stays bounded
+ * (tests/unit/test_journal.c, test_largest_records_read_back). */
+
+static bool text_plain(const char *s)
+{
+	size_t len = 0, escaped = 0;
+
+	if (!clean_utf8_valid(s))
+		return false;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++, len++)
+		escaped += *p == '"' || *p == '\\' || *p == '\n' || *p == '\r' || *p == '\t' ||
+				   *p == '\b' || *p == '\f'
+			       ? 2
+			   : *p < 0x20 ? 6
+				       : 1;
+	return escaped <= 2 * len;
+}
+
+static int add_compact(cJSON *o, const char *key, const char *value)
+{
+	char hex_key[32], *hex;
+	size_t len;
+	bool ok;
+
+	if (!value)
+		return 0;
+	if (text_plain(value))
+		return cJSON_AddStringToObject(o, key, value) ? 0 : -ENOMEM;
+	len = strlen(value);
+	hex = malloc(2 * len + 1);
+	if (!hex)
+		return -ENOMEM;
+	for (size_t i = 0; i < len; i++)
+		(void)snprintf(hex + 2 * i, 3, "%02x", (unsigned char)value[i]);
+	hex[2 * len] = '\0';
+	(void)snprintf(hex_key, sizeof(hex_key), "%s_hex", key);
+	ok = cJSON_AddStringToObject(o, hex_key, hex) != NULL;
+	free(hex);
+	return ok ? 0 : -ENOMEM;
+}
+
+/* What add_compact (or add_string) wrote, or NULL when neither form is there. */
+static int get_compact(const cJSON *o, const char *key, char **ret)
+{
+	char hex_key[32];
+	bool present;
+
+	(void)snprintf(hex_key, sizeof(hex_key), "%s_hex", key);
+	*ret = NULL;
+	present = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, key)) ||
+		  cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, hex_key));
+	if (!present)
+		return cJSON_GetObjectItemCaseSensitive(o, key) ||
+			       cJSON_GetObjectItemCaseSensitive(o, hex_key)
+			   ? -EINVAL
+			   : 0;
+	*ret = sidecar_get_name(o, key);
+	if (*ret)
+		return 0;
+	return cJSON_GetObjectItemCaseSensitive(o, hex_key) ? -EINVAL : -ENOMEM;
+}
+
+static int add_sent(cJSON *o, const struct journal_record *rec)
+{
+	cJSON *arr, *item;
+	char mtime[64];
+	int r = 0;
+
+	r |= add_compact(o, "prompt", rec->prompt);
+	r |= add_compact(o, "prompt_source", rec->prompt_source);
+	r |= add_compact(o, "prompt_file", rec->prompt_file);
+	if (r)
+		return -ENOMEM;
+	if (rec->extra_json) {
+		item = cJSON_Parse(rec->extra_json);
+		if (!cJSON_IsObject(item)) {
+			cJSON_Delete(item);
+			return item ? -EINVAL : -ENOMEM;
+		}
+		cJSON_AddItemToObject(o, "extra", item);
+	}
+	if (rec->n_references) {
+		if (!(arr = cJSON_AddArrayToObject(o, "references")))
+			return -ENOMEM;
+		for (size_t i = 0; i < rec->n_references; i++) {
+			if (!(item = cJSON_CreateObject()))
+				return -ENOMEM;
+			cJSON_AddItemToArray(arr, item);
+			r |= add_compact(item, "path", rec->references[i].path);
+			if (rec->references[i].sha256[0])
+				r |= add_string(item, "sha256", rec->references[i].sha256);
+		}
+	}
+	if (rec->n_sources) {
+		if (!(arr = cJSON_AddArrayToObject(o, "sources")))
+			return -ENOMEM;
+		for (size_t i = 0; i < rec->n_sources; i++) {
+			const struct journal_sent_source *src = &rec->sources[i];
+
+			if (sidecar_format_time(src->mtime_sec, src->mtime_nsec, mtime,
+						sizeof(mtime)) < 0)
+				return -EINVAL;
+			if (!(item = cJSON_CreateObject()))
+				return -ENOMEM;
+			cJSON_AddItemToArray(arr, item);
+			r |= add_compact(item, "name", src->name);
+			if (src->sha256[0])
+				r |= add_string(item, "sha256", src->sha256);
+			r |= add_number(item, "size", (double)src->size);
+			r |= add_string(item, "mtime", mtime);
+		}
+	}
+	return r ? -ENOMEM : 0;
+}
+
+static void copy_sha(const cJSON *o, char sha256[65])
+{
+	const cJSON *sha = cJSON_GetObjectItemCaseSensitive(o, "sha256");
+
+	sha256[0] = '\0';
+	if (cJSON_IsString(sha) && strlen(sha->valuestring) == 64)
+		memcpy(sha256, sha->valuestring, 65);
+}
+
+/* An optional array of at most API_IMAGES_MAX objects: its size, or -EINVAL. */
+static int sent_array(const cJSON *o, const char *key, const cJSON **ret)
+{
+	const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, key), *item;
+	int n;
+
+	*ret = arr;
+	if (!arr)
+		return 0;
+	n = cJSON_GetArraySize(arr);
+	if (!cJSON_IsArray(arr) || n > API_IMAGES_MAX)
+		return -EINVAL;
+	cJSON_ArrayForEach(item, arr)
+	{
+		if (!cJSON_IsObject(item))
+			return -EINVAL;
+	}
+	return n;
+}
+
+static int parse_sent(const cJSON *o, struct journal_record *rec)
+{
+	const cJSON *extra = cJSON_GetObjectItemCaseSensitive(o, "extra"), *arr, *item;
+	char *mtime = NULL;
+	double size;
+	int n, r;
+
+	if ((r = get_compact(o, "prompt", &rec->prompt)) < 0 ||
+	    (r = get_compact(o, "prompt_source", &rec->prompt_source)) < 0 ||
+	    (r = get_compact(o, "prompt_file", &rec->prompt_file)) < 0)
+		return r;
+	if (extra) {
+		if (!cJSON_IsObject(extra))
+			return -EINVAL;
+		if (!(rec->extra_json = cJSON_PrintUnformatted(extra)))
+			return -ENOMEM;
+	}
+	if ((n = sent_array(o, "references", &arr)) < 0)
+		return n;
+	if (n) {
+		if (!(rec->references = calloc((size_t)n, sizeof(*rec->references))))
+			return -ENOMEM;
+		cJSON_ArrayForEach(item, arr)
+		{
+			struct journal_sent_ref *ref = &rec->references[rec->n_references++];
+
+			if ((r = get_compact(item, "path", &ref->path)) < 0)
+				return r;
+			if (!ref->path)
+				return -EINVAL;
+			copy_sha(item, ref->sha256);
+		}
+	}
+	if ((n = sent_array(o, "sources", &arr)) < 0)
+		return n;
+	if (n) {
+		if (!(rec->sources = calloc((size_t)n, sizeof(*rec->sources))))
+			return -ENOMEM;
+		cJSON_ArrayForEach(item, arr)
+		{
+			struct journal_sent_source *src = &rec->sources[rec->n_sources++];
+
+			if ((r = get_compact(item, "name", &src->name)) < 0 ||
+			    (r = sidecar_dup_string(item, "mtime", true, &mtime)) < 0)
+				return r;
+			r = src->name && sidecar_get_number(item, "size", 9e15, &size)
+				? sidecar_parse_time(mtime, &src->mtime_sec, &src->mtime_nsec)
+				: -EINVAL;
+			free(mtime);
+			mtime = NULL;
+			if (r < 0)
+				return r;
+			src->size = (uint64_t)size;
+			copy_sha(item, src->sha256);
+		}
+	}
+	return 0;
+}
+
 char *journal_record_json(const struct journal_record *rec)
 {
 	cJSON *o = cJSON_CreateObject(), *usage;
@@ -80,6 +287,8 @@ char *journal_record_json(const struct journal_record *rec)
 		goto out;
 	}
 	cJSON_AddItemToObject(o, SIDECAR_USAGE, usage);
+	if (add_sent(o, rec) < 0)
+		goto out;
 	if (rec->max_images > 1 && !cJSON_AddNumberToObject(o, "max_images", rec->max_images))
 		goto out;
 	if (rec->images) {
@@ -170,6 +379,10 @@ int journal_record_parse(const char *json, size_t len, struct journal_record *re
 			goto out;
 		}
 	}
+	r = parse_sent(o, rec);
+	if (r < 0)
+		goto out;
+	r = -EINVAL;
 	usage = cJSON_GetObjectItemCaseSensitive(o, SIDECAR_USAGE);
 	if (cJSON_IsObject(usage)) {
 		rec->usage = cJSON_Duplicate(usage, true);
@@ -199,6 +412,16 @@ void journal_record_clear(struct journal_record *rec)
 	free(rec->request_id);
 	cJSON_Delete(rec->usage);
 	cJSON_Delete(rec->images);
+	free(rec->prompt);
+	free(rec->prompt_source);
+	free(rec->prompt_file);
+	free(rec->extra_json);
+	for (size_t i = 0; i < rec->n_references; i++)
+		free(rec->references[i].path);
+	free(rec->references);
+	for (size_t i = 0; i < rec->n_sources; i++)
+		free(rec->sources[i].name);
+	free(rec->sources);
 	memset(rec, 0, sizeof(*rec));
 }
 

@@ -279,11 +279,17 @@ def test_crash(ctx):
             h.sha256_output(os.path.join(out, "g.jpeg")) == gens[0].get("output_sha256"),
             "crash: g.jpeg is the paid generation's image", repr(h.listing(out)))
     c.check(os.path.exists(os.path.join(out, "g.json")), "crash: g.json written")
+    if gens and os.path.exists(os.path.join(out, "g.json")):
+        sc = h.read_json(os.path.join(out, "g.json"))
+        c.eq([(x.get("name"), x.get("sha256")) for x in sc.get("sources") or []],
+             [("i%d.png" % i, img.get("sha256")) for i, img in enumerate(gens[0].get("images") or [])],
+             "crash: g.json's sources are the images the stand-in received, in order, with their sha256")
+        c.eq(sc.get("prompt"), gens[0]["fields"].get("prompt"), "crash: g.json's prompt is the one sent")
     c.eq(h.journal_records(state), [], "crash: the journal holds no live record afterwards")
     res = ctx.run_once(config, name="gcrash-again", timeout=60)
     c.check(res.rc == 0 and len(api.generations()) == 1, "crash: another run sends nothing", res.describe())
     c.check("changed after" not in res.stderr,
-            "crash: a sidecar written from the journal (no sources list) is not taken for a change",
+            "crash: a sidecar written from the journal (with its sources list) is not taken for a change",
             res.stderr[-800:])
 
 

@@ -48,6 +48,67 @@ static struct journal_record sample(void)
 	return rec;
 }
 
+/* What was sent (prompt, extra:, references, a group's images) comes back
+ * exactly, names that are no UTF-8 and prompts full of control bytes too; a
+ * record without them (older versions) reads with none. */
+static void test_sent_round_trip(void **state)
+{
+	struct journal_record in = sample(), out;
+	struct journal_sent_ref refs[2] = {{.path = "/srv/refs/style.png"},
+					   {.path = "/srv/refs/\xff logo.png"}};
+	struct journal_sent_source srcs[2] = {
+	    {.name = "a.jpg", .size = 10, .mtime_sec = 1795534572, .mtime_nsec = 5},
+	    {.name = "b\x01\x02\x03.png", .size = 20, .mtime_sec = 1795534573, .mtime_nsec = 0}};
+	char *text;
+
+	(void)state;
+	text = journal_record_json(&in);
+	assert_non_null(text);
+	assert_int_equal(journal_record_parse(text, strlen(text), &out), 0);
+	assert_null(out.prompt);
+	assert_null(out.prompt_source);
+	assert_null(out.prompt_file);
+	assert_null(out.extra_json);
+	assert_int_equal(out.n_references, 0);
+	assert_int_equal(out.n_sources, 0);
+	journal_record_clear(&out);
+	free(text);
+
+	memset(refs[0].sha256, 'b', 64);
+	memset(srcs[0].sha256, 'c', 64);
+	memset(srcs[1].sha256, 'd', 64);
+	in.prompt = "folder prompt\nline \"two\"\x01\x02\x03\x04";
+	in.prompt_source = "folder+file";
+	in.prompt_file = "sub/\xfe.txt";
+	in.extra_json = "{\"optimize_prompt_options\":{\"mode\":\"fast\"},\"seed\":7}";
+	in.references = refs;
+	in.n_references = 2;
+	in.sources = srcs;
+	in.n_sources = 2;
+	text = journal_record_json(&in);
+	assert_non_null(text);
+	assert_int_equal(journal_record_parse(text, strlen(text), &out), 0);
+	assert_string_equal(out.prompt, in.prompt);
+	assert_string_equal(out.prompt_source, in.prompt_source);
+	assert_string_equal(out.prompt_file, in.prompt_file);
+	assert_string_equal(out.extra_json, in.extra_json);
+	assert_int_equal(out.n_references, 2);
+	assert_string_equal(out.references[0].path, refs[0].path);
+	assert_string_equal(out.references[0].sha256, refs[0].sha256);
+	assert_string_equal(out.references[1].path, refs[1].path);
+	assert_string_equal(out.references[1].sha256, "");
+	assert_int_equal(out.n_sources, 2);
+	for (size_t i = 0; i < 2; i++) {
+		assert_string_equal(out.sources[i].name, srcs[i].name);
+		assert_string_equal(out.sources[i].sha256, srcs[i].sha256);
+		assert_int_equal(out.sources[i].size, srcs[i].size);
+		assert_int_equal(out.sources[i].mtime_sec, srcs[i].mtime_sec);
+		assert_int_equal(out.sources[i].mtime_nsec, srcs[i].mtime_nsec);
+	}
+	journal_record_clear(&out);
+	free(text);
+}
+
 static void test_roundtrip(void **state)
 {
 	struct journal_record in = sample(), out;
@@ -331,8 +392,49 @@ static void test_largest_records_read_back(void **state)
 		cJSON_AddItemToArray(outputs, out);
 	}
 	rec.max_images = API_IMAGES_MAX;
+	/* What was sent, each at its cap: the folder's prompt and the file's
+	 * appended, a prompt file and references named by the longest paths, a
+	 * group of the most images with the longest names, extra: at its cap. */
+	char *sent_prompt = worst(CONFIG_PROMPT_MAX + 1 + CONFIG_PROMPT_FILE_MAX);
+	char *extra = malloc(CONFIG_EXTRA_MAX + 1);
+	struct journal_sent_ref sent_refs[CONFIG_IMAGES_MAX];
+	struct journal_sent_source sent_srcs[API_IMAGES_MAX];
+
+	assert_non_null(extra);
+	/* {"a":"\u0001..."}: as config.c prints it, 6 bytes per control byte */
+	{
+		size_t n = 0;
+
+		n += (size_t)snprintf(extra, CONFIG_EXTRA_MAX, "{\"a\":\"");
+		while (n + 6 + 2 <= CONFIG_EXTRA_MAX) {
+			memcpy(extra + n, "\\u0001", 6);
+			n += 6;
+		}
+		memcpy(extra + n, "\"}", 3);
+	}
+	for (size_t i = 0; i < CONFIG_IMAGES_MAX; i++) {
+		sent_refs[i].path = path;
+		memcpy(sent_refs[i].sha256, sha, 65);
+	}
+	for (size_t i = 0; i < API_IMAGES_MAX; i++) {
+		sent_srcs[i] = (struct journal_sent_source){.name = name,
+							    .size = 9000000000000000ull,
+							    .mtime_sec = 253402300799,
+							    .mtime_nsec = 999999999};
+		memcpy(sent_srcs[i].sha256, sha, 65);
+	}
+	rec.prompt = sent_prompt;
+	rec.prompt_source = code;
+	rec.prompt_file = path;
+	rec.extra_json = extra;
+	rec.references = sent_refs;
+	rec.n_references = CONFIG_IMAGES_MAX;
+	rec.sources = sent_srcs;
+	rec.n_sources = API_IMAGES_MAX;
 	text = journal_record_json(&rec);
 	assert_non_null(text);
+	print_message("largest journal record: %zu of %d bytes\n", strlen(text),
+		      SIDECAR_RECORD_MAX);
 	assert_true(strlen(text) < SIDECAR_RECORD_MAX);
 	back = read_back(text);
 	assert_int_equal(journal_record_parse(back, strlen(back), &got), 0);
@@ -340,7 +442,20 @@ static void test_largest_records_read_back(void **state)
 	assert_string_equal(
 	    cJSON_GetObjectItem(cJSON_GetArrayItem(got.images, 14), "url")->valuestring, url);
 	assert_int_equal(got.max_images, API_IMAGES_MAX);
+	assert_string_equal(got.prompt, sent_prompt);
+	assert_string_equal(got.prompt_file, path);
+	assert_non_null(got.extra_json);
+	assert_int_equal(got.n_references, CONFIG_IMAGES_MAX);
+	assert_string_equal(got.references[CONFIG_IMAGES_MAX - 1].path, path);
+	assert_int_equal(got.n_sources, API_IMAGES_MAX);
+	assert_string_equal(got.sources[API_IMAGES_MAX - 1].name, name);
 	journal_record_clear(&got);
+	rec.prompt = rec.prompt_source = rec.prompt_file = rec.extra_json = NULL;
+	rec.references = NULL;
+	rec.sources = NULL;
+	rec.n_references = rec.n_sources = 0;
+	free(sent_prompt);
+	free(extra);
 	free(back);
 	free(text);
 	cJSON_Delete(rec.images);
@@ -765,6 +880,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_roundtrip),
+	    cmocka_unit_test(test_sent_round_trip),
 	    cmocka_unit_test(test_largest_records_read_back),
 	    cmocka_unit_test(test_refusals),
 	    cmocka_unit_test(test_write_load_remove),
