@@ -71,5 +71,10 @@ if [ -n "$keyfile" ]; then
 	unset SEEDREAM_API_KEY_FILE
 fi
 
+# The control socket (seedreamctl): $RUNTIME_DIRECTORY/control, as under systemd's
+# RuntimeDirectory=. `docker exec seedreamd seedreamctl status` runs as root and is let in.
+install -d -m 0750 -o "$PUID" -g "$PGID" /run/seedreamd
+export RUNTIME_DIRECTORY=/run/seedreamd
+
 export HOME=/config
 exec setpriv --reuid="$PUID" --regid="$PGID" --clear-groups seedreamd -c "$CONFIG" "$@"

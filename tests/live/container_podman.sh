@@ -238,6 +238,12 @@ check "/config/state is owned by $PUID:$PGID, mode 0700" \
 check "the state in /config/state is owned by $PUID:$PGID ($(ls -A "$T/config/state" 2>/dev/null | tr '\n' ' '))" \
 	sh -c '[ -d "$1" ] && [ -z "$(find "$1" ! \( -uid "$2" -gid "$3" \))" ]' sh "$T/config/state" "$PUID" "$PGID"
 if out=$(pm healthcheck run sd1 2>&1); then ok "podman healthcheck run: healthy"; else fail "podman healthcheck run: $out"; fi
+ctl=$(pm exec sd1 seedreamctl status 2>&1 || true)
+check "seedreamctl status inside the container answers on /run/seedreamd/control (2 done)" \
+	sh -c 'echo "$1" | grep -Eq "this run 2 done"' sh "$ctl"
+ctl=$(pm exec sd1 seedreamctl --json history 2>&1 || true)
+check "seedreamctl --json history inside the container lists aurora and blocks" \
+	sh -c 'echo "$1" | grep -q aurora && echo "$1" | grep -q blocks' sh "$ctl"
 
 # ---- podman stop (SIGTERM) with a transfer in flight ------------------------------------------------
 api POST /_faults '["slow:ms=3000"]' >/dev/null
