@@ -873,8 +873,8 @@ void events_paid(struct events *ev, uint64_t images, uint64_t micros)
 	if (!ev)
 		return;
 	events_roll(ev, loop_wall_ms() / 1000);
-	ev->cur.images += images;
-	ev->cur.spent += micros;
+	ev->cur.images = sched_add_sat(ev->cur.images, images);
+	ev->cur.spent = sched_add_sat(ev->cur.spent, micros);
 }
 
 void events_count_earlier(struct events *ev, uint64_t images, uint64_t micros)
