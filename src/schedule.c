@@ -195,8 +195,8 @@ struct sched_verdict sched_folder_allows(struct sched *s, struct sched_folder *f
 	if (!folder->max_images_per_day)
 		return sched_no(SCHED_YES, SCHED_REASON_NONE, 0);
 	sched_roll_day(s, folder, now_epoch_s);
-	if (sched_add_sat(sched_add_sat(folder->day.images_today, folder->in_flight_images), need) <=
-	    folder->max_images_per_day)
+	if (sched_add_sat(sched_add_sat(folder->day.images_today, folder->in_flight_images),
+			  need) <= folder->max_images_per_day)
 		return sched_no(SCHED_YES, SCHED_REASON_NONE, 0);
 	v = sched_no(SCHED_NO_TODAY, SCHED_REASON_FOLDER_DAY,
 		     sched_until_day_end(&folder->day, now_epoch_s));
