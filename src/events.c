@@ -510,7 +510,7 @@ static void events_group_timeout(void *userdata)
 
 	/* The group outlives its members only while one is left; a pgid is
 	 * not handed out again while its group exists. */
-	if (kill(-g->pgid, 0) == 0) {
+	if (kill(-g->pgid, 0) == 0 || errno != ESRCH) {
 		log_warn("notify: processes of command group %d ignored SIGTERM: sending SIGKILL",
 			 (int)g->pgid);
 		(void)kill(-g->pgid, SIGKILL);
@@ -524,7 +524,7 @@ static void events_group_end(struct events *ev, pid_t pgid, const char *kind)
 {
 	struct events_group *g;
 
-	if (kill(-pgid, 0) < 0)
+	if (kill(-pgid, 0) < 0 && errno == ESRCH)
 		return; /* nothing left */
 	log_info("notify: command (event %s, pid %d) left processes running: sending SIGTERM to "
 		 "its process group",
