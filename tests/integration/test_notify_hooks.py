@@ -93,12 +93,14 @@ def test_group(ctx):
         "notify:", "  command: %s" % json.dumps(hook), "  command_timeout: 30s",
         "  events: [file_failed]"])
     d = ctx.start_daemon(config, key=KEY)
+    seen = []  # every background pid, killed at the end whatever happened
     try:
         c.require(d.wait_for(r"ready", 10), "the daemon is ready")
         h.write_bytes(os.path.join(hot, "a.png"), h.png_image(40, 30, 11))
         c.require(h.wait_until(lambda: len(read_pids(bg)) == 2, 20),
                   "the hook ran and started two background sleeps")
         pids = read_pids(bg)
+        seen += pids
         gone = h.wait_until(lambda: not any(alive(p) for p in pids), 6)
         err = d.stderr_text()
         c.check(gone, "no background process of the hook remains a few seconds after it exited",
@@ -114,6 +116,7 @@ def test_group(ctx):
         h.write_bytes(os.path.join(hot, "b.png"), h.png_image(41, 31, 12))
         c.require(h.wait_until(lambda: len(read_pids(bg)) == 1, 20), "the hook ran again")
         pids = read_pids(bg)
+        seen += pids
         c.require(h.wait_until(lambda: d.stderr_text().count("left processes running") == 2, 5),
                   "the hook ended, leaving its sleep in its grace")
         rc, secs = d.terminate()
@@ -121,7 +124,7 @@ def test_group(ctx):
         c.check(h.wait_until(lambda: not any(alive(p) for p in pids), 2),
                 "what a hook left is killed when the daemon stops", str(pids))
     finally:
-        kill_all(read_pids(bg))
+        kill_all(seen + read_pids(bg))
 
 
 def test_env(ctx):
