@@ -102,6 +102,13 @@ struct api_result {
  * server said so, else the data[] entries with an image. */
 uint64_t api_result_image_count(const struct api_result *result);
 
+/* The images counted (and priced) for a successful answer to a request that
+ * asked for up to `asked` (0 counts as 1): api_result_image_count, but never
+ * more than asked nor API_IMAGES_MAX. A server claiming more (a hostile
+ * generated_images such as 2^49) must not inflate or wrap the counts; the
+ * claim itself stays verbatim in usage. */
+uint64_t api_result_images_counted(const struct api_result *result, unsigned asked);
+
 /* Parses a complete response body for a given HTTP status and classifies it.
  * An "error" object is honoured even with HTTP 200, and so is data[i].error
  * when no data[] entry holds an image; when some do (sequential generation),

@@ -64,6 +64,7 @@ enum group_ready {
 /* The API advises ~600 words; the bound keeps every sidecar readable. */
 #define CONFIG_PROMPT_MAX 8192
 /* The API takes inputs + outputs <= 15 per request; one dropped image leaves 14. */
+#define CONFIG_PRICE_MAX_MICROS    1000000000000ULL /* price_per_image <= 1e6 */
 #define CONFIG_IO_IMAGES_MAX	    15
 #define CONFIG_MAX_IMAGES_ONE_INPUT (CONFIG_IO_IMAGES_MAX - 1)
 

@@ -4,11 +4,14 @@
  *   - a webhook: a versioned JSON POST through the daemon's curl multi, on an
  *     easy handle of its own that never carries the API key, no redirects,
  *     retried with exponential backoff; a bounded queue (the oldest dropped);
- *   - a command: posix_spawn'ed per event with the details in SEEDREAMD_*
- *     variables and without the API key's variable, stdin /dev/null, its
- *     output logged line by line from a non-blocking pipe, reaped through a
- *     pidfd on the loop's epoll, killed (SIGTERM, then SIGKILL) after
- *     command_timeout; a few at once, the rest queued (bounded).
+ *   - a command: posix_spawn'ed per event on a worker thread (the spawn
+ *     waits for the child's execve) with the details in SEEDREAMD_*
+ *     variables and without the API key (by name or by value), stdin
+ *     /dev/null, its output logged line by line from a non-blocking pipe
+ *     (64 KiB per wake-up), reaped through a pidfd on the loop's epoll,
+ *     killed (SIGTERM, then SIGKILL) after command_timeout, and what it left
+ *     in its process group killed when it ends; a few at once, the rest
+ *     queued (bounded).
  * Every text is scrubbed of the key again before it leaves. Nothing here
  * blocks the loop. All functions accept a NULL events (nothing to do). */
 #ifndef SEEDREAMD_EVENTS_H
@@ -33,7 +36,8 @@ struct events;
  * copied: every text sent is scrubbed of it. */
 int events_new(struct loop *loop, struct http *http, const struct config *config,
 	       const char *secret, struct events **ret_events);
-/* Cancels deliveries under way; running commands get SIGKILL and are reaped. */
+/* Cancels deliveries under way; running commands and what they left get
+ * SIGKILL (their process groups) and are reaped. */
 void events_free(struct events *events);
 /* A reload: new targets and events for what comes from now on. */
 void events_set_config(struct events *events, const struct config *config, const char *secret);

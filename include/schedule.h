@@ -85,6 +85,12 @@ struct sched_verdict {
 	uint64_t limit;	  /* the limit that was reached */
 };
 
+/* a + b and a * b, UINT64_MAX when they would wrap: money and image counts
+ * come from the API's answers, and a wrapped sum would let a spend limit
+ * pass. */
+uint64_t sched_add_sat(uint64_t a, uint64_t b);
+uint64_t sched_mul_sat(uint64_t a, uint64_t b);
+
 /* A full bucket at now_mono_ms, nothing counted today. */
 void sched_init(struct sched *s, const struct sched_limits *limits, uint64_t now_mono_ms);
 

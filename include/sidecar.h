@@ -125,8 +125,8 @@ struct sidecar_doc {
 	long mtime_nsec;
 	bool failed;		  /* an .error.json */
 	int64_t finished_at;	  /* completed_at or failed_at, epoch seconds; 0 if null */
-	int64_t generated_images; /* usage.generated_images, else the outputs written
-				   * (a relay without usage), 0 if neither */
+	int64_t generated_images; /* usage.generated_images, else the outputs written, at most
+				   * max_images (a relay without usage), 0 if neither */
 
 	/* Only from sidecar_parse_reuse: what a reuse carries over, bounded like a
 	 * server's answer (a planted file may hold anything), so the sidecar

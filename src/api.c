@@ -303,6 +303,16 @@ uint64_t api_result_image_count(const struct api_result *result)
 	return result->url || result->b64_json || result->b64_streamed ? 1 : 0;
 }
 
+uint64_t api_result_images_counted(const struct api_result *result, unsigned asked)
+{
+	uint64_t images = api_result_image_count(result);
+	uint64_t bound = asked ? asked : 1;
+
+	if (bound > API_IMAGES_MAX)
+		bound = API_IMAGES_MAX;
+	return images < bound ? images : bound;
+}
+
 void api_result_clear_images(struct api_result *result)
 {
 	for (size_t i = 0; i < result->n_images; i++)

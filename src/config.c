@@ -2050,6 +2050,13 @@ static int parse_prices(struct ctx *c, const yaml_node_t *n, struct config *cfg)
 		r = get_money(c, v, "price_per_image", &price->micros);
 		if (r < 0)
 			return r;
+		/* Far above any real price, and small enough that the sums of a
+		 * day's images stay exact. */
+		if (price->micros > CONFIG_PRICE_MAX_MICROS)
+			return fail_at(c, v->start_mark,
+				       "price_per_image: at most 1000000 per image, got %llu.%06llu",
+				       (unsigned long long)(price->micros / CONFIG_MICROS),
+				       (unsigned long long)(price->micros % CONFIG_MICROS));
 		if (!(price->model = strdup(model)))
 			return oom(c);
 		cfg->n_prices++;

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "schedule.h"
 #include "url.h"
+#include "work.h"
 
 extern char **environ;
 
@@ -29,6 +30,9 @@ extern char **environ;
 #define EVENTS_LINE_MAX	       512   /* one logged line of a command's output */
 #define EVENTS_LINES_MAX       100   /* lines logged per command run */
 #define EVENTS_KILL_GRACE_MS   5000  /* SIGTERM, then this long before SIGKILL */
+#define EVENTS_GROUP_GRACE_MS  2000  /* the same for what a command left behind */
+#define EVENTS_READ_MAX	       65536 /* output read per wake-up: others get their turn */
+#define EVENTS_KEY_NAMES_KEPT  16    /* names seen holding the key (reloads may change it) */
 #define EVENTS_HOOK_TIMEOUT_MS 10000 /* one webhook attempt */
 #define EVENTS_HOOK_BACKOFF_MS 1000  /* doubled after each failed attempt */
 #define EVENTS_LIMITS_KEPT     16    /* limits remembered as reported today */
@@ -53,6 +57,28 @@ struct events_child {
 	size_t line_len;
 	unsigned lines;
 	struct events_child *next;
+};
+
+/* The process group of a command whose leader ended while some of it (a
+ * `sleep &`) still ran: SIGTERM was sent, SIGKILL follows after a grace. */
+struct events_group {
+	struct events *ev;
+	pid_t pgid;
+	struct loop_timer *timer;
+	struct events_group *next;
+};
+
+/* A posix_spawn on a worker: it may block (CLONE_VFORK waits for the
+ * child's execve, which a hung network mount can stall). Self-contained:
+ * the worker reads path and env and fills in the rest; child is only for
+ * the loop thread's completion. */
+struct events_spawn_req {
+	struct events_child *child;
+	char *path;
+	char **env; /* deep copies, NULL-terminated */
+	int r;	    /* 0 or -errno */
+	pid_t pid;
+	int pidfd, out_fd;
 };
 
 struct events_day {
@@ -80,7 +106,14 @@ struct events {
 	/* The command. */
 	struct events_ring cmd_q;
 	struct events_child *children;
-	unsigned n_children;
+	unsigned n_children; /* running or being spawned */
+	struct events_group *groups;
+	struct work_pool *spawn_pool; /* started with the first command */
+	bool stopping;
+	/* Every api_key_env seen, and every variable that held the key in
+	 * use then: a reload that renames it or changes the key leaves the old
+	 * variables (and the old key) in the daemon's environment. */
+	char *key_names[EVENTS_KEY_NAMES_KEPT];
 	/* The daily summary. */
 	struct loop_timer *summary_timer;
 	struct events_day cur, prev;
@@ -381,13 +414,17 @@ static void events_child_log_line(struct events_child *c)
 	free(line);
 }
 
-/* Reads what is there; false at the end of the output. */
+/* Reads what is there, up to EVENTS_READ_MAX (a command that writes without
+ * end must not hold the loop); false at the end of the output. */
 static bool events_child_read(struct events_child *c)
 {
 	char buf[4096];
+	size_t budget = EVENTS_READ_MAX;
 	ssize_t n;
 
 	for (;;) {
+		if (!budget)
+			return true; /* the rest at the next wake-up */
 		n = read(c->out_fd, buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -395,6 +432,7 @@ static bool events_child_read(struct events_child *c)
 			return true;
 		if (n <= 0)
 			break;
+		budget -= (size_t)n < budget ? (size_t)n : budget;
 		for (ssize_t i = 0; i < n; i++) {
 			if (buf[i] == '\n') {
 				events_child_log_line(c);
@@ -450,6 +488,65 @@ static void events_child_free(struct events_child *c)
 	free(c);
 }
 
+/* ---- what a command left behind ---------------------------------------- */
+
+static void events_group_free(struct events_group *g)
+{
+	struct events *ev = g->ev;
+
+	for (struct events_group **p = &ev->groups; *p; p = &(*p)->next) {
+		if (*p == g) {
+			*p = g->next;
+			break;
+		}
+	}
+	loop_timer_free(ev->loop, g->timer);
+	free(g);
+}
+
+static void events_group_timeout(void *userdata)
+{
+	struct events_group *g = userdata;
+
+	/* The group outlives its members only while one is left; a pgid is
+	 * not handed out again while its group exists. */
+	if (kill(-g->pgid, 0) == 0 || errno != ESRCH) {
+		log_warn("notify: processes of command group %d ignored SIGTERM: sending SIGKILL",
+			 (int)g->pgid);
+		(void)kill(-g->pgid, SIGKILL);
+	}
+	events_group_free(g);
+}
+
+/* The leader of pgid ended (reaped): what it started in its group (a
+ * `sleep &`) goes too, as the command is bounded in time. */
+static void events_group_end(struct events *ev, pid_t pgid, const char *kind)
+{
+	struct events_group *g;
+
+	if (kill(-pgid, 0) < 0 && errno == ESRCH)
+		return; /* nothing left */
+	log_info("notify: command (event %s, pid %d) left processes running: sending SIGTERM to "
+		 "its process group",
+		 kind, (int)pgid);
+	(void)kill(-pgid, SIGTERM);
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		log_oom();
+	g->ev = ev;
+	g->pgid = pgid;
+	if (ev->stopping || loop_timer_new(ev->loop, events_group_timeout, g, &g->timer) < 0 ||
+	    loop_timer_arm(g->timer, EVENTS_GROUP_GRACE_MS) < 0) {
+		/* No timer (or no time left): no grace either. */
+		(void)kill(-pgid, SIGKILL);
+		loop_timer_free(ev->loop, g->timer);
+		free(g);
+		return;
+	}
+	g->next = ev->groups;
+	ev->groups = g;
+}
+
 /* The pidfd is readable: the process ended. */
 static void events_child_exited(int fd, uint32_t events, void *userdata)
 {
@@ -481,6 +578,7 @@ static void events_child_exited(int fd, uint32_t events, void *userdata)
 	else if (WIFSIGNALED(status))
 		log_warn("notify: command (event %s, pid %d) ended by signal %d%s", c->msg->kind,
 			 (int)c->pid, WTERMSIG(status), c->term_sent ? " after its timeout" : "");
+	events_group_end(ev, c->pid, c->msg->kind);
 	events_child_free(c);
 	events_cmd_next(ev);
 }
@@ -506,12 +604,37 @@ static void events_child_timeout(void *userdata)
 	(void)kill(-c->pid, SIGKILL);
 }
 
-/* The daemon's environment without the API key's variable (nor stale
- * SEEDREAMD_ ones), then the event's. */
+/* ---- spawning ---------------------------------------------------------- */
+
+static bool events_env_named(const char *entry, const char *name)
+{
+	size_t len = name ? strlen(name) : 0;
+
+	return len && !strncmp(entry, name, len) && entry[len] == '=';
+}
+
+/* Whether a variable of the daemon's environment stays out of a command's:
+ * the key wherever it is (any name, any value holding it), every name the
+ * key was read from, systemd's credentials, and stale SEEDREAMD_ ones. */
+static bool events_env_secret(const struct events *ev, const char *entry)
+{
+	const char *value = strchr(entry, '=');
+
+	if (!strncmp(entry, "SEEDREAMD_", 10) || events_env_named(entry, "SEEDREAM_API_KEY") ||
+	    events_env_named(entry, "CREDENTIALS_DIRECTORY") ||
+	    events_env_named(entry, ev->config->api.api_key_env))
+		return true;
+	for (size_t i = 0; i < EVENTS_KEY_NAMES_KEPT && ev->key_names[i]; i++)
+		if (events_env_named(entry, ev->key_names[i]))
+			return true;
+	return value && ev->secret && ev->secret[0] && strstr(value + 1, ev->secret);
+}
+
+/* The daemon's environment without what events_env_secret names, then the
+ * event's; copied, for a worker. */
 static char **events_child_env(const struct events *ev, const struct events_msg *m)
 {
-	const char *key_env = ev->config->api.api_key_env;
-	size_t n = 0, k = 0, key_len = key_env ? strlen(key_env) : 0;
+	size_t n = 0, k = 0;
 	char **env;
 
 	for (char **e = environ; e && *e; e++)
@@ -522,44 +645,49 @@ static char **events_child_env(const struct events *ev, const struct events_msg 
 	if (!env)
 		log_oom();
 	for (char **e = environ; e && *e; e++) {
-		if (key_env && !strncmp(*e, key_env, key_len) && (*e)[key_len] == '=')
+		if (events_env_secret(ev, *e))
 			continue;
-		if (!strncmp(*e, "SEEDREAMD_", 10))
-			continue;
-		env[k++] = *e;
+		if (!(env[k++] = strdup(*e)))
+			log_oom();
 	}
 	for (char **e = m->env; *e; e++)
-		env[k++] = *e;
+		if (!(env[k++] = strdup(*e)))
+			log_oom();
 	env[k] = NULL;
 	return env;
 }
 
-static int events_spawn(struct events *ev, struct events_msg *m)
+static void events_spawn_req_free(struct events_spawn_req *req)
 {
-	char *const argv[] = {ev->config->notify.command, NULL};
+	for (char **e = req->env; e && *e; e++)
+		free(*e);
+	free(req->env);
+	free(req->path);
+	free(req);
+}
+
+/* On a worker: no logging, no events state. */
+static void events_spawn_work(void *arg)
+{
+	struct events_spawn_req *req = arg;
+	char *const argv[] = {req->path, NULL};
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
-	struct events_child *c = calloc(1, sizeof(*c));
 	sigset_t none, deflt;
-	char **env = NULL;
-	int pipefd[2] = {-1, -1}, r;
+	int pipefd[2] = {-1, -1};
 
-	if (!c)
-		log_oom();
-	c->ev = ev;
-	c->pidfd = c->out_fd = -1;
+	req->pid = -1;
+	req->pidfd = req->out_fd = -1;
 	/* Only the loop's end is non-blocking: the two ends are separate open
 	 * files, and the child's writes block as they would anywhere. */
 	if (pipe2(pipefd, O_CLOEXEC) < 0 || fcntl(pipefd[0], F_SETFL, O_NONBLOCK) < 0) {
-		r = -errno;
+		req->r = -errno;
 		if (pipefd[0] >= 0) {
 			close(pipefd[0]);
 			close(pipefd[1]);
 		}
-		free(c);
-		return r;
+		return;
 	}
-	env = events_child_env(ev, m);
 	sigemptyset(&none);
 	sigemptyset(&deflt);
 	sigaddset(&deflt, SIGPIPE);
@@ -578,48 +706,121 @@ static int events_spawn(struct events *ev, struct events_msg *m)
 	(void)posix_spawnattr_setpgroup(&attr, 0);
 	(void)posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
 						  POSIX_SPAWN_SETPGROUP);
-	r = -posix_spawn(&c->pid, argv[0], &fa, &attr, argv, env);
+	req->r = -posix_spawn(&req->pid, argv[0], &fa, &attr, argv, req->env);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
-	free(env);
 	close(pipefd[1]);
-	if (r < 0) {
+	if (req->r < 0) {
 		close(pipefd[0]);
-		free(c);
-		return r;
+		req->pid = -1;
+		return;
 	}
-	c->out_fd = pipefd[0];
-	c->msg = m;
+	req->out_fd = pipefd[0];
+	req->pidfd = (int)syscall(SYS_pidfd_open, req->pid, 0);
+	if (req->pidfd < 0)
+		req->r = -errno; /* the pid is there: the loop kills and reaps it */
+}
+
+/* Kills a spawned command that is not to be watched, and reaps it. */
+static void events_spawn_kill(pid_t pid)
+{
+	(void)kill(-pid, SIGKILL);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+}
+
+/* On the loop thread: the spawn's outcome. */
+static void events_spawn_done(void *arg, bool cancelled)
+{
+	struct events_spawn_req *req = arg;
+	struct events_child *c = req->child;
+	struct events *ev = c->ev;
+	const char *path = req->path;
+	int r = cancelled ? -ECANCELED : req->r;
+
+	c->pid = req->pid;
+	c->pidfd = req->pidfd;
+	c->out_fd = req->out_fd;
 	c->next = ev->children;
 	ev->children = c;
-	ev->n_children++;
-	c->pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
-	if (c->pidfd < 0 ||
-	    loop_add(ev->loop, c->pidfd, EPOLLIN, events_child_exited, c, &c->pid_src) < 0 ||
+	if (c->pid > 0 && (r < 0 || ev->stopping)) {
+		/* Without a way to watch it, it is not left running unwatched. */
+		if (!ev->stopping)
+			log_warn("notify: command (event %s, pid %d) cannot be watched (%s): "
+				 "killing it",
+				 c->msg->kind, (int)c->pid, strerror(-r));
+		events_spawn_kill(c->pid);
+		c->pid = -1;
+	} else if (r < 0 && !cancelled) {
+		log_warn("notify: cannot run %s for event %s: %s", path, c->msg->kind,
+			 strerror(-r));
+	}
+	if (r < 0 || ev->stopping || c->pid <= 0) {
+		events_child_free(c);
+		events_spawn_req_free(req);
+		if (!ev->stopping)
+			events_cmd_next(ev);
+		return;
+	}
+	if (loop_add(ev->loop, c->pidfd, EPOLLIN, events_child_exited, c, &c->pid_src) < 0 ||
 	    loop_add(ev->loop, c->out_fd, EPOLLIN, events_child_output, c, &c->out_src) < 0 ||
 	    loop_timer_new(ev->loop, events_child_timeout, c, &c->timer) < 0 ||
 	    loop_timer_arm(c->timer, ev->config->notify.command_timeout_ms) < 0) {
-		/* Without a way to watch it, it is not left running unwatched. */
 		log_warn("notify: command (event %s, pid %d) cannot be watched: killing it",
-			 m->kind, (int)c->pid);
-		(void)kill(-c->pid, SIGKILL);
-		while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
-			;
-		c->msg = NULL;
+			 c->msg->kind, (int)c->pid);
+		events_spawn_kill(c->pid);
 		events_child_free(c);
-		return -ENOMEM;
+		events_spawn_req_free(req);
+		events_cmd_next(ev);
+		return;
 	}
-	log_debug("notify: command %s started for event %s (pid %d)", argv[0], m->kind,
+	log_debug("notify: command %s started for event %s (pid %d)", path, c->msg->kind,
 		  (int)c->pid);
-	return 0;
+	events_spawn_req_free(req);
 }
 
+/* Takes m's reference. The command slot is taken until the spawn is
+ * done and, if it started, until it ends. */
+static int events_spawn(struct events *ev, struct events_msg *m)
+{
+	struct events_spawn_req *req;
+	struct events_child *c;
+	int r;
+
+	if (!ev->spawn_pool) {
+		r = work_pool_new_growing(ev->loop, 1, EVENTS_COMMANDS_AT_ONCE, &ev->spawn_pool);
+		if (r < 0)
+			return r;
+	}
+	req = calloc(1, sizeof(*req));
+	c = calloc(1, sizeof(*c));
+	if (!req || !c || !(req->path = strdup(ev->config->notify.command)))
+		log_oom();
+	c->ev = ev;
+	c->msg = m;
+	c->pid = -1;
+	c->pidfd = c->out_fd = -1;
+	req->child = c;
+	req->pid = -1;
+	req->pidfd = req->out_fd = -1;
+	req->env = events_child_env(ev, m);
+	r = work_submit(ev->spawn_pool, events_spawn_work, events_spawn_done, req);
+	if (r < 0) {
+		c->msg = NULL; /* the caller keeps the reference */
+		free(c);
+		events_spawn_req_free(req);
+		return r;
+	}
+	ev->n_children++;
+	return 0;
+}
 static void events_cmd_next(struct events *ev)
 {
 	struct events_msg *m;
 	int r;
 
-	while (ev->n_children < EVENTS_COMMANDS_AT_ONCE && (m = events_ring_pop(&ev->cmd_q))) {
+	while (!ev->stopping && ev->n_children < EVENTS_COMMANDS_AT_ONCE &&
+	       (m = events_ring_pop(&ev->cmd_q))) {
 		if (!ev->config->notify.command) {
 			events_msg_unref(m);
 			continue;
@@ -715,6 +916,29 @@ static void events_summary(void *userdata)
 
 /* ---- the public side --------------------------------------------------- */
 
+/* Remembers a variable name (its first len bytes; 0: all of it). */
+static void events_keep_key_name(struct events *ev, const char *name, size_t len)
+{
+	size_t i;
+
+	if (!name)
+		return;
+	if (!len)
+		len = strlen(name);
+	for (i = 0; i < EVENTS_KEY_NAMES_KEPT && ev->key_names[i]; i++)
+		if (strlen(ev->key_names[i]) == len && !strncmp(ev->key_names[i], name, len))
+			return;
+	if (i == EVENTS_KEY_NAMES_KEPT) {
+		/* The oldest name goes: the key's value is dropped anyway. */
+		free(ev->key_names[0]);
+		memmove(&ev->key_names[0], &ev->key_names[1],
+			(EVENTS_KEY_NAMES_KEPT - 1) * sizeof(ev->key_names[0]));
+		i = EVENTS_KEY_NAMES_KEPT - 1;
+	}
+	if (!(ev->key_names[i] = strndup(name, len)))
+		log_oom();
+}
+
 void events_set_config(struct events *ev, const struct config *config, const char *secret)
 {
 	char *copy = secret ? strdup(secret) : NULL;
@@ -729,6 +953,13 @@ void events_set_config(struct events *ev, const struct config *config, const cha
 	}
 	ev->secret = copy;
 	ev->config = config;
+	events_keep_key_name(ev, config->api.api_key_env, 0);
+	for (char **e = environ; copy && copy[0] && e && *e; e++) {
+		const char *value = strchr(*e, '=');
+
+		if (value && strstr(value + 1, copy))
+			events_keep_key_name(ev, *e, (size_t)(value - *e));
+	}
 	if (ev->summary_timer)
 		events_arm_summary(ev);
 	events_hook_next(ev);
@@ -772,6 +1003,10 @@ void events_free(struct events *ev)
 
 	if (!ev)
 		return;
+	/* Spawns under way end first (their completions see stopping and
+	 * kill what they started). */
+	ev->stopping = true;
+	work_pool_free(ev->spawn_pool);
 	events_hook_clear(ev);
 	while ((m = events_ring_pop(&ev->hook_q)))
 		events_msg_unref(m);
@@ -786,6 +1021,12 @@ void events_free(struct events *ev)
 			;
 		events_child_free(c);
 	}
+	while (ev->groups) {
+		(void)kill(-ev->groups->pgid, SIGKILL);
+		events_group_free(ev->groups);
+	}
+	for (size_t i = 0; i < EVENTS_KEY_NAMES_KEPT; i++)
+		free(ev->key_names[i]);
 	loop_timer_free(ev->loop, ev->hook_timer);
 	loop_timer_free(ev->loop, ev->summary_timer);
 	curl_slist_free_all(ev->headers);
@@ -873,8 +1114,8 @@ void events_paid(struct events *ev, uint64_t images, uint64_t micros)
 	if (!ev)
 		return;
 	events_roll(ev, loop_wall_ms() / 1000);
-	ev->cur.images += images;
-	ev->cur.spent += micros;
+	ev->cur.images = sched_add_sat(ev->cur.images, images);
+	ev->cur.spent = sched_add_sat(ev->cur.spent, micros);
 }
 
 void events_count_earlier(struct events *ev, uint64_t images, uint64_t micros)

@@ -1492,10 +1492,13 @@ static void count_today(const struct index_entry *e, void *userdata)
 
 	if (!e->failed && e->finished_at >= t->since) {
 		images = e->generated_images > 0 ? (uint64_t)e->generated_images : 1;
-		t->images += images;
+		/* A record rebuilt from a sidecar has the server's claim verbatim. */
+		if (images > API_IMAGES_MAX)
+			images = API_IMAGES_MAX;
+		t->images = sched_add_sat(t->images, images);
 		/* The done records keep no model: today's are priced as the
 		 * model configured now (see README, "Spend"). */
-		t->spent += images * t->price;
+		t->spent = sched_add_sat(t->spent, sched_mul_sat(images, t->price));
 	}
 }
 

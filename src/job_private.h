@@ -220,6 +220,7 @@ struct jobs {
 	char storage_reason[512]; /* stalled folders, for STATUS= */
 	struct events *events;	  /* may be NULL */
 	uint64_t spent_total;	  /* micros, estimated, paid answers of this run */
+	bool warned_images_claimed; /* an answer claimed more images than asked (logged once) */
 	char **group_logged;	  /* "<folder>/<group>" already said to have changed after done */
 	size_t n_group_logged;
 };

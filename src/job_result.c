@@ -730,7 +730,7 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 		}
 	}
 	job_index_put(job, c->side_name, false, c->completed_at,
-		      (int64_t)api_result_image_count(&job->result));
+		      (int64_t)api_result_images_counted(&job->result, job->max_images));
 	job_journal_removed(job, c->journal_r);
 	job_set_undurable(jobs, job, false);
 	job_set_storage_hold(jobs, job, false);

@@ -275,11 +275,18 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 		job_fit_drop_bytes(job); /* never sent again */
 	switch (res->outcome) {
 	case API_OUTCOME_OK: {
-		uint64_t images = api_result_image_count(res);
-		uint64_t price = 0;
+		uint64_t images = api_result_images_counted(res, job->sched_images);
+		uint64_t price = 0, cost;
 
+		if (api_result_image_count(res) > images && !jobs->warned_images_claimed) {
+			jobs->warned_images_claimed = true;
+			log_warn("%s: the API claims %llu generated images for a request of at "
+				 "most %llu: counted as %llu (logged once)",
+				 job->rel, (unsigned long long)api_result_image_count(res),
+				 (unsigned long long)images, (unsigned long long)images);
+		}
 		job_outputs_note_relay(job);
-		jobs->generations += images;
+		jobs->generations = sched_add_sat(jobs->generations, images);
 		{
 			const cJSON *tokens =
 			    cJSON_GetObjectItemCaseSensitive(res->usage, "output_tokens");
@@ -292,12 +299,13 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 		/* Priced as the model that answered, else the one configured. */
 		if (config_price_of(jobs->config, res->model, &price) < 0)
 			(void)config_price_of(jobs->config, jobs->config->api.model, &price);
-		sched_spent(&jobs->sched, images * price, loop_wall_ms() / 1000);
-		jobs->spent_total += images * price;
+		cost = sched_mul_sat(images, price);
+		sched_spent(&jobs->sched, cost, loop_wall_ms() / 1000);
+		jobs->spent_total = sched_add_sat(jobs->spent_total, cost);
 		if (price)
-			metrics_note(METRICS_ESTIMATED_COST, (double)(images * price) / CONFIG_MICROS,
+			metrics_note(METRICS_ESTIMATED_COST, (double)cost / CONFIG_MICROS,
 				     jobs->config->currency, NULL);
-		events_paid(jobs->events, images, images * price);
+		events_paid(jobs->events, images, cost);
 		job->generated_at = loop_wall_ms();
 		if (ans->img_code) {
 			/* Paid, and a second call would answer the same: no retry. */

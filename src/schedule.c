@@ -5,6 +5,20 @@
 
 #define SCHED_MILLI 1000 /* thousandths of an image per image */
 
+uint64_t sched_add_sat(uint64_t a, uint64_t b)
+{
+	uint64_t sum;
+
+	return __builtin_add_overflow(a, b, &sum) ? UINT64_MAX : sum;
+}
+
+uint64_t sched_mul_sat(uint64_t a, uint64_t b)
+{
+	uint64_t product;
+
+	return __builtin_mul_overflow(a, b, &product) ? UINT64_MAX : product;
+}
+
 void sched_init(struct sched *s, const struct sched_limits *limits, uint64_t now_mono_ms)
 {
 	*s = (struct sched){0};
@@ -56,12 +70,12 @@ int64_t sched_day_start(struct sched *s, struct sched_folder *folder, int64_t no
 void sched_count_today(struct sched *s, struct sched_folder *folder, uint64_t images)
 {
 	folder->day.images_today = images;
-	s->day.images_today += images;
+	s->day.images_today = sched_add_sat(s->day.images_today, images);
 }
 
 void sched_count_spent_today(struct sched *s, uint64_t micros)
 {
-	s->day.spent_today += micros;
+	s->day.spent_today = sched_add_sat(s->day.spent_today, micros);
 }
 
 /* Until just after the day's end: a second late rather than a second early. */
@@ -89,17 +103,19 @@ struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms, 
 	sched_roll_day(s, NULL, now_epoch_s);
 	/* A generation in flight may be paid: it counts until its answer says. */
 	if (lim->max_images_per_day &&
-	    s->day.images_today + s->in_flight_images >= lim->max_images_per_day) {
+	    sched_add_sat(s->day.images_today, s->in_flight_images) >= lim->max_images_per_day) {
 		v = sched_no(SCHED_NO_TODAY, SCHED_REASON_DAY,
 			     sched_until_day_end(&s->day, now_epoch_s));
 		v.count = s->day.images_today;
 		v.limit = lim->max_images_per_day;
 		return v;
 	}
-	/* Each generation in flight may cost an image, as above; the sums
-	 * stay far from overflowing (prices and limits are at most 10^18). */
+	/* Each generation in flight may cost an image, as above; saturated,
+	 * as today's spend may come from a hostile answer. */
 	if (lim->max_spend_per_day &&
-	    s->day.spent_today + (s->in_flight + 1) * lim->image_price > lim->max_spend_per_day) {
+	    sched_add_sat(s->day.spent_today,
+			  sched_mul_sat((uint64_t)s->in_flight + 1, lim->image_price)) >
+		lim->max_spend_per_day) {
 		v = sched_no(SCHED_NO_TODAY, SCHED_REASON_SPEND,
 			     sched_until_day_end(&s->day, now_epoch_s));
 		v.count = s->day.spent_today;
@@ -143,8 +159,8 @@ static struct sched_verdict sched_room_for(struct sched *s, uint64_t need, int64
 	struct sched_verdict v;
 
 	if (lim->max_images_per_day &&
-	    s->day.images_today + s->in_flight_images + sched_min(need, lim->max_images_per_day) >
-		lim->max_images_per_day) {
+	    sched_add_sat(sched_add_sat(s->day.images_today, s->in_flight_images),
+			  sched_min(need, lim->max_images_per_day)) > lim->max_images_per_day) {
 		v = sched_no(SCHED_NO_TODAY, SCHED_REASON_DAY,
 			     sched_until_day_end(&s->day, now_epoch_s));
 		v.count = s->day.images_today;
@@ -179,8 +195,8 @@ struct sched_verdict sched_folder_allows(struct sched *s, struct sched_folder *f
 	if (!folder->max_images_per_day)
 		return sched_no(SCHED_YES, SCHED_REASON_NONE, 0);
 	sched_roll_day(s, folder, now_epoch_s);
-	if (folder->day.images_today + folder->in_flight_images + need <=
-	    folder->max_images_per_day)
+	if (sched_add_sat(sched_add_sat(folder->day.images_today, folder->in_flight_images),
+			  need) <= folder->max_images_per_day)
 		return sched_no(SCHED_YES, SCHED_REASON_NONE, 0);
 	v = sched_no(SCHED_NO_TODAY, SCHED_REASON_FOLDER_DAY,
 		     sched_until_day_end(&folder->day, now_epoch_s));
@@ -267,14 +283,14 @@ void sched_paid(struct sched *s, struct sched_folder *folder, uint64_t images, i
 	/* An answer that comes after midnight is today's, not the day its
 	 * generation started in. */
 	sched_roll_day(s, folder, now_epoch_s);
-	s->day.images_today += images;
-	folder->day.images_today += images;
+	s->day.images_today = sched_add_sat(s->day.images_today, images);
+	folder->day.images_today = sched_add_sat(folder->day.images_today, images);
 }
 
 void sched_spent(struct sched *s, uint64_t micros, int64_t now_epoch_s)
 {
 	sched_roll_day(s, NULL, now_epoch_s);
-	s->day.spent_today += micros;
+	s->day.spent_today = sched_add_sat(s->day.spent_today, micros);
 }
 
 uint64_t sched_spent_today(struct sched *s, int64_t now_epoch_s)

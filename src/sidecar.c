@@ -644,6 +644,18 @@ static int parse_core(const cJSON *root, struct sidecar_doc *d)
 	d->generated_images = parse_generated_images(root);
 	if (!d->failed && d->generated_images == 0)
 		d->generated_images = count_outputs(root);
+	/* Counted as at most what the request asked for (max_images, written
+	 * when > 1): a server's claim of more is kept in usage, not counted. */
+	{
+		const cJSON *asked = cJSON_GetObjectItemCaseSensitive(root, "max_images");
+		int64_t bound = 1;
+
+		if (cJSON_IsNumber(asked) && asked->valuedouble >= 1 &&
+		    asked->valuedouble <= API_IMAGES_MAX)
+			bound = (int64_t)asked->valuedouble;
+		if (d->generated_images > bound)
+			d->generated_images = bound;
+	}
 	return 0;
 }
 

@@ -530,6 +530,57 @@ static void test_paid_across_midnight(void **state)
 	assert_int_equal(sched_spent_today(&s, JAN10_2100_UTC + 86400 + 5), 0);
 }
 
+/* Counts from hostile answers saturate: a spend or image count near 2^64
+ * does not wrap to a small one that lets the limits pass. */
+static void test_saturating_counts(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {.max_images_per_day = 100};
+	struct sched_limits lim = limits(10, 100, 0);
+	int64_t now = JAN10_2030_UTC;
+
+	(void)state;
+	set_tz("UTC0");
+	assert_true(sched_add_sat(UINT64_MAX - 1, 2) == UINT64_MAX);
+	assert_true(sched_add_sat(2, 3) == 5);
+	assert_true(sched_mul_sat(614891469123652ULL, 30000) == UINT64_MAX);
+	assert_true(sched_mul_sat(1ULL << 32, 1ULL << 32) == UINT64_MAX);
+	assert_true(sched_mul_sat(7, 30000) == 210000);
+	lim.max_spend_per_day = 100000;
+	lim.image_price = 30000;
+	sched_init(&s, &lim, 0);
+	sched_roll_day(&s, &f, now);
+	/* 614891469123652 * 0.03 wraps uint64 to 8448 micros if not saturated. */
+	sched_spent(&s, 614891469123652ULL * 30000ULL, now);
+	assert_true(s.day.spent_today < 100000); /* the wrapped product itself */
+	sched_init(&s, &lim, 0);
+	sched_roll_day(&s, &f, now);
+	sched_spent(&s, sched_mul_sat(614891469123652ULL, 30000), now);
+	sched_spent(&s, 30000, now);
+	assert_true(s.day.spent_today == UINT64_MAX);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).reason, SCHED_REASON_SPEND);
+	/* Images: a huge count plus more stays at the top, not past it to 0. */
+	sched_init(&s, &lim, 0);
+	sched_roll_day(&s, &f, now);
+	sched_paid(&s, &f, UINT64_MAX - 1, now);
+	sched_paid(&s, &f, 5, now);
+	assert_true(s.day.images_today == UINT64_MAX);
+	assert_true(f.day.images_today == UINT64_MAX);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).reason, SCHED_REASON_DAY);
+	sched_count_spent_today(&s, UINT64_MAX);
+	sched_count_spent_today(&s, 1);
+	assert_true(s.day.spent_today == UINT64_MAX);
+	/* The price times the generations in flight saturates too. */
+	lim = limits(10, 0, 0);
+	lim.max_spend_per_day = UINT64_MAX - 1;
+	lim.image_price = UINT64_MAX / 2 + 1;
+	sched_init(&s, &lim, 0);
+	sched_roll_day(&s, &f, now);
+	f.max_images_per_day = 0;
+	sched_started(&s, &f);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).reason, SCHED_REASON_SPEND);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -547,6 +598,7 @@ int main(void)
 	    cmocka_unit_test(test_pause_blocks_all_but_one_probe),
 	    cmocka_unit_test(test_preparation_withdrawn),
 	    cmocka_unit_test(test_undurable_result_holds_slot),
+	    cmocka_unit_test(test_saturating_counts),
 	};
 
 	set_tz("UTC0");
