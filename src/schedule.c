@@ -110,11 +110,12 @@ struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms, 
 		v.limit = lim->max_images_per_day;
 		return v;
 	}
-	/* Each generation in flight may cost an image, as above; saturated,
-	 * as today's spend may come from a hostile answer. */
+	/* Each image the generations in flight may make costs, as above (a
+	 * max_images request counts as all it asked for), and the new one at
+	 * least one; saturated, as today's spend may come from a hostile answer. */
 	if (lim->max_spend_per_day &&
 	    sched_add_sat(s->day.spent_today,
-			  sched_mul_sat((uint64_t)s->in_flight + 1, lim->image_price)) >
+			  sched_mul_sat(sched_add_sat(s->in_flight_images, 1), lim->image_price)) >
 		lim->max_spend_per_day) {
 		v = sched_no(SCHED_NO_TODAY, SCHED_REASON_SPEND,
 			     sched_until_day_end(&s->day, now_epoch_s));
@@ -152,7 +153,8 @@ static uint64_t sched_min(uint64_t a, uint64_t b)
 }
 
 /* What a generation of the folder may make beyond the one image that
- * sched_may_start_any made sure of: the global daily limit and the bucket. */
+ * sched_may_start_any made sure of: the global daily limits (images and
+ * money) and the bucket. */
 static struct sched_verdict sched_room_for(struct sched *s, uint64_t need, int64_t now_epoch_s)
 {
 	const struct sched_limits *lim = &s->limits;
@@ -165,6 +167,17 @@ static struct sched_verdict sched_room_for(struct sched *s, uint64_t need, int64
 			     sched_until_day_end(&s->day, now_epoch_s));
 		v.count = s->day.images_today;
 		v.limit = lim->max_images_per_day;
+		return v;
+	}
+	/* The money limit, for every image the request may make. */
+	if (lim->max_spend_per_day &&
+	    sched_add_sat(s->day.spent_today,
+			  sched_mul_sat(sched_add_sat(s->in_flight_images, need), lim->image_price)) >
+		lim->max_spend_per_day) {
+		v = sched_no(SCHED_NO_TODAY, SCHED_REASON_SPEND,
+			     sched_until_day_end(&s->day, now_epoch_s));
+		v.count = s->day.spent_today;
+		v.limit = lim->max_spend_per_day;
 		return v;
 	}
 	if (lim->images_per_minute) {

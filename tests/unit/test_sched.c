@@ -156,6 +156,38 @@ static void test_daily_limit_resets_at_local_midnight(void **state)
 /* max_spend_per_day in micros: 0.03 per image and 0.10 a day allow three
  * images (0.09 + 0.03 would pass 0.10), generations in flight counted at
  * the price; a day's cost rebuilt at start counts; midnight starts over. */
+/* A request that may make several images (max_images) is held by the money
+ * limit for all of them, and counts as all of them while in flight. */
+static void test_spend_limit_several(void **state)
+{
+	struct sched s;
+	struct sched_folder f = {.images_per_request = 4}, one = {0};
+	struct sched_limits lim = limits(10, 0, 0);
+	struct sched_verdict v;
+	int64_t now = JAN10_2030_UTC;
+
+	(void)state;
+	set_tz("XYZ-3");
+	lim.max_spend_per_day = 100000; /* 0.10 */
+	lim.image_price = 30000;	/* 0.03: 4 images would cost 0.12 */
+	sched_init(&s, &lim, 0);
+	sched_roll_day(&s, &f, now);
+	v = sched_may_start(&s, &f, 0, now);
+	assert_int_equal(v.answer, SCHED_NO_TODAY);
+	assert_int_equal(v.reason, SCHED_REASON_SPEND);
+	/* A folder of one image a request still fits. */
+	assert_int_equal(sched_may_start(&s, &one, 0, now).answer, SCHED_YES);
+	lim.max_spend_per_day = 150000; /* 0.15: one request of 4 fits, with 1 more */
+	sched_set_limits(&s, &lim);
+	assert_int_equal(sched_may_start(&s, &f, 0, now).answer, SCHED_YES);
+	sched_started_images(&s, &f, 4);
+	/* In flight it may cost 0.12: a second request of 4 would pass 0.15, one image not. */
+	assert_int_equal(sched_may_start(&s, &f, 0, now).reason, SCHED_REASON_SPEND);
+	assert_int_equal(sched_may_start(&s, &one, 0, now).answer, SCHED_YES);
+	sched_started(&s, &one);
+	assert_int_equal(sched_may_start(&s, &one, 0, now).reason, SCHED_REASON_SPEND);
+}
+
 static void test_spend_limit(void **state)
 {
 	struct sched s;
@@ -589,6 +621,7 @@ int main(void)
 	    cmocka_unit_test(test_bucket_refills_when_asked_often),
 	    cmocka_unit_test(test_daily_limit_resets_at_local_midnight),
 	    cmocka_unit_test(test_spend_limit),
+	    cmocka_unit_test(test_spend_limit_several),
 	    cmocka_unit_test(test_paid_across_midnight),
 	    cmocka_unit_test(test_day_of_summer_time_change),
 	    cmocka_unit_test(test_folder_limit_against_global),
