@@ -335,6 +335,7 @@ struct job_stem {
 	char **taken;
 	size_t n_taken;
 	char chosen[OUTPUT_NAME_MAX];
+	unsigned n_outputs; /* images the request may write (max_images) */
 };
 void job_stem_fill(const struct jobs *jobs, const struct job *job, struct job_stem *st);
 int job_stem_choose(int dirfd, struct job_stem *st);

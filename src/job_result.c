@@ -500,6 +500,10 @@ struct job_commit_io {
 	bool downloaded, streamed;
 	bool sidecar_only; /* several outputs, the last of which failed: no image to write */
 	char out_name[OUTPUT_NAME_MAX], side_name[OUTPUT_NAME_MAX], err_name[OUTPUT_NAME_MAX];
+	char out_base[OUTPUT_NAME_MAX];
+	const char *out_ext;
+	char *source_rel; /* whose earlier outputs may be replaced */
+	bool oom;	  /* on the worker: the loop reports it */
 	char *doc, *rel_out;
 	struct journal *journal;
 	struct job_success success;
@@ -554,6 +558,45 @@ static int job_commit_xmp(struct job_commit_io *c)
 	return r;
 }
 
+/* Renames the image in under its planned name, or, when another source's
+ * file has that name, under "<base>~2<ext>" ..., and then says so in the
+ * sidecar text. Never replaces what is not this source's. On a worker. */
+static int job_commit_image(struct job_commit_io *c)
+{
+	char name[OUTPUT_NAME_MAX], *rel, *doc;
+	size_t dir_len;
+	int r;
+
+	r = output_tmp_commit_image(c->dirfd, c->fd, c->tmp, c->out_base, c->out_ext, c->side_name,
+				    c->source_rel, name, sizeof(name));
+	if (r < 0 || strcmp(name, c->out_name) == 0)
+		return r;
+	dir_len = strlen(c->rel_out) - strlen(c->out_name);
+	rel = malloc(dir_len + strlen(name) + 1);
+	if (!rel)
+		goto oom;
+	memcpy(rel, c->rel_out, dir_len);
+	strcpy(rel + dir_len, name);
+	for (char **d = &c->doc; d; d = d == &c->doc ? &c->doc_without_xmp : NULL) {
+		if (!*d)
+			continue;
+		doc = sidecar_rename_output(*d, c->rel_out, rel);
+		if (!doc) {
+			free(rel);
+			goto oom;
+		}
+		free(*d);
+		*d = doc;
+	}
+	free(c->rel_out);
+	c->rel_out = rel;
+	memcpy(c->out_name, name, sizeof(name));
+	return 0;
+oom:
+	c->oom = true;
+	return -ENOMEM;
+}
+
 static void job_commit_work(struct job_io *io)
 {
 	struct job_commit_io *c = (struct job_commit_io *)io;
@@ -588,7 +631,7 @@ static void job_commit_work(struct job_io *io)
 			goto failed;
 		}
 	}
-	c->r = output_tmp_commit(c->dirfd, c->fd, c->tmp, c->out_name);
+	c->r = job_commit_image(c);
 	c->fd = -1;
 	if (c->r == 0 && !c->doc)
 		goto out; /* one of several outputs: the sidecar comes with the last */
@@ -623,6 +666,8 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 	struct job_commit_io *c = (struct job_commit_io *)io;
 	const struct folder_config *cfg;
 
+	if (c->oom)
+		log_oom();
 	if (!io->ran) {
 		/* shutdown: the next start sweeps the temporary file */
 		work_close(jobs->store_pool, c->fd);
@@ -681,6 +726,7 @@ out:
 	free(c->original);
 	free(c->doc);
 	free(c->rel_out);
+	free(c->source_rel);
 	free(c);
 }
 
@@ -751,12 +797,14 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	c->fmt = image_sniff(magic, magic_len);
 	c->downloaded = downloaded;
 	c->streamed = job->result.b64_streamed;
+	c->out_ext = output_ext_for(c->fmt);
 	if (job_outputs_several(job))
-		(void)snprintf(c->out_name, sizeof(c->out_name), "%s-%u%s", job->stem,
-			       job_outputs_number(job), output_ext_for(c->fmt));
+		(void)snprintf(c->out_base, sizeof(c->out_base), "%s-%u", job->stem,
+			       job_outputs_number(job));
 	else
-		(void)snprintf(c->out_name, sizeof(c->out_name), "%s%s", job->stem,
-			       output_ext_for(c->fmt));
+		(void)snprintf(c->out_base, sizeof(c->out_base), "%s", job->stem);
+	(void)snprintf(c->out_name, sizeof(c->out_name), "%s%s", c->out_base, c->out_ext);
+	c->source_rel = xstrdup(job->rel);
 	(void)snprintf(c->side_name, sizeof(c->side_name), "%s.json", job->stem);
 	(void)snprintf(c->err_name, sizeof(c->err_name), "%s.error.json", job->stem);
 	dir = rel_dir(job->rel);
