@@ -748,11 +748,6 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	job->gen->fd = -1;
 	job->gen->img.fd = img_fd;
 	(void)snprintf(job->gen->img.tmp_name, sizeof(job->gen->img.tmp_name), "%s", img_tmp);
-	/* Only data[0]'s b64_json streams to a file: the other images of a
-	 * sequential answer are held as text, each within its own bound. */
-	if (job->sched_images > 1 && jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON)
-		job->gen->body_max =
-		    TRANSFER_JSON_MAX + (size_t)(job->sched_images - 1) * TRANSFER_B64_EXTRA_MAX;
 	if (job_add_references(job, p, seps) < 0)
 		log_oom();
 	free(seps);
