@@ -753,7 +753,11 @@ static void job_commit_provenance(const struct job *job, struct job_commit_io *c
 		return;
 	f.tool = "seedreamd " SEEDREAMD_VERSION;
 	f.model = s->model;
-	f.created = job->result.created > 0 ? job->result.created : c->completed_at;
+	/* A relay may send milliseconds (or any number): out of XMP's range the
+	 * time it was written is still a truthful creation time. */
+	f.created = job->result.created > 0 && job->result.created <= XMP_CREATED_MAX
+			? job->result.created
+			: c->completed_at;
 	f.source = job->rel;
 	f.prompt_sha256 = prompt_sha;
 	f.prompt = cfg->embed_prompt ? s->prompt : NULL;
