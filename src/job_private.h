@@ -127,6 +127,9 @@ struct job {
 	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
 	struct job_ref_sent *refs_sent;	   /* the references of its last request, for the sidecar */
 	size_t n_refs_sent;
+	/* The extra: its last request sent (NULL: none), for the sidecar: a
+	 * reload may change the folder's before the result is written. */
+	char *extra_sent;
 	/* group: subfolder (job_group.c): rel is the subfolder; members are its
 	 * images as checked, sent first (in name order) before the references,
 	 * whose first n_members - 1 entries of refs_sent are the other members. */
@@ -154,7 +157,7 @@ struct job_ref_sent {
 	char format[8];
 	char sha256[65]; /* once sent whole; "" before */
 };
-/* Forgets refs_sent (a new request, or the job is freed). */
+/* Forgets refs_sent and extra_sent (a new request, or the job is freed). */
 void job_refs_release(struct job *job);
 
 struct job_list {

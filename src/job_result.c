@@ -823,7 +823,7 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	s.prompt = job_prompt(job);
 	s.prompt_source = job->prompt_source;
 	s.prompt_file = job->prompt_file;
-	s.extra_json = cfg->extra_json;
+	s.extra_json = job->extra_sent;
 	s.size = cfg->size;
 	s.result_size = job->result.size;
 	s.watermark = cfg->watermark;

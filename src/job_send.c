@@ -663,6 +663,8 @@ void job_refs_release(struct job *job)
 	free(job->refs_sent);
 	job->refs_sent = NULL;
 	job->n_refs_sent = 0;
+	free(job->extra_sent);
+	job->extra_sent = NULL;
 }
 
 /* The references p opened go after the image: their separators into the
@@ -750,6 +752,7 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	(void)snprintf(job->gen->img.tmp_name, sizeof(job->gen->img.tmp_name), "%s", img_tmp);
 	if (job_add_references(job, p, seps) < 0)
 		log_oom();
+	job->extra_sent = cfg->extra_json ? xstrdup(cfg->extra_json) : NULL;
 	free(seps);
 	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
 			       send_size, &jobs->net, jobs->io_pool);
