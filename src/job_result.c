@@ -517,6 +517,7 @@ struct job_commit_io {
 	/* Provenance: the XMP packet to insert (NULL: none), and the sidecar
 	 * to write instead of doc when the JPEG could not take it. */
 	char *xmp_packet, *doc_without_xmp;
+	const char *provenance; /* of this image: "xmp", "none" or "off" */
 	size_t xmp_len;
 	uint8_t *original; /* the image before the XMP went in */
 	size_t original_len;
@@ -545,6 +546,7 @@ static int job_commit_xmp(struct job_commit_io *c)
 		free(c->doc);
 		c->doc = c->doc_without_xmp;
 		c->doc_without_xmp = NULL;
+		c->provenance = "none";
 		return 0;
 	}
 	r = xmp_jpeg_segment(c->xmp_packet, c->xmp_len, &seg, &seg_len);
@@ -702,7 +704,13 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 	}
 	if (!c->doc) {
 		/* One of several outputs is in: on to the next, same stem. */
-		if (job_outputs_next(job, c->rel_out)) {
+		bool more = job_outputs_next(job, c->rel_out);
+		cJSON *entry = cJSON_GetArrayItem(job->outputs_done,
+						  cJSON_GetArraySize(job->outputs_done) - 1);
+
+		if (!entry || !sidecar_add_string(entry, "provenance", c->provenance))
+			log_oom();
+		if (more) {
 			job_fetch(jobs, job);
 			goto out;
 		}
@@ -730,6 +738,36 @@ out:
 	free(c);
 }
 
+/* Records prov as the provenance of the current output (index cur) in a
+ * sidecar's outputs[] and returns the whole's: the one all written outputs
+ * share, else "partial". */
+static const char *job_outputs_provenance(cJSON *outputs, size_t cur, const char *prov)
+{
+	const char *all = NULL;
+	bool mixed = false;
+	const cJSON *o;
+
+	cJSON_ArrayForEach(o, outputs)
+	{
+		const cJSON *index = cJSON_GetObjectItemCaseSensitive(o, "index");
+		const cJSON *p;
+
+		if (!cJSON_GetObjectItemCaseSensitive(o, SIDECAR_OUTPUT))
+			continue; /* an image that failed: nothing written */
+		if (cJSON_IsNumber(index) && index->valuedouble == (double)cur) {
+			cJSON_DeleteItemFromObjectCaseSensitive((cJSON *)o, "provenance");
+			if (!sidecar_add_string((cJSON *)o, "provenance", prov))
+				log_oom();
+		}
+		p = cJSON_GetObjectItemCaseSensitive(o, "provenance");
+		if (!cJSON_IsString(p) || (all && strcmp(all, p->valuestring) != 0))
+			mixed = true;
+		else
+			all = p->valuestring;
+	}
+	return mixed ? "partial" : all ? all : prov;
+}
+
 /* What the sidecar says of provenance, and the XMP packet for the worker:
  * "xmp" when it goes in; "off" (embed_provenance: false); "none" when the
  * result is no JPEG (PNG, WebP: left as they came) or its header cannot take
@@ -743,14 +781,14 @@ static void job_commit_provenance(const struct job *job, struct job_commit_io *c
 	int r;
 
 	if (!cfg->embed_provenance) {
-		s->provenance = "off";
-		return;
+		s->provenance = c->provenance = "off";
+		goto out;
 	}
-	s->provenance = "none";
+	s->provenance = c->provenance = "none";
 	if (c->fmt != IMAGE_FORMAT_JPEG)
-		return;
+		goto out;
 	if (digest_sha256_buf(s->prompt, strlen(s->prompt), prompt_sha) < 0)
-		return;
+		goto out;
 	f.tool = "seedreamd " SEEDREAMD_VERSION;
 	f.model = s->model;
 	/* A relay may send milliseconds (or any number): out of XMP's range the
@@ -765,13 +803,20 @@ static void job_commit_provenance(const struct job *job, struct job_commit_io *c
 	if (r == -ENOMEM)
 		log_oom();
 	if (r < 0)
-		return;
+		goto out;
 	if (s->output) { /* else one of several outputs: no sidecar with it */
+		if (s->outputs)
+			s->provenance = job_outputs_provenance((cJSON *)s->outputs, job->out_cur,
+							       "none");
 		c->doc_without_xmp = sidecar_success_json(s);
 		if (!c->doc_without_xmp)
 			log_oom();
 	}
-	s->provenance = "xmp";
+	s->provenance = c->provenance = "xmp";
+out:
+	if (s->outputs)
+		s->provenance =
+		    job_outputs_provenance((cJSON *)s->outputs, job->out_cur, c->provenance);
 }
 
 /* The output is complete in a temporary file: a worker checks that it is an

@@ -72,6 +72,9 @@ def check_outputs(c, tag, out, stem, gen, want_files):
     c.eq(sc.get("output"), names[0], "%s: the sidecar's output is the first, for old readers" % tag)
     listed = [o.get("output") for o in sc.get("outputs") or [] if "output" in o]
     c.eq(listed, names, "%s: the sidecar lists every output" % tag)
+    c.eq([o.get("provenance") for o in sc.get("outputs") or [] if "output" in o], ["xmp"] * want_files,
+         "%s: each output in outputs[] records its XMP provenance" % tag)
+    c.eq(sc.get("provenance"), "xmp", "%s: the sidecar's provenance is xmp (all outputs carry it)" % tag)
     c.eq(sc.get("request_id"), gen.get("request_id"), "%s: the sidecar's request_id" % tag)
     return sc
 
@@ -143,6 +146,32 @@ def test_image_error(ctx):
                 errs[0]["error"].get("code") == "OutputImageSensitiveContentDetected",
                 "imgerr: data[1].error is recorded with its index and code", str(outs))
     c.check(not os.path.exists(os.path.join(out, "a.error.json")), "imgerr: no error sidecar")
+
+
+def test_provenance(ctx):
+    """Provenance per output: a PNG among several outputs gets no XMP, says "none" in its outputs[]
+    entry, and the sidecar's provenance is "partial"; the JPEGs still say "xmp". The PNG first or
+    last (the last is committed with the sidecar)."""
+    c = ctx.checks
+    for tag, png in (("prov-middle", 1), ("prov-last", 2)):
+        api = ctx.start_api(tag)
+        root, hot, out, state = ctx.folder(tag)
+        config = write_config(os.path.join(root, "seedreamd.yaml"), api, state,
+                              [{"path": hot, "max_images": 3, "prompt": "Paint [png-image:%d]" % png}])
+        drop(hot, ["a.png"], seed=70 + png)
+        res = ctx.run_once(config)
+        c.check(res.rc == 0 and not res.timed_out, "%s: --once exits 0" % tag, res.describe())
+        sc_path = os.path.join(out, "a.json")
+        if not c.check(os.path.exists(sc_path), "%s: a.json" % tag, str(visible(out))):
+            continue
+        sc = h.read_json(sc_path)
+        got = {o.get("index"): (o.get("output"), o.get("provenance")) for o in sc.get("outputs") or []}
+        want = {i: ("a-%d.%s" % (i + 1, "png" if i == png else "jpeg"), "none" if i == png else "xmp")
+                for i in range(3)}
+        c.eq(got, want, "%s: each output records its own provenance" % tag)
+        c.eq(sc.get("provenance"), "partial", "%s: the sidecar's provenance is partial" % tag)
+        c.check(h.jpeg_xmp(h.read_bytes(os.path.join(out, "a-1.jpeg"))) is not None,
+                "%s: a-1.jpeg carries XMP" % tag)
 
 
 def test_bad_image(ctx):
@@ -330,6 +359,7 @@ def test(ctx):
     test_check(ctx)
     test_outputs(ctx)
     test_image_error(ctx)
+    test_provenance(ctx)
     test_bad_image(ctx)
     test_b64(ctx)
     test_relay(ctx)
