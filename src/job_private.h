@@ -143,6 +143,10 @@ struct job {
  * marker): the group's job settles (created if need be). */
 void job_group_offer(struct jobs *jobs, struct folder *folder, const char *rel,
 		     const struct stat *st, enum watch_how how);
+/* On a worker: opens a group's image (path, absolute, below root) as
+ * job_src_open opens inputs: beneath root, without symlinks unless
+ * follow_symlinks. The descriptor or -errno. */
+int job_group_member_open(const char *root, const char *path, bool follow_symlinks);
 /* Looks at a settled group on a worker: lists, checks and judges it. */
 void job_group_validate(struct jobs *jobs, struct job *job);
 /* The sidecar's "sources" of a group job (n_members entries), or NULL. */

@@ -395,12 +395,21 @@ struct job_prepare_io {
 	int ref_err;	/* -ESTALE (changed) or -errno of opening it */
 };
 
+static int job_prepare_member(const struct job_prepare_io *p, const struct config_reference *m)
+{
+	int fd = job_group_member_open(p->src.root, m->path, p->src.follow_symlinks);
+
+	return fd < 0 ? fd : refs_check_fd(fd, m);
+}
+
 /* Opens the references; false (ref_bad, ref_err) when one is not the file
  * that was validated: no request pays with a wrong reference. */
 static bool job_prepare_refs(struct job_prepare_io *p)
 {
 	for (size_t i = 0; i < p->n_refs; i++) {
-		int fd = refs_open(&p->refs[i]);
+		/* A group's images are inputs: opened as inputs are. */
+		int fd = i < p->n_members_after ? job_prepare_member(p, &p->refs[i])
+						: refs_open(&p->refs[i]);
 		if (fd < 0) {
 			p->ref_bad = i;
 			p->ref_err = fd;
@@ -418,7 +427,7 @@ static void job_prepare_work(struct job_io *io)
 
 	if (p->first) {
 		/* A group: its first image, still as the group's check saw it. */
-		p->fd = refs_open(p->first);
+		p->fd = job_prepare_member(p, p->first);
 		if (p->fd < 0) {
 			p->changed = p->fd == -ESTALE;
 			p->gone = !p->changed;
