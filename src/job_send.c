@@ -523,6 +523,11 @@ static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *
 		job_prepare_free(jobs, p, false);
 		return;
 	}
+	/* A group whose first image went has not gone: it changed (settle again). */
+	if (p->gone && job->group) {
+		p->gone = false;
+		p->changed = true;
+	}
 	if (jobs->stopping || job->folder->removed || p->gone) {
 		/* Stopping, its folder dropped by a reload, or gone since it was queued. */
 		job_prepare_free(jobs, p, false);
