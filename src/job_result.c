@@ -806,8 +806,8 @@ static void job_commit_provenance(const struct job *job, struct job_commit_io *c
 		goto out;
 	if (s->output) { /* else one of several outputs: no sidecar with it */
 		if (s->outputs)
-			s->provenance = job_outputs_provenance((cJSON *)s->outputs, job->out_cur,
-							       "none");
+			s->provenance =
+			    job_outputs_provenance((cJSON *)s->outputs, job->out_cur, "none");
 		c->doc_without_xmp = sidecar_success_json(s);
 		if (!c->doc_without_xmp)
 			log_oom();

@@ -1030,7 +1030,7 @@ static void daemon_cleanup(struct daemon *d)
 {
 	control_free(d->control); /* its requests' completions touch jobs and folders */
 	work_pool_free(d->index_pool); /* its completions touch folders */
-	d->reload_closing = true; /* a reload that finished now is not applied */
+	d->reload_closing = true;      /* a reload that finished now is not applied */
 	work_pool_free(d->reload_pool);
 	metrics_server_free(d->metrics_server); /* renders from jobs and folders */
 	metrics_textfile_free(d->metrics_textfile);

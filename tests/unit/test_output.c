@@ -572,14 +572,13 @@ static void test_output_names_never_replace(void **state)
 	int fd;
 
 	write_file(t->fd, "cat-1.jpeg", "theirs");
-	write_file(t->fd, "cat-1.json", "{\"source\": \"cat-1.png\", \"output\": \"cat-1.jpeg\"}\n");
-	assert_int_equal(output_choose_stem_n(t->fd, "cat", "cat.png", 3, NULL, NULL, stem,
-					      sizeof(stem)),
-			 0);
+	write_file(t->fd, "cat-1.json",
+		   "{\"source\": \"cat-1.png\", \"output\": \"cat-1.jpeg\"}\n");
+	assert_int_equal(
+	    output_choose_stem_n(t->fd, "cat", "cat.png", 3, NULL, NULL, stem, sizeof(stem)), 0);
 	assert_string_equal(stem, "cat-2");
-	assert_int_equal(output_choose_stem_n(t->fd, "cat", "cat.png", 1, NULL, NULL, stem,
-					      sizeof(stem)),
-			 0);
+	assert_int_equal(
+	    output_choose_stem_n(t->fd, "cat", "cat.png", 1, NULL, NULL, stem, sizeof(stem)), 0);
 	assert_string_equal(stem, "cat");
 
 	/* A name taken meanwhile: the image goes in beside it, under ~2. */
@@ -616,7 +615,8 @@ int main(void)
 	    cmocka_unit_test(test_stem_length),
 	    cmocka_unit_test(test_ext),
 	    cmocka_unit_test_setup_teardown(test_choose_stem, setup_dir, teardown_dir),
-	    cmocka_unit_test_setup_teardown(test_output_names_never_replace, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_output_names_never_replace, setup_dir,
+					    teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_choose_stem_unreadable, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_choose_stem_exhausted, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_write_atomic, setup_dir, teardown_dir),
