@@ -44,8 +44,8 @@ int output_choose_stem(int dirfd, const char *stem, const char *source_rel,
 /* As output_choose_stem, for a request that may write n_outputs images: a
  * candidate is also taken when a file exists under one of the image names it
  * would write (<cand><ext>, or <cand>-1<ext> .. <cand>-N<ext> when N > 1,
- * any extension output_ext_for gives) that <cand>.json of the same source
- * does not list. */
+ * any extension output_ext_for gives) and another source's sidecar claims
+ * it: "<name>.json", or "<B>.json" listing "<B>-<k><ext>". */
 int output_choose_stem_n(int dirfd, const char *stem, const char *source_rel, unsigned n_outputs,
 			 bool (*reserved)(const char *candidate, void *userdata), void *userdata,
 			 char *ret, size_t retlen);
@@ -61,13 +61,12 @@ int output_tmp_open(int dirfd, const char *final_name, char *ret_tmp, size_t tmp
  * the temporary file is removed. fd is closed in every case. Returns 0 or -errno. */
 int output_tmp_commit(int dirfd, int fd, const char *tmp_name, const char *final_name);
 
-/* As output_tmp_commit for an output image "<base><ext>", which never
- * replaces a file that side_name (the sidecar of source_rel) does not list
- * as its own: when the name is taken, "<base>~2<ext>", "<base>~3<ext>", ...
- * The name used is returned in ret_name. Returns 0 or -errno. */
+/* As output_tmp_commit for an output image "<base><ext>" of source_rel,
+ * which never replaces another source's result (a file another source's
+ * sidecar claims): when the name is taken, "<base>~2<ext>", "<base>~3<ext>",
+ * ... The name used is returned in ret_name. Returns 0 or -errno. */
 int output_tmp_commit_image(int dirfd, int fd, const char *tmp_name, const char *base,
-			    const char *ext, const char *side_name, const char *source_rel,
-			    char *ret_name, size_t retlen);
+			    const char *ext, const char *source_rel, char *ret_name, size_t retlen);
 
 /* Closes fd and removes the temporary file; for errors. */
 void output_tmp_abort(int dirfd, int fd, const char *tmp_name);

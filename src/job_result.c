@@ -569,7 +569,7 @@ static int job_commit_image(struct job_commit_io *c)
 	size_t dir_len;
 	int r;
 
-	r = output_tmp_commit_image(c->dirfd, c->fd, c->tmp, c->out_base, c->out_ext, c->side_name,
+	r = output_tmp_commit_image(c->dirfd, c->fd, c->tmp, c->out_base, c->out_ext,
 				    c->source_rel, name, sizeof(name));
 	if (r < 0 || strcmp(name, c->out_name) == 0)
 		return r;

@@ -143,49 +143,76 @@ static bool output_rel_is(const cJSON *obj, const char *name)
 	return is;
 }
 
-/* Whether the sidecar side_name records source_rel and lists `name` (a
- * file in the same folder) as one of its outputs: that file is the same
- * source's earlier result, which a new result may replace. */
-static bool sidecar_lists_output(int dirfd, const char *side_name, const char *source_rel,
-				 const char *name)
+/* Whether the sidecar side_name is another source's (not source_rel's) and,
+ * with need_listed, lists `name` (a file in the same folder) as an output.
+ * A sidecar that cannot be read or parsed counts as another's: never replace
+ * what we do not understand. */
+static bool sidecar_other_claims(int dirfd, const char *side_name, const char *source_rel,
+				 const char *name, bool need_listed)
 {
 	const cJSON *o;
 	cJSON *root = NULL;
 	char *buf = NULL, *src_name = NULL;
 	size_t len = 0;
-	bool listed = false;
+	bool claims = true;
 	int fd;
 
 	fd = openat(dirfd, side_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
-		return false;
+		return errno != ENOENT;
 	if (fdio_read_file(fd, SIDECAR_RECORD_MAX, &buf, &len) < 0)
 		goto out;
 	root = cJSON_ParseWithLength(buf, len);
 	src_name = sidecar_get_name(root, SIDECAR_SOURCE);
-	if (!src_name || strcmp(src_name, source_rel) != 0)
+	if (!src_name)
 		goto out;
-	listed = output_rel_is(root, name);
+	claims = strcmp(src_name, source_rel) != 0;
+	if (!claims || !need_listed)
+		goto out;
+	claims = output_rel_is(root, name);
 	cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(root, "outputs"))
 	{
-		if (listed)
+		if (claims)
 			break;
-		listed = output_rel_is(o, name);
+		claims = output_rel_is(o, name);
 	}
 out:
 	(void)close(fd);
 	free(src_name);
 	cJSON_Delete(root);
 	free(buf);
-	return listed;
+	return claims;
 }
 
-/* 1 when no file of another source (or of nobody we know) has one of the
- * image names the stem would write: <cand><ext> for one output,
- * <cand>-1<ext> .. <cand>-N<ext> for several, any extension. 0 when one
- * has, or -errno. */
-static int candidate_images_free(int dirfd, const char *cand, const char *side_name,
-				 const char *source_rel, unsigned n_outputs)
+/* Whether the output file `name` is another source's result: its own
+ * sidecar ("<base>.json" for "<base><ext>") is another source's, or it is
+ * "<B>-<k><ext>" and another source's "<B>.json" lists it. A file no sidecar
+ * claims (its sidecar deleted to have it made again, or left by a crash) is
+ * nobody's, and may be replaced. */
+static bool output_claimed_by_other(int dirfd, const char *name, const char *source_rel)
+{
+	char side[OUTPUT_NAME_MAX];
+	const char *dot = strrchr(name, '.'), *dash;
+	size_t base_len = dot ? (size_t)(dot - name) : strlen(name), digits = 0;
+
+	if (base_len + sizeof(".json") > sizeof(side))
+		return true;
+	(void)snprintf(side, sizeof(side), "%.*s.json", (int)base_len, name);
+	if (sidecar_other_claims(dirfd, side, source_rel, name, false))
+		return true;
+	for (dash = name + base_len; dash > name && isdigit((unsigned char)dash[-1]); dash--)
+		digits++;
+	if (!digits || dash - 1 <= name || dash[-1] != '-')
+		return false;
+	(void)snprintf(side, sizeof(side), "%.*s.json", (int)(dash - 1 - name), name);
+	return sidecar_other_claims(dirfd, side, source_rel, name, true);
+}
+
+/* 1 when no file of another source has one of the image names the stem
+ * would write: <cand><ext> for one output, <cand>-1<ext> .. <cand>-N<ext>
+ * for several, any extension. 0 when one has, or -errno. */
+static int candidate_images_free(int dirfd, const char *cand, const char *source_rel,
+				 unsigned n_outputs)
 {
 	char name[OUTPUT_NAME_MAX];
 	struct stat st;
@@ -203,7 +230,7 @@ static int candidate_images_free(int dirfd, const char *cand, const char *side_n
 					continue;
 				return -errno;
 			}
-			if (!sidecar_lists_output(dirfd, side_name, source_rel, name))
+			if (output_claimed_by_other(dirfd, name, source_rel))
 				return 0;
 		}
 	}
@@ -228,9 +255,7 @@ static int candidate_free(int dirfd, const char *cand, const char *source_rel, u
 		if (r == SIDECAR_OTHER)
 			return 0;
 	}
-	if (snprintf(name, sizeof(name), "%.*s.json", (int)(sizeof(name) - 6), cand) < 0)
-		return -EINVAL;
-	return candidate_images_free(dirfd, cand, name, source_rel, n_outputs);
+	return candidate_images_free(dirfd, cand, source_rel, n_outputs);
 }
 
 int output_choose_stem(int dirfd, const char *stem, const char *source_rel,
@@ -486,8 +511,7 @@ static int rename_noreplace(int dirfd, const char *tmp_name, const char *final_n
 }
 
 int output_tmp_commit_image(int dirfd, int fd, const char *tmp_name, const char *base,
-			    const char *ext, const char *side_name, const char *source_rel,
-			    char *ret_name, size_t retlen)
+			    const char *ext, const char *source_rel, char *ret_name, size_t retlen)
 {
 	int r;
 
@@ -509,11 +533,10 @@ int output_tmp_commit_image(int dirfd, int fd, const char *tmp_name, const char 
 			r = -ENAMETOOLONG;
 			goto fail;
 		}
-		/* The same source's earlier result is replaced, as before. */
-		if (sidecar_lists_output(dirfd, side_name, source_rel, ret_name))
+		r = rename_noreplace(dirfd, tmp_name, ret_name);
+		/* The same source's earlier result, or nobody's, is replaced. */
+		if (r == -EEXIST && !output_claimed_by_other(dirfd, ret_name, source_rel))
 			r = renameat(dirfd, tmp_name, dirfd, ret_name) < 0 ? -errno : 0;
-		else
-			r = rename_noreplace(dirfd, tmp_name, ret_name);
 		if (r == 0)
 			return output_sync_dir(dirfd);
 		if (r != -EEXIST)

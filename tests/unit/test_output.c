@@ -585,8 +585,8 @@ static void test_output_names_never_replace(void **state)
 	fd = output_tmp_open(t->fd, "cat-1.jpeg", tmp, sizeof(tmp));
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, "ours", 4), 4);
-	assert_int_equal(output_tmp_commit_image(t->fd, fd, tmp, "cat-1", ".jpeg", "cat.json",
-						 "cat.png", name, sizeof(name)),
+	assert_int_equal(output_tmp_commit_image(t->fd, fd, tmp, "cat-1", ".jpeg", "cat.png",
+						 name, sizeof(name)),
 			 0);
 	assert_string_equal(name, "cat-1~2.jpeg");
 	text = read_file(t->fd, "cat-1.jpeg");
@@ -598,12 +598,29 @@ static void test_output_names_never_replace(void **state)
 	fd = output_tmp_open(t->fd, "cat.jpeg", tmp, sizeof(tmp));
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, "new", 3), 3);
-	assert_int_equal(output_tmp_commit_image(t->fd, fd, tmp, "cat", ".jpeg", "cat.json",
-						 "cat.png", name, sizeof(name)),
+	assert_int_equal(output_tmp_commit_image(t->fd, fd, tmp, "cat", ".jpeg", "cat.png",
+						 name, sizeof(name)),
 			 0);
 	assert_string_equal(name, "cat.jpeg");
 	text = read_file(t->fd, "cat.jpeg");
 	assert_string_equal(text, "new");
+
+	/* A file no sidecar claims (its sidecar deleted to have it made again):
+	 * nobody's, replaced. */
+	write_file(t->fd, "dog.jpeg", "orphan");
+	assert_int_equal(output_choose_stem_n(t->fd, "dog", "dog.png", 1, NULL, NULL, stem,
+					      sizeof(stem)),
+			 0);
+	assert_string_equal(stem, "dog");
+	fd = output_tmp_open(t->fd, "dog.jpeg", tmp, sizeof(tmp));
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "made", 4), 4);
+	assert_int_equal(output_tmp_commit_image(t->fd, fd, tmp, "dog", ".jpeg", "dog.png", name,
+						 sizeof(name)),
+			 0);
+	assert_string_equal(name, "dog.jpeg");
+	text = read_file(t->fd, "dog.jpeg");
+	assert_string_equal(text, "made");
 }
 
 int main(void)
