@@ -41,6 +41,15 @@ int output_choose_stem(int dirfd, const char *stem, const char *source_rel,
 		       bool (*reserved)(const char *candidate, void *userdata), void *userdata,
 		       char *ret, size_t retlen);
 
+/* As output_choose_stem, for a request that may write n_outputs images: a
+ * candidate is also taken when a file exists under one of the image names it
+ * would write (<cand><ext>, or <cand>-1<ext> .. <cand>-N<ext> when N > 1,
+ * any extension output_ext_for gives) and another source's sidecar claims
+ * it: "<name>.json", or "<B>.json" listing "<B>-<k><ext>". */
+int output_choose_stem_n(int dirfd, const char *stem, const char *source_rel, unsigned n_outputs,
+			 bool (*reserved)(const char *candidate, void *userdata), void *userdata,
+			 char *ret, size_t retlen);
+
 /* Opens a new temporary file in dirfd for final_name: a hidden name
  * ".<final_name>.<random>.tmp", O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, mode 0644
  * (read back to check a result before it is committed).
@@ -51,6 +60,13 @@ int output_tmp_open(int dirfd, const char *final_name, char *ret_tmp, size_t tmp
  * (thread-safe: shared with concurrent commits in the same folder). On any error
  * the temporary file is removed. fd is closed in every case. Returns 0 or -errno. */
 int output_tmp_commit(int dirfd, int fd, const char *tmp_name, const char *final_name);
+
+/* As output_tmp_commit for an output image "<base><ext>" of source_rel,
+ * which never replaces another source's result (a file another source's
+ * sidecar claims): when the name is taken, "<base>~2<ext>", "<base>~3<ext>",
+ * ... The name used is returned in ret_name. Returns 0 or -errno. */
+int output_tmp_commit_image(int dirfd, int fd, const char *tmp_name, const char *base,
+			    const char *ext, const char *source_rel, char *ret_name, size_t retlen);
 
 /* Closes fd and removes the temporary file; for errors. */
 void output_tmp_abort(int dirfd, int fd, const char *tmp_name);

@@ -24,6 +24,14 @@ int refs_probe(const char *path, struct config_reference *ret_ref, char *why, si
  * mtime differ), or -errno (-ENOENT when it vanished). */
 int refs_open(const struct config_reference *ref);
 
+/* As refs_probe for a file the caller opened (a group's image, opened
+ * beneath its folder); closes fd in every case. */
+int refs_probe_fd(int fd, struct config_reference *ret_ref, char *why, size_t whylen);
+
+/* As refs_open for a file the caller opened: fd, or -ESTALE (fd closed)
+ * when it is not the one validated, or -errno (fd closed). */
+int refs_check_fd(int fd, const struct config_reference *ref);
+
 /* A deep copy of n references (NULL for n == 0); -ENOMEM. */
 int refs_copy(const struct config_reference *src, size_t n, struct config_reference **ret);
 /* Frees n references and the array; accepts NULL. */

@@ -115,6 +115,9 @@ struct sidecar_error {
  * attempts, failed_at, seedreamd_version. */
 char *sidecar_success_json(const struct sidecar_success *s);
 char *sidecar_error_json(const struct sidecar_error *e);
+/* The sidecar text doc (as sidecar_success_json made it) with the output
+ * old_rel renamed to new_rel, wherever it is listed; NULL when out of memory. */
+char *sidecar_rename_output(const char *doc, const char *old_rel, const char *new_rel);
 
 /* A sidecar as read back. */
 struct sidecar_doc {

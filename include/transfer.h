@@ -30,10 +30,6 @@ struct stream_writer;
 /* The answer as kept in memory: the JSON around the image, never the image. */
 #define TRANSFER_JSON_MAX  (4u * 1024 * 1024)
 #define TRANSFER_IMAGE_MAX (64u * 1024 * 1024)
-/* With b64_json and several outputs, only data[0] streams to a file; the
- * others stay in the body as text, each allowed this much more room (the
- * base64 of a 12 MiB JPEG; Seedream's 4K outputs are a few MB). */
-#define TRANSFER_B64_EXTRA_MAX (16u * 1024 * 1024)
 
 /* The image of a b64_json answer, taken out of the body while it streams in:
  * the string value of data[0].b64_json (in the first "data" member) is
@@ -124,7 +120,6 @@ struct transfer_gen {
 	char sha256_hex[65];       /* filled once the whole file has been sent */
 	char *body;
 	size_t body_len, body_cap;
-	size_t body_max;           /* what is kept of the answer; 0: TRANSFER_JSON_MAX */
 	bool body_too_large;
 	struct transfer_image img;
 	char request_id[128];

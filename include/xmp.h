@@ -19,10 +19,12 @@
 	"http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 #define XMP_SEEDREAMD_NS "https://seedreamd.invalid/ns/provenance/1.0/"
 
+#define XMP_CREATED_MAX 253402300799LL /* 9999-12-31T23:59:59Z: four year digits */
+
 struct xmp_fields {
 	const char *tool;	   /* xmp:CreatorTool, e.g. "seedreamd 1.4" */
 	const char *model;	   /* seedreamd:Model */
-	int64_t created;	   /* xmp:CreateDate, epoch seconds */
+	int64_t created;	   /* xmp:CreateDate, epoch seconds, 0..XMP_CREATED_MAX */
 	const char *source;	   /* seedreamd:SourceFile: any bytes */
 	const char *prompt_sha256; /* seedreamd:PromptSHA256, 64 hex digits */
 	const char *prompt;	   /* seedreamd:Prompt, or NULL (embed_prompt off) */

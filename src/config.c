@@ -39,6 +39,7 @@ struct ctx {
 	size_t errlen;
 	yaml_document_t *doc;
 	const char *model;
+	bool b64_json; /* api.response_format, read before the folders */
 };
 
 /* A key found in a mapping, by its index in the section's key table. */
@@ -1426,6 +1427,13 @@ static int finish_folder(struct ctx *c, const yaml_node_t *map, struct folder_co
 			       "folder %s: max_images %u is more than its max_images_per_day "
 			       "%" PRIu64 ", so no request could ever start",
 			       quote(fc->path).s, fc->max_images, fc->max_images_per_day);
+	/* Several b64_json images would be held in memory at once (up to 16 MiB
+	 * of text each, per request in flight): url fetches them one by one. */
+	if (c->b64_json && fc->max_images > 1)
+		return fail_at(c, m->max_images,
+			       "folder %s: max_images %u needs response_format: url (with b64_json "
+			       "every image of an answer is held in memory at once)",
+			       quote(fc->path).s, fc->max_images);
 	if (!fc->output) {
 		fc->output = concat(fc->path, "-out");
 		if (!fc->output)
@@ -1797,6 +1805,7 @@ static int parse_api(struct ctx *c, const yaml_node_t *n, struct api_config *api
 		if (r < 0)
 			return r;
 		api->response_format = (enum response_format)e;
+		c->b64_json = api->response_format == RESPONSE_FORMAT_B64_JSON;
 	}
 	if (f[AK_RETRIES].value) {
 		if ((r = get_uint(c, f[AK_RETRIES].value, "api.retries", 0, 100, &u)) < 0)

@@ -99,6 +99,7 @@ struct control_file {
 	char *sidecar; /* the error record's full path */
 	char *source;  /* the source's full path (retry) */
 	bool follow;   /* follow_symlinks (retry) */
+	bool group;    /* rel is a subfolder of a group: subfolder folder (retry) */
 	/* Filled by the worker. */
 	int r; /* 0, or -errno of the read (failed) or the removal (retry) */
 	struct stat st;
@@ -766,6 +767,7 @@ static struct control_file *work_add(struct control_work *w, const struct folder
 	file->sidecar = xasprintf_or_die("%s/%s", f->cfg->output, e->sidecar);
 	file->source = xasprintf_or_die("%s/%s", f->cfg->path, e->source);
 	file->follow = f->cfg->follow_symlinks;
+	file->group = f->cfg->group == GROUP_SUBFOLDER;
 	return file;
 }
 
@@ -851,7 +853,7 @@ static void retry_file(struct control_file *f)
 {
 	f->stat_r =
 	    (f->follow ? stat(f->source, &f->st) : lstat(f->source, &f->st)) < 0 ? -errno : 0;
-	if (!f->stat_r && !S_ISREG(f->st.st_mode))
+	if (!f->stat_r && !S_ISREG(f->st.st_mode) && !(f->group && S_ISDIR(f->st.st_mode)))
 		f->stat_r = -EINVAL;
 	if (f->stat_r)
 		return;
@@ -975,7 +977,14 @@ static cJSON *retry_reply(struct control *ctl, struct control_work *w, bool canc
 			/* An offer like a file moved in: a job already queued or in
 			 * flight for it absorbs it, so it is submitted once however
 			 * often it is retried. */
-			jobs_offer(ctl->env.jobs, folder, f->rel, &f->st, WATCH_MOVED);
+			if (f->group) {
+				/* A group is offered through a path inside its subfolder. */
+				char *in_group = xasprintf_or_die("%s/%s", f->rel, "");
+				jobs_offer(ctl->env.jobs, folder, in_group, &f->st, WATCH_MOVED);
+				free(in_group);
+			} else {
+				jobs_offer(ctl->env.jobs, folder, f->rel, &f->st, WATCH_MOVED);
+			}
 			retried++;
 			log_info("seedreamctl: retrying %s/%s", f->folder, f->rel);
 		}

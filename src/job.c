@@ -415,7 +415,6 @@ static void job_free(struct jobs *jobs, struct job *job)
 	work_close(jobs->store_pool, job->out_dirfd);
 	job_release_stem(jobs, job);
 	job_prompt_forget(job);
-	free(job->extra_sent);
 	free(job->rel);
 	free(job);
 }
@@ -661,6 +660,7 @@ void job_stem_fill(const struct jobs *jobs, const struct job *job, struct job_st
 		return;
 	}
 	st->rel = xstrdup(job->rel);
+	st->n_outputs = job->folder->cfg->max_images;
 	st->r = output_safe_stem(rel_base(job->rel), st->base, sizeof(st->base));
 	/* A snapshot of the stems other jobs hold in the same output folder:
 	 * the worker checks against it, the loop again when it takes one. */
@@ -695,8 +695,8 @@ int job_stem_choose(int dirfd, struct job_stem *st)
 		return 0;
 	if (st->r < 0)
 		return st->r;
-	return output_choose_stem(dirfd, st->base, st->rel, stem_in_snapshot, st, st->chosen,
-				  sizeof(st->chosen));
+	return output_choose_stem_n(dirfd, st->base, st->rel, st->n_outputs, stem_in_snapshot, st,
+				    st->chosen, sizeof(st->chosen));
 }
 
 int job_stem_take(struct jobs *jobs, struct job *job, const struct job_stem *st)

@@ -44,6 +44,7 @@ struct job_group_check {
 	struct job_io io;
 	/* The request. */
 	char *dir;	    /* the subfolder, absolute */
+	char *root;	    /* the watched folder, beneath which members are opened */
 	char *sub;	    /* its rel, for excludes */
 	char *marker;	    /* group_ready: marker: its name; else NULL */
 	char *done_sidecar; /* the done record's sidecar, absolute, or NULL */
@@ -200,6 +201,34 @@ out:
 	return r;
 }
 
+int job_group_member_open(const char *root, const char *path, bool follow_symlinks)
+{
+	size_t n = strlen(root);
+	struct job_src src = {.follow_symlinks = follow_symlinks};
+
+	if (!n || strncmp(path, root, n) != 0 || (path[n] != '/' && root[n - 1] != '/'))
+		return -EINVAL;
+	src.root = (char *)root;
+	src.rel = (char *)path + n;
+	while (*src.rel == '/')
+		src.rel++;
+	return job_src_open(&src);
+}
+
+/* refs_probe for a member, opened as job_src_open opens inputs: a member
+ * swapped for a link to a file elsewhere is not read (follow_symlinks: false). */
+static int job_group_probe_member(const struct job_group_check *g, struct config_reference *m,
+				  char *why, size_t whylen)
+{
+	int fd = job_group_member_open(g->root, m->path, g->follow_symlinks);
+
+	if (fd < 0) {
+		(void)snprintf(why, whylen, "cannot be opened: %s", strerror(-fd));
+		return fd == -ELOOP || fd == -EXDEV ? -EINVAL : fd;
+	}
+	return refs_probe_fd(fd, m, why, whylen);
+}
+
 static void job_group_check_work(struct job_io *io)
 {
 	struct job_group_check *g = (struct job_group_check *)io;
@@ -261,7 +290,7 @@ static void job_group_check_work(struct job_io *io)
 		char why[512];
 
 		m->path = group_join(g->dir, names[i]);
-		r = m->path ? refs_probe(m->path, m, why, sizeof(why)) : -ENOMEM;
+		r = m->path ? job_group_probe_member(g, m, why, sizeof(why)) : -ENOMEM;
 		if (r == -ENOMEM) {
 			g->look = GROUP_LOCAL_ERROR;
 			g->err = r;
@@ -295,6 +324,7 @@ out:
 static void job_group_check_free(struct job_group_check *g)
 {
 	free(g->dir);
+	free(g->root);
 	free(g->sub);
 	free(g->marker);
 	free(g->done_sidecar);
@@ -436,6 +466,7 @@ void job_group_validate(struct jobs *jobs, struct job *job)
 	if (!g)
 		log_oom();
 	g->dir = xasprintf("%s/%s", cfg->path, job->rel);
+	g->root = xstrdup(cfg->path);
 	g->sub = xstrdup(job->rel);
 	g->marker = cfg->group_ready == GROUP_READY_MARKER ? xstrdup(cfg->group_marker) : NULL;
 	if (e) {

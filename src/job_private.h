@@ -122,12 +122,16 @@ struct job {
 	char *prompt;
 	const char *prompt_source;
 	char *prompt_file; /* relative like rel, when the prompt came from one */
-	char *extra_sent;  /* restored from the journal: the extra: fields paid for, or NULL */
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
 	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
 	struct job_ref_sent *refs_sent;	   /* the references of its last request, for the sidecar */
 	size_t n_refs_sent;
+	/* The extra: its last request sent ("" none; NULL: not known, as for a
+	 * record of an older journal: the folder's is used), for the sidecar and
+	 * the journal: a reload may change the folder's before the result is
+	 * written. Set when a request is built, or restored from the journal. */
+	char *extra_sent;
 	/* group: subfolder (job_group.c): rel is the subfolder; members are its
 	 * images as checked, sent first (in name order) before the references,
 	 * whose first n_members - 1 entries of refs_sent are the other members. */
@@ -141,6 +145,10 @@ struct job {
  * marker): the group's job settles (created if need be). */
 void job_group_offer(struct jobs *jobs, struct folder *folder, const char *rel,
 		     const struct stat *st, enum watch_how how);
+/* On a worker: opens a group's image (path, absolute, below root) as
+ * job_src_open opens inputs: beneath root, without symlinks unless
+ * follow_symlinks. The descriptor or -errno. */
+int job_group_member_open(const char *root, const char *path, bool follow_symlinks);
 /* Looks at a settled group on a worker: lists, checks and judges it. */
 void job_group_validate(struct jobs *jobs, struct job *job);
 /* The sidecar's "sources" of a group job (n_members entries), or NULL. */
@@ -155,7 +163,7 @@ struct job_ref_sent {
 	char format[8];
 	char sha256[65]; /* once sent whole; "" before */
 };
-/* Forgets refs_sent (a new request, or the job is freed). */
+/* Forgets refs_sent and extra_sent (a new request, or the job is freed). */
 void job_refs_release(struct job *job);
 
 struct job_list {
@@ -337,6 +345,7 @@ struct job_stem {
 	char **taken;
 	size_t n_taken;
 	char chosen[OUTPUT_NAME_MAX];
+	unsigned n_outputs; /* images the request may write (max_images) */
 };
 void job_stem_fill(const struct jobs *jobs, const struct job *job, struct job_stem *st);
 int job_stem_choose(int dirfd, struct job_stem *st);

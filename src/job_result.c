@@ -567,6 +567,10 @@ struct job_commit_io {
 	bool downloaded, streamed;
 	bool sidecar_only; /* several outputs, the last of which failed: no image to write */
 	char out_name[OUTPUT_NAME_MAX], side_name[OUTPUT_NAME_MAX], err_name[OUTPUT_NAME_MAX];
+	char out_base[OUTPUT_NAME_MAX];
+	const char *out_ext;
+	char *source_rel; /* whose earlier outputs may be replaced */
+	bool oom;	  /* on the worker: the loop reports it */
 	char *doc, *rel_out;
 	struct journal *journal;
 	struct job_success success;
@@ -580,6 +584,7 @@ struct job_commit_io {
 	/* Provenance: the XMP packet to insert (NULL: none), and the sidecar
 	 * to write instead of doc when the JPEG could not take it. */
 	char *xmp_packet, *doc_without_xmp;
+	const char *provenance; /* of this image: "xmp", "none" or "off" */
 	size_t xmp_len;
 	uint8_t *original; /* the image before the XMP went in */
 	size_t original_len;
@@ -608,6 +613,7 @@ static int job_commit_xmp(struct job_commit_io *c)
 		free(c->doc);
 		c->doc = c->doc_without_xmp;
 		c->doc_without_xmp = NULL;
+		c->provenance = "none";
 		return 0;
 	}
 	r = xmp_jpeg_segment(c->xmp_packet, c->xmp_len, &seg, &seg_len);
@@ -619,6 +625,45 @@ static int job_commit_xmp(struct job_commit_io *c)
 				   (off_t)(off + seg_len));
 	free(seg);
 	return r;
+}
+
+/* Renames the image in under its planned name, or, when another source's
+ * file has that name, under "<base>~2<ext>" ..., and then says so in the
+ * sidecar text. Never replaces what is not this source's. On a worker. */
+static int job_commit_image(struct job_commit_io *c)
+{
+	char name[OUTPUT_NAME_MAX], *rel, *doc;
+	size_t dir_len;
+	int r;
+
+	r = output_tmp_commit_image(c->dirfd, c->fd, c->tmp, c->out_base, c->out_ext,
+				    c->source_rel, name, sizeof(name));
+	if (r < 0 || strcmp(name, c->out_name) == 0)
+		return r;
+	dir_len = strlen(c->rel_out) - strlen(c->out_name);
+	rel = malloc(dir_len + strlen(name) + 1);
+	if (!rel)
+		goto oom;
+	memcpy(rel, c->rel_out, dir_len);
+	strcpy(rel + dir_len, name);
+	for (char **d = &c->doc; d; d = d == &c->doc ? &c->doc_without_xmp : NULL) {
+		if (!*d)
+			continue;
+		doc = sidecar_rename_output(*d, c->rel_out, rel);
+		if (!doc) {
+			free(rel);
+			goto oom;
+		}
+		free(*d);
+		*d = doc;
+	}
+	free(c->rel_out);
+	c->rel_out = rel;
+	memcpy(c->out_name, name, sizeof(name));
+	return 0;
+oom:
+	c->oom = true;
+	return -ENOMEM;
 }
 
 static void job_commit_work(struct job_io *io)
@@ -655,7 +700,7 @@ static void job_commit_work(struct job_io *io)
 			goto failed;
 		}
 	}
-	c->r = output_tmp_commit(c->dirfd, c->fd, c->tmp, c->out_name);
+	c->r = job_commit_image(c);
 	c->fd = -1;
 	if (c->r == 0 && !c->doc)
 		goto out; /* one of several outputs: the sidecar comes with the last */
@@ -690,6 +735,8 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 	struct job_commit_io *c = (struct job_commit_io *)io;
 	const struct folder_config *cfg;
 
+	if (c->oom)
+		log_oom();
 	if (!io->ran) {
 		/* shutdown: the next start sweeps the temporary file */
 		work_close(jobs->store_pool, c->fd);
@@ -724,7 +771,13 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 	}
 	if (!c->doc) {
 		/* One of several outputs is in: on to the next, same stem. */
-		if (job_outputs_next(job, c->rel_out)) {
+		bool more = job_outputs_next(job, c->rel_out);
+		cJSON *entry = cJSON_GetArrayItem(job->outputs_done,
+						  cJSON_GetArraySize(job->outputs_done) - 1);
+
+		if (!entry || !sidecar_add_string(entry, "provenance", c->provenance))
+			log_oom();
+		if (more) {
 			job_fetch(jobs, job);
 			goto out;
 		}
@@ -748,7 +801,38 @@ out:
 	free(c->original);
 	free(c->doc);
 	free(c->rel_out);
+	free(c->source_rel);
 	free(c);
+}
+
+/* Records prov as the provenance of the current output (index cur) in a
+ * sidecar's outputs[] and returns the whole's: the one all written outputs
+ * share, else "partial". */
+static const char *job_outputs_provenance(cJSON *outputs, size_t cur, const char *prov)
+{
+	const char *all = NULL;
+	bool mixed = false;
+	const cJSON *o;
+
+	cJSON_ArrayForEach(o, outputs)
+	{
+		const cJSON *index = cJSON_GetObjectItemCaseSensitive(o, "index");
+		const cJSON *p;
+
+		if (!cJSON_GetObjectItemCaseSensitive(o, SIDECAR_OUTPUT))
+			continue; /* an image that failed: nothing written */
+		if (cJSON_IsNumber(index) && index->valuedouble == (double)cur) {
+			cJSON_DeleteItemFromObjectCaseSensitive((cJSON *)o, "provenance");
+			if (!sidecar_add_string((cJSON *)o, "provenance", prov))
+				log_oom();
+		}
+		p = cJSON_GetObjectItemCaseSensitive(o, "provenance");
+		if (!cJSON_IsString(p) || (all && strcmp(all, p->valuestring) != 0))
+			mixed = true;
+		else
+			all = p->valuestring;
+	}
+	return mixed ? "partial" : all ? all : prov;
 }
 
 /* What the sidecar says of provenance, and the XMP packet for the worker:
@@ -764,17 +848,21 @@ static void job_commit_provenance(const struct job *job, struct job_commit_io *c
 	int r;
 
 	if (!cfg->embed_provenance) {
-		s->provenance = "off";
-		return;
+		s->provenance = c->provenance = "off";
+		goto out;
 	}
-	s->provenance = "none";
+	s->provenance = c->provenance = "none";
 	if (c->fmt != IMAGE_FORMAT_JPEG)
-		return;
+		goto out;
 	if (digest_sha256_buf(s->prompt, strlen(s->prompt), prompt_sha) < 0)
-		return;
+		goto out;
 	f.tool = "seedreamd " SEEDREAMD_VERSION;
 	f.model = s->model;
-	f.created = job->result.created > 0 ? job->result.created : c->completed_at;
+	/* A relay may send milliseconds (or any number): out of XMP's range the
+	 * time it was written is still a truthful creation time. */
+	f.created = job->result.created > 0 && job->result.created <= XMP_CREATED_MAX
+			? job->result.created
+			: c->completed_at;
 	f.source = job->rel;
 	f.prompt_sha256 = prompt_sha;
 	f.prompt = cfg->embed_prompt ? s->prompt : NULL;
@@ -782,13 +870,20 @@ static void job_commit_provenance(const struct job *job, struct job_commit_io *c
 	if (r == -ENOMEM)
 		log_oom();
 	if (r < 0)
-		return;
+		goto out;
 	if (s->output) { /* else one of several outputs: no sidecar with it */
+		if (s->outputs)
+			s->provenance =
+			    job_outputs_provenance((cJSON *)s->outputs, job->out_cur, "none");
 		c->doc_without_xmp = sidecar_success_json(s);
 		if (!c->doc_without_xmp)
 			log_oom();
 	}
-	s->provenance = "xmp";
+	s->provenance = c->provenance = "xmp";
+out:
+	if (s->outputs)
+		s->provenance =
+		    job_outputs_provenance((cJSON *)s->outputs, job->out_cur, c->provenance);
 }
 
 /* The output is complete in a temporary file: a worker checks that it is an
@@ -817,12 +912,14 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	c->fmt = image_sniff(magic, magic_len);
 	c->downloaded = downloaded;
 	c->streamed = job->result.b64_streamed;
+	c->out_ext = output_ext_for(c->fmt);
 	if (job_outputs_several(job))
-		(void)snprintf(c->out_name, sizeof(c->out_name), "%s-%u%s", job->stem,
-			       job_outputs_number(job), output_ext_for(c->fmt));
+		(void)snprintf(c->out_base, sizeof(c->out_base), "%s-%u", job->stem,
+			       job_outputs_number(job));
 	else
-		(void)snprintf(c->out_name, sizeof(c->out_name), "%s%s", job->stem,
-			       output_ext_for(c->fmt));
+		(void)snprintf(c->out_base, sizeof(c->out_base), "%s", job->stem);
+	(void)snprintf(c->out_name, sizeof(c->out_name), "%s%s", c->out_base, c->out_ext);
+	c->source_rel = xstrdup(job->rel);
 	(void)snprintf(c->side_name, sizeof(c->side_name), "%s.json", job->stem);
 	(void)snprintf(c->err_name, sizeof(c->err_name), "%s.error.json", job->stem);
 	dir = rel_dir(job->rel);

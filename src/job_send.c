@@ -403,12 +403,21 @@ struct job_prepare_io {
 	int ref_err;	/* -ESTALE (changed) or -errno of opening it */
 };
 
+static int job_prepare_member(const struct job_prepare_io *p, const struct config_reference *m)
+{
+	int fd = job_group_member_open(p->src.root, m->path, p->src.follow_symlinks);
+
+	return fd < 0 ? fd : refs_check_fd(fd, m);
+}
+
 /* Opens the references; false (ref_bad, ref_err) when one is not the file
  * that was validated: no request pays with a wrong reference. */
 static bool job_prepare_refs(struct job_prepare_io *p)
 {
 	for (size_t i = 0; i < p->n_refs; i++) {
-		int fd = refs_open(&p->refs[i]);
+		/* A group's images are inputs: opened as inputs are. */
+		int fd = i < p->n_members_after ? job_prepare_member(p, &p->refs[i])
+						: refs_open(&p->refs[i]);
 		if (fd < 0) {
 			p->ref_bad = i;
 			p->ref_err = fd;
@@ -426,7 +435,7 @@ static void job_prepare_work(struct job_io *io)
 
 	if (p->first) {
 		/* A group: its first image, still as the group's check saw it. */
-		p->fd = refs_open(p->first);
+		p->fd = job_prepare_member(p, p->first);
 		if (p->fd < 0) {
 			p->changed = p->fd == -ESTALE;
 			p->gone = !p->changed;
@@ -521,6 +530,11 @@ static void job_prepare_done(struct jobs *jobs, struct job *job, struct job_io *
 	if (!job || !io->ran) {
 		job_prepare_free(jobs, p, false);
 		return;
+	}
+	/* A group whose first image went has not gone: it changed (settle again). */
+	if (p->gone && job->group) {
+		p->gone = false;
+		p->changed = true;
 	}
 	if (jobs->stopping || job->folder->removed || p->gone) {
 		/* Stopping, its folder dropped by a reload, or gone since it was queued. */
@@ -671,6 +685,8 @@ void job_refs_release(struct job *job)
 	free(job->refs_sent);
 	job->refs_sent = NULL;
 	job->n_refs_sent = 0;
+	free(job->extra_sent);
+	job->extra_sent = NULL;
 }
 
 /* The references p opened go after the image: their separators into the
@@ -756,13 +772,9 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	job->gen->fd = -1;
 	job->gen->img.fd = img_fd;
 	(void)snprintf(job->gen->img.tmp_name, sizeof(job->gen->img.tmp_name), "%s", img_tmp);
-	/* Only data[0]'s b64_json streams to a file: the other images of a
-	 * sequential answer are held as text, each within its own bound. */
-	if (job->sched_images > 1 && jobs->config->api.response_format == RESPONSE_FORMAT_B64_JSON)
-		job->gen->body_max =
-		    TRANSFER_JSON_MAX + (size_t)(job->sched_images - 1) * TRANSFER_B64_EXTRA_MAX;
 	if (job_add_references(job, p, seps) < 0)
 		log_oom();
+	job->extra_sent = xstrdup(cfg->extra_json ? cfg->extra_json : "");
 	free(seps);
 	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
 			       send_size, &jobs->net, jobs->io_pool);

@@ -54,6 +54,10 @@ struct daemon {
 	int lock_fd;               /* flock on <state_dir>/lock: one daemon per state */
 	struct journal *journal;
 	struct work_pool *index_pool;	/* writes the done-record caches while running */
+	/* Reads the config of a reload: its references may sit on a share that
+	 * stopped answering, which must not freeze the loop. */
+	struct work_pool *reload_pool;
+	bool reload_running, reload_again, reload_closing;
 	struct journal_record *pending; /* journalled results not yet handed to a folder */
 	struct control *control;	/* the control socket (seedreamctl); NULL when off */
 	size_t n_pending;
@@ -602,20 +606,83 @@ static void daemon_reload_events(struct daemon *d, const struct config *next, co
 	jobs_set_events(d->jobs, d->events);
 }
 
+struct daemon_reload_req {
+	struct daemon *d;
+	char *path;
+	struct config *next;
+	char err[1024];
+	int r;
+};
+
+/* On a worker: config_load reads the file and probes the references. */
+static void daemon_reload_work(void *arg)
+{
+	struct daemon_reload_req *q = arg;
+
+	q->r = config_load(q->path, &q->next, q->err, sizeof(q->err));
+}
+
+static void daemon_reload_apply(struct daemon *d, struct config *next);
+static void daemon_reload(struct daemon *d);
+
+static void daemon_reload_done(void *arg, bool cancelled)
+{
+	struct daemon_reload_req *q = arg;
+	struct daemon *d = q->d;
+
+	d->reload_running = false;
+	if (cancelled || d->stopping || d->reload_closing) {
+		config_free(q->next);
+	} else if (q->r < 0) {
+		if (q->r == -ENOMEM)
+			log_oom();
+		log_error("reload failed, keeping the running configuration: %s", q->err);
+		notify_ready();
+		daemon_status(d);
+	} else {
+		daemon_reload_apply(d, q->next);
+	}
+	free(q->path);
+	free(q);
+	if (d->reload_again && !d->stopping && !d->reload_closing) {
+		d->reload_again = false;
+		daemon_reload(d);
+	}
+}
+
 static void daemon_reload(struct daemon *d)
 {
-	struct config *next = NULL, **retired;
-	char err[1024], key[API_KEY_MAX];
-	size_t n_before;
+	struct daemon_reload_req *q;
 	int r;
 
+	if (d->reload_running) {
+		d->reload_again = true; /* one more once this one is in */
+		return;
+	}
 	notify_reloading();
 	log_info("reloading %s", d->config_path);
-	r = config_load(d->config_path, &next, err, sizeof(err));
+	q = calloc(1, sizeof(*q));
+	if (!q || !(q->path = strdup(d->config_path)))
+		log_oom();
+	q->d = d;
+	r = work_submit(d->reload_pool, daemon_reload_work, daemon_reload_done, q);
+	if (r == -ENOMEM)
+		log_oom();
 	if (r < 0) {
-		log_error("reload failed, keeping the running configuration: %s", err);
-		goto out;
+		free(q->path);
+		free(q);
+		notify_ready();
+		return;
 	}
+	d->reload_running = true;
+}
+
+static void daemon_reload_apply(struct daemon *d, struct config *next)
+{
+	struct config **retired;
+	char key[API_KEY_MAX];
+	size_t n_before;
+
 	if (load_api_key(next, key, sizeof(key)) < 0) {
 		log_error("reload failed, keeping the running configuration: no usable API key");
 		config_free(next);
@@ -892,6 +959,8 @@ static int daemon_run(struct daemon *d, const char *api_key)
 		r = loop_timer_new(d->loop, daemon_stop_timeout, d, &d->stop_timer);
 	if (r >= 0 && !d->once)
 		r = work_pool_new(d->loop, 1, &d->index_pool);
+	if (r >= 0 && !d->once)
+		r = work_pool_new(d->loop, 1, &d->reload_pool);
 	if (r >= 0)
 		r = daemon_start_metrics(d);
 	if (r < 0)
@@ -962,6 +1031,8 @@ static void daemon_cleanup(struct daemon *d)
 {
 	control_free(d->control); /* its requests' completions touch jobs and folders */
 	work_pool_free(d->index_pool); /* its completions touch folders */
+	d->reload_closing = true;      /* a reload that finished now is not applied */
+	work_pool_free(d->reload_pool);
 	metrics_server_free(d->metrics_server); /* renders from jobs and folders */
 	metrics_textfile_free(d->metrics_textfile);
 	progress_free(d->progress);

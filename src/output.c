@@ -127,8 +127,118 @@ static int sidecar_owner(int dirfd, const char *name, const char *source_rel)
 	return r;
 }
 
+/* Whether a sidecar's output path (relative to the watched folder) names the
+ * file `name` in the output folder. */
+static bool output_rel_is(const cJSON *obj, const char *name)
+{
+	char *rel = sidecar_get_name(obj, SIDECAR_OUTPUT);
+	const char *slash;
+	bool is;
+
+	if (!rel)
+		return false;
+	slash = strrchr(rel, '/');
+	is = strcmp(slash ? slash + 1 : rel, name) == 0;
+	free(rel);
+	return is;
+}
+
+/* Whether the sidecar side_name is another source's (not source_rel's) and,
+ * with need_listed, lists `name` (a file in the same folder) as an output.
+ * A sidecar that cannot be read or parsed counts as another's: never replace
+ * what we do not understand. */
+static bool sidecar_other_claims(int dirfd, const char *side_name, const char *source_rel,
+				 const char *name, bool need_listed)
+{
+	const cJSON *o;
+	cJSON *root = NULL;
+	char *buf = NULL, *src_name = NULL;
+	size_t len = 0;
+	bool claims = true;
+	int fd;
+
+	fd = openat(dirfd, side_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0)
+		return errno != ENOENT;
+	if (fdio_read_file(fd, SIDECAR_RECORD_MAX, &buf, &len) < 0)
+		goto out;
+	root = cJSON_ParseWithLength(buf, len);
+	src_name = sidecar_get_name(root, SIDECAR_SOURCE);
+	if (!src_name)
+		goto out;
+	claims = strcmp(src_name, source_rel) != 0;
+	if (!claims || !need_listed)
+		goto out;
+	claims = output_rel_is(root, name);
+	cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(root, "outputs"))
+	{
+		if (claims)
+			break;
+		claims = output_rel_is(o, name);
+	}
+out:
+	(void)close(fd);
+	free(src_name);
+	cJSON_Delete(root);
+	free(buf);
+	return claims;
+}
+
+/* Whether the output file `name` is another source's result: its own
+ * sidecar ("<base>.json" for "<base><ext>") is another source's, or it is
+ * "<B>-<k><ext>" and another source's "<B>.json" lists it. A file no sidecar
+ * claims (its sidecar deleted to have it made again, or left by a crash) is
+ * nobody's, and may be replaced. */
+static bool output_claimed_by_other(int dirfd, const char *name, const char *source_rel)
+{
+	char side[OUTPUT_NAME_MAX];
+	const char *dot = strrchr(name, '.'), *dash;
+	size_t base_len = dot ? (size_t)(dot - name) : strlen(name), digits = 0;
+
+	if (base_len + sizeof(".json") > sizeof(side))
+		return true;
+	(void)snprintf(side, sizeof(side), "%.*s.json", (int)base_len, name);
+	if (sidecar_other_claims(dirfd, side, source_rel, name, false))
+		return true;
+	for (dash = name + base_len; dash > name && isdigit((unsigned char)dash[-1]); dash--)
+		digits++;
+	if (!digits || dash - 1 <= name || dash[-1] != '-')
+		return false;
+	(void)snprintf(side, sizeof(side), "%.*s.json", (int)(dash - 1 - name), name);
+	return sidecar_other_claims(dirfd, side, source_rel, name, true);
+}
+
+/* 1 when no file of another source has one of the image names the stem
+ * would write: <cand><ext> for one output, <cand>-1<ext> .. <cand>-N<ext>
+ * for several, any extension. 0 when one has, or -errno. */
+static int candidate_images_free(int dirfd, const char *cand, const char *source_rel,
+				 unsigned n_outputs)
+{
+	char name[OUTPUT_NAME_MAX];
+	struct stat st;
+
+	for (unsigned k = n_outputs > 1 ? 1 : 0; k <= (n_outputs > 1 ? n_outputs : 0); k++) {
+		for (int f = IMAGE_FORMAT_UNKNOWN; f <= IMAGE_FORMAT_GIF; f++) {
+			const char *ext = output_ext_for((enum image_format)f);
+			int n = k ? snprintf(name, sizeof(name), "%s-%u%s", cand, k, ext)
+				  : snprintf(name, sizeof(name), "%s%s", cand, ext);
+
+			if (n < 0 || (size_t)n >= sizeof(name))
+				return -ENAMETOOLONG;
+			if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+				if (errno == ENOENT)
+					continue;
+				return -errno;
+			}
+			if (output_claimed_by_other(dirfd, name, source_rel))
+				return 0;
+		}
+	}
+	return 1;
+}
+
 /* 1 when the candidate stem can be used, 0 when taken, or -errno. */
-static int candidate_free(int dirfd, const char *cand, const char *source_rel)
+static int candidate_free(int dirfd, const char *cand, const char *source_rel, unsigned n_outputs)
 {
 	static const char *const suffixes[] = {".json", ".error.json"};
 	char name[OUTPUT_NAME_MAX];
@@ -145,12 +255,19 @@ static int candidate_free(int dirfd, const char *cand, const char *source_rel)
 		if (r == SIDECAR_OTHER)
 			return 0;
 	}
-	return 1;
+	return candidate_images_free(dirfd, cand, source_rel, n_outputs);
 }
 
 int output_choose_stem(int dirfd, const char *stem, const char *source_rel,
 		       bool (*reserved)(const char *candidate, void *userdata), void *userdata,
 		       char *ret, size_t retlen)
+{
+	return output_choose_stem_n(dirfd, stem, source_rel, 1, reserved, userdata, ret, retlen);
+}
+
+int output_choose_stem_n(int dirfd, const char *stem, const char *source_rel, unsigned n_outputs,
+			 bool (*reserved)(const char *candidate, void *userdata), void *userdata,
+			 char *ret, size_t retlen)
 {
 	char cand[OUTPUT_NAME_MAX];
 
@@ -167,7 +284,7 @@ int output_choose_stem(int dirfd, const char *stem, const char *source_rel,
 			return -ENAMETOOLONG;
 		if (reserved && reserved(cand, userdata))
 			continue;
-		r = candidate_free(dirfd, cand, source_rel);
+		r = candidate_free(dirfd, cand, source_rel, n_outputs);
 		if (r < 0)
 			return r;
 		if (r == 0)
@@ -363,6 +480,69 @@ int output_tmp_commit(int dirfd, int fd, const char *tmp_name, const char *final
 		goto fail;
 	}
 	return output_sync_dir(dirfd);
+fail:
+	output_tmp_abort(dirfd, fd, tmp_name);
+	return r;
+}
+
+/* Renames tmp_name to final_name only if final_name does not exist. Where
+ * the file system has no RENAME_NOREPLACE (NFS: EINVAL), a hard link fails
+ * the same way; where it has no links either, a check before the rename is
+ * the best there is. */
+static int rename_noreplace(int dirfd, const char *tmp_name, const char *final_name)
+{
+	struct stat st;
+
+	if (renameat2(dirfd, tmp_name, dirfd, final_name, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -errno;
+	if (linkat(dirfd, tmp_name, dirfd, final_name, 0) == 0) {
+		(void)unlinkat(dirfd, tmp_name, 0);
+		return 0;
+	}
+	if (errno != EPERM && errno != EOPNOTSUPP)
+		return -errno;
+	if (fstatat(dirfd, final_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return -EEXIST;
+	if (renameat(dirfd, tmp_name, dirfd, final_name) < 0)
+		return -errno;
+	return 0;
+}
+
+int output_tmp_commit_image(int dirfd, int fd, const char *tmp_name, const char *base,
+			    const char *ext, const char *source_rel, char *ret_name, size_t retlen)
+{
+	int r;
+
+	if (fsync(fd) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	r = close(fd);
+	fd = -1;
+	if (r < 0 && errno != EINTR) {
+		r = -errno;
+		goto fail;
+	}
+	for (unsigned k = 1; k <= STEM_SUFFIX_MAX; k++) {
+		int n = k == 1 ? snprintf(ret_name, retlen, "%s%s", base, ext)
+			       : snprintf(ret_name, retlen, "%s~%u%s", base, k, ext);
+
+		if (n < 0 || (size_t)n >= retlen) {
+			r = -ENAMETOOLONG;
+			goto fail;
+		}
+		r = rename_noreplace(dirfd, tmp_name, ret_name);
+		/* The same source's earlier result, or nobody's, is replaced. */
+		if (r == -EEXIST && !output_claimed_by_other(dirfd, ret_name, source_rel))
+			r = renameat(dirfd, tmp_name, dirfd, ret_name) < 0 ? -errno : 0;
+		if (r == 0)
+			return output_sync_dir(dirfd);
+		if (r != -EEXIST)
+			goto fail;
+	}
+	r = -EEXIST;
 fail:
 	output_tmp_abort(dirfd, fd, tmp_name);
 	return r;

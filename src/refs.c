@@ -92,15 +92,21 @@ out:
 
 int refs_probe(const char *path, struct config_reference *ret_ref, char *why, size_t whylen)
 {
-	struct stat st;
-	int fd, r;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
-		r = -errno;
+		int r = -errno;
 		(void)snprintf(why, whylen, "cannot be opened: %s", strerror(-r));
 		return r;
 	}
+	return refs_probe_fd(fd, ret_ref, why, whylen);
+}
+
+int refs_probe_fd(int fd, struct config_reference *ret_ref, char *why, size_t whylen)
+{
+	struct stat st;
+	int r;
+
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
 		(void)snprintf(why, whylen, "cannot be examined: %s", strerror(-r));
@@ -124,12 +130,18 @@ out:
 
 int refs_open(const struct config_reference *ref)
 {
-	struct config_reference now;
-	struct stat st;
 	int fd = open(ref->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
 	if (fd < 0)
 		return -errno;
+	return refs_check_fd(fd, ref);
+}
+
+int refs_check_fd(int fd, const struct config_reference *ref)
+{
+	struct config_reference now;
+	struct stat st;
+
 	if (fstat(fd, &st) < 0) {
 		int r = -errno;
 		(void)close(fd);

@@ -757,3 +757,37 @@ int sidecar_parse_reuse(const char *json, size_t len, struct sidecar_doc *ret_do
 {
 	return parse(json, len, true, ret_doc);
 }
+
+/* Renames one output in a sidecar's text: "output" of the document and of its
+ * outputs[] entries where it is old_rel. */
+static bool rename_output_in(cJSON *obj, const char *old_rel, const char *new_rel)
+{
+	char *rel = sidecar_get_name(obj, SIDECAR_OUTPUT);
+	bool ok = true;
+
+	if (rel && strcmp(rel, old_rel) == 0) {
+		cJSON_DeleteItemFromObjectCaseSensitive(obj, SIDECAR_OUTPUT);
+		cJSON_DeleteItemFromObjectCaseSensitive(obj, SIDECAR_OUTPUT "_hex");
+		ok = sidecar_add_name(obj, SIDECAR_OUTPUT, new_rel);
+	}
+	free(rel);
+	return ok;
+}
+
+char *sidecar_rename_output(const char *doc, const char *old_rel, const char *new_rel)
+{
+	cJSON *root = cJSON_Parse(doc), *o;
+	char *out = NULL;
+
+	if (!root || !rename_output_in(root, old_rel, new_rel))
+		goto out;
+	cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(root, "outputs"))
+	{
+		if (!rename_output_in(o, old_rel, new_rel))
+			goto out;
+	}
+	out = print_document(root);
+out:
+	cJSON_Delete(root);
+	return out;
+}

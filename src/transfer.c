@@ -299,7 +299,7 @@ int transfer_gen_seek(void *userdata, curl_off_t offset, int origin)
 
 static int transfer_body_keep(struct transfer_gen *g, const char *data, size_t n)
 {
-	if (g->body_len + n > (g->body_max ? g->body_max : TRANSFER_JSON_MAX)) {
+	if (g->body_len + n > TRANSFER_JSON_MAX) {
 		g->body_too_large = true;
 		return -EFBIG;
 	}

@@ -12,7 +12,6 @@
 
 #define XMP_HEADER	"http://ns.adobe.com/xap/1.0/"
 #define XMP_HEADER_LEN	(sizeof(XMP_HEADER)) /* with its NUL, as the segment holds it */
-#define XMP_CREATED_MAX 253402300799LL	     /* 9999-12-31T23:59:59Z */
 #define EXIF_HEADER	"Exif\0\0"
 #define EXIF_HEADER_LEN 6
 

@@ -60,7 +60,7 @@ Sequential generation: "sequential_image_generation": "auto" with
 b64_json, as asked) and usage.generated_images = the images made. Words in the prompt change the
 answer: "[fail-image:I]" (0-based, may repeat) makes data[I] an {"error": {code, message}} inside the
 successful answer, "[bad-image:I]" (I >= 1) makes image I bytes that are not an image (billed; its
-url downloads them, or its b64_json holds them), "[fewer:M]" returns only M images (a relay that ignores sequential generation),
+url downloads them, or its b64_json holds them), "[png-image:I]" (I >= 1) makes image I a PNG, "[fewer:M]" returns only M images (a relay that ignores sequential generation),
 "[no-usage]" drops usage (a relay that drops it; also for one image). The generation record adds
 sequential, max_images, images_returned, images_billed, file_ids and output_sha256s (data[] order,
 null for a failed image).
@@ -614,6 +614,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             n = max(1, min(n, int(m.group(1))))
         failing = {int(x) for x in re.findall(r"\[fail-image:(\d+)\]", prompt)}
         bad = {int(x) for x in re.findall(r"\[bad-image:(\d+)\]", prompt)}
+        png = {int(x) for x in re.findall(r"\[png-image:(\d+)\]", prompt)}
         data, file_ids, shas = [], [], []
         for i in range(n):
             if i in failing:
@@ -631,6 +632,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 out = st.render(image, fmt, "%s#%d" % (prompt, i))
                 if i in bad:
                     out = b"<html><body>not an image</body></html>"
+                elif i in png:
+                    out = make_samples.encode_png(8, 8, bytes([i * 40 % 256]) * (8 * 8 * 3), 2)
                 fid = uuid.uuid4().hex[:20]
                 with st.lock:
                     st.images[fid] = out

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Several outputs per request (max_images, issue 13 items 4 and 7): the request's sequential
 fields, <stem>-1.jpeg .. <stem>-K.jpeg and one sidecar listing them, a data[i].error inside a
-successful answer (recorded, not retried), b64_json with several images, a relay that drops usage
+successful answer (recorded, not retried), b64_json with several images refused at --check, a relay that drops usage
 or returns fewer images (usage null, images counted from data[], one warning per folder), daily
 limits that count images, a kill after payment (the restart fetches every output, no new call),
 and --check refusals."""
@@ -72,6 +72,9 @@ def check_outputs(c, tag, out, stem, gen, want_files):
     c.eq(sc.get("output"), names[0], "%s: the sidecar's output is the first, for old readers" % tag)
     listed = [o.get("output") for o in sc.get("outputs") or [] if "output" in o]
     c.eq(listed, names, "%s: the sidecar lists every output" % tag)
+    c.eq([o.get("provenance") for o in sc.get("outputs") or [] if "output" in o], ["xmp"] * want_files,
+         "%s: each output in outputs[] records its XMP provenance" % tag)
+    c.eq(sc.get("provenance"), "xmp", "%s: the sidecar's provenance is xmp (all outputs carry it)" % tag)
     c.eq(sc.get("request_id"), gen.get("request_id"), "%s: the sidecar's request_id" % tag)
     return sc
 
@@ -145,13 +148,39 @@ def test_image_error(ctx):
     c.check(not os.path.exists(os.path.join(out, "a.error.json")), "imgerr: no error sidecar")
 
 
+def test_provenance(ctx):
+    """Provenance per output: a PNG among several outputs gets no XMP, says "none" in its outputs[]
+    entry, and the sidecar's provenance is "partial"; the JPEGs still say "xmp". The PNG first or
+    last (the last is committed with the sidecar)."""
+    c = ctx.checks
+    for tag, png in (("prov-middle", 1), ("prov-last", 2)):
+        api = ctx.start_api(tag)
+        root, hot, out, state = ctx.folder(tag)
+        config = write_config(os.path.join(root, "seedreamd.yaml"), api, state,
+                              [{"path": hot, "max_images": 3, "prompt": "Paint [png-image:%d]" % png}])
+        drop(hot, ["a.png"], seed=70 + png)
+        res = ctx.run_once(config)
+        c.check(res.rc == 0 and not res.timed_out, "%s: --once exits 0" % tag, res.describe())
+        sc_path = os.path.join(out, "a.json")
+        if not c.check(os.path.exists(sc_path), "%s: a.json" % tag, str(visible(out))):
+            continue
+        sc = h.read_json(sc_path)
+        got = {o.get("index"): (o.get("output"), o.get("provenance")) for o in sc.get("outputs") or []}
+        want = {i: ("a-%d.%s" % (i + 1, "png" if i == png else "jpeg"), "none" if i == png else "xmp")
+                for i in range(3)}
+        c.eq(got, want, "%s: each output records its own provenance" % tag)
+        c.eq(sc.get("provenance"), "partial", "%s: the sidecar's provenance is partial" % tag)
+        c.check(h.jpeg_xmp(h.read_bytes(os.path.join(out, "a-1.jpeg"))) is not None,
+                "%s: a-1.jpeg carries XMP" % tag)
+
+
 def test_bad_image(ctx):
     """An image of a paid answer that turns out not to be an image (after the others, or before
     the last): recorded in the sidecar like a data[i].error, the others written, no second POST.
     Then an answer whose only image is bad still fails the file as with one output."""
     c = ctx.checks
-    for tag, fmt, bad, files in (("bad-middle-b64", "b64_json", 1, 2), ("bad-last-b64", "b64_json", 2, 2),
-                                 ("bad-last-url", "url", 2, 2)):
+    # b64_json with max_images > 1 is refused at --check (test_b64): url only.
+    for tag, fmt, bad, files in (("bad-middle-url", "url", 1, 2), ("bad-last-url", "url", 2, 2)):
         api = ctx.start_api(tag)
         root, hot, out, state = ctx.folder(tag)
         config = write_config(os.path.join(root, "seedreamd.yaml"), api, state,
@@ -174,18 +203,29 @@ def test_bad_image(ctx):
 
 
 def test_b64(ctx):
+    """b64_json with several outputs would hold every image of an answer in memory at once:
+    --check refuses it at max_images (here or in defaults), saying to use url."""
     c = ctx.checks
-    api = ctx.start_api("b64")
-    root, hot, out, state = ctx.folder("b64")
-    config = write_config(os.path.join(root, "seedreamd.yaml"), api, state,
-                          [{"path": hot, "max_images": 3}], response_format="b64_json")
-    drop(hot, ["a.png"], seed=20)
-    res = ctx.run_once(config)
-    c.check(res.rc == 0 and not res.timed_out, "b64: --once exits 0", res.describe())
-    gens = api.generations()
-    c.eq(len(gens), 1, "b64: one POST")
-    check_outputs(c, "b64", out, "a", gens[0] if gens else {}, 3)
-    c.eq(visible(out), ["a-1.jpeg", "a-2.jpeg", "a-3.jpeg", "a.json"], "b64: nothing else")
+    root = os.path.join(ctx.tmp, "b64")
+    hot, state = os.path.join(root, "hot"), os.path.join(root, "state")
+    os.makedirs(hot)
+    os.makedirs(state)
+    for where, lines, line, col in (
+            ("folder", ["folders:", "  - path: %s" % json.dumps(hot), "    prompt: \"Paint\"",
+                        "    max_images: 3"], 9, 17),
+            ("defaults", ["defaults:", "  max_images: 2", "folders:",
+                          "  - path: %s" % json.dumps(hot), "    prompt: \"Paint\""], 7, 15)):
+        path = os.path.join(root, "b64-%s.yaml" % where)
+        with open(path, "w") as fh:
+            fh.write("\n".join(["api:", "  base_url: http://127.0.0.1:9/v1", "  model: %s" % h.MODEL,
+                                "  response_format: b64_json", "state_dir: %s" % json.dumps(state)]
+                               + lines) + "\n")
+        res = ctx.run(["-c", path, "--check"], timeout=15)
+        c.eq(res.rc, 1, "b64 %s: --check exits 1" % where)
+        c.check(re.search(r"seedreamd: error: %s:%d:%d: .*max_images \d+ needs response_format: url"
+                          % (re.escape(path), line, col), res.stderr),
+                "b64 %s: file:line:column of max_images, saying to use url" % where,
+                res.stderr[-300:])
 
 
 def test_relay(ctx):
@@ -319,6 +359,7 @@ def test(ctx):
     test_check(ctx)
     test_outputs(ctx)
     test_image_error(ctx)
+    test_provenance(ctx)
     test_bad_image(ctx)
     test_b64(ctx)
     test_relay(ctx)

@@ -563,6 +563,66 @@ static void test_mkdir_remembered(void **state)
 	rm_rf(dir);
 }
 
+/* Output names: another source's file under a name the stem would write
+ * takes the stem; a commit never replaces a file its own sidecar does not list. */
+static void test_output_names_never_replace(void **state)
+{
+	struct tmpdir *t = *state;
+	char stem[OUTPUT_NAME_MAX], tmp[OUTPUT_NAME_MAX + 32], name[OUTPUT_NAME_MAX], *text;
+	int fd;
+
+	write_file(t->fd, "cat-1.jpeg", "theirs");
+	write_file(t->fd, "cat-1.json",
+		   "{\"source\": \"cat-1.png\", \"output\": \"cat-1.jpeg\"}\n");
+	assert_int_equal(
+	    output_choose_stem_n(t->fd, "cat", "cat.png", 3, NULL, NULL, stem, sizeof(stem)), 0);
+	assert_string_equal(stem, "cat-2");
+	assert_int_equal(
+	    output_choose_stem_n(t->fd, "cat", "cat.png", 1, NULL, NULL, stem, sizeof(stem)), 0);
+	assert_string_equal(stem, "cat");
+
+	/* A name taken meanwhile: the image goes in beside it, under ~2. */
+	fd = output_tmp_open(t->fd, "cat-1.jpeg", tmp, sizeof(tmp));
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "ours", 4), 4);
+	assert_int_equal(output_tmp_commit_image(t->fd, fd, tmp, "cat-1", ".jpeg", "cat.png",
+						 name, sizeof(name)),
+			 0);
+	assert_string_equal(name, "cat-1~2.jpeg");
+	text = read_file(t->fd, "cat-1.jpeg");
+	assert_string_equal(text, "theirs");
+
+	/* The same source's own earlier output is replaced. */
+	write_file(t->fd, "cat.jpeg", "old");
+	write_file(t->fd, "cat.json", "{\"source\": \"cat.png\", \"output\": \"cat.jpeg\"}\n");
+	fd = output_tmp_open(t->fd, "cat.jpeg", tmp, sizeof(tmp));
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "new", 3), 3);
+	assert_int_equal(output_tmp_commit_image(t->fd, fd, tmp, "cat", ".jpeg", "cat.png",
+						 name, sizeof(name)),
+			 0);
+	assert_string_equal(name, "cat.jpeg");
+	text = read_file(t->fd, "cat.jpeg");
+	assert_string_equal(text, "new");
+
+	/* A file no sidecar claims (its sidecar deleted to have it made again):
+	 * nobody's, replaced. */
+	write_file(t->fd, "dog.jpeg", "orphan");
+	assert_int_equal(output_choose_stem_n(t->fd, "dog", "dog.png", 1, NULL, NULL, stem,
+					      sizeof(stem)),
+			 0);
+	assert_string_equal(stem, "dog");
+	fd = output_tmp_open(t->fd, "dog.jpeg", tmp, sizeof(tmp));
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "made", 4), 4);
+	assert_int_equal(output_tmp_commit_image(t->fd, fd, tmp, "dog", ".jpeg", "dog.png", name,
+						 sizeof(name)),
+			 0);
+	assert_string_equal(name, "dog.jpeg");
+	text = read_file(t->fd, "dog.jpeg");
+	assert_string_equal(text, "made");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -572,6 +632,8 @@ int main(void)
 	    cmocka_unit_test(test_stem_length),
 	    cmocka_unit_test(test_ext),
 	    cmocka_unit_test_setup_teardown(test_choose_stem, setup_dir, teardown_dir),
+	    cmocka_unit_test_setup_teardown(test_output_names_never_replace, setup_dir,
+					    teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_choose_stem_unreadable, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_choose_stem_exhausted, setup_dir, teardown_dir),
 	    cmocka_unit_test_setup_teardown(test_write_atomic, setup_dir, teardown_dir),
