@@ -51,7 +51,8 @@ struct control_client {
 };
 
 struct control {
-	struct control_env env;
+	struct control_env env; /* env.state_dir points at state_dir below */
+	char *state_dir;	/* our copy: a reload frees the configuration it came from */
 	char *path;
 	int fd;
 	dev_t dev; /* the socket file we bound: removed at exit only if still ours */
@@ -1659,7 +1660,9 @@ int control_new(const char *path, const struct control_env *env, struct control 
 	ctl->env = *env;
 	ctl->fd = -1;
 	ctl->path = strdup(path);
-	if (!ctl->path) {
+	ctl->state_dir = env->state_dir ? strdup(env->state_dir) : NULL;
+	ctl->env.state_dir = ctl->state_dir;
+	if (!ctl->path || (env->state_dir && !ctl->state_dir)) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -1726,5 +1729,6 @@ void control_free(struct control *ctl)
 		close(ctl->fd);
 	}
 	free(ctl->path);
+	free(ctl->state_dir);
 	free(ctl);
 }

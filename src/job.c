@@ -1414,6 +1414,24 @@ static void job_restore_sent(struct job *job, const struct journal_record *rec)
 	}
 }
 
+/* A result paid today before a crash counts against today's limits as it did
+ * when its answer came: it has no done record yet for jobs_count_today. */
+static void job_restore_count_today(struct jobs *jobs, struct job *job)
+{
+	int64_t now = jobs_epoch_s();
+	uint64_t images, price = 0, cost;
+
+	if (job->generated_at / 1000 < sched_day_start(&jobs->sched, &job->folder->sched, now))
+		return;
+	images = api_result_images_counted(&job->result, job->max_images);
+	if (config_price_of(jobs->config, job->result.model, &price) < 0)
+		(void)config_price_of(jobs->config, jobs->config->api.model, &price);
+	cost = sched_mul_sat(images, price);
+	sched_paid(&jobs->sched, &job->folder->sched, images, now);
+	sched_spent(&jobs->sched, cost, now);
+	events_paid(jobs->events, images, cost);
+}
+
 void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal_record *rec)
 {
 	struct job *job = jobs_find(jobs, folder, rec->source);
@@ -1471,6 +1489,7 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 	}
 	/* Several outputs: every URL is in the record; all are fetched again. */
 	job_outputs_restore(job, rec->images, rec->max_images);
+	job_restore_count_today(jobs, job);
 	log_job(LOG_INFO, folder->cfg->path, rec->source, rec->request_id, NULL,
 		"resuming the paid-for result of %s/%s (generated %lld s ago)", folder->cfg->path,
 		rec->source, (long long)(age_ms / 1000));

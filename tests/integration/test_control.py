@@ -10,6 +10,7 @@ import json
 import re
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -401,6 +402,17 @@ def test(ctx):
     c.check(rc == 0 and h.wait_until(lambda: os.path.exists(os.path.join(hot_a + "-out", "a4.json")), 20),
             "resume A after the restart: its file is done")
     c.check(h.wait_until(lambda: h.read_json(kept).get("folders") == [], 5), "resume A: paused.json updated")
+    # After a reload the old configuration is freed: a pause must still be kept in state_dir
+    # (the socket once held a pointer into the old configuration: a use-after-free under ASan).
+    daemon.proc.send_signal(signal.SIGHUP)
+    c.check(daemon.wait_for(r"reloading", 10), "SIGHUP: the daemon reloads")
+    time.sleep(1.5)
+    rc, _, _, _ = ctl.run("pause", hot_b)
+    c.check(rc == 0 and h.wait_until(lambda: hot_b in h.read_json(kept).get("folders", []), 5),
+            "pause B after a reload: kept in state_dir/paused.json")
+    rc, _, _, _ = ctl.run("resume", hot_b)
+    c.check(rc == 0 and h.wait_until(lambda: h.read_json(kept).get("folders") == [], 5),
+            "resume B after the reload: paused.json updated")
     rc_term, _ = daemon.terminate(timeout=15)
     c.eq(rc_term, 0, "SIGTERM: exit 0")
     c.check(not os.path.exists(sock), "a clean stop removes the socket")
