@@ -16,6 +16,7 @@
 #include "fnv.h"
 #include "output.h"
 #include "sidecar.h"
+#include "textbuf.h"
 
 #define INDEX_MIN_CAPACITY 64
 /* A sidecar larger than this is not one of ours. */
@@ -626,50 +627,22 @@ const struct index_entry *index_find_content(const struct index *index, uint64_t
 #define INDEX_CACHE_RACY_S  2
 #define INDEX_CACHE_MAX	    ((size_t)1 << 31)
 
-struct wbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void put(struct wbuf *b, const void *data, size_t len)
+static void put_u64(struct textbuf *b, uint64_t v)
 {
-	if (b->oom)
-		return;
-	if (b->len + len > b->cap) {
-		size_t cap = b->cap ? b->cap : 1 << 16;
-		char *p;
-
-		while (cap < b->len + len)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (!p) {
-			b->oom = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, data, len);
-	b->len += len;
+	textbuf_put(b, &v, sizeof(v));
 }
 
-static void put_u64(struct wbuf *b, uint64_t v)
+static void put_i64(struct textbuf *b, int64_t v)
 {
-	put(b, &v, sizeof(v));
+	textbuf_put(b, &v, sizeof(v));
 }
 
-static void put_i64(struct wbuf *b, int64_t v)
-{
-	put(b, &v, sizeof(v));
-}
-
-static void put_str(struct wbuf *b, const char *s)
+static void put_str(struct textbuf *b, const char *s)
 {
 	uint32_t n = (uint32_t)strlen(s) + 1;
 
-	put(b, &n, sizeof(n));
-	put(b, s, n);
+	textbuf_put(b, &n, sizeof(n));
+	textbuf_put(b, s, n);
 }
 
 struct rbuf {
@@ -940,7 +913,7 @@ static int sidecar_cmp(const void *a, const void *b)
 }
 
 struct saver {
-	struct wbuf out;
+	struct textbuf out;
 	const struct index_entry **entries; /* sorted with sidecar_cmp */
 	size_t n_entries;
 	bool have_skip;
@@ -1124,7 +1097,7 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 		put_i64(&s->out, (int64_t)before.st_mtim.tv_sec);
 		put_i64(&s->out, (int64_t)before.st_mtim.tv_nsec);
 		put_u64(&s->out, (uint64_t)before.st_size);
-		put(&s->out, &trust, 1);
+		textbuf_put(&s->out, &trust, 1);
 		put_u64(&s->out, n);
 		for (size_t i = first; i < last; i++) {
 			const struct index_entry *e = s->entries[i];
@@ -1140,7 +1113,7 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 			put_i64(&s->out, e->mtime_sec);
 			put_i64(&s->out, (int64_t)e->mtime_nsec);
 			put_str(&s->out, e->sha256);
-			put(&s->out, &failed, 1);
+			textbuf_put(&s->out, &failed, 1);
 			put_i64(&s->out, e->finished_at);
 			put_i64(&s->out, e->generated_images);
 		}
@@ -1191,8 +1164,8 @@ int index_save_cache(const struct index *index, const char *output_root, const c
 	else
 		(void)clock_gettime(CLOCK_REALTIME, &s.racy_after);
 	s.racy_after.tv_sec -= INDEX_CACHE_RACY_S;
-	put(&s.out, INDEX_CACHE_MAGIC, strlen(INDEX_CACHE_MAGIC));
-	put(&s.out, &version, sizeof(version));
+	textbuf_put(&s.out, INDEX_CACHE_MAGIC, strlen(INDEX_CACHE_MAGIC));
+	textbuf_put(&s.out, &version, sizeof(version));
 	put_str(&s.out, output_root);
 	put_str(&s.out, skip_dir ? skip_dir : "");
 	n_dirs_pos = s.out.len;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "clean.h"
+#include "textbuf.h"
 
 struct metrics_series {
 	char *labels[2];
@@ -202,65 +203,9 @@ void metrics_observe(struct metrics *m, enum metrics_histogram id, double second
 
 /* ---- rendering ------------------------------------------------------------ */
 
-struct metrics_buf {
-	char *text;
-	size_t len, cap;
-	bool oom;
-};
-
-static void buf_reserve(struct metrics_buf *b, size_t more)
-{
-	char *grown;
-	size_t cap;
-
-	if (b->oom || b->len + more + 1 <= b->cap)
-		return;
-	cap = b->cap ? b->cap : 4096;
-	while (cap < b->len + more + 1)
-		cap *= 2;
-	grown = realloc(b->text, cap);
-	if (!grown) {
-		b->oom = true;
-		return;
-	}
-	b->text = grown;
-	b->cap = cap;
-}
-
-static void buf_put(struct metrics_buf *b, const char *s, size_t n)
-{
-	buf_reserve(b, n);
-	if (b->oom)
-		return;
-	memcpy(b->text + b->len, s, n);
-	b->len += n;
-	b->text[b->len] = '\0';
-}
-
-static void buf_printf(struct metrics_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void buf_printf(struct metrics_buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	buf_reserve(b, (size_t)n);
-	if (b->oom)
-		return;
-	va_start(ap, fmt);
-	(void)vsnprintf(b->text + b->len, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	b->len += (size_t)n;
-}
-
 /* A label value as the format wants it: \\, \" and \n escaped, and valid
  * UTF-8 (a folder name may hold any bytes): others become U+FFFD. */
-static void buf_label_value(struct metrics_buf *b, const char *v)
+static void buf_label_value(struct textbuf *b, const char *v)
 {
 	const unsigned char *p = (const unsigned char *)v;
 	size_t n = strlen(v);
@@ -268,60 +213,60 @@ static void buf_label_value(struct metrics_buf *b, const char *v)
 	while (n) {
 		size_t seq = clean_utf8_seq(p, n);
 		if (!seq) {
-			buf_put(b, "\xef\xbf\xbd", 3);
+			textbuf_put(b, "\xef\xbf\xbd", 3);
 			p++;
 			n--;
 			continue;
 		}
 		if (*p == '\\')
-			buf_put(b, "\\\\", 2);
+			textbuf_put(b, "\\\\", 2);
 		else if (*p == '"')
-			buf_put(b, "\\\"", 2);
+			textbuf_put(b, "\\\"", 2);
 		else if (*p == '\n')
-			buf_put(b, "\\n", 2);
+			textbuf_put(b, "\\n", 2);
 		else
-			buf_put(b, (const char *)p, seq);
+			textbuf_put(b, (const char *)p, seq);
 		p += seq;
 		n -= seq;
 	}
 }
 
-static void buf_header(struct metrics_buf *b, const char *name, const char *type, const char *help)
+static void buf_header(struct textbuf *b, const char *name, const char *type, const char *help)
 {
-	buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	textbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* A number as the format reads it: integers without an exponent. */
-static void buf_number(struct metrics_buf *b, double v)
+static void buf_number(struct textbuf *b, double v)
 {
 	if (isnan(v))
-		buf_put(b, "NaN", 3);
+		textbuf_put(b, "NaN", 3);
 	else if (isinf(v))
-		buf_printf(b, "%s", v > 0 ? "+Inf" : "-Inf");
+		textbuf_printf(b, "%s", v > 0 ? "+Inf" : "-Inf");
 	else if (v == floor(v) && fabs(v) < 1e15)
-		buf_printf(b, "%.0f", v);
+		textbuf_printf(b, "%.0f", v);
 	else
-		buf_printf(b, "%.17g", v);
+		textbuf_printf(b, "%.17g", v);
 }
 
 /* name{l1="v1",l2="v2"} value: labels and values in pairs, n of them. */
-static void buf_sample(struct metrics_buf *b, const char *name, size_t n, const char *const *labels,
+static void buf_sample(struct textbuf *b, const char *name, size_t n, const char *const *labels,
 		       const char *const *values, double value)
 {
-	buf_printf(b, "%s", name);
+	textbuf_printf(b, "%s", name);
 	for (size_t k = 0; k < n; k++) {
-		buf_printf(b, "%s%s=\"", k ? "," : "{", labels[k]);
+		textbuf_printf(b, "%s%s=\"", k ? "," : "{", labels[k]);
 		buf_label_value(b, values[k]);
-		buf_put(b, "\"", 1);
+		textbuf_put(b, "\"", 1);
 	}
 	if (n)
-		buf_put(b, "}", 1);
-	buf_put(b, " ", 1);
+		textbuf_put(b, "}", 1);
+	textbuf_put(b, " ", 1);
 	buf_number(b, value);
-	buf_put(b, "\n", 1);
+	textbuf_put(b, "\n", 1);
 }
 
-static void render_counters(struct metrics_buf *b, const struct metrics *m)
+static void render_counters(struct textbuf *b, const struct metrics *m)
 {
 	for (size_t i = 0; i < METRICS_COUNTER_COUNT; i++) {
 		const struct metrics_counter_def *def = &counter_defs[i];
@@ -341,7 +286,7 @@ static void render_counters(struct metrics_buf *b, const struct metrics *m)
 	}
 }
 
-static void render_histograms(struct metrics_buf *b, const struct metrics *m)
+static void render_histograms(struct textbuf *b, const struct metrics *m)
 {
 	for (size_t i = 0; i < METRICS_HISTOGRAM_COUNT; i++) {
 		const struct metrics_hist_def *def = &hist_defs[i];
@@ -354,14 +299,14 @@ static void render_histograms(struct metrics_buf *b, const struct metrics *m)
 			const char *label = "le", *value = le;
 			cumulative += h->buckets[k];
 			(void)snprintf(le, sizeof(le), "%g", def->bounds[k]);
-			buf_printf(b, "%s_bucket", def->name);
+			textbuf_printf(b, "%s_bucket", def->name);
 			buf_sample(b, "", 1, &label, &value, (double)cumulative);
 		}
-		buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", def->name,
+		textbuf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", def->name,
 			   (unsigned long long)h->count);
-		buf_printf(b, "%s_sum ", def->name);
+		textbuf_printf(b, "%s_sum ", def->name);
 		buf_number(b, h->sum);
-		buf_printf(b, "\n%s_count %llu\n", def->name, (unsigned long long)h->count);
+		textbuf_printf(b, "\n%s_count %llu\n", def->name, (unsigned long long)h->count);
 	}
 }
 
@@ -376,13 +321,13 @@ const char *metrics_pause_name(enum metrics_pause reason)
 	return (unsigned)reason < METRICS_PAUSE_COUNT ? pause_names[reason] : "unknown";
 }
 
-static void render_gauge(struct metrics_buf *b, const char *name, const char *help, double v)
+static void render_gauge(struct textbuf *b, const char *name, const char *help, double v)
 {
 	buf_header(b, name, "gauge", help);
 	buf_sample(b, name, 0, NULL, NULL, v);
 }
 
-static void render_state(struct metrics_buf *b, const struct metrics_state *st)
+static void render_state(struct textbuf *b, const struct metrics_state *st)
 {
 	static const char *const folder_label[] = {"folder"};
 	static const char *const reason_label[] = {"reason"};
@@ -443,20 +388,20 @@ static void render_state(struct metrics_buf *b, const struct metrics_state *st)
 int metrics_render(const struct metrics *m, const struct metrics_state *state, char **ret_text,
 		   size_t *ret_len)
 {
-	struct metrics_buf b = {0};
+	struct textbuf b = {0};
 
-	buf_reserve(&b, 0);
+	textbuf_reserve(&b, 0);
 	if (!b.oom)
-		b.text[0] = '\0';
+		b.p[0] = '\0';
 	render_counters(&b, m);
 	render_histograms(&b, m);
 	if (state)
 		render_state(&b, state);
 	if (b.oom) {
-		free(b.text);
+		free(b.p);
 		return -ENOMEM;
 	}
-	*ret_text = b.text;
+	*ret_text = b.p;
 	*ret_len = b.len;
 	return 0;
 }

@@ -9,45 +9,12 @@
 #include <time.h>
 
 #include "clean.h"
+#include "textbuf.h"
 
 #define XMP_HEADER	"http://ns.adobe.com/xap/1.0/"
 #define XMP_HEADER_LEN	(sizeof(XMP_HEADER)) /* with its NUL, as the segment holds it */
 #define EXIF_HEADER	"Exif\0\0"
 #define EXIF_HEADER_LEN 6
-
-struct xmp_buf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void buf_add(struct xmp_buf *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 1024;
-		char *p;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (!p) {
-			b->oom = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void buf_str(struct xmp_buf *b, const char *s)
-{
-	buf_add(b, s, strlen(s));
-}
 
 /* XML 1.0's Char production: no C0 controls but tab, LF and CR, no
  * U+FFFE/U+FFFF (surrogates are already refused by clean_utf8_seq). */
@@ -61,7 +28,7 @@ static bool xml_char(const unsigned char *s, size_t n)
 }
 
 /* Appends s as XML character data or attribute text. */
-static void buf_text(struct xmp_buf *b, const char *text)
+static void buf_text(struct textbuf *b, const char *text)
 {
 	const unsigned char *s = (const unsigned char *)text;
 	size_t len = strlen(text), i = 0;
@@ -70,48 +37,48 @@ static void buf_text(struct xmp_buf *b, const char *text)
 		size_t n = clean_utf8_seq(s + i, len - i);
 
 		if (n == 0 || !xml_char(s + i, n)) {
-			buf_str(b, "\xEF\xBF\xBD");
+			textbuf_str(b, "\xEF\xBF\xBD");
 			i += n ? n : 1;
 			continue;
 		}
 		switch (s[i]) {
 		case '&':
-			buf_str(b, "&amp;");
+			textbuf_str(b, "&amp;");
 			break;
 		case '<':
-			buf_str(b, "&lt;");
+			textbuf_str(b, "&lt;");
 			break;
 		case '>':
-			buf_str(b, "&gt;");
+			textbuf_str(b, "&gt;");
 			break;
 		case '"':
-			buf_str(b, "&quot;");
+			textbuf_str(b, "&quot;");
 			break;
 		case '\'':
-			buf_str(b, "&apos;");
+			textbuf_str(b, "&apos;");
 			break;
 		case '\r':
-			buf_str(b, "&#13;"); /* a bare CR would be read back as LF */
+			textbuf_str(b, "&#13;"); /* a bare CR would be read back as LF */
 			break;
 		default:
-			buf_add(b, (const char *)s + i, n);
+			textbuf_put(b, (const char *)s + i, n);
 		}
 		i += n;
 	}
 }
 
-static void buf_element(struct xmp_buf *b, const char *name, const char *value)
+static void buf_element(struct textbuf *b, const char *name, const char *value)
 {
-	buf_str(b, "   <");
-	buf_str(b, name);
-	buf_str(b, ">");
+	textbuf_str(b, "   <");
+	textbuf_str(b, name);
+	textbuf_str(b, ">");
 	buf_text(b, value);
-	buf_str(b, "</");
-	buf_str(b, name);
-	buf_str(b, ">\n");
+	textbuf_str(b, "</");
+	textbuf_str(b, name);
+	textbuf_str(b, ">\n");
 }
 
-static int build(const struct xmp_fields *f, bool with_prompt, struct xmp_buf *b)
+static int build(const struct xmp_fields *f, bool with_prompt, struct textbuf *b)
 {
 	char when[32];
 	time_t sec = (time_t)f->created;
@@ -120,7 +87,7 @@ static int build(const struct xmp_fields *f, bool with_prompt, struct xmp_buf *b
 	if (!gmtime_r(&sec, &tm) || strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
 		return -EINVAL;
 	/* The BOM in begin= is what the XMP spec asks for in a UTF-8 packet. */
-	buf_str(b, "<?xpacket begin=\"\xEF\xBB\xBF\" id=\"W5M0MpCehiHzreSzNTczkc9d\"?>\n"
+	textbuf_str(b, "<?xpacket begin=\"\xEF\xBB\xBF\" id=\"W5M0MpCehiHzreSzNTczkc9d\"?>\n"
 		   "<x:xmpmeta xmlns:x=\"adobe:ns:meta/\">\n"
 		   " <rdf:RDF xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\">\n"
 		   "  <rdf:Description rdf:about=\"\"\n"
@@ -135,7 +102,7 @@ static int build(const struct xmp_fields *f, bool with_prompt, struct xmp_buf *b
 	buf_element(b, "seedreamd:PromptSHA256", f->prompt_sha256);
 	if (with_prompt && f->prompt)
 		buf_element(b, "seedreamd:Prompt", f->prompt);
-	buf_str(b, "  </rdf:Description>\n"
+	textbuf_str(b, "  </rdf:Description>\n"
 		   " </rdf:RDF>\n"
 		   "</x:xmpmeta>\n"
 		   "<?xpacket end=\"r\"?>");
@@ -144,7 +111,7 @@ static int build(const struct xmp_fields *f, bool with_prompt, struct xmp_buf *b
 
 int xmp_build_packet(const struct xmp_fields *f, char **ret_packet, size_t *ret_len)
 {
-	struct xmp_buf b = {0};
+	struct textbuf b = {0};
 	int r;
 
 	if (!f || !f->tool || !f->model || !f->source || !f->prompt_sha256 || f->created < 0 ||
@@ -153,7 +120,7 @@ int xmp_build_packet(const struct xmp_fields *f, char **ret_packet, size_t *ret_
 	r = build(f, true, &b);
 	if (r == 0 && b.len > XMP_PACKET_MAX && f->prompt) {
 		free(b.p);
-		b = (struct xmp_buf){0};
+		b = (struct textbuf){0};
 		r = build(f, false, &b);
 	}
 	if (r == 0 && b.len > XMP_PACKET_MAX)
