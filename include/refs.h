@@ -6,10 +6,12 @@
 #ifndef SEEDREAMD_REFS_H
 #define SEEDREAMD_REFS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
+#include "image.h"
 
 /* Opens path and checks that it is a regular, readable, complete image in a
  * format the API takes, within its pixel and aspect limits; fills ret_ref's
@@ -27,6 +29,20 @@ int refs_open(const struct config_reference *ref);
 /* As refs_probe for a file the caller opened (a group's image, opened
  * beneath its folder); closes fd in every case. */
 int refs_probe_fd(int fd, struct config_reference *ret_ref, char *why, size_t whylen);
+
+/* What refs_look_fd saw of an image, before any judgement. */
+struct refs_look {
+	enum image_probe_result pr;
+	struct image_info info;
+	bool complete; /* ends the way a complete file of its format ends */
+};
+
+/* The first half of refs_probe_fd, for a caller that judges by other rules
+ * (a group's image, which may be fitted): ret_ref's identity, size and
+ * what head and tail say (format not set). fd stays open. 0, -EINVAL (not a
+ * regular file, empty) or -errno, with a sentence in why. */
+int refs_look_fd(int fd, struct config_reference *ret_ref, struct refs_look *ret_look, char *why,
+		 size_t whylen);
 
 /* As refs_open for a file the caller opened: fd, or -ESTALE (fd closed)
  * when it is not the one validated, or -errno (fd closed). */

@@ -31,14 +31,6 @@
 #define SIDECAR_ATTEMPTS    "attempts"
 #define SIDECAR_ELAPSED_MS  "elapsed_ms"
 
-struct sidecar_source {
-	const char *source;	/* relative to the watched folder */
-	const char *sha256_hex; /* 64 lowercase hex digits */
-	uint64_t size;
-	int64_t mtime_sec;
-	long mtime_nsec;
-};
-
 /* What was sent instead of the source, when it was converted first. */
 struct sidecar_fitted {
 	const char *from;	    /* "HEIF 4032x3024 orientation 6" */
@@ -46,6 +38,17 @@ struct sidecar_fitted {
 	const char *const *reasons; /* "format", "orientation", ... */
 	size_t n_reasons;
 	uint64_t bytes_sent;
+};
+
+struct sidecar_source {
+	const char *source;	/* relative to the watched folder */
+	const char *sha256_hex; /* 64 lowercase hex digits */
+	uint64_t size;
+	int64_t mtime_sec;
+	long mtime_nsec;
+	/* A group's image converted first: written as its "fitted" in
+	 * "sources" (NULL: sent as it is; unused for the top-level source). */
+	const struct sidecar_fitted *fitted;
 };
 
 /* A reference image sent after the source (references:). */
@@ -110,7 +113,7 @@ struct sidecar_error {
  * seedreamd_version, reused_from (only when set), fitted {from, to, reasons,
  * bytes_sent} (only when set), provenance, prompt_source, prompt_file, extra
  * (each only when set), max_images and outputs (several outputs), references
- * [{path, sha256}] and sources [{name, sha256, size, mtime}] (only when
+ * [{path, sha256}] and sources [{name, sha256, size, mtime, fitted}] (only when
  * some); for errors: error {http_status, code, message}, request_id,
  * attempts, failed_at, seedreamd_version. */
 char *sidecar_success_json(const struct sidecar_success *s);

@@ -817,7 +817,7 @@ static bool jobs_folder_allows(struct jobs *jobs, struct folder *folder)
 
 static bool job_needs_fit(const struct job *job)
 {
-	return job->fit_reasons && !job->fitted;
+	return job->fit_reasons && !job->fitted && !job_group_fit_ready(job);
 }
 
 /* Starts fits for the jobs near the head of the queue only: at most
@@ -832,7 +832,7 @@ static void jobs_fit_ahead(struct jobs *jobs)
 
 	for (size_t seen = 0; job && seen < window && ahead < window; seen++) {
 		struct job *next = job->next;
-		if (job->fitted) {
+		if (job->fitted || job_group_fit_ready(job)) {
 			ahead++;
 		} else if (job->fit_reasons && !job->folder->removed) {
 			ahead++;

@@ -124,6 +124,10 @@ void job_fit_start(struct jobs *jobs, struct job *job, unsigned reasons)
 	struct job_fit *f;
 	int r;
 
+	if (job->group) {
+		job_group_fit_start(jobs, job); /* its images, one after another */
+		return;
+	}
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		log_oom();
@@ -158,6 +162,7 @@ void job_fit_start(struct jobs *jobs, struct job *job, unsigned reasons)
 
 void job_fit_drop_bytes(struct job *job)
 {
+	job_group_fit_drop_bytes(job);
 	if (!job->fitted)
 		return;
 	work_close(job->owner->store_pool, job->fitted->res.fd);
@@ -168,6 +173,7 @@ void job_fit_drop_bytes(struct job *job)
 
 void job_fit_release(struct job *job)
 {
+	job_group_fit_release(job);
 	if (job->fit) {
 		job->fit->job = NULL;
 		job->fit = NULL;

@@ -3,9 +3,11 @@
  * subfolder's images in bytewise name order. The files' offers only make the
  * group settle again; once it has been quiet for settle (or, with
  * group_ready: marker, once the marker is there) a worker lists the
- * subfolder, checks every image as the references are checked (refs.h) and
- * compares the listing with the group's done record. From then on the group
- * goes the way of a file: queued, sent (members first, then the folder's
+ * subfolder, checks every image as a dropped file is checked (refs.h reads
+ * it, job_group_fit.h judges it: an image the API would refuse or read
+ * sideways is fitted first, as a file is) and compares the listing with the
+ * group's done record. From then on the group goes the way of a file:
+ * queued, fitted where needed, sent (members first, then the folder's
  * references, each opened on a worker and sent only while it is the file
  * checked), committed as <output>/<subfolder>.jpeg with a sidecar listing
  * every source, journalled under the subfolder's name.
@@ -56,6 +58,7 @@ struct job_group_check {
 	size_t n_references;
 	unsigned outputs; /* max_images: the API's limit counts outputs too */
 	uint64_t max_bytes;
+	enum fit_mode fit;
 	/* The result. */
 	enum group_look look;
 	int err;
@@ -63,6 +66,7 @@ struct job_group_check {
 	char why[768];
 	struct config_reference *members;
 	size_t n_members;
+	unsigned reasons[CONFIG_IMAGES_MAX]; /* each member's fit_wanted, for job_group_fit_plan */
 	/* prompt_file: the group's prompt.txt, read once the group is ready. */
 	struct job_src src;
 	struct job_prompt_read prompt;
@@ -215,18 +219,26 @@ int job_group_member_open(const char *root, const char *path, bool follow_symlin
 	return job_src_open(&src);
 }
 
-/* refs_probe for a member, opened as job_src_open opens inputs: a member
- * swapped for a link to a file elsewhere is not read (follow_symlinks: false). */
+/* A member looked at and judged as a dropped file is (job_group_fit_judge:
+ * what it needs fitting for in ret_reasons), opened as job_src_open opens
+ * inputs: a member swapped for a link to a file elsewhere is not read
+ * (follow_symlinks: false). */
 static int job_group_probe_member(const struct job_group_check *g, struct config_reference *m,
-				  char *why, size_t whylen)
+				  unsigned *ret_reasons, char *why, size_t whylen)
 {
 	int fd = job_group_member_open(g->root, m->path, g->follow_symlinks);
+	struct refs_look look;
+	int r;
 
 	if (fd < 0) {
 		(void)snprintf(why, whylen, "cannot be opened: %s", strerror(-fd));
 		return fd == -ELOOP || fd == -EXDEV ? -EINVAL : fd;
 	}
-	return refs_probe_fd(fd, m, why, whylen);
+	r = refs_look_fd(fd, m, &look, why, whylen);
+	(void)close(fd);
+	if (r < 0)
+		return r;
+	return job_group_fit_judge(&look, m, g->fit, g->max_bytes, ret_reasons, why, whylen);
 }
 
 static void job_group_check_work(struct job_io *io)
@@ -290,7 +302,8 @@ static void job_group_check_work(struct job_io *io)
 		char why[512];
 
 		m->path = group_join(g->dir, names[i]);
-		r = m->path ? job_group_probe_member(g, m, why, sizeof(why)) : -ENOMEM;
+		r = m->path ? job_group_probe_member(g, m, &g->reasons[i], why, sizeof(why))
+			    : -ENOMEM;
 		if (r == -ENOMEM) {
 			g->look = GROUP_LOCAL_ERROR;
 			g->err = r;
@@ -298,13 +311,11 @@ static void job_group_check_work(struct job_io *io)
 		}
 		if (r < 0) {
 			g->code = r == -EINVAL ? "Group.InvalidImage" : "Group.Unreadable";
-			(void)snprintf(g->why, sizeof(g->why),
-				       "%s %s (images of a group are sent as "
-				       "they are: no fitting); nothing was sent",
-				       names[i], why);
+			(void)snprintf(g->why, sizeof(g->why), "%s %s; nothing was sent", names[i],
+				       why);
 			goto out;
 		}
-		if (m->size > g->max_bytes) {
+		if (m->size > g->max_bytes && !(g->reasons[i] & FIT_REASON_BYTES)) {
 			g->code = "Group.InvalidImage";
 			(void)snprintf(
 			    g->why, sizeof(g->why),
@@ -406,7 +417,8 @@ static void job_group_check_done(struct jobs *jobs, struct job *job, struct job_
 		for (enum image_format f = IMAGE_FORMAT_PNG; f <= IMAGE_FORMAT_GIF; f++)
 			if (!strcmp(image_format_name(f), job->members[0].format))
 				job->format = f;
-		job->fit_reasons = 0;
+		/* Its images to fit first, if any (jobs_pump fits it near the head). */
+		job->fit_reasons = job_group_fit_plan(job, g->reasons, job->n_members);
 		job->group_live = false;
 		log_job(LOG_INFO, cfg->path, job->rel, NULL, NULL,
 			"group %s/%s: %zu image%s, queued", cfg->path, job->rel, job->n_members,
@@ -489,6 +501,7 @@ void job_group_validate(struct jobs *jobs, struct job *job)
 	else if (CONFIG_IO_IMAGES_MAX - cfg->n_references - g->outputs < g->limit)
 		g->limit = CONFIG_IO_IMAGES_MAX - cfg->n_references - g->outputs;
 	g->max_bytes = cfg->max_input_bytes;
+	g->fit = cfg->fit;
 	job_src_fill(job, &g->src);
 	job_prompt_fill(job, &g->prompt);
 	g->io.work = job_group_check_work;
@@ -552,6 +565,7 @@ const struct sidecar_source *job_group_sources(const struct job *job, struct sid
 		buf[i].size = m->size;
 		buf[i].mtime_sec = m->mtime_sec;
 		buf[i].mtime_nsec = m->mtime_nsec;
+		job_group_fit_source(job, i, &buf[i]); /* the original's sha256, and "fitted" */
 	}
 	return buf;
 }

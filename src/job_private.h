@@ -20,6 +20,7 @@
 #include "image.h"
 #include "job.h"
 #include "job_core.h"
+#include "job_group_fit.h"
 #include "journal.h"
 #include "log.h"
 #include "output.h"
@@ -139,6 +140,7 @@ struct job {
 	bool group_live; /* offered by an event, not only by a scan, since it was checked */
 	struct config_reference *members;
 	size_t n_members;
+	struct job_group_fits *group_fits; /* its images to fit, and fitted (job_group_fit.c) */
 };
 
 /* job_group.c: a file of a group folder's subfolder was offered (or its

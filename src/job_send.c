@@ -150,6 +150,11 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	 * own descriptor, and source_sha256 stays the original's (hashed by
 	 * the fit worker). */
 	int src_fd = job->fitted ? job->fitted->src_fd : g->fd;
+	/* Likewise a group whose first image was fitted. */
+	int first_src = job_group_fit_first_src(job);
+
+	if (first_src >= 0)
+		src_fd = first_src;
 
 	{
 		/* A header from the server, like the body: no key, valid UTF-8. */
@@ -161,7 +166,7 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	}
 	/* The job keeps its slot (and stays the probe) until its answer is
 	 * judged and it leaves GENERATING (job_activate, job_leave_state). */
-	if (g->sha256_hex[0] && !job->fitted)
+	if (g->sha256_hex[0] && !job->fitted && first_src < 0)
 		memcpy(job->sha256, g->sha256_hex, sizeof(job->sha256));
 	if (jobs->sched.paused)
 		/* Unless this answer settles it, probe again later. */
@@ -759,6 +764,17 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 		fd = sent;
 		send_size = job->fitted->res.bytes;
 		req.image_format = image_format_name(job->fitted->res.format);
+	}
+	/* A group's fitted images: their bytes instead of their files. */
+	r = job_group_fit_swap(jobs, job, &fd, &send_size, &req.image_format, p->refs, p->ref_fds,
+			       p->n_members_after);
+	if (r < 0) {
+		work_close(jobs->store_pool, fd);
+		if (img_fd >= 0)
+			job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), img_fd, img_tmp);
+		job_close_output_dir(job);
+		job_retry_or_fail(jobs, job, 0, "LocalError", strerror(-r), -1);
+		return;
 	}
 	for (size_t i = 0; i < p->n_refs && i < CONFIG_IMAGES_MAX; i++)
 		ref_formats[i] = p->refs[i].format;

@@ -21,16 +21,12 @@ static void refs_fill_identity(const struct stat *st, struct config_reference *r
 	ref->mtime_nsec = st->st_mtim.tv_nsec;
 }
 
-/* What head and tail say: the same checks a dropped file gets (job_check),
- * except that a reference is never fitted: it must be sendable as it is. */
-static int refs_judge(int fd, uint64_t size, struct config_reference *ref, char *why, size_t whylen)
+/* Head and tail: what the image is and whether it ends as a complete file
+ * of its format. 0, or -errno when it cannot be read. */
+static int refs_read_image(int fd, uint64_t size, struct refs_look *look)
 {
 	uint8_t *head = malloc(IMAGE_HEAD_MAX), *window = NULL, tail[IMAGE_TAIL_MAX];
 	ssize_t head_len, tail_len;
-	struct image_info info;
-	enum image_probe_result pr;
-	const char *code;
-	char msg[256];
 	int r = -ENOMEM;
 
 	if (!head)
@@ -40,11 +36,10 @@ static int refs_judge(int fd, uint64_t size, struct config_reference *ref, char 
 				   size > sizeof(tail) ? (off_t)(size - sizeof(tail)) : 0);
 	if (head_len < 0 || tail_len < 0) {
 		r = (int)(head_len < 0 ? head_len : tail_len);
-		(void)snprintf(why, whylen, "cannot be read: %s", strerror(-r));
 		goto out;
 	}
-	pr = image_probe(head, (size_t)head_len, size, &info);
-	if (pr == IMAGE_PROBE_CORRUPT && info.format == IMAGE_FORMAT_TIFF) {
+	look->pr = image_probe(head, (size_t)head_len, size, &look->info);
+	if (look->pr == IMAGE_PROBE_CORRUPT && look->info.format == IMAGE_FORMAT_TIFF) {
 		/* A TIFF whose first directory lies beyond the head. */
 		uint64_t off = image_tiff_ifd_offset(head, (size_t)head_len);
 		if (off >= (uint64_t)head_len && off < size) {
@@ -54,40 +49,52 @@ static int refs_judge(int fd, uint64_t size, struct config_reference *ref, char 
 				goto out;
 			n = fdio_pread_full(fd, window, IMAGE_TIFF_IFD_WINDOW, (off_t)off);
 			if (n >= 0)
-				pr = image_probe_tiff_ifd(head, (size_t)head_len, window, (size_t)n,
-							  off, size, &info);
+				look->pr = image_probe_tiff_ifd(head, (size_t)head_len, window,
+								(size_t)n, off, size, &look->info);
 		}
 	}
-	r = -EINVAL;
-	if (pr != IMAGE_PROBE_OK) {
-		(void)snprintf(why, whylen, "is not a usable image: %s", image_probe_message(pr));
-		goto out;
-	}
-	if (!image_api_format(info.format)) {
-		(void)snprintf(why, whylen,
-			       "is %s, which the API does not take as it is (it is sent "
-			       "unconverted: convert it to PNG or JPEG)",
-			       image_format_name(info.format));
-		goto out;
-	}
-	if (!image_tail_complete(info.format, tail, (size_t)tail_len)) {
-		(void)snprintf(why, whylen, "is an incomplete %s file",
-			       image_format_name(info.format));
-		goto out;
-	}
-	code = image_check_limits(&info, size, UINT64_MAX, msg, sizeof(msg));
-	if (code) {
-		(void)snprintf(why, whylen, "is outside the API's limits: %s", msg);
-		goto out;
-	}
-	(void)snprintf(ref->format, sizeof(ref->format), "%s", image_format_name(info.format));
+	look->complete = look->pr == IMAGE_PROBE_OK &&
+			 image_tail_complete(look->info.format, tail, (size_t)tail_len);
 	r = 0;
 out:
-	if (r == -ENOMEM)
-		(void)snprintf(why, whylen, "out of memory");
 	free(head);
 	free(window);
 	return r;
+}
+
+/* What head and tail say: the same checks a dropped file gets (job_check),
+ * except that a reference is never fitted: it must be sendable as it is. */
+static int refs_judge(const struct refs_look *look, uint64_t size, struct config_reference *ref,
+		      char *why, size_t whylen)
+{
+	const char *code;
+	char msg[256];
+
+	if (look->pr != IMAGE_PROBE_OK) {
+		(void)snprintf(why, whylen, "is not a usable image: %s",
+			       image_probe_message(look->pr));
+		return -EINVAL;
+	}
+	if (!image_api_format(look->info.format)) {
+		(void)snprintf(why, whylen,
+			       "is %s, which the API does not take as it is (it is sent "
+			       "unconverted: convert it to PNG or JPEG)",
+			       image_format_name(look->info.format));
+		return -EINVAL;
+	}
+	if (!look->complete) {
+		(void)snprintf(why, whylen, "is an incomplete %s file",
+			       image_format_name(look->info.format));
+		return -EINVAL;
+	}
+	code = image_check_limits(&look->info, size, UINT64_MAX, msg, sizeof(msg));
+	if (code) {
+		(void)snprintf(why, whylen, "is outside the API's limits: %s", msg);
+		return -EINVAL;
+	}
+	(void)snprintf(ref->format, sizeof(ref->format), "%s",
+		       image_format_name(look->info.format));
+	return 0;
 }
 
 int refs_probe(const char *path, struct config_reference *ret_ref, char *why, size_t whylen)
@@ -102,7 +109,8 @@ int refs_probe(const char *path, struct config_reference *ret_ref, char *why, si
 	return refs_probe_fd(fd, ret_ref, why, whylen);
 }
 
-int refs_probe_fd(int fd, struct config_reference *ret_ref, char *why, size_t whylen)
+int refs_look_fd(int fd, struct config_reference *ret_ref, struct refs_look *ret_look, char *why,
+		 size_t whylen)
 {
 	struct stat st;
 	int r;
@@ -110,20 +118,32 @@ int refs_probe_fd(int fd, struct config_reference *ret_ref, char *why, size_t wh
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
 		(void)snprintf(why, whylen, "cannot be examined: %s", strerror(-r));
-		goto out;
+		return r;
 	}
-	r = -EINVAL;
 	if (!S_ISREG(st.st_mode)) {
 		(void)snprintf(why, whylen, "is not a regular file");
-		goto out;
+		return -EINVAL;
 	}
 	if (st.st_size == 0) {
 		(void)snprintf(why, whylen, "is empty");
-		goto out;
+		return -EINVAL;
 	}
 	refs_fill_identity(&st, ret_ref);
-	r = refs_judge(fd, (uint64_t)st.st_size, ret_ref, why, whylen);
-out:
+	r = refs_read_image(fd, (uint64_t)st.st_size, ret_look);
+	if (r == -ENOMEM)
+		(void)snprintf(why, whylen, "out of memory");
+	else if (r < 0)
+		(void)snprintf(why, whylen, "cannot be read: %s", strerror(-r));
+	return r;
+}
+
+int refs_probe_fd(int fd, struct config_reference *ret_ref, char *why, size_t whylen)
+{
+	struct refs_look look;
+	int r = refs_look_fd(fd, ret_ref, &look, why, whylen);
+
+	if (r == 0)
+		r = refs_judge(&look, ret_ref->size, ret_ref, why, whylen);
 	(void)close(fd);
 	return r;
 }

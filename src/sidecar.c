@@ -375,7 +375,8 @@ static bool add_sources(cJSON *obj, const struct sidecar_source *srcs, size_t n)
 		if (!sidecar_add_name(o, "name", srcs[i].source) ||
 		    !sidecar_add_string(o, "sha256", srcs[i].sha256_hex) ||
 		    !add_number(o, "size", (double)srcs[i].size) ||
-		    !add_time(o, "mtime", srcs[i].mtime_sec, nsec))
+		    !add_time(o, "mtime", srcs[i].mtime_sec, nsec) ||
+		    (srcs[i].fitted && !add_fitted(o, srcs[i].fitted)))
 			return false;
 	}
 	return true;
