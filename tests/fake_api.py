@@ -518,6 +518,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             # The image as received, for tests that look at its pixels.
             with open(os.path.join(st.args.save_images, "%s.%s" % (rec["image_sha256"], fmt)), "wb") as f:
                 f.write(image)
+            for f_, d in images[1:]:  # an array's other images too (groups)
+                with open(os.path.join(st.args.save_images, "%s.%s" % (hashlib.sha256(d).hexdigest(), f_)),
+                          "wb") as f:
+                    f.write(d)
         fault = st.take_fault()
         kind = fault["kind"] if fault else "ok"
         rec["fault"] = fault["token"] if fault else None
@@ -719,7 +723,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--max-seconds", type=float, default=600, help="stop by itself after this long")
     ap.add_argument("--quiet", action="store_true", help="no request log on stderr")
-    ap.add_argument("--save-images", help="write each received image here as <image_sha256>.<format>")
+    ap.add_argument("--save-images", help="write each received image (every one of an array) here "
+                    "as <sha256>.<format>")
     args = ap.parse_args()
     try:
         state = State(args)

@@ -268,6 +268,53 @@ static void test_sources_and_references(void **state)
 	free(text);
 }
 
+/* A group's fitted image: the file's "fitted" object in its sources entry,
+ * none in the others; the comparison with a listing ignores it. */
+static void test_sources_fitted(void **state)
+{
+	const char *reasons[] = {"format", "orientation"};
+	const struct sidecar_fitted fitted = {.from = "HEIF 4032x3024 orientation 6",
+					      .to = "JPEG 3024x4032",
+					      .reasons = reasons,
+					      .n_reasons = 2,
+					      .bytes_sent = 2419210};
+	struct sidecar_source srcs[] = {
+	    {.source = "a.heic", .sha256_hex = SHA, .size = 10, .fitted = &fitted},
+	    {.source = "b.jpg", .sha256_hex = SHA, .size = 20},
+	};
+	struct sidecar_success s = {.src = {.source = "grp", .sha256_hex = SHA},
+				    .output = "grp.jpeg",
+				    .model = "m",
+				    .prompt = "p",
+				    .size = "2K",
+				    .response_format = "url",
+				    .version = "0.1.0",
+				    .sources = srcs,
+				    .n_sources = 2};
+	char *text = sidecar_success_json(&s);
+	cJSON *root, *arr, *f;
+
+	(void)state;
+	assert_non_null(text);
+	root = cJSON_Parse(text);
+	assert_non_null(root);
+	assert_null(cJSON_GetObjectItem(root, "fitted"));
+	arr = cJSON_GetObjectItem(root, "sources");
+	f = cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "fitted");
+	assert_non_null(f);
+	assert_string_equal(cJSON_GetObjectItem(f, "from")->valuestring, fitted.from);
+	assert_string_equal(cJSON_GetObjectItem(f, "to")->valuestring, fitted.to);
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(f, "reasons")), 2);
+	assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(f, "reasons"), 1)->valuestring,
+			    "orientation");
+	assert_int_equal((int64_t)cJSON_GetObjectItem(f, "bytes_sent")->valuedouble, 2419210);
+	assert_null(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 1), "fitted"));
+	cJSON_Delete(root);
+	srcs[0].fitted = NULL; /* a listing knows nothing of fits */
+	assert_true(sidecar_sources_equal(text, strlen(text), srcs, 2));
+	free(text);
+}
+
 static void test_error_json(void **state)
 {
 	struct sidecar_error e = {
@@ -683,6 +730,7 @@ int main(void)
 	    cmocka_unit_test(test_sidecar_json),
 	    cmocka_unit_test(test_error_json),
 	    cmocka_unit_test(test_sources_and_references),
+	    cmocka_unit_test(test_sources_fitted),
 	    cmocka_unit_test(test_parse_roundtrip),
 	    cmocka_unit_test(test_several_outputs),
 	    cmocka_unit_test(test_parse_error_sidecar),
