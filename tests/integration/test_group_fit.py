@@ -5,7 +5,8 @@ is built and sent as an upright JPEG of the right size in its place in the image
 the group's other images go byte for byte; the sidecar's sources say per image what was fitted,
 with the original's sha256 and bytes_sent as the API received them. A group with an image that
 cannot be converted gets an .error.json naming it and costs no call; fit: never still refuses a
-HEIC group; a restart and a file added to a done group cost nothing."""
+HEIC group; a restart and a file added to a done group cost nothing; a retried request sends the
+same fitted bytes again without fitting again."""
 
 import os
 import re
@@ -200,5 +201,39 @@ def test(ctx):
          "g1.json is unchanged")
 
 
+def test_retry(ctx):
+    """A retried request sends the same fitted bytes again, without fitting again."""
+    c = ctx.checks
+    api = ctx.start_api(name="retry", faults=["500"])
+    root, hot, out, state = ctx.folder("retry")
+    g = os.path.join(hot, "g")
+    os.makedirs(g)
+    tmp = os.path.join(ctx.tmp, "make-retry")
+    os.makedirs(tmp)
+    png = os.path.join(tmp, "m.png")
+    marked_png(png, 64, 48, dark=90)
+    run("heif-enc", "-q", "90", png, "-o", os.path.join(g, "a.heic"))
+    h.write_bytes(os.path.join(g, "b.png"), h.png_image(30, 30, 5))
+    config = ctx.write_config(os.path.join(root, "seedreamd.yaml"), api=api, state_dir=state,
+                              folders=[{"path": hot, "group": "subfolder"}])
+    res = ctx.run_once(config, timeout=60)
+    c.check(res.rc == 0 and not res.timed_out, "retry: --once exits 0", res.describe())
+    recs = api.records("generation")
+    c.eq([r.get("status") for r in recs], [500, 200], "retry: a 500, then the retry succeeds")
+    c.check(len(recs) == 2 and recs[0].get("images") == recs[1].get("images"),
+            "retry: both requests carry the same images (the fitted JPEG, then b.png)",
+            repr([r.get("images") for r in recs]))
+    c.eq(len(re.findall(r"converted a\.heic", res.stderr)), 1, "retry: a.heic converted once")
+    sc = h.read_json(os.path.join(out, "g.json")) if os.path.exists(os.path.join(out, "g.json")) else {}
+    c.eq(sc.get("attempts"), 2, "retry: g.json says 2 attempts")
+    c.eq(sc.get("source_sha256"), h.sha256_file(os.path.join(g, "a.heic")),
+         "retry: source_sha256 is the original HEIC's")
+
+
+def test_all(ctx):
+    test(ctx)
+    test_retry(ctx)
+
+
 if __name__ == "__main__":
-    raise SystemExit(h.main(test, __doc__))
+    raise SystemExit(h.main(test_all, __doc__))
