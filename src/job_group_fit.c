@@ -321,8 +321,12 @@ int job_group_fit_swap(struct jobs *jobs, struct job *job, int *fd, uint64_t *si
 	struct job_group_fits *gf = job->group_fits;
 	int sent[CONFIG_IMAGES_MAX];
 
-	if (!gf || !gf->ready || gf->n != n_after + 1 || gf->n > CONFIG_IMAGES_MAX)
+	if (!gf)
 		return 0;
+	/* Never the originals of images that need fitting (jobs_pump sends a
+	 * group only once it is fitted, and its images are what was planned). */
+	if (!gf->ready || gf->n != n_after + 1 || gf->n > CONFIG_IMAGES_MAX)
+		return -EINVAL;
 	/* Every duplicate first: a failure leaves the request as it was. */
 	for (size_t i = 0; i < gf->n; i++) {
 		sent[i] = gf->image[i].fitted ? dup(gf->image[i].res.fd) : -1;

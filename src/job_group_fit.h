@@ -50,7 +50,7 @@ bool job_group_fit_ready(const struct job *job);
  * source); after/after_fds its other images' (n_after, in order). A file
  * replaced is kept open (the first image's, for the changed-check after
  * the answer: job_group_fit_first_src) or closed. 0, or -errno when nothing
- * was swapped. */
+ * was swapped (-EINVAL: its images are not all fitted yet). */
 int job_group_fit_swap(struct jobs *jobs, struct job *job, int *fd, uint64_t *size,
 		       const char **format, struct config_reference *after, int *after_fds,
 		       size_t n_after);
