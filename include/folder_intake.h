@@ -19,13 +19,13 @@ struct folder_intake_result {
 	 * -ECANCELED: the pool was freed; else the load's -errno. */
 	int result;
 	int sweep_result; /* output_sweep_tmp: 0 or -errno */
-	size_t swept;     /* temporary files of an interrupted run removed */
-	size_t skipped;   /* JSON files in the output that are not sidecars */
+	size_t swept;	  /* temporary files of an interrupted run removed */
+	size_t skipped;	  /* JSON files in the output that are not sidecars */
 	struct index_load_stats stats;
 };
 
-typedef void (*folder_intake_done_fn)(struct folder *folder,
-				      const struct folder_intake_result *res, void *userdata);
+typedef void (*folder_intake_done_fn)(struct folder *folder, const struct folder_intake_result *res,
+				      void *userdata);
 
 /* Sweeps folder->cfg->output and reads its done records on a worker of pool,
  * from copies of the paths (nothing of the folder is touched off the loop).
@@ -35,7 +35,7 @@ typedef void (*folder_intake_done_fn)(struct folder *folder,
  * as the cache) and records_loading_since says since when the worker reads.
  * On success the records replace folder->index and index_stale is cleared
  * before done runs. Returns 0 or -errno (done is then not called). */
-int folder_intake_start(struct folder *folder, struct work_pool *pool,
-			folder_intake_done_fn done, void *userdata);
+int folder_intake_start(struct folder *folder, struct work_pool *pool, folder_intake_done_fn done,
+			void *userdata);
 
 #endif

@@ -16,8 +16,8 @@
 
 #include "fdio.h"
 #include "fnv.h"
-#include "output.h"
 #include "loop.h"
+#include "output.h"
 #include "work.h"
 
 #define FOLDER_ID_FILE_MAX 16384

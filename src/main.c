@@ -1155,7 +1155,7 @@ static void daemon_cleanup(struct daemon *d)
 	work_pool_free(d->index_pool); /* its completions touch folders */
 	d->reload_closing = true;      /* a reload that finished now is not applied */
 	work_pool_free(d->reload_pool);
-	work_pool_free(d->intake_pool); /* its completions touch folders */
+	work_pool_free(d->intake_pool);		/* its completions touch folders */
 	metrics_server_free(d->metrics_server); /* renders from jobs and folders */
 	metrics_textfile_free(d->metrics_textfile);
 	progress_free(d->progress);
