@@ -537,7 +537,7 @@ static void daemon_folder_intake_done(struct folder *f, const struct folder_inta
 	struct daemon *d = userdata;
 	int r;
 
-	if (res->result == -ECANCELED || f->removed)
+	if (res->result == -ECANCELED || f->removed || d->stopping)
 		return; /* stopping, or dropped by a reload meanwhile (reaped once idle) */
 	if (res->sweep_result == 0 && res->swept)
 		log_info("folder %s: removed %zu temporary file(s) left by an interrupted run",
