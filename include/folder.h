@@ -60,6 +60,10 @@ struct folder {
 	bool out_id_saved;               /* its file was written (deleting it forgets out_id) */
 	bool index_stale;                /* reload the done records before the next scan */
 	bool index_reloading;		 /* folder_reload_index_async runs: keep the folder */
+	/* Monotonic ms since when a worker reads its done records (a reload
+	 * added it, or its output came back as another directory); 0 when not:
+	 * a look at its storage like the watch's own. */
+	uint64_t records_loading_since;
 	bool index_saving;		 /* folder_save_index_cache_async runs: keep the folder */
 	uint64_t index_changes_saved;	 /* index_changes() when the cache was last written */
 	char pause_reason[512];          /* why not present, for the log and STATUS= */

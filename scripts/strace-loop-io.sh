@@ -4,15 +4,17 @@
 # into a watched folder after READY, each processed through the honest stand-in
 # API; every file-system call counted by thread (the loop is the process's
 # first thread) and by phase (start-up until the first file is dropped, then
-# the steady state until SIGTERM, then the stop).
-# Usage: scripts/strace-loop-io.sh BINARY [N] [url|b64_json] [WORKDIR]
+# the steady state until SIGTERM, then the stop). With STRACE_RELOAD=1, a reload that adds a
+# second folder (its output holding a done result) follows the steady state, counted as its own
+# phase until that folder is watched.
+# Usage: [STRACE_RELOAD=1] scripts/strace-loop-io.sh BINARY [N] [url|b64_json] [WORKDIR]
 set -eu
 BIN=$(realpath "$1")
 N=${2:-40}
 FMT=${3:-url}
 W=${4:-$(mktemp -d /tmp/strace-loop-io.XXXXXX)}
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-rm -rf "$W/hot" "$W/out" "$W/state" "$W/stage"
+rm -rf "$W/hot" "$W/out" "$W/state" "$W/stage" "$W/hot2" "$W/out2"
 mkdir -p "$W/hot" "$W/out" "$W/state" "$W/stage"
 for i in $(seq "$N"); do
 	for s in "$TOP"/tests/data/samples/*; do
@@ -53,13 +55,29 @@ for _ in $(seq 600); do
 	sleep 0.1
 done
 sleep 1
+RELOAD=$(date +%H:%M:%S.%N)
+if [ "${STRACE_RELOAD:-0}" = 1 ]; then
+	# The second folder's output as a finished run left it: the first output's first
+	# result and its sidecar, read back as done records by the reload.
+	mkdir -p "$W/hot2" "$W/out2"
+	cp "$(find "$W/out" -name '*.json' ! -name '*.error.json' | head -1)" "$W/out2/"
+	cat >> "$W/config.yaml" <<YAML
+  - path: "$W/hot2"
+    prompt: "test"
+    output: "$W/out2"
+YAML
+	kill -HUP "$(awk 'NR == 1 {print $1}' "$W/trace")"
+	for _ in $(seq 300); do grep -q "$W/hot2: inotify" "$W/stderr" && break; sleep 0.1; done
+	sleep 1
+fi
 STOP=$(date +%H:%M:%S.%N)
 kill -TERM "$(awk 'NR == 1 {print $1}' "$W/trace")"
 wait "$STRACE" || true
 echo "done: $(find "$W/out" -name '*.json' ! -name '*.error.json' | wc -l) of $N; trace in $W/trace"
-python3 - "$W/trace" "$MARK" "$STOP" <<'PY'
+python3 - "$W/trace" "$MARK" "$RELOAD" "$STOP" "$W/out2" <<'PY'
 import collections, re, sys
-trace, mark, stop = sys.argv[1], sys.argv[2][:15], sys.argv[3][:15]
+trace, out2 = sys.argv[1], sys.argv[5]
+mark, reload, stop = (a[:15] for a in sys.argv[2:5])
 FS = {"open", "openat", "openat2", "read", "pread64", "readv", "write", "pwrite64", "writev",
       "fsync", "fdatasync", "rename", "renameat", "renameat2", "unlink", "unlinkat", "mkdir",
       "mkdirat", "stat", "lstat", "newfstatat", "statx", "fstat", "statfs", "fstatfs",
@@ -88,14 +106,23 @@ for line in lines:
         continue  # sockets, pipes, eventfds, timerfds, epoll, anonymous files
     if target.endswith("/stderr"):
         continue  # the log (journald's socket under systemd)
-    phase = "start-up" if ts[:15] < mark else ("steady" if ts[:15] < stop else "stop")
+    t = ts[:15]
+    phase = ("start-up" if t < mark else "steady" if t < reload else "reload" if t < stop
+             else "stop")
     who = "loop" if pid == main else "worker"
     count[(phase, who)] += 1
     count[(phase, who, call)] += 1
+    if phase == "reload" and who == "loop" and (target == out2 or target.startswith(out2 + "/")):
+        count["loop in the added output"] += 1
     examples.setdefault((phase, who, call), line[:160])
-for phase in ("start-up", "steady", "stop"):
+for phase in ("start-up", "steady", "reload", "stop"):
     print("%-9s loop %6d   workers %6d" % (phase, count[(phase, "loop")], count[(phase, "worker")]))
-print("file-system calls on the loop thread in the steady state, by call:")
-for k in sorted(k for k in count if len(k) == 3 and k[0] == "steady" and k[1] == "loop"):
-    print("  %-12s %5d   e.g. %s" % (k[2], count[k], examples[k]))
+for phase in ("steady", "reload"):
+    print("file-system calls on the loop thread in the %s phase, by call:" % phase)
+    for k in sorted(k for k in count if len(k) == 3 and k[0] == phase and k[1] == "loop"):
+        print("  %-12s %5d   e.g. %s" % (k[2], count[k], examples[k]))
+# The check: a reload sweeps and reads an added folder's output on a worker only.
+print("file-system calls on the loop thread under the added folder's output: %d"
+      % count["loop in the added output"])
+sys.exit(1 if count["loop in the added output"] else 0)
 PY

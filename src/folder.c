@@ -16,6 +16,7 @@
 
 #include "fdio.h"
 #include "fnv.h"
+#include "loop.h"
 #include "output.h"
 #include "work.h"
 
@@ -363,6 +364,7 @@ static void reload_done(void *arg, bool cancelled)
 	int r = cancelled ? -ECANCELED : req->result;
 
 	f->index_reloading = false;
+	f->records_loading_since = 0;
 	if (r == 0 && strcmp(req->output, f->cfg->output) != 0)
 		r = -ESTALE; /* another output now: its records are still to be read */
 	if (r == 0) {
@@ -395,6 +397,7 @@ int folder_reload_index_async(struct folder *f, struct work_pool *pool,
 		return r;
 	}
 	f->index_reloading = true;
+	f->records_loading_since = loop_now_ms();
 	return 0;
 }
 

@@ -21,6 +21,7 @@
 #include "control.h"
 #include "fit.h"
 #include "folder.h"
+#include "folder_intake.h"
 #include "http.h"
 #include "index.h"
 #include "job.h"
@@ -58,6 +59,9 @@ struct daemon {
 	 * stopped answering, which must not freeze the loop. */
 	struct work_pool *reload_pool;
 	bool reload_running, reload_again, reload_closing;
+	/* Sweeps and reads the done records of folders a reload adds: their
+	 * output may sit on a share that hangs (folder_intake.h). */
+	struct work_pool *intake_pool;
 	struct journal_record *pending; /* journalled results not yet handed to a folder */
 	struct control *control;	/* the control socket (seedreamctl); NULL when off */
 	size_t n_pending;
@@ -94,7 +98,9 @@ static void usage(FILE *out)
 
 /* ---- the API key ------------------------------------------------------ */
 
-static int read_key_file(const char *path, char *key, size_t keylen, bool warn_mode)
+/* Never logs (a reload reads the key on a worker): *ret_loose_mode gets the
+ * file's mode when group or others may read it, else 0. */
+static int read_key_file(const char *path, char *key, size_t keylen, unsigned *ret_loose_mode)
 {
 	struct stat st;
 	ssize_t n;
@@ -107,9 +113,8 @@ static int read_key_file(const char *path, char *key, size_t keylen, bool warn_m
 		r = -errno;
 		goto out;
 	}
-	if (warn_mode && (st.st_mode & 077))
-		log_warn("API key file %s is readable by group or others (mode %04o); "
-			 "chmod 600 it", path, (unsigned)(st.st_mode & 07777));
+	if (st.st_mode & 077)
+		*ret_loose_mode = (unsigned)(st.st_mode & 07777);
 	n = read(fd, key, keylen - 1);
 	if (n < 0) {
 		r = -errno;
@@ -124,20 +129,20 @@ out:
 	return r;
 }
 
-/* api_key_file, else the environment variable, else systemd's credential. */
-static int load_api_key(const struct config *config, char *key, size_t keylen)
+/* api_key_file, else the environment variable, else systemd's credential.
+ * Never logs: on a worker at a reload (the file may sit on a share that
+ * hangs). -ENOKEY when none is there; *ret_loose_mode as read_key_file's
+ * for api_key_file. */
+static int find_api_key(const struct config *config, char *key, size_t keylen,
+			unsigned *ret_loose_mode)
 {
 	const char *env, *creds;
 	char path[4096];
-	int r;
+	unsigned credential_mode = 0; /* systemd makes the copy: its mode is not the user's */
 
-	if (config->api.api_key_file) {
-		r = read_key_file(config->api.api_key_file, key, keylen, true);
-		if (r < 0)
-			log_error("cannot read the API key from %s: %s", config->api.api_key_file,
-				  strerror(-r));
-		return r;
-	}
+	*ret_loose_mode = 0;
+	if (config->api.api_key_file)
+		return read_key_file(config->api.api_key_file, key, keylen, ret_loose_mode);
 	env = config->api.api_key_env ? getenv(config->api.api_key_env) : NULL;
 	if (env && env[0]) {
 		if (strlen(env) >= keylen)
@@ -148,13 +153,35 @@ static int load_api_key(const struct config *config, char *key, size_t keylen)
 	creds = getenv("CREDENTIALS_DIRECTORY");
 	if (creds) {
 		(void)snprintf(path, sizeof(path), "%s/api_key", creds);
-		if (read_key_file(path, key, keylen, false) == 0)
+		if (read_key_file(path, key, keylen, &credential_mode) == 0)
 			return 0;
 	}
-	log_error("no API key: set %s, or api.api_key_file, or a systemd credential "
-		  "named api_key",
-		  config->api.api_key_env ? config->api.api_key_env : "SEEDREAM_API_KEY");
 	return -ENOKEY;
+}
+
+/* What find_api_key's caller logs about its result. */
+static void log_api_key(const struct config *config, int r, unsigned loose_mode)
+{
+	if (loose_mode)
+		log_warn("API key file %s is readable by group or others (mode %04o); "
+			 "chmod 600 it",
+			 config->api.api_key_file, loose_mode);
+	if (r == -ENOKEY)
+		log_error("no API key: set %s, or api.api_key_file, or a systemd credential "
+			  "named api_key",
+			  config->api.api_key_env ? config->api.api_key_env : "SEEDREAM_API_KEY");
+	else if (r < 0 && config->api.api_key_file)
+		log_error("cannot read the API key from %s: %s", config->api.api_key_file,
+			  strerror(-r));
+}
+
+static int load_api_key(const struct config *config, char *key, size_t keylen)
+{
+	unsigned loose_mode;
+	int r = find_api_key(config, key, keylen, &loose_mode);
+
+	log_api_key(config, r, loose_mode);
+	return r;
 }
 
 /* ---- status and timers ------------------------------------------------ */
@@ -397,13 +424,10 @@ static const struct watch_events daemon_watch_events = {
 	.stalled = on_folder_stalled,
 };
 
-static struct folder *folder_new(const struct folder_config *cfg, const char *state_dir)
+/* A folder with no done records read yet. */
+static struct folder *folder_new_empty(const struct folder_config *cfg, const char *state_dir)
 {
 	struct folder *f = calloc(1, sizeof(*f));
-	struct index_load_stats stats;
-	char cache[PATH_MAX + 64];
-	size_t skipped = 0;
-	int r;
 
 	if (!f)
 		log_oom();
@@ -416,24 +440,47 @@ static struct folder *folder_new(const struct folder_config *cfg, const char *st
 		log_oom();
 	if (index_new(&f->index) < 0)
 		log_oom();
-	folder_index_cache_file(f, cache, sizeof(cache));
-	r = index_load_tree_cached(f->index, cfg->output, cfg->done_dir, cache[0] ? cache : NULL,
-				   &skipped, &stats);
+	return f;
+}
+
+/* How reading the done records went, once they are in (at start or after a reload). */
+static void folder_log_records(const struct folder *f, int r, size_t skipped,
+			       const struct index_load_stats *stats)
+{
+	const struct folder_config *cfg = f->cfg;
+	char cache[PATH_MAX + 64];
+
 	if (r == -ENOMEM)
 		log_oom();
 	if (r < 0)
 		log_warn("folder %s: cannot read the output folder %s: %s", cfg->path, cfg->output,
 			 strerror(-r));
-	if (cache[0] && stats.cache_result < 0 && stats.cache_result != -ENOENT)
+	folder_index_cache_file(f, cache, sizeof(cache));
+	if (cache[0] && stats->cache_result < 0 && stats->cache_result != -ENOENT)
 		log_info("folder %s: the done-record cache %s is not usable (%s): reading the "
 			 "sidecars",
 			 cfg->path, cache,
-			 stats.cache_result == -EINVAL ? "damaged or of another version"
-						       : strerror(-stats.cache_result));
+			 stats->cache_result == -EINVAL ? "damaged or of another version"
+							: strerror(-stats->cache_result));
 	log_debug("folder %s: %zu done record(s) in %s (%zu folder(s) from the cache, %zu read, "
 		  "%zu sidecar(s) read)%s",
-		  cfg->path, index_count(f->index), cfg->output, stats.dirs_cached, stats.dirs_read,
-		  stats.sidecars_read, skipped ? " (some JSON files there are not sidecars)" : "");
+		  cfg->path, index_count(f->index), cfg->output, stats->dirs_cached,
+		  stats->dirs_read, stats->sidecars_read,
+		  skipped ? " (some JSON files there are not sidecars)" : "");
+}
+
+static struct folder *folder_new(const struct folder_config *cfg, const char *state_dir)
+{
+	struct folder *f = folder_new_empty(cfg, state_dir);
+	struct index_load_stats stats = {0};
+	char cache[PATH_MAX + 64];
+	size_t skipped = 0;
+	int r;
+
+	folder_index_cache_file(f, cache, sizeof(cache));
+	r = index_load_tree_cached(f->index, cfg->output, cfg->done_dir, cache[0] ? cache : NULL,
+				   &skipped, &stats);
+	folder_log_records(f, r, skipped, &stats);
 	f->index_changes_saved = index_changes(f->index);
 	return f;
 }
@@ -447,6 +494,20 @@ static void folder_free(struct folder *f)
 	free(f);
 }
 
+/* Once a folder's done records are in: what it paid today, and its paid-for
+ * results from the journal, before any scan (which finds their jobs there). */
+static void daemon_folder_records_in(struct daemon *d, struct folder *f)
+{
+	jobs_count_today(d->jobs, f);
+	for (size_t i = 0; i < d->n_pending; i++) {
+		if (d->pending[i].folder && strcmp(d->pending[i].folder, f->cfg->path) == 0) {
+			jobs_restore(d->jobs, f, &d->pending[i]);
+			journal_record_clear(&d->pending[i]);
+		}
+	}
+}
+
+/* At start, before READY: the loop may wait on storage here (documented). */
 static int daemon_add_folder(struct daemon *d, const struct folder_config *cfg)
 {
 	struct folder **fs = reallocarray(d->folders, d->n_folders + 1, sizeof(*fs));
@@ -462,14 +523,66 @@ static int daemon_add_folder(struct daemon *d, const struct folder_config *cfg)
 			 cfg->path, swept);
 	f = folder_new(cfg, d->journal ? d->config->state_dir : NULL);
 	d->folders[d->n_folders++] = f;
-	jobs_count_today(d->jobs, f);
-	/* Paid-for results first, so the scan finds their jobs already there. */
-	for (size_t i = 0; i < d->n_pending; i++) {
-		if (d->pending[i].folder && strcmp(d->pending[i].folder, cfg->path) == 0) {
-			jobs_restore(d->jobs, f, &d->pending[i]);
-			journal_record_clear(&d->pending[i]);
-		}
+	daemon_folder_records_in(d, f);
+	return watch_add_folder(d->watch, f);
+}
+
+static int daemon_intake_folder(struct daemon *d, struct folder *f);
+
+/* On the loop: the sweep and the done records of a folder a reload added
+ * are in; now it may be watched. */
+static void daemon_folder_intake_done(struct folder *f, const struct folder_intake_result *res,
+				      void *userdata)
+{
+	struct daemon *d = userdata;
+	int r;
+
+	if (res->result == -ECANCELED || f->removed || d->stopping)
+		return; /* stopping, or dropped by a reload meanwhile (reaped once idle) */
+	if (res->sweep_result == 0 && res->swept)
+		log_info("folder %s: removed %zu temporary file(s) left by an interrupted run",
+			 f->cfg->path, res->swept);
+	if (res->result == -ESTALE) {
+		/* A later reload gave it another output: read that one. */
+		r = daemon_intake_folder(d, f);
+		if (r == -ENOMEM)
+			log_oom();
+		if (r >= 0)
+			return;
+		log_warn("folder %s: cannot read the output folder %s: %s", f->cfg->path,
+			 f->cfg->output, strerror(-r));
+	} else {
+		/* On an error the records stay stale: the watch reads them again
+		 * before it starts the folder, and pauses it if that fails too. */
+		folder_log_records(f, res->result, res->skipped, &res->stats);
 	}
+	daemon_folder_records_in(d, f);
+	watch_rescan(d->watch, &f, 1); /* its start waited for the records */
+	daemon_status(d);
+}
+
+static int daemon_intake_folder(struct daemon *d, struct folder *f)
+{
+	return folder_intake_start(f, d->intake_pool, daemon_folder_intake_done, d);
+}
+
+/* At a reload: the folder is watched (its health looked at, STATUS= saying
+ * so when its storage does not answer) but not started until its records are
+ * in, read on a worker so that a share that hangs cannot freeze the loop. */
+static int daemon_add_folder_later(struct daemon *d, const struct folder_config *cfg)
+{
+	struct folder **fs = reallocarray(d->folders, d->n_folders + 1, sizeof(*fs));
+	struct folder *f;
+	int r;
+
+	if (!fs)
+		log_oom();
+	d->folders = fs;
+	f = folder_new_empty(cfg, d->journal ? d->config->state_dir : NULL);
+	d->folders[d->n_folders++] = f;
+	r = daemon_intake_folder(d, f);
+	if (r < 0)
+		return r;
 	return watch_add_folder(d->watch, f);
 }
 
@@ -612,17 +725,23 @@ struct daemon_reload_req {
 	struct config *next;
 	char err[1024];
 	int r;
+	char key[API_KEY_MAX]; /* when key_r is 0; wiped before q is freed */
+	int key_r;
+	unsigned key_loose_mode;
 };
 
-/* On a worker: config_load reads the file and probes the references. */
+/* On a worker: config_load reads the file and probes the references, then
+ * the key file is read (both may sit on a share that hangs). */
 static void daemon_reload_work(void *arg)
 {
 	struct daemon_reload_req *q = arg;
 
 	q->r = config_load(q->path, &q->next, q->err, sizeof(q->err));
+	if (q->r == 0)
+		q->key_r = find_api_key(q->next, q->key, sizeof(q->key), &q->key_loose_mode);
 }
 
-static void daemon_reload_apply(struct daemon *d, struct config *next);
+static void daemon_reload_apply(struct daemon *d, struct config *next, const char *key);
 static void daemon_reload(struct daemon *d);
 
 static void daemon_reload_done(void *arg, bool cancelled)
@@ -640,8 +759,10 @@ static void daemon_reload_done(void *arg, bool cancelled)
 		notify_ready();
 		daemon_status(d);
 	} else {
-		daemon_reload_apply(d, q->next);
+		log_api_key(q->next, q->key_r, q->key_loose_mode);
+		daemon_reload_apply(d, q->next, q->key_r == 0 ? q->key : NULL);
 	}
+	explicit_bzero(q->key, sizeof(q->key));
 	free(q->path);
 	free(q);
 	if (d->reload_again && !d->stopping && !d->reload_closing) {
@@ -677,20 +798,19 @@ static void daemon_reload(struct daemon *d)
 	d->reload_running = true;
 }
 
-static void daemon_reload_apply(struct daemon *d, struct config *next)
+/* key: read with next on the reload's worker, NULL if there is none. */
+static void daemon_reload_apply(struct daemon *d, struct config *next, const char *key)
 {
 	struct config **retired;
-	char key[API_KEY_MAX];
 	size_t n_before;
 
-	if (load_api_key(next, key, sizeof(key)) < 0) {
+	if (!key) {
 		log_error("reload failed, keeping the running configuration: no usable API key");
 		config_free(next);
 		goto out;
 	}
 	jobs_set_api_key(d->jobs, key);
 	daemon_reload_events(d, next, key);
-	explicit_bzero(key, sizeof(key));
 	retired = reallocarray(d->retired, d->n_retired + 1, sizeof(*retired));
 	if (!retired)
 		log_oom();
@@ -736,7 +856,7 @@ static void daemon_reload_apply(struct daemon *d, struct config *next)
 		}
 		if (!known) {
 			log_info("folder %s is now watched", next->folders[i].path);
-			if (daemon_add_folder(d, &next->folders[i]) < 0)
+			if (daemon_add_folder_later(d, &next->folders[i]) < 0)
 				log_oom();
 		}
 	}
@@ -961,6 +1081,8 @@ static int daemon_run(struct daemon *d, const char *api_key)
 		r = work_pool_new(d->loop, 1, &d->index_pool);
 	if (r >= 0 && !d->once)
 		r = work_pool_new(d->loop, 1, &d->reload_pool);
+	if (r >= 0 && !d->once)
+		r = work_pool_new_growing(d->loop, 1, 16, &d->intake_pool);
 	if (r >= 0)
 		r = daemon_start_metrics(d);
 	if (r < 0)
@@ -1033,6 +1155,7 @@ static void daemon_cleanup(struct daemon *d)
 	work_pool_free(d->index_pool); /* its completions touch folders */
 	d->reload_closing = true;      /* a reload that finished now is not applied */
 	work_pool_free(d->reload_pool);
+	work_pool_free(d->intake_pool);		/* its completions touch folders */
 	metrics_server_free(d->metrics_server); /* renders from jobs and folders */
 	metrics_textfile_free(d->metrics_textfile);
 	progress_free(d->progress);

@@ -555,6 +555,10 @@ static uint64_t watch_slot_quiet_since(const struct watch_slot *slot)
 	}
 	if (slot->health && (!since || slot->health->submitted_at < since))
 		since = slot->health->submitted_at;
+	/* Its done records read on a worker (by the watch or a reload's intake). */
+	if (slot->folder->records_loading_since &&
+	    (!since || slot->folder->records_loading_since < since))
+		since = slot->folder->records_loading_since;
 	return since;
 }
 
