@@ -23,6 +23,7 @@ struct index_entry {
 	 * unknown. In the index, one shared copy per distinct name (valid until
 	 * index_free); from index_parse_sidecar, the entry's own. */
 	const char *model;
+	bool reused; /* a success that reused an earlier result: nothing paid */
 };
 
 struct index;

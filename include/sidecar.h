@@ -141,6 +141,8 @@ struct sidecar_doc {
 				   * max_images (a relay without usage), 0 if neither; for
 				   * an .error.json its images_paid (0: nothing paid) */
 	char *model;		  /* "model", bounded like a server's; NULL if absent */
+	bool reused;		  /* a success with reused_from: nothing was paid for it
+				   * (generated_images is the earlier answer's) */
 
 	/* Only from sidecar_parse_reuse: what a reuse carries over, bounded like a
 	 * server's answer (a planted file may hold anything), so the sidecar

@@ -11,7 +11,8 @@
 
 /* The images a done record counts: a success's generated images (1 when its
  * answer had no usage), a failure's images paid before it failed (0 for a
- * failure that cost nothing); at most API_IMAGES_MAX. */
+ * failure that cost nothing), none for a reused result; at most
+ * API_IMAGES_MAX. */
 uint64_t spend_entry_images(const struct index_entry *e);
 
 /* The price of one image, in micros, of the model a result was priced by:

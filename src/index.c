@@ -370,6 +370,7 @@ int index_parse_sidecar(const char *json, size_t len, const char *sidecar_rel,
 	ret_entry->generated_images = d.generated_images;
 	ret_entry->model = d.model;
 	d.model = NULL;
+	ret_entry->reused = d.reused;
 	sidecar_doc_clear(&d);
 	return 0;
 }
@@ -681,7 +682,7 @@ const struct index_entry *index_find_content(const struct index *index, uint64_t
  *   u64 n_dirs, per dir: str rel ("" or "a/b/"), u64 dev, ino, i64 mtime
  *   sec, nsec, u64 size, u8 trusted, u64 n_entries, then the entries:
  *   str source, str sidecar, u64 size, i64 mtime sec, nsec, str sha256,
- *   u8 failed, i64 finished_at, generated_images, str model ("" none);
+ *   u8 failed, i64 finished_at, generated_images, str model ("" none), u8 reused;
  *   u64 FNV-1a over everything before.
  * A str is a u32 length that counts a final NUL, then the bytes. */
 
@@ -809,6 +810,12 @@ static void read_entry(struct rbuf *b, struct index_entry *e)
 	e->model = get_str(b);
 	if (!e->model[0])
 		e->model = NULL;
+	{
+		unsigned char reused = 0;
+
+		get(b, &reused, 1);
+		e->reused = reused != 0;
+	}
 	if (!e->source[0] || e->mtime_nsec < 0 || e->mtime_nsec > 999999999)
 		b->bad = true;
 }
@@ -1168,7 +1175,7 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 		for (size_t i = first; i < last; i++) {
 			const struct index_entry *e = s->entries[i];
 			const char *base = e->sidecar + len;
-			unsigned char failed = e->failed;
+			unsigned char failed = e->failed, reused = e->reused;
 
 			/* A sidecar deleted while the daemon ran is not done. */
 			if (!n_json || !bsearch(&base, jsons, n_json, sizeof(*jsons), name_cmp))
@@ -1183,6 +1190,7 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 			put_i64(&s->out, e->finished_at);
 			put_i64(&s->out, e->generated_images);
 			put_str(&s->out, e->model ? e->model : "");
+			textbuf_put(&s->out, &reused, 1);
 		}
 		s->n_dirs++;
 	}

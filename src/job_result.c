@@ -24,8 +24,9 @@ void job_fill_source(const struct job *job, struct sidecar_source *src)
 	src->mtime_nsec = job->mtime.tv_nsec;
 }
 
-void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64_t finished_at,
-		   int64_t generated_images, const char *model)
+static void job_index_put_entry(struct job *job, const char *sidecar_name, bool failed,
+				int64_t finished_at, int64_t generated_images, const char *model,
+				bool reused)
 {
 	char *dir = rel_dir(job->rel);
 	char *sidecar = dir[0] ? xasprintf("%s/%s", dir, sidecar_name) : xstrdup(sidecar_name);
@@ -39,6 +40,7 @@ void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64
 	    .finished_at = finished_at,
 	    .generated_images = generated_images,
 	    .model = model,
+	    .reused = reused,
 	};
 
 	memcpy(e.sha256, job->sha256, sizeof(e.sha256));
@@ -46,6 +48,17 @@ void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64
 		log_oom();
 	free(sidecar);
 	free(dir);
+}
+
+void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64_t finished_at,
+		   int64_t generated_images, const char *model)
+{
+	job_index_put_entry(job, sidecar_name, failed, finished_at, generated_images, model, false);
+}
+
+void job_index_put_reused(struct job *job, const char *sidecar_name, int64_t finished_at)
+{
+	job_index_put_entry(job, sidecar_name, false, finished_at, 0, NULL, true);
 }
 
 static char *xstrdup_or_null(const char *s)

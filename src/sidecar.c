@@ -658,6 +658,9 @@ static int parse_core(const cJSON *root, struct sidecar_doc *d)
 		d->generated_images = parse_generated_images(root);
 		if (d->generated_images == 0)
 			d->generated_images = count_outputs(root);
+		/* An earlier result linked or copied: its usage is the earlier
+		 * answer's, paid (and counted) once, there. */
+		d->reused = cJSON_GetObjectItemCaseSensitive(root, "reused_from") != NULL;
 	}
 	r = dup_bounded(root, SIDECAR_MODEL, API_MODEL_MAX, &d->model);
 	if (r < 0)

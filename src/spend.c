@@ -7,6 +7,8 @@ uint64_t spend_entry_images(const struct index_entry *e)
 {
 	uint64_t images;
 
+	if (e->reused)
+		return 0;
 	if (e->failed)
 		images = e->generated_images > 0 ? (uint64_t)e->generated_images : 0;
 	else

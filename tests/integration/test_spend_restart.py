@@ -5,7 +5,8 @@ unusable (an HTML page at the result URL) fails with an .error.json that keeps w
 no new request reaches the stand-in, and seedreamctl status shows the image paid and its cost. An
 unpaid failure (HTTP 400) keeps no images_paid and does not hold the next file back. A model
 changed between runs: the results of the first run are priced at their own model's price in
-seedreamctl status, not at the new api.model's."""
+seedreamctl status, not at the new api.model's; a copy whose result is reused counts nothing, in
+the run and after a restart."""
 
 import json
 import os
@@ -147,9 +148,19 @@ def test_model_change(ctx, api):
     side = h.read_json(os.path.join(out, "b0.json")) if os.path.exists(
         os.path.join(out, "b0.json")) else {}
     c.eq(side.get("model"), "model-b", "model b: the sidecar names the model sent")
+    # A copy of a done image reuses its result: no call, nothing paid.
+    gens = len(api.generations(valid_only=False))
+    h.write_bytes(os.path.join(hot, "b0-copy.png"), h.read_bytes(os.path.join(hot, "b0.png")))
+    c.check(h.wait_until(lambda: os.path.exists(os.path.join(out, "b0-copy.json")), 20),
+            "model b: the copy is done")
+    copy = h.read_json(os.path.join(out, "b0-copy.json")) if os.path.exists(
+        os.path.join(out, "b0-copy.json")) else {}
+    c.eq((copy.get("reused_from"), len(api.generations(valid_only=False)) - gens), ("b0.png", 0),
+         "model b: the copy reused b0.png's result, no call")
     st = ctl_status(ctx, sock)
     spend = st.get("spend") or {}
-    c.eq(st.get("images_paid"), {"today": 3, "this_month": 3}, "status: 3 images paid")
+    c.eq(st.get("images_paid"), {"today": 3, "this_month": 3},
+         "status: 3 images paid (the reused copy is not one)")
     c.eq(round(spend.get("today", -1), 6), 0.11,
          "status: today 2 x 0.03 (model-a, recorded) + 0.05 (model-b), not 3 x 0.05")
     c.eq(round(spend.get("this_month", -1), 6), 0.11, "status: this month priced the same way")
@@ -163,7 +174,8 @@ def test_model_change(ctx, api):
     st = ctl_status(ctx, sock)
     spend = st.get("spend") or {}
     c.eq((round(spend.get("today", -1), 6), round(spend.get("this_month", -1), 6)), (0.11, 0.11),
-         "again: today and this month rebuilt at each record's model (0.11)")
+         "again: today and this month rebuilt at each record's model (0.11), the copy free")
+    c.eq(st.get("images_paid"), {"today": 3, "this_month": 3}, "again: 3 images paid")
     rc, _ = daemon.terminate()
     c.eq(rc, 0, "again: exits 0 on SIGTERM")
 

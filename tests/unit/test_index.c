@@ -593,6 +593,7 @@ static void assert_same_entry(const struct index *a, const struct index *b, cons
 	assert_int_equal(x->failed, y->failed);
 	assert_int_equal(x->finished_at, y->finished_at);
 	assert_int_equal(x->generated_images, y->generated_images);
+	assert_int_equal(x->reused, y->reused);
 	if (x->model || y->model) {
 		assert_non_null(x->model);
 		assert_non_null(y->model);

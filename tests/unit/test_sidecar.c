@@ -381,6 +381,7 @@ static void test_parse_roundtrip(void **state)
 	assert_false(d.failed);
 	assert_int_equal(d.finished_at, 1795533420);
 	assert_int_equal(d.generated_images, 1);
+	assert_true(d.reused); /* reused_from: the earlier answer's usage, not paid again */
 	assert_string_equal(d.output, s.output);
 	assert_string_equal(d.prompt, PROMPT);
 	assert_string_equal(d.size_requested, "2K");
@@ -508,6 +509,7 @@ static void test_parse_paid_error_sidecar(void **state)
 	cJSON_Delete(root);
 	assert_int_equal(sidecar_parse(text, strlen(text), &d), 0);
 	assert_true(d.failed);
+	assert_false(d.reused);
 	assert_int_equal(d.generated_images, 2);
 	assert_string_equal(d.model, "model-a");
 	sidecar_doc_clear(&d);
