@@ -73,7 +73,8 @@ static int intern_model(struct index *index, const char *model, const char **ret
 
 			if (!m)
 				continue;
-			for (i = (size_t)fnv1a64_str(m) & (cap - 1); set[i]; i = (i + 1) & (cap - 1))
+			for (i = (size_t)fnv1a64_str(m) & (cap - 1); set[i];
+			     i = (i + 1) & (cap - 1))
 				;
 			set[i] = m;
 		}

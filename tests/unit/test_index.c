@@ -161,7 +161,8 @@ static void test_many(void **state)
 /* Entries share one copy of each model name; a clone has its own. */
 static void test_models(void **state)
 {
-	struct index_entry a = make_entry("a.png", "a.json", 1), b = make_entry("b.png", "b.json", 2);
+	struct index_entry a = make_entry("a.png", "a.json", 1),
+			   b = make_entry("b.png", "b.json", 2);
 	struct index_entry c = make_entry("c.png", "c.json", 3);
 	char model_a[] = "model-a", model_a_too[] = "model-a";
 	struct index *idx = NULL, *copy = NULL;
