@@ -152,7 +152,9 @@ static void job_journal_record(const struct job *job, struct journal_record *rec
 	rec->source = xstrdup(job->rel);
 	rec->stem = xstrdup(job->stem);
 	rec->url = xstrdup(job->result.url);
-	rec->model = xstrdup_or_null(job->result.model);
+	/* The model the sidecar will name (job_model), also when the answer
+	 * named none: after a restart, api.model may be another. */
+	rec->model = xstrdup_or_null(job->result.model ? job->result.model : job->model_sent);
 	rec->result_size = xstrdup_or_null(job->result.size);
 	rec->request_id = job->request_id[0] ? xstrdup(job->request_id) : NULL;
 	if (job->result.usage) {

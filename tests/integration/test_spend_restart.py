@@ -6,10 +6,12 @@ no new request reaches the stand-in, and seedreamctl status shows the image paid
 unpaid failure (HTTP 400) keeps no images_paid and does not hold the next file back. A model
 changed between runs: the results of the first run are priced at their own model's price in
 seedreamctl status, not at the new api.model's; a copy whose result is reused counts nothing, in
-the run and after a restart."""
+the run and after a restart. A result journalled from an answer naming no model, recovered after a
+SIGKILL with another api.model, keeps the model it was sent with."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -180,11 +182,43 @@ def test_model_change(ctx, api):
     c.eq(rc, 0, "again: exits 0 on SIGTERM")
 
 
+def test_crash_model(ctx, api):
+    """An answer naming no model, journalled, then a SIGKILL and a restart with another
+    api.model: the result keeps the model it was sent with, and its price."""
+    c = ctx.checks
+    root, hot, out, state = ctx.folder("crash-model")
+    sock = os.path.join(root, "control")
+    config = write_config(os.path.join(root, "seedreamd.yaml"), api, state, hot, sock, "model-a",
+                          [])
+    api.set_script({"generation": [answer(None)], "routes": {}, "image_delay_ms": 20000})
+    h.write_bytes(os.path.join(hot, "c.png"), h.png_image(47, 37, 8))
+    d = ctx.start_daemon(config, name="crash-model-daemon")
+    cue = h.wait_until(lambda: len(h.journal_records(state)) == 1, 15)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(5)
+    c.require(cue, "crash: the paid result is in the journal when the daemon is killed")
+    api.set_script({"generation": [answer(None)], "routes": {}})
+    write_config(config, api, state, hot, sock, "model-b", [])
+    d = ctx.start_daemon(config, name="crash-model-restart")
+    c.require(d.wait_for(r"ready", 15), "crash: the restart is ready")
+    c.check(h.wait_until(lambda: os.path.exists(os.path.join(out, "c.json")), 20),
+            "crash: the journalled result is written after the restart")
+    side = h.read_json(os.path.join(out, "c.json")) if os.path.exists(
+        os.path.join(out, "c.json")) else {}
+    c.eq(side.get("model"), "model-a", "crash: its sidecar names the model it was sent with")
+    st = ctl_status(ctx, sock)
+    c.eq(round((st.get("spend") or {}).get("this_month", -1), 6), 0.03,
+         "crash: this month prices it at model-a's 0.03, not model-b's 0.05")
+    rc, _ = d.terminate()
+    c.eq(rc, 0, "crash: exits 0 on SIGTERM")
+
+
 def test(ctx):
     api = ctx.start_hostile_api()
     test_paid_failure(ctx, api)
     test_unpaid_failure(ctx, api)
     test_model_change(ctx, api)
+    test_crash_model(ctx, api)
 
 
 if __name__ == "__main__":
