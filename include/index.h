@@ -17,7 +17,13 @@ struct index_entry {
 	char sha256[65];          /* "" if unknown */
 	bool failed;              /* an .error.json */
 	int64_t finished_at;      /* completed_at or failed_at, epoch seconds */
-	int64_t generated_images; /* usage.generated_images, 0 if absent */
+	int64_t generated_images; /* usage.generated_images, 0 if absent; for a
+				   * failure the images paid before it failed */
+	/* The model the result was priced by (the sidecar's "model"), NULL if
+	 * unknown. In the index, one shared copy per distinct name (valid until
+	 * index_free); from index_parse_sidecar, the entry's own. */
+	const char *model;
+	bool reused; /* a success that reused an earlier result: nothing paid */
 };
 
 struct index;
@@ -39,7 +45,7 @@ const struct index_entry *index_get(const struct index *index, const char *sourc
 int index_remove(struct index *index, const char *source); /* 0 or -ENOENT */
 
 /* Parses one sidecar document (success or error) into an entry whose strings
- * point into freshly allocated memory (free with index_entry_clear).
+ * (model too) point into freshly allocated memory (free with index_entry_clear).
  * `sidecar_rel` is stored as entry->sidecar. Returns 0, -EINVAL when the text
  * is not a seedreamd sidecar, or -ENOMEM. */
 int index_parse_sidecar(const char *json, size_t len, const char *sidecar_rel,

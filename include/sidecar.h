@@ -30,6 +30,7 @@
 #define SIDECAR_USAGE	    "usage"
 #define SIDECAR_ATTEMPTS    "attempts"
 #define SIDECAR_ELAPSED_MS  "elapsed_ms"
+#define SIDECAR_IMAGES_PAID "images_paid"
 
 /* What was sent instead of the source, when it was converted first. */
 struct sidecar_fitted {
@@ -102,6 +103,13 @@ struct sidecar_error {
 	unsigned attempts;	/* API calls made (0 for local validation) */
 	int64_t failed_at;	/* epoch seconds */
 	const char *version;
+	const char *model; /* NULL (not written), or the model of the request */
+	/* A failure after a paid answer (images made that could not be had):
+	 * what was paid, counted like a success's, so that a restart counts it
+	 * against today's limits and cost. 0: nothing paid, neither written. */
+	unsigned images_paid; /* written as "images_paid", with "usage" */
+	const cJSON *usage;   /* verbatim, may be NULL (written as null) */
+	unsigned max_images;  /* written when > 1 */
 };
 
 /* Sidecar documents, pretty-printed, NUL-terminated, newline at the end;
@@ -115,7 +123,8 @@ struct sidecar_error {
  * (each only when set), max_images and outputs (several outputs), references
  * [{path, sha256}] and sources [{name, sha256, size, mtime, fitted}] (only when
  * some); for errors: error {http_status, code, message}, request_id,
- * attempts, failed_at, seedreamd_version. */
+ * attempts, failed_at, seedreamd_version, model (when set), and after a paid
+ * answer images_paid, usage and max_images (when > 1). */
 char *sidecar_success_json(const struct sidecar_success *s);
 char *sidecar_error_json(const struct sidecar_error *e);
 /* The sidecar text doc (as sidecar_success_json made it) with the output
@@ -132,7 +141,11 @@ struct sidecar_doc {
 	bool failed;		  /* an .error.json */
 	int64_t finished_at;	  /* completed_at or failed_at, epoch seconds; 0 if null */
 	int64_t generated_images; /* usage.generated_images, else the outputs written, at most
-				   * max_images (a relay without usage), 0 if neither */
+				   * max_images (a relay without usage), 0 if neither; for
+				   * an .error.json its images_paid (0: nothing paid) */
+	char *model;		  /* "model", bounded like a server's; NULL if absent */
+	bool reused;		  /* a success with reused_from: nothing was paid for it
+				   * (generated_images is the earlier answer's) */
 
 	/* Only from sidecar_parse_reuse: what a reuse carries over, bounded like a
 	 * server's answer (a planted file may hold anything), so the sidecar
@@ -141,7 +154,6 @@ struct sidecar_doc {
 	char *prompt;
 	char *size_requested; /* "size" */
 	bool watermark;
-	char *model;
 	char *result_size;
 	char *response_format;
 	char *request_id;

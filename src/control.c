@@ -17,7 +17,9 @@
 #include "control_proto.h"
 #include "index.h"
 #include "log.h"
+#include "schedule.h"
 #include "sidecar.h"
+#include "spend.h"
 #include "work.h"
 
 #define CONTROL_ACCEPT_BATCH 64	  /* accepts per wake-up: the loop's other sources get their turn */
@@ -369,28 +371,29 @@ static void status_job(const struct jobs_item *item, void *userdata)
 
 struct paid_count {
 	int64_t day_start, month_start;
-	uint64_t today, month;
+	uint64_t today, month, month_cost;
+	const struct config *config;
 };
 
 static void count_paid(const struct index_entry *e, void *userdata)
 {
 	struct paid_count *p = userdata;
-	/* As the daily limit counts them (job.c): a record without usage is one image. */
-	uint64_t images = e->generated_images > 0 ? (uint64_t)e->generated_images : 1;
+	/* As the daily limit counts them (spend.h): paid failures too. */
+	uint64_t images = spend_entry_images(e);
 
-	if (e->failed)
-		return;
-	if (e->finished_at >= p->month_start)
-		p->month += images;
+	if (e->finished_at >= p->month_start) {
+		p->month = sched_add_sat(p->month, images);
+		p->month_cost = sched_add_sat(p->month_cost, spend_entry_cost(p->config, e));
+	}
 	if (e->finished_at >= p->day_start)
-		p->today += images;
+		p->today = sched_add_sat(p->today, images);
 }
 
 /* The estimated cost (price_per_image), when a price is known: today's as the
  * daily limit counts it (this run's answers at the price of the model that
- * answered, earlier ones at api.model's), this month's from the done records
- * at api.model's price, since the records keep no model. */
-static void add_spend(const struct control_env *env, cJSON *o, uint64_t month_images)
+ * answered, earlier ones at the price of the model their records name), this
+ * month's from the done records, each at its model's price. */
+static void add_spend(const struct control_env *env, cJSON *o, uint64_t month_cost)
 {
 	const struct config *config = *env->config;
 	uint64_t price;
@@ -404,7 +407,7 @@ static void add_spend(const struct control_env *env, cJSON *o, uint64_t month_im
 	add_str(spend, "currency", config->currency ? config->currency : "");
 	add_num(spend, "price_per_image", (double)price / CONFIG_MICROS);
 	add_num(spend, "today", (double)jobs_spent_today(env->jobs) / CONFIG_MICROS);
-	add_num(spend, "this_month", (double)(month_images * price) / CONFIG_MICROS);
+	add_num(spend, "this_month", (double)month_cost / CONFIG_MICROS);
 	add_num(spend, "max_per_day", (double)config->max_spend_per_day / CONFIG_MICROS);
 }
 
@@ -512,6 +515,7 @@ cJSON *control_status_json(const struct control_env *env)
 
 	/* From the done records in memory: this run's results and earlier ones. */
 	local_starts(loop_wall_ms() / 1000, &paid.day_start, &paid.month_start);
+	paid.config = *env->config;
 	for (size_t i = 0; i < w.n; i++)
 		index_foreach(w.tally[i].folder->index, count_paid, &paid);
 	images = cJSON_AddObjectToObject(o, "images_paid");
@@ -519,7 +523,7 @@ cJSON *control_status_json(const struct control_env *env)
 		log_oom();
 	add_num(images, "today", (double)paid.today);
 	add_num(images, "this_month", (double)paid.month);
-	add_spend(env, o, paid.month);
+	add_spend(env, o, paid.month_cost);
 
 	if (w.oldest_rel) {
 		oldest = cJSON_AddObjectToObject(o, "oldest_pending");

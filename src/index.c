@@ -42,11 +42,59 @@ struct index {
 	uint64_t sizes[INDEX_SIZE_BITS / 64];
 	uint64_t changes;      /* puts and removes so far */
 	struct timespec taken; /* a clone: when it was taken (else zero) */
+	/* Model names, one copy each, that entries point at: 100,000 entries
+	 * of a few models cost a pointer each, not a string. A set by open
+	 * addressing; never shrinks (a model stays known until index_free). */
+	char **models;
+	size_t models_cap, n_models;
 };
 
 static size_t size_bit(uint64_t size)
 {
 	return (size_t)((size * 0x9e3779b97f4a7c15ULL) >> 48) % INDEX_SIZE_BITS;
+}
+
+/* The index's copy of model in *ret (NULL for NULL or ""). 0 or -ENOMEM. */
+static int intern_model(struct index *index, const char *model, const char **ret)
+{
+	size_t mask, i;
+
+	*ret = NULL;
+	if (!model || !model[0])
+		return 0;
+	if ((index->n_models + 1) * 4 > index->models_cap * 3) {
+		size_t cap = index->models_cap ? index->models_cap * 2 : 8;
+		char **set = calloc(cap, sizeof(*set));
+
+		if (!set)
+			return -ENOMEM;
+		for (size_t k = 0; k < index->models_cap; k++) {
+			char *m = index->models[k];
+
+			if (!m)
+				continue;
+			for (i = (size_t)fnv1a64_str(m) & (cap - 1); set[i];
+			     i = (i + 1) & (cap - 1))
+				;
+			set[i] = m;
+		}
+		free(index->models);
+		index->models = set;
+		index->models_cap = cap;
+	}
+	mask = index->models_cap - 1;
+	for (i = (size_t)fnv1a64_str(model) & mask; index->models[i]; i = (i + 1) & mask) {
+		if (strcmp(index->models[i], model) == 0) {
+			*ret = index->models[i];
+			return 0;
+		}
+	}
+	index->models[i] = strdup(model);
+	if (!index->models[i])
+		return -ENOMEM;
+	index->n_models++;
+	*ret = index->models[i];
+	return 0;
 }
 
 int index_new(struct index **ret_index)
@@ -75,6 +123,9 @@ void index_free(struct index *index)
 	for (size_t i = 0; i < index->capacity; i++)
 		free(index->slots[i]);
 	free(index->slots);
+	for (size_t i = 0; i < index->models_cap; i++)
+		free(index->models[i]);
+	free(index->models);
 	free(index);
 }
 
@@ -163,6 +214,11 @@ int index_put(struct index *index, const struct index_entry *entry)
 	n = node_new(entry, hash);
 	if (!n)
 		return -ENOMEM;
+	r = intern_model(index, entry->model, &n->entry.model);
+	if (r < 0) {
+		free(n);
+		return r;
+	}
 	index->changes++;
 	if (index->slots[i]) {
 		free(index->slots[i]);
@@ -253,6 +309,11 @@ int index_clone(const struct index *src, struct index **ret_index)
 			return -ENOMEM;
 		}
 		index->slots[i] = copy;
+		/* The clone's own copy: the source's set may grow meanwhile. */
+		if (intern_model(index, n->entry.model, &copy->entry.model) < 0) {
+			index_free(index);
+			return -ENOMEM;
+		}
 	}
 	index->count = src->count;
 	index->changes = src->changes;
@@ -278,6 +339,7 @@ void index_entry_clear(struct index_entry *entry)
 		return;
 	free(entry->source);
 	free(entry->sidecar);
+	free((char *)entry->model);
 	memset(entry, 0, sizeof(*entry));
 }
 
@@ -307,6 +369,9 @@ int index_parse_sidecar(const char *json, size_t len, const char *sidecar_rel,
 	ret_entry->failed = d.failed;
 	ret_entry->finished_at = d.finished_at;
 	ret_entry->generated_images = d.generated_images;
+	ret_entry->model = d.model;
+	d.model = NULL;
+	ret_entry->reused = d.reused;
 	sidecar_doc_clear(&d);
 	return 0;
 }
@@ -618,12 +683,12 @@ const struct index_entry *index_find_content(const struct index *index, uint64_t
  *   u64 n_dirs, per dir: str rel ("" or "a/b/"), u64 dev, ino, i64 mtime
  *   sec, nsec, u64 size, u8 trusted, u64 n_entries, then the entries:
  *   str source, str sidecar, u64 size, i64 mtime sec, nsec, str sha256,
- *   u8 failed, i64 finished_at, generated_images;
+ *   u8 failed, i64 finished_at, generated_images, str model ("" none), u8 reused;
  *   u64 FNV-1a over everything before.
  * A str is a u32 length that counts a final NUL, then the bytes. */
 
 #define INDEX_CACHE_MAGIC   "SEEDREAMD-INDEX\n"
-#define INDEX_CACHE_VERSION 2u
+#define INDEX_CACHE_VERSION 3u
 #define INDEX_CACHE_RACY_S  2
 #define INDEX_CACHE_MAX	    ((size_t)1 << 31)
 
@@ -743,6 +808,15 @@ static void read_entry(struct rbuf *b, struct index_entry *e)
 	}
 	e->finished_at = get_i64(b);
 	e->generated_images = get_i64(b);
+	e->model = get_str(b);
+	if (!e->model[0])
+		e->model = NULL;
+	{
+		unsigned char reused = 0;
+
+		get(b, &reused, 1);
+		e->reused = reused != 0;
+	}
 	if (!e->source[0] || e->mtime_nsec < 0 || e->mtime_nsec > 999999999)
 		b->bad = true;
 }
@@ -1102,7 +1176,7 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 		for (size_t i = first; i < last; i++) {
 			const struct index_entry *e = s->entries[i];
 			const char *base = e->sidecar + len;
-			unsigned char failed = e->failed;
+			unsigned char failed = e->failed, reused = e->reused;
 
 			/* A sidecar deleted while the daemon ran is not done. */
 			if (!n_json || !bsearch(&base, jsons, n_json, sizeof(*jsons), name_cmp))
@@ -1116,6 +1190,8 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 			textbuf_put(&s->out, &failed, 1);
 			put_i64(&s->out, e->finished_at);
 			put_i64(&s->out, e->generated_images);
+			put_str(&s->out, e->model ? e->model : "");
+			textbuf_put(&s->out, &reused, 1);
 		}
 		s->n_dirs++;
 	}

@@ -1,5 +1,6 @@
 #include "job_private.h"
 #include "metrics.h"
+#include "spend.h"
 #include "url.h"
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -415,6 +416,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 	work_close(jobs->store_pool, job->out_dirfd);
 	job_release_stem(jobs, job);
 	job_prompt_forget(job);
+	free(job->model_sent);
 	free(job->rel);
 	free(job);
 }
@@ -607,6 +609,7 @@ void job_finish(struct jobs *jobs, struct job *job)
 		job->attempts = job->failures = job->fetch_failures = 0;
 		job->started = 0;
 		job->generated_at = 0;
+		job->images_paid = 0;
 		job->retry_after_ms = 0;
 		job->request_id[0] = '\0';
 		job->first_seen = loop_now_ms();
@@ -1421,9 +1424,10 @@ static void job_restore_count_today(struct jobs *jobs, struct job *job)
 	int64_t now = jobs_epoch_s();
 	uint64_t images, price = 0, cost;
 
+	images = api_result_images_counted(&job->result, job->max_images);
+	job->images_paid = (unsigned)images; /* paid, whatever the day: its record says so */
 	if (job->generated_at / 1000 < sched_day_start(&jobs->sched, &job->folder->sched, now))
 		return;
-	images = api_result_images_counted(&job->result, job->max_images);
 	if (config_price_of(jobs->config, job->result.model, &price) < 0)
 		(void)config_price_of(jobs->config, jobs->config->api.model, &price);
 	cost = sched_mul_sat(images, price);
@@ -1500,24 +1504,19 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 struct today_count {
 	int64_t since;
 	uint64_t images;
-	uint64_t price; /* micros per image of the model in use */
 	uint64_t spent;
+	const struct config *config;
 };
 
 static void count_today(const struct index_entry *e, void *userdata)
 {
 	struct today_count *t = userdata;
-	uint64_t images;
 
-	if (!e->failed && e->finished_at >= t->since) {
-		images = e->generated_images > 0 ? (uint64_t)e->generated_images : 1;
-		/* A record rebuilt from a sidecar has the server's claim verbatim. */
-		if (images > API_IMAGES_MAX)
-			images = API_IMAGES_MAX;
-		t->images = sched_add_sat(t->images, images);
-		/* The done records keep no model: today's are priced as the
-		 * model configured now (see README, "Spend"). */
-		t->spent = sched_add_sat(t->spent, sched_mul_sat(images, t->price));
+	/* Failures count too when their answer was paid (spend.h). */
+	if (e->finished_at >= t->since) {
+		t->images = sched_add_sat(t->images, spend_entry_images(e));
+		/* Each at the price of the model it recorded (see README, "Spend"). */
+		t->spent = sched_add_sat(t->spent, spend_entry_cost(t->config, e));
 	}
 }
 
@@ -1527,8 +1526,8 @@ void jobs_count_today(struct jobs *jobs, struct folder *folder)
 	struct today_count t;
 
 	t.since = sched_day_start(&jobs->sched, sf, jobs_epoch_s());
-	t.images = t.spent = t.price = 0;
-	(void)config_price_of(jobs->config, jobs->config->api.model, &t.price);
+	t.images = t.spent = 0;
+	t.config = jobs->config;
 	index_foreach(folder->index, count_today, &t);
 	sched_count_today(&jobs->sched, sf, t.images);
 	sched_count_spent_today(&jobs->sched, t.spent);

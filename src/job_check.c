@@ -525,7 +525,7 @@ static void job_reuse_done(struct jobs *jobs, struct job *job, struct job_io *io
 	log_job(LOG_INFO, cfg->path, job->rel, NULL, NULL,
 		"done %s/%s -> %s/%s (the same image as %s: its result reused, no API call)",
 		cfg->path, job->rel, cfg->output, u->rel_out, u->reused_from);
-	job_index_put(job, u->side_name, false, u->completed_at, 0);
+	job_index_put_reused(job, u->side_name, u->completed_at);
 	job_reuse_free(u);
 	job_advance(jobs, job, JOB_VERDICT(DONE));
 }

@@ -106,6 +106,8 @@ struct job {
 	unsigned fetch_failures;
 	uint64_t started;     /* first generation, monotonic ms */
 	int64_t generated_at; /* when the result arrived, epoch ms (URLs expire by the clock) */
+	unsigned images_paid; /* images its answer was counted as (0: nothing paid) */
+	char *model_sent;     /* api.model when its last request was built; NULL before */
 	int64_t retry_after_ms;
 	char *stem;    /* the output stem, while active */
 	int out_dirfd; /* the output folder, while active */
@@ -354,8 +356,11 @@ int job_stem_choose(int dirfd, struct job_stem *st);
 int job_stem_take(struct jobs *jobs, struct job *job, const struct job_stem *st);
 void job_stem_clear(struct job_stem *st);
 void job_fill_source(const struct job *job, struct sidecar_source *src);
+/* model: what the result is priced by (spend.h), or NULL. */
 void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64_t finished_at,
-		   int64_t generated_images);
+		   int64_t generated_images, const char *model);
+/* A result reused from an earlier one (nothing paid). */
+void job_index_put_reused(struct job *job, const char *sidecar_name, int64_t finished_at);
 void job_set_undurable(struct jobs *jobs, struct job *job, bool undurable);
 void job_set_storage_hold(struct jobs *jobs, struct job *job, bool hold);
 void job_close_output_dir(struct job *job);

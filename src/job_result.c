@@ -24,8 +24,9 @@ void job_fill_source(const struct job *job, struct sidecar_source *src)
 	src->mtime_nsec = job->mtime.tv_nsec;
 }
 
-void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64_t finished_at,
-		   int64_t generated_images)
+static void job_index_put_entry(struct job *job, const char *sidecar_name, bool failed,
+				int64_t finished_at, int64_t generated_images, const char *model,
+				bool reused)
 {
 	char *dir = rel_dir(job->rel);
 	char *sidecar = dir[0] ? xasprintf("%s/%s", dir, sidecar_name) : xstrdup(sidecar_name);
@@ -38,6 +39,8 @@ void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64
 	    .failed = failed,
 	    .finished_at = finished_at,
 	    .generated_images = generated_images,
+	    .model = model,
+	    .reused = reused,
 	};
 
 	memcpy(e.sha256, job->sha256, sizeof(e.sha256));
@@ -47,9 +50,30 @@ void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64
 	free(dir);
 }
 
+void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64_t finished_at,
+		   int64_t generated_images, const char *model)
+{
+	job_index_put_entry(job, sidecar_name, failed, finished_at, generated_images, model, false);
+}
+
+void job_index_put_reused(struct job *job, const char *sidecar_name, int64_t finished_at)
+{
+	job_index_put_entry(job, sidecar_name, false, finished_at, 0, NULL, true);
+}
+
 static char *xstrdup_or_null(const char *s)
 {
 	return s ? xstrdup(s) : NULL;
+}
+
+/* The model a record names, the one its cost is priced by: the one that
+ * answered, else the one sent (api.model for a result restored from the
+ * journal, which keeps only the first). */
+static const char *job_model(const struct jobs *jobs, const struct job *job)
+{
+	if (job->result.model)
+		return job->result.model;
+	return job->model_sent ? job->model_sent : jobs->config->api.model;
 }
 
 /* The extra: fields sent: those recorded in the journal for a restored
@@ -128,7 +152,9 @@ static void job_journal_record(const struct job *job, struct journal_record *rec
 	rec->source = xstrdup(job->rel);
 	rec->stem = xstrdup(job->stem);
 	rec->url = xstrdup(job->result.url);
-	rec->model = xstrdup_or_null(job->result.model);
+	/* The model the sidecar will name (job_model), also when the answer
+	 * named none: after a restart, api.model may be another. */
+	rec->model = xstrdup_or_null(job->result.model ? job->result.model : job->model_sent);
 	rec->result_size = xstrdup_or_null(job->result.size);
 	rec->request_id = job->request_id[0] ? xstrdup(job->request_id) : NULL;
 	if (job->result.usage) {
@@ -229,6 +255,10 @@ struct job_fail_io {
 	char sha256[65];
 	struct journal *journal;
 	char *code, *message, *request_id;
+	char *model;	      /* NULL: no request was made */
+	cJSON *usage;	      /* of a paid answer */
+	unsigned images_paid; /* 0: nothing paid */
+	unsigned max_images;
 	long http_status;
 	unsigned attempts;
 	int64_t failed_at;
@@ -270,6 +300,10 @@ static void job_fail_work(struct job_io *io)
 	e.attempts = f->attempts;
 	e.failed_at = f->failed_at;
 	e.version = SEEDREAMD_VERSION;
+	e.model = f->model;
+	e.images_paid = f->images_paid;
+	e.usage = f->usage;
+	e.max_images = f->max_images;
 	doc = sidecar_error_json(&e);
 	if (!doc) {
 		f->r = -ENOMEM;
@@ -294,6 +328,8 @@ static void job_fail_free(struct job_fail_io *f)
 	free(f->code);
 	free(f->message);
 	free(f->request_id);
+	free(f->model);
+	cJSON_Delete(f->usage);
 	free(f);
 }
 
@@ -327,7 +363,7 @@ static void job_fail_done(struct jobs *jobs, struct job *job, struct job_io *io)
 	if (r == 0) {
 		if (f->sha256[0])
 			memcpy(job->sha256, f->sha256, sizeof(job->sha256));
-		job_index_put(job, f->name, true, f->failed_at, 0);
+		job_index_put(job, f->name, true, f->failed_at, f->images_paid, f->model);
 	} else {
 		log_job(LOG_ERR, job->folder->cfg->path, job->rel, NULL, f->code,
 			"cannot write the error sidecar for %s/%s: %s", job->folder->cfg->path,
@@ -383,6 +419,16 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 	f->http_status = http_status;
 	f->attempts = job->attempts;
 	f->failed_at = loop_wall_ms() / 1000;
+	if (job->attempts || job->images_paid)
+		f->model = xstrdup(job_model(jobs, job));
+	/* Paid, though it failed: the record keeps what was paid, so a restart
+	 * counts it against today's limits and cost as this run did. */
+	if (job->images_paid) {
+		f->images_paid = job->images_paid;
+		f->max_images = job->max_images;
+		if (job->result.usage && !(f->usage = cJSON_Duplicate(job->result.usage, true)))
+			log_oom();
+	}
 	job_fail_submit(jobs, job, f, false);
 }
 
@@ -783,7 +829,8 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 		}
 	}
 	job_index_put(job, c->side_name, false, c->completed_at,
-		      (int64_t)api_result_images_counted(&job->result, job->max_images));
+		      (int64_t)api_result_images_counted(&job->result, job->max_images),
+		      job_model(jobs, job));
 	job_journal_removed(job, c->journal_r);
 	job_set_undurable(jobs, job, false);
 	job_set_storage_hold(jobs, job, false);
@@ -930,7 +977,7 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	c->elapsed_ms = loop_now_ms() - job->started;
 	job_fill_source(job, &s.src);
 	s.output = c->rel_out;
-	s.model = job->result.model ? job->result.model : jobs->config->api.model;
+	s.model = job_model(jobs, job);
 	s.prompt = job_prompt(job);
 	s.prompt_source = job->prompt_source;
 	s.prompt_file = job->prompt_file;

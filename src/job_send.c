@@ -312,6 +312,7 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 				     jobs->config->currency, NULL);
 		events_paid(jobs->events, images, cost);
 		job->generated_at = loop_wall_ms();
+		job->images_paid = (unsigned)images; /* at most API_IMAGES_MAX */
 		if (ans->img_code) {
 			/* Paid, and a second call would answer the same: no retry. */
 			job_advance(jobs, job,
@@ -791,6 +792,8 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	if (job_add_references(job, p, seps) < 0)
 		log_oom();
 	job->extra_sent = xstrdup(cfg->extra_json ? cfg->extra_json : "");
+	free(job->model_sent);
+	job->model_sent = xstrdup(req.model);
 	free(seps);
 	r = transfer_gen_setup(job->gen, jobs->gen_url, jobs->auth_header, prefix, suffix, fd,
 			       send_size, &jobs->net, jobs->io_pool);

@@ -484,7 +484,11 @@ char *sidecar_error_json(const struct sidecar_error *e)
 	     sidecar_add_string(root, SIDECAR_REQUEST_ID, e->request_id) &&
 	     add_number(root, SIDECAR_ATTEMPTS, e->attempts) &&
 	     add_time(root, "failed_at", e->failed_at, -1) &&
-	     sidecar_add_string(root, "seedreamd_version", e->version);
+	     sidecar_add_string(root, "seedreamd_version", e->version) &&
+	     (!e->model || sidecar_add_string(root, SIDECAR_MODEL, e->model)) &&
+	     (!e->images_paid || (add_number(root, SIDECAR_IMAGES_PAID, e->images_paid) &&
+				  add_usage(root, e->usage))) &&
+	     (e->max_images <= 1 || add_number(root, "max_images", e->max_images));
 	if (ok)
 		out = print_document(root);
 	cJSON_Delete(root);
@@ -619,6 +623,8 @@ static int parse_source_fields(const cJSON *root, struct sidecar_doc *d)
 	return 0;
 }
 
+static int dup_bounded(const cJSON *root, const char *key, size_t max, char **ret);
+
 static int parse_core(const cJSON *root, struct sidecar_doc *d)
 {
 	const cJSON *source, *error;
@@ -642,9 +648,24 @@ static int parse_core(const cJSON *root, struct sidecar_doc *d)
 	r = parse_finished_at(root, d->failed ? "failed_at" : "completed_at", &d->finished_at);
 	if (r < 0)
 		return r;
-	d->generated_images = parse_generated_images(root);
-	if (!d->failed && d->generated_images == 0)
-		d->generated_images = count_outputs(root);
+	if (d->failed) {
+		/* Only what the daemon counted as paid: a failure without it
+		 * (refused, HTTP errors, records of older versions) cost nothing. */
+		double paid = 0;
+
+		if (sidecar_get_number(root, SIDECAR_IMAGES_PAID, API_IMAGES_MAX, &paid))
+			d->generated_images = (int64_t)paid;
+	} else {
+		d->generated_images = parse_generated_images(root);
+		if (d->generated_images == 0)
+			d->generated_images = count_outputs(root);
+		/* An earlier result linked or copied: its usage is the earlier
+		 * answer's, paid (and counted) once, there. */
+		d->reused = cJSON_GetObjectItemCaseSensitive(root, "reused_from") != NULL;
+	}
+	r = dup_bounded(root, SIDECAR_MODEL, API_MODEL_MAX, &d->model);
+	if (r < 0)
+		return r;
 	/* Counted as at most what the request asked for (max_images, written
 	 * when > 1): a server's claim of more is kept in usage, not counted. */
 	{
@@ -689,7 +710,6 @@ static int parse_reuse(cJSON *root, struct sidecar_doc *d)
 	if ((r = sidecar_dup_string(root, SIDECAR_OUTPUT, true, &d->output)) < 0 ||
 	    (r = sidecar_dup_string(root, "prompt", true, &d->prompt)) < 0 ||
 	    (r = sidecar_dup_string(root, "size", true, &d->size_requested)) < 0 ||
-	    (r = dup_bounded(root, SIDECAR_MODEL, API_MODEL_MAX, &d->model)) < 0 ||
 	    (r = dup_bounded(root, SIDECAR_RESULT_SIZE, API_SIZE_MAX, &d->result_size)) < 0 ||
 	    (r = dup_bounded(root, SIDECAR_REQUEST_ID, API_REQUEST_ID_MAX, &d->request_id)) < 0 ||
 	    (r = dup_bounded(root, "response_format", API_SIZE_MAX, &d->response_format)) < 0 ||

@@ -158,6 +158,48 @@ static void test_many(void **state)
 	index_free(idx);
 }
 
+/* Entries share one copy of each model name; a clone has its own. */
+static void test_models(void **state)
+{
+	struct index_entry a = make_entry("a.png", "a.json", 1),
+			   b = make_entry("b.png", "b.json", 2);
+	struct index_entry c = make_entry("c.png", "c.json", 3);
+	char model_a[] = "model-a", model_a_too[] = "model-a";
+	struct index *idx = NULL, *copy = NULL;
+	const struct index_entry *x, *y;
+
+	(void)state;
+	assert_int_equal(index_new(&idx), 0);
+	a.model = model_a;
+	b.model = model_a_too;
+	c.model = "";
+	assert_int_equal(index_put(idx, &a), 0);
+	assert_int_equal(index_put(idx, &b), 0);
+	assert_int_equal(index_put(idx, &c), 0);
+	memset(model_a, 'x', 7); /* the index holds its own copy */
+	x = index_get(idx, "a.png");
+	y = index_get(idx, "b.png");
+	assert_string_equal(x->model, "model-a");
+	assert_ptr_equal(x->model, y->model);
+	assert_null(index_get(idx, "c.png")->model);
+	for (int i = 0; i < 100; i++) { /* the set grows */
+		char source[32], model[32];
+
+		snprintf(source, sizeof(source), "m%d.png", i);
+		snprintf(model, sizeof(model), "model-%d", i % 20);
+		a.source = source;
+		a.model = model;
+		assert_int_equal(index_put(idx, &a), 0);
+	}
+	assert_string_equal(index_get(idx, "m57.png")->model, "model-17");
+	assert_ptr_equal(index_get(idx, "m57.png")->model, index_get(idx, "m17.png")->model);
+	assert_int_equal(index_clone(idx, &copy), 0);
+	index_free(idx);
+	assert_string_equal(index_get(copy, "b.png")->model, "model-a");
+	assert_string_equal(index_get(copy, "m99.png")->model, "model-19");
+	index_free(copy);
+}
+
 static char *success_doc(const char *source, int64_t completed_at)
 {
 	cJSON *usage = cJSON_Parse("{\"generated_images\": 1, \"output_tokens\": 16384}");
@@ -222,8 +264,10 @@ static void test_parse_success(void **state)
 	assert_false(e.failed);
 	assert_int_equal(e.finished_at, 1700000200);
 	assert_int_equal(e.generated_images, 1);
+	assert_string_equal(e.model, "seedream-4-0-250828");
 	index_entry_clear(&e);
 	assert_null(e.source);
+	assert_null(e.model);
 	free(text);
 }
 
@@ -268,6 +312,7 @@ static void test_parse_error(void **state)
 	assert_true(e.failed);
 	assert_int_equal(e.finished_at, 1700000300);
 	assert_int_equal(e.generated_images, 0);
+	assert_null(e.model);
 	index_entry_clear(&e);
 	free(text);
 }
@@ -549,6 +594,12 @@ static void assert_same_entry(const struct index *a, const struct index *b, cons
 	assert_int_equal(x->failed, y->failed);
 	assert_int_equal(x->finished_at, y->finished_at);
 	assert_int_equal(x->generated_images, y->generated_images);
+	assert_int_equal(x->reused, y->reused);
+	if (x->model || y->model) {
+		assert_non_null(x->model);
+		assert_non_null(y->model);
+		assert_string_equal(x->model, y->model);
+	}
 }
 
 static void test_cache(void **state)
@@ -689,6 +740,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_fnv),
 	    cmocka_unit_test(test_put_get_remove),
+	    cmocka_unit_test(test_models),
 	    cmocka_unit_test(test_many),
 	    cmocka_unit_test(test_parse_success),
 	    cmocka_unit_test(test_parse_error),

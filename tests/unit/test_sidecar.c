@@ -428,6 +428,7 @@ static void test_parse_roundtrip(void **state)
 	assert_false(d.failed);
 	assert_int_equal(d.finished_at, 1795533420);
 	assert_int_equal(d.generated_images, 1);
+	assert_true(d.reused); /* reused_from: the earlier answer's usage, not paid again */
 	assert_string_equal(d.output, s.output);
 	assert_string_equal(d.prompt, PROMPT);
 	assert_string_equal(d.size_requested, "2K");
@@ -506,6 +507,102 @@ static void test_parse_error_sidecar(void **state)
 	/* An error sidecar has no result to reuse. */
 	assert_int_equal(sidecar_parse_reuse(text, strlen(text), &d), -EINVAL);
 	assert_null(d.source);
+	free(text);
+}
+
+/* A failure after a paid answer keeps what was paid, bounded like a
+ * success's count; a failure without images_paid counts nothing. */
+static void test_parse_paid_error_sidecar(void **state)
+{
+	cJSON *usage = cJSON_Parse("{\"generated_images\": 5, \"output_tokens\": 32768}");
+	struct sidecar_error e = {
+	    .src = {.source = "a.png", .sha256_hex = SHA, .size = 1, .mtime_sec = 2},
+	    .http_status = 200,
+	    .code = "Result.NotAnImage",
+	    .message = "an HTML page",
+	    .attempts = 1,
+	    .failed_at = 1795533414,
+	    .version = "0.1.0",
+	    .model = "model-a",
+	    .images_paid = 2,
+	    .usage = usage,
+	    .max_images = 2,
+	};
+	static const struct {
+		const char *members;
+		int64_t counted;
+	} planted[] = {
+	    {"\"images_paid\": 9, \"max_images\": 2", 2},
+	    {"\"images_paid\": 9", 1},
+	    {"\"images_paid\": 1e9, \"max_images\": 4", 0},
+	    {"\"images_paid\": -1", 0},
+	    {"\"images_paid\": \"1\"", 0},
+	    {"\"usage\": {\"generated_images\": 1}", 0},
+	};
+	struct sidecar_doc d;
+	cJSON *root;
+	char *text, big[1024];
+
+	(void)state;
+	assert_non_null(usage);
+	text = sidecar_error_json(&e);
+	assert_non_null(text);
+	root = cJSON_Parse(text);
+	assert_non_null(root);
+	check_num(root, "images_paid", 2);
+	check_num(member(root, "usage"), "generated_images", 5); /* verbatim */
+	check_num(root, "max_images", 2);
+	check_str(root, "model", "model-a");
+	cJSON_Delete(root);
+	assert_int_equal(sidecar_parse(text, strlen(text), &d), 0);
+	assert_true(d.failed);
+	assert_false(d.reused);
+	assert_int_equal(d.generated_images, 2);
+	assert_string_equal(d.model, "model-a");
+	sidecar_doc_clear(&d);
+	free(text);
+
+	/* Nothing paid: neither images_paid nor usage is written. */
+	e.images_paid = 0;
+	e.max_images = 0;
+	text = sidecar_error_json(&e);
+	assert_non_null(text);
+	root = cJSON_Parse(text);
+	assert_null(cJSON_GetObjectItemCaseSensitive(root, "images_paid"));
+	assert_null(cJSON_GetObjectItemCaseSensitive(root, "usage"));
+	assert_null(cJSON_GetObjectItemCaseSensitive(root, "max_images"));
+	cJSON_Delete(root);
+	assert_int_equal(sidecar_parse(text, strlen(text), &d), 0);
+	assert_int_equal(d.generated_images, 0);
+	sidecar_doc_clear(&d);
+	free(text);
+	cJSON_Delete(usage);
+
+	/* Planted records: a claim bounded by max_images (else 1), nonsense
+	 * counted as nothing, usage alone is no payment. */
+	for (size_t i = 0; i < sizeof(planted) / sizeof(planted[0]); i++) {
+		char doc[512];
+
+		snprintf(doc, sizeof(doc),
+			 "{\"source\": \"a.png\", \"source_size\": 1, "
+			 "\"source_mtime\": \"2023-11-14T22:13:20Z\", \"error\": {\"code\": "
+			 "\"X\"}, %s}",
+			 planted[i].members);
+		assert_int_equal(sidecar_parse(doc, strlen(doc), &d), 0);
+		assert_true(d.failed);
+		assert_int_equal(d.generated_images, planted[i].counted);
+		sidecar_doc_clear(&d);
+	}
+
+	/* A planted model is cut like a server's. */
+	memset(big, 'm', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	e.model = big;
+	text = sidecar_error_json(&e);
+	assert_non_null(text);
+	assert_int_equal(sidecar_parse(text, strlen(text), &d), 0);
+	assert_true(strlen(d.model) <= API_MODEL_MAX);
+	sidecar_doc_clear(&d);
 	free(text);
 }
 
@@ -734,6 +831,7 @@ int main(void)
 	    cmocka_unit_test(test_parse_roundtrip),
 	    cmocka_unit_test(test_several_outputs),
 	    cmocka_unit_test(test_parse_error_sidecar),
+	    cmocka_unit_test(test_parse_paid_error_sidecar),
 	    cmocka_unit_test(test_parse_reuse_refuses),
 	    cmocka_unit_test(test_parse_reuse_bounds),
 	    cmocka_unit_test(test_names),
