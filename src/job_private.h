@@ -122,6 +122,11 @@ struct job {
 	char *prompt;
 	const char *prompt_source;
 	char *prompt_file; /* relative like rel, when the prompt came from one */
+	/* prompt_file: required, none yet: the file it waits for, on
+	 * jobs->prompt_waiters, woken when that file arrives (job_prompt.c). */
+	char *prompt_awaited;
+	bool prompt_moved_in; /* that file was renamed in: complete, no settle */
+	struct job *prompt_wait_prev, *prompt_wait_next;
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
 	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
@@ -187,6 +192,7 @@ struct jobs {
 	struct loop_timer *pause_timer;
 	struct job_list queue, active;
 	struct job *stem_holders; /* every job holding an output stem not yet on disk */
+	struct job *prompt_waiters; /* jobs waiting for their prompt file */
 	size_t n_settling, n_waiting, n_fitting;
 	struct work_pool *fit_pool; /* max_fits threads: fits at once are bounded */
 	struct work_pool *io_pool;  /* the transfers' file reads and writes */

@@ -81,8 +81,60 @@ const char *job_prompt(const struct job *job)
 	return job->prompt ? job->prompt : job->folder->cfg->prompt;
 }
 
+/* Off jobs->prompt_waiters, if on it. */
+static void prompt_unwait(struct job *job)
+{
+	struct jobs *jobs = job->owner;
+
+	if (!job->prompt_awaited)
+		return;
+	if (job->prompt_wait_prev)
+		job->prompt_wait_prev->prompt_wait_next = job->prompt_wait_next;
+	else
+		jobs->prompt_waiters = job->prompt_wait_next;
+	if (job->prompt_wait_next)
+		job->prompt_wait_next->prompt_wait_prev = job->prompt_wait_prev;
+	job->prompt_wait_prev = job->prompt_wait_next = NULL;
+	free(job->prompt_awaited);
+	job->prompt_awaited = NULL;
+	job->prompt_moved_in = false;
+}
+
+static void prompt_await(struct job *job, const char *rel)
+{
+	struct jobs *jobs = job->owner;
+
+	prompt_unwait(job);
+	job->prompt_awaited = xstrdup(rel);
+	job->prompt_wait_prev = NULL;
+	job->prompt_wait_next = jobs->prompt_waiters;
+	if (jobs->prompt_waiters)
+		jobs->prompt_waiters->prompt_wait_prev = job;
+	jobs->prompt_waiters = job;
+}
+
+void jobs_prompt_file_arrived(struct jobs *jobs, struct folder *folder, const char *rel,
+			      enum watch_how how)
+{
+	struct job *job, *next;
+
+	if (jobs->stopping)
+		return;
+	for (job = jobs->prompt_waiters; job; job = next) {
+		next = job->prompt_wait_next;
+		if (job->folder != folder || job->state != JOB_SETTLING ||
+		    strcmp(job->prompt_awaited, rel) != 0)
+			continue;
+		/* Renamed in is complete, as for images; written waits a settle
+		 * from now rather than from the last look. */
+		job->prompt_moved_in = how == WATCH_MOVED;
+		job_settle(jobs, job, job->prompt_moved_in ? 0 : folder->cfg->settle_ms);
+	}
+}
+
 void job_prompt_forget(struct job *job)
 {
+	prompt_unwait(job);
 	free(job->prompt);
 	free(job->prompt_file);
 	job->prompt = job->prompt_file = NULL;
@@ -111,8 +163,9 @@ static bool prompt_wait(struct jobs *jobs, struct job *job, const struct job_pro
 	bool in_time = loop_now_ms() - job->first_seen < cfg->incomplete_timeout_ms;
 
 	if (in_time && !jobs->once) {
-		/* Looked at again after each settle: a prompt file written
-		 * meanwhile is found then. */
+		/* Looked at again after each settle, or when the file arrives
+		 * (jobs_prompt_file_arrived). */
+		prompt_await(job, p->rel);
 		job_advance(
 		    jobs, job,
 		    JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms > 1000 ? cfg->settle_ms : 1000));
@@ -133,6 +186,7 @@ static bool prompt_wait(struct jobs *jobs, struct job *job, const struct job_pro
 bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_read *p)
 {
 	const struct folder_config *cfg = job->folder->cfg;
+	bool moved_in = job->prompt_moved_in;
 	int64_t age_ms;
 
 	job_prompt_forget(job);
@@ -158,9 +212,10 @@ bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_rea
 				   "the prompt file %s: %s", p->rel,
 				   p->r == -EINVAL ? "not a regular file" : strerror(-p->r));
 	}
-	/* A prompt file still being written waits a settle, like an image. */
+	/* A prompt file still being written waits a settle, like an image;
+	 * one renamed in is complete. */
 	age_ms = loop_wall_ms() - ((int64_t)p->mtime.tv_sec * 1000 + p->mtime.tv_nsec / 1000000);
-	if (age_ms >= 0 && (uint64_t)age_ms < cfg->settle_ms && !jobs->once) {
+	if (!moved_in && age_ms >= 0 && (uint64_t)age_ms < cfg->settle_ms && !jobs->once) {
 		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
 		return false;
 	}
