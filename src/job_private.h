@@ -107,6 +107,7 @@ struct job {
 	int64_t generated_at; /* when the result arrived, epoch ms (URLs expire by the clock) */
 	int64_t retry_after_ms;
 	char *stem;    /* the output stem, while active */
+	unsigned stem_outputs; /* the images written under it (stem_outputs_meet) */
 	int out_dirfd; /* the output folder, while active */
 	char sha256[65];
 	char request_id[128];
@@ -349,6 +350,7 @@ struct job_stem {
 	char *rel;
 	char base[OUTPUT_STEM_MAX + 1];
 	char **taken;
+	unsigned *taken_outputs; /* the images each taken stem writes */
 	size_t n_taken;
 	char chosen[OUTPUT_NAME_MAX];
 	unsigned n_outputs; /* images the request may write (max_images) */
