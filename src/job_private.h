@@ -126,7 +126,6 @@ struct job {
 	/* prompt_file: required, none yet: the file it waits for, on
 	 * jobs->prompt_waiters, woken when that file arrives (job_prompt.c). */
 	char *prompt_awaited;
-	bool prompt_moved_in; /* that file was renamed in: complete, no settle */
 	struct job *prompt_wait_prev, *prompt_wait_next;
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
@@ -194,6 +193,7 @@ struct jobs {
 	struct job_list queue, active;
 	struct job *stem_holders; /* every job holding an output stem not yet on disk */
 	struct job *prompt_waiters; /* jobs waiting for their prompt file */
+	struct job_prompt_arrivals *prompt_arrivals; /* prompt files lately arrived */
 	size_t n_settling, n_waiting, n_fitting;
 	struct work_pool *fit_pool; /* max_fits threads: fits at once are bounded */
 	struct work_pool *io_pool;  /* the transfers' file reads and writes */
@@ -383,6 +383,7 @@ struct job_prompt_read {
 	struct timespec mtime;
 };
 void job_prompt_fill(const struct job *job, struct job_prompt_read *p);
+void job_prompt_arrivals_free(struct jobs *jobs);
 void job_prompt_read(const struct job_src *src, struct job_prompt_read *p);
 bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_read *p);
 void job_prompt_clear(struct job_prompt_read *p);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """prompt_file: required wakes on the prompt file: an image renamed in waits for its <stem>.txt;
-the .txt renamed in 1 s later sends the image at once, not at the next look a settle (30 s) later.
-A stray .txt (no image of its stem) is never an input and wakes nothing."""
+the .txt renamed in 1 s later sends the image at once, not at the next look a settle (30 s) later;
+so does a .txt renamed in just after its image or just before it. A stray .txt (no image of its stem) is never an input and wakes nothing."""
 
 import os
 import sys
@@ -52,6 +52,19 @@ def test(ctx):
              "the sidecar says the prompt came from w.txt")
         c.eq(sorted(n for n in os.listdir(out) if not n.startswith(".")), ["w.jpeg", "w.json"],
              "the stray .txt is no input")
+
+        # A pipeline that renames the image in and its prompt file right after (while the image
+        # is looked at), and one that renames the prompt file in first: neither waits a settle.
+        for first, second in (("b.png", "b.txt"), ("c.txt", "c.png")):
+            stem = first[0]
+            image = h.png_image(40, 30, ord(stem))
+            t0 = time.monotonic()
+            for name in (first, second):
+                rename_in(hot, name, image if name.endswith(".png") else b"the prompt of " + stem.encode())
+            ok = h.wait_until(lambda: os.path.exists(os.path.join(out, stem + ".json")), 20)
+            waited = time.monotonic() - t0
+            c.check(ok and waited < 4.0, "%s then %s renamed in: done within 4 s (settle is 30 s)"
+                    % (first, second), "%.1f s" % waited)
     finally:
         daemon.terminate()
 
