@@ -12,12 +12,7 @@ import sys
 import time
 
 import harness as h
-
-
-def rename_in(folder, name, data):
-    tmp = os.path.join(folder, "." + name + ".partial")
-    h.write_bytes(tmp, data)
-    os.rename(tmp, os.path.join(folder, name))
+from test_prompt_wake import rename_in
 
 
 def test(ctx):
