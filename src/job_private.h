@@ -192,7 +192,7 @@ struct jobs {
 	struct loop_timer *pause_timer;
 	struct job_list queue, active;
 	struct job *stem_holders; /* every job holding an output stem not yet on disk */
-	struct job *prompt_waiters; /* jobs waiting for their prompt file */
+	struct job *prompt_waiters;		     /* jobs waiting for their prompt file */
 	struct job_prompt_arrivals *prompt_arrivals; /* prompt files lately arrived */
 	size_t n_settling, n_waiting, n_fitting;
 	struct work_pool *fit_pool; /* max_fits threads: fits at once are bounded */
