@@ -1,6 +1,5 @@
 #include "job_private.h"
 #include "metrics.h"
-#include "stem.h"
 #include "url.h"
 
 /* ---- small helpers ---------------------------------------------------- */

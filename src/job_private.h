@@ -26,6 +26,7 @@
 #include "refs.h"
 #include "schedule.h"
 #include "sidecar.h"
+#include "stem.h"
 #include "transfer.h"
 #include "work.h"
 #include <errno.h>
