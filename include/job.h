@@ -46,6 +46,11 @@ void jobs_set_config(struct jobs *jobs, const struct config *config);
 void jobs_offer(struct jobs *jobs, struct folder *folder, const char *rel, const struct stat *st,
 		enum watch_how how);
 void jobs_removed(struct jobs *jobs, struct folder *folder, const char *rel);
+/* A text file (rel) was written or renamed into a folder: an image waiting
+ * for it as its prompt file is looked at again, at once when renamed in,
+ * else once it has settled. */
+void jobs_prompt_file_arrived(struct jobs *jobs, struct folder *folder, const char *rel,
+			      enum watch_how how);
 /* Drops every job of a folder that is not in flight (a reload removed it). */
 void jobs_drop_folder(struct jobs *jobs, struct folder *folder);
 /* A folder was paused or resumed (folder->present): no generation starts for

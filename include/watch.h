@@ -21,6 +21,10 @@ struct watch_events {
 	/* A candidate file, relative to the folder, with its lstat/stat. */
 	void (*file)(void *userdata, struct folder *folder, const char *rel, const struct stat *st,
 		     enum watch_how how);
+	/* A "*.txt" file (never a candidate: perhaps a prompt file) written or
+	 * renamed in (how), in a folder with prompt_file on. May be NULL. */
+	void (*prompt_file)(void *userdata, struct folder *folder, const char *rel,
+			    enum watch_how how);
 	/* A candidate file deleted or moved away. */
 	void (*removed)(void *userdata, struct folder *folder, const char *rel);
 	/* The folder was paused (present false, pause_reason says why) or resumed. */

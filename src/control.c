@@ -162,17 +162,30 @@ static void client_rearm(struct control_client *c)
 	(void)loop_modify(c->ctl->env.loop, c->source, events);
 }
 
+/* One non-blocking send (sending) or recv on the client's socket, again
+ * after EINTR: the bytes moved, 0 when the socket has no room or nothing to
+ * read now, -1 when it failed or (recv) reached the end. */
+static ssize_t client_transfer(const struct control_client *c, bool sending, char *buf, size_t len)
+{
+	for (;;) {
+		ssize_t n = sending ? send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT)
+				    : recv(c->fd, buf, len, MSG_DONTWAIT);
+		if (n > 0)
+			return n;
+		if (n < 0 && errno == EINTR)
+			continue;
+		return n < 0 && errno == EAGAIN ? 0 : -1;
+	}
+}
+
 /* Writes what the socket takes now. */
 static void client_flush(struct control_client *c)
 {
 	while (c->out && !c->dead) {
-		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
+		ssize_t n = client_transfer(c, true, c->out + c->out_off, c->out_len - c->out_off);
+		if (n == 0)
 			break;
-		if (n <= 0) {
+		if (n < 0) {
 			c->dead = true;
 			break;
 		}
@@ -1466,12 +1479,10 @@ static void client_read(struct control_client *c)
 {
 	while (c->in_len < CONTROL_LINE_MAX) {
 		ssize_t n =
-		    recv(c->fd, c->in + c->in_len, CONTROL_LINE_MAX - c->in_len, MSG_DONTWAIT);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
+		    client_transfer(c, false, c->in + c->in_len, CONTROL_LINE_MAX - c->in_len);
+		if (n == 0)
 			break;
-		if (n <= 0) {
+		if (n < 0) {
 			c->eof = true;
 			break;
 		}

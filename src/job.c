@@ -127,9 +127,10 @@ static void list_remove(struct job_list *l, struct job *job)
 
 /* ---- output stems held by jobs ---------------------------------------- */
 
-static void job_hold_stem(struct jobs *jobs, struct job *job, char *stem)
+static void job_hold_stem(struct jobs *jobs, struct job *job, char *stem, unsigned n_outputs)
 {
 	job->stem = stem;
+	job->stem_outputs = n_outputs;
 	job->stem_prev = NULL;
 	job->stem_next = jobs->stem_holders;
 	if (jobs->stem_holders)
@@ -633,16 +634,17 @@ struct stem_query {
 	const struct job *self;
 };
 
-/* Whether another job holds the stem in the same output folder: in flight,
+/* Whether another job holds a stem in the same output folder whose names
+ * meet those of the candidate (written with n_outputs images): in flight,
  * waiting to fetch a paid result, or restored from the journal. */
-static bool stem_reserved(const char *candidate, void *userdata)
+static bool stem_reserved(const char *candidate, unsigned n_outputs, const struct stem_query *q)
 {
-	const struct stem_query *q = userdata;
 	const char *out = q->self->folder->cfg->output;
 	size_t dlen = rel_dir_len(q->self->rel);
 
 	for (const struct job *j = q->jobs->stem_holders; j; j = j->stem_next) {
-		if (j == q->self || strcmp(j->stem, candidate) != 0)
+		if (j == q->self ||
+		    !stem_outputs_meet(j->stem, j->stem_outputs, candidate, n_outputs))
 			continue;
 		if (strcmp(j->folder->cfg->output, out) == 0 && rel_dir_len(j->rel) == dlen &&
 		    strncmp(j->rel, q->self->rel, dlen) == 0)
@@ -671,13 +673,15 @@ void job_stem_fill(const struct jobs *jobs, const struct job *job, struct job_st
 		n++;
 	if (n) {
 		st->taken = calloc(n, sizeof(*st->taken));
-		if (!st->taken)
+		st->taken_outputs = calloc(n, sizeof(*st->taken_outputs));
+		if (!st->taken || !st->taken_outputs)
 			log_oom();
 	}
 	for (const struct job *j = jobs->stem_holders; j; j = j->stem_next) {
 		if (j == job || strcmp(j->folder->cfg->output, out) != 0 ||
 		    rel_dir_len(j->rel) != dlen || strncmp(j->rel, job->rel, dlen) != 0)
 			continue;
+		st->taken_outputs[st->n_taken] = j->stem_outputs;
 		st->taken[st->n_taken++] = xstrdup(j->stem);
 	}
 }
@@ -687,7 +691,7 @@ static bool stem_in_snapshot(const char *candidate, void *userdata)
 	const struct job_stem *st = userdata;
 
 	for (size_t i = 0; i < st->n_taken; i++)
-		if (strcmp(st->taken[i], candidate) == 0)
+		if (stem_outputs_meet(st->taken[i], st->taken_outputs[i], candidate, st->n_outputs))
 			return true;
 	return false;
 }
@@ -708,9 +712,9 @@ int job_stem_take(struct jobs *jobs, struct job *job, const struct job_stem *st)
 
 	if (job->stem)
 		return 0;
-	if (stem_reserved(st->chosen, &q))
+	if (stem_reserved(st->chosen, st->n_outputs, &q))
 		return -EAGAIN; /* taken meanwhile by a job in the same folder: choose again */
-	job_hold_stem(jobs, job, xstrdup(st->chosen));
+	job_hold_stem(jobs, job, xstrdup(st->chosen), st->n_outputs);
 	return 0;
 }
 
@@ -719,8 +723,10 @@ void job_stem_clear(struct job_stem *st)
 	for (size_t i = 0; i < st->n_taken; i++)
 		free(st->taken[i]);
 	free(st->taken);
+	free(st->taken_outputs);
 	free(st->rel);
 	st->taken = NULL;
+	st->taken_outputs = NULL;
 	st->rel = NULL;
 	st->n_taken = 0;
 }
@@ -1017,6 +1023,7 @@ void jobs_free(struct jobs *jobs)
 		while (jobs->table[i])
 			job_free(jobs, jobs->table[i]);
 	jobs_done_drop_folder(jobs, NULL);
+	job_prompt_arrivals_free(jobs);
 	/* After the jobs: storage requests and fits still running are waited
 	 * for, and dropped. */
 	job_io_shutdown(jobs);
@@ -1472,7 +1479,7 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 	memcpy(job->sha256, rec->sha256, sizeof(job->sha256));
 	if (rec->request_id)
 		(void)snprintf(job->request_id, sizeof(job->request_id), "%s", rec->request_id);
-	job_hold_stem(jobs, job, xstrdup(rec->stem));
+	job_hold_stem(jobs, job, xstrdup(rec->stem), rec->max_images);
 	job->attempts = rec->attempts;
 	job->generated_at = rec->generated_at;
 	/* Keep elapsed_ms honest across the restart: count from the first attempt. */
@@ -1493,6 +1500,8 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 	}
 	/* Several outputs: every URL is in the record; all are fetched again. */
 	job_outputs_restore(job, rec->images, rec->max_images);
+	if (job->result.n_images > job->stem_outputs)
+		job->stem_outputs = (unsigned)job->result.n_images; /* a relay's extra images */
 	job_restore_count_today(jobs, job);
 	log_job(LOG_INFO, folder->cfg->path, rec->source, rec->request_id, NULL,
 		"resuming the paid-for result of %s/%s (generated %lld s ago)", folder->cfg->path,

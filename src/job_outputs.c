@@ -270,6 +270,10 @@ void job_outputs_note_relay(struct job *job)
 
 	job->max_images = job->sched_images ? job->sched_images : 1;
 	job_outputs_begin(job);
+	/* A relay may return more images than asked: stems chosen from now on
+	 * keep clear of their names too. */
+	if (res->n_images > job->stem_outputs)
+		job->stem_outputs = (unsigned)res->n_images;
 	/* Once per folder: a relay that drops fields does so for every file. */
 	if (!res->usage && !folder->warned_no_usage) {
 		folder->warned_no_usage = true;

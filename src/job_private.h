@@ -27,6 +27,7 @@
 #include "refs.h"
 #include "schedule.h"
 #include "sidecar.h"
+#include "stem.h"
 #include "transfer.h"
 #include "work.h"
 #include <errno.h>
@@ -110,6 +111,7 @@ struct job {
 	char *model_sent;     /* api.model when its last request was built; NULL before */
 	int64_t retry_after_ms;
 	char *stem;    /* the output stem, while active */
+	unsigned stem_outputs; /* the images written under it (stem_outputs_meet) */
 	int out_dirfd; /* the output folder, while active */
 	char sha256[65];
 	char request_id[128];
@@ -125,6 +127,10 @@ struct job {
 	char *prompt;
 	const char *prompt_source;
 	char *prompt_file; /* relative like rel, when the prompt came from one */
+	/* prompt_file: required, none yet: the file it waits for, on
+	 * jobs->prompt_waiters, woken when that file arrives (job_prompt.c). */
+	char *prompt_awaited;
+	struct job *prompt_wait_prev, *prompt_wait_next;
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
 	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
@@ -191,6 +197,8 @@ struct jobs {
 	struct loop_timer *pause_timer;
 	struct job_list queue, active;
 	struct job *stem_holders; /* every job holding an output stem not yet on disk */
+	struct job *prompt_waiters;		     /* jobs waiting for their prompt file */
+	struct job_prompt_arrivals *prompt_arrivals; /* prompt files lately arrived */
 	size_t n_settling, n_waiting, n_fitting;
 	struct work_pool *fit_pool; /* max_fits threads: fits at once are bounded */
 	struct work_pool *io_pool;  /* the transfers' file reads and writes */
@@ -347,6 +355,7 @@ struct job_stem {
 	char *rel;
 	char base[OUTPUT_STEM_MAX + 1];
 	char **taken;
+	unsigned *taken_outputs; /* the images each taken stem writes */
 	size_t n_taken;
 	char chosen[OUTPUT_NAME_MAX];
 	unsigned n_outputs; /* images the request may write (max_images) */
@@ -382,6 +391,7 @@ struct job_prompt_read {
 	struct timespec mtime;
 };
 void job_prompt_fill(const struct job *job, struct job_prompt_read *p);
+void job_prompt_arrivals_free(struct jobs *jobs);
 void job_prompt_read(const struct job_src *src, struct job_prompt_read *p);
 bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_read *p);
 void job_prompt_clear(struct job_prompt_read *p);

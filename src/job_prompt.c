@@ -81,8 +81,137 @@ const char *job_prompt(const struct job *job)
 	return job->prompt ? job->prompt : job->folder->cfg->prompt;
 }
 
+/* Prompt files that arrived lately, so that one arriving while its image is
+ * looked at is not missed by that look: the last PROMPT_ARRIVALS_MAX, each of
+ * use for a settle after it arrived (older ones are waited for anyway). */
+#define PROMPT_ARRIVALS_MAX 256
+
+struct prompt_arrival {
+	const struct folder *folder; /* compared, never followed */
+	char *rel;
+	uint64_t at;  /* monotonic ms */
+	bool renamed; /* renamed in: complete */
+	bool woke;    /* its image was looked at again for it */
+};
+
+struct job_prompt_arrivals {
+	struct prompt_arrival ring[PROMPT_ARRIVALS_MAX];
+	size_t next;
+};
+
+void job_prompt_arrivals_free(struct jobs *jobs)
+{
+	if (!jobs->prompt_arrivals)
+		return;
+	for (size_t i = 0; i < PROMPT_ARRIVALS_MAX; i++)
+		free(jobs->prompt_arrivals->ring[i].rel);
+	free(jobs->prompt_arrivals);
+	jobs->prompt_arrivals = NULL;
+}
+
+static struct prompt_arrival *prompt_arrival_named(const struct jobs *jobs,
+						   const struct folder *folder, const char *rel)
+{
+	if (!jobs->prompt_arrivals || !rel)
+		return NULL;
+	for (size_t i = 0; i < PROMPT_ARRIVALS_MAX; i++) {
+		struct prompt_arrival *a = &jobs->prompt_arrivals->ring[i];
+
+		if (a->rel && a->folder == folder && strcmp(a->rel, rel) == 0)
+			return a;
+	}
+	return NULL;
+}
+
+/* The file's arrival, if it arrived less than a settle ago. */
+static struct prompt_arrival *prompt_arrival_find(const struct jobs *jobs,
+						  const struct folder *folder, const char *rel)
+{
+	struct prompt_arrival *a = prompt_arrival_named(jobs, folder, rel);
+
+	return a && loop_now_ms() - a->at < folder->cfg->settle_ms ? a : NULL;
+}
+
+static struct prompt_arrival *prompt_arrival_note(struct jobs *jobs, const struct folder *folder,
+						  const char *rel, enum watch_how how)
+{
+	struct prompt_arrival *a = prompt_arrival_named(jobs, folder, rel);
+
+	if (!a) {
+		if (!jobs->prompt_arrivals) {
+			jobs->prompt_arrivals = calloc(1, sizeof(*jobs->prompt_arrivals));
+			if (!jobs->prompt_arrivals)
+				log_oom();
+		}
+		/* Round robin: the slot noted longest ago makes room. */
+		a = &jobs->prompt_arrivals->ring[jobs->prompt_arrivals->next];
+		jobs->prompt_arrivals->next =
+		    (jobs->prompt_arrivals->next + 1) % PROMPT_ARRIVALS_MAX;
+		free(a->rel);
+		a->rel = xstrdup(rel);
+		a->folder = folder;
+	}
+	a->at = loop_now_ms();
+	a->renamed = how == WATCH_MOVED;
+	a->woke = false;
+	return a;
+}
+
+/* Off jobs->prompt_waiters, if on it. */
+static void prompt_unwait(struct job *job)
+{
+	struct jobs *jobs = job->owner;
+
+	if (!job->prompt_awaited)
+		return;
+	if (job->prompt_wait_prev)
+		job->prompt_wait_prev->prompt_wait_next = job->prompt_wait_next;
+	else
+		jobs->prompt_waiters = job->prompt_wait_next;
+	if (job->prompt_wait_next)
+		job->prompt_wait_next->prompt_wait_prev = job->prompt_wait_prev;
+	job->prompt_wait_prev = job->prompt_wait_next = NULL;
+	free(job->prompt_awaited);
+	job->prompt_awaited = NULL;
+}
+
+static void prompt_await(struct job *job, const char *rel)
+{
+	struct jobs *jobs = job->owner;
+
+	prompt_unwait(job);
+	job->prompt_awaited = xstrdup(rel);
+	job->prompt_wait_prev = NULL;
+	job->prompt_wait_next = jobs->prompt_waiters;
+	if (jobs->prompt_waiters)
+		jobs->prompt_waiters->prompt_wait_prev = job;
+	jobs->prompt_waiters = job;
+}
+
+void jobs_prompt_file_arrived(struct jobs *jobs, struct folder *folder, const char *rel,
+			      enum watch_how how)
+{
+	struct prompt_arrival *a;
+	struct job *job, *next;
+
+	if (jobs->stopping)
+		return;
+	a = prompt_arrival_note(jobs, folder, rel, how);
+	for (job = jobs->prompt_waiters; job; job = next) {
+		next = job->prompt_wait_next;
+		if (job->folder != folder || job->state != JOB_SETTLING ||
+		    strcmp(job->prompt_awaited, rel) != 0)
+			continue;
+		/* Renamed in is complete, as for images; written waits a settle
+		 * from now rather than from the last look. */
+		a->woke = true;
+		job_settle(jobs, job, a->renamed ? 0 : folder->cfg->settle_ms);
+	}
+}
+
 void job_prompt_forget(struct job *job)
 {
+	prompt_unwait(job);
 	free(job->prompt);
 	free(job->prompt_file);
 	job->prompt = job->prompt_file = NULL;
@@ -104,18 +233,25 @@ static bool prompt_fail(struct jobs *jobs, struct job *job, const char *code, co
 	return false;
 }
 
-/* prompt_file: required and none there yet: wait like an incomplete image. */
-static bool prompt_wait(struct jobs *jobs, struct job *job, const struct job_prompt_read *p)
+/* prompt_file: required and none there yet: wait like an incomplete image.
+ * arrival: the file arrived lately, perhaps after this look read. */
+static bool prompt_wait(struct jobs *jobs, struct job *job, const struct job_prompt_read *p,
+			struct prompt_arrival *arrival)
 {
 	const struct folder_config *cfg = job->folder->cfg;
 	bool in_time = loop_now_ms() - job->first_seen < cfg->incomplete_timeout_ms;
+	uint64_t delay = cfg->settle_ms > 1000 ? cfg->settle_ms : 1000;
 
 	if (in_time && !jobs->once) {
-		/* Looked at again after each settle: a prompt file written
-		 * meanwhile is found then. */
-		job_advance(
-		    jobs, job,
-		    JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms > 1000 ? cfg->settle_ms : 1000));
+		/* Looked at again after each settle, or when the file arrives
+		 * (jobs_prompt_file_arrived), or at once when it arrived while
+		 * this look was under way (once: it may have gone again). */
+		if (arrival && !arrival->woke) {
+			arrival->woke = true;
+			delay = 0;
+		}
+		prompt_await(job, p->rel);
+		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = delay));
 		return false;
 	}
 	if (in_time) {
@@ -133,17 +269,19 @@ static bool prompt_wait(struct jobs *jobs, struct job *job, const struct job_pro
 bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_read *p)
 {
 	const struct folder_config *cfg = job->folder->cfg;
+	struct prompt_arrival *arrival;
 	int64_t age_ms;
 
 	job_prompt_forget(job);
 	if (!p->rel)
 		return true;
+	arrival = prompt_arrival_find(jobs, job->folder, p->rel);
 	switch (p->r) {
 	case 0:
 		break;
 	case -ENOENT:
 		if (cfg->prompt_file == PROMPT_FILE_REQUIRED)
-			return prompt_wait(jobs, job, p);
+			return prompt_wait(jobs, job, p, arrival);
 		job->prompt_source = "folder";
 		return true;
 	case -EFBIG:
@@ -158,9 +296,11 @@ bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_rea
 				   "the prompt file %s: %s", p->rel,
 				   p->r == -EINVAL ? "not a regular file" : strerror(-p->r));
 	}
-	/* A prompt file still being written waits a settle, like an image. */
+	/* A prompt file still being written waits a settle, like an image;
+	 * one renamed in is complete. */
 	age_ms = loop_wall_ms() - ((int64_t)p->mtime.tv_sec * 1000 + p->mtime.tv_nsec / 1000000);
-	if (age_ms >= 0 && (uint64_t)age_ms < cfg->settle_ms && !jobs->once) {
+	if (!(arrival && arrival->renamed) && age_ms >= 0 && (uint64_t)age_ms < cfg->settle_ms &&
+	    !jobs->once) {
 		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
 		return false;
 	}

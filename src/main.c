@@ -401,6 +401,14 @@ static void on_removed(void *userdata, struct folder *folder, const char *rel)
 	jobs_removed(d->jobs, folder, rel);
 }
 
+static void on_prompt_file(void *userdata, struct folder *folder, const char *rel,
+			   enum watch_how how)
+{
+	struct daemon *d = userdata;
+
+	jobs_prompt_file_arrived(d->jobs, folder, rel, how);
+}
+
 /* Paused or resumed: say so, and let held jobs of a resumed folder go on. */
 static void on_folder_changed(void *userdata, struct folder *folder)
 {
@@ -420,6 +428,7 @@ static void on_folder_stalled(void *userdata, struct folder *folder)
 static const struct watch_events daemon_watch_events = {
 	.file = on_file,
 	.removed = on_removed,
+	.prompt_file = on_prompt_file,
 	.changed = on_folder_changed,
 	.stalled = on_folder_stalled,
 };

@@ -326,36 +326,52 @@ static bool add_outputs(cJSON *root, const struct sidecar_success *s)
 	return true;
 }
 
-bool sidecar_references_equal(const char *json, size_t len, const struct sidecar_reference *refs,
-			      size_t n)
+/* Whether the i-th item of a sidecar's array matches the i-th of want. */
+typedef bool sidecar_item_matcher(const cJSON *item, size_t i, const void *want);
+
+/* Whether json's array under key has n items, each matching want's; a
+ * missing key is an empty array when missing_is_empty. */
+static bool sidecar_array_matches(const char *json, size_t len, const char *key,
+				  bool missing_is_empty, size_t n,
+				  sidecar_item_matcher *item_matches, const void *want)
 {
 	cJSON *root = cJSON_ParseWithLength(json, len), *arr;
 	bool same = false;
 
 	if (!root)
 		return false;
-	arr = cJSON_GetObjectItemCaseSensitive(root, "references");
-	if (!arr) {
+	arr = cJSON_GetObjectItemCaseSensitive(root, key);
+	if (!arr && missing_is_empty) {
 		same = n == 0;
 		goto out;
 	}
 	if (!cJSON_IsArray(arr) || (size_t)cJSON_GetArraySize(arr) != n)
 		goto out;
-	for (size_t i = 0; i < n; i++) {
-		const cJSON *o = cJSON_GetArrayItem(arr, (int)i);
-		char *path = sidecar_get_name(o, "path");
-		const cJSON *sha = cJSON_GetObjectItemCaseSensitive(o, "sha256");
-		bool match = path && !strcmp(path, refs[i].path) && cJSON_IsString(sha) &&
-			     refs[i].sha256_hex && !strcmp(sha->valuestring, refs[i].sha256_hex);
-
-		free(path);
-		if (!match)
+	for (size_t i = 0; i < n; i++)
+		if (!item_matches(cJSON_GetArrayItem(arr, (int)i), i, want))
 			goto out;
-	}
 	same = true;
 out:
 	cJSON_Delete(root);
 	return same;
+}
+
+static bool reference_matches(const cJSON *o, size_t i, const void *want)
+{
+	const struct sidecar_reference *refs = want;
+	char *path = sidecar_get_name(o, "path");
+	const cJSON *sha = cJSON_GetObjectItemCaseSensitive(o, "sha256");
+	bool match = path && !strcmp(path, refs[i].path) && cJSON_IsString(sha) &&
+		     refs[i].sha256_hex && !strcmp(sha->valuestring, refs[i].sha256_hex);
+
+	free(path);
+	return match;
+}
+
+bool sidecar_references_equal(const char *json, size_t len, const struct sidecar_reference *refs,
+			      size_t n)
+{
+	return sidecar_array_matches(json, len, "references", true, n, reference_matches, refs);
 }
 
 static bool add_sources(cJSON *obj, const struct sidecar_source *srcs, size_t n)
@@ -382,38 +398,28 @@ static bool add_sources(cJSON *obj, const struct sidecar_source *srcs, size_t n)
 	return true;
 }
 
+static bool source_matches(const cJSON *o, size_t i, const void *want)
+{
+	const struct sidecar_source *srcs = want;
+	const cJSON *mtime = cJSON_GetObjectItemCaseSensitive(o, "mtime");
+	char *name = sidecar_get_name(o, "name");
+	double size = -1;
+	int64_t sec = 0;
+	long nsec = 0;
+	bool match = name && !strcmp(name, srcs[i].source) &&
+		     sidecar_get_number(o, "size", 9007199254740992.0, &size) &&
+		     (uint64_t)size == srcs[i].size && cJSON_IsString(mtime) &&
+		     sidecar_parse_time(mtime->valuestring, &sec, &nsec) == 0 &&
+		     sec == srcs[i].mtime_sec && nsec == srcs[i].mtime_nsec;
+
+	free(name);
+	return match;
+}
+
 bool sidecar_sources_equal(const char *json, size_t len, const struct sidecar_source *srcs,
 			   size_t n)
 {
-	cJSON *root = cJSON_ParseWithLength(json, len), *arr;
-	bool same = false;
-
-	if (!root)
-		return false;
-	arr = cJSON_GetObjectItemCaseSensitive(root, "sources");
-	if (!cJSON_IsArray(arr) || (size_t)cJSON_GetArraySize(arr) != n)
-		goto out;
-	for (size_t i = 0; i < n; i++) {
-		const cJSON *o = cJSON_GetArrayItem(arr, (int)i);
-		const cJSON *mtime = cJSON_GetObjectItemCaseSensitive(o, "mtime");
-		char *name = sidecar_get_name(o, "name");
-		double size = -1;
-		int64_t sec = 0;
-		long nsec = 0;
-		bool match = name && !strcmp(name, srcs[i].source) &&
-			     sidecar_get_number(o, "size", 9007199254740992.0, &size) &&
-			     (uint64_t)size == srcs[i].size && cJSON_IsString(mtime) &&
-			     sidecar_parse_time(mtime->valuestring, &sec, &nsec) == 0 &&
-			     sec == srcs[i].mtime_sec && nsec == srcs[i].mtime_nsec;
-
-		free(name);
-		if (!match)
-			goto out;
-	}
-	same = true;
-out:
-	cJSON_Delete(root);
-	return same;
+	return sidecar_array_matches(json, len, "sources", false, n, source_matches, srcs);
 }
 
 char *sidecar_success_json(const struct sidecar_success *s)

@@ -1069,6 +1069,14 @@ static void watch_hold_event(struct watch *w, const struct inotify_event *ev)
 	w->n_held += size;
 }
 
+/* Prompt files are "<stem>.txt" (job_prompt.c), exactly so spelt. */
+static bool watch_is_text_name(const char *name)
+{
+	size_t n = strlen(name);
+
+	return n > 4 && strcmp(name + n - 4, ".txt") == 0;
+}
+
 static void watch_handle_event(struct watch *w, const struct inotify_event *ev)
 {
 	struct watch_dir *d;
@@ -1121,10 +1129,14 @@ static void watch_handle_event(struct watch *w, const struct inotify_event *ev)
 		    !names_is_excluded(rel, f->cfg->exclude, f->cfg->n_exclude))
 			watch_want_subtree(w, slot, rel); /* watched, then scanned */
 	} else if (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) {
+		enum watch_how how = (ev->mask & IN_MOVED_TO) ? WATCH_MOVED : WATCH_CLOSED;
+
 		if ((names_is_candidate_file(ev->name) || marker) &&
 		    !names_is_excluded(rel, f->cfg->exclude, f->cfg->n_exclude))
-			watch_want_file(w, slot, rel,
-					(ev->mask & IN_MOVED_TO) ? WATCH_MOVED : WATCH_CLOSED);
+			watch_want_file(w, slot, rel, how);
+		else if (w->events->prompt_file && f->cfg->prompt_file != PROMPT_FILE_OFF &&
+			 watch_is_text_name(ev->name))
+			w->events->prompt_file(w->userdata, f, rel, how);
 	} else if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
 		if (names_is_candidate_file(ev->name))
 			w->events->removed(w->userdata, f, rel);

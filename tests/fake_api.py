@@ -60,7 +60,8 @@ Sequential generation: "sequential_image_generation": "auto" with
 b64_json, as asked) and usage.generated_images = the images made. Words in the prompt change the
 answer: "[fail-image:I]" (0-based, may repeat) makes data[I] an {"error": {code, message}} inside the
 successful answer, "[bad-image:I]" (I >= 1) makes image I bytes that are not an image (billed; its
-url downloads them, or its b64_json holds them), "[png-image:I]" (I >= 1) makes image I a PNG, "[fewer:M]" returns only M images (a relay that ignores sequential generation),
+url downloads them, or its b64_json holds them), "[png-image:I]" (I >= 1) makes image I a PNG, "[stall-image:I:MS]" (I >= 1) stalls the first
+download of image I for MS ms as slowdl does, "[fewer:M]" returns only M images (a relay that ignores sequential generation),
 "[no-usage]" drops usage (a relay that drops it; also for one image). The generation record adds
 sequential, max_images, images_returned, images_billed, file_ids and output_sha256s (data[] order,
 null for a failed image).
@@ -619,6 +620,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         failing = {int(x) for x in re.findall(r"\[fail-image:(\d+)\]", prompt)}
         bad = {int(x) for x in re.findall(r"\[bad-image:(\d+)\]", prompt)}
         png = {int(x) for x in re.findall(r"\[png-image:(\d+)\]", prompt)}
+        stall = {int(i): int(ms) for i, ms in re.findall(r"\[stall-image:(\d+):(\d+)\]", prompt)}
         data, file_ids, shas = [], [], []
         for i in range(n):
             if i in failing:
@@ -641,6 +643,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 fid = uuid.uuid4().hex[:20]
                 with st.lock:
                     st.images[fid] = out
+                    if i in stall and req["response_format"] == "url":
+                        st.stall_pending[fid] = stall[i]
                 item = {"size": first["size"]}
                 if req["response_format"] == "b64_json":
                     item["b64_json"] = base64.b64encode(out).decode("ascii")
