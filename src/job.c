@@ -1502,6 +1502,9 @@ struct today_count {
 	uint64_t images;
 	uint64_t price; /* micros per image of the model in use */
 	uint64_t spent;
+	/* For the daily summary: today, and yesterday from since_yesterday. */
+	int64_t since_yesterday;
+	struct events_tally today, yesterday;
 };
 
 static void count_today(const struct index_entry *e, void *userdata)
@@ -1509,7 +1512,23 @@ static void count_today(const struct index_entry *e, void *userdata)
 	struct today_count *t = userdata;
 	uint64_t images;
 
+	if (e->finished_at >= t->since_yesterday && e->finished_at < t->since) {
+		images = e->generated_images > 0 ? (uint64_t)e->generated_images : 1;
+		if (images > API_IMAGES_MAX)
+			images = API_IMAGES_MAX;
+		if (e->failed) {
+			t->yesterday.failed++;
+		} else {
+			t->yesterday.done++;
+			t->yesterday.images = sched_add_sat(t->yesterday.images, images);
+			t->yesterday.micros = sched_add_sat(t->yesterday.micros,
+							    sched_mul_sat(images, t->price));
+		}
+	}
+	if (e->failed && e->finished_at >= t->since)
+		t->today.failed++;
 	if (!e->failed && e->finished_at >= t->since) {
+		t->today.done++;
 		images = e->generated_images > 0 ? (uint64_t)e->generated_images : 1;
 		/* A record rebuilt from a sidecar has the server's claim verbatim. */
 		if (images > API_IMAGES_MAX)
@@ -1521,18 +1540,47 @@ static void count_today(const struct index_entry *e, void *userdata)
 	}
 }
 
+/* Local midnight of the day before the one starting at day_start. */
+static int64_t day_before(int64_t day_start)
+{
+	time_t noon = (time_t)(day_start - 43200);
+	struct tm tm;
+
+	if (!localtime_r(&noon, &tm))
+		return day_start - 86400;
+	tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+	tm.tm_isdst = -1;
+	return (int64_t)mktime(&tm);
+}
+
+static void jobs_tally_today(struct jobs *jobs, struct folder *folder, struct today_count *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->since = sched_day_start(&jobs->sched, jobs_folder_sched(folder), jobs_epoch_s());
+	t->since_yesterday = day_before(t->since);
+	(void)config_price_of(jobs->config, jobs->config->api.model, &t->price);
+	index_foreach(folder->index, count_today, t);
+	t->today.images = t->images;
+	t->today.micros = t->spent;
+}
+
 void jobs_count_today(struct jobs *jobs, struct folder *folder)
 {
 	struct sched_folder *sf = jobs_folder_sched(folder);
 	struct today_count t;
 
-	t.since = sched_day_start(&jobs->sched, sf, jobs_epoch_s());
-	t.images = t.spent = t.price = 0;
-	(void)config_price_of(jobs->config, jobs->config->api.model, &t.price);
-	index_foreach(folder->index, count_today, &t);
+	jobs_tally_today(jobs, folder, &t);
 	sched_count_today(&jobs->sched, sf, t.images);
 	sched_count_spent_today(&jobs->sched, t.spent);
-	events_count_earlier(jobs->events, t.images, t.spent);
+	events_count_rebuilt(jobs->events, &t.today, &t.yesterday);
+}
+
+void jobs_count_today_events(struct jobs *jobs, struct folder *folder)
+{
+	struct today_count t;
+
+	jobs_tally_today(jobs, folder, &t);
+	events_count_rebuilt(jobs->events, &t.today, &t.yesterday);
 }
 
 uint64_t jobs_spent_today(struct jobs *jobs)
