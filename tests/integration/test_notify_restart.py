@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Notifications that survive restarts and reloads (follow-up of issue 12, item 4):
+- the webhook is down when a file fails; the daemon is stopped (SIGTERM), and in a second case
+  killed (SIGKILL), while the event waits; the webhook comes back; at the next start the
+  file_failed event (the same one: same time, file and code) arrives exactly once, and
+  state_dir/events.pending is empty after;
+- a damaged events.pending: the start goes on, the damage is logged, the file is kept as
+  events.pending.bad; a readable event in a partly damaged file is delivered, one older than
+  24 h is dropped with a log line;
+- notifications first enabled by a reload: the day-so-far summary counts the files done and
+  failed (and their images and cost) before the reload;
+- the midnight summary missed while the daemon was down is sent at the next start, for the day
+  that ended, with that day's counts from its records; a start after it sends none again.
+Summaries are timed with a POSIX TZ offset (seconds included) that puts local midnight or a
+minute boundary a few seconds away, as test_notify.py does."""
+
+import json
+import os
+import signal
+import sys
+import time
+
+import harness as h
+import test_notify as tn
+
+KEY = "sk-sdr-Restart5tG7hJ9kL2mN4pQ6rS8uV1wX-a11e"
+
+
+def pending(state):
+    try:
+        with open(os.path.join(state, "events.pending"), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def pending_kinds(state):
+    doc = pending(state)
+    return sorted(e.get("kind") for e in doc.get("events", [])) if doc else None
+
+
+def set_down(rx, down):
+    with rx.lock:
+        rx.fail_left = 10 ** 6 if down else 0
+
+
+def failed_of(rx):
+    return [e for e in rx.accepted() if e.get("event") == "file_failed"]
+
+
+def restart_case(ctx, name, how):
+    """how: "term" or "kill"."""
+    c = ctx.checks
+    api = ctx.start_hostile_api(name="restart-" + name, script={"generation": [tn.FAIL]})
+    root, hot, out, state = ctx.folder("restart-" + name)
+    rx = tn.Receiver(fail_first=10 ** 6)  # down: every post answered 500
+    try:
+        config = tn.write_config(ctx, root, api, state, hot, [
+            "notify:", "  webhook: %s" % json.dumps(rx.url), "  events: [file_failed]"])
+        h.write_bytes(os.path.join(hot, "bad.png"), h.png_image(40, 30, 11))
+        d = ctx.start_daemon(config, key=KEY, name="%s-1" % name)
+        # The error record too: a kill before it would rightly fail the file again.
+        tried = h.wait_until(lambda: len(rx.all_posts()) >= 1 and
+                             pending_kinds(state) == ["file_failed"] and
+                             "bad.error.json" in h.listing(out), 20)
+        c.check(tried, "%s: the file failed, the webhook (down) was tried, and the event is in "
+                "state_dir/events.pending" % name, "%s %s" % (rx.all_posts(), pending(state)))
+        first = json.loads(rx.all_posts()[0]["body"]) if rx.all_posts() else {}
+        if how == "kill":
+            d.proc.send_signal(signal.SIGKILL)
+            d.proc.wait(10)
+            d.terminate()
+        else:
+            rc, _ = d.terminate()
+            c.eq(rc, 0, "%s: the daemon stops cleanly with the event undelivered" % name)
+        c.eq(pending_kinds(state), ["file_failed"], "%s: the event is still kept after the %s"
+             % (name, "SIGKILL" if how == "kill" else "stop"))
+        tries_before = len(rx.all_posts())
+        set_down(rx, False)
+        d = ctx.start_daemon(config, key=KEY, name="%s-2" % name)
+        h.wait_until(lambda: failed_of(rx), 20)
+        time.sleep(2.5)  # a second delivery would come by now
+        got = failed_of(rx)
+        c.eq(len(got), 1, "%s: after the restart the file_failed event arrived exactly once" % name)
+        if got:
+            g = got[0]
+            c.eq((g.get("file"), g.get("code"), g.get("time"), g.get("http_status")),
+                 ("bad.png", "InvalidParameter", first.get("time"), 400),
+                 "%s: the same event: its file, code, status and the time it happened" % name)
+        c.eq(len(rx.all_posts()) - tries_before, 1, "%s: one post after the restart" % name)
+        h.wait_until(lambda: pending_kinds(state) == [], 10)
+        c.eq(pending_kinds(state), [], "%s: delivered, it is gone from events.pending" % name)
+        c.eq(len(api.generations(valid_only=False)), 1,
+             "%s: the failed file was not submitted again" % name)
+        err = d.stderr_text()
+        c.check("1 event(s) kept from before the restart are delivered now" in err,
+                "%s: the restart says it delivers the kept event" % name, err[-800:])
+        rc, _ = d.terminate()
+        c.eq(rc, 0, "%s: the daemon stops cleanly" % name)
+    finally:
+        rx.stop()
+
+
+def test_damaged(ctx):
+    c = ctx.checks
+    api = ctx.start_api("damaged")
+    root, hot, out, state = ctx.folder("damaged")
+    rx = tn.Receiver()
+    try:
+        config = tn.write_config(ctx, root, api, state, hot, [
+            "notify:", "  webhook: %s" % json.dumps(rx.url)])
+        # Not a document at all.
+        garbage = b'{"version":1,"summarised":"","events":[{"kind":"file_fa\x00\xff'
+        h.write_bytes(os.path.join(state, "events.pending"), garbage)
+        d = ctx.start_daemon(config, name="damaged-1")
+        c.check(d.wait_for(r"ready: watching", 15), "a damaged events.pending does not stop the "
+                "start", d.stderr_text()[-600:])
+        c.check(d.wait_for(r"events\.pending does not read .*kept as events\.pending\.bad", 5),
+                "the damage is logged, and the file kept aside", d.stderr_text()[-600:])
+        c.eq(h.read_bytes(os.path.join(state, "events.pending.bad")), garbage,
+             "events.pending.bad holds the damaged file as it was")
+        h.wait_until(lambda: pending(state) is not None, 5)
+        c.eq(pending(state), {"version": 1, "summarised": "", "events": []},
+             "a fresh events.pending is written in its place")
+        h.write_bytes(os.path.join(hot, "ok.png"), h.png_image(40, 30, 21))
+        c.check(h.wait_until(lambda: any(n.endswith(".json") for n in h.listing(out)), 20),
+                "files still flow", str(h.listing(out)))
+        rc, _ = d.terminate()
+        c.eq(rc, 0, "the daemon stops cleanly")
+
+        # Partly damaged: one event reads, one does not, one is older than 24 h.
+        now = int(time.time())
+        good = {"kind": "file_failed", "time": now - 60, "webhook": True, "command": False,
+                "fields": [{"name": "folder", "text": hot}, {"name": "file", "text": "kept.png"},
+                           {"name": "code", "text": "InvalidParameter"},
+                           {"name": "http_status", "text": "400", "number": True}]}
+        old = dict(good, time=now - 90000,
+                   fields=[{"name": "file", "text": "old.png"}])
+        broken = {"kind": "file_failed", "time": "yesterday", "webhook": True, "command": False,
+                  "fields": []}
+        doc = {"version": 1, "summarised": "", "events": [old, broken, good]}
+        text = json.dumps(doc).encode()
+        h.write_bytes(os.path.join(state, "events.pending"), text)
+        d = ctx.start_daemon(config, name="damaged-2")
+        got = h.wait_until(lambda: any(e.get("file") == "kept.png" for e in rx.accepted()), 15)
+        c.check(got, "the event that reads is delivered", str(rx.all_posts()))
+        time.sleep(1)
+        kept = [e for e in rx.accepted() if e.get("event") == "file_failed"]
+        c.eq([(e.get("file"), e.get("code"), e.get("http_status")) for e in kept],
+             [("kept.png", "InvalidParameter", 400)],
+             "only it: not the unreadable one, not the one older than 24 h")
+        err = d.stderr_text()
+        c.check("2 event(s) read, 1 not" in err and "kept as events.pending.bad" in err,
+                "the partly damaged file is logged and kept aside", err[-800:])
+        c.check("older than 24 h: dropped" in err, "the old event's drop is logged", err[-800:])
+        c.eq(h.read_bytes(os.path.join(state, "events.pending.bad")), text,
+             "events.pending.bad holds it as it was")
+        h.wait_until(lambda: pending_kinds(state) == [], 5)
+        c.eq(pending_kinds(state), [], "events.pending is empty once delivered")
+        rc, _ = d.terminate()
+        c.eq(rc, 0, "the daemon stops cleanly")
+    finally:
+        rx.stop()
+
+
+def tz_for(seconds_to_boundary, boundary=86400):
+    """A POSIX TZ whose local clock reaches a multiple of boundary (86400: midnight, 60: a minute)
+    in seconds_to_boundary s; that moment (epoch s), and its local time as an epoch (its UTC
+    fields are the local ones)."""
+    now = int(time.time())
+    east = (boundary - seconds_to_boundary - now % boundary) % 86400
+    tz = "XYZ-%d:%02d:%02d" % (east // 3600, east // 60 % 60, east % 60)
+    return tz, now + seconds_to_boundary, now + east + seconds_to_boundary
+
+
+def test_reload_summary(ctx):
+    """Notifications enabled by a reload at local hh:mm:35: the summary at hh:(mm+1) (the day so
+    far) counts the 2 files done and 1 failed before the reload."""
+    c = ctx.checks
+    api = ctx.start_hostile_api(name="reload-summary",
+                                script={"generation": [tn.OK, tn.FAIL, tn.OK]})
+    root, hot, out, state = ctx.folder("reload-summary")
+    rx = tn.Receiver()
+    try:
+        base = ["price_per_image:", "  %s: 0.25" % h.MODEL, "currency: EUR"]
+        config = tn.write_config(ctx, root, api, state, hot, base)
+        tz, _, due = tz_for(25, 60)
+        hhmm = time.strftime("%H:%M", time.gmtime(due))
+        if hhmm == "00:00":  # that is the midnight summary: take the minute after
+            tz, _, due = tz_for(85, 60)
+            hhmm = time.strftime("%H:%M", time.gmtime(due))
+        for i in range(3):
+            h.write_bytes(os.path.join(hot, "r%d.png" % i), h.png_image(40 + i, 30 + i, 300 + i))
+        d = ctx.start_daemon(config, key=KEY, name="reload-summary", env_extra={"TZ": tz})
+        done = h.wait_until(lambda: sum(n.endswith(".json") for n in h.listing(out)) == 3, 15)
+        c.check(done, "3 files finished before the reload", str(h.listing(out)))
+        tn.write_config(ctx, root, api, state, hot, base + [
+            "notify:", "  webhook: %s" % json.dumps(rx.url),
+            "  events: [daily_summary]", "  daily_summary_at: \"%s\"" % hhmm])
+        d.proc.send_signal(signal.SIGHUP)
+        c.check(d.wait_for(r"reloading", 5), "SIGHUP: the daemon reloads")
+        got = h.wait_until(lambda: rx.accepted(), 40)
+        c.check(got, "the summary came at %s local time" % hhmm, str(rx.all_posts()))
+        sums = [e for e in rx.accepted() if e.get("event") == "daily_summary"]
+        if sums:
+            s = sums[0]
+            c.eq((s.get("done"), s.get("failed"), s.get("images"), s.get("cost"),
+                  s.get("currency")), (2, 1, 2, 0.5, "EUR"),
+                 "it counts what was done before the reload: 2 done, 1 failed, 2 images, "
+                 "0.50 EUR")
+        c.eq(len(sums), 1, "one summary")
+        rc, _ = d.terminate()
+        c.eq(rc, 0, "the daemon stops cleanly")
+    finally:
+        rx.stop()
+
+
+def test_missed_summary(ctx):
+    """Run 1 ends before local midnight (day D) with 2 files done; run 2 starts after it: the
+    summary for D goes out at once with D's counts; run 3 sends none."""
+    c = ctx.checks
+    api = ctx.start_api("missed-summary")
+    root, hot, out, state = ctx.folder("missed-summary")
+    rx = tn.Receiver()
+    try:
+        config = tn.write_config(ctx, root, api, state, hot, [
+            "price_per_image:", "  %s: 0.5" % h.MODEL, "currency: EUR",
+            "notify:", "  webhook: %s" % json.dumps(rx.url), "  events: [daily_summary]"])
+        tz, midnight, local = tz_for(20)
+        day = time.strftime("%Y-%m-%d", time.gmtime(local - 43200))
+        before = time.strftime("%Y-%m-%d", time.gmtime(local - 43200 - 86400))
+        # The summary for the day before D was sent (by an earlier run).
+        h.write_bytes(os.path.join(state, "events.pending"), json.dumps(
+            {"version": 1, "summarised": before, "events": []}).encode())
+        for i in range(2):
+            h.write_bytes(os.path.join(hot, "m%d.png" % i), h.png_image(40 + i, 30 + i, 600 + i))
+        d = ctx.start_daemon(config, name="missed-1", env_extra={"TZ": tz})
+        done = h.wait_until(lambda: sum(n.endswith(".json") for n in h.listing(out)) == 2, 14)
+        c.check(done, "run 1: 2 files done", str(h.listing(out)))
+        d.terminate()
+        c.check(time.time() < midnight - 1, "run 1 ended before local midnight (else this test "
+                "checks nothing)", "%.1f s late" % (time.time() - midnight + 1))
+        c.eq(rx.accepted(), [], "run 1 sent no summary")
+        time.sleep(max(0.0, midnight + 1 - time.time()))
+        d = ctx.start_daemon(config, name="missed-2", env_extra={"TZ": tz})
+        got = h.wait_until(lambda: rx.accepted(), 10)
+        c.check(got, "run 2 (after midnight) sends the summary it missed", d.stderr_text()[-600:])
+        sums = rx.accepted()
+        if sums:
+            s = sums[0]
+            c.eq((s.get("event"), s.get("date"), s.get("done"), s.get("failed"), s.get("images"),
+                  s.get("cost")), ("daily_summary", day, 2, 0, 2, 1.0),
+                 "for the day that ended, with its counts from its records")
+        h.wait_until(lambda: (pending(state) or {}).get("summarised") == day, 5)
+        c.eq((pending(state) or {}).get("summarised"), day, "events.pending records that day")
+        d.terminate()
+        d = ctx.start_daemon(config, name="missed-3", env_extra={"TZ": tz})
+        c.check(d.wait_for(r"ready: watching", 10), "run 3 starts")
+        time.sleep(2)
+        c.eq(len(rx.accepted()), 1, "run 3 sends no second summary for that day")
+        rc, _ = d.terminate()
+        c.eq(rc, 0, "the daemon stops cleanly")
+    finally:
+        rx.stop()
+
+
+def test(ctx):
+    restart_case(ctx, "stop", "term")
+    restart_case(ctx, "crash", "kill")
+    test_damaged(ctx)
+    test_reload_summary(ctx)
+    test_missed_summary(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(h.main(test, __doc__))
