@@ -20,10 +20,10 @@
 #define EVENTS_STORE_FILE	"events.pending"
 #define EVENTS_STORE_BAD	"events.pending.bad"
 #define EVENTS_STORE_VERSION	1
-#define EVENTS_STORE_EVENTS_MAX 128		/* more than both queues and the running commands */
-#define EVENTS_STORE_FIELDS_MAX 16		/* an event has at most 6 today */
-#define EVENTS_STORE_BYTES_MAX	(8u << 20)	/* 128 events of 16 fields of 4 KiB, escaped */
-#define EVENTS_STORE_DATE_LEN	11		/* "YYYY-MM-DD" and its NUL */
+#define EVENTS_STORE_EVENTS_MAX 128	   /* more than both queues and the running commands */
+#define EVENTS_STORE_FIELDS_MAX 16	   /* an event has at most 6 today */
+#define EVENTS_STORE_BYTES_MAX	(8u << 20) /* 128 events of 16 fields of 4 KiB, escaped */
+#define EVENTS_STORE_DATE_LEN	11	   /* "YYYY-MM-DD" and its NUL */
 
 struct events_store_field {
 	char *name; /* [a-z_]{1,31} */
@@ -33,7 +33,7 @@ struct events_store_field {
 
 struct events_store_event {
 	char kind[24];
-	int64_t time; /* epoch seconds when it happened */
+	int64_t time;	       /* epoch seconds when it happened */
 	bool webhook, command; /* still to be delivered there */
 	struct events_store_field *fields;
 	size_t n_fields;
@@ -73,7 +73,8 @@ typedef void (*events_store_loaded_fn)(void *userdata, struct events_store_loade
 typedef void (*events_store_error_fn)(void *userdata, int error);
 
 int events_store_new(struct loop *loop, const char *state_dir, events_store_snapshot_fn snapshot,
-		     events_store_error_fn on_error, void *userdata, struct events_store **ret_store);
+		     events_store_error_fn on_error, void *userdata,
+		     struct events_store **ret_store);
 /* Writes a last snapshot if one is due (the daemon is ending: on the calling
  * thread, after the worker's last write), then frees. Accepts NULL. */
 void events_store_free(struct events_store *store);

@@ -228,9 +228,10 @@ int events_store_parse(const char *text, struct events_store_state *ret_state, s
 			bad++;
 	}
 	n = cJSON_GetArraySize(events);
-	if (n > 0 && !(st.events = calloc((size_t)n < EVENTS_STORE_EVENTS_MAX ? (size_t)n
-									     : EVENTS_STORE_EVENTS_MAX,
-					     sizeof(*st.events)))) {
+	if (n > 0 &&
+	    !(st.events =
+		  calloc((size_t)n < EVENTS_STORE_EVENTS_MAX ? (size_t)n : EVENTS_STORE_EVENTS_MAX,
+			 sizeof(*st.events)))) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -325,7 +326,8 @@ static void events_store_load_work(void *arg)
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", req->dir, EVENTS_STORE_FILE) >=
 		sizeof(path) ||
-	    (size_t)snprintf(bad, sizeof(bad), "%s/%s", req->dir, EVENTS_STORE_BAD) >= sizeof(bad)) {
+	    (size_t)snprintf(bad, sizeof(bad), "%s/%s", req->dir, EVENTS_STORE_BAD) >=
+		sizeof(bad)) {
 		l->read_error = -ENAMETOOLONG;
 		return;
 	}
@@ -469,7 +471,8 @@ int events_store_load(struct events_store *s, events_store_loaded_fn loaded)
 }
 
 int events_store_new(struct loop *loop, const char *state_dir, events_store_snapshot_fn snapshot,
-		     events_store_error_fn on_error, void *userdata, struct events_store **ret_store)
+		     events_store_error_fn on_error, void *userdata,
+		     struct events_store **ret_store)
 {
 	struct events_store *s = calloc(1, sizeof(*s));
 	int r;
