@@ -1160,6 +1160,8 @@ static void events_restored(void *userdata, struct events_store_loaded *l)
 	int64_t now = (int64_t)time(NULL);
 	size_t n_hooks, n_cmds, old = 0, restored = 0, unwanted = 0;
 
+	if (ev->stopping)
+		return; /* events_free: the file stays as it is */
 	if (l->read_error == -ENOMEM)
 		log_oom();
 	if (l->damaged)
