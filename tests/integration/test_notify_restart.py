@@ -6,7 +6,8 @@
   state_dir/events.pending is empty after;
 - a damaged events.pending: the start goes on, the damage is logged, the file is kept as
   events.pending.bad; a readable event in a partly damaged file is delivered, one older than
-  24 h is dropped with a log line.
+  24 h is dropped with a log line;
+- a command still running when the daemon stops runs again at the next start.
 The daily summary across reloads and restarts: test_notify_summary.py."""
 
 import json
@@ -165,10 +166,46 @@ def test_damaged(ctx):
         rx.stop()
 
 
+def test_command_cut_short(ctx):
+    """A command still running at the stop (killed with it) runs again at the next start."""
+    c = ctx.checks
+    api = ctx.start_hostile_api(name="cut-short", script={"generation": [tn.FAIL]})
+    root, hot, out, state = ctx.folder("cut-short")
+    runs = os.path.join(root, "runs")
+    hang = os.path.join(root, "hang")
+    hook = tn.write_script(os.path.join(root, "hook.sh"),
+                           "#!/bin/sh\necho \"$SEEDREAMD_EVENT $SEEDREAMD_FILE\" >> %s\n"
+                           "if [ -e %s ]; then exec sleep 1000; fi\n" % (runs, hang))
+    with open(hang, "w", encoding="utf-8"):
+        pass
+    config = tn.write_config(ctx, root, api, state, hot, [
+        "notify:", "  command: %s" % json.dumps(hook), "  command_timeout: 60s",
+        "  events: [file_failed]"])
+    h.write_bytes(os.path.join(hot, "bad.png"), h.png_image(40, 30, 31))
+    d = ctx.start_daemon(config, key=KEY, name="cut-short-1")
+    started = h.wait_until(lambda: os.path.exists(runs) and "bad.error.json" in h.listing(out) and
+                           pending_kinds(state) == ["file_failed"], 20)
+    c.check(started, "the command started for file_failed, and the event is kept meanwhile",
+            str(pending(state)))
+    rc, _ = d.terminate()
+    c.eq(rc, 0, "the daemon stops cleanly, killing the command")
+    c.eq(pending_kinds(state), ["file_failed"], "the event cut short is still kept")
+    os.unlink(hang)
+    d = ctx.start_daemon(config, key=KEY, name="cut-short-2")
+    h.wait_until(lambda: pending_kinds(state) == [], 15)
+    with open(runs, encoding="utf-8") as fh:
+        lines = fh.read().split("\n")[:-1]
+    c.eq(lines, ["file_failed bad.png"] * 2, "it ran again after the restart, once")
+    c.eq(pending_kinds(state), [], "and is gone from events.pending after it ended")
+    rc, _ = d.terminate()
+    c.eq(rc, 0, "the daemon stops cleanly")
+
+
 def test(ctx):
     restart_case(ctx, "stop", "term")
     restart_case(ctx, "crash", "kill")
     test_damaged(ctx)
+    test_command_cut_short(ctx)
 
 
 if __name__ == "__main__":
