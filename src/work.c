@@ -32,7 +32,7 @@ struct work_req {
 };
 
 /* Descriptors to close, in one request: work_close adds to the one queued
- * while no worker has taken it (a job closes about ten). */
+ * while no worker has taken it (the daemon makes about 12 close(2) calls per job). */
 #define WORK_CLOSE_BATCH 32
 
 struct work_close_req {

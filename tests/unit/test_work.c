@@ -184,7 +184,7 @@ static void test_close_on_worker(void **state)
 }
 
 /* Closes asked for while the worker is busy share requests (a job closes
- * about ten descriptors): 40 closes are two requests, not 40, and every
+ * several descriptors): 40 closes are two requests, not 40, and every
  * descriptor is closed, also when the pool ends before a worker took them. */
 #define N_CLOSES 40
 
