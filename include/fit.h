@@ -53,7 +53,9 @@ struct fit_result {
 	char message[256];    /* on failure */
 };
 
-/* Once per process, before any fit_run. Returns 0 or -EIO. */
+/* Starts libvips once per process; thread-safe, and fit_run calls it, so
+ * libvips and its loader modules (about 10 MB of RSS) are loaded only by a
+ * daemon that fits an image. Returns 0 or -EIO (every later call too). */
 int fit_global_init(void);
 /* At exit (leak checkers); no fit_run may be running. */
 void fit_global_shutdown(void);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,8 @@ const char *fit_reason_name(unsigned bit)
 }
 
 static bool fit_started;
+static int fit_init_result;
+static pthread_once_t fit_once = PTHREAD_ONCE_INIT;
 
 static void fit_quiet(const gchar *domain, GLogLevelFlags level, const gchar *message,
 		      gpointer userdata)
@@ -45,12 +48,12 @@ static void fit_quiet(const gchar *domain, GLogLevelFlags level, const gchar *me
 	(void)userdata;
 }
 
-int fit_global_init(void)
+static void fit_init_once(void)
 {
-	if (fit_started)
-		return 0;
-	if (VIPS_INIT("seedreamd"))
-		return -EIO;
+	if (VIPS_INIT("seedreamd")) {
+		fit_init_result = -EIO;
+		return;
+	}
 	fit_started = true;
 	/* Decoder warnings (an odd colour box, a short marker) are not the
 	 * daemon's to print on stderr; failures still come back as errors. */
@@ -67,7 +70,12 @@ int fit_global_init(void)
 	/* Loaders that are not fuzzed for hostile input (ImageMagick, matrix,
 	 * ...) stay off: whatever lands in a hot folder is untrusted. */
 	vips_block_untrusted_set(TRUE);
-	return 0;
+}
+
+int fit_global_init(void)
+{
+	(void)pthread_once(&fit_once, fit_init_once);
+	return fit_init_result;
 }
 
 void fit_global_shutdown(void)
@@ -279,6 +287,11 @@ int fit_run(int fd, const struct fit_options *opt, struct fit_result *res)
 
 	memset(res, 0, sizeof(*res));
 	res->fd = -1;
+	r = fit_global_init();
+	if (r < 0) {
+		fail(res, "LocalError.FitUnavailable", "libvips could not be initialised");
+		return r;
+	}
 	/* source_sha256 stays the hash of what the user dropped, not of what was sent. */
 	r = digest_sha256_fd(fd, res->sha256);
 	if (r < 0) {
