@@ -380,6 +380,9 @@ static void job_leave_state(struct jobs *jobs, struct job *job)
 	case JOB_CHECKING:
 		jobs->n_checking--;
 		break;
+	case JOB_TWIN:
+		jobs->n_twins--;
+		break;
 	case JOB_GENERATING:
 	case JOB_FETCHING:
 	case JOB_PREPARING:
@@ -399,6 +402,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 {
 	struct job **pp = &jobs->table[job_hash(job->folder, job->rel, jobs->table_size)];
 
+	job_twins_forget(jobs, job);
 	job_leave_state(jobs, job);
 	job_io_forget(job);
 	job_set_undurable(jobs, job, false);
@@ -423,6 +427,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 
 void job_settle(struct jobs *jobs, struct job *job, uint64_t delay_ms)
 {
+	job_twins_forget(jobs, job); /* before its hash is forgotten below */
 	job_leave_state(jobs, job);
 	job_io_forget(job); /* looked at anew: a request under way is of the old version */
 	job->fit_reasons = 0; /* validation decides again */
@@ -462,6 +467,16 @@ void job_wait(struct jobs *jobs, struct job *job, uint64_t delay_ms, bool fetch)
 	if (fetch)
 		jobs->n_paid_waiting++;
 	heap_set(jobs, job, loop_now_ms() + delay_ms);
+}
+
+/* Waits for the job paying for the same image (job_twins.c): no deadline,
+ * no slot; that job's end settles it. */
+static void job_wait_twin(struct jobs *jobs, struct job *job)
+{
+	job_check_edge(job, JOB_TWIN);
+	job_leave_state(jobs, job);
+	job->state = JOB_TWIN;
+	jobs->n_twins++;
 }
 
 void job_queue(struct jobs *jobs, struct job *job, bool front)
@@ -544,6 +559,9 @@ void job_advance(struct jobs *jobs, struct job *job, const struct job_verdict *v
 		break;
 	case JOB_ACTION_WAIT_FETCH:
 		job_wait(jobs, job, v->delay_ms, true);
+		break;
+	case JOB_ACTION_TWIN:
+		job_wait_twin(jobs, job);
 		break;
 	case JOB_ACTION_FETCH:
 		job_fetch(jobs, job);
@@ -992,6 +1010,8 @@ int jobs_new(struct loop *loop, struct http *http, const struct config *config, 
 	if (r >= 0)
 		r = loop_timer_new(loop, jobs_done_flush, jobs, &jobs->done_timer);
 	if (r >= 0)
+		r = twin_map_new(&jobs->twins);
+	if (r >= 0)
 		r = work_pool_new(loop, config->max_fits ? config->max_fits : 1, &jobs->fit_pool);
 	if (r >= 0)
 		r = work_pool_new_growing(loop, JOBS_STORE_THREADS, JOBS_STORE_THREADS_MAX,
@@ -1024,6 +1044,7 @@ void jobs_free(struct jobs *jobs)
 	work_pool_free(jobs->io_pool);
 	free(jobs->table);
 	free(jobs->heap);
+	twin_map_free(jobs->twins); /* empty: every job left it as it was freed */
 	loop_timer_free(jobs->loop, jobs->timer);
 	loop_timer_free(jobs->loop, jobs->pause_timer);
 	loop_timer_free(jobs->loop, jobs->limit_timer);
@@ -1127,6 +1148,7 @@ void jobs_offer_checked(struct jobs *jobs, struct folder *folder, const char *re
 				return;
 			}
 			/* fall through */
+		case JOB_TWIN:
 		case JOB_QUEUED:
 			if (!changed)
 				return;
@@ -1250,6 +1272,7 @@ void jobs_counts(const struct jobs *jobs, struct jobs_counts *c)
 	c->queued = jobs->queue.n;
 	c->in_flight = jobs->active.n;
 	c->waiting = jobs->n_waiting;
+	c->twins = jobs->n_twins;
 	c->undurable = jobs->sched.held;
 	c->done = jobs->done;
 	c->failed = jobs->failed;
@@ -1298,6 +1321,9 @@ void jobs_foreach(const struct jobs *jobs, void (*fn)(const struct jobs_item *it
 			case JOB_WAITING:
 				/* A paid result waiting to be fetched again is in flight. */
 				item.kind = j->retry_fetch ? JOBS_ITEM_IN_FLIGHT : JOBS_ITEM_WAITING;
+				break;
+			case JOB_TWIN:
+				item.kind = JOBS_ITEM_TWIN;
 				break;
 			case JOB_PREPARING:
 			case JOB_GENERATING:
