@@ -7,6 +7,7 @@ results: both are sent, neither waits."""
 
 import json
 import os
+import signal
 import subprocess
 
 import harness as h
@@ -133,8 +134,28 @@ def test(ctx):
     c.check(not any("prompts/c" in line and "the same image as" in line
                     for line in d.stderr_text().splitlines()),
             "neither waited for the other (no 'the same image as' logged)", "")
+    # ---- 4. a reload, then a stop, while a copy waits: nothing lost, nothing paid twice ----
+    data4 = h.png_image(40, 30, 904)
+    drop_together(hot, ["d.png", "d copy.png"], data4)
+
+    def one_held():
+        items = ctl(ctx, sock, "queue").get("items", [])
+        return any(i.get("state") == "twin" and i.get("file", "").startswith("d") for i in items)
+
+    c.check(h.wait_until(one_held, LATENCY_MS / 1000.0 + 1), "stop: one copy of d waits as 'twin'",
+            "")
+    d.proc.send_signal(signal.SIGHUP)
+    c.check(d.wait_for(r"reload", 5), "a reload while it waits", d.stderr_text()[-400:])
     rc, took = d.terminate(timeout=8)
-    c.eq(rc, 0, "exits 0 on SIGTERM")
+    c.eq(rc, 0, "exits 0 on SIGTERM while a copy waits (the paying one finishes first)")
+    stems = [s for s in ("d", "d copy") if sidecar(out, s)]
+    c.eq(len(stems), 1, "the copy in flight was written; the waiting one was left for next time")
+    res = ctx.run_once(config)
+    c.eq(res.rc, 0, "the next run (--once) exits 0")
+    c.eq(len(calls_for(api, data4)), 1, "and the copy left waiting costs no call: one in all")
+    left = [s for s in ("d", "d copy") if s not in stems]
+    c.eq((sidecar(out, left[0]) or {}).get("reused_from") if left else None,
+         stems[0] + ".png" if stems else "?", "it reuses the result written before the stop")
 
 
 if __name__ == "__main__":
