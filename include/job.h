@@ -24,7 +24,7 @@ struct jobs;
 
 struct jobs_counts {
 	size_t settling, fitting, queued, in_flight, waiting;
-	size_t twins; /* waiting for the result of the same image (paid once) */
+	size_t twins;	  /* waiting for the result of the same image (paid once) */
 	size_t undurable; /* paid results neither journalled nor written out */
 	uint64_t done, failed, skipped, left_incomplete, generations;
 	size_t jobs; /* files found and not finished, in any state */
