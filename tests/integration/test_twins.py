@@ -3,7 +3,8 @@
 another job of the folder is paying for the same bytes wait for it (state "twin" in seedreamctl
 queue, not in flight) and then reuse its result. If that job fails, a waiting copy is judged on
 its own: it is sent (documented in the README). Copies with different per-file prompts are other
-results: both are sent, neither waits."""
+results: both are sent, neither waits. A reload and a stop while a copy waits lose nothing (the
+next run reuses the result); in a --once run copies are paid once too."""
 
 import json
 import os
@@ -157,6 +158,20 @@ def test(ctx):
     c.eq((sidecar(out, left[0]) or {}).get("reused_from") if left else None,
          stems[0] + ".png" if stems else "?", "it reuses the result written before the stop")
 
+
+    # ---- 5. --once: copies in one run are paid once, and the run ends with both done -------
+    hot_once = os.path.join(root, "once")
+    os.makedirs(hot_once)
+    data5 = h.png_image(40, 30, 905)
+    drop_together(hot_once, ["e.png", "e copy.png"], data5)
+    config5 = ctx.write_config(os.path.join(root, "once.yaml"), api=api, state_dir=state,
+                               folders=[{"path": hot_once}])
+    res = ctx.run_once(config5)
+    c.eq(res.rc, 0, "--once with two copies exits 0")
+    c.eq(len(calls_for(api, data5)), 1, "--once: two copies, one call")
+    scs = [sidecar(hot_once + "-out", s) or {} for s in ("e", "e copy")]
+    c.eq(sorted(bool(x.get("reused_from")) for x in scs), [False, True],
+         "--once: both done, one reusing the other's result")
 
 if __name__ == "__main__":
     raise SystemExit(h.main(test, __doc__))
