@@ -1524,6 +1524,7 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 		"resuming the paid-for result of %s/%s (generated %lld s ago)", folder->cfg->path,
 		rec->source, (long long)(age_ms / 1000));
 	job_wait(jobs, job, 0, true);
+	job_twins_lead(jobs, job);
 	jobs_changed(jobs);
 }
 

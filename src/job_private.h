@@ -383,6 +383,9 @@ void job_generate(struct jobs *jobs, struct job *job);
  * the same prompt (job is then in JOB_TWIN, or ended on a stop); false when
  * job leads it now (or cannot be a twin) and is judged as usual. */
 bool job_twins_hold(struct jobs *jobs, struct job *job);
+/* A paid result resumed from the journal leads its content, if nothing does:
+ * a copy checked while it is fetched waits for it. */
+void job_twins_lead(struct jobs *jobs, struct job *job);
 /* The job leaves its entry: a follower stops waiting; a leader's followers
  * settle to be looked at anew. Called when the job settles or is freed. */
 void job_twins_forget(struct jobs *jobs, struct job *job);

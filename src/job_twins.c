@@ -18,24 +18,38 @@ static bool job_twins_eligible(const struct job *job)
 	return !job->group && job->sha256[0] && job->folder->cfg->max_images <= 1;
 }
 
+/* 0: job leads its content now; -EEXIST: another does (*ret_entry); else
+ * it cannot be a twin. */
+static int job_twins_try_lead(struct jobs *jobs, struct job *job, struct twin_entry **ret_entry)
+{
+	int r;
+
+	if (job->twin || !job_twins_eligible(job))
+		return -EINVAL;
+	r = twin_map_lead(jobs->twins, job->folder, job->size, job->sha256, job_prompt(job), job,
+			  ret_entry);
+	if (r == -ENOMEM)
+		log_oom();
+	if (r == 0) {
+		job->twin = *ret_entry;
+		job->twin_leads = true;
+	}
+	return r;
+}
+
+void job_twins_lead(struct jobs *jobs, struct job *job)
+{
+	struct twin_entry *e;
+
+	(void)job_twins_try_lead(jobs, job, &e);
+}
+
 bool job_twins_hold(struct jobs *jobs, struct job *job)
 {
 	struct twin_entry *e;
 	const struct job *leader;
-	int r;
 
-	if (job->twin || !job_twins_eligible(job))
-		return false;
-	r = twin_map_lead(jobs->twins, job->folder, job->size, job->sha256, job_prompt(job), job,
-			  &e);
-	if (r == -ENOMEM)
-		log_oom();
-	if (r == 0) {
-		job->twin = e;
-		job->twin_leads = true;
-		return false;
-	}
-	if (r < 0 && r != -EEXIST)
+	if (job_twins_try_lead(jobs, job, &e) != -EEXIST)
 		return false;
 	if (twin_entry_follow(e, job) == -ENOMEM)
 		log_oom();
