@@ -29,6 +29,7 @@
 #include "sidecar.h"
 #include "stem.h"
 #include "transfer.h"
+#include "twin_map.h"
 #include "work.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -149,6 +150,9 @@ struct job {
 	struct config_reference *members;
 	size_t n_members;
 	struct job_group_fits *group_fits; /* its images to fit, and fitted (job_group_fit.c) */
+	/* job_twins.c: the entry of its content it leads, or waits on (JOB_TWIN). */
+	struct twin_entry *twin;
+	bool twin_leads;
 };
 
 /* job_group.c: a file of a group folder's subfolder was offered (or its
@@ -243,6 +247,8 @@ struct jobs {
 	bool warned_images_claimed; /* an answer claimed more images than asked (logged once) */
 	char **group_logged;	  /* "<folder>/<group>" already said to have changed after done */
 	size_t n_group_logged;
+	struct twin_map *twins; /* job_twins.c: content being paid for -> its job */
+	size_t n_twins;		/* jobs in JOB_TWIN */
 };
 
 /* What a stage ends in; job_advance (job.c) is the one place that applies
@@ -381,6 +387,17 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 void job_validate(struct jobs *jobs, struct job *job);
 void jobs_pause_timer(void *userdata);
 void job_generate(struct jobs *jobs, struct job *job);
+/* job_twins.c. On the loop, after a check found no done record to reuse:
+ * true when another checked job of the folder pays for the same image with
+ * the same prompt (job is then in JOB_TWIN, or ended on a stop); false when
+ * job leads it now (or cannot be a twin) and is judged as usual. */
+bool job_twins_hold(struct jobs *jobs, struct job *job);
+/* A paid result resumed from the journal leads its content, if nothing does:
+ * a copy checked while it is fetched waits for it. */
+void job_twins_lead(struct jobs *jobs, struct job *job);
+/* The job leaves its entry: a follower stops waiting; a leader's followers
+ * settle to be looked at anew. Called when the job settles or is freed. */
+void job_twins_forget(struct jobs *jobs, struct job *job);
 /* job_prompt.c: per-file prompts (prompt_file). On a worker, the check
  * reads <stem>.txt; on the loop, job_prompt_decide sets the job's prompt or
  * ends the check with a verdict (then it returns false). */
