@@ -1024,6 +1024,7 @@ void jobs_free(struct jobs *jobs)
 			job_free(jobs, jobs->table[i]);
 	jobs_done_drop_folder(jobs, NULL);
 	job_prompt_arrivals_free(jobs);
+	job_prompt_waiters_free(jobs);
 	/* After the jobs: storage requests and fits still running are waited
 	 * for, and dropped. */
 	job_io_shutdown(jobs);

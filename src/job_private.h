@@ -27,6 +27,7 @@
 #include "refs.h"
 #include "schedule.h"
 #include "sidecar.h"
+#include "prompt_waiters.h"
 #include "stem.h"
 #include "transfer.h"
 #include "work.h"
@@ -130,7 +131,7 @@ struct job {
 	/* prompt_file: required, none yet: the file it waits for, on
 	 * jobs->prompt_waiters, woken when that file arrives (job_prompt.c). */
 	char *prompt_awaited;
-	struct job *prompt_wait_prev, *prompt_wait_next;
+	struct prompt_waiter prompt_wait;
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
 	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
@@ -197,7 +198,7 @@ struct jobs {
 	struct loop_timer *pause_timer;
 	struct job_list queue, active;
 	struct job *stem_holders; /* every job holding an output stem not yet on disk */
-	struct job *prompt_waiters;		     /* jobs waiting for their prompt file */
+	struct prompt_waiters prompt_waiters;	     /* jobs waiting for their prompt file */
 	struct job_prompt_arrivals *prompt_arrivals; /* prompt files lately arrived */
 	size_t n_settling, n_waiting, n_fitting;
 	struct work_pool *fit_pool; /* max_fits threads: fits at once are bounded */
@@ -392,6 +393,7 @@ struct job_prompt_read {
 };
 void job_prompt_fill(const struct job *job, struct job_prompt_read *p);
 void job_prompt_arrivals_free(struct jobs *jobs);
+void job_prompt_waiters_free(struct jobs *jobs);
 void job_prompt_read(const struct job_src *src, struct job_prompt_read *p);
 bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_read *p);
 void job_prompt_clear(struct job_prompt_read *p);

@@ -160,47 +160,47 @@ static struct prompt_arrival *prompt_arrival_note(struct jobs *jobs, const struc
 /* Off jobs->prompt_waiters, if on it. */
 static void prompt_unwait(struct job *job)
 {
-	struct jobs *jobs = job->owner;
-
 	if (!job->prompt_awaited)
 		return;
-	if (job->prompt_wait_prev)
-		job->prompt_wait_prev->prompt_wait_next = job->prompt_wait_next;
-	else
-		jobs->prompt_waiters = job->prompt_wait_next;
-	if (job->prompt_wait_next)
-		job->prompt_wait_next->prompt_wait_prev = job->prompt_wait_prev;
-	job->prompt_wait_prev = job->prompt_wait_next = NULL;
+	prompt_waiters_remove(&job->owner->prompt_waiters, &job->prompt_wait);
 	free(job->prompt_awaited);
 	job->prompt_awaited = NULL;
 }
 
 static void prompt_await(struct job *job, const char *rel)
 {
-	struct jobs *jobs = job->owner;
-
 	prompt_unwait(job);
 	job->prompt_awaited = xstrdup(rel);
-	job->prompt_wait_prev = NULL;
-	job->prompt_wait_next = jobs->prompt_waiters;
-	if (jobs->prompt_waiters)
-		jobs->prompt_waiters->prompt_wait_prev = job;
-	jobs->prompt_waiters = job;
+	job->prompt_wait.folder = job->folder;
+	job->prompt_wait.rel = job->prompt_awaited;
+	if (prompt_waiters_add(&job->owner->prompt_waiters, &job->prompt_wait) < 0)
+		log_oom();
+}
+
+static struct job *prompt_waiter_job(struct prompt_waiter *e)
+{
+	return e ? (struct job *)(void *)((char *)e - offsetof(struct job, prompt_wait)) : NULL;
+}
+
+void job_prompt_waiters_free(struct jobs *jobs)
+{
+	prompt_waiters_free(&jobs->prompt_waiters);
 }
 
 void jobs_prompt_file_arrived(struct jobs *jobs, struct folder *folder, const char *rel,
 			      enum watch_how how)
 {
 	struct prompt_arrival *a;
-	struct job *job, *next;
+	struct prompt_waiter *e, *next;
 
 	if (jobs->stopping)
 		return;
 	a = prompt_arrival_note(jobs, folder, rel, how);
-	for (job = jobs->prompt_waiters; job; job = next) {
-		next = job->prompt_wait_next;
-		if (job->folder != folder || job->state != JOB_SETTLING ||
-		    strcmp(job->prompt_awaited, rel) != 0)
+	for (e = prompt_waiters_first(&jobs->prompt_waiters, folder, rel); e; e = next) {
+		struct job *job = prompt_waiter_job(e);
+
+		next = prompt_waiters_next(e);
+		if (job->state != JOB_SETTLING)
 			continue;
 		/* Renamed in is complete, as for images; written waits a settle
 		 * from now rather than from the last look. */
