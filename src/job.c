@@ -653,19 +653,34 @@ static bool stem_reserved(const char *candidate, unsigned n_outputs, const struc
 	return false;
 }
 
+void job_stem_refit(struct jobs *jobs, struct job *job, unsigned n_outputs)
+{
+	struct stem_query q = {jobs, job};
+
+	if (job->stem && !job->images_paid && n_outputs > job->stem_outputs &&
+	    stem_reserved(job->stem, n_outputs, &q))
+		job_release_stem(jobs, job);
+}
+
 void job_stem_fill(const struct jobs *jobs, const struct job *job, struct job_stem *st)
+{
+	job_stem_fill_n(jobs, job, job->folder->cfg->max_images, st);
+}
+
+void job_stem_fill_n(const struct jobs *jobs, const struct job *job, unsigned n_outputs,
+		     struct job_stem *st)
 {
 	const char *out = job->folder->cfg->output;
 	size_t dlen = rel_dir_len(job->rel), n = 0;
 
 	memset(st, 0, sizeof(*st));
+	st->n_outputs = n_outputs;
 	if (job->stem) {
 		st->held = true;
 		(void)snprintf(st->chosen, sizeof(st->chosen), "%s", job->stem);
 		return;
 	}
 	st->rel = xstrdup(job->rel);
-	st->n_outputs = job->folder->cfg->max_images;
 	st->r = output_safe_stem(rel_base(job->rel), st->base, sizeof(st->base));
 	/* A snapshot of the stems other jobs hold in the same output folder:
 	 * the worker checks against it, the loop again when it takes one. */
@@ -710,8 +725,17 @@ int job_stem_take(struct jobs *jobs, struct job *job, const struct job_stem *st)
 {
 	struct stem_query q = {jobs, job};
 
-	if (job->stem)
+	if (job->stem) {
+		/* Held from an earlier try and now asked to write more images:
+		 * reserved as many, unless another job meets the wider names
+		 * meanwhile (choose again; a paid stem cannot move). */
+		if (st->n_outputs <= job->stem_outputs)
+			return 0;
+		if (!job->images_paid && stem_reserved(job->stem, st->n_outputs, &q))
+			return -EAGAIN;
+		job->stem_outputs = st->n_outputs;
 		return 0;
+	}
 	if (stem_reserved(st->chosen, st->n_outputs, &q))
 		return -EAGAIN; /* taken meanwhile by a job in the same folder: choose again */
 	job_hold_stem(jobs, job, xstrdup(st->chosen), st->n_outputs);

@@ -362,6 +362,12 @@ struct job_stem {
 	unsigned n_outputs; /* images the request may write (max_images) */
 };
 void job_stem_fill(const struct jobs *jobs, const struct job *job, struct job_stem *st);
+/* For a request that writes n_outputs images (fill: max_images). */
+void job_stem_fill_n(const struct jobs *jobs, const struct job *job, unsigned n_outputs,
+		     struct job_stem *st);
+/* A held stem not paid under that another job's names meet once it writes
+ * n_outputs images is let go, to be chosen again. */
+void job_stem_refit(struct jobs *jobs, struct job *job, unsigned n_outputs);
 int job_stem_choose(int dirfd, struct job_stem *st);
 int job_stem_take(struct jobs *jobs, struct job *job, const struct job_stem *st);
 void job_stem_clear(struct job_stem *st);
