@@ -655,10 +655,10 @@ static bool stem_reserved(const char *candidate, unsigned n_outputs, const struc
 
 void job_stem_refit(struct jobs *jobs, struct job *job, unsigned n_outputs)
 {
-	struct stem_query q = {jobs, job};
-
-	if (job->stem && !job->images_paid && n_outputs > job->stem_outputs &&
-	    stem_reserved(job->stem, n_outputs, &q))
+	/* Its wider names are checked as a new choice's are, against the other
+	 * holders and on disk (cat-2.jpeg of a done cat-2.png); the same stem
+	 * comes back when they are free. */
+	if (job->stem && !job->images_paid && n_outputs > job->stem_outputs)
 		job_release_stem(jobs, job);
 }
 
@@ -726,14 +726,10 @@ int job_stem_take(struct jobs *jobs, struct job *job, const struct job_stem *st)
 	struct stem_query q = {jobs, job};
 
 	if (job->stem) {
-		/* Held from an earlier try and now asked to write more images:
-		 * reserved as many, unless another job meets the wider names
-		 * meanwhile (choose again; a paid stem cannot move). */
-		if (st->n_outputs <= job->stem_outputs)
-			return 0;
-		if (!job->images_paid && stem_reserved(job->stem, st->n_outputs, &q))
-			return -EAGAIN;
-		job->stem_outputs = st->n_outputs;
+		/* Paid under it (it cannot move) and asked to write more: all
+		 * of them reserved. */
+		if (st->n_outputs > job->stem_outputs)
+			job->stem_outputs = st->n_outputs;
 		return 0;
 	}
 	if (stem_reserved(st->chosen, st->n_outputs, &q))

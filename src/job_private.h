@@ -365,8 +365,9 @@ void job_stem_fill(const struct jobs *jobs, const struct job *job, struct job_st
 /* For a request that writes n_outputs images (fill: max_images). */
 void job_stem_fill_n(const struct jobs *jobs, const struct job *job, unsigned n_outputs,
 		     struct job_stem *st);
-/* A held stem not paid under that another job's names meet once it writes
- * n_outputs images is let go, to be chosen again. */
+/* A held stem not paid under, asked to write more than the n_outputs it was
+ * chosen for (a reload raised max_images before a retry), is let go, to be
+ * chosen again for n_outputs. */
 void job_stem_refit(struct jobs *jobs, struct job *job, unsigned n_outputs);
 int job_stem_choose(int dirfd, struct job_stem *st);
 int job_stem_take(struct jobs *jobs, struct job *job, const struct job_stem *st);
