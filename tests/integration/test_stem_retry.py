@@ -12,7 +12,6 @@ import sys
 import time
 
 import harness as h
-from test_prompt_wake import rename_in
 
 
 def test(ctx):
@@ -36,18 +35,18 @@ def test(ctx):
 
     try:
         c.require(daemon.wait_for(r"ready", 10), "the daemon is ready")
-        rename_in(hot, "dog-2.png", images["dog-2.png"])
+        h.rename_in(hot, "dog-2.png", images["dog-2.png"])
         c.require(h.wait_until(lambda: os.path.isdir(out) and sidecars() == ["dog-2.json"], 20),
                   "dog-2.png is done first")
-        rename_in(hot, "cat.png", images["cat.png"])
-        rename_in(hot, "dog.png", images["dog.png"])
+        h.rename_in(hot, "cat.png", images["cat.png"])
+        h.rename_in(hot, "dog.png", images["dog.png"])
         c.require(daemon.wait_for(r"retrying .*cat\.png", 10), "cat.png's first call is refused")
         c.require(daemon.wait_for(r"retrying .*dog\.png", 10), "dog.png's first call is refused")
         config(3)
         daemon.proc.send_signal(signal.SIGHUP)
         c.require(daemon.wait_for(r"reloading", 10), "the daemon reloads")
         time.sleep(1.0)  # the new configuration is read on a worker, then applied
-        rename_in(hot, "cat-2.png", images["cat-2.png"])
+        h.rename_in(hot, "cat-2.png", images["cat-2.png"])
         c.require(h.wait_until(lambda: len(api.queued_faults()) == 2, 10),
                   "cat-2.png is sent before the retries")
 
