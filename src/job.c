@@ -1195,6 +1195,7 @@ void jobs_removed(struct jobs *jobs, struct folder *folder, const char *rel)
 void jobs_drop_folder(struct jobs *jobs, struct folder *folder)
 {
 	jobs_done_drop_folder(jobs, folder);
+	job_prompt_arrivals_drop_folder(jobs, folder);
 	for (size_t i = 0; i < jobs->table_size; i++) {
 		struct job *j = jobs->table[i];
 		while (j) {

@@ -401,6 +401,7 @@ struct job_prompt_read {
 void job_prompt_fill(const struct job *job, struct job_prompt_read *p);
 void job_prompt_arrivals_free(struct jobs *jobs);
 void job_prompt_waiters_free(struct jobs *jobs);
+void job_prompt_arrivals_drop_folder(struct jobs *jobs, const struct folder *folder);
 void job_prompt_read(const struct job_src *src, struct job_prompt_read *p);
 bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_read *p);
 void job_prompt_clear(struct job_prompt_read *p);

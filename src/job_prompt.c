@@ -187,11 +187,41 @@ void job_prompt_waiters_free(struct jobs *jobs)
 	prompt_waiters_free(&jobs->prompt_waiters);
 }
 
+void job_prompt_arrivals_drop_folder(struct jobs *jobs, const struct folder *folder)
+{
+	/* The folder is freed after a reload: another may come at its address. */
+	if (!jobs->prompt_arrivals)
+		return;
+	for (size_t i = 0; i < PROMPT_ARRIVALS_MAX; i++) {
+		struct prompt_arrival *a = &jobs->prompt_arrivals->ring[i];
+
+		if (a->folder == folder) {
+			free(a->rel);
+			memset(a, 0, sizeof(*a));
+		}
+	}
+}
+
+/* The delay of a look again for a prompt file that arrived: a file written
+ * in place waits a settle from now, but no later than the image's
+ * incomplete_timeout (one rewritten more often than a settle would put the
+ * look off for ever). */
+static uint64_t prompt_wake_delay(const struct job *job, const struct prompt_arrival *a)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	uint64_t now = loop_now_ms(), until = job->first_seen + cfg->incomplete_timeout_ms;
+
+	if (a->renamed || now >= until)
+		return 0;
+	return cfg->settle_ms < until - now ? cfg->settle_ms : until - now;
+}
+
 void jobs_prompt_file_arrived(struct jobs *jobs, struct folder *folder, const char *rel,
 			      enum watch_how how)
 {
 	struct prompt_arrival *a;
 	struct prompt_waiter *e, *next;
+	bool woke = false;
 
 	if (jobs->stopping)
 		return;
@@ -204,9 +234,11 @@ void jobs_prompt_file_arrived(struct jobs *jobs, struct folder *folder, const ch
 			continue;
 		/* Renamed in is complete, as for images; written waits a settle
 		 * from now rather than from the last look. */
-		a->woke = true;
-		job_settle(jobs, job, a->renamed ? 0 : folder->cfg->settle_ms);
+		a->woke = woke = true;
+		job_settle(jobs, job, prompt_wake_delay(job, a));
 	}
+	if (woke)
+		jobs_changed(jobs);
 }
 
 void job_prompt_forget(struct job *job)
@@ -301,8 +333,15 @@ bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_rea
 	age_ms = loop_wall_ms() - ((int64_t)p->mtime.tv_sec * 1000 + p->mtime.tv_nsec / 1000000);
 	if (!(arrival && arrival->renamed) && age_ms >= 0 && (uint64_t)age_ms < cfg->settle_ms &&
 	    !jobs->once) {
-		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
-		return false;
+		/* Up to incomplete_timeout: one rewritten more often than a
+		 * settle would hold its image for ever. */
+		if (loop_now_ms() - job->first_seen < cfg->incomplete_timeout_ms) {
+			job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
+			return false;
+		}
+		log_warn("%s/%s: its prompt file %s still changes after incomplete_timeout; "
+			 "sent with the text it has now",
+			 cfg->path, job->rel, p->rel);
 	}
 	if (!p->text[0])
 		return prompt_fail(jobs, job, "LocalValidation.PromptFile.Empty",
