@@ -671,19 +671,34 @@ static bool stem_reserved(const char *candidate, unsigned n_outputs, const struc
 	return false;
 }
 
+void job_stem_refit(struct jobs *jobs, struct job *job, unsigned n_outputs)
+{
+	/* Its wider names are checked as a new choice's are, against the other
+	 * holders and on disk (cat-2.jpeg of a done cat-2.png); the same stem
+	 * comes back when they are free. */
+	if (job->stem && !job->images_paid && n_outputs > job->stem_outputs)
+		job_release_stem(jobs, job);
+}
+
 void job_stem_fill(const struct jobs *jobs, const struct job *job, struct job_stem *st)
+{
+	job_stem_fill_n(jobs, job, job->folder->cfg->max_images, st);
+}
+
+void job_stem_fill_n(const struct jobs *jobs, const struct job *job, unsigned n_outputs,
+		     struct job_stem *st)
 {
 	const char *out = job->folder->cfg->output;
 	size_t dlen = rel_dir_len(job->rel), n = 0;
 
 	memset(st, 0, sizeof(*st));
+	st->n_outputs = n_outputs;
 	if (job->stem) {
 		st->held = true;
 		(void)snprintf(st->chosen, sizeof(st->chosen), "%s", job->stem);
 		return;
 	}
 	st->rel = xstrdup(job->rel);
-	st->n_outputs = job->folder->cfg->max_images;
 	st->r = output_safe_stem(rel_base(job->rel), st->base, sizeof(st->base));
 	/* A snapshot of the stems other jobs hold in the same output folder:
 	 * the worker checks against it, the loop again when it takes one. */
@@ -728,8 +743,13 @@ int job_stem_take(struct jobs *jobs, struct job *job, const struct job_stem *st)
 {
 	struct stem_query q = {jobs, job};
 
-	if (job->stem)
+	if (job->stem) {
+		/* Paid under it (it cannot move) and asked to write more: all
+		 * of them reserved. */
+		if (st->n_outputs > job->stem_outputs)
+			job->stem_outputs = st->n_outputs;
 		return 0;
+	}
 	if (stem_reserved(st->chosen, st->n_outputs, &q))
 		return -EAGAIN; /* taken meanwhile by a job in the same folder: choose again */
 	job_hold_stem(jobs, job, xstrdup(st->chosen), st->n_outputs);
@@ -1044,6 +1064,7 @@ void jobs_free(struct jobs *jobs)
 			job_free(jobs, jobs->table[i]);
 	jobs_done_drop_folder(jobs, NULL);
 	job_prompt_arrivals_free(jobs);
+	job_prompt_waiters_free(jobs);
 	/* After the jobs: storage requests and fits still running are waited
 	 * for, and dropped. */
 	job_io_shutdown(jobs);
@@ -1196,6 +1217,7 @@ void jobs_removed(struct jobs *jobs, struct folder *folder, const char *rel)
 void jobs_drop_folder(struct jobs *jobs, struct folder *folder)
 {
 	jobs_done_drop_folder(jobs, folder);
+	job_prompt_arrivals_drop_folder(jobs, folder);
 	for (size_t i = 0; i < jobs->table_size; i++) {
 		struct job *j = jobs->table[i];
 		while (j) {

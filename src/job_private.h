@@ -27,6 +27,7 @@
 #include "refs.h"
 #include "schedule.h"
 #include "sidecar.h"
+#include "prompt_waiters.h"
 #include "stem.h"
 #include "transfer.h"
 #include "twin_map.h"
@@ -131,7 +132,7 @@ struct job {
 	/* prompt_file: required, none yet: the file it waits for, on
 	 * jobs->prompt_waiters, woken when that file arrives (job_prompt.c). */
 	char *prompt_awaited;
-	struct job *prompt_wait_prev, *prompt_wait_next;
+	struct prompt_waiter prompt_wait;
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
 	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
@@ -201,7 +202,7 @@ struct jobs {
 	struct loop_timer *pause_timer;
 	struct job_list queue, active;
 	struct job *stem_holders; /* every job holding an output stem not yet on disk */
-	struct job *prompt_waiters;		     /* jobs waiting for their prompt file */
+	struct prompt_waiters prompt_waiters;	     /* jobs waiting for their prompt file */
 	struct job_prompt_arrivals *prompt_arrivals; /* prompt files lately arrived */
 	size_t n_settling, n_waiting, n_fitting;
 	struct work_pool *fit_pool; /* max_fits threads: fits at once are bounded */
@@ -367,6 +368,13 @@ struct job_stem {
 	unsigned n_outputs; /* images the request may write (max_images) */
 };
 void job_stem_fill(const struct jobs *jobs, const struct job *job, struct job_stem *st);
+/* For a request that writes n_outputs images (fill: max_images). */
+void job_stem_fill_n(const struct jobs *jobs, const struct job *job, unsigned n_outputs,
+		     struct job_stem *st);
+/* A held stem not paid under, asked to write more than the n_outputs it was
+ * chosen for (a reload raised max_images before a retry), is let go, to be
+ * chosen again for n_outputs. */
+void job_stem_refit(struct jobs *jobs, struct job *job, unsigned n_outputs);
 int job_stem_choose(int dirfd, struct job_stem *st);
 int job_stem_take(struct jobs *jobs, struct job *job, const struct job_stem *st);
 void job_stem_clear(struct job_stem *st);
@@ -409,6 +417,8 @@ struct job_prompt_read {
 };
 void job_prompt_fill(const struct job *job, struct job_prompt_read *p);
 void job_prompt_arrivals_free(struct jobs *jobs);
+void job_prompt_waiters_free(struct jobs *jobs);
+void job_prompt_arrivals_drop_folder(struct jobs *jobs, const struct folder *folder);
 void job_prompt_read(const struct job_src *src, struct job_prompt_read *p);
 bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_read *p);
 void job_prompt_clear(struct job_prompt_read *p);

@@ -658,12 +658,15 @@ static void job_prepare_submit(struct jobs *jobs, struct job *job, struct job_pr
 		p->ref_fds[i] = -1;
 	job_src_fill(job, &p->src);
 	job_out_fill(job, &p->out, p->rechecked);
-	job_stem_fill(jobs, job, &p->stem);
+	/* The slot is this job's from now (a submission again keeps it). */
+	job_activate(jobs, job, JOB_PREPARING);
+	/* The names reserved are those the request may write (sched_images,
+	 * set above: max_images may have changed since the stem was held). */
+	job_stem_refit(jobs, job, job->sched_images);
+	job_stem_fill_n(jobs, job, job->sched_images, &p->stem);
 	p->min_free = jobs->config->min_free_space;
 	p->io.work = job_prepare_work;
 	p->io.done = job_prepare_done;
-	/* The slot is this job's from now (a submission again keeps it). */
-	job_activate(jobs, job, JOB_PREPARING);
 	job_io_submit(jobs, job, job->folder, &p->io);
 }
 
