@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """A group's fit against storage that fails or changes under it (group fitting, review follow-up;
 faultfs drives the timing). A fit that fails here rather than on the image (the original cannot be
-read: EIO) is not a refusal: no .error.json, the group is held and retried, and once the fault
-ends it is sent with one call. An image already fitted that is deleted while the next one is
-being converted makes the group look again at once: the rest is not fitted for nothing, and the
-group goes out with the images it has then."""
+read: EIO) is not a refusal, nor is the same fault when the group is checked again: no .error.json,
+the group is held and retried, and once the fault ends it is sent with one call. An image already
+fitted that is deleted while the next one is being converted makes the group look again at once:
+the rest is not fitted for nothing, and the group goes out with the images it has then; so does an
+image deleted while it is being fitted, even where no event reports the deletion."""
 
 import os
 import re
@@ -26,7 +27,8 @@ def heic(ctx, path, dark):
 
 
 def test_local_fault(ctx):
-    """b.heic cannot be read (EIO) while it is being fitted: held, retried, sent once."""
+    """b.heic cannot be read (EIO) while it is being fitted, and still when the group is checked
+    again: held, retried, sent once the fault ends."""
     c = ctx.checks
     api = ctx.start_api(name="fault")
     fs = ctx.faultfs("fault")
@@ -58,6 +60,12 @@ def test_local_fault(ctx):
     c.check(held, "the log says b.heic's fit failed here and is retried", daemon.stderr_text()[-1500:])
     err = os.path.join(out, "g.error.json")
     c.check(not os.path.exists(err), "no g.error.json while the fault lasts",
+            h.read_bytes(err).decode("utf-8", "replace") if os.path.exists(err) else "")
+    # Still unreadable when the group is looked at again: its check holds it too, no refusal.
+    rechecked = daemon.wait_for(r"group \S+/g cannot be read \(Input/output error\); looking again", 20)
+    c.check(rechecked, "the group's check 10 s later cannot read b.heic either and holds it",
+            daemon.stderr_text()[-1500:])
+    c.check(not os.path.exists(err), "no g.error.json from that check either",
             h.read_bytes(err).decode("utf-8", "replace") if os.path.exists(err) else "")
     c.eq(len(api.generations()), 0, "nothing is sent while b.heic cannot be read")
     fs.clear()
@@ -123,12 +131,52 @@ def test_member_removed(ctx):
          "g.json lists the two images left")
 
 
+def test_member_gone_unseen(ctx):
+    """a.heic is deleted while it is being fitted, in a folder whose deletions nobody reports (poll
+    mode, no scan due): the fit worker itself sees the name is gone and the group is looked at
+    again, rather than a.heic's fit counting and the group going on without the image it names."""
+    c = ctx.checks
+    api = ctx.start_api(name="unseen")
+    fs = ctx.faultfs("unseen")
+    root, hot, out, state = ctx.folder("unseen")
+    config = ctx.write_config(os.path.join(root, "seedreamd.yaml"), api=api, state_dir=state,
+                              folders=[{"path": hot, "group": "subfolder", "mode": "poll",
+                                        "poll_interval": "1h"}])
+    g = os.path.join(hot, "g")
+    os.makedirs(g)
+    heic(ctx, os.path.join(g, "a.heic"), 60)
+    h.write_bytes(os.path.join(g, "b.png"), h.png_image(40, 30, 4))
+    fs.set("stall open %s" % FIT_OPEN)
+    daemon = ctx.start_daemon(config, faultfs=fs)
+    c.require(daemon.wait_for(r"ready", 10), "daemon: ready")
+    stalled = h.wait_until(lambda: any(l.startswith("stall open " + FIT_OPEN) for l in fs.applied()), 20)
+    c.require(stalled, "a.heic's fit reached its decode", daemon.stderr_text()[-1500:])
+    os.unlink(os.path.join(g, "a.heic"))
+    fs.clear()
+    seen = daemon.wait_for(r"group \S+ changed while a\.heic was being converted", 20)
+    c.check(seen, "the fit noticed a.heic is gone and the group is looked at again",
+            daemon.stderr_text()[-1500:])
+    done = h.wait_until(lambda: os.path.exists(os.path.join(out, "g.json")), 20)
+    c.check(done, "the group is done with the image it has", daemon.stderr_text()[-1500:])
+    rc, _ = daemon.terminate()
+    c.eq(rc, 0, "daemon: exits 0 on SIGTERM")
+    log = daemon.stderr_text()
+    c.check(not re.search(r"converted a\.heic", log), "a.heic's fit of a deleted file did not count",
+            log[-1500:])
+    gens = api.generations()
+    c.eq(len(gens), 1, "exactly one API call")
+    if gens:
+        c.eq([i.get("sha256") for i in gens[0].get("images") or []],
+             [h.sha256_file(os.path.join(g, "b.png"))], "it carries b.png alone")
+
+
 def test_all(ctx):
     c = ctx.checks
     for tool in ("heif-enc", "vips"):
         c.require(shutil.which(tool), "%s is installed (scripts/install-deps.sh)" % tool)
     test_local_fault(ctx)
     test_member_removed(ctx)
+    test_member_gone_unseen(ctx)
 
 
 if __name__ == "__main__":
