@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import sys
+import time
 
 import harness as h
 from test_fit import marked_png, run
@@ -170,6 +171,49 @@ def test_member_gone_unseen(ctx):
              [h.sha256_file(os.path.join(g, "b.png"))], "it carries b.png alone")
 
 
+def test_single_local_fault(ctx):
+    """The same for a single file: y.heic cannot be read while it is being fitted (x.heic's fit
+    ahead of it holds the one fit worker meanwhile): no .error.json, converted and sent later."""
+    c = ctx.checks
+    api = ctx.start_api(name="single")
+    fs = ctx.faultfs("single")
+    root, hot, out, state = ctx.folder("single")
+    config = ctx.write_config(os.path.join(root, "seedreamd.yaml"), api=api, state_dir=state,
+                              folders=[{"path": hot}])
+    make = os.path.join(ctx.tmp, "make-single")
+    os.makedirs(make)
+    heic(ctx, os.path.join(make, "x.heic"), 30)
+    heic(ctx, os.path.join(make, "y.heic"), 70)
+    y = os.path.join(hot, "y.heic")
+    fs.set("stall open %s" % FIT_OPEN)
+    daemon = ctx.start_daemon(config, faultfs=fs)
+    c.require(daemon.wait_for(r"ready", 10), "daemon: ready")
+    os.rename(os.path.join(make, "x.heic"), os.path.join(hot, "x.heic"))
+    stalled = h.wait_until(lambda: any(l.startswith("stall open " + FIT_OPEN) for l in fs.applied()), 20)
+    c.require(stalled, "x.heic's fit reached its decode", daemon.stderr_text()[-1500:])
+    # y.heic's check reads it (logged by a rule that delays nothing) before its fit can start.
+    fs.set("stall open %s" % FIT_OPEN, "delay read %s 0" % y)
+    os.rename(os.path.join(make, "y.heic"), y)
+    looked = h.wait_until(lambda: any(l.startswith("delay read " + y) for l in fs.applied()), 20)
+    c.require(looked, "y.heic's check read it", daemon.stderr_text()[-1500:])
+    # Its check reads the head, then the tail: let both happen before the fault starts.
+    time.sleep(1)
+    fs.set("fail read %s EIO" % y)
+    held = daemon.wait_for(r"converting \S+/y\.heic failed here \(LocalValidation\.Unreadable: "
+                           r"[^)]*\); trying again", 20)
+    c.check(held, "the log says y.heic's fit failed here and is retried", daemon.stderr_text()[-1500:])
+    err = os.path.join(out, "y.error.json")
+    c.check(not os.path.exists(err), "no y.error.json",
+            h.read_bytes(err).decode("utf-8", "replace") if os.path.exists(err) else "")
+    fs.clear()
+    done = h.wait_until(lambda: os.path.exists(os.path.join(out, "y.json")), 30)
+    c.check(done, "y.heic is converted and sent once the fault ends", daemon.stderr_text()[-2000:])
+    rc, _ = daemon.terminate()
+    c.eq(rc, 0, "daemon: exits 0 on SIGTERM")
+    c.check(not os.path.exists(err), "no y.error.json after the fault either")
+    c.eq(len(api.generations()), 2, "two API calls: x.heic and y.heic, once each")
+
+
 def test_all(ctx):
     c = ctx.checks
     for tool in ("heif-enc", "vips"):
@@ -177,6 +221,7 @@ def test_all(ctx):
     test_local_fault(ctx)
     test_member_removed(ctx)
     test_member_gone_unseen(ctx)
+    test_single_local_fault(ctx)
 
 
 if __name__ == "__main__":
