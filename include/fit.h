@@ -74,6 +74,12 @@ const char *fit_reason_name(unsigned bit);
  * errno with res->code and res->message saying why (res->fd is -1). */
 int fit_run(int fd, const struct fit_options *opt, struct fit_result *res);
 
+/* Whether a failed fit_run failed here rather than on the image: no
+ * temporary file for the result (EMFILE, ENOSPC), or the original could not
+ * be read (EIO, ESTALE on a NAS). Such a failure says nothing about the
+ * image: the caller tries again later instead of refusing it. Pure. */
+bool fit_failed_locally(const struct fit_result *res);
+
 /* Closes res->fd; accepts a cleared result. */
 void fit_result_clear(struct fit_result *res);
 

@@ -23,6 +23,10 @@
  * reach any budget a sane configuration sets. */
 #define FIT_ENCODE_ROUNDS 6
 
+/* The codes of the failures that are not the image's (fit_failed_locally). */
+#define FIT_CODE_LOCAL_ERROR "LocalError"
+#define FIT_CODE_UNREADABLE  "LocalValidation.Unreadable"
+
 static const char *const reason_names[FIT_REASON_COUNT] = {
     "format", "pixels", "bytes", "orientation", "cmyk", "depth", "profile", "always",
 };
@@ -295,7 +299,7 @@ int fit_run(int fd, const struct fit_options *opt, struct fit_result *res)
 	/* source_sha256 stays the hash of what the user dropped, not of what was sent. */
 	r = digest_sha256_fd(fd, res->sha256);
 	if (r < 0) {
-		fail(res, "LocalValidation.Unreadable", "%s", strerror(-r));
+		fail(res, FIT_CODE_UNREADABLE, "%s", strerror(-r));
 		goto out;
 	}
 	r = read_header(fd, &sh, err, sizeof(err));
@@ -331,7 +335,8 @@ int fit_run(int fd, const struct fit_options *opt, struct fit_result *res)
 	res->fd = open_result(opt->tmp_dir);
 	if (res->fd < 0) {
 		r = res->fd;
-		fail(res, "LocalError", "a temporary file for the fitted image: %s", strerror(-r));
+		fail(res, FIT_CODE_LOCAL_ERROR, "a temporary file for the fitted image: %s",
+		     strerror(-r));
 		goto out;
 	}
 	for (int round = 0; round < FIT_ENCODE_ROUNDS; round++) {
@@ -381,4 +386,10 @@ void fit_result_clear(struct fit_result *res)
 	if (res->fd >= 0)
 		close(res->fd);
 	res->fd = -1;
+}
+
+bool fit_failed_locally(const struct fit_result *res)
+{
+	return res->code && (strcmp(res->code, FIT_CODE_LOCAL_ERROR) == 0 ||
+			     strcmp(res->code, FIT_CODE_UNREADABLE) == 0);
 }

@@ -1202,8 +1202,13 @@ void jobs_offer_checked(struct jobs *jobs, struct folder *folder, const char *re
 
 void jobs_removed(struct jobs *jobs, struct folder *folder, const char *rel)
 {
-	struct job *job = jobs_find(jobs, folder, rel);
+	struct job *job;
 
+	if (folder->cfg->group == GROUP_SUBFOLDER && strchr(rel, '/')) {
+		job_group_fit_removed(jobs, folder, rel); /* an image of a group */
+		return;
+	}
+	job = jobs_find(jobs, folder, rel);
 	if (!job || job->state == JOB_GENERATING || job->state == JOB_FETCHING ||
 	    job->state == JOB_COMMITTING)
 		return; /* in flight: it finishes from the open file */

@@ -772,6 +772,20 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	/* A group's fitted images: their bytes instead of their files. */
 	r = job_group_fit_swap(jobs, job, &fd, &send_size, &req.image_format, p->refs, p->ref_fds,
 			       p->n_members_after);
+	if (r == -EINVAL) {
+		/* A bug: the group reached the send unfitted or with other images
+		 * than were planned. Nothing is sent; the group is looked at and
+		 * fitted again instead of burning retries on it. */
+		log_error("%s/%s: group reached the send with images not fitted as planned (a "
+			  "bug); looking at it again",
+			  cfg->path, job->rel);
+		work_close(jobs->store_pool, fd);
+		if (img_fd >= 0)
+			job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), img_fd, img_tmp);
+		job_close_output_dir(job);
+		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
+		return;
+	}
 	if (r < 0) {
 		work_close(jobs->store_pool, fd);
 		if (img_fd >= 0)
