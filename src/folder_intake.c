@@ -20,6 +20,7 @@ struct folder_intake {
 	char *done_dir;
 	char cache[PATH_MAX + 64];
 	struct index *index; /* built by the worker */
+	uint64_t epoch;	     /* the folder's index_epoch at the start */
 	struct folder_intake_result res;
 };
 
@@ -56,6 +57,8 @@ static void folder_intake_done(void *arg, bool cancelled)
 		in->res.result = -ECANCELED;
 	else if (in->res.result == 0 && strcmp(in->output, f->cfg->output) != 0)
 		in->res.result = -ESTALE; /* another output now: its records are still to be read */
+	else if (in->res.result == 0 && f->index_epoch != in->epoch)
+		in->res.result = -EAGAIN; /* judged away or replaced meanwhile: maybe read half */
 	f->index_reloading = false;
 	f->records_loading_since = 0;
 	if (in->res.result == 0) {
@@ -90,6 +93,7 @@ int folder_intake_start(struct folder *f, struct work_pool *pool, folder_intake_
 		goto fail;
 	}
 	folder_index_cache_file(f, in->cache, sizeof(in->cache));
+	in->epoch = f->index_epoch;
 	r = work_submit(pool, folder_intake_work, folder_intake_done, in);
 	if (r < 0)
 		goto fail;
