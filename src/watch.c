@@ -905,6 +905,8 @@ static void watch_index_reloaded(struct folder *f, int result, void *userdata)
 		watch_folder_missing(w, f, why);
 		return;
 	}
+	if (result == 0 && w->events->records_read)
+		w->events->records_read(w->userdata, f);
 	slot->need_start = true;
 	watch_request_health(w, slot);
 }
@@ -934,6 +936,8 @@ static void watch_start_folder(struct watch *w, struct watch_slot *slot,
 			watch_folder_missing(w, f, why);
 			return;
 		}
+		if (w->events->records_read)
+			w->events->records_read(w->userdata, f);
 	}
 	if (!was)
 		log_info("folder %s is present", f->cfg->path);
