@@ -70,6 +70,9 @@ struct folder {
 	 * added it, or its output came back as another directory); 0 when not:
 	 * a look at its storage like the watch's own. */
 	uint64_t records_loading_since;
+	/* Meanwhile the read's own stamp of its last progress (in the request,
+	 * stored by the worker); NULL when none runs. */
+	const _Atomic uint64_t *records_progress_at;
 	bool index_saving;		 /* folder_save_index_cache_async runs: keep the folder */
 	uint64_t index_changes_saved;	 /* index_changes() when the cache was last written */
 	char pause_reason[512];          /* why not present, for the log and STATUS= */

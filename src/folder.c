@@ -320,6 +320,7 @@ struct index_request {
 	char cache[PATH_MAX + 64];
 	struct index *index; /* read (reload), or the copy to write (save) */
 	uint64_t epoch;	     /* the folder's index_epoch when the request was made */
+	_Atomic uint64_t progress_at; /* stored by the worker as it reads (reload) */
 	int result;
 };
 
@@ -361,8 +362,9 @@ static void reload_work(void *arg)
 	req->result = index_new(&req->index);
 	if (req->result < 0)
 		return;
-	req->result = index_load_tree_cached(req->index, req->output, req->done_dir,
-					     req->cache[0] ? req->cache : NULL, NULL, NULL);
+	req->result = index_load_tree_progress(req->index, req->output, req->done_dir,
+					       req->cache[0] ? req->cache : NULL, NULL, NULL,
+					       &req->progress_at);
 }
 
 static void reload_done(void *arg, bool cancelled)
@@ -373,6 +375,7 @@ static void reload_done(void *arg, bool cancelled)
 
 	f->index_reloading = false;
 	f->records_loading_since = 0;
+	f->records_progress_at = NULL;
 	if (r == 0 && strcmp(req->output, f->cfg->output) != 0)
 		r = -ESTALE; /* another output now: its records are still to be read */
 	/* Judged missing, remounted or replaced while read: what was read may
@@ -410,6 +413,7 @@ int folder_reload_index_async(struct folder *f, struct work_pool *pool,
 	}
 	f->index_reloading = true;
 	f->records_loading_since = loop_now_ms();
+	f->records_progress_at = &req->progress_at;
 	return 0;
 }
 

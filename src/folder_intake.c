@@ -21,6 +21,7 @@ struct folder_intake {
 	char cache[PATH_MAX + 64];
 	struct index *index; /* built by the worker */
 	uint64_t epoch;	     /* the folder's index_epoch at the start */
+	_Atomic uint64_t progress_at; /* stored by the worker as it reads */
 	struct folder_intake_result res;
 };
 
@@ -43,9 +44,9 @@ static void folder_intake_work(void *arg)
 	in->res.result = index_new(&in->index);
 	if (in->res.result < 0)
 		return;
-	in->res.result = index_load_tree_cached(in->index, in->output, in->done_dir,
-						in->cache[0] ? in->cache : NULL, &in->res.skipped,
-						&in->res.stats);
+	in->res.result = index_load_tree_progress(in->index, in->output, in->done_dir,
+						  in->cache[0] ? in->cache : NULL, &in->res.skipped,
+						  &in->res.stats, &in->progress_at);
 }
 
 static void folder_intake_done(void *arg, bool cancelled)
@@ -61,6 +62,7 @@ static void folder_intake_done(void *arg, bool cancelled)
 		in->res.result = -EAGAIN; /* judged away or replaced meanwhile: maybe read half */
 	f->index_reloading = false;
 	f->records_loading_since = 0;
+	f->records_progress_at = NULL;
 	if (in->res.result == 0) {
 		index_free(f->index);
 		f->index = in->index;
@@ -100,6 +102,7 @@ int folder_intake_start(struct folder *f, struct work_pool *pool, folder_intake_
 	f->index_reloading = true;
 	f->index_stale = true;
 	f->records_loading_since = loop_now_ms();
+	f->records_progress_at = &in->progress_at;
 	return 0;
 fail:
 	folder_intake_free(in);
