@@ -59,11 +59,20 @@ struct folder {
 	char *state_dir;                 /* for out_id's file; NULL without one */
 	bool out_id_saved;               /* its file was written (deleting it forgets out_id) */
 	bool index_stale;                /* reload the done records before the next scan */
+	/* Counts the times the output was judged untrustworthy (index_stale set
+	 * by folder_output_judge): a records read that saw it change while it
+	 * ran installs nothing, for it may have read a share half away. */
+	uint64_t index_epoch;
+	bool records_in;		 /* its journal's paid results were restored (main.c) */
+	bool today_counted;		 /* what its records say was paid today is counted */
 	bool index_reloading;		 /* folder_reload_index_async runs: keep the folder */
 	/* Monotonic ms since when a worker reads its done records (a reload
 	 * added it, or its output came back as another directory); 0 when not:
 	 * a look at its storage like the watch's own. */
 	uint64_t records_loading_since;
+	/* Meanwhile the read's own stamp of its last progress (in the request,
+	 * stored by the worker); NULL when none runs. */
+	const _Atomic uint64_t *records_progress_at;
 	bool index_saving;		 /* folder_save_index_cache_async runs: keep the folder */
 	uint64_t index_changes_saved;	 /* index_changes() when the cache was last written */
 	char pause_reason[512];          /* why not present, for the log and STATUS= */
@@ -109,14 +118,18 @@ void folder_output_id_file(const struct folder *folder, char *buf, size_t len);
 /* The done-record cache of its output in state_dir ("" if none). */
 void folder_index_cache_file(const struct folder *folder, char *buf, size_t len);
 
+/* Marks its done records as not to be trusted until read again. */
+void folder_mark_stale(struct folder *folder);
+
 /* Reads the done records again from the output. 0 or -errno. */
 int folder_reload_index(struct folder *folder);
 
 /* folder_reload_index on a worker of pool: the new index is built there from
  * copies of the paths (nothing of the folder is touched off the loop), then on
  * the loop thread it replaces folder->index (clearing index_stale) unless the
- * output was reconfigured meanwhile or the pool was freed, and done(folder,
- * result, userdata) runs: 0, -ESTALE (reconfigured: still stale), -ECANCELED
+ * output was reconfigured or marked stale (index_epoch) meanwhile or the pool
+ * was freed, and done(folder, result, userdata) runs: 0, -ESTALE
+ * (reconfigured or marked: still stale, to be read again), -ECANCELED
  * or the load's -errno. index_reloading is true until then: the folder must
  * not be freed, nor a second reload started. Returns 0 or -errno (done is
  * then not called). */

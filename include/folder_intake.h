@@ -16,7 +16,10 @@ struct work_pool;
 /* What the worker did, for the loop to log. */
 struct folder_intake_result {
 	/* 0; -ESTALE: the output was reconfigured meanwhile (nothing installed);
-	 * -ECANCELED: the pool was freed; else the load's -errno. */
+	 * -EAGAIN: it was judged missing, remounted or replaced meanwhile
+	 * (folder_output_judge: index_epoch moved), so what was read may lack
+	 * what was away: nothing installed, still stale; -ECANCELED: the pool
+	 * was freed; else the load's -errno. */
 	int result;
 	int sweep_result; /* output_sweep_tmp: 0 or -errno */
 	size_t swept;	  /* temporary files of an interrupted run removed */

@@ -77,6 +77,14 @@ int index_load_tree_cached(struct index *index, const char *output_root, const c
 			   const char *cache_path, size_t *ret_skipped,
 			   struct index_load_stats *ret_stats);
 
+/* index_load_tree_cached that stores the monotonic ms (CLOCK_MONOTONIC, as
+ * loop_now_ms) into *progress_at (if not NULL) at each directory and sidecar
+ * that answers, so that another thread can tell a long read that goes on
+ * from one that hangs. */
+int index_load_tree_progress(struct index *index, const char *output_root, const char *skip_dir,
+			     const char *cache_path, size_t *ret_skipped,
+			     struct index_load_stats *ret_stats, _Atomic uint64_t *progress_at);
+
 /* Writes the cache for index over output_root at cache_path (tmp + fsync +
  * rename; its folder created 0700). Lists every directory of the tree (no
  * file is read): a directory unchanged during its listing and not modified in

@@ -32,6 +32,8 @@ struct watch_events {
 	/* Its storage stopped answering (folder->storage_stalled_since set), still
 	 * does not (reported again every few seconds), or answers again. May be NULL. */
 	void (*stalled)(void *userdata, struct folder *folder);
+	/* Its done records were read again (index_stale cleared). May be NULL. */
+	void (*records_read)(void *userdata, struct folder *folder);
 };
 
 struct watch;

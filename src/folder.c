@@ -198,6 +198,12 @@ void folder_output_look(const char *output, const char *id_file,
 	ret_seen->id_file_exists = id_file[0] && file_exists(id_file);
 }
 
+void folder_mark_stale(struct folder *f)
+{
+	f->index_stale = true;
+	f->index_epoch++;
+}
+
 bool folder_output_judge(struct folder *f, struct folder_output_seen *seen, char *why,
 			 size_t whylen)
 {
@@ -212,12 +218,12 @@ bool folder_output_judge(struct folder *f, struct folder_output_seen *seen, char
 		folder_output_load(f); /* first look */
 	} else if (strcmp(f->out_id_for, out) != 0) {
 		folder_output_load(f); /* a reload changed the output: its own records */
-		f->index_stale = true;
+		folder_mark_stale(f);
 	} else if (f->out_id_saved && !seen->id_file_exists) {
 		/* Deleted by the user: take the output as it is now. */
 		folder_id_clear(&f->out_id);
 		f->out_id_saved = false;
-		f->index_stale = true;
+		folder_mark_stale(f);
 	}
 	if (r == -ENOENT && !f->out_id.known)
 		return true; /* never seen: the first result creates it */
@@ -225,7 +231,7 @@ bool folder_output_judge(struct folder *f, struct folder_output_seen *seen, char
 	 * bare mount point, say) cannot be trusted: read them again once it is
 	 * back, before anything is judged "not done". */
 	if (r < 0)
-		f->index_stale = true;
+		folder_mark_stale(f);
 	if (r < 0) {
 		(void)snprintf(why, whylen, "output %s %s", out,
 			       r == -ENOENT ? "is missing (it existed before; share not mounted?)"
@@ -256,7 +262,7 @@ bool folder_output_judge(struct folder *f, struct folder_output_seen *seen, char
 			       out, now.mount, f->out_id.mount,
 			       file[0] ? "; if it moved on purpose, delete " : "", file);
 		folder_id_clear(&now);
-		f->index_stale = true;
+		folder_mark_stale(f);
 		return false;
 	}
 	/* The same mount point, mounted again (devices are numbered anew) or
@@ -265,7 +271,7 @@ bool folder_output_judge(struct folder *f, struct folder_output_seen *seen, char
 	folder_id_clear(&f->out_id);
 	f->out_id = now;
 	folder_output_save(f);
-	f->index_stale = true;
+	folder_mark_stale(f);
 	return true;
 }
 
@@ -313,6 +319,8 @@ struct index_request {
 	char *done_dir;
 	char cache[PATH_MAX + 64];
 	struct index *index; /* read (reload), or the copy to write (save) */
+	uint64_t epoch;	     /* the folder's index_epoch when the request was made */
+	_Atomic uint64_t progress_at; /* stored by the worker as it reads (reload) */
 	int result;
 };
 
@@ -342,6 +350,7 @@ static int index_request_new(struct folder *f,
 		return -ENOMEM;
 	}
 	folder_index_cache_file(f, req->cache, sizeof(req->cache));
+	req->epoch = f->index_epoch;
 	*ret_req = req;
 	return 0;
 }
@@ -353,8 +362,9 @@ static void reload_work(void *arg)
 	req->result = index_new(&req->index);
 	if (req->result < 0)
 		return;
-	req->result = index_load_tree_cached(req->index, req->output, req->done_dir,
-					     req->cache[0] ? req->cache : NULL, NULL, NULL);
+	req->result = index_load_tree_progress(req->index, req->output, req->done_dir,
+					       req->cache[0] ? req->cache : NULL, NULL, NULL,
+					       &req->progress_at);
 }
 
 static void reload_done(void *arg, bool cancelled)
@@ -365,8 +375,13 @@ static void reload_done(void *arg, bool cancelled)
 
 	f->index_reloading = false;
 	f->records_loading_since = 0;
+	f->records_progress_at = NULL;
 	if (r == 0 && strcmp(req->output, f->cfg->output) != 0)
 		r = -ESTALE; /* another output now: its records are still to be read */
+	/* Judged missing, remounted or replaced while read: what was read may
+	 * lack the parts that were away (a load skips what it cannot read). */
+	if (r == 0 && f->index_epoch != req->epoch)
+		r = -ESTALE;
 	if (r == 0) {
 		index_free(f->index);
 		f->index = req->index;
@@ -398,6 +413,7 @@ int folder_reload_index_async(struct folder *f, struct work_pool *pool,
 	}
 	f->index_reloading = true;
 	f->records_loading_since = loop_now_ms();
+	f->records_progress_at = &req->progress_at;
 	return 0;
 }
 

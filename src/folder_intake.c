@@ -20,6 +20,8 @@ struct folder_intake {
 	char *done_dir;
 	char cache[PATH_MAX + 64];
 	struct index *index; /* built by the worker */
+	uint64_t epoch;	     /* the folder's index_epoch at the start */
+	_Atomic uint64_t progress_at; /* stored by the worker as it reads */
 	struct folder_intake_result res;
 };
 
@@ -42,9 +44,9 @@ static void folder_intake_work(void *arg)
 	in->res.result = index_new(&in->index);
 	if (in->res.result < 0)
 		return;
-	in->res.result = index_load_tree_cached(in->index, in->output, in->done_dir,
-						in->cache[0] ? in->cache : NULL, &in->res.skipped,
-						&in->res.stats);
+	in->res.result = index_load_tree_progress(in->index, in->output, in->done_dir,
+						  in->cache[0] ? in->cache : NULL, &in->res.skipped,
+						  &in->res.stats, &in->progress_at);
 }
 
 static void folder_intake_done(void *arg, bool cancelled)
@@ -56,8 +58,11 @@ static void folder_intake_done(void *arg, bool cancelled)
 		in->res.result = -ECANCELED;
 	else if (in->res.result == 0 && strcmp(in->output, f->cfg->output) != 0)
 		in->res.result = -ESTALE; /* another output now: its records are still to be read */
+	else if (in->res.result == 0 && f->index_epoch != in->epoch)
+		in->res.result = -EAGAIN; /* judged away or replaced meanwhile: maybe read half */
 	f->index_reloading = false;
 	f->records_loading_since = 0;
+	f->records_progress_at = NULL;
 	if (in->res.result == 0) {
 		index_free(f->index);
 		f->index = in->index;
@@ -90,12 +95,14 @@ int folder_intake_start(struct folder *f, struct work_pool *pool, folder_intake_
 		goto fail;
 	}
 	folder_index_cache_file(f, in->cache, sizeof(in->cache));
+	in->epoch = f->index_epoch;
 	r = work_submit(pool, folder_intake_work, folder_intake_done, in);
 	if (r < 0)
 		goto fail;
 	f->index_reloading = true;
 	f->index_stale = true;
 	f->records_loading_since = loop_now_ms();
+	f->records_progress_at = &in->progress_at;
 	return 0;
 fail:
 	folder_intake_free(in);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -418,7 +419,21 @@ struct walk {
 	size_t bufcap;
 	const struct cache *cache; /* may be NULL */
 	struct index_load_stats stats;
+	_Atomic uint64_t *progress_at; /* may be NULL */
 };
+
+/* Another directory or sidecar answered: the read goes on. */
+static void walk_progress(struct walk *w)
+{
+	struct timespec ts;
+
+	if (!w->progress_at)
+		return;
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	atomic_store_explicit(w->progress_at,
+			      (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u,
+			      memory_order_relaxed);
+}
 
 struct cache;
 struct cache_dir;
@@ -486,6 +501,7 @@ static int load_file(struct walk *w, int dirfd, const char *name)
 		goto out;
 	}
 	w->stats.sidecars_read++;
+	walk_progress(w);
 	len = read_sidecar(w, fd, (size_t)st.st_size);
 	if (len < 0) {
 		r = (int)len;
@@ -529,6 +545,7 @@ static int walk_any(struct walk *w, int dirfd, const struct stat *st, unsigned d
 {
 	const struct cache_dir *d = w->cache ? cache_match(w->cache, w->path.buf, st) : NULL;
 
+	walk_progress(w);
 	if (d)
 		return walk_cached(w, d, dirfd, depth);
 	w->stats.dirs_read++;
@@ -596,7 +613,15 @@ int index_load_tree_cached(struct index *index, const char *output_root, const c
 			   const char *cache_path, size_t *ret_skipped,
 			   struct index_load_stats *ret_stats)
 {
-	struct walk w = {.index = index};
+	return index_load_tree_progress(index, output_root, skip_dir, cache_path, ret_skipped,
+					ret_stats, NULL);
+}
+
+int index_load_tree_progress(struct index *index, const char *output_root, const char *skip_dir,
+			     const char *cache_path, size_t *ret_skipped,
+			     struct index_load_stats *ret_stats, _Atomic uint64_t *progress_at)
+{
+	struct walk w = {.index = index, .progress_at = progress_at};
 	struct cache *cache = NULL;
 	struct stat st;
 	int fd, r;

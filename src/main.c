@@ -419,6 +419,15 @@ static void on_folder_changed(void *userdata, struct folder *folder)
 	daemon_status(d);
 }
 
+static void daemon_folder_count_today(struct daemon *d, struct folder *f);
+
+/* Its done records were read again by the watch (its output came back as
+ * another directory, or an intake left them stale). */
+static void on_records_read(void *userdata, struct folder *folder)
+{
+	daemon_folder_count_today(userdata, folder);
+}
+
 /* Its storage stopped answering, still does not, or answers again. */
 static void on_folder_stalled(void *userdata, struct folder *folder)
 {
@@ -432,6 +441,7 @@ static const struct watch_events daemon_watch_events = {
 	.prompt_file = on_prompt_file,
 	.changed = on_folder_changed,
 	.stalled = on_folder_stalled,
+	.records_read = on_records_read,
 };
 
 /* A folder with no done records read yet. */
@@ -504,11 +514,24 @@ static void folder_free(struct folder *f)
 	free(f);
 }
 
-/* Once a folder's done records are in: what it paid today, and its paid-for
- * results from the journal, before any scan (which finds their jobs there). */
+/* What its done records say it paid today: once, and only from records
+ * really read (a stale index may lack them: the watch reads them again and
+ * calls on_records_read). */
+static void daemon_folder_count_today(struct daemon *d, struct folder *f)
+{
+	if (f->today_counted || f->index_stale)
+		return;
+	jobs_count_today(d->jobs, f);
+	f->today_counted = true;
+}
+
+/* Once a folder's done records are in (or their read failed, leaving them
+ * stale): what it paid today, and its paid-for results from the journal,
+ * before any scan (which finds their jobs there). */
 static void daemon_folder_records_in(struct daemon *d, struct folder *f)
 {
-	jobs_count_today(d->jobs, f);
+	daemon_folder_count_today(d, f);
+	f->records_in = true;
 	for (size_t i = 0; i < d->n_pending; i++) {
 		if (d->pending[i].folder && strcmp(d->pending[i].folder, f->cfg->path) == 0) {
 			jobs_restore(d->jobs, f, &d->pending[i]);
@@ -561,6 +584,11 @@ static void daemon_folder_intake_done(struct folder *f, const struct folder_inta
 			return;
 		log_warn("folder %s: cannot read the output folder %s: %s", f->cfg->path,
 			 f->cfg->output, strerror(-r));
+	} else if (res->result == -EAGAIN) {
+		/* Judged away or replaced while read: as on an error below. */
+		log_info("folder %s: the output %s was away or replaced while its done records "
+			 "were read; they are read again before the folder starts",
+			 f->cfg->path, f->cfg->output);
 	} else {
 		/* On an error the records stay stale: the watch reads them again
 		 * before it starts the folder, and pauses it if that fails too. */
@@ -877,6 +905,11 @@ static void daemon_reload_apply(struct daemon *d, struct config *next, const cha
 				log_info("folder %s is watched again", next->folders[i].path);
 				f->removed = false;
 				f->cfg = &next->folders[i];
+				/* Dropped while its intake ran, which then restored
+				 * nothing: its journal's paid results first. */
+				if (!f->records_in && !f->index_reloading &&
+				    daemon_intake_folder(d, f) < 0)
+					log_oom();
 				if (watch_add_folder(d->watch, f) < 0)
 					log_oom();
 			}

@@ -547,6 +547,7 @@ static void watch_changed(struct watch *w, struct folder *f)
 /* Since when the folder's oldest look under way has made no progress (0: none under way). */
 static uint64_t watch_slot_quiet_since(const struct watch_slot *slot)
 {
+	const struct folder *f = slot->folder;
 	uint64_t since = 0;
 
 	if (slot->scan) {
@@ -555,10 +556,17 @@ static uint64_t watch_slot_quiet_since(const struct watch_slot *slot)
 	}
 	if (slot->health && (!since || slot->health->submitted_at < since))
 		since = slot->health->submitted_at;
-	/* Its done records read on a worker (by the watch or a reload's intake). */
-	if (slot->folder->records_loading_since &&
-	    (!since || slot->folder->records_loading_since < since))
-		since = slot->folder->records_loading_since;
+	/* Its done records read on a worker (by the watch or a reload's intake):
+	 * a long read that goes on is not a storage that hangs. */
+	if (f->records_loading_since) {
+		uint64_t r = f->records_loading_since, p = 0;
+		if (f->records_progress_at)
+			p = atomic_load_explicit(f->records_progress_at, memory_order_relaxed);
+		if (p > r)
+			r = p;
+		if (!since || r < since)
+			since = r;
+	}
 	return since;
 }
 
@@ -905,6 +913,8 @@ static void watch_index_reloaded(struct folder *f, int result, void *userdata)
 		watch_folder_missing(w, f, why);
 		return;
 	}
+	if (result == 0 && w->events->records_read)
+		w->events->records_read(w->userdata, f);
 	slot->need_start = true;
 	watch_request_health(w, slot);
 }
@@ -934,6 +944,8 @@ static void watch_start_folder(struct watch *w, struct watch_slot *slot,
 			watch_folder_missing(w, f, why);
 			return;
 		}
+		if (w->events->records_read)
+			w->events->records_read(w->userdata, f);
 	}
 	if (!was)
 		log_info("folder %s is present", f->cfg->path);

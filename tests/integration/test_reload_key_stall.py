@@ -2,7 +2,8 @@
 """A reload reads api_key_file on the worker that reads the configuration, not on the event loop:
 with the key file on a share whose opens stall (faultfs), the loop keeps feeding the watchdog and
 the other work goes on; once the file answers, the reload is applied (its mode warning still
-logged) and the key is used."""
+logged) and the key is used: the file holds a new key by then, and the reload points at a stand-in
+that accepts only that one."""
 
 import json
 import os
@@ -14,11 +15,13 @@ import harness as h
 
 WATCHDOG_USEC = 4_000_000
 STALL_S = 8
+NEW_KEY = "test-key-after-reload"
 
 
 def test(ctx):
     c = ctx.checks
     api = ctx.start_api()
+    api_new = ctx.start_api("api-new", key=NEW_KEY)  # rejects the old key
     ffs = ctx.faultfs()
     notify = h.notify_socket(ctx)
     root, hot, out, state = ctx.folder("key")
@@ -35,8 +38,10 @@ def test(ctx):
     c.require(d.wait_for(r"\bready\b", 30), "the daemon is ready", d.stderr_text()[-400:])
     second = hot + "-2"
     os.makedirs(second)
-    ctx.write_config(config, api=api, state_dir=state, folders=[{"path": hot}, {"path": second}],
-                     extra_api=extra)
+    ctx.write_config(config, api=api_new, state_dir=state,
+                     folders=[{"path": hot}, {"path": second}], extra_api=extra)
+    with open(keyfile, "w", encoding="utf-8") as f:  # keeps its mode
+        f.write(NEW_KEY + "\n")
     ffs.set("stall open %s" % keyfile)
     t0 = time.monotonic()
     d.proc.send_signal(signal.SIGHUP)
@@ -61,7 +66,12 @@ def test(ctx):
     c.check(h.wait_until(lambda: os.path.exists(os.path.join(second + "-out", "b.json")), 20),
             "a file of the new folder is done with the key read at the reload",
             d.stderr_text()[-600:])
-    c.eq(len(api.rejected()), 0, "the stand-in rejected no request (the key was right)")
+    h.write_bytes(os.path.join(hot, "c.png"), h.png_image(24, 24, 7))
+    c.check(h.wait_until(lambda: os.path.exists(os.path.join(out, "c.json")), 20),
+            "a file of the first folder is done with it too", d.stderr_text()[-600:])
+    c.eq(len(api_new.generations()), 2, "the new stand-in answered both (the new key)")
+    c.eq(len(api.rejected()) + len(api_new.rejected()), 0,
+         "the stand-ins rejected no request (the old key was not sent to the new one)")
     rc, _ = d.terminate()
     c.eq(rc, 0, "the daemon exits 0 on SIGTERM")
 

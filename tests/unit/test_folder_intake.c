@@ -102,6 +102,8 @@ static void test_intake(void **state)
 	struct outcome o = {0};
 	struct work_pool *pool = NULL;
 	struct loop *loop = NULL;
+	struct folder_output_seen seen;
+	char why[512];
 
 	(void)state;
 	assert_non_null(mkdtemp(dir));
@@ -163,6 +165,19 @@ static void test_intake(void **state)
 	assert_int_equal(index_count(f.index), 2);
 	cfg.output = dir;
 
+	/* judged away while it read (a share that blips: the load skips what it
+	 * cannot read): nothing installed, the records stay stale */
+	o.calls = 0;
+	assert_int_equal(folder_intake_start(&f, pool, on_intake, &o), 0);
+	seen = (struct folder_output_seen){.probe_r = -EIO};
+	assert_false(folder_output_judge(&f, &seen, why, sizeof(why)));
+	run_until(loop, &o);
+	assert_int_equal(o.calls, 1);
+	assert_int_equal(o.res.result, -EAGAIN);
+	assert_true(f.index_stale);
+	assert_false(f.index_reloading);
+	assert_int_equal(index_count(f.index), 2); /* not a, b and c */
+
 	/* the pool freed first: cancelled or finished, done runs once either way */
 	o.calls = 0;
 	assert_int_equal(folder_intake_start(&f, pool, on_intake, &o), 0);
@@ -177,6 +192,7 @@ static void test_intake(void **state)
 	}
 
 	index_free(f.index);
+	folder_clear_ids(&f);
 	loop_free(loop);
 	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	assert_int_equal(system(cmd), 0);
