@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Paid answers that keep counting (the spend review's follow-up). A 200 answer too large to keep
+(ResponseTooLarge) was generated and paid: it counts against max_images_per_day in the run and
+after a restart (its .error.json keeps images_paid and the model sent), so a relay answering too
+large cannot make every file a paid generation the limits never see."""
+
+import json
+import os
+import subprocess
+import sys
+
+import harness as h
+
+PRICES = {"model-a": "0.03"}
+HELD = "daily limit reached (1 of max_images_per_day 1)"
+
+
+def write_config(path, api, state, hot, sock, top_lines):
+    q = json.dumps
+    lines = ["api:", "  base_url: %s" % q(api.base_url), "  model: model-a",
+             "  timeout: 20s", "  max_in_flight: 1", "  retries: 2",
+             "defaults:", "  settle: 200ms", "state_dir: %s" % q(state),
+             "control_socket: %s" % q(sock),
+             "price_per_image:"] + ["  %s: %s" % (m, p) for m, p in PRICES.items()]
+    lines += ["currency: EUR"] + top_lines
+    lines += ["folders:", "  - path: %s" % q(hot), "    prompt: %s" % q(h.PROMPT)]
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+def ctl(ctx, sock, *args):
+    binary = os.path.join(os.path.dirname(ctx.binary), "seedreamctl")
+    p = subprocess.run([binary, "-s", sock, "--json"] + list(args), capture_output=True,
+                       timeout=20, cwd=ctx.tmp, check=False)
+    try:
+        return json.loads(p.stdout.decode("utf-8", "replace"))
+    except ValueError:
+        return {"unparsable": p.stdout.decode("utf-8", "replace"), "rc": p.returncode}
+
+
+def held(ctx, sock):
+    return HELD in (ctl(ctx, sock, "status").get("limit_reason") or "")
+
+
+def test_too_large(ctx):
+    c = ctx.checks
+    big = os.path.join(ctx.tmp, "big.json")
+    with open(big, "w", encoding="utf-8") as f:
+        json.dump({"created": 1, "padding": "x" * (5 << 20),
+                   "data": [{"url": "http://127.0.0.1:1/files/none", "size": "2048x2048"}]}, f)
+    api = ctx.start_hostile_api("big", script={"generation": [{"status": 200, "body_file": big}]})
+    root, hot, out, state = ctx.folder("too-large")
+    sock = os.path.join(root, "control")
+    config = write_config(os.path.join(root, "seedreamd.yaml"), api, state, hot, sock,
+                          ["max_images_per_day: 1"])
+    h.write_bytes(os.path.join(hot, "a.png"), h.png_image(40, 30, 1))
+    h.write_bytes(os.path.join(hot, "b.png"), h.png_image(41, 31, 2))
+    daemon = ctx.start_daemon(config, name="too-large-daemon")
+    c.require(daemon.wait_for(r"ready", 15), "too large: the daemon is ready")
+    errs = lambda: [n for n in h.listing(out) if n.endswith(".error.json")]
+    c.check(h.wait_until(lambda: errs() and held(ctx, sock), 30),
+            "too large: the oversized answer uses up max_images_per_day 1 in the run",
+            str(h.listing(out)) + json.dumps(ctl(ctx, sock, "status"))[:600])
+    st = ctl(ctx, sock, "status")
+    c.eq(st.get("images_paid"), {"today": 1, "this_month": 1},
+         "too large: status counts the oversized answer as an image paid")
+    rc, _ = daemon.terminate()
+    c.eq(rc, 0, "too large: exits 0 on SIGTERM")
+    c.eq(len(api.generations(valid_only=False)), 1, "too large: one generation, the other held")
+    err = h.read_json(os.path.join(out, errs()[0])) if errs() else {}
+    c.eq((err.get("error") or {}).get("code"), "ResponseTooLarge", "too large: ResponseTooLarge")
+    c.eq(err.get("images_paid"), 1, "too large: the .error.json keeps images_paid 1")
+    c.eq(err.get("model"), "model-a", "too large: priced as the model sent")
+
+    daemon = ctx.start_daemon(config, name="too-large-again")
+    c.require(daemon.wait_for(r"ready", 15), "too large: the daemon is ready again")
+    c.check(h.wait_until(lambda: held(ctx, sock), 15),
+            "too large: after a restart the paid failure still holds the other file back")
+    st = ctl(ctx, sock, "status")
+    c.eq((st.get("spend") or {}).get("today"), 0.03, "too large: restart prices it at 0.03")
+    rc, _ = daemon.terminate()
+    c.eq(len(api.generations(valid_only=False)), 1, "too large: nothing more sent after restart")
+
+
+def test(ctx):
+    test_too_large(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(h.main(test, __doc__))
