@@ -393,12 +393,13 @@ static void count_paid(const struct index_entry *e, void *userdata)
 	struct paid_count *p = userdata;
 	/* As the daily limit counts them (spend.h): paid failures too. */
 	uint64_t images = spend_entry_images(e);
+	int64_t paid_at = spend_entry_paid_at(e);
 
-	if (e->finished_at >= p->month_start) {
+	if (paid_at >= p->month_start) {
 		p->month = sched_add_sat(p->month, images);
 		p->month_cost = sched_add_sat(p->month_cost, spend_entry_cost(p->config, e));
 	}
-	if (e->finished_at >= p->day_start)
+	if (paid_at >= p->day_start)
 		p->today = sched_add_sat(p->today, images);
 }
 
@@ -713,11 +714,8 @@ static cJSON *history_json(const struct control_env *env, const struct folder *o
 		add_str(it, "result", w.top[i]->failed ? "failed" : "done");
 		add_time(it, "finished_at", w.top[i]->finished_at);
 		add_str(it, "record", w.top[i]->sidecar);
-		add_num(it, "images",
-			w.top[i]->failed
-			    ? 0
-			    : (double)(w.top[i]->generated_images > 0 ? w.top[i]->generated_images
-								      : 1));
+		/* The images paid, as counted (paid failures too, reused copies not). */
+		add_num(it, "images", (double)spend_entry_images(w.top[i]));
 	}
 	free(w.top);
 	free(w.top_folder);

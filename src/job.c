@@ -1522,7 +1522,7 @@ static void count_today(const struct index_entry *e, void *userdata)
 	struct today_count *t = userdata;
 
 	/* Failures count too when their answer was paid (spend.h). */
-	if (e->finished_at >= t->since) {
+	if (spend_entry_paid_at(e) >= t->since) {
 		t->images = sched_add_sat(t->images, spend_entry_images(e));
 		/* Each at the price of the model it recorded (see README, "Spend"). */
 		t->spent = sched_add_sat(t->spent, spend_entry_cost(t->config, e));

@@ -367,7 +367,7 @@ void job_stem_clear(struct job_stem *st);
 void job_fill_source(const struct job *job, struct sidecar_source *src);
 /* model: what the result is priced by (spend.h), or NULL. */
 void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64_t finished_at,
-		   int64_t generated_images, const char *model);
+		   int64_t generated_images, const char *model, int64_t paid_at);
 /* A result reused from an earlier one (nothing paid). */
 void job_index_put_reused(struct job *job, const char *sidecar_name, int64_t finished_at);
 void job_set_undurable(struct jobs *jobs, struct job *job, bool undurable);
