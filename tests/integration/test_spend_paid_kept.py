@@ -2,12 +2,15 @@
 """Paid answers that keep counting (the spend review's follow-up). A 200 answer too large to keep
 (ResponseTooLarge) was generated and paid: it counts against max_images_per_day in the run and
 after a restart (its .error.json keeps images_paid and the model sent), so a relay answering too
-large cannot make every file a paid generation the limits never see."""
+large cannot make every file a paid generation the limits never see. A paid record counts on the
+day it was paid (its paid_at), not the day it failed: a fetch retried for up to a day fails on the
+next, and a restart then must not count it against that day."""
 
 import json
 import os
 import subprocess
 import sys
+import time
 
 import harness as h
 
@@ -72,6 +75,9 @@ def test_too_large(ctx):
     c.eq((err.get("error") or {}).get("code"), "ResponseTooLarge", "too large: ResponseTooLarge")
     c.eq(err.get("images_paid"), 1, "too large: the .error.json keeps images_paid 1")
     c.eq(err.get("model"), "model-a", "too large: priced as the model sent")
+    paid_at = err.get("paid_at") or ""
+    c.check(paid_at[:10] in (time.strftime("%Y-%m-%d"), time.strftime("%Y-%m-%d", time.gmtime())),
+            "too large: the .error.json says when it was paid (paid_at today)", paid_at)
 
     daemon = ctx.start_daemon(config, name="too-large-again")
     c.require(daemon.wait_for(r"ready", 15), "too large: the daemon is ready again")
@@ -81,6 +87,21 @@ def test_too_large(ctx):
     c.eq((st.get("spend") or {}).get("today"), 0.03, "too large: restart prices it at 0.03")
     rc, _ = daemon.terminate()
     c.eq(len(api.generations(valid_only=False)), 1, "too large: nothing more sent after restart")
+
+    # Paid three days ago, failed today (a fetch retried for long): today's limit is not used up.
+    name = errs()[0] if errs() else "a.error.json"
+    path = os.path.join(out, name)
+    doc = h.read_json(path) if os.path.exists(path) else {}
+    doc["paid_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3 * 86400))
+    doc["failed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh)
+    daemon = ctx.start_daemon(config, name="paid-earlier")
+    c.require(daemon.wait_for(r"ready", 15), "paid earlier: the daemon is ready")
+    c.check(h.wait_until(lambda: len(api.generations(valid_only=False)) == 2, 20),
+            "paid earlier: a payment three days ago does not hold today's file back",
+            json.dumps(ctl(ctx, sock, "status"))[:600])
+    rc, _ = daemon.terminate()
 
 
 def test(ctx):
