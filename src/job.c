@@ -1433,6 +1433,10 @@ static void job_restore_count_today(struct jobs *jobs, struct job *job)
 
 	images = api_result_images_counted(&job->result, job->max_images);
 	job->images_paid = (unsigned)images; /* paid, whatever the day: its record says so */
+	if (jobs_ledger_counted(jobs, job->folder->cfg->path, job->rel, job->generated_at))
+		return; /* noted when its answer came: counted with the ledger's */
+	job_ledger_note(jobs, job->folder->cfg->path, job->rel, job->result.model,
+			job->generated_at, images);
 	if (job->generated_at / 1000 < sched_day_start(&jobs->sched, &job->folder->sched, now))
 		return;
 	if (config_price_of(jobs->config, job->result.model, &price) < 0)
@@ -1537,7 +1541,9 @@ void jobs_count_today(struct jobs *jobs, struct folder *folder)
 	t.since = sched_day_start(&jobs->sched, sf, jobs_epoch_s());
 	t.images = t.spent = 0;
 	t.config = jobs->config;
-	index_foreach(folder->index, count_today, &t);
+	/* The ledger keeps payments whose records are gone (a retried failure). */
+	if (!job_ledger_count_today(jobs, folder, t.since, &t.images, &t.spent))
+		index_foreach(folder->index, count_today, &t);
 	sched_count_today(&jobs->sched, sf, t.images);
 	sched_count_spent_today(&jobs->sched, t.spent);
 	events_count_earlier(jobs->events, t.images, t.spent);

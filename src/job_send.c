@@ -246,6 +246,9 @@ static void job_count_paid(struct jobs *jobs, struct job *job, uint64_t images, 
 	events_paid(jobs->events, images, cost);
 	job->generated_at = loop_wall_ms();
 	job->images_paid = (unsigned)images; /* at most API_IMAGES_MAX */
+	/* Named like its record: the model that answered, else the one sent. */
+	job_ledger_note(jobs, job->folder->cfg->path, job->rel, model ? model : job->model_sent,
+			job->generated_at, images);
 }
 
 static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *ans)
