@@ -43,6 +43,10 @@ int ledger_add(struct ledger *ledger, const struct ledger_entry *e, char **ret_l
  * Blocks: call it on a worker thread. */
 int ledger_write(struct ledger *ledger, const char *lines, size_t len);
 
+/* True the first time for folder (then remembered until ledger_close): a
+ * folder's records are taken in once. -ENOMEM as false with *ret_r set. */
+bool ledger_first_seed(struct ledger *ledger, const char *folder, int *ret_r);
+
 void ledger_foreach(const struct ledger *ledger,
 		    void (*fn)(const struct ledger_entry *e, void *userdata), void *userdata);
 

@@ -71,7 +71,9 @@ void job_ledger_note(struct jobs *jobs, const char *folder, const char *source, 
 	char *line;
 	size_t len;
 
-	if (!jobs->ledger || ledger_has(jobs->ledger, folder, source, paid_ms))
+	/* A new answer's paid_ms is its own; a restored one is looked up first
+	 * (jobs_ledger_counted). */
+	if (!jobs->ledger)
 		return;
 	if (ledger_add(jobs->ledger, &e, &line, &len) < 0)
 		log_oom();
@@ -118,8 +120,7 @@ static void seed_entry(const struct index_entry *e, void *userdata)
 	char *line;
 	size_t len;
 
-	if (!images || spend_entry_paid_at(e) < s->since ||
-	    ledger_has(s->jobs->ledger, s->folder, e->source, paid_ms))
+	if (!images || spend_entry_paid_at(e) < s->since)
 		return;
 	if (ledger_add(s->jobs->ledger, &le, &line, &len) < 0)
 		log_oom();
@@ -140,9 +141,16 @@ static void seed_entry(const struct index_entry *e, void *userdata)
 void job_ledger_seed(struct jobs *jobs, struct folder *folder)
 {
 	struct seed s = {.jobs = jobs, .folder = folder->cfg->path};
+	int r;
 
 	if (!jobs->ledger || !jobs->ledger_created)
 		return;
+	/* Once per folder: its records are counted again after a reload. */
+	if (!ledger_first_seed(jobs->ledger, folder->cfg->path, &r)) {
+		if (r == -ENOMEM)
+			log_oom();
+		return;
+	}
 	/* The first run with a ledger: this month's payments are only in the
 	 * records; from now on they are in the ledger too. */
 	s.since = ledger_month_start(loop_wall_ms() / 1000);

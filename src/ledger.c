@@ -33,6 +33,8 @@ struct ledger {
 	pthread_mutex_t lock;
 	struct ledger_entry *entries; /* the loop thread's */
 	size_t n, cap;
+	char **seeded; /* folders whose records were taken in (ledger_first_seed) */
+	size_t n_seeded;
 };
 
 static uint32_t line_crc(const char *payload, size_t len)
@@ -318,6 +320,9 @@ void ledger_close(struct ledger *ledger)
 	for (size_t i = 0; i < ledger->n; i++)
 		entry_clear(&ledger->entries[i]);
 	free(ledger->entries);
+	for (size_t i = 0; i < ledger->n_seeded; i++)
+		free(ledger->seeded[i]);
+	free(ledger->seeded);
 	(void)close(ledger->fd);
 	(void)close(ledger->dirfd);
 	pthread_mutex_destroy(&ledger->lock);
@@ -376,6 +381,26 @@ int ledger_write(struct ledger *ledger, const char *lines, size_t len)
 		r = -errno;
 	pthread_mutex_unlock(&ledger->lock);
 	return r;
+}
+
+bool ledger_first_seed(struct ledger *ledger, const char *folder, int *ret_r)
+{
+	char **p, *copy;
+
+	*ret_r = 0;
+	for (size_t i = 0; i < ledger->n_seeded; i++)
+		if (!strcmp(ledger->seeded[i], folder))
+			return false;
+	copy = strdup(folder);
+	p = copy ? reallocarray(ledger->seeded, ledger->n_seeded + 1, sizeof(*p)) : NULL;
+	if (!p) {
+		free(copy);
+		*ret_r = -ENOMEM;
+		return false;
+	}
+	ledger->seeded = p;
+	ledger->seeded[ledger->n_seeded++] = copy;
+	return true;
 }
 
 void ledger_foreach(const struct ledger *ledger,
