@@ -59,6 +59,22 @@ void events_limit_reached(struct events *events, const char *limit, const char *
 void events_file_done(struct events *events);
 void events_paid(struct events *events, uint64_t images, uint64_t micros);
 void events_count_earlier(struct events *events, uint64_t images, uint64_t micros);
+/* What the done and error records say of today and yesterday (for a summary
+ * sent after a restart), added up per folder: at start, and when a reload
+ * starts notifications. */
+struct events_tally {
+	uint64_t done, failed, images, micros;
+};
+void events_count_rebuilt(struct events *events, const struct events_tally *today,
+			  const struct events_tally *yesterday);
+
+/* Keeps the events not yet delivered and the last summarised day in
+ * state_dir/events.pending (see events_store.h), and delivers those kept by
+ * an earlier run (an event older than 24 h is dropped) ahead of new ones;
+ * a summary missed while the daemon was down goes out then. Deliveries wait
+ * until the file is read (on a worker). Called once, with state_dir locked;
+ * without it nothing survives a restart. 0 or -errno (then not kept). */
+int events_restore(struct events *events, const char *state_dir);
 
 /* Deliveries queued, under way or waiting to retry, and commands running. */
 unsigned events_pending(const struct events *events);

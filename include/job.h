@@ -91,6 +91,8 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 /* Counts what the folder's sidecars say was generated today (local time),
  * so that a restart does not reset max_images_per_day. */
 void jobs_count_today(struct jobs *jobs, struct folder *folder);
+/* The same for the daily summary only (notifications started by a reload). */
+void jobs_count_today_events(struct jobs *jobs, struct folder *folder);
 
 /* The estimated cost of today's images, in micros (price_per_image; 0
  * without prices): this run's answers and today's done records at start. */

@@ -19,6 +19,7 @@
 #include <cjson/cJSON.h>
 
 #include "clean.h"
+#include "events_store.h"
 #include "log.h"
 #include "schedule.h"
 #include "url.h"
@@ -36,6 +37,7 @@ extern char **environ;
 #define EVENTS_HOOK_TIMEOUT_MS 10000 /* one webhook attempt */
 #define EVENTS_HOOK_BACKOFF_MS 1000  /* doubled after each failed attempt */
 #define EVENTS_LIMITS_KEPT     16    /* limits remembered as reported today */
+#define EVENTS_KEPT_MAX_AGE_S  86400 /* a kept event older than this at start is dropped */
 
 /* One event as both targets take it; shared by reference count. */
 struct events_msg {
@@ -43,6 +45,13 @@ struct events_msg {
 	char kind[24];
 	char *body; /* the webhook's JSON */
 	char **env; /* the command's SEEDREAMD_* variables, NULL-terminated */
+	/* What state_dir/events.pending keeps of it while it waits for a
+	 * target (for_hook, for_cmd): on ev's kept list, holding a reference. */
+	int64_t created;
+	struct events_store_field *fields; /* as sent: scrubbed */
+	size_t n_fields;
+	bool for_hook, for_cmd;
+	struct events_msg *kept_prev, *kept_next;
 };
 
 struct events_child {
@@ -114,9 +123,17 @@ struct events {
 	 * use then: a reload that renames it or changes the key leaves the old
 	 * variables (and the old key) in the daemon's environment. */
 	char *key_names[EVENTS_KEY_NAMES_KEPT];
-	/* The daily summary. */
+	/* Events not yet delivered, oldest first, as state_dir keeps them;
+	 * deliveries wait while restoring (the kept ones go first). */
+	struct events_store *store;
+	struct events_msg *kept_head, *kept_tail;
+	bool restoring;
+	/* The daily summary: the last date one was sent for ("" unknown) and
+	 * when the timer is due (a wall clock set back fires it early). */
 	struct loop_timer *summary_timer;
 	struct events_day cur, prev;
+	char summarised[EVENTS_STORE_DATE_LEN];
+	int64_t summary_due;
 	struct {
 		char key[256];
 		int64_t day_end;
@@ -137,14 +154,74 @@ static void events_msg_unref(struct events_msg *m)
 	for (char **e = m->env; e && *e; e++)
 		free(*e);
 	free(m->env);
+	for (size_t i = 0; i < m->n_fields; i++) {
+		free(m->fields[i].name);
+		free(m->fields[i].text);
+	}
+	free(m->fields);
 	free(m);
+}
+
+static void events_persist(struct events *ev)
+{
+	if (!ev->restoring && !ev->stopping)
+		events_store_changed(ev->store);
+}
+
+/* m waits for a target now: kept until it has none. */
+static void events_keep(struct events *ev, struct events_msg *m, bool hook)
+{
+	bool was_kept = m->for_hook || m->for_cmd;
+
+	if (hook)
+		m->for_hook = true;
+	else
+		m->for_cmd = true;
+	if (!was_kept) {
+		m->refs++;
+		m->kept_prev = ev->kept_tail;
+		m->kept_next = NULL;
+		if (ev->kept_tail)
+			ev->kept_tail->kept_next = m;
+		else
+			ev->kept_head = m;
+		ev->kept_tail = m;
+	}
+	events_persist(ev);
+}
+
+/* m was delivered to a target, or given up for it. Not while stopping: what
+ * the stop cuts short stays in state_dir for the next start. */
+static void events_delivered(struct events *ev, struct events_msg *m, bool hook)
+{
+	if (ev->stopping || !(hook ? m->for_hook : m->for_cmd))
+		return;
+	if (hook)
+		m->for_hook = false;
+	else
+		m->for_cmd = false;
+	if (!m->for_hook && !m->for_cmd) {
+		if (m->kept_prev)
+			m->kept_prev->kept_next = m->kept_next;
+		else
+			ev->kept_head = m->kept_next;
+		if (m->kept_next)
+			m->kept_next->kept_prev = m->kept_prev;
+		else
+			ev->kept_tail = m->kept_prev;
+		m->kept_prev = m->kept_next = NULL;
+		events_msg_unref(m);
+	}
+	events_persist(ev);
 }
 
 /* Pushes m (a reference taken); when full the oldest is dropped, never the
  * one under way at the head (busy). */
-static void events_ring_push(struct events_ring *q, struct events_msg *m, bool busy,
-			     const char *target)
+static void events_ring_push(struct events *ev, struct events_ring *q, struct events_msg *m,
+			     bool busy, bool hook)
 {
+	const char *target = hook ? "webhook" : "command";
+
 	if (q->n == q->cap) {
 		size_t victim = busy ? (q->head + 1) % q->cap : q->head;
 		struct events_msg *old = q->items[victim];
@@ -160,8 +237,10 @@ static void events_ring_push(struct events_ring *q, struct events_msg *m, bool b
 			q->head = (q->head + 1) % q->cap;
 		}
 		q->n--;
+		events_delivered(ev, old, hook);
 		events_msg_unref(old);
 	}
+	events_keep(ev, m, hook);
 	m->refs++;
 	q->items[(q->head + q->n) % q->cap] = m;
 	q->n++;
@@ -199,19 +278,22 @@ struct events_field {
 	bool number;	  /* text is a JSON number */
 };
 
-static struct events_msg *events_msg_new(struct events *ev, const char *kind,
-					 const struct events_field *fields, size_t n)
+/* An event that happened at created (epoch s): now, or before a restart. */
+static struct events_msg *events_msg_build(struct events *ev, const char *kind, int64_t created,
+					   const struct events_field *fields, size_t n)
 {
 	struct events_msg *m = calloc(1, sizeof(*m));
 	cJSON *doc = cJSON_CreateObject();
 	char when[32], *clean = NULL;
 	struct tm tm;
-	time_t now = time(NULL);
+	time_t now = (time_t)created;
 	size_t e = 0;
 
-	if (!m || !doc || !(m->env = calloc(n + 3, sizeof(*m->env))))
+	if (!m || !doc || !(m->env = calloc(n + 3, sizeof(*m->env))) ||
+	    (n && !(m->fields = calloc(n, sizeof(*m->fields)))))
 		log_oom();
 	(void)snprintf(m->kind, sizeof(m->kind), "%s", kind);
+	m->created = created;
 	if (!gmtime_r(&now, &tm))
 		memset(&tm, 0, sizeof(tm));
 	(void)strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -242,13 +324,23 @@ static struct events_msg *events_msg_new(struct events *ev, const char *kind,
 		item = f->number ? cJSON_CreateRaw(clean) : cJSON_CreateString(clean);
 		if (!item || !cJSON_AddItemToObject(doc, f->name, item))
 			log_oom();
-		free(clean);
+		m->fields[m->n_fields].name = strdup(f->name);
+		m->fields[m->n_fields].text = clean; /* scrubbed: what state_dir keeps */
+		m->fields[m->n_fields].number = f->number;
+		if (!m->fields[m->n_fields++].name)
+			log_oom();
 	}
 	m->body = cJSON_PrintUnformatted(doc);
 	if (!m->body)
 		log_oom();
 	cJSON_Delete(doc);
 	return m;
+}
+
+static struct events_msg *events_msg_new(struct events *ev, const char *kind,
+					 const struct events_field *fields, size_t n)
+{
+	return events_msg_build(ev, kind, (int64_t)time(NULL), fields, n);
 }
 
 static void events_send(struct events *ev, unsigned bit, struct events_msg *m)
@@ -258,13 +350,13 @@ static void events_send(struct events *ev, unsigned bit, struct events_msg *m)
 	m->refs = 1;
 	if (nc->events & bit) {
 		if (nc->webhook) {
-			events_ring_push(&ev->hook_q, m,
+			events_ring_push(ev, &ev->hook_q, m,
 					 ev->hook_running || loop_timer_armed(ev->hook_timer),
-					 "webhook");
+					 true);
 			events_hook_next(ev);
 		}
 		if (nc->command) {
-			events_ring_push(&ev->cmd_q, m, false, "command");
+			events_ring_push(ev, &ev->cmd_q, m, false, false);
 			events_cmd_next(ev);
 		}
 	}
@@ -340,7 +432,9 @@ static void events_hook_done(CURL *easy, CURLcode result, void *userdata)
 			 m->kind, ev->hook_tries, why);
 	}
 	ev->hook_tries = 0;
-	events_msg_unref(events_ring_pop(&ev->hook_q));
+	m = events_ring_pop(&ev->hook_q);
+	events_delivered(ev, m, true);
+	events_msg_unref(m);
 	events_hook_next(ev);
 }
 
@@ -356,12 +450,15 @@ static void events_hook_next(struct events *ev)
 	struct url_info info;
 	struct events_msg *m;
 
-	if (ev->hook_running || loop_timer_armed(ev->hook_timer) || !ev->hook_q.n)
+	if (ev->hook_running || loop_timer_armed(ev->hook_timer) || !ev->hook_q.n ||
+	    ev->restoring)
 		return;
 	if (!url) {
 		/* A reload removed the webhook. */
-		while ((m = events_ring_pop(&ev->hook_q)))
+		while ((m = events_ring_pop(&ev->hook_q))) {
+			events_delivered(ev, m, true);
 			events_msg_unref(m);
+		}
 		return;
 	}
 	m = ev->hook_q.items[ev->hook_q.head];
@@ -579,6 +676,7 @@ static void events_child_exited(int fd, uint32_t events, void *userdata)
 		log_warn("notify: command (event %s, pid %d) ended by signal %d%s", c->msg->kind,
 			 (int)c->pid, WTERMSIG(status), c->term_sent ? " after its timeout" : "");
 	events_group_end(ev, c->pid, c->msg->kind);
+	events_delivered(ev, c->msg, false); /* it ran, whatever its status */
 	events_child_free(c);
 	events_cmd_next(ev);
 }
@@ -756,6 +854,7 @@ static void events_spawn_done(void *arg, bool cancelled)
 			 strerror(-r));
 	}
 	if (r < 0 || ev->stopping || c->pid <= 0) {
+		events_delivered(ev, c->msg, false); /* given up (kept when stopping) */
 		events_child_free(c);
 		events_spawn_req_free(req);
 		if (!ev->stopping)
@@ -769,6 +868,7 @@ static void events_spawn_done(void *arg, bool cancelled)
 		log_warn("notify: command (event %s, pid %d) cannot be watched: killing it",
 			 c->msg->kind, (int)c->pid);
 		events_spawn_kill(c->pid);
+		events_delivered(ev, c->msg, false);
 		events_child_free(c);
 		events_spawn_req_free(req);
 		events_cmd_next(ev);
@@ -819,9 +919,10 @@ static void events_cmd_next(struct events *ev)
 	struct events_msg *m;
 	int r;
 
-	while (!ev->stopping && ev->n_children < EVENTS_COMMANDS_AT_ONCE &&
+	while (!ev->stopping && !ev->restoring && ev->n_children < EVENTS_COMMANDS_AT_ONCE &&
 	       (m = events_ring_pop(&ev->cmd_q))) {
 		if (!ev->config->notify.command) {
+			events_delivered(ev, m, false);
 			events_msg_unref(m);
 			continue;
 		}
@@ -829,6 +930,7 @@ static void events_cmd_next(struct events *ev)
 		if (r < 0) {
 			log_warn("notify: cannot run %s for event %s: %s",
 				 ev->config->notify.command, m->kind, strerror(-r));
+			events_delivered(ev, m, false);
 			events_msg_unref(m);
 		}
 	}
@@ -865,35 +967,58 @@ static int64_t events_next_summary(unsigned minute, int64_t now)
 	return (int64_t)due;
 }
 
+/* The last time the summary was due (epoch s), at or before now. */
+static int64_t events_prev_summary(unsigned minute, int64_t now)
+{
+	time_t next = (time_t)events_next_summary(minute, now), due;
+	struct tm tm;
+
+	if (!localtime_r(&next, &tm))
+		return now - 86400;
+	tm.tm_mday--;
+	tm.tm_isdst = -1;
+	due = mktime(&tm);
+	return (int64_t)due;
+}
+
+static void events_date_of(int64_t t, char date[EVENTS_STORE_DATE_LEN])
+{
+	time_t day = (time_t)t;
+	struct tm tm;
+
+	if (!localtime_r(&day, &tm) || !strftime(date, EVENTS_STORE_DATE_LEN, "%Y-%m-%d", &tm))
+		date[0] = '\0';
+}
+
+/* The day a summary due at due is about: at midnight the day that ended,
+ * later the day so far. */
+static void events_summary_date(unsigned minute, int64_t due, char date[EVENTS_STORE_DATE_LEN])
+{
+	events_date_of(minute == 0 ? due - 43200 : due, date);
+}
+
 static void events_arm_summary(struct events *ev)
 {
 	int64_t now = loop_wall_ms() / 1000;
 	int64_t due = events_next_summary(ev->config->notify.summary_minute, now);
 
+	ev->summary_due = due;
 	/* A second late rather than early: the day has ended by then. */
 	(void)loop_timer_arm(ev->summary_timer, (uint64_t)(due - now) * 1000 + 1000);
 }
 
-static void events_summary(void *userdata)
+/* The summary of d for date, unless one went out for that date already (the
+ * date is kept in state_dir: a restart neither repeats nor loses it). */
+static void events_summary_send(struct events *ev, const struct events_day *d, const char *date)
 {
-	struct events *ev = userdata;
-	int64_t now = loop_wall_ms() / 1000;
-	const struct events_day *d;
-	char date[16], done[24], failed[24], images[24], cost[32];
-	time_t day;
-	struct tm tm;
+	char done[24], failed[24], images[24], cost[32];
 
-	events_roll(ev, now);
-	/* At midnight, the day that ended; later, today so far. */
-	if (ev->config->notify.summary_minute == 0) {
-		d = &ev->prev;
-		day = (time_t)(now - 43200);
-	} else {
-		d = &ev->cur;
-		day = (time_t)now;
+	if (!(ev->config->notify.events & CONFIG_EVENT_DAILY_SUMMARY) || !date[0])
+		return;
+	if (ev->summarised[0] && strcmp(date, ev->summarised) <= 0) {
+		log_info("notify: the daily summary for %s was sent already", date);
+		return;
 	}
-	if (!localtime_r(&day, &tm) || !strftime(date, sizeof(date), "%Y-%m-%d", &tm))
-		(void)snprintf(date, sizeof(date), "?");
 	(void)snprintf(done, sizeof(done), "%llu", (unsigned long long)d->done);
 	(void)snprintf(failed, sizeof(failed), "%llu", (unsigned long long)d->failed);
 	(void)snprintf(images, sizeof(images), "%llu", (unsigned long long)d->images);
@@ -908,10 +1033,216 @@ static void events_summary(void *userdata)
 		    {"cost", priced ? cost : NULL, true},
 		    {"currency", priced ? ev->config->currency : NULL, false},
 		};
+		(void)snprintf(ev->summarised, sizeof(ev->summarised), "%s", date);
 		events_send(ev, CONFIG_EVENT_DAILY_SUMMARY,
 			    events_msg_new(ev, "daily_summary", f, sizeof(f) / sizeof(f[0])));
 	}
+	events_persist(ev);
+}
+
+static void events_summary(void *userdata)
+{
+	struct events *ev = userdata;
+	int64_t now = loop_wall_ms() / 1000, due = ev->summary_due;
+	char date[EVENTS_STORE_DATE_LEN];
+
+	if (now < due) {
+		/* Early: the wall clock was set back since the timer was armed. */
+		events_arm_summary(ev);
+		return;
+	}
+	events_roll(ev, now);
+	events_summary_date(ev->config->notify.summary_minute, due, date);
+	events_summary_send(ev, ev->config->notify.summary_minute == 0 ? &ev->prev : &ev->cur,
+			    date);
 	events_arm_summary(ev);
+}
+
+/* At start: a summary due while the daemon was not running goes out now (the
+ * last one missed only), when state_dir says which was sent last. */
+static void events_summary_catch_up(struct events *ev)
+{
+	unsigned minute = ev->config->notify.summary_minute;
+	int64_t now = loop_wall_ms() / 1000;
+	char date[EVENTS_STORE_DATE_LEN], today[EVENTS_STORE_DATE_LEN];
+
+	if (!(ev->config->notify.events & CONFIG_EVENT_DAILY_SUMMARY) || !ev->summarised[0])
+		return;
+	events_summary_date(minute, events_prev_summary(minute, now), date);
+	if (!date[0] || strcmp(date, ev->summarised) <= 0)
+		return;
+	events_roll(ev, now);
+	events_date_of(now, today);
+	log_info("notify: the daily summary for %s was not sent (the last was for %s): sending "
+		 "it now",
+		 date, ev->summarised);
+	/* The day so far, or yesterday as its done records say. */
+	events_summary_send(ev, strcmp(date, today) == 0 ? &ev->cur : &ev->prev, date);
+}
+
+/* ---- kept across restarts ---------------------------------------------- */
+
+static const struct {
+	const char *kind;
+	unsigned bit;
+} events_kinds[] = {
+    {"file_failed", CONFIG_EVENT_FILE_FAILED}, {"paused", CONFIG_EVENT_PAUSED},
+    {"resumed", CONFIG_EVENT_RESUMED},	       {"spend_limit", CONFIG_EVENT_SPEND_LIMIT},
+    {"daily_summary", CONFIG_EVENT_DAILY_SUMMARY},
+};
+
+static unsigned events_kind_bit(const char *kind)
+{
+	for (size_t i = 0; i < sizeof(events_kinds) / sizeof(events_kinds[0]); i++)
+		if (!strcmp(events_kinds[i].kind, kind))
+			return events_kinds[i].bit;
+	return 0;
+}
+
+/* The document for state_dir: the kept events (their fields borrowed). */
+static char *events_snapshot(void *userdata)
+{
+	struct events *ev = userdata;
+	struct events_store_state st;
+	size_t n = 0;
+	char *text;
+
+	memset(&st, 0, sizeof(st));
+	for (struct events_msg *m = ev->kept_head; m; m = m->kept_next)
+		n++;
+	if (n && !(st.events = calloc(n, sizeof(*st.events))))
+		return NULL;
+	memcpy(st.summarised, ev->summarised, sizeof(st.summarised));
+	for (struct events_msg *m = ev->kept_head; m; m = m->kept_next) {
+		struct events_store_event *e = &st.events[st.n_events++];
+
+		memcpy(e->kind, m->kind, sizeof(e->kind));
+		e->time = m->created;
+		e->webhook = m->for_hook;
+		e->command = m->for_cmd;
+		e->fields = m->fields;
+		e->n_fields = m->n_fields;
+	}
+	text = events_store_format(&st);
+	free(st.events);
+	return text;
+}
+
+static void events_store_error(void *userdata, int error)
+{
+	(void)userdata;
+	if (error < 0)
+		log_warn("notify: cannot write %s in state_dir (%s): events waiting for delivery "
+			 "would not survive a restart",
+			 EVENTS_STORE_FILE, strerror(-error));
+	else
+		log_info("notify: %s in state_dir is written again", EVENTS_STORE_FILE);
+}
+
+/* Takes the ring's items out (their references with them), oldest first. */
+static size_t events_ring_take(struct events_ring *q, struct events_msg **items)
+{
+	size_t n = 0;
+
+	while (q->n)
+		items[n++] = events_ring_pop(q);
+	return n;
+}
+
+/* What state_dir kept, put ahead of what happened since the start. */
+static void events_restored(void *userdata, struct events_store_loaded *l)
+{
+	struct events *ev = userdata;
+	const struct notify_config *nc = &ev->config->notify;
+	const char *dir = ev->config->state_dir ? ev->config->state_dir : "state_dir";
+	struct events_msg *hooks[EVENTS_WEBHOOK_QUEUE], *cmds[EVENTS_COMMAND_QUEUE];
+	struct events_msg *head = ev->kept_head, *tail = ev->kept_tail;
+	int64_t now = (int64_t)time(NULL);
+	size_t n_hooks, n_cmds, old = 0, restored = 0, unwanted = 0;
+
+	if (ev->stopping)
+		return; /* events_free: the file stays as it is */
+	if (l->read_error == -ENOMEM)
+		log_oom();
+	if (l->damaged)
+		log_warn("notify: %s/%s does not read (%s; %zu event(s) read, %zu not): %s", dir,
+			 EVENTS_STORE_FILE, l->read_error ? strerror(-l->read_error) : "damaged",
+			 l->state.n_events, l->bad,
+			 l->aside_error ? "it could not be kept aside" : "kept as " EVENTS_STORE_BAD);
+	if (l->damaged && l->aside_error)
+		log_warn("notify: cannot rename %s/%s to %s: %s", dir, EVENTS_STORE_FILE,
+			 EVENTS_STORE_BAD, strerror(-l->aside_error));
+	if (l->state.summarised[0] && strcmp(l->state.summarised, ev->summarised) > 0)
+		memcpy(ev->summarised, l->state.summarised, sizeof(ev->summarised));
+	n_hooks = events_ring_take(&ev->hook_q, hooks);
+	n_cmds = events_ring_take(&ev->cmd_q, cmds);
+	ev->kept_head = ev->kept_tail = NULL;
+	for (size_t i = 0; i < l->state.n_events; i++) {
+		const struct events_store_event *e = &l->state.events[i];
+		unsigned bit = events_kind_bit(e->kind);
+		bool hook = e->webhook && nc->webhook && (nc->events & bit);
+		bool cmd = e->command && nc->command && (nc->events & bit);
+		struct events_field f[EVENTS_STORE_FIELDS_MAX];
+		struct events_msg *m;
+
+		if (e->time < now - EVENTS_KEPT_MAX_AGE_S) {
+			if (!old++)
+				log_warn("notify: event %s of %lld s ago, kept from before the "
+					 "restart, is older than %d h: dropped",
+					 e->kind, (long long)(now - e->time),
+					 EVENTS_KEPT_MAX_AGE_S / 3600);
+			continue;
+		}
+		if (!hook && !cmd) {
+			unwanted++;
+			continue;
+		}
+		for (size_t k = 0; k < e->n_fields; k++)
+			f[k] = (struct events_field){e->fields[k].name, e->fields[k].text,
+						     e->fields[k].number};
+		m = events_msg_build(ev, e->kind, e->time, f, e->n_fields);
+		m->refs = 1;
+		if (hook)
+			events_ring_push(ev, &ev->hook_q, m, false, true);
+		if (cmd)
+			events_ring_push(ev, &ev->cmd_q, m, false, false);
+		events_msg_unref(m);
+		restored++;
+	}
+	/* Then what happened meanwhile, after them. */
+	if (head) {
+		head->kept_prev = ev->kept_tail;
+		if (ev->kept_tail)
+			ev->kept_tail->kept_next = head;
+		else
+			ev->kept_head = head;
+		ev->kept_tail = tail;
+	}
+	for (size_t i = 0; i < n_hooks; i++) {
+		events_ring_push(ev, &ev->hook_q, hooks[i], false, true);
+		events_msg_unref(hooks[i]);
+	}
+	for (size_t i = 0; i < n_cmds; i++) {
+		events_ring_push(ev, &ev->cmd_q, cmds[i], false, false);
+		events_msg_unref(cmds[i]);
+	}
+	ev->restoring = false;
+	if (old > 1)
+		log_warn("notify: %zu event(s) kept from before the restart were older than %d h: "
+			 "dropped",
+			 old, EVENTS_KEPT_MAX_AGE_S / 3600);
+	if (unwanted)
+		log_info("notify: %zu event(s) kept from before the restart are no longer asked "
+			 "for (notify: changed): dropped",
+			 unwanted);
+	if (restored)
+		log_info("notify: %zu event(s) kept from before the restart are delivered now",
+			 restored);
+	/* Always written once: what was dropped or unreadable goes from the file. */
+	events_persist(ev);
+	events_hook_next(ev);
+	events_cmd_next(ev);
+	events_summary_catch_up(ev);
 }
 
 /* ---- the public side --------------------------------------------------- */
@@ -1007,6 +1338,14 @@ void events_free(struct events *ev)
 	 * kill what they started). */
 	ev->stopping = true;
 	work_pool_free(ev->spawn_pool);
+	/* Its last snapshot still has every event not delivered. */
+	events_store_free(ev->store);
+	while (ev->kept_head) {
+		struct events_msg *k = ev->kept_head;
+
+		ev->kept_head = k->kept_next;
+		events_msg_unref(k);
+	}
 	events_hook_clear(ev);
 	while ((m = events_ring_pop(&ev->hook_q)))
 		events_msg_unref(m);
@@ -1121,6 +1460,45 @@ void events_paid(struct events *ev, uint64_t images, uint64_t micros)
 void events_count_earlier(struct events *ev, uint64_t images, uint64_t micros)
 {
 	events_paid(ev, images, micros);
+}
+
+void events_count_rebuilt(struct events *ev, const struct events_tally *today,
+			  const struct events_tally *yesterday)
+{
+	if (!ev)
+		return;
+	events_roll(ev, loop_wall_ms() / 1000);
+	ev->cur.done = sched_add_sat(ev->cur.done, today->done);
+	ev->cur.failed = sched_add_sat(ev->cur.failed, today->failed);
+	ev->cur.images = sched_add_sat(ev->cur.images, today->images);
+	ev->cur.spent = sched_add_sat(ev->cur.spent, today->micros);
+	ev->prev.done = sched_add_sat(ev->prev.done, yesterday->done);
+	ev->prev.failed = sched_add_sat(ev->prev.failed, yesterday->failed);
+	ev->prev.images = sched_add_sat(ev->prev.images, yesterday->images);
+	ev->prev.spent = sched_add_sat(ev->prev.spent, yesterday->micros);
+}
+
+int events_restore(struct events *ev, const char *state_dir)
+{
+	int r;
+
+	if (!ev || !state_dir || ev->store)
+		return 0;
+	r = events_store_new(ev->loop, state_dir, events_snapshot, events_store_error, ev,
+			     &ev->store);
+	if (r < 0)
+		return r;
+	ev->restoring = true;
+	r = events_store_load(ev->store, events_restored);
+	if (r < 0) {
+		/* Not read: not written either, or it would be lost. */
+		ev->restoring = false;
+		events_store_free(ev->store);
+		ev->store = NULL;
+		events_hook_next(ev);
+		events_cmd_next(ev);
+	}
+	return r;
 }
 
 unsigned events_pending(const struct events *ev)

@@ -1519,18 +1519,62 @@ struct today_count {
 	uint64_t images;
 	uint64_t spent;
 	const struct config *config;
+	/* For the daily summary: today, and yesterday from since_yesterday. */
+	int64_t since_yesterday;
+	struct events_tally today, yesterday;
 };
 
 static void count_today(const struct index_entry *e, void *userdata)
 {
 	struct today_count *t = userdata;
+	/* Failures count too when their answer was paid (spend.h), each at the
+	 * price of the model it recorded (see README, "Spend"). */
+	uint64_t images = spend_entry_images(e);
+	uint64_t cost = spend_entry_cost(t->config, e);
 
-	/* Failures count too when their answer was paid (spend.h). */
-	if (spend_entry_paid_at(e) >= t->since) {
-		t->images = sched_add_sat(t->images, spend_entry_images(e));
-		/* Each at the price of the model it recorded (see README, "Spend"). */
-		t->spent = sched_add_sat(t->spent, spend_entry_cost(t->config, e));
+	if (e->finished_at >= t->since_yesterday && e->finished_at < t->since) {
+		if (e->failed)
+			t->yesterday.failed++;
+		else
+			t->yesterday.done++;
+		t->yesterday.images = sched_add_sat(t->yesterday.images, images);
+		t->yesterday.micros = sched_add_sat(t->yesterday.micros, cost);
 	}
+	if (e->finished_at >= t->since) {
+		if (e->failed)
+			t->today.failed++;
+		else
+			t->today.done++;
+	}
+	/* Against the day it was paid: a fetch may end a day later. */
+	if (spend_entry_paid_at(e) >= t->since) {
+		t->images = sched_add_sat(t->images, images);
+		t->spent = sched_add_sat(t->spent, cost);
+	}
+}
+
+/* Local midnight of the day before the one starting at day_start. */
+static int64_t day_before(int64_t day_start)
+{
+	time_t noon = (time_t)(day_start - 43200);
+	struct tm tm;
+
+	if (!localtime_r(&noon, &tm))
+		return day_start - 86400;
+	tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+	tm.tm_isdst = -1;
+	return (int64_t)mktime(&tm);
+}
+
+static void jobs_tally_today(struct jobs *jobs, struct folder *folder, struct today_count *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->since = sched_day_start(&jobs->sched, jobs_folder_sched(folder), jobs_epoch_s());
+	t->since_yesterday = day_before(t->since);
+	t->config = jobs->config;
+	index_foreach(folder->index, count_today, t);
+	t->today.images = t->images;
+	t->today.micros = t->spent;
 }
 
 void jobs_count_today(struct jobs *jobs, struct folder *folder)
@@ -1538,15 +1582,23 @@ void jobs_count_today(struct jobs *jobs, struct folder *folder)
 	struct sched_folder *sf = jobs_folder_sched(folder);
 	struct today_count t;
 
-	t.since = sched_day_start(&jobs->sched, sf, jobs_epoch_s());
-	t.images = t.spent = 0;
-	t.config = jobs->config;
+	jobs_tally_today(jobs, folder, &t);
 	/* The ledger keeps payments whose records are gone (a retried failure). */
-	if (!job_ledger_count_today(jobs, folder, t.since, &t.images, &t.spent))
-		index_foreach(folder->index, count_today, &t);
+	if (job_ledger_count_today(jobs, folder, t.since, &t.images, &t.spent)) {
+		t.today.images = t.images;
+		t.today.micros = t.spent;
+	}
 	sched_count_today(&jobs->sched, sf, t.images);
 	sched_count_spent_today(&jobs->sched, t.spent);
-	events_count_earlier(jobs->events, t.images, t.spent);
+	events_count_rebuilt(jobs->events, &t.today, &t.yesterday);
+}
+
+void jobs_count_today_events(struct jobs *jobs, struct folder *folder)
+{
+	struct today_count t;
+
+	jobs_tally_today(jobs, folder, &t);
+	events_count_rebuilt(jobs->events, &t.today, &t.yesterday);
 }
 
 uint64_t jobs_spent_today(struct jobs *jobs)

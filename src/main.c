@@ -721,6 +721,18 @@ static const struct folder_config *config_find_folder(const struct config *c, co
 	return NULL;
 }
 
+/* Events kept in state_dir by an earlier run (with the state_dir locked). */
+static void daemon_restore_events(struct daemon *d)
+{
+	int r = events_restore(d->events, d->journal ? d->config->state_dir : NULL);
+
+	if (r == -ENOMEM)
+		log_oom();
+	if (r < 0)
+		log_warn("notify: cannot keep events in state_dir %s: %s", d->config->state_dir,
+			 strerror(-r));
+}
+
 /* Notifications follow a reload (a notify: section added starts them). */
 static void daemon_reload_events(struct daemon *d, const struct config *next, const char *key)
 {
@@ -740,6 +752,11 @@ static void daemon_reload_events(struct daemon *d, const struct config *next, co
 		return;
 	}
 	jobs_set_events(d->jobs, d->events);
+	daemon_restore_events(d);
+	/* The summary counts the day so far, as it would have from the start. */
+	for (size_t i = 0; i < d->n_folders; i++)
+		if (!d->folders[i]->removed)
+			jobs_count_today_events(d->jobs, d->folders[i]);
 }
 
 struct daemon_reload_req {
@@ -1114,6 +1131,7 @@ static int daemon_run(struct daemon *d, const char *api_key)
 	r = daemon_open_state(d);
 	if (r < 0)
 		return r;
+	daemon_restore_events(d);
 
 	for (size_t i = 0; i < d->config->n_folders; i++) {
 		r = daemon_add_folder(d, &d->config->folders[i]);
