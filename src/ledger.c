@@ -31,6 +31,12 @@ struct ledger {
 	int dirfd;
 	int fd; /* paid.log, O_APPEND */
 	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint64_t appended;    /* writes appended so far */
+	uint64_t synced;      /* of which durable */
+	uint64_t failed_upto; /* a failed sync covered writes up to this one */
+	int failed_err;
+	bool syncing;		      /* a writer is in fdatasync outside the lock */
 	struct ledger_entry *entries; /* the loop thread's */
 	size_t n, cap;
 	char **seeded; /* folders whose records were taken in (ledger_first_seed) */
@@ -299,6 +305,7 @@ int ledger_open(const char *state_dir, int64_t keep_since_s, struct ledger **ret
 		goto fail;
 	}
 	pthread_mutex_init(&l->lock, NULL);
+	pthread_cond_init(&l->cond, NULL);
 	*ret_ledger = l;
 	return 0;
 fail:
@@ -326,6 +333,7 @@ void ledger_close(struct ledger *ledger)
 	(void)close(ledger->fd);
 	(void)close(ledger->dirfd);
 	pthread_mutex_destroy(&ledger->lock);
+	pthread_cond_destroy(&ledger->cond);
 	free(ledger);
 }
 
@@ -373,12 +381,46 @@ fail:
 
 int ledger_write(struct ledger *ledger, const char *lines, size_t len)
 {
+	uint64_t seq;
 	int r;
 
 	pthread_mutex_lock(&ledger->lock);
 	r = fdio_write_all(ledger->fd, lines, len, NULL);
-	if (r == 0 && fdatasync(ledger->fd) < 0)
-		r = -errno;
+	if (r < 0)
+		goto out;
+	seq = ++ledger->appended;
+	/* Group commit, as the journal's: one fdatasync covers every write
+	 * appended before it, so a slow disk does not serialise the payments. */
+	for (;;) {
+		if (ledger->synced >= seq)
+			break;
+		if (ledger->failed_upto >= seq) {
+			r = ledger->failed_err;
+			break;
+		}
+		if (ledger->syncing) {
+			pthread_cond_wait(&ledger->cond, &ledger->lock);
+			continue;
+		}
+		{
+			uint64_t upto = ledger->appended;
+			int s;
+
+			ledger->syncing = true;
+			pthread_mutex_unlock(&ledger->lock);
+			s = fdatasync(ledger->fd) < 0 ? -errno : 0;
+			pthread_mutex_lock(&ledger->lock);
+			ledger->syncing = false;
+			if (s == 0) {
+				ledger->synced = upto;
+			} else {
+				ledger->failed_upto = upto;
+				ledger->failed_err = s;
+			}
+			pthread_cond_broadcast(&ledger->cond);
+		}
+	}
+out:
 	pthread_mutex_unlock(&ledger->lock);
 	return r;
 }
