@@ -53,7 +53,9 @@ struct fit_result {
 	char message[256];    /* on failure */
 };
 
-/* Once per process, before any fit_run. Returns 0 or -EIO. */
+/* Starts libvips once per process; thread-safe, and fit_run calls it, so
+ * libvips and its loader modules (about 10 MB of RSS) are loaded only by a
+ * daemon that fits an image. Returns 0 or -EIO (every later call too). */
 int fit_global_init(void);
 /* At exit (leak checkers); no fit_run may be running. */
 void fit_global_shutdown(void);
@@ -71,6 +73,12 @@ const char *fit_reason_name(unsigned bit);
  * Returns 0 with res filled (res->fd owned by the caller), or a negative
  * errno with res->code and res->message saying why (res->fd is -1). */
 int fit_run(int fd, const struct fit_options *opt, struct fit_result *res);
+
+/* Whether a failed fit_run failed here rather than on the image: no
+ * temporary file for the result (EMFILE, ENOSPC), or the original could not
+ * be read (EIO, ESTALE on a NAS). Such a failure says nothing about the
+ * image: the caller tries again later instead of refusing it. Pure. */
+bool fit_failed_locally(const struct fit_result *res);
 
 /* Closes res->fd; accepts a cleared result. */
 void fit_result_clear(struct fit_result *res);

@@ -24,6 +24,7 @@ struct jobs;
 
 struct jobs_counts {
 	size_t settling, fitting, queued, in_flight, waiting;
+	size_t twins;	  /* waiting for the result of the same image (paid once) */
 	size_t undurable; /* paid results neither journalled nor written out */
 	uint64_t done, failed, skipped, left_incomplete, generations;
 	size_t jobs; /* files found and not finished, in any state */
@@ -115,6 +116,7 @@ enum jobs_item_kind {
 	JOBS_ITEM_QUEUED,    /* valid (or being fitted), waiting for a generation slot */
 	JOBS_ITEM_WAITING,   /* backing off before its next generation */
 	JOBS_ITEM_IN_FLIGHT, /* generating, fetching, writing (or paid and waiting to fetch) */
+	JOBS_ITEM_TWIN,	     /* waiting for the result of the same image, already being paid */
 };
 struct jobs_item {
 	struct folder *folder;

@@ -18,8 +18,10 @@ enum job_state {
 	JOB_PREPARING,	/* a storage worker readies the send (holds a generation slot) */
 	JOB_COMMITTING, /* a storage worker records, fetches into or writes the result or
 			 * the error record */
+	JOB_TWIN,	/* checked: the same image is being paid for by another job of the
+			 * folder (its twin); waits for that result (job_twins.c) */
 };
-#define JOB_STATE_COUNT (JOB_COMMITTING + 1)
+#define JOB_STATE_COUNT (JOB_TWIN + 1)
 
 enum job_verdict_kind {
 	JOB_VERDICT_CANCELLED,	 /* the job went away or looks anew: nothing to apply */
@@ -34,8 +36,9 @@ enum job_verdict_kind {
 	JOB_VERDICT_FAIL,	 /* fails for good: its error record is written */
 	JOB_VERDICT_LEAVE,	 /* --once: left for a later run */
 	JOB_VERDICT_DONE,	 /* its result is on disk: ends, counted done */
+	JOB_VERDICT_TWIN,	 /* another job pays for the same image: wait for it */
 };
-#define JOB_VERDICT_COUNT (JOB_VERDICT_DONE + 1)
+#define JOB_VERDICT_COUNT (JOB_VERDICT_TWIN + 1)
 
 enum job_action {
 	JOB_ACTION_NONE,	/* nothing (a cancelled completion) */
@@ -46,6 +49,7 @@ enum job_action {
 	JOB_ACTION_WAIT_FETCH,	/* to waiting, then the fetch */
 	JOB_ACTION_FETCH,	/* to committing: the journal, the fetch */
 	JOB_ACTION_RECORD_FAIL, /* to committing: the error record */
+	JOB_ACTION_TWIN,	/* to waiting for its twin (no deadline) */
 };
 
 struct job_step {

@@ -2,7 +2,8 @@
  * outputs writes files of the bases S (S.json, S.error.json, and S<ext> for
  * one output) and, for n > 1, S-1 .. S-n (S-k<ext>); a sidecar <B>.json
  * claims the image <B><ext>, so two stems that share a base would claim or
- * overwrite each other's files. Pure. */
+ * overwrite each other's files. The stem S.error meets S too: its sidecar
+ * S.error.json is S's error record. Pure. */
 #ifndef SEEDREAMD_STEM_H
 #define SEEDREAMD_STEM_H
 

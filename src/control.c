@@ -338,7 +338,7 @@ static void add_time(cJSON *o, const char *key, int64_t epoch_s)
 
 struct folder_tally {
 	const struct folder *folder;
-	size_t settling, queued, waiting, in_flight;
+	size_t settling, queued, waiting, in_flight, twin;
 };
 
 struct status_walk {
@@ -369,6 +369,9 @@ static void status_job(const struct jobs_item *item, void *userdata)
 			break;
 		case JOBS_ITEM_IN_FLIGHT:
 			t->in_flight++;
+			break;
+		case JOBS_ITEM_TWIN:
+			t->twin++;
 			break;
 		}
 	}
@@ -538,6 +541,7 @@ cJSON *control_status_json(const struct control_env *env)
 	add_num(totals, "queued", (double)(c.queued + c.fitting));
 	add_num(totals, "waiting", (double)c.waiting);
 	add_num(totals, "in_flight", (double)c.in_flight);
+	add_num(totals, "twin", (double)c.twins);
 	add_num(totals, "done", (double)c.done);
 	add_num(totals, "failed", (double)c.failed);
 	add_num(totals, "skipped", (double)c.skipped);
@@ -579,6 +583,7 @@ cJSON *control_status_json(const struct control_env *env)
 		add_num(fo, "queued", (double)t->queued);
 		add_num(fo, "waiting", (double)t->waiting);
 		add_num(fo, "in_flight", (double)t->in_flight);
+		add_num(fo, "twin", (double)t->twin);
 		add_num(fo, "done", (double)t->folder->run_done);
 		add_num(fo, "failed", (double)t->folder->run_failed);
 		add_bool(fo, "user_paused", t->folder->user_paused);
@@ -647,6 +652,7 @@ static cJSON *queue_json(const struct control_env *env, const struct folder *onl
 	    [JOBS_ITEM_QUEUED] = "queued",
 	    [JOBS_ITEM_WAITING] = "waiting",
 	    [JOBS_ITEM_IN_FLIGHT] = "in_flight",
+	    [JOBS_ITEM_TWIN] = "twin",
 	};
 	struct queue_walk w = {.only = only};
 	cJSON *o = control_reply_ok(), *items;

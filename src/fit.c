@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,10 @@
  * reach any budget a sane configuration sets. */
 #define FIT_ENCODE_ROUNDS 6
 
+/* The codes of the failures that are not the image's (fit_failed_locally). */
+#define FIT_CODE_LOCAL_ERROR "LocalError"
+#define FIT_CODE_UNREADABLE  "LocalValidation.Unreadable"
+
 static const char *const reason_names[FIT_REASON_COUNT] = {
     "format", "pixels", "bytes", "orientation", "cmyk", "depth", "profile", "always",
 };
@@ -35,6 +40,8 @@ const char *fit_reason_name(unsigned bit)
 }
 
 static bool fit_started;
+static int fit_init_result;
+static pthread_once_t fit_once = PTHREAD_ONCE_INIT;
 
 static void fit_quiet(const gchar *domain, GLogLevelFlags level, const gchar *message,
 		      gpointer userdata)
@@ -45,12 +52,12 @@ static void fit_quiet(const gchar *domain, GLogLevelFlags level, const gchar *me
 	(void)userdata;
 }
 
-int fit_global_init(void)
+static void fit_init_once(void)
 {
-	if (fit_started)
-		return 0;
-	if (VIPS_INIT("seedreamd"))
-		return -EIO;
+	if (VIPS_INIT("seedreamd")) {
+		fit_init_result = -EIO;
+		return;
+	}
 	fit_started = true;
 	/* Decoder warnings (an odd colour box, a short marker) are not the
 	 * daemon's to print on stderr; failures still come back as errors. */
@@ -67,7 +74,12 @@ int fit_global_init(void)
 	/* Loaders that are not fuzzed for hostile input (ImageMagick, matrix,
 	 * ...) stay off: whatever lands in a hot folder is untrusted. */
 	vips_block_untrusted_set(TRUE);
-	return 0;
+}
+
+int fit_global_init(void)
+{
+	(void)pthread_once(&fit_once, fit_init_once);
+	return fit_init_result;
 }
 
 void fit_global_shutdown(void)
@@ -279,10 +291,15 @@ int fit_run(int fd, const struct fit_options *opt, struct fit_result *res)
 
 	memset(res, 0, sizeof(*res));
 	res->fd = -1;
+	r = fit_global_init();
+	if (r < 0) {
+		fail(res, "LocalError.FitUnavailable", "libvips could not be initialised");
+		return r;
+	}
 	/* source_sha256 stays the hash of what the user dropped, not of what was sent. */
 	r = digest_sha256_fd(fd, res->sha256);
 	if (r < 0) {
-		fail(res, "LocalValidation.Unreadable", "%s", strerror(-r));
+		fail(res, FIT_CODE_UNREADABLE, "%s", strerror(-r));
 		goto out;
 	}
 	r = read_header(fd, &sh, err, sizeof(err));
@@ -318,7 +335,8 @@ int fit_run(int fd, const struct fit_options *opt, struct fit_result *res)
 	res->fd = open_result(opt->tmp_dir);
 	if (res->fd < 0) {
 		r = res->fd;
-		fail(res, "LocalError", "a temporary file for the fitted image: %s", strerror(-r));
+		fail(res, FIT_CODE_LOCAL_ERROR, "a temporary file for the fitted image: %s",
+		     strerror(-r));
 		goto out;
 	}
 	for (int round = 0; round < FIT_ENCODE_ROUNDS; round++) {
@@ -368,4 +386,10 @@ void fit_result_clear(struct fit_result *res)
 	if (res->fd >= 0)
 		close(res->fd);
 	res->fd = -1;
+}
+
+bool fit_failed_locally(const struct fit_result *res)
+{
+	return res->code && (strcmp(res->code, FIT_CODE_LOCAL_ERROR) == 0 ||
+			     strcmp(res->code, FIT_CODE_UNREADABLE) == 0);
 }

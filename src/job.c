@@ -381,6 +381,9 @@ static void job_leave_state(struct jobs *jobs, struct job *job)
 	case JOB_CHECKING:
 		jobs->n_checking--;
 		break;
+	case JOB_TWIN:
+		jobs->n_twins--;
+		break;
 	case JOB_GENERATING:
 	case JOB_FETCHING:
 	case JOB_PREPARING:
@@ -400,6 +403,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 {
 	struct job **pp = &jobs->table[job_hash(job->folder, job->rel, jobs->table_size)];
 
+	job_twins_forget(jobs, job);
 	job_leave_state(jobs, job);
 	job_io_forget(job);
 	job_set_undurable(jobs, job, false);
@@ -424,6 +428,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 
 void job_settle(struct jobs *jobs, struct job *job, uint64_t delay_ms)
 {
+	job_twins_forget(jobs, job); /* before its hash is forgotten below */
 	job_leave_state(jobs, job);
 	job_io_forget(job); /* looked at anew: a request under way is of the old version */
 	job->fit_reasons = 0; /* validation decides again */
@@ -463,6 +468,16 @@ void job_wait(struct jobs *jobs, struct job *job, uint64_t delay_ms, bool fetch)
 	if (fetch)
 		jobs->n_paid_waiting++;
 	heap_set(jobs, job, loop_now_ms() + delay_ms);
+}
+
+/* Waits for the job paying for the same image (job_twins.c): no deadline,
+ * no slot; that job's end settles it. */
+static void job_wait_twin(struct jobs *jobs, struct job *job)
+{
+	job_check_edge(job, JOB_TWIN);
+	job_leave_state(jobs, job);
+	job->state = JOB_TWIN;
+	jobs->n_twins++;
 }
 
 void job_queue(struct jobs *jobs, struct job *job, bool front)
@@ -545,6 +560,9 @@ void job_advance(struct jobs *jobs, struct job *job, const struct job_verdict *v
 		break;
 	case JOB_ACTION_WAIT_FETCH:
 		job_wait(jobs, job, v->delay_ms, true);
+		break;
+	case JOB_ACTION_TWIN:
+		job_wait_twin(jobs, job);
 		break;
 	case JOB_ACTION_FETCH:
 		job_fetch(jobs, job);
@@ -653,19 +671,34 @@ static bool stem_reserved(const char *candidate, unsigned n_outputs, const struc
 	return false;
 }
 
+void job_stem_refit(struct jobs *jobs, struct job *job, unsigned n_outputs)
+{
+	/* Its wider names are checked as a new choice's are, against the other
+	 * holders and on disk (cat-2.jpeg of a done cat-2.png); the same stem
+	 * comes back when they are free. */
+	if (job->stem && !job->images_paid && n_outputs > job->stem_outputs)
+		job_release_stem(jobs, job);
+}
+
 void job_stem_fill(const struct jobs *jobs, const struct job *job, struct job_stem *st)
+{
+	job_stem_fill_n(jobs, job, job->folder->cfg->max_images, st);
+}
+
+void job_stem_fill_n(const struct jobs *jobs, const struct job *job, unsigned n_outputs,
+		     struct job_stem *st)
 {
 	const char *out = job->folder->cfg->output;
 	size_t dlen = rel_dir_len(job->rel), n = 0;
 
 	memset(st, 0, sizeof(*st));
+	st->n_outputs = n_outputs;
 	if (job->stem) {
 		st->held = true;
 		(void)snprintf(st->chosen, sizeof(st->chosen), "%s", job->stem);
 		return;
 	}
 	st->rel = xstrdup(job->rel);
-	st->n_outputs = job->folder->cfg->max_images;
 	st->r = output_safe_stem(rel_base(job->rel), st->base, sizeof(st->base));
 	/* A snapshot of the stems other jobs hold in the same output folder:
 	 * the worker checks against it, the loop again when it takes one. */
@@ -710,8 +743,13 @@ int job_stem_take(struct jobs *jobs, struct job *job, const struct job_stem *st)
 {
 	struct stem_query q = {jobs, job};
 
-	if (job->stem)
+	if (job->stem) {
+		/* Paid under it (it cannot move) and asked to write more: all
+		 * of them reserved. */
+		if (st->n_outputs > job->stem_outputs)
+			job->stem_outputs = st->n_outputs;
 		return 0;
+	}
 	if (stem_reserved(st->chosen, st->n_outputs, &q))
 		return -EAGAIN; /* taken meanwhile by a job in the same folder: choose again */
 	job_hold_stem(jobs, job, xstrdup(st->chosen), st->n_outputs);
@@ -998,6 +1036,8 @@ int jobs_new(struct loop *loop, struct http *http, const struct config *config, 
 	if (r >= 0)
 		r = loop_timer_new(loop, jobs_done_flush, jobs, &jobs->done_timer);
 	if (r >= 0)
+		r = twin_map_new(&jobs->twins);
+	if (r >= 0)
 		r = work_pool_new(loop, config->max_fits ? config->max_fits : 1, &jobs->fit_pool);
 	if (r >= 0)
 		r = work_pool_new_growing(loop, JOBS_STORE_THREADS, JOBS_STORE_THREADS_MAX,
@@ -1024,6 +1064,7 @@ void jobs_free(struct jobs *jobs)
 			job_free(jobs, jobs->table[i]);
 	jobs_done_drop_folder(jobs, NULL);
 	job_prompt_arrivals_free(jobs);
+	job_prompt_waiters_free(jobs);
 	/* After the jobs: storage requests and fits still running are waited
 	 * for, and dropped. */
 	job_io_shutdown(jobs);
@@ -1031,6 +1072,7 @@ void jobs_free(struct jobs *jobs)
 	work_pool_free(jobs->io_pool);
 	free(jobs->table);
 	free(jobs->heap);
+	twin_map_free(jobs->twins); /* empty: every job left it as it was freed */
 	loop_timer_free(jobs->loop, jobs->timer);
 	loop_timer_free(jobs->loop, jobs->pause_timer);
 	loop_timer_free(jobs->loop, jobs->limit_timer);
@@ -1134,6 +1176,7 @@ void jobs_offer_checked(struct jobs *jobs, struct folder *folder, const char *re
 				return;
 			}
 			/* fall through */
+		case JOB_TWIN:
 		case JOB_QUEUED:
 			if (!changed)
 				return;
@@ -1159,8 +1202,13 @@ void jobs_offer_checked(struct jobs *jobs, struct folder *folder, const char *re
 
 void jobs_removed(struct jobs *jobs, struct folder *folder, const char *rel)
 {
-	struct job *job = jobs_find(jobs, folder, rel);
+	struct job *job;
 
+	if (folder->cfg->group == GROUP_SUBFOLDER && strchr(rel, '/')) {
+		job_group_fit_removed(jobs, folder, rel); /* an image of a group */
+		return;
+	}
+	job = jobs_find(jobs, folder, rel);
 	if (!job || job->state == JOB_GENERATING || job->state == JOB_FETCHING ||
 	    job->state == JOB_COMMITTING)
 		return; /* in flight: it finishes from the open file */
@@ -1174,6 +1222,7 @@ void jobs_removed(struct jobs *jobs, struct folder *folder, const char *rel)
 void jobs_drop_folder(struct jobs *jobs, struct folder *folder)
 {
 	jobs_done_drop_folder(jobs, folder);
+	job_prompt_arrivals_drop_folder(jobs, folder);
 	for (size_t i = 0; i < jobs->table_size; i++) {
 		struct job *j = jobs->table[i];
 		while (j) {
@@ -1257,6 +1306,7 @@ void jobs_counts(const struct jobs *jobs, struct jobs_counts *c)
 	c->queued = jobs->queue.n;
 	c->in_flight = jobs->active.n;
 	c->waiting = jobs->n_waiting;
+	c->twins = jobs->n_twins;
 	c->undurable = jobs->sched.held;
 	c->done = jobs->done;
 	c->failed = jobs->failed;
@@ -1305,6 +1355,9 @@ void jobs_foreach(const struct jobs *jobs, void (*fn)(const struct jobs_item *it
 			case JOB_WAITING:
 				/* A paid result waiting to be fetched again is in flight. */
 				item.kind = j->retry_fetch ? JOBS_ITEM_IN_FLIGHT : JOBS_ITEM_WAITING;
+				break;
+			case JOB_TWIN:
+				item.kind = JOBS_ITEM_TWIN;
 				break;
 			case JOB_PREPARING:
 			case JOB_GENERATING:
@@ -1511,6 +1564,7 @@ void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal
 		"resuming the paid-for result of %s/%s (generated %lld s ago)", folder->cfg->path,
 		rec->source, (long long)(age_ms / 1000));
 	job_wait(jobs, job, 0, true);
+	job_twins_lead(jobs, job);
 	jobs_changed(jobs);
 }
 

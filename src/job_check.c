@@ -474,6 +474,14 @@ static void job_judge(struct jobs *jobs, struct job *job, const struct job_check
 	job_advance(jobs, job, JOB_VERDICT(QUEUE));
 }
 
+/* Nothing done to reuse: a copy of an image another job of the folder is
+ * paying for waits for that result (job_twins.c); anything else is judged. */
+static void job_judge_or_hold(struct jobs *jobs, struct job *job, const struct job_check_io *c)
+{
+	if (!job_twins_hold(jobs, job))
+		job_judge(jobs, job, c);
+}
+
 static void job_reuse_submit(struct jobs *jobs, struct job *job, struct job_reuse_io *u);
 
 static void job_reuse_done(struct jobs *jobs, struct job *job, struct job_io *io)
@@ -497,7 +505,7 @@ static void job_reuse_done(struct jobs *jobs, struct job *job, struct job_io *io
 		struct job_check_io *c = u->check;
 		u->check = NULL;
 		job_reuse_free(u);
-		job_judge(jobs, job, c);
+		job_judge_or_hold(jobs, job, c);
 		job_check_free(c);
 		return;
 	}
@@ -546,7 +554,7 @@ static void job_reuse_submit(struct jobs *jobs, struct job *job, struct job_reus
 			job_hold_reuse(jobs, job, EAGAIN);
 			return;
 		}
-		job_judge(jobs, job, c);
+		job_judge_or_hold(jobs, job, c);
 		job_check_free(c);
 		return;
 	}
@@ -634,7 +642,7 @@ static void job_check_done(struct jobs *jobs, struct job *job, struct job_io *io
 		job_reuse_submit(jobs, job, u);
 		return;
 	}
-	job_judge(jobs, job, c);
+	job_judge_or_hold(jobs, job, c);
 	job_check_free(c);
 }
 
@@ -674,8 +682,12 @@ void job_validate(struct jobs *jobs, struct job *job)
 		c->done_sidecar = xasprintf("%s/%s", cfg->output, e->sidecar);
 	}
 	memcpy(c->sha, job->sha256, sizeof(c->sha));
+	/* The hash finds a copy done already (the index), or one being paid for
+	 * right now (job_twins.c), which nothing else could tell before paying:
+	 * the file is read once more here, a reuse only links one output. */
 	c->want_hash = index_may_have_size(job->folder->index, job->size) ||
-		       (e && !e->failed && e->size == job->size && e->sha256[0]);
+		       (e && !e->failed && e->size == job->size && e->sha256[0]) ||
+		       (cfg->max_images <= 1 && job->size <= JOBS_HASH_FOR_ERROR_MAX);
 	c->read_image = !(job->size > cfg->max_input_bytes && cfg->fit == FIT_NEVER);
 	job_prompt_fill(job, &c->prompt);
 	c->io.work = job_check_work;

@@ -11,13 +11,15 @@ static const unsigned job_core_allowed[JOB_STATE_COUNT] = {
     [JOB_SETTLING] = V(CANCELLED) | V(DROP),
     [JOB_QUEUED] = V(CANCELLED) | V(DROP) | V(LEAVE) | V(RETRY) | V(FAIL),
     [JOB_WAITING] = V(CANCELLED) | V(DROP),
-    [JOB_CHECKING] =
-	V(CANCELLED) | V(DROP) | V(SKIP) | V(SETTLE) | V(QUEUE) | V(FAIL) | V(LEAVE) | V(DONE),
+    [JOB_CHECKING] = V(CANCELLED) | V(DROP) | V(SKIP) | V(SETTLE) | V(QUEUE) | V(FAIL) | V(LEAVE) |
+		     V(DONE) | V(TWIN),
     [JOB_FITTING] = V(CANCELLED) | V(DROP) | V(SETTLE) | V(QUEUE) | V(FAIL),
     [JOB_PREPARING] = V(CANCELLED) | V(DROP) | V(SETTLE) | V(RETRY) | V(FAIL) | V(LEAVE),
     [JOB_GENERATING] = V(CANCELLED) | V(SETTLE) | V(RETRY) | V(PAUSE) | V(PAID) | V(FAIL),
     [JOB_FETCHING] = V(CANCELLED) | V(FETCH_RETRY) | V(FAIL) | V(LEAVE),
     [JOB_COMMITTING] = V(CANCELLED) | V(DROP) | V(FETCH_RETRY) | V(FAIL) | V(LEAVE) | V(DONE),
+    /* released by its twin's end (to settling), or gone */
+    [JOB_TWIN] = V(CANCELLED) | V(DROP),
 };
 #undef V
 
@@ -27,7 +29,7 @@ static const unsigned job_core_allowed[JOB_STATE_COUNT] = {
 static const unsigned job_core_edges[JOB_STATE_COUNT] = {
     [JOB_SETTLING] =
 	S(SETTLING) | S(CHECKING) | S(WAITING), /* waiting: restored from the journal */
-    [JOB_CHECKING] = S(SETTLING) | S(QUEUED) | S(COMMITTING),
+    [JOB_CHECKING] = S(SETTLING) | S(QUEUED) | S(COMMITTING) | S(TWIN),
     [JOB_FITTING] = S(SETTLING) | S(QUEUED) | S(COMMITTING),
     [JOB_QUEUED] = S(SETTLING) | S(FITTING) | S(PREPARING) | S(WAITING) | S(COMMITTING),
     [JOB_WAITING] = S(SETTLING) | S(QUEUED) | S(COMMITTING),
@@ -35,6 +37,7 @@ static const unsigned job_core_edges[JOB_STATE_COUNT] = {
     [JOB_GENERATING] = S(SETTLING) | S(WAITING) | S(QUEUED) | S(COMMITTING),
     [JOB_FETCHING] = S(SETTLING) | S(WAITING) | S(COMMITTING),
     [JOB_COMMITTING] = S(SETTLING) | S(WAITING) | S(FETCHING) | S(COMMITTING),
+    [JOB_TWIN] = S(SETTLING),
 };
 #undef S
 
@@ -101,11 +104,15 @@ int job_core_step(enum job_state state, enum job_verdict_kind v, bool stopping,
 		s.action = JOB_ACTION_RECORD_FAIL;
 		s.next = JOB_COMMITTING;
 		break;
+	case JOB_VERDICT_TWIN:
+		s.action = JOB_ACTION_TWIN;
+		s.next = JOB_TWIN;
+		break;
 	}
 	/* Stopping: nothing unpaid waits or starts again; paid results go on. */
 	if (stopping && job_core_ends_on_stop(state) &&
 	    (s.action == JOB_ACTION_SETTLE || s.action == JOB_ACTION_QUEUE ||
-	     s.action == JOB_ACTION_WAIT)) {
+	     s.action == JOB_ACTION_WAIT || s.action == JOB_ACTION_TWIN)) {
 		s.action = JOB_ACTION_END;
 		s.next = state;
 	}
@@ -120,7 +127,7 @@ const char *job_state_name(enum job_state state)
 	    [JOB_QUEUED] = "queued",	     [JOB_GENERATING] = "generating",
 	    [JOB_FETCHING] = "fetching",     [JOB_WAITING] = "waiting",
 	    [JOB_CHECKING] = "checking",     [JOB_PREPARING] = "preparing",
-	    [JOB_COMMITTING] = "committing",
+	    [JOB_COMMITTING] = "committing", [JOB_TWIN] = "twin",
 	};
 
 	return (unsigned)state < JOB_STATE_COUNT ? names[state] : "?";
@@ -141,6 +148,7 @@ const char *job_verdict_name(enum job_verdict_kind v)
 	    [JOB_VERDICT_FAIL] = "fail",
 	    [JOB_VERDICT_LEAVE] = "leave",
 	    [JOB_VERDICT_DONE] = "done",
+	    [JOB_VERDICT_TWIN] = "twin",
 	};
 
 	return (unsigned)v < JOB_VERDICT_COUNT ? names[v] : "?";

@@ -84,6 +84,15 @@ static void job_fit_done(void *arg, bool cancelled)
 		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
 		return;
 	}
+	if (f->err < 0 && fit_failed_locally(&f->res)) {
+		/* Not the image's fault: a storage fault holds and retries. */
+		log_job(LOG_WARNING, cfg->path, job->rel, NULL, f->res.code,
+			"converting %s/%s failed here (%s: %s); trying again in %u s", cfg->path,
+			job->rel, f->res.code, f->res.message, JOBS_STORAGE_RETRY_MS / 1000);
+		job_fit_free(f);
+		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = JOBS_STORAGE_RETRY_MS));
+		return;
+	}
 	memcpy(job->sha256, f->res.sha256, sizeof(job->sha256));
 	if (f->err < 0) {
 		code = f->res.code ? f->res.code : "LocalValidation.Corrupt";

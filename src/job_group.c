@@ -219,6 +219,15 @@ int job_group_member_open(const char *root, const char *path, bool follow_symlin
 	return job_src_open(&src);
 }
 
+/* A member's open or read failed on the storage, not on the image (a NAS
+ * answering EIO or ESTALE for a while, descriptors running out): the group
+ * is looked at again later rather than refused for good. */
+static bool job_group_storage_fault(int r)
+{
+	return r == -EIO || r == -ESTALE || r == -ETIMEDOUT || r == -EMFILE || r == -ENFILE ||
+	       r == -EAGAIN || r == -EINTR;
+}
+
 /* A member looked at and judged as a dropped file is (job_group_fit_judge:
  * what it needs fitting for in ret_reasons), opened as job_src_open opens
  * inputs: a member swapped for a link to a file elsewhere is not read
@@ -304,7 +313,7 @@ static void job_group_check_work(struct job_io *io)
 		m->path = group_join(g->dir, names[i]);
 		r = m->path ? job_group_probe_member(g, m, &g->reasons[i], why, sizeof(why))
 			    : -ENOMEM;
-		if (r == -ENOMEM) {
+		if (r == -ENOMEM || job_group_storage_fault(r)) {
 			g->look = GROUP_LOCAL_ERROR;
 			g->err = r;
 			goto out;

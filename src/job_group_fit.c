@@ -110,6 +110,20 @@ unsigned job_group_fit_plan(struct job *job, const unsigned *reasons, size_t n)
 	return any;
 }
 
+/* On a worker: whether the member's path still names the image that was
+ * fitted. A member deleted or renamed away while it was converted keeps the
+ * identity of the descriptor the fit read, so only the path can tell. */
+static bool job_group_fit_still_named(const struct job_group_fit *f)
+{
+	int fd = job_group_member_open(f->root, f->m.path, f->follow_symlinks);
+
+	fd = fd < 0 ? fd : refs_check_fd(fd, &f->m);
+	if (fd < 0)
+		return false;
+	(void)close(fd);
+	return true;
+}
+
 static void job_group_fit_work(void *arg)
 {
 	struct job_group_fit *f = arg;
@@ -128,7 +142,7 @@ static void job_group_fit_work(void *arg)
 	}
 	f->err = fit_run(f->src_fd, &f->opt, &f->res);
 	/* Changed while being converted: what was fitted is not the image. */
-	f->changed = !job_src_unchanged(&identity, f->src_fd);
+	f->changed = !job_src_unchanged(&identity, f->src_fd) || !job_group_fit_still_named(f);
 	/* Give the decoded image's memory back now (job_fit.c says why). */
 	(void)malloc_trim(0);
 }
@@ -159,6 +173,18 @@ static int job_group_fit_next(struct jobs *jobs, struct job *job, size_t from)
 		i++;
 	if (i >= gf->n)
 		return 0;
+	if (job->dirty) {
+		/* An image came, went or changed (job_group_fit_removed): fitting
+		 * the rest of what was listed would be wasted. */
+		log_info("group %s/%s changed while it was being converted; waiting for it to "
+			 "settle",
+			 cfg->path, job->rel);
+		job->dirty = false;
+		if (job->state != JOB_FITTING)
+			job_activate_fitting(jobs, job); /* starting: SETTLE is a fit's verdict */
+		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
+		return -1;
+	}
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		log_oom();
@@ -205,6 +231,20 @@ static void job_group_fit_refuse(struct jobs *jobs, struct job *job, struct job_
 		       rel_base(f->m.path), what);
 	job_group_fit_free(f);
 	job_advance(jobs, job, JOB_VERDICT(FAIL, .code = "Group.InvalidImage", .message = msg));
+}
+
+/* The image's fit failed here, not on the image (fit_failed_locally): as
+ * for any storage fault, the group waits unpaid and is looked at again. */
+static void job_group_fit_hold(struct jobs *jobs, struct job *job, struct job_group_fit *f)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+
+	log_job(LOG_WARNING, cfg->path, job->rel, NULL, f->res.code,
+		"converting %s of group %s/%s failed here (%s: %s); trying again in %u s",
+		rel_base(f->m.path), cfg->path, job->rel, f->res.code, f->res.message,
+		JOBS_STORAGE_RETRY_MS / 1000);
+	job_group_fit_free(f);
+	job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = JOBS_STORAGE_RETRY_MS));
 }
 
 static void job_group_fit_keep(struct job *job, struct job_group_fit *f)
@@ -258,6 +298,10 @@ static void job_group_fit_done(void *arg, bool cancelled)
 		job->dirty = false;
 		job_group_fit_free(f);
 		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
+		return;
+	}
+	if (f->err < 0 && fit_failed_locally(&f->res)) {
+		job_group_fit_hold(jobs, job, f);
 		return;
 	}
 	if (f->err < 0) {
@@ -403,4 +447,15 @@ void job_group_fit_release(struct job *job)
 	job_group_fit_drop_bytes(job);
 	free(gf);
 	job->group_fits = NULL;
+}
+
+void job_group_fit_removed(struct jobs *jobs, struct folder *folder, const char *rel)
+{
+	char *sub = rel_dir(rel);
+	struct job *job = jobs_find(jobs, folder, sub);
+
+	free(sub);
+	/* Later, the send's own look at the images notices (job_prepare_done). */
+	if (job && job->group && job->state == JOB_FITTING)
+		job->dirty = true;
 }

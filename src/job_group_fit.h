@@ -19,6 +19,7 @@
 #include "refs.h"
 #include "sidecar.h"
 
+struct folder;
 struct job;
 struct jobs;
 struct job_group_fits;
@@ -66,6 +67,11 @@ void job_group_fit_source(const struct job *job, size_t i, struct sidecar_source
 
 /* The answer came: closes the fitted bytes, keeping what the sidecar says. */
 void job_group_fit_drop_bytes(struct job *job);
+
+/* A file of a group folder's subfolder (rel) was removed: a group being
+ * fitted is looked at again once the image under way is done, rather than
+ * fitting the rest and sending without an image it fitted already. */
+void job_group_fit_removed(struct jobs *jobs, struct folder *folder, const char *rel);
 
 /* Forgets a fit under way (its result is dropped when it arrives) and
  * everything fitted; for a job that is freed or looked at anew. */

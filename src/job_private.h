@@ -27,8 +27,10 @@
 #include "refs.h"
 #include "schedule.h"
 #include "sidecar.h"
+#include "prompt_waiters.h"
 #include "stem.h"
 #include "transfer.h"
+#include "twin_map.h"
 #include "work.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -130,7 +132,7 @@ struct job {
 	/* prompt_file: required, none yet: the file it waits for, on
 	 * jobs->prompt_waiters, woken when that file arrives (job_prompt.c). */
 	char *prompt_awaited;
-	struct job *prompt_wait_prev, *prompt_wait_next;
+	struct prompt_waiter prompt_wait;
 	struct job *hash_next;
 	struct job *prev, *next;	   /* the queue (queued) or the active list (in flight) */
 	struct job *stem_prev, *stem_next; /* jobs->stem_holders while stem is set */
@@ -149,6 +151,9 @@ struct job {
 	struct config_reference *members;
 	size_t n_members;
 	struct job_group_fits *group_fits; /* its images to fit, and fitted (job_group_fit.c) */
+	/* job_twins.c: the entry of its content it leads, or waits on (JOB_TWIN). */
+	struct twin_entry *twin;
+	bool twin_leads;
 };
 
 /* job_group.c: a file of a group folder's subfolder was offered (or its
@@ -197,7 +202,7 @@ struct jobs {
 	struct loop_timer *pause_timer;
 	struct job_list queue, active;
 	struct job *stem_holders; /* every job holding an output stem not yet on disk */
-	struct job *prompt_waiters;		     /* jobs waiting for their prompt file */
+	struct prompt_waiters prompt_waiters;	     /* jobs waiting for their prompt file */
 	struct job_prompt_arrivals *prompt_arrivals; /* prompt files lately arrived */
 	size_t n_settling, n_waiting, n_fitting;
 	struct work_pool *fit_pool; /* max_fits threads: fits at once are bounded */
@@ -246,6 +251,8 @@ struct jobs {
 	bool warned_ledger;	    /* an append failed (logged once) */
 	char **group_logged;	  /* "<folder>/<group>" already said to have changed after done */
 	size_t n_group_logged;
+	struct twin_map *twins; /* job_twins.c: content being paid for -> its job */
+	size_t n_twins;		/* jobs in JOB_TWIN */
 };
 
 /* What a stage ends in; job_advance (job.c) is the one place that applies
@@ -375,6 +382,13 @@ struct job_stem {
 	unsigned n_outputs; /* images the request may write (max_images) */
 };
 void job_stem_fill(const struct jobs *jobs, const struct job *job, struct job_stem *st);
+/* For a request that writes n_outputs images (fill: max_images). */
+void job_stem_fill_n(const struct jobs *jobs, const struct job *job, unsigned n_outputs,
+		     struct job_stem *st);
+/* A held stem not paid under, asked to write more than the n_outputs it was
+ * chosen for (a reload raised max_images before a retry), is let go, to be
+ * chosen again for n_outputs. */
+void job_stem_refit(struct jobs *jobs, struct job *job, unsigned n_outputs);
 int job_stem_choose(int dirfd, struct job_stem *st);
 int job_stem_take(struct jobs *jobs, struct job *job, const struct job_stem *st);
 void job_stem_clear(struct job_stem *st);
@@ -395,6 +409,17 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 void job_validate(struct jobs *jobs, struct job *job);
 void jobs_pause_timer(void *userdata);
 void job_generate(struct jobs *jobs, struct job *job);
+/* job_twins.c. On the loop, after a check found no done record to reuse:
+ * true when another checked job of the folder pays for the same image with
+ * the same prompt (job is then in JOB_TWIN, or ended on a stop); false when
+ * job leads it now (or cannot be a twin) and is judged as usual. */
+bool job_twins_hold(struct jobs *jobs, struct job *job);
+/* A paid result resumed from the journal leads its content, if nothing does:
+ * a copy checked while it is fetched waits for it. */
+void job_twins_lead(struct jobs *jobs, struct job *job);
+/* The job leaves its entry: a follower stops waiting; a leader's followers
+ * settle to be looked at anew. Called when the job settles or is freed. */
+void job_twins_forget(struct jobs *jobs, struct job *job);
 /* job_prompt.c: per-file prompts (prompt_file). On a worker, the check
  * reads <stem>.txt; on the loop, job_prompt_decide sets the job's prompt or
  * ends the check with a verdict (then it returns false). */
@@ -406,6 +431,8 @@ struct job_prompt_read {
 };
 void job_prompt_fill(const struct job *job, struct job_prompt_read *p);
 void job_prompt_arrivals_free(struct jobs *jobs);
+void job_prompt_waiters_free(struct jobs *jobs);
+void job_prompt_arrivals_drop_folder(struct jobs *jobs, const struct folder *folder);
 void job_prompt_read(const struct job_src *src, struct job_prompt_read *p);
 bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_read *p);
 void job_prompt_clear(struct job_prompt_read *p);

@@ -160,53 +160,85 @@ static struct prompt_arrival *prompt_arrival_note(struct jobs *jobs, const struc
 /* Off jobs->prompt_waiters, if on it. */
 static void prompt_unwait(struct job *job)
 {
-	struct jobs *jobs = job->owner;
-
 	if (!job->prompt_awaited)
 		return;
-	if (job->prompt_wait_prev)
-		job->prompt_wait_prev->prompt_wait_next = job->prompt_wait_next;
-	else
-		jobs->prompt_waiters = job->prompt_wait_next;
-	if (job->prompt_wait_next)
-		job->prompt_wait_next->prompt_wait_prev = job->prompt_wait_prev;
-	job->prompt_wait_prev = job->prompt_wait_next = NULL;
+	prompt_waiters_remove(&job->owner->prompt_waiters, &job->prompt_wait);
 	free(job->prompt_awaited);
 	job->prompt_awaited = NULL;
 }
 
 static void prompt_await(struct job *job, const char *rel)
 {
-	struct jobs *jobs = job->owner;
-
 	prompt_unwait(job);
 	job->prompt_awaited = xstrdup(rel);
-	job->prompt_wait_prev = NULL;
-	job->prompt_wait_next = jobs->prompt_waiters;
-	if (jobs->prompt_waiters)
-		jobs->prompt_waiters->prompt_wait_prev = job;
-	jobs->prompt_waiters = job;
+	job->prompt_wait.folder = job->folder;
+	job->prompt_wait.rel = job->prompt_awaited;
+	if (prompt_waiters_add(&job->owner->prompt_waiters, &job->prompt_wait) < 0)
+		log_oom();
+}
+
+static struct job *prompt_waiter_job(struct prompt_waiter *e)
+{
+	return e ? (struct job *)(void *)((char *)e - offsetof(struct job, prompt_wait)) : NULL;
+}
+
+void job_prompt_waiters_free(struct jobs *jobs)
+{
+	prompt_waiters_free(&jobs->prompt_waiters);
+}
+
+void job_prompt_arrivals_drop_folder(struct jobs *jobs, const struct folder *folder)
+{
+	/* The folder is freed after a reload: another may come at its address. */
+	if (!jobs->prompt_arrivals)
+		return;
+	for (size_t i = 0; i < PROMPT_ARRIVALS_MAX; i++) {
+		struct prompt_arrival *a = &jobs->prompt_arrivals->ring[i];
+
+		if (a->folder == folder) {
+			free(a->rel);
+			memset(a, 0, sizeof(*a));
+		}
+	}
+}
+
+/* The delay of a look again for a prompt file that arrived: a file written
+ * in place waits a settle from now, but no later than the image's
+ * incomplete_timeout (one rewritten more often than a settle would put the
+ * look off for ever). */
+static uint64_t prompt_wake_delay(const struct job *job, const struct prompt_arrival *a)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+	uint64_t now = loop_now_ms(), until = job->first_seen + cfg->incomplete_timeout_ms;
+
+	if (a->renamed || now >= until)
+		return 0;
+	return cfg->settle_ms < until - now ? cfg->settle_ms : until - now;
 }
 
 void jobs_prompt_file_arrived(struct jobs *jobs, struct folder *folder, const char *rel,
 			      enum watch_how how)
 {
 	struct prompt_arrival *a;
-	struct job *job, *next;
+	struct prompt_waiter *e, *next;
+	bool woke = false;
 
 	if (jobs->stopping)
 		return;
 	a = prompt_arrival_note(jobs, folder, rel, how);
-	for (job = jobs->prompt_waiters; job; job = next) {
-		next = job->prompt_wait_next;
-		if (job->folder != folder || job->state != JOB_SETTLING ||
-		    strcmp(job->prompt_awaited, rel) != 0)
+	for (e = prompt_waiters_first(&jobs->prompt_waiters, folder, rel); e; e = next) {
+		struct job *job = prompt_waiter_job(e);
+
+		next = prompt_waiters_next(e);
+		if (job->state != JOB_SETTLING)
 			continue;
 		/* Renamed in is complete, as for images; written waits a settle
 		 * from now rather than from the last look. */
-		a->woke = true;
-		job_settle(jobs, job, a->renamed ? 0 : folder->cfg->settle_ms);
+		a->woke = woke = true;
+		job_settle(jobs, job, prompt_wake_delay(job, a));
 	}
+	if (woke)
+		jobs_changed(jobs);
 }
 
 void job_prompt_forget(struct job *job)
@@ -301,8 +333,15 @@ bool job_prompt_decide(struct jobs *jobs, struct job *job, struct job_prompt_rea
 	age_ms = loop_wall_ms() - ((int64_t)p->mtime.tv_sec * 1000 + p->mtime.tv_nsec / 1000000);
 	if (!(arrival && arrival->renamed) && age_ms >= 0 && (uint64_t)age_ms < cfg->settle_ms &&
 	    !jobs->once) {
-		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
-		return false;
+		/* Up to incomplete_timeout: one rewritten more often than a
+		 * settle would hold its image for ever. */
+		if (loop_now_ms() - job->first_seen < cfg->incomplete_timeout_ms) {
+			job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
+			return false;
+		}
+		log_warn("%s/%s: its prompt file %s still changes after incomplete_timeout; "
+			 "sent with the text it has now",
+			 cfg->path, job->rel, p->rel);
 	}
 	if (!p->text[0])
 		return prompt_fail(jobs, job, "LocalValidation.PromptFile.Empty",

@@ -360,7 +360,7 @@ static void job_fail_done(struct jobs *jobs, struct job *job, struct job_io *io)
 	}
 	if (r == 0 && job_stem_take(jobs, job, &f->stem) < 0) {
 		job_stem_clear(&f->stem);
-		job_stem_fill(jobs, job, &f->stem);
+		job_stem_fill_n(jobs, job, 1, &f->stem);
 		job_fail_submit(jobs, job, f, f->rechecked);
 		return;
 	}
@@ -411,7 +411,7 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 		job->request_id[0] ? job->request_id : NULL, code, "failed %s/%s: %s: %s",
 		job->folder->cfg->path, job->rel, code, message);
 	job_activate(jobs, job, JOB_COMMITTING);
-	job_stem_fill(jobs, job, &f->stem);
+	job_stem_fill_n(jobs, job, 1, &f->stem); /* a new stem writes only the record */
 	job_src_fill(job, &f->src);
 	memcpy(f->sha256, job->sha256, sizeof(f->sha256));
 	/* A huge file (a 16 GiB sparse "photo") is not hashed for the sake of

@@ -675,12 +675,15 @@ static void job_prepare_submit(struct jobs *jobs, struct job *job, struct job_pr
 		p->ref_fds[i] = -1;
 	job_src_fill(job, &p->src);
 	job_out_fill(job, &p->out, p->rechecked);
-	job_stem_fill(jobs, job, &p->stem);
+	/* The slot is this job's from now (a submission again keeps it). */
+	job_activate(jobs, job, JOB_PREPARING);
+	/* The names reserved are those the request may write (sched_images,
+	 * set above: max_images may have changed since the stem was held). */
+	job_stem_refit(jobs, job, job->sched_images);
+	job_stem_fill_n(jobs, job, job->sched_images, &p->stem);
 	p->min_free = jobs->config->min_free_space;
 	p->io.work = job_prepare_work;
 	p->io.done = job_prepare_done;
-	/* The slot is this job's from now (a submission again keeps it). */
-	job_activate(jobs, job, JOB_PREPARING);
 	job_io_submit(jobs, job, job->folder, &p->io);
 }
 
@@ -786,6 +789,20 @@ static void job_generate_start(struct jobs *jobs, struct job *job, int fd, int i
 	/* A group's fitted images: their bytes instead of their files. */
 	r = job_group_fit_swap(jobs, job, &fd, &send_size, &req.image_format, p->refs, p->ref_fds,
 			       p->n_members_after);
+	if (r == -EINVAL) {
+		/* A bug: the group reached the send unfitted or with other images
+		 * than were planned. Nothing is sent; the group is looked at and
+		 * fitted again instead of burning retries on it. */
+		log_error("%s/%s: group reached the send with images not fitted as planned (a "
+			  "bug); looking at it again",
+			  cfg->path, job->rel);
+		work_close(jobs->store_pool, fd);
+		if (img_fd >= 0)
+			job_io_discard_tmp(jobs, job->folder, dup(job->out_dirfd), img_fd, img_tmp);
+		job_close_output_dir(job);
+		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = cfg->settle_ms));
+		return;
+	}
 	if (r < 0) {
 		work_close(jobs->store_pool, fd);
 		if (img_fd >= 0)

@@ -171,9 +171,11 @@ int stream_reader_new(struct work_pool *pool, int fd, uint64_t size, size_t chun
 	r->fd = -1;
 	bufsize = size < chunk ? (size_t)size : chunk;
 	r->buf[0] = malloc(bufsize ? bufsize : 1);
-	r->buf[1] = malloc(bufsize ? bufsize : 1);
+	/* A file that fits one buffer is one read: the second would only
+	 * hold on to memory (16 uploads in flight, 255 KiB each). */
+	r->buf[1] = size > chunk ? malloc(bufsize) : NULL;
 	r->sha = EVP_MD_CTX_new();
-	if (!r->buf[0] || !r->buf[1] || !r->sha) {
+	if (!r->buf[0] || (size > chunk && !r->buf[1]) || !r->sha) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -269,10 +271,16 @@ void stream_reader_free(struct stream_reader *r)
 
 /* ---- writer ---- */
 
+/* A chunk's memory grows as it fills (from STREAM_WRITE_FIRST_ALLOC, twice
+ * as much each time): most results are far smaller than a chunk, and 16 of
+ * them are written at once. */
+#define STREAM_WRITE_FIRST_ALLOC (16u * 1024)
+
 struct stream_chunk {
 	struct stream_chunk *next;
 	size_t off, len, cap; /* off: already on the file */
-	uint8_t data[];
+	size_t alloc;	      /* bytes of data allocated, <= cap */
+	uint8_t *data;
 };
 
 struct stream_write_op {
@@ -313,9 +321,30 @@ static void writer_free_chunks(struct stream_chunk *c)
 {
 	while (c) {
 		struct stream_chunk *next = c->next;
+		free(c->data);
 		free(c);
 		c = next;
 	}
+}
+
+/* Room for len + n bytes in c, which no request is writing. */
+static int writer_chunk_grow(struct stream_chunk *c, size_t n)
+{
+	size_t alloc = c->alloc ? c->alloc : STREAM_WRITE_FIRST_ALLOC;
+	uint8_t *data;
+
+	if (c->len + n <= c->alloc)
+		return 0;
+	while (alloc < c->len + n)
+		alloc *= 2;
+	if (alloc > c->cap)
+		alloc = c->cap;
+	data = realloc(c->data, alloc);
+	if (!data)
+		return -ENOMEM;
+	c->data = data;
+	c->alloc = alloc;
+	return 0;
 }
 
 static void writer_destroy(struct stream_writer *w)
@@ -406,7 +435,7 @@ static void writer_done(void *arg, bool cancelled)
 		if (!w->tail)
 			w->tail = c;
 	} else {
-		free(c);
+		writer_free_chunks(c);
 	}
 	if (w->waiting && (w->error || w->buffered < w->cap)) {
 		w->waiting = false;
@@ -449,11 +478,9 @@ int stream_writer_put(struct stream_writer *w, const void *data, size_t n)
 		size_t take;
 
 		if (!c || c->len == c->cap) {
-			c = malloc(sizeof(*c) + w->chunk_size);
+			c = calloc(1, sizeof(*c));
 			if (!c)
 				return -ENOMEM;
-			c->next = NULL;
-			c->off = c->len = 0;
 			c->cap = w->chunk_size;
 			if (w->tail)
 				w->tail->next = c;
@@ -462,6 +489,8 @@ int stream_writer_put(struct stream_writer *w, const void *data, size_t n)
 			w->tail = c;
 		}
 		take = c->cap - c->len < n ? c->cap - c->len : n;
+		if (writer_chunk_grow(c, take) < 0)
+			return -ENOMEM;
 		memcpy(c->data + c->len, p, take);
 		c->len += take;
 		w->buffered += take;

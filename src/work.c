@@ -31,6 +31,15 @@ struct work_req {
 	struct work_req *next;
 };
 
+/* Descriptors to close, in one request: work_close adds to the one queued
+ * while no worker has taken it (the daemon makes about 12 close(2) calls per job). */
+#define WORK_CLOSE_BATCH 32
+
+struct work_close_req {
+	unsigned n;
+	int fds[WORK_CLOSE_BATCH];
+};
+
 struct work_list {
 	struct work_req *head, *tail;
 };
@@ -46,6 +55,7 @@ struct work_pool {
 	bool stopping;
 	unsigned n_threads, max_threads;
 	unsigned n_idle, n_todo, n_alive; /* under lock */
+	struct work_close_req *close_open; /* under lock: queued, no worker has it yet */
 	pthread_t threads[WORK_THREADS_MAX];
 };
 
@@ -87,12 +97,17 @@ static void *work_thread(void *userdata)
 		if (!pool->todo.head)
 			pool->todo.tail = NULL;
 		pool->n_todo--;
+		if (r->arg == pool->close_open)
+			pool->close_open = NULL; /* closing now: later ones start a new batch */
 		pthread_mutex_unlock(&pool->lock);
 		r->fn(r->arg);
 		pthread_mutex_lock(&pool->lock);
+		/* The loop reads the eventfd before it takes the list: a list
+		 * that is not empty has woken it already, one write will do.
+		 * An eventfd counter only saturates at 2^64-2: it cannot block. */
+		if (!pool->finished.head)
+			(void)!write(pool->efd, &one, sizeof(one));
 		list_push(&pool->finished, r);
-		/* An eventfd counter only saturates at 2^64-2: the write cannot block. */
-		(void)!write(pool->efd, &one, sizeof(one));
 	}
 	pool->n_alive--;
 	pthread_cond_signal(&pool->exited);
@@ -185,7 +200,8 @@ fail:
 	return r;
 }
 
-int work_submit(struct work_pool *pool, work_fn fn, work_done_fn done, void *arg)
+static int work_queue(struct work_pool *pool, work_fn fn, work_done_fn done, void *arg,
+		      bool close_batch)
 {
 	struct work_req *r;
 
@@ -200,6 +216,8 @@ int work_submit(struct work_pool *pool, work_fn fn, work_done_fn done, void *arg
 	pthread_mutex_lock(&pool->lock);
 	list_push(&pool->todo, r);
 	pool->n_todo++;
+	if (close_batch)
+		pool->close_open = arg;
 	/* Every worker busy (perhaps stuck on a share): one more, if allowed.
 	 * Failing to start one only leaves the request queued. */
 	if (pool->n_todo > pool->n_idle && pool->n_threads < pool->max_threads)
@@ -208,6 +226,11 @@ int work_submit(struct work_pool *pool, work_fn fn, work_done_fn done, void *arg
 	pthread_mutex_unlock(&pool->lock);
 	pool->pending++;
 	return 0;
+}
+
+int work_submit(struct work_pool *pool, work_fn fn, work_done_fn done, void *arg)
+{
+	return work_queue(pool, fn, done, arg, false);
 }
 
 size_t work_pending(const struct work_pool *pool)
@@ -281,16 +304,13 @@ void work_pool_free(struct work_pool *pool)
 
 /* ---- closing descriptors off the loop ---- */
 
-struct work_close_req {
-	int fd;
-};
-
 static void work_close_run(void *arg)
 {
 	struct work_close_req *c = arg;
 
-	(void)close(c->fd);
-	c->fd = -1;
+	for (unsigned i = 0; i < c->n; i++)
+		(void)close(c->fds[i]);
+	c->n = 0;
 }
 
 static void work_close_done(void *arg, bool cancelled)
@@ -298,8 +318,8 @@ static void work_close_done(void *arg, bool cancelled)
 	struct work_close_req *c = arg;
 
 	(void)cancelled;
-	if (c->fd >= 0)
-		(void)close(c->fd); /* the pool went away before a worker took it */
+	for (unsigned i = 0; i < c->n; i++)
+		(void)close(c->fds[i]); /* the pool went away before a worker took it */
 	free(c);
 }
 
@@ -309,10 +329,21 @@ void work_close(struct work_pool *pool, int fd)
 
 	if (fd < 0)
 		return;
+	if (pool && !pool->stopping) {
+		pthread_mutex_lock(&pool->lock);
+		c = pool->close_open;
+		if (c && c->n < WORK_CLOSE_BATCH) {
+			c->fds[c->n++] = fd;
+			pthread_mutex_unlock(&pool->lock);
+			return;
+		}
+		pthread_mutex_unlock(&pool->lock);
+	}
 	c = pool ? malloc(sizeof(*c)) : NULL;
 	if (c) {
-		c->fd = fd;
-		if (work_submit(pool, work_close_run, work_close_done, c) == 0)
+		c->n = 1;
+		c->fds[0] = fd;
+		if (work_queue(pool, work_close_run, work_close_done, c, true) == 0)
 			return;
 		free(c);
 	}

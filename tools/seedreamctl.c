@@ -345,6 +345,9 @@ static void print_status(const cJSON *o)
 		     "files", num(totals, "queued"), num(totals, "settling"),
 		     num(totals, "in_flight"), num(totals, "waiting"), num(totals, "done"),
 		     num(totals, "failed"));
+	if (num(totals, "twin") > 0)
+		(void)printf("%-16s %.0f waiting for the result of the same image (paid once)\n",
+			     "copies", num(totals, "twin"));
 	(void)printf("%-16s %.0f today, %.0f this month\n", "images paid", num(paid, "today"),
 		     num(paid, "this_month"));
 	if (cJSON_IsObject(spend)) {

@@ -152,6 +152,13 @@ def write_bytes(path, data):
         f.write(data)
 
 
+def rename_in(folder, name, data):
+    """Written under a hidden name, then renamed in, as pipelines and sync tools do."""
+    tmp = os.path.join(folder, "." + name + ".partial")
+    write_bytes(tmp, data)
+    os.rename(tmp, os.path.join(folder, name))
+
+
 def read_json(path):
     with open(path, "rb") as f:
         return json.loads(f.read().decode("utf-8"))

@@ -129,6 +129,7 @@ def test(ctx):
         first = req["images"][0]
         c.eq(first["format"], "jpeg", "g1: a.heic reached the API as a JPEG data URL")
         check(first["sha256"] != want1[0][1], "g1: what was sent for a.heic is not the HEIC")
+        check(os.path.exists(saved(first)), "g1: the API received a.heic's fitted image", saved(first))
         if os.path.exists(saved(first)):
             f = header(saved(first))
             c.eq((f.get("width"), f.get("height")), ("64", "48"), "g1: the sent a.heic is 64x48")
@@ -152,6 +153,8 @@ def test(ctx):
         c.eq((rot_sent["format"], heic_sent["format"]), ("jpeg", "jpeg"),
              "g2: the rotated JPEG and the HEIC were sent as JPEG")
         check(rot_sent["sha256"] != want2[1][1], "g2: the rotated JPEG was re-encoded, not sent as it is")
+        check(os.path.exists(saved(rot_sent)), "g2: the API received b-rot6.jpg's fitted image",
+              saved(rot_sent))
         if os.path.exists(saved(rot_sent)):
             f = header(saved(rot_sent))
             c.eq((f.get("width"), f.get("height")), ("48", "64"), "g2: the sent b-rot6.jpg stands upright: 48x64")
@@ -176,9 +179,11 @@ def test(ctx):
     check(e.get("code") == "Group.InvalidImage" and "a.heic" in (e.get("message") or "")
             and "fit: never" in (e.get("message") or ""),
             "g4 (fit: never): Group.InvalidImage naming a.heic and fit: never", e)
-    for d in (hot, g1, g2, out, state):
+    # The fitted bytes live in unnamed (O_TMPFILE) files in state_dir: nothing to list there. What
+    # can be listed is a named temporary file (.name) of the send or the commit left behind.
+    for d in (hot, g1, g2, out):
         c.eq([n for n in os.listdir(d) if n.startswith(".") and n != ".seedreamd.lock"], [],
-             "no temporary file left in %s" % os.path.relpath(d, ctx.tmp))
+             "no named temporary file (.*) left in %s" % os.path.relpath(d, ctx.tmp))
 
     # ---- restart: nothing again ---------------------------------------------------------------
     snap = {n: h.read_bytes(os.path.join(out, n)) for n in h.listing(out)}
@@ -223,6 +228,10 @@ def test_retry(ctx):
     c.check(len(recs) == 2 and recs[0].get("images") == recs[1].get("images"),
             "retry: both requests carry the same images (the fitted JPEG, then b.png)",
             repr([r.get("images") for r in recs]))
+    first = ((recs[-1].get("images") or [{}])[0]) if recs else {}
+    c.eq(first.get("format"), "jpeg", "retry: a.heic was sent as a JPEG")
+    c.check(first.get("sha256") not in (None, h.sha256_file(os.path.join(g, "a.heic"))),
+            "retry: what was sent for a.heic is not the HEIC", repr(first))
     c.eq(len(re.findall(r"converted a\.heic", res.stderr)), 1, "retry: a.heic converted once")
     sc = h.read_json(os.path.join(out, "g.json")) if os.path.exists(os.path.join(out, "g.json")) else {}
     c.eq(sc.get("attempts"), 2, "retry: g.json says 2 attempts")
@@ -230,9 +239,56 @@ def test_retry(ctx):
          "retry: source_sha256 is the original HEIC's")
 
 
+def test_over_bytes(ctx):
+    """A member over max_input_bytes (an API format, nothing else wrong with it) is fitted under
+    the limit and sent, not refused."""
+    c = ctx.checks
+    api = ctx.start_api(name="bytes")
+    root, hot, out, state = ctx.folder("bytes")
+    g = os.path.join(hot, "g")
+    make = os.path.join(ctx.tmp, "make-bytes")
+    os.makedirs(os.path.join(make, "g"))
+    h.write_bytes(os.path.join(make, "g", "a.png"), h.png_image(40, 30, 3))
+    big = os.path.join(make, "g", "b-big.png")
+    # Noise hardly compresses: a 500x500 PNG of it is ~320 KB, well over the 200 KiB limit.
+    run("vips", "gaussnoise", big + ".v", "500", "500")
+    run("vips", "bandjoin", "%s.v %s.v %s.v" % (big, big, big), big + "3.v")
+    run("vips", "cast", big + "3.v", big, "uchar")
+    for tmp in (big + ".v", big + "3.v"):
+        os.unlink(tmp)
+    limit = 200 * 1024
+    size = os.stat(big).st_size
+    c.require(size > limit, "b-big.png is over max_input_bytes", "%d bytes" % size)
+    want = h.sha256_file(big)
+    config = ctx.write_config(os.path.join(root, "seedreamd.yaml"), api=api, state_dir=state,
+                              folders=[{"path": hot, "group": "subfolder", "max_input_bytes": "200KiB"}])
+    os.rename(os.path.join(make, "g"), g)
+    res = ctx.run_once(config, timeout=60)
+    c.check(res.rc == 0 and not res.timed_out, "bytes: --once exits 0", res.describe())
+    gens = api.generations()
+    c.eq(len(gens), 1, "bytes: one call")
+    imgs = (gens[0].get("images") or []) if gens else []
+    c.eq(len(imgs), 2, "bytes: both images sent")
+    if len(imgs) == 2:
+        c.eq(imgs[0].get("sha256"), h.sha256_file(os.path.join(g, "a.png")), "bytes: a.png as it is")
+        sent_len = imgs[1].get("len") or 0
+        c.check(0 < sent_len <= limit, "bytes: b-big.png was sent within max_input_bytes",
+                "%s bytes" % imgs[1].get("len"))
+        c.check(imgs[1].get("sha256") != want, "bytes: what was sent for b-big.png is not the file")
+    sc = h.read_json(os.path.join(out, "g.json")) if os.path.exists(os.path.join(out, "g.json")) else {}
+    srcs = sc.get("sources") or []
+    fitted = (srcs[1].get("fitted") or {}) if len(srcs) == 2 else {}
+    c.check("bytes" in (fitted.get("reasons") or []), "bytes: g.json says b-big.png was fitted for bytes",
+            repr(srcs))
+    c.eq(srcs[1].get("sha256") if len(srcs) == 2 else None, want,
+         "bytes: g.json keeps b-big.png's original sha256")
+    c.check(not os.path.exists(os.path.join(out, "g.error.json")), "bytes: no g.error.json")
+
+
 def test_all(ctx):
     test(ctx)
     test_retry(ctx)
+    test_over_bytes(ctx)
 
 
 if __name__ == "__main__":

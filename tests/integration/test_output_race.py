@@ -12,7 +12,6 @@ import sys
 import time
 
 import harness as h
-from test_prompt_wake import rename_in
 
 
 def test(ctx):
@@ -32,14 +31,14 @@ def test(ctx):
     try:
         c.require(daemon.wait_for(r"ready", 10), "the daemon is ready")
         images = {"cat-1.png": h.png_image(40, 30, 21), "cat.png": h.png_image(42, 32, 22)}
-        rename_in(hot, "cat-1.png", images["cat-1.png"])
+        h.rename_in(hot, "cat-1.png", images["cat-1.png"])
         # Sent (its fault token taken): its name is chosen, its answer 7 s away.
         c.require(h.wait_until(lambda: len(api.queued_faults()) == 1, 10), "cat-1.png is sent")
         config(3, h.PROMPT + " [stall-image:1:8000]")
         daemon.proc.send_signal(signal.SIGHUP)
         c.require(daemon.wait_for(r"reloading", 10), "the daemon reloads")
         time.sleep(1.0)  # the new configuration is read on a worker, then applied
-        rename_in(hot, "cat.png", images["cat.png"])
+        h.rename_in(hot, "cat.png", images["cat.png"])
 
         def sidecars():
             return sorted(n for n in os.listdir(out) if n.endswith(".json") and not n.startswith("."))

@@ -12,13 +12,6 @@ import harness as h
 TEXT = "a prompt that came after its image"
 
 
-def rename_in(folder, name, data):
-    """Written under a hidden name, then renamed in, as pipelines and sync tools do."""
-    tmp = os.path.join(folder, "." + name + ".partial")
-    h.write_bytes(tmp, data)
-    os.rename(tmp, os.path.join(folder, name))
-
-
 def test(ctx):
     c = ctx.checks
     api = ctx.start_api()
@@ -31,12 +24,12 @@ def test(ctx):
     try:
         c.require(daemon.wait_for(r"ready", 10), "the daemon is ready")
         image = h.png_image(40, 30, 11)
-        rename_in(hot, "w.png", image)
-        rename_in(hot, "stray.txt", b"no image of this name\n")
+        h.rename_in(hot, "w.png", image)
+        h.rename_in(hot, "stray.txt", b"no image of this name\n")
         time.sleep(1.0)
         c.eq(len(api.generations()), 0, "nothing is sent before w.txt exists")
         t0 = time.monotonic()
-        rename_in(hot, "w.txt", (TEXT + "\n").encode("utf-8"))
+        h.rename_in(hot, "w.txt", (TEXT + "\n").encode("utf-8"))
         ok = h.wait_until(lambda: api.generations(), 20)
         waited = time.monotonic() - t0
         c.check(ok and waited < 3.0, "w.png is sent within 3 s of w.txt renamed in (settle is 30 s)",
@@ -60,7 +53,7 @@ def test(ctx):
             image = h.png_image(40, 30, ord(stem))
             t0 = time.monotonic()
             for name in (first, second):
-                rename_in(hot, name, image if name.endswith(".png") else b"the prompt of " + stem.encode())
+                h.rename_in(hot, name, image if name.endswith(".png") else b"the prompt of " + stem.encode())
             ok = h.wait_until(lambda: os.path.exists(os.path.join(out, stem + ".json")), 20)
             waited = time.monotonic() - t0
             c.check(ok and waited < 4.0, "%s then %s renamed in: done within 4 s (settle is 30 s)"

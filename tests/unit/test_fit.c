@@ -237,6 +237,39 @@ static void test_not_an_image(void **state)
 	close(fd);
 }
 
+/* What failed here is told from what failed on the image: an unreadable
+ * source (here a descriptor open for writing only) is local, a corrupt one
+ * is not. */
+static void test_failed_locally(void **state)
+{
+	char path[256];
+	struct fit_options opt = options("heif", FIT_REASON_FORMAT);
+	struct fit_result res, made = {.code = "LocalError"};
+	int fd;
+
+	(void)state;
+	(void)snprintf(path, sizeof(path), "%s/junk.heic", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd,
+			       "\0\0\0\x18"
+			       "ftypheic\0\0\0\0mif1heic garbage",
+			       32),
+			 32);
+	assert_true(fit_run(fd, &opt, &res) < 0);
+	assert_false(fit_failed_locally(&res)); /* corrupt: the image's */
+	close(fd);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_true(fit_run(fd, &opt, &res) < 0);
+	assert_string_equal(res.code, "LocalValidation.Unreadable");
+	assert_true(fit_failed_locally(&res));
+	close(fd);
+	assert_true(fit_failed_locally(&made)); /* no temporary file */
+	made.code = NULL;
+	assert_false(fit_failed_locally(&made));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -246,6 +279,7 @@ int main(void)
 	    cmocka_unit_test(test_deep_alpha_png),
 	    cmocka_unit_test(test_bytes_budget),
 	    cmocka_unit_test(test_not_an_image),
+	    cmocka_unit_test(test_failed_locally),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -79,6 +79,10 @@ static const struct expect table[] = {
      JOB_ACTION_RECORD_FAIL},
     {JOB_COMMITTING, JOB_VERDICT_LEAVE, JOB_ACTION_END, JOB_COMMITTING, JOB_ACTION_END},
     {JOB_COMMITTING, JOB_VERDICT_DONE, JOB_ACTION_END, JOB_COMMITTING, JOB_ACTION_END},
+    /* A copy of an image another job pays for waits for it, unless stopping. */
+    {JOB_CHECKING, JOB_VERDICT_TWIN, JOB_ACTION_TWIN, JOB_TWIN, JOB_ACTION_END},
+    {JOB_TWIN, JOB_VERDICT_CANCELLED, JOB_ACTION_NONE, JOB_TWIN, JOB_ACTION_NONE},
+    {JOB_TWIN, JOB_VERDICT_DROP, JOB_ACTION_END, JOB_TWIN, JOB_ACTION_END},
 };
 
 static const struct expect *find(enum job_state s, enum job_verdict_kind v)
@@ -170,6 +174,13 @@ static void test_edges(void **state)
 				continue;
 			assert_true(job_core_may_enter((enum job_state)s, step.next));
 		}
+	}
+	/* Only a check holds a job for its twin, and only a new look releases it. */
+	for (unsigned s = 0; s < ALL_STATES; s++) {
+		assert_int_equal(job_core_may_enter((enum job_state)s, JOB_TWIN),
+				 s == JOB_CHECKING);
+		assert_int_equal(job_core_may_enter(JOB_TWIN, (enum job_state)s),
+				 s == JOB_SETTLING);
 	}
 	assert_false(job_core_may_enter((enum job_state)JOB_STATE_COUNT, JOB_SETTLING));
 }

@@ -47,11 +47,39 @@ static void test_numbered_outputs(void **state)
 	assert_false(stem_outputs_meet("cat", 3, "ca-1", 1));
 }
 
+static void test_error_record(void **state)
+{
+	(void)state;
+	/* cat.error.png's sidecar cat.error.json is a failing cat's error record */
+	assert_true(stem_outputs_meet("cat.error", 1, "cat", 1));
+	assert_true(stem_outputs_meet("cat", 3, "cat.error", 0));
+	assert_true(stem_outputs_meet("cat", 0, "cat.error", 3));
+	/* near names that are no one's error record */
+	assert_false(stem_outputs_meet("cat.errors", 1, "cat", 1));
+	assert_false(stem_outputs_meet("cat.err", 1, "cat", 1));
+	assert_false(stem_outputs_meet("cat.error.error", 1, "cat", 1));
+	assert_false(stem_outputs_meet("ca.error", 1, "cat", 1));
+	assert_false(stem_outputs_meet("cat", 1, "cat.Error", 1));
+}
+
+static void test_zero_outputs(void **state)
+{
+	(void)state;
+	/* 0 outputs counts as 1 for its own side only: the other still writes
+	 * its numbered bases */
+	assert_true(stem_outputs_meet("cat", 3, "cat-1", 0));
+	assert_true(stem_outputs_meet("cat-1", 0, "cat", 3));
+	assert_false(stem_outputs_meet("cat", 0, "cat-1", 0));
+	assert_true(stem_outputs_meet("cat", 0, "cat", 0));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_one_output_each),
 	    cmocka_unit_test(test_numbered_outputs),
+	    cmocka_unit_test(test_error_record),
+	    cmocka_unit_test(test_zero_outputs),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -183,6 +183,61 @@ static void test_close_on_worker(void **state)
 	loop_free(loop);
 }
 
+/* Closes asked for while the worker is busy share requests (a job closes
+ * several descriptors): 40 closes are two requests, not 40, and every
+ * descriptor is closed, also when the pool ends before a worker took them. */
+#define N_CLOSES 40
+
+static void test_closes_batched(void **state)
+{
+	struct item blocker = {0};
+	struct work_pool *pool;
+	struct loop *loop;
+	size_t completed = 0;
+	int p[N_CLOSES][2];
+
+	(void)state;
+	assert_int_equal(loop_new(&loop), 0);
+	assert_int_equal(work_pool_new(loop, 1, &pool), 0);
+	blocker.completed = &completed;
+	blocker.sleep_us = 50000;
+	assert_int_equal(work_submit(pool, item_work, item_done, &blocker), 0);
+	for (int i = 0; i < N_CLOSES; i++) {
+		assert_int_equal(pipe2(p[i], O_NONBLOCK | O_CLOEXEC), 0);
+		work_close(pool, p[i][1]);
+	}
+	assert_int_equal(work_pending(pool), 1 + 2);
+	for (int spins = 0; work_pending(pool) > 0 && spins < 10000; spins++)
+		assert_true(loop_run_once(loop, 1000) >= 0);
+	for (int i = 0; i < N_CLOSES; i++) {
+		assert_true(pipe_writer_closed(p[i][0]));
+		close(p[i][0]);
+	}
+
+	/* A close after the batch was taken starts a new one. */
+	assert_int_equal(pipe2(p[0], O_NONBLOCK | O_CLOEXEC), 0);
+	work_close(pool, p[0][1]);
+	assert_int_equal(work_pending(pool), 1);
+	for (int spins = 0; work_pending(pool) > 0 && spins < 10000; spins++)
+		assert_true(loop_run_once(loop, 1000) >= 0);
+	assert_true(pipe_writer_closed(p[0][0]));
+	close(p[0][0]);
+
+	/* Cancelled by the pool's end: every one of both batches is closed. */
+	assert_int_equal(work_submit(pool, item_work, item_done, &blocker), 0);
+	usleep(5000); /* the blocker is running */
+	for (int i = 0; i < N_CLOSES; i++) {
+		assert_int_equal(pipe2(p[i], O_NONBLOCK | O_CLOEXEC), 0);
+		work_close(pool, p[i][1]);
+	}
+	work_pool_free(pool);
+	for (int i = 0; i < N_CLOSES; i++) {
+		assert_true(pipe_writer_closed(p[i][0]));
+		close(p[i][0]);
+	}
+	loop_free(loop);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -190,6 +245,7 @@ int main(void)
 	    cmocka_unit_test(test_free_with_work_pending),
 	    cmocka_unit_test(test_bad_sizes),
 	    cmocka_unit_test(test_close_on_worker),
+	    cmocka_unit_test(test_closes_batched),
 	};
 
 	main_thread = pthread_self();
