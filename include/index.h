@@ -16,14 +16,18 @@ struct index_entry {
 	long mtime_nsec;
 	char sha256[65];          /* "" if unknown */
 	bool failed;              /* an .error.json */
+	bool reused;              /* a success that reused an earlier result: nothing paid */
 	int64_t finished_at;      /* completed_at or failed_at, epoch seconds */
+	/* When its answer was paid (the sidecar's paid_at), epoch seconds; 0:
+	 * unknown (records of older versions), finished_at stands in. A paid
+	 * failure fails, and a fetch succeeds, up to a day later. */
+	int64_t paid_at;
 	int64_t generated_images; /* usage.generated_images, 0 if absent; for a
 				   * failure the images paid before it failed */
 	/* The model the result was priced by (the sidecar's "model"), NULL if
 	 * unknown. In the index, one shared copy per distinct name (valid until
 	 * index_free); from index_parse_sidecar, the entry's own. */
 	const char *model;
-	bool reused; /* a success that reused an earlier result: nothing paid */
 };
 
 struct index;

@@ -78,6 +78,14 @@ void jobs_set_api_key(struct jobs *jobs, const char *api_key);
 
 /* Where paid-for results are recorded until written out (NULL: nowhere). */
 void jobs_set_journal(struct jobs *jobs, struct journal *journal);
+/* The paid ledger (ledger.h; NULL: none); created: new this run, so this
+ * month's payments are taken from the records once. */
+struct ledger;
+void jobs_set_ledger(struct jobs *jobs, struct ledger *ledger, bool created);
+const struct ledger *jobs_ledger(const struct jobs *jobs);
+/* Whether the ledger has the payment (a journalled result counted already). */
+bool jobs_ledger_counted(const struct jobs *jobs, const char *folder, const char *source,
+			 int64_t paid_ms);
 /* Resumes a journalled result: downloaded and written, never generated again. */
 void jobs_restore(struct jobs *jobs, struct folder *folder, const struct journal_record *rec);
 

@@ -93,6 +93,10 @@ int journal_remove(struct journal *journal, const char *folder, const char *sour
 int journal_load(struct journal *journal, void (*fn)(struct journal_record *rec, void *userdata),
 		 void *userdata, size_t *ret_bad);
 
+/* CRC-32 (IEEE) of data continuing crc (0 to start): the frames' checksum,
+ * shared with the paid ledger (ledger.c). */
+uint32_t journal_crc32(uint32_t crc, const void *data, size_t len);
+
 /* fdatasync calls so far (group commit makes them fewer than writes). */
 unsigned long journal_sync_count(struct journal *journal);
 /* Tests: sleep this long before each fdatasync, as a NAS would take. */

@@ -31,6 +31,7 @@
 #define SIDECAR_ATTEMPTS    "attempts"
 #define SIDECAR_ELAPSED_MS  "elapsed_ms"
 #define SIDECAR_IMAGES_PAID "images_paid"
+#define SIDECAR_PAID_AT	    "paid_at"
 
 /* What was sent instead of the source, when it was converted first. */
 struct sidecar_fitted {
@@ -73,6 +74,7 @@ struct sidecar_success {
 	unsigned attempts;
 	uint64_t elapsed_ms;
 	int64_t completed_at;		     /* epoch seconds */
+	int64_t paid_at;		     /* its answer's, epoch seconds; 0: not written */
 	const char *version;		     /* seedreamd_version */
 	const char *reused_from;	     /* NULL, or the source whose paid result was reused */
 	const struct sidecar_fitted *fitted; /* NULL, or how the source was converted */
@@ -110,6 +112,7 @@ struct sidecar_error {
 	unsigned images_paid; /* written as "images_paid", with "usage" */
 	const cJSON *usage;   /* verbatim, may be NULL (written as null) */
 	unsigned max_images;  /* written when > 1 */
+	int64_t paid_at;      /* with images_paid: when, epoch seconds (0: not written) */
 };
 
 /* Sidecar documents, pretty-printed, NUL-terminated, newline at the end;
@@ -118,13 +121,14 @@ struct sidecar_error {
  * source_size, source_mtime (RFC 3339 with nanoseconds), and for success:
  * output, model, prompt, size, result_size, watermark, response_format,
  * created, usage, request_id, attempts, elapsed_ms, completed_at (RFC 3339),
+ * paid_at (RFC 3339, when its answer was paid; only when set),
  * seedreamd_version, reused_from (only when set), fitted {from, to, reasons,
  * bytes_sent} (only when set), provenance, prompt_source, prompt_file, extra
  * (each only when set), max_images and outputs (several outputs), references
  * [{path, sha256}] and sources [{name, sha256, size, mtime, fitted}] (only when
  * some); for errors: error {http_status, code, message}, request_id,
  * attempts, failed_at, seedreamd_version, model (when set), and after a paid
- * answer images_paid, usage and max_images (when > 1). */
+ * answer images_paid, usage, paid_at (when set) and max_images (when > 1). */
 char *sidecar_success_json(const struct sidecar_success *s);
 char *sidecar_error_json(const struct sidecar_error *e);
 /* The sidecar text doc (as sidecar_success_json made it) with the output
@@ -140,6 +144,7 @@ struct sidecar_doc {
 	long mtime_nsec;
 	bool failed;		  /* an .error.json */
 	int64_t finished_at;	  /* completed_at or failed_at, epoch seconds; 0 if null */
+	int64_t paid_at;	  /* "paid_at", epoch seconds; 0 if absent */
 	int64_t generated_images; /* usage.generated_images, else the outputs written, at most
 				   * max_images (a relay without usage), 0 if neither; for
 				   * an .error.json its images_paid (0: nothing paid) */

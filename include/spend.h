@@ -20,6 +20,10 @@ uint64_t spend_entry_images(const struct index_entry *e);
  * else 0. */
 uint64_t spend_price_of(const struct config *config, const char *model);
 
+/* The time a done record counts on (its day and month): when its answer was
+ * paid, else (records of older versions) when it finished. */
+int64_t spend_entry_paid_at(const struct index_entry *e);
+
 /* spend_entry_images at spend_price_of the record's model, saturating. */
 uint64_t spend_entry_cost(const struct config *config, const struct index_entry *e);
 

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "schedule.h"
 #include "sidecar.h"
+#include "ledger.h"
 #include "spend.h"
 #include "work.h"
 
@@ -396,13 +397,28 @@ static void count_paid(const struct index_entry *e, void *userdata)
 	struct paid_count *p = userdata;
 	/* As the daily limit counts them (spend.h): paid failures too. */
 	uint64_t images = spend_entry_images(e);
+	int64_t paid_at = spend_entry_paid_at(e);
 
-	if (e->finished_at >= p->month_start) {
+	if (paid_at >= p->month_start) {
 		p->month = sched_add_sat(p->month, images);
 		p->month_cost = sched_add_sat(p->month_cost, spend_entry_cost(p->config, e));
 	}
-	if (e->finished_at >= p->day_start)
+	if (paid_at >= p->day_start)
 		p->today = sched_add_sat(p->today, images);
+}
+
+static void count_ledger_paid(const struct ledger_entry *e, void *userdata)
+{
+	struct paid_count *p = userdata;
+	int64_t paid_at = e->paid_ms / 1000;
+
+	if (paid_at >= p->month_start) {
+		p->month = sched_add_sat(p->month, e->images);
+		p->month_cost = sched_add_sat(
+		    p->month_cost, sched_mul_sat(e->images, spend_price_of(p->config, e->model)));
+	}
+	if (paid_at >= p->day_start)
+		p->today = sched_add_sat(p->today, e->images);
 }
 
 /* The estimated cost (price_per_image), when a price is known: today's as the
@@ -533,8 +549,12 @@ cJSON *control_status_json(const struct control_env *env)
 	/* From the done records in memory: this run's results and earlier ones. */
 	local_starts(loop_wall_ms() / 1000, &paid.day_start, &paid.month_start);
 	paid.config = *env->config;
-	for (size_t i = 0; i < w.n; i++)
-		index_foreach(w.tally[i].folder->index, count_paid, &paid);
+	if (jobs_ledger(env->jobs))
+		/* Every payment, its record deleted (a retry) or not. */
+		ledger_foreach(jobs_ledger(env->jobs), count_ledger_paid, &paid);
+	else
+		for (size_t i = 0; i < w.n; i++)
+			index_foreach(w.tally[i].folder->index, count_paid, &paid);
 	images = cJSON_AddObjectToObject(o, "images_paid");
 	if (!images)
 		log_oom();
@@ -719,11 +739,8 @@ static cJSON *history_json(const struct control_env *env, const struct folder *o
 		add_str(it, "result", w.top[i]->failed ? "failed" : "done");
 		add_time(it, "finished_at", w.top[i]->finished_at);
 		add_str(it, "record", w.top[i]->sidecar);
-		add_num(it, "images",
-			w.top[i]->failed
-			    ? 0
-			    : (double)(w.top[i]->generated_images > 0 ? w.top[i]->generated_images
-								      : 1));
+		/* The images paid, as counted (paid failures too, reused copies not). */
+		add_num(it, "images", (double)spend_entry_images(w.top[i]));
 	}
 	free(w.top);
 	free(w.top_folder);

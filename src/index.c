@@ -369,6 +369,7 @@ int index_parse_sidecar(const char *json, size_t len, const char *sidecar_rel,
 	memcpy(ret_entry->sha256, d.sha256, sizeof(ret_entry->sha256));
 	ret_entry->failed = d.failed;
 	ret_entry->finished_at = d.finished_at;
+	ret_entry->paid_at = d.paid_at;
 	ret_entry->generated_images = d.generated_images;
 	ret_entry->model = d.model;
 	d.model = NULL;
@@ -708,12 +709,13 @@ const struct index_entry *index_find_content(const struct index *index, uint64_t
  *   u64 n_dirs, per dir: str rel ("" or "a/b/"), u64 dev, ino, i64 mtime
  *   sec, nsec, u64 size, u8 trusted, u64 n_entries, then the entries:
  *   str source, str sidecar, u64 size, i64 mtime sec, nsec, str sha256,
- *   u8 failed, i64 finished_at, generated_images, str model ("" none), u8 reused;
+ *   u8 failed, i64 finished_at, generated_images, str model ("" none), u8 reused,
+ *   i64 paid_at;
  *   u64 FNV-1a over everything before.
  * A str is a u32 length that counts a final NUL, then the bytes. */
 
 #define INDEX_CACHE_MAGIC   "SEEDREAMD-INDEX\n"
-#define INDEX_CACHE_VERSION 3u
+#define INDEX_CACHE_VERSION 4u
 #define INDEX_CACHE_RACY_S  2
 #define INDEX_CACHE_MAX	    ((size_t)1 << 31)
 
@@ -842,6 +844,7 @@ static void read_entry(struct rbuf *b, struct index_entry *e)
 		get(b, &reused, 1);
 		e->reused = reused != 0;
 	}
+	e->paid_at = get_i64(b);
 	if (!e->source[0] || e->mtime_nsec < 0 || e->mtime_nsec > 999999999)
 		b->bad = true;
 }
@@ -1217,6 +1220,7 @@ static int save_dir(struct saver *s, int dirfd, unsigned depth)
 			put_i64(&s->out, e->generated_images);
 			put_str(&s->out, e->model ? e->model : "");
 			textbuf_put(&s->out, &reused, 1);
+			put_i64(&s->out, e->paid_at);
 		}
 		s->n_dirs++;
 	}

@@ -1486,6 +1486,10 @@ static void job_restore_count_today(struct jobs *jobs, struct job *job)
 
 	images = api_result_images_counted(&job->result, job->max_images);
 	job->images_paid = (unsigned)images; /* paid, whatever the day: its record says so */
+	if (jobs_ledger_counted(jobs, job->folder->cfg->path, job->rel, job->generated_at))
+		return; /* noted when its answer came: counted with the ledger's */
+	job_ledger_note(jobs, job->folder->cfg->path, job->rel, job->result.model,
+			job->generated_at, images);
 	if (job->generated_at / 1000 < sched_day_start(&jobs->sched, &job->folder->sched, now))
 		return;
 	if (config_price_of(jobs->config, job->result.model, &price) < 0)
@@ -1595,6 +1599,9 @@ static void count_today(const struct index_entry *e, void *userdata)
 			t->today.failed++;
 		else
 			t->today.done++;
+	}
+	/* Against the day it was paid: a fetch may end a day later. */
+	if (spend_entry_paid_at(e) >= t->since) {
 		t->images = sched_add_sat(t->images, images);
 		t->spent = sched_add_sat(t->spent, cost);
 	}
@@ -1630,6 +1637,11 @@ void jobs_count_today(struct jobs *jobs, struct folder *folder)
 	struct today_count t;
 
 	jobs_tally_today(jobs, folder, &t);
+	/* The ledger keeps payments whose records are gone (a retried failure). */
+	if (job_ledger_count_today(jobs, folder, t.since, &t.images, &t.spent)) {
+		t.today.images = t.images;
+		t.today.micros = t.spent;
+	}
 	sched_count_today(&jobs->sched, sf, t.images);
 	sched_count_spent_today(&jobs->sched, t.spent);
 	events_count_rebuilt(jobs->events, &t.today, &t.yesterday);

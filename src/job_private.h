@@ -246,6 +246,9 @@ struct jobs {
 	struct events *events;	  /* may be NULL */
 	uint64_t spent_total;	  /* micros, estimated, paid answers of this run */
 	bool warned_images_claimed; /* an answer claimed more images than asked (logged once) */
+	struct ledger *ledger;	    /* every paid answer (job_ledger.c); NULL: none */
+	bool ledger_created;	    /* new this run: seeded from the records */
+	bool warned_ledger;	    /* an append failed (logged once) */
 	char **group_logged;	  /* "<folder>/<group>" already said to have changed after done */
 	size_t n_group_logged;
 	struct twin_map *twins; /* job_twins.c: content being paid for -> its job */
@@ -336,6 +339,17 @@ void job_success_done(const struct job *job, struct job_success *s);
 /* journal_remove, one thread at a time (journal may be NULL). */
 int job_journal_drop(struct journal *journal, const char *folder, const char *source);
 
+/* job_ledger.c: a paid answer noted in the ledger (once per folder, source
+ * and paid_ms; nothing without a ledger), appended on state_dir's storage. */
+void job_ledger_note(struct jobs *jobs, const char *folder, const char *source, const char *model,
+		     int64_t paid_ms, uint64_t images);
+/* With a ledger new this run: this month's paid records of folder added. */
+void job_ledger_seed(struct jobs *jobs, struct folder *folder);
+/* What the ledger says folder paid since `since` (seeding it first); false
+ * without a ledger. */
+bool job_ledger_count_today(struct jobs *jobs, struct folder *folder, int64_t since,
+			    uint64_t *ret_images, uint64_t *ret_spent);
+
 /* Shared between the files of the module; each is defined where its
  * concern lives (see the list at the top). */
 void jobs_changed(struct jobs *jobs);
@@ -381,7 +395,7 @@ void job_stem_clear(struct job_stem *st);
 void job_fill_source(const struct job *job, struct sidecar_source *src);
 /* model: what the result is priced by (spend.h), or NULL. */
 void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64_t finished_at,
-		   int64_t generated_images, const char *model);
+		   int64_t generated_images, const char *model, int64_t paid_at);
 /* A result reused from an earlier one (nothing paid). */
 void job_index_put_reused(struct job *job, const char *sidecar_name, int64_t finished_at);
 void job_set_undurable(struct jobs *jobs, struct job *job, bool undurable);

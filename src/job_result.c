@@ -26,7 +26,7 @@ void job_fill_source(const struct job *job, struct sidecar_source *src)
 
 static void job_index_put_entry(struct job *job, const char *sidecar_name, bool failed,
 				int64_t finished_at, int64_t generated_images, const char *model,
-				bool reused)
+				bool reused, int64_t paid_at)
 {
 	char *dir = rel_dir(job->rel);
 	char *sidecar = dir[0] ? xasprintf("%s/%s", dir, sidecar_name) : xstrdup(sidecar_name);
@@ -41,6 +41,7 @@ static void job_index_put_entry(struct job *job, const char *sidecar_name, bool 
 	    .generated_images = generated_images,
 	    .model = model,
 	    .reused = reused,
+	    .paid_at = paid_at,
 	};
 
 	memcpy(e.sha256, job->sha256, sizeof(e.sha256));
@@ -51,14 +52,15 @@ static void job_index_put_entry(struct job *job, const char *sidecar_name, bool 
 }
 
 void job_index_put(struct job *job, const char *sidecar_name, bool failed, int64_t finished_at,
-		   int64_t generated_images, const char *model)
+		   int64_t generated_images, const char *model, int64_t paid_at)
 {
-	job_index_put_entry(job, sidecar_name, failed, finished_at, generated_images, model, false);
+	job_index_put_entry(job, sidecar_name, failed, finished_at, generated_images, model, false,
+			    paid_at);
 }
 
 void job_index_put_reused(struct job *job, const char *sidecar_name, int64_t finished_at)
 {
-	job_index_put_entry(job, sidecar_name, false, finished_at, 0, NULL, true);
+	job_index_put_entry(job, sidecar_name, false, finished_at, 0, NULL, true, 0);
 }
 
 static char *xstrdup_or_null(const char *s)
@@ -259,6 +261,7 @@ struct job_fail_io {
 	cJSON *usage;	      /* of a paid answer */
 	unsigned images_paid; /* 0: nothing paid */
 	unsigned max_images;
+	int64_t paid_at;
 	long http_status;
 	unsigned attempts;
 	int64_t failed_at;
@@ -304,6 +307,7 @@ static void job_fail_work(struct job_io *io)
 	e.images_paid = f->images_paid;
 	e.usage = f->usage;
 	e.max_images = f->max_images;
+	e.paid_at = f->paid_at;
 	doc = sidecar_error_json(&e);
 	if (!doc) {
 		f->r = -ENOMEM;
@@ -363,7 +367,8 @@ static void job_fail_done(struct jobs *jobs, struct job *job, struct job_io *io)
 	if (r == 0) {
 		if (f->sha256[0])
 			memcpy(job->sha256, f->sha256, sizeof(job->sha256));
-		job_index_put(job, f->name, true, f->failed_at, f->images_paid, f->model);
+		job_index_put(job, f->name, true, f->failed_at, f->images_paid, f->model,
+			      f->paid_at);
 	} else {
 		log_job(LOG_ERR, job->folder->cfg->path, job->rel, NULL, f->code,
 			"cannot write the error sidecar for %s/%s: %s", job->folder->cfg->path,
@@ -426,6 +431,8 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 	if (job->images_paid) {
 		f->images_paid = job->images_paid;
 		f->max_images = job->max_images;
+		/* Counted on the day it was paid: a fetch may fail a day later. */
+		f->paid_at = job->generated_at / 1000;
 		if (job->result.usage && !(f->usage = cJSON_Duplicate(job->result.usage, true)))
 			log_oom();
 	}
@@ -830,7 +837,7 @@ static void job_commit_done(struct jobs *jobs, struct job *job, struct job_io *i
 	}
 	job_index_put(job, c->side_name, false, c->completed_at,
 		      (int64_t)api_result_images_counted(&job->result, job->max_images),
-		      job_model(jobs, job));
+		      job_model(jobs, job), job->generated_at / 1000);
 	job_journal_removed(job, c->journal_r);
 	job_set_undurable(jobs, job, false);
 	job_set_storage_hold(jobs, job, false);
@@ -993,6 +1000,7 @@ static void job_commit(struct jobs *jobs, struct job *job, int tmp_fd, const cha
 	s.attempts = job->attempts;
 	s.elapsed_ms = c->elapsed_ms;
 	s.completed_at = c->completed_at;
+	s.paid_at = job->generated_at / 1000;
 	s.version = SEEDREAMD_VERSION;
 	s.fitted = job_fit_sidecar(job, &fitted, reasons, FIT_REASON_COUNT);
 	s.sources = job_group_sources(job, sources, CONFIG_IMAGES_MAX);

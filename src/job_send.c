@@ -227,6 +227,30 @@ static void job_generated(CURL *easy, CURLcode result, void *userdata)
 	job_io_submit_urgent(jobs, job, job->folder, &ans->io);
 }
 
+/* A paid answer counted against the daily limits and the cost, priced as
+ * model (else api.model), and kept in the job for its record. */
+static void job_count_paid(struct jobs *jobs, struct job *job, uint64_t images, const char *model)
+{
+	uint64_t price = 0, cost;
+
+	jobs->generations = sched_add_sat(jobs->generations, images);
+	sched_paid(&jobs->sched, &job->folder->sched, images, loop_wall_ms() / 1000);
+	if (config_price_of(jobs->config, model, &price) < 0)
+		(void)config_price_of(jobs->config, jobs->config->api.model, &price);
+	cost = sched_mul_sat(images, price);
+	sched_spent(&jobs->sched, cost, loop_wall_ms() / 1000);
+	jobs->spent_total = sched_add_sat(jobs->spent_total, cost);
+	if (price)
+		metrics_note(METRICS_ESTIMATED_COST, (double)cost / CONFIG_MICROS,
+			     jobs->config->currency, NULL);
+	events_paid(jobs->events, images, cost);
+	job->generated_at = loop_wall_ms();
+	job->images_paid = (unsigned)images; /* at most API_IMAGES_MAX */
+	/* Named like its record: the model that answered, else the one sent. */
+	job_ledger_note(jobs, job->folder->cfg->path, job->rel, model ? model : job->model_sent,
+			job->generated_at, images);
+}
+
 static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *ans)
 {
 	struct api_result *res = &job->result;
@@ -260,7 +284,14 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 	if (ans->result != CURLE_OK) {
 		if (ans->paid_too_large) {
 			/* A success too large to keep was generated, and paid: asking
-			 * again would pay again for the same oversized answer. */
+			 * again would pay again for the same oversized answer. Its
+			 * usage is unknown: counted as all it asked for, at the price
+			 * of the model sent, so a relay answering too large cannot
+			 * get around the daily limits. */
+			api_result_clear(res); /* no earlier attempt's model or usage */
+			job->max_images = job->sched_images ? job->sched_images : 1;
+			job_count_paid(jobs, job, job->max_images,
+				       job->model_sent ? job->model_sent : jobs->config->api.model);
 			job_advance(jobs, job,
 				    JOB_VERDICT(FAIL, .http_status = status, .code = ans->code,
 						.message = ans->msg));
@@ -281,7 +312,6 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 	switch (res->outcome) {
 	case API_OUTCOME_OK: {
 		uint64_t images = api_result_images_counted(res, job->sched_images);
-		uint64_t price = 0, cost;
 
 		if (api_result_image_count(res) > images && !jobs->warned_images_claimed) {
 			jobs->warned_images_claimed = true;
@@ -291,7 +321,6 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 				 (unsigned long long)images, (unsigned long long)images);
 		}
 		job_outputs_note_relay(job);
-		jobs->generations = sched_add_sat(jobs->generations, images);
 		{
 			const cJSON *tokens =
 			    cJSON_GetObjectItemCaseSensitive(res->usage, "output_tokens");
@@ -300,19 +329,7 @@ static void job_answered(struct jobs *jobs, struct job *job, struct job_answer *
 				n = 0;
 			metrics_note_usage((int64_t)images, n);
 		}
-		sched_paid(&jobs->sched, &job->folder->sched, images, loop_wall_ms() / 1000);
-		/* Priced as the model that answered, else the one configured. */
-		if (config_price_of(jobs->config, res->model, &price) < 0)
-			(void)config_price_of(jobs->config, jobs->config->api.model, &price);
-		cost = sched_mul_sat(images, price);
-		sched_spent(&jobs->sched, cost, loop_wall_ms() / 1000);
-		jobs->spent_total = sched_add_sat(jobs->spent_total, cost);
-		if (price)
-			metrics_note(METRICS_ESTIMATED_COST, (double)cost / CONFIG_MICROS,
-				     jobs->config->currency, NULL);
-		events_paid(jobs->events, images, cost);
-		job->generated_at = loop_wall_ms();
-		job->images_paid = (unsigned)images; /* at most API_IMAGES_MAX */
+		job_count_paid(jobs, job, images, res->model);
 		if (ans->img_code) {
 			/* Paid, and a second call would answer the same: no retry. */
 			job_advance(jobs, job,

@@ -464,7 +464,7 @@ struct journal {
 	unsigned sync_delay_us;
 };
 
-static uint32_t journal_crc32(uint32_t crc, const void *data, size_t len)
+uint32_t journal_crc32(uint32_t crc, const void *data, size_t len)
 {
 	const unsigned char *p = data;
 

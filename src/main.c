@@ -27,6 +27,7 @@
 #include "index.h"
 #include "job.h"
 #include "journal.h"
+#include "ledger.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -55,6 +56,7 @@ struct daemon {
 	int signal_fd;
 	int lock_fd;               /* flock on <state_dir>/lock: one daemon per state */
 	struct journal *journal;
+	struct ledger *ledger; /* every paid answer; NULL: none */
 	struct work_pool *index_pool;	/* writes the done-record caches while running */
 	/* Reads the config of a reload: its references may sit on a share that
 	 * stopped answering, which must not freeze the loop. */
@@ -665,6 +667,18 @@ static int daemon_open_state(struct daemon *d)
 			 "journal.bad (or, of the old layout, left in journal/)",
 			 bad, dir);
 	jobs_set_journal(d->jobs, d->journal);
+	{
+		bool created = false;
+
+		/* Kept to this month: nothing older is ever counted. */
+		r = ledger_open(dir, ledger_month_start(time(NULL)), &d->ledger, &created);
+		if (r < 0)
+			log_warn("cannot open the paid ledger in %s (%s): a restart counts what was "
+				 "paid today from the records only",
+				 dir, strerror(-r));
+		else
+			jobs_set_ledger(d->jobs, d->ledger, created);
+	}
 	return 0;
 }
 
@@ -1230,6 +1244,7 @@ static void daemon_cleanup(struct daemon *d)
 	}
 	fit_global_shutdown();
 	journal_close(d->journal);
+	ledger_close(d->ledger);
 	if (d->lock_fd >= 0)
 		close(d->lock_fd);
 	for (size_t i = 0; i < d->n_pending; i++)

@@ -445,6 +445,7 @@ char *sidecar_success_json(const struct sidecar_success *s)
 	     add_number(root, SIDECAR_ATTEMPTS, s->attempts) &&
 	     add_number(root, SIDECAR_ELAPSED_MS, (double)s->elapsed_ms) &&
 	     add_time(root, "completed_at", s->completed_at, -1) &&
+	     (!s->paid_at || add_time(root, SIDECAR_PAID_AT, s->paid_at, -1)) &&
 	     sidecar_add_string(root, "seedreamd_version", s->version) &&
 	     (!s->reused_from || sidecar_add_name(root, "reused_from", s->reused_from)) &&
 	     (!s->fitted || add_fitted(root, s->fitted)) &&
@@ -494,6 +495,7 @@ char *sidecar_error_json(const struct sidecar_error *e)
 	     (!e->model || sidecar_add_string(root, SIDECAR_MODEL, e->model)) &&
 	     (!e->images_paid || (add_number(root, SIDECAR_IMAGES_PAID, e->images_paid) &&
 				  add_usage(root, e->usage))) &&
+	     (!e->images_paid || !e->paid_at || add_time(root, SIDECAR_PAID_AT, e->paid_at, -1)) &&
 	     (e->max_images <= 1 || add_number(root, "max_images", e->max_images));
 	if (ok)
 		out = print_document(root);
@@ -654,6 +656,9 @@ static int parse_core(const cJSON *root, struct sidecar_doc *d)
 	r = parse_finished_at(root, d->failed ? "failed_at" : "completed_at", &d->finished_at);
 	if (r < 0)
 		return r;
+	/* Ours or absent: a bad one counts by finished_at rather than hide the record. */
+	if (parse_finished_at(root, SIDECAR_PAID_AT, &d->paid_at) < 0 || d->paid_at < 0)
+		d->paid_at = 0;
 	if (d->failed) {
 		/* Only what the daemon counted as paid: a failure without it
 		 * (refused, HTTP errors, records of older versions) cost nothing. */
@@ -667,7 +672,7 @@ static int parse_core(const cJSON *root, struct sidecar_doc *d)
 			d->generated_images = count_outputs(root);
 		/* An earlier result linked or copied: its usage is the earlier
 		 * answer's, paid (and counted) once, there. */
-		d->reused = cJSON_GetObjectItemCaseSensitive(root, "reused_from") != NULL;
+		d->reused = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(root, "reused_from"));
 	}
 	r = dup_bounded(root, SIDECAR_MODEL, API_MODEL_MAX, &d->model);
 	if (r < 0)

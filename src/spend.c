@@ -28,6 +28,11 @@ uint64_t spend_price_of(const struct config *config, const char *model)
 	return 0;
 }
 
+int64_t spend_entry_paid_at(const struct index_entry *e)
+{
+	return e->paid_at > 0 ? e->paid_at : e->finished_at;
+}
+
 uint64_t spend_entry_cost(const struct config *config, const struct index_entry *e)
 {
 	return sched_mul_sat(spend_entry_images(e), spend_price_of(config, e->model));

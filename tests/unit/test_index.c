@@ -595,6 +595,7 @@ static void assert_same_entry(const struct index *a, const struct index *b, cons
 	assert_int_equal(x->finished_at, y->finished_at);
 	assert_int_equal(x->generated_images, y->generated_images);
 	assert_int_equal(x->reused, y->reused);
+	assert_int_equal(x->paid_at, y->paid_at);
 	if (x->model || y->model) {
 		assert_non_null(x->model);
 		assert_non_null(y->model);
@@ -735,6 +736,80 @@ static void test_cache(void **state)
 	assert_int_equal(rmdir(state_dir), 0);
 }
 
+/* The records spend counts (a reused copy, a paid failure with paid_at)
+ * keep what it counts through the cache. */
+static void test_cache_spend(void **state)
+{
+	char cache[4096], path[4096], state_dir[] = "/tmp/test_index_state.XXXXXX";
+	cJSON *usage = cJSON_Parse("{\"generated_images\": 2}");
+	struct sidecar_success s = {
+	    .src = {.source = "r.png", .sha256_hex = SHA, .size = 2048, .mtime_sec = 1700000000},
+	    .output = "r.jpeg",
+	    .model = "model-a",
+	    .prompt = "p",
+	    .size = "2K",
+	    .response_format = "url",
+	    .usage = usage,
+	    .completed_at = 1700000500,
+	    .paid_at = 1699990000,
+	    .version = "0.1.0",
+	    .reused_from = "earlier.png",
+	};
+	struct sidecar_error e = {
+	    .src = {.source = "p.png", .size = 4096, .mtime_sec = 1700000001},
+	    .http_status = 200,
+	    .code = "FetchFailed",
+	    .message = "gone",
+	    .attempts = 1,
+	    .failed_at = 1700090000,
+	    .version = "0.1.0",
+	    .model = "model-b",
+	    .images_paid = 2,
+	    .usage = usage,
+	    .max_images = 2,
+	    .paid_at = 1700000000,
+	};
+	struct index_load_stats st;
+	struct index *from_sidecars, *idx;
+	const struct index_entry *x;
+
+	(void)state;
+	assert_non_null(usage);
+	assert_non_null(mkdtemp(state_dir));
+	put_doc("r.json", sidecar_success_json(&s));
+	put_doc("p.error.json", sidecar_error_json(&e));
+	cJSON_Delete(usage);
+	age_dir(".");
+	snprintf(cache, sizeof(cache), "%s/index/x.cache", state_dir);
+	from_sidecars = load_cached(cache, NULL, &st);
+	assert_int_equal(st.sidecars_read, 2);
+	x = index_get(from_sidecars, "r.png");
+	assert_non_null(x);
+	assert_true(x->reused);
+	assert_int_equal(x->paid_at, 1699990000);
+	x = index_get(from_sidecars, "p.png");
+	assert_non_null(x);
+	assert_true(x->failed);
+	assert_false(x->reused);
+	assert_int_equal(x->generated_images, 2);
+	assert_int_equal(x->paid_at, 1700000000);
+	assert_int_equal(x->finished_at, 1700090000);
+	assert_string_equal(x->model, "model-b");
+	assert_int_equal(index_save_cache(from_sidecars, root, NULL, cache), 0);
+
+	idx = load_cached(cache, NULL, &st);
+	assert_int_equal(st.cache_result, 0);
+	assert_int_equal(st.sidecars_read, 0);
+	assert_same_entry(idx, from_sidecars, "r.png");
+	assert_same_entry(idx, from_sidecars, "p.png");
+	index_free(idx);
+	index_free(from_sidecars);
+	assert_int_equal(unlink(cache), 0);
+	snprintf(path, sizeof(path), "%s/index", state_dir);
+	assert_int_equal(rmdir(path), 0);
+	assert_int_equal(rmdir(state_dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -751,6 +826,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_load_missing_root, setup_tree, teardown_tree),
 	    cmocka_unit_test_setup_teardown(test_load_depth_limit, setup_tree, teardown_tree),
 	    cmocka_unit_test_setup_teardown(test_cache, setup_tree, teardown_tree),
+	    cmocka_unit_test_setup_teardown(test_cache_spend, setup_tree, teardown_tree),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
