@@ -1015,6 +1015,14 @@ static void events_summary_send(struct events *ev, const struct events_day *d, c
 
 	if (!(ev->config->notify.events & CONFIG_EVENT_DAILY_SUMMARY) || !date[0])
 		return;
+	if (ev->summarised[0] && events_store_date_ahead(ev->summarised, loop_wall_ms() / 1000)) {
+		/* Sent while the clock was ahead: trusted, it would silence every
+		 * summary until that day. */
+		log_warn("notify: the last daily summary was for %s, a day still to come (the "
+			 "clock was ahead?): sending the one for %s",
+			 ev->summarised, date);
+		ev->summarised[0] = '\0';
+	}
 	if (ev->summarised[0] && strcmp(date, ev->summarised) <= 0) {
 		log_info("notify: the daily summary for %s was sent already", date);
 		return;
@@ -1172,7 +1180,11 @@ static void events_restored(void *userdata, struct events_store_loaded *l)
 	if (l->damaged && l->aside_error)
 		log_warn("notify: cannot rename %s/%s to %s: %s", dir, EVENTS_STORE_FILE,
 			 EVENTS_STORE_BAD, strerror(-l->aside_error));
-	if (l->state.summarised[0] && strcmp(l->state.summarised, ev->summarised) > 0)
+	if (l->state.summarised[0] && events_store_date_ahead(l->state.summarised, now))
+		log_warn("notify: %s/%s says the last daily summary was for %s, a day still to "
+			 "come (was the clock ahead?): ignored",
+			 dir, EVENTS_STORE_FILE, l->state.summarised);
+	else if (l->state.summarised[0] && strcmp(l->state.summarised, ev->summarised) > 0)
 		memcpy(ev->summarised, l->state.summarised, sizeof(ev->summarised));
 	n_hooks = events_ring_take(&ev->hook_q, hooks);
 	n_cmds = events_ring_take(&ev->cmd_q, cmds);
