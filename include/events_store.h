@@ -69,7 +69,8 @@ struct events_store_loaded {
 	int read_error;	 /* 0, or -errno reading the file (-ENOENT is not an error) */
 	bool damaged;	 /* not a document, or some events did not read */
 	size_t bad;	 /* events that did not read */
-	int aside_error; /* 0, or -errno renaming it to events.pending.bad */
+	int aside_error; /* 0, or -errno renaming it to events.pending.bad; when
+			  * damaged, the file is then never written in this run */
 };
 
 /* Builds the document to write now (the caller's state at this moment), or

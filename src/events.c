@@ -1178,8 +1178,10 @@ static void events_restored(void *userdata, struct events_store_loaded *l)
 			 l->state.n_events, l->bad,
 			 l->aside_error ? "it could not be kept aside" : "kept as " EVENTS_STORE_BAD);
 	if (l->damaged && l->aside_error)
-		log_warn("notify: cannot rename %s/%s to %s: %s", dir, EVENTS_STORE_FILE,
-			 EVENTS_STORE_BAD, strerror(-l->aside_error));
+		log_warn("notify: cannot rename %s/%s to %s: %s; it is left as it is (not "
+			 "written until the next start): events waiting for delivery would not "
+			 "survive a restart",
+			 dir, EVENTS_STORE_FILE, EVENTS_STORE_BAD, strerror(-l->aside_error));
 	if (l->state.summarised[0] && events_store_date_ahead(l->state.summarised, now))
 		log_warn("notify: %s/%s says the last daily summary was for %s, a day still to "
 			 "come (was the clock ahead?): ignored",

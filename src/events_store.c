@@ -25,6 +25,9 @@ struct events_store {
 	bool writing; /* a write is queued or running */
 	bool dirty;   /* changed since the snapshot being written */
 	bool failing; /* the last write failed (reported once) */
+	/* The file read damaged and could not be renamed aside: writing it would
+	 * destroy what a human may still read from it, so this run does not. */
+	bool hands_off;
 };
 
 /* ---- the document ------------------------------------------------------ */
@@ -479,7 +482,7 @@ static void events_store_flush(struct events_store *s)
 {
 	struct events_store_req *req;
 
-	if (s->writing || !s->dirty)
+	if (s->writing || !s->dirty || s->hands_off)
 		return;
 	req = events_store_req_new(s);
 	if (!req || !(req->text = s->snapshot(s->userdata))) {
@@ -511,6 +514,8 @@ static void events_store_load_done(void *arg, bool cancelled)
 
 	if (cancelled)
 		events_store_state_clear(&req->loaded.state);
+	else if (req->loaded.damaged && req->loaded.aside_error)
+		s->hands_off = true;
 	s->loaded(s->userdata, &req->loaded);
 	events_store_req_free(req);
 }
@@ -566,7 +571,8 @@ void events_store_free(struct events_store *s)
 	work_pool_free(s->pool);
 	/* The daemon is ending and the loop with it: the last change is written
 	 * here rather than lost (as the done-record caches are at a stop). */
-	if (s->dirty && !work_threads_left_behind() && (text = s->snapshot(s->userdata))) {
+	if (s->dirty && !s->hands_off && !work_threads_left_behind() &&
+	    (text = s->snapshot(s->userdata))) {
 		int r = events_store_write_file(s->dir, text);
 
 		if (r < 0)
