@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""What state_dir/events.pending says is not trusted blindly (review of the durable
+notifications):
+- a summarised day still to come (the clock was ahead when it was recorded) is ignored and
+  logged: the next daily summary goes out (it used to be silenced until that day), and the file
+  then records the real day;
+- a damaged events.pending that cannot be renamed aside (events.pending.bad is a directory that
+  is not empty) is left byte for byte as it is, also after the daemon stops (it used to be
+  replaced by the first write).
+Summaries are timed with a POSIX TZ offset as test_notify_summary.py does."""
+
+import json
+import os
+import sys
+import time
+
+import harness as h
+import test_notify as tn
+from test_notify_restart import pending
+from test_notify_summary import tz_for
+
+
+def test_summarised_ahead(ctx):
+    """events.pending says the summary for 9999-12-31 was sent; the summary due at the next
+    local minute is sent all the same, and recorded."""
+    c = ctx.checks
+    api = ctx.start_api("ahead")
+    root, hot, _, state = ctx.folder("ahead")
+    rx = tn.Receiver()
+    try:
+        tz, _, due = tz_for(20, 60)
+        if time.strftime("%H:%M", time.gmtime(due)) == "00:00":  # the midnight one: the next
+            tz, _, due = tz_for(80, 60)
+        hhmm = time.strftime("%H:%M", time.gmtime(due))
+        today = time.strftime("%Y-%m-%d", time.gmtime(due))
+        config = tn.write_config(ctx, root, api, state, hot, [
+            "notify:", "  webhook: %s" % json.dumps(rx.url), "  events: [daily_summary]",
+            "  daily_summary_at: \"%s\"" % hhmm])
+        h.write_bytes(os.path.join(state, "events.pending"), json.dumps(
+            {"version": 1, "summarised": "9999-12-31", "events": []}).encode())
+        d = ctx.start_daemon(config, name="ahead", env_extra={"TZ": tz})
+        c.check(d.wait_for(r"9999-12-31, a day still to come .*ignored", 10),
+                "the day still to come is logged and ignored", d.stderr_text()[-600:])
+        got = h.wait_until(lambda: rx.accepted(), 30)
+        c.check(got, "the summary due at %s local time is sent" % hhmm, d.stderr_text()[-600:])
+        c.eq([(e.get("event"), e.get("date")) for e in rx.accepted()],
+             [("daily_summary", today)], "one summary, for the day so far")
+        h.wait_until(lambda: (pending(state) or {}).get("summarised") == today, 5)
+        c.eq((pending(state) or {}).get("summarised"), today, "events.pending records that day")
+        rc, _ = d.terminate()
+        c.eq(rc, 0, "the daemon stops cleanly")
+    finally:
+        rx.stop()
+
+
+def test_aside_fails(ctx):
+    """A damaged events.pending whose rename to events.pending.bad fails stays as it is."""
+    c = ctx.checks
+    api = ctx.start_api("aside")
+    root, hot, _, state = ctx.folder("aside")
+    rx = tn.Receiver()
+    try:
+        config = tn.write_config(ctx, root, api, state, hot, [
+            "notify:", "  webhook: %s" % json.dumps(rx.url)])
+        damaged = b'{"version":1,"summarised":"2026-01-01","events":[{"kind":"paused",'
+        path = os.path.join(state, "events.pending")
+        h.write_bytes(path, damaged)
+        os.makedirs(os.path.join(state, "events.pending.bad"))
+        h.write_bytes(os.path.join(state, "events.pending.bad", "keep"), b"x")
+        d = ctx.start_daemon(config, name="aside")
+        c.check(d.wait_for(r"cannot rename .*events\.pending to events\.pending\.bad.*left as "
+                           r"it is", 10), "the failed rename is logged", d.stderr_text()[-600:])
+        c.check(d.wait_for(r"ready: watching", 10), "the daemon starts")
+        time.sleep(1.5)  # the write after the load would be done by now
+        c.eq(h.read_bytes(path), damaged, "events.pending is not written while running")
+        rc, _ = d.terminate()
+        c.eq(rc, 0, "the daemon stops cleanly")
+        c.eq(h.read_bytes(path), damaged, "nor at the stop")
+        c.eq(sorted(os.listdir(state)).count("events.pending.tmp"), 0, "no temp file is left")
+    finally:
+        rx.stop()
+
+
+def test(ctx):
+    test_summarised_ahead(ctx)
+    test_aside_fails(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(h.main(test, __doc__))
