@@ -38,6 +38,7 @@ extern char **environ;
 #define EVENTS_HOOK_BACKOFF_MS 1000  /* doubled after each failed attempt */
 #define EVENTS_LIMITS_KEPT     16    /* limits remembered as reported today */
 #define EVENTS_KEPT_MAX_AGE_S  86400 /* a kept event older than this at start is dropped */
+#define EVENTS_RESTORING_RETRY_MS 200 /* a summary due while events.pending is being read */
 
 /* One event as both targets take it; shared by reference count. */
 struct events_msg {
@@ -1057,6 +1058,14 @@ static void events_summary(void *userdata)
 	if (now < due) {
 		/* Early: the wall clock was set back since the timer was armed. */
 		events_arm_summary(ev);
+		return;
+	}
+	if (ev->restoring) {
+		/* The day last summarised is not known yet ("" until the file is
+		 * read): sent now, it could go out twice. Due still, it goes out
+		 * when this fires again, unless the catch-up at the end of the
+		 * load sent it (the date then says so). */
+		(void)loop_timer_arm(ev->summary_timer, EVENTS_RESTORING_RETRY_MS);
 		return;
 	}
 	events_roll(ev, now);

@@ -6,7 +6,10 @@ notifications):
   then records the real day;
 - a damaged events.pending that cannot be renamed aside (events.pending.bad is a directory that
   is not empty) is left byte for byte as it is, also after the daemon stops (it used to be
-  replaced by the first write).
+  replaced by the first write);
+- a daily summary that falls due while events.pending is still being read (its open stalled by
+  faultfs) waits for it: the file says that day was summarised, so none goes out (one went out
+  twice before).
 Summaries are timed with a POSIX TZ offset as test_notify_summary.py does."""
 
 import json
@@ -81,9 +84,53 @@ def test_aside_fails(ctx):
         rx.stop()
 
 
+def test_due_while_loading(ctx):
+    """The summary for today was sent (says events.pending); the daemon restarts with the file's
+    open stalled, and the summary time passes meanwhile: nothing is sent, then or after."""
+    c = ctx.checks
+    api = ctx.start_api("loading")
+    root, hot, _, state = ctx.folder("loading")
+    rx = tn.Receiver()
+    fs = h.FaultFS(ctx, "loading-fs")
+    try:
+        tz, moment, due = tz_for(12, 60)
+        if time.strftime("%H:%M", time.gmtime(due)) == "00:00":
+            tz, moment, due = tz_for(72, 60)
+        hhmm = time.strftime("%H:%M", time.gmtime(due))
+        today = time.strftime("%Y-%m-%d", time.gmtime(due))
+        config = tn.write_config(ctx, root, api, state, hot, [
+            "notify:", "  webhook: %s" % json.dumps(rx.url), "  events: [daily_summary]",
+            "  daily_summary_at: \"%s\"" % hhmm])
+        path = os.path.join(state, "events.pending")
+        h.write_bytes(path, json.dumps(
+            {"version": 1, "summarised": today, "events": []}).encode())
+        fs.set("stall open %s" % path)
+        d = ctx.start_daemon(config, name="loading", env_extra={"TZ": tz}, faultfs=fs)
+        c.check(d.wait_for(r"ready: watching", 10), "the daemon starts")
+        c.check(time.time() < moment - 1, "it started before the summary was due (else this "
+                "test checks nothing)", "%.1f s late" % (time.time() - moment + 1))
+        time.sleep(max(0.0, moment + 3 - time.time()))
+        c.check(any("stall open" in line for line in fs.applied()),
+                "the open of events.pending was stalled", str(fs.applied()))
+        c.eq(rx.accepted(), [], "nothing arrives while events.pending is being read (deliveries wait "
+             "for it in any case)")
+        fs.clear()
+        c.check(d.wait_for(r"summary for %s was sent already" % today, 10),
+                "once it is read: the summary for that day was sent already",
+                d.stderr_text()[-600:])
+        time.sleep(1)
+        c.eq(rx.accepted(), [], "no summary after")
+        rc, _ = d.terminate()
+        c.eq(rc, 0, "the daemon stops cleanly")
+    finally:
+        fs.clear()
+        rx.stop()
+
+
 def test(ctx):
     test_summarised_ahead(ctx)
     test_aside_fails(ctx)
+    test_due_while_loading(ctx)
 
 
 if __name__ == "__main__":
