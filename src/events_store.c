@@ -28,6 +28,7 @@ struct events_store {
 	/* The file read damaged and could not be renamed aside: writing it would
 	 * destroy what a human may still read from it, so this run does not. */
 	bool hands_off;
+	bool freeing; /* events_store_free is under way: the loop is ending */
 };
 
 /* ---- the document ------------------------------------------------------ */
@@ -507,6 +508,27 @@ void events_store_changed(struct events_store *s)
 	events_store_flush(s);
 }
 
+/* A load that renamed a damaged file aside completes while the daemon ends:
+ * the caller restores nothing then, and the events read would be left only
+ * in events.pending.bad. They are written back (as the loop would have right
+ * after the load), here on the calling thread as events_store_free does. */
+static void events_store_write_loaded(struct events_store *s,
+				      const struct events_store_state *state)
+{
+	char *text;
+	int r;
+
+	if ((!state->n_events && !state->summarised[0]) || work_threads_left_behind())
+		return;
+	text = events_store_format(state);
+	if (!text)
+		return; /* out of memory: the events stay in events.pending.bad */
+	r = events_store_write_file(s->dir, text);
+	if (r < 0)
+		s->on_error(s->userdata, r);
+	free(text);
+}
+
 static void events_store_load_done(void *arg, bool cancelled)
 {
 	struct events_store_req *req = arg;
@@ -516,6 +538,8 @@ static void events_store_load_done(void *arg, bool cancelled)
 		events_store_state_clear(&req->loaded.state);
 	else if (req->loaded.damaged && req->loaded.aside_error)
 		s->hands_off = true;
+	else if (req->loaded.damaged && s->freeing)
+		events_store_write_loaded(s, &req->loaded.state);
 	s->loaded(s->userdata, &req->loaded);
 	events_store_req_free(req);
 }
@@ -568,6 +592,7 @@ void events_store_free(struct events_store *s)
 
 	if (!s)
 		return;
+	s->freeing = true;
 	work_pool_free(s->pool);
 	/* The daemon is ending and the loop with it: the last change is written
 	 * here rather than lost (as the done-record caches are at a stop). */

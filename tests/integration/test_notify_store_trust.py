@@ -9,17 +9,21 @@ notifications):
   replaced by the first write);
 - a daily summary that falls due while events.pending is still being read (its open stalled by
   faultfs) waits for it: the file says that day was summarised, so none goes out (one went out
-  twice before).
+  twice before);
+- a stop while a partly damaged events.pending is being read (its rename aside stalled by
+  faultfs until the daemon is stopping): the event that did read is written back to
+  events.pending (it was left only in events.pending.bad).
 Summaries are timed with a POSIX TZ offset as test_notify_summary.py does."""
 
 import json
 import os
+import signal
 import sys
 import time
 
 import harness as h
 import test_notify as tn
-from test_notify_restart import pending
+from test_notify_restart import pending, read_or_none
 from test_notify_summary import tz_for
 
 
@@ -112,8 +116,8 @@ def test_due_while_loading(ctx):
         time.sleep(max(0.0, moment + 3 - time.time()))
         c.check(any("stall open" in line for line in fs.applied()),
                 "the open of events.pending was stalled", str(fs.applied()))
-        c.eq(rx.accepted(), [], "nothing arrives while events.pending is being read (deliveries wait "
-             "for it in any case)")
+        c.eq(rx.accepted(), [], "nothing arrives while events.pending is being read "
+             "(deliveries wait for it in any case)")
         fs.clear()
         c.check(d.wait_for(r"summary for %s was sent already" % today, 10),
                 "once it is read: the summary for that day was sent already",
@@ -127,10 +131,52 @@ def test_due_while_loading(ctx):
         rx.stop()
 
 
+def test_stop_while_aside(ctx):
+    """A partly damaged events.pending (a paused event that reads, one that does not); the
+    daemon stops while the load's rename aside is stalled, and the rename then goes through:
+    events.pending holds the paused event again, events.pending.bad the file as it was."""
+    c = ctx.checks
+    api = ctx.start_api("stop-aside")
+    root, hot, _, state = ctx.folder("stop-aside")
+    rx = tn.Receiver()
+    fs = h.FaultFS(ctx, "stop-aside-fs")
+    try:
+        config = tn.write_config(ctx, root, api, state, hot, [
+            "notify:", "  webhook: %s" % json.dumps(rx.url)])
+        good = {"kind": "paused", "time": int(time.time()) - 60, "webhook": True,
+                "command": False, "fields": [{"name": "message", "text": "kept"}]}
+        damaged = json.dumps({"version": 1, "summarised": "", "events": [
+            good, {"kind": "paused", "time": "soon"}]}).encode()
+        path = os.path.join(state, "events.pending")
+        h.write_bytes(path, damaged)
+        fs.set("stall rename %s" % path)
+        d = ctx.start_daemon(config, name="stop-aside", faultfs=fs)
+        c.check(d.wait_for(r"ready: watching", 10), "the daemon starts")
+        c.check(h.wait_until(lambda: any("stall rename" in line for line in fs.applied()), 5),
+                "the rename aside is stalled", str(fs.applied()))
+        d.proc.send_signal(signal.SIGTERM)
+        c.check(d.wait_for(r"stopped: ", 10), "the daemon stops", d.stderr_text()[-600:])
+        time.sleep(0.3)
+        fs.clear()
+        rc, _ = d.terminate(timeout=10)
+        c.eq(rc, 0, "the daemon stops cleanly")
+        c.eq(read_or_none(os.path.join(state, "events.pending.bad")), damaged,
+             "events.pending.bad is the file as it was")
+        doc = pending(state) or {}
+        c.eq([(e.get("kind"), e.get("time"), e.get("fields")) for e in doc.get("events", [])],
+             [("paused", good["time"], good["fields"])],
+             "events.pending holds the event that did read")
+        c.eq(rx.accepted(), [], "nothing was delivered (the load ended with the stop)")
+    finally:
+        fs.clear()
+        rx.stop()
+
+
 def test(ctx):
     test_summarised_ahead(ctx)
     test_aside_fails(ctx)
     test_due_while_loading(ctx)
+    test_stop_while_aside(ctx)
 
 
 if __name__ == "__main__":
