@@ -337,6 +337,23 @@ struct events_store_req {
 	struct events_store_loaded loaded; /* a load: what was found */
 };
 
+/* The temp file, created for writing. Whatever else holds its name (a
+ * symlink, a directory, a FIFO: nothing the daemon makes) is removed once and
+ * the open tried again, or every write would fail until a human came. The
+ * open does not block on a FIFO (O_NONBLOCK: ENXIO). fd or -errno. */
+static int events_store_open_tmp(const char *tmp)
+{
+	const int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+	int fd = open(tmp, flags, 0600);
+
+	if (fd >= 0 || (errno != ELOOP && errno != EISDIR && errno != ENXIO))
+		return fd >= 0 ? fd : -errno;
+	if ((errno == EISDIR ? rmdir(tmp) : unlink(tmp)) < 0)
+		return -errno;
+	fd = open(tmp, flags, 0600);
+	return fd >= 0 ? fd : -errno;
+}
+
 static int events_store_write_file(const char *dir, const char *text)
 {
 	char path[4096], tmp[4096];
@@ -346,9 +363,9 @@ static int events_store_write_file(const char *dir, const char *text)
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, EVENTS_STORE_FILE) >= sizeof(path) ||
 	    (size_t)snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, EVENTS_STORE_FILE) >= sizeof(tmp))
 		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = events_store_open_tmp(tmp);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	r = fdio_write_all(fd, text, len, NULL);
 	if (r >= 0 && fdio_write_all(fd, "\n", 1, NULL) < 0)
 		r = -EIO;

@@ -12,7 +12,9 @@ notifications):
   twice before);
 - a stop while a partly damaged events.pending is being read (its rename aside stalled by
   faultfs until the daemon is stopping): the event that did read is written back to
-  events.pending (it was left only in events.pending.bad).
+  events.pending (it was left only in events.pending.bad);
+- a symlink or an empty directory planted as events.pending.tmp is removed and events.pending
+  written (every write failed before); the symlink's target is not touched.
 Summaries are timed with a POSIX TZ offset as test_notify_summary.py does."""
 
 import json
@@ -172,11 +174,48 @@ def test_stop_while_aside(ctx):
         rx.stop()
 
 
+def test_planted_tmp(ctx):
+    """events.pending.tmp is a symlink (run 1) or an empty directory (run 2): events.pending is
+    written all the same, through neither."""
+    c = ctx.checks
+    api = ctx.start_api("planted")
+    root, hot, _, state = ctx.folder("planted")
+    rx = tn.Receiver()
+    try:
+        config = tn.write_config(ctx, root, api, state, hot, [
+            "notify:", "  webhook: %s" % json.dumps(rx.url)])
+        path, tmp = os.path.join(state, "events.pending"), os.path.join(state, "events.pending.tmp")
+        target = os.path.join(root, "target")
+        h.write_bytes(target, b"precious")
+        for what in ("symlink", "directory"):
+            if what == "symlink":
+                os.symlink(target, tmp)
+            else:
+                os.mkdir(tmp)
+            d = ctx.start_daemon(config, name="planted-" + what)
+            c.check(d.wait_for(r"ready: watching", 10), "the daemon starts")
+            written = h.wait_until(lambda: pending(state) is not None, 5)
+            c.check(written, "a %s as events.pending.tmp: events.pending is written" % what,
+                    d.stderr_text()[-600:])
+            c.check(not os.path.lexists(tmp), "the %s is gone" % what)
+            c.eq(h.read_bytes(target), b"precious", "the symlink's target is untouched")
+            rc, _ = d.terminate()
+            c.eq(rc, 0, "the daemon stops cleanly")
+            for leftover in (path, tmp):
+                if os.path.isdir(leftover) and not os.path.islink(leftover):
+                    os.rmdir(leftover)
+                elif os.path.lexists(leftover):
+                    os.unlink(leftover)
+    finally:
+        rx.stop()
+
+
 def test(ctx):
     test_summarised_ahead(ctx)
     test_aside_fails(ctx)
     test_due_while_loading(ctx)
     test_stop_while_aside(ctx)
+    test_planted_tmp(ctx)
 
 
 if __name__ == "__main__":
