@@ -38,7 +38,7 @@ extern char **environ;
 #define EVENTS_HOOK_BACKOFF_MS 1000  /* doubled after each failed attempt */
 #define EVENTS_LIMITS_KEPT     16    /* limits remembered as reported today */
 #define EVENTS_KEPT_MAX_AGE_S  86400 /* a kept event older than this at start is dropped */
-#define EVENTS_RESTORING_RETRY_MS 200 /* a summary due while events.pending is being read */
+#define EVENTS_RESTORE_WAIT_MS 200   /* a summary due while events.pending is being read */
 
 /* One event as both targets take it; shared by reference count. */
 struct events_msg {
@@ -1065,7 +1065,7 @@ static void events_summary(void *userdata)
 		 * read): sent now, it could go out twice. Due still, it goes out
 		 * when this fires again, unless the catch-up at the end of the
 		 * load sent it (the date then says so). */
-		(void)loop_timer_arm(ev->summary_timer, EVENTS_RESTORING_RETRY_MS);
+		(void)loop_timer_arm(ev->summary_timer, EVENTS_RESTORE_WAIT_MS);
 		return;
 	}
 	events_roll(ev, now);

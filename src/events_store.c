@@ -241,7 +241,8 @@ static int events_store_event_parse(const cJSON *o, int64_t now, struct events_s
 		const cJSON *number = cJSON_GetObjectItemCaseSensitive(f, "number");
 		struct events_store_field *ef = &e->fields[e->n_fields];
 
-		if (!cJSON_IsString(name) || !cJSON_IsString(text) || (number && !cJSON_IsBool(number)))
+		if (!cJSON_IsString(name) || !cJSON_IsString(text) ||
+		    (number && !cJSON_IsBool(number)))
 			goto bad;
 		ef->number = cJSON_IsTrue(number);
 		if (!events_store_field_known(k, name->valuestring, ef->number) ||

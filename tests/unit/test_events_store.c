@@ -194,9 +194,9 @@ static size_t parse_number(const char *number)
 static void test_strict_numbers(void **state)
 {
 	static const char *const good[] = {"0", "7", "400", "0.125", "-1", "1e5", "1.5E-3", "2e+2"};
-	static const char *const bad[] = {".",	"1.", "007", "00",  "-",   ".5",  "+1", "1e",
-					  "1e+", "0x1", " 1", "1 ", "1..2", "1.2.3", "-01", "NaN",
-					  ""};
+	static const char *const bad[] = {".",	  "1.",	   "007", "00",	 "-",  ".5",
+					  "+1",	  "1e",	   "1e+", "0x1", " 1", "1 ",
+					  "1..2", "1.2.3", "-01", "NaN", ""};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -235,8 +235,8 @@ static void test_foreign_fields(void **state)
 	    {"paused", "{\"name\":\"version\",\"text\":\"2\",\"number\":true}", 1},
 	    {"paused", "{\"name\":\"path\",\"text\":\"/bin\"}", 1},
 	    {"paused", "{\"name\":\"folder\",\"text\":\"/in\"}", 1},
-	    {"paused", "{\"name\":\"message\",\"text\":\"a\"},{\"name\":\"message\",\"text\":\"b\"}",
-	     1},
+	    {"paused",
+	     "{\"name\":\"message\",\"text\":\"a\"},{\"name\":\"message\",\"text\":\"b\"}", 1},
 	    /* a string field marked a number, a number field left a string */
 	    {"paused", "{\"name\":\"message\",\"text\":\"1\",\"number\":true}", 1},
 	    {"daily_summary", "{\"name\":\"done\",\"text\":\"1\"}", 1},
@@ -278,7 +278,8 @@ static void test_date_ahead(void **state)
 	/* 2026-12-31T23:00Z: tomorrow is in the next year */
 	assert_false(events_store_date_ahead("2027-01-01", 1798758000));
 	assert_true(events_store_date_ahead("2027-01-02", 1798758000));
-	/* The local date counts: 2026-11-30T01:53Z is still the 29th at UTC-5 (a POSIX TZ: no tzdata needed). */
+	/* The local date counts: 2026-11-30T01:53Z is still the 29th at UTC-5 (a POSIX TZ: no
+	 * tzdata needed). */
 	assert_int_equal(setenv("TZ", "EST5", 1), 0);
 	tzset();
 	assert_false(events_store_date_ahead("2026-11-30", NOW));
