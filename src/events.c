@@ -272,7 +272,8 @@ static void events_format_money(uint64_t micros, char *buf, size_t len)
 }
 
 /* Builds an event from name/value pairs (values NULL are left out); every
- * text is scrubbed of the key and bounded again. */
+ * text is scrubbed of the key and bounded again. events_store.c reads back
+ * only the fields each kind is built with here: keep its list in step. */
 struct events_field {
 	const char *name; /* the JSON member; the variable is SEEDREAMD_<NAME> */
 	const char *text; /* a string value, or NULL */
