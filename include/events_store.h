@@ -24,9 +24,10 @@
 #define EVENTS_STORE_FIELDS_MAX 16	   /* an event has at most 6 today */
 #define EVENTS_STORE_BYTES_MAX	(8u << 20) /* 128 events of 16 fields of 4 KiB, escaped */
 #define EVENTS_STORE_DATE_LEN	11	   /* "YYYY-MM-DD" and its NUL */
+#define EVENTS_STORE_AHEAD_S	600	   /* an event later than now by more does not read */
 
 struct events_store_field {
-	char *name; /* [a-z_]{1,31} */
+	char *name; /* one of those its event's kind has */
 	char *text;
 	bool number; /* text is a JSON number */
 };
@@ -48,9 +49,15 @@ struct events_store_state {
 /* The document for state; NULL only when out of memory. */
 char *events_store_format(const struct events_store_state *state);
 /* Reads a document into ret_state (events in file order). An event that does
- * not read is left out and counted in *ret_bad. -EINVAL when the text is not
+ * not read (also one that happened more than EVENTS_STORE_AHEAD_S after now,
+ * epoch s) is left out and counted in *ret_bad. -EINVAL when the text is not
  * such a document at all (ret_state then empty), -ENOMEM. */
-int events_store_parse(const char *text, struct events_store_state *ret_state, size_t *ret_bad);
+int events_store_parse(const char *text, int64_t now, struct events_store_state *ret_state,
+		       size_t *ret_bad);
+/* Whether date ("YYYY-MM-DD") is later than tomorrow (local time) at now:
+ * a summary recorded for it was sent while the clock was ahead, and would
+ * silence the summaries until then if trusted. */
+bool events_store_date_ahead(const char *date, int64_t now);
 /* Frees what state holds and empties it; accepts an empty state. */
 void events_store_state_clear(struct events_store_state *state);
 
@@ -62,7 +69,8 @@ struct events_store_loaded {
 	int read_error;	 /* 0, or -errno reading the file (-ENOENT is not an error) */
 	bool damaged;	 /* not a document, or some events did not read */
 	size_t bad;	 /* events that did not read */
-	int aside_error; /* 0, or -errno renaming it to events.pending.bad */
+	int aside_error; /* 0, or -errno renaming it to events.pending.bad; when
+			  * damaged, the file is then never written in this run */
 };
 
 /* Builds the document to write now (the caller's state at this moment), or

@@ -38,6 +38,7 @@ extern char **environ;
 #define EVENTS_HOOK_BACKOFF_MS 1000  /* doubled after each failed attempt */
 #define EVENTS_LIMITS_KEPT     16    /* limits remembered as reported today */
 #define EVENTS_KEPT_MAX_AGE_S  86400 /* a kept event older than this at start is dropped */
+#define EVENTS_RESTORE_WAIT_MS 200   /* a summary due while events.pending is being read */
 
 /* One event as both targets take it; shared by reference count. */
 struct events_msg {
@@ -271,7 +272,8 @@ static void events_format_money(uint64_t micros, char *buf, size_t len)
 }
 
 /* Builds an event from name/value pairs (values NULL are left out); every
- * text is scrubbed of the key and bounded again. */
+ * text is scrubbed of the key and bounded again. events_store.c reads back
+ * only the fields each kind is built with here: keep its list in step. */
 struct events_field {
 	const char *name; /* the JSON member; the variable is SEEDREAMD_<NAME> */
 	const char *text; /* a string value, or NULL */
@@ -1015,6 +1017,14 @@ static void events_summary_send(struct events *ev, const struct events_day *d, c
 
 	if (!(ev->config->notify.events & CONFIG_EVENT_DAILY_SUMMARY) || !date[0])
 		return;
+	if (ev->summarised[0] && events_store_date_ahead(ev->summarised, loop_wall_ms() / 1000)) {
+		/* Sent while the clock was ahead: trusted, it would silence every
+		 * summary until that day. */
+		log_warn("notify: the last daily summary was for %s, a day still to come (the "
+			 "clock was ahead?): sending the one for %s",
+			 ev->summarised, date);
+		ev->summarised[0] = '\0';
+	}
 	if (ev->summarised[0] && strcmp(date, ev->summarised) <= 0) {
 		log_info("notify: the daily summary for %s was sent already", date);
 		return;
@@ -1049,6 +1059,14 @@ static void events_summary(void *userdata)
 	if (now < due) {
 		/* Early: the wall clock was set back since the timer was armed. */
 		events_arm_summary(ev);
+		return;
+	}
+	if (ev->restoring) {
+		/* The day last summarised is not known yet ("" until the file is
+		 * read): sent now, it could go out twice. Due still, it goes out
+		 * when this fires again, unless the catch-up at the end of the
+		 * load sent it (the date then says so). */
+		(void)loop_timer_arm(ev->summary_timer, EVENTS_RESTORE_WAIT_MS);
 		return;
 	}
 	events_roll(ev, now);
@@ -1170,9 +1188,15 @@ static void events_restored(void *userdata, struct events_store_loaded *l)
 			 l->state.n_events, l->bad,
 			 l->aside_error ? "it could not be kept aside" : "kept as " EVENTS_STORE_BAD);
 	if (l->damaged && l->aside_error)
-		log_warn("notify: cannot rename %s/%s to %s: %s", dir, EVENTS_STORE_FILE,
-			 EVENTS_STORE_BAD, strerror(-l->aside_error));
-	if (l->state.summarised[0] && strcmp(l->state.summarised, ev->summarised) > 0)
+		log_warn("notify: cannot rename %s/%s to %s: %s; it is left as it is (not "
+			 "written until the next start): events waiting for delivery would not "
+			 "survive a restart",
+			 dir, EVENTS_STORE_FILE, EVENTS_STORE_BAD, strerror(-l->aside_error));
+	if (l->state.summarised[0] && events_store_date_ahead(l->state.summarised, now))
+		log_warn("notify: %s/%s says the last daily summary was for %s, a day still to "
+			 "come (was the clock ahead?): ignored",
+			 dir, EVENTS_STORE_FILE, l->state.summarised);
+	else if (l->state.summarised[0] && strcmp(l->state.summarised, ev->summarised) > 0)
 		memcpy(ev->summarised, l->state.summarised, sizeof(ev->summarised));
 	n_hooks = events_ring_take(&ev->hook_q, hooks);
 	n_cmds = events_ring_take(&ev->cmd_q, cmds);

@@ -6,14 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "fdio.h"
 #include "work.h"
-
-#define EVENTS_STORE_NAME_MAX 31
 
 struct events_store {
 	struct loop *loop;
@@ -26,6 +25,10 @@ struct events_store {
 	bool writing; /* a write is queued or running */
 	bool dirty;   /* changed since the snapshot being written */
 	bool failing; /* the last write failed (reported once) */
+	/* The file read damaged and could not be renamed aside: writing it would
+	 * destroy what a human may still read from it, so this run does not. */
+	bool hands_off;
+	bool freeing; /* events_store_free is under way: the loop is ending */
 };
 
 /* ---- the document ------------------------------------------------------ */
@@ -109,32 +112,70 @@ out:
 	return text;
 }
 
-static bool events_store_name_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (!n || n > EVENTS_STORE_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || s[i] == '_'))
-			return false;
-	return true;
-}
-
-/* A JSON number as the daemon writes one: digits, at most one '.'. */
+/* A JSON number by the grammar of RFC 8259 (the text goes raw into the
+ * webhook's body): -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
 static bool events_store_number_ok(const char *s)
 {
-	bool dot = false;
-
-	if (!*s || strlen(s) > 32)
+	if (strlen(s) > 32)
 		return false;
-	for (; *s; s++) {
-		if (*s == '.' && !dot)
-			dot = true;
-		else if (*s < '0' || *s > '9')
+	if (*s == '-')
+		s++;
+	if (*s == '0')
+		s++;
+	else if (*s >= '1' && *s <= '9')
+		while (*s >= '0' && *s <= '9')
+			s++;
+	else
+		return false;
+	if (*s == '.') {
+		if (*++s < '0' || *s > '9')
 			return false;
+		while (*s >= '0' && *s <= '9')
+			s++;
 	}
-	return true;
+	if (*s == 'e' || *s == 'E') {
+		if (*++s == '+' || *s == '-')
+			s++;
+		if (*s < '0' || *s > '9')
+			return false;
+		while (*s >= '0' && *s <= '9')
+			s++;
+	}
+	return !*s;
+}
+
+/* The fields each kind of event has (events.c builds them): a name outside
+ * these would become a duplicate or foreign member of the webhook's body and
+ * a foreign SEEDREAMD_* variable of the command. */
+static const struct {
+	const char *kind;
+	const char *strings[5], *numbers[5];
+} events_store_kinds[] = {
+    {"file_failed", {"folder", "file", "code", "message"}, {"http_status"}},
+    {"paused", {"message"}, {NULL}},
+    {"resumed", {"message"}, {NULL}},
+    {"spend_limit", {"limit", "folder", "message"}, {NULL}},
+    {"daily_summary", {"date", "currency"}, {"done", "failed", "images", "cost"}},
+};
+
+/* The index of kind in events_store_kinds, or -1. */
+static int events_store_kind(const char *kind)
+{
+	for (size_t i = 0; i < sizeof(events_store_kinds) / sizeof(events_store_kinds[0]); i++)
+		if (!strcmp(events_store_kinds[i].kind, kind))
+			return (int)i;
+	return -1;
+}
+
+static bool events_store_field_known(int kind, const char *name, bool number)
+{
+	const char *const *names =
+	    number ? events_store_kinds[kind].numbers : events_store_kinds[kind].strings;
+
+	for (size_t i = 0; i < 5 && names[i]; i++)
+		if (!strcmp(names[i], name))
+			return true;
+	return false;
 }
 
 static bool events_store_date_ok(const char *s)
@@ -149,8 +190,26 @@ static bool events_store_date_ok(const char *s)
 	return true;
 }
 
+bool events_store_date_ahead(const char *date, int64_t now)
+{
+	time_t t = (time_t)now;
+	char tomorrow[EVENTS_STORE_DATE_LEN];
+	struct tm tm;
+
+	if (!localtime_r(&t, &tm))
+		return false;
+	tm.tm_mday++;
+	tm.tm_hour = 12; /* clear of a daylight-saving change */
+	tm.tm_isdst = -1;
+	t = mktime(&tm);
+	if (t == (time_t)-1 || !localtime_r(&t, &tm) ||
+	    !strftime(tomorrow, sizeof(tomorrow), "%Y-%m-%d", &tm))
+		return false;
+	return strcmp(date, tomorrow) > 0;
+}
+
 /* 0, -EINVAL (the event does not read), -ENOMEM. */
-static int events_store_event_parse(const cJSON *o, struct events_store_event *e)
+static int events_store_event_parse(const cJSON *o, int64_t now, struct events_store_event *e)
 {
 	const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
 	const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "time");
@@ -158,12 +217,12 @@ static int events_store_event_parse(const cJSON *o, struct events_store_event *e
 	const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(o, "command");
 	const cJSON *fields = cJSON_GetObjectItemCaseSensitive(o, "fields");
 	const cJSON *f;
-	int n;
+	int n, k;
 
 	memset(e, 0, sizeof(*e));
-	if (!cJSON_IsString(kind) || !events_store_name_ok(kind->valuestring) ||
-	    strlen(kind->valuestring) >= sizeof(e->kind) || !cJSON_IsNumber(t) ||
-	    t->valuedouble < 0 || t->valuedouble > 1e11 || !cJSON_IsBool(hook) ||
+	if (!cJSON_IsString(kind) || (k = events_store_kind(kind->valuestring)) < 0 ||
+	    !cJSON_IsNumber(t) || t->valuedouble < 0 ||
+	    t->valuedouble > (double)(now + EVENTS_STORE_AHEAD_S) || !cJSON_IsBool(hook) ||
 	    !cJSON_IsBool(cmd) || !cJSON_IsArray(fields))
 		return -EINVAL;
 	n = cJSON_GetArraySize(fields);
@@ -182,12 +241,16 @@ static int events_store_event_parse(const cJSON *o, struct events_store_event *e
 		const cJSON *number = cJSON_GetObjectItemCaseSensitive(f, "number");
 		struct events_store_field *ef = &e->fields[e->n_fields];
 
-		if (!cJSON_IsString(name) || !events_store_name_ok(name->valuestring) ||
-		    !cJSON_IsString(text) || (number && !cJSON_IsBool(number)))
+		if (!cJSON_IsString(name) || !cJSON_IsString(text) ||
+		    (number && !cJSON_IsBool(number)))
 			goto bad;
 		ef->number = cJSON_IsTrue(number);
-		if (ef->number && !events_store_number_ok(text->valuestring))
+		if (!events_store_field_known(k, name->valuestring, ef->number) ||
+		    (ef->number && !events_store_number_ok(text->valuestring)))
 			goto bad;
+		for (size_t i = 0; i < e->n_fields; i++)
+			if (!strcmp(e->fields[i].name, name->valuestring))
+				goto bad; /* a duplicate member */
 		ef->name = strdup(name->valuestring);
 		ef->text = strdup(text->valuestring);
 		e->n_fields++;
@@ -202,7 +265,8 @@ bad:
 	return -EINVAL;
 }
 
-int events_store_parse(const char *text, struct events_store_state *ret_state, size_t *ret_bad)
+int events_store_parse(const char *text, int64_t now, struct events_store_state *ret_state,
+		       size_t *ret_bad)
 {
 	cJSON *doc = cJSON_Parse(text);
 	const cJSON *version, *summarised, *events, *o;
@@ -243,7 +307,7 @@ int events_store_parse(const char *text, struct events_store_state *ret_state, s
 			bad++; /* more than the daemon ever keeps */
 			continue;
 		}
-		k = events_store_event_parse(o, &st.events[st.n_events]);
+		k = events_store_event_parse(o, now, &st.events[st.n_events]);
 		if (k == -ENOMEM) {
 			r = k;
 			goto out;
@@ -274,6 +338,23 @@ struct events_store_req {
 	struct events_store_loaded loaded; /* a load: what was found */
 };
 
+/* The temp file, created for writing. Whatever else holds its name (a
+ * symlink, a directory, a FIFO: nothing the daemon makes) is removed once and
+ * the open tried again, or every write would fail until a human came. The
+ * open does not block on a FIFO (O_NONBLOCK: ENXIO). fd or -errno. */
+static int events_store_open_tmp(const char *tmp)
+{
+	const int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+	int fd = open(tmp, flags, 0600);
+
+	if (fd >= 0 || (errno != ELOOP && errno != EISDIR && errno != ENXIO))
+		return fd >= 0 ? fd : -errno;
+	if ((errno == EISDIR ? rmdir(tmp) : unlink(tmp)) < 0)
+		return -errno;
+	fd = open(tmp, flags, 0600);
+	return fd >= 0 ? fd : -errno;
+}
+
 static int events_store_write_file(const char *dir, const char *text)
 {
 	char path[4096], tmp[4096];
@@ -283,9 +364,9 @@ static int events_store_write_file(const char *dir, const char *text)
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, EVENTS_STORE_FILE) >= sizeof(path) ||
 	    (size_t)snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, EVENTS_STORE_FILE) >= sizeof(tmp))
 		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = events_store_open_tmp(tmp);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	r = fdio_write_all(fd, text, len, NULL);
 	if (r >= 0 && fdio_write_all(fd, "\n", 1, NULL) < 0)
 		r = -EIO;
@@ -350,7 +431,7 @@ static void events_store_load_work(void *arg)
 	if (r < 0)
 		l->read_error = r; /* too large, not a regular file, unreadable */
 	if (r == 0 && strlen(text) == len) {
-		r = events_store_parse(text, &l->state, &l->bad);
+		r = events_store_parse(text, (int64_t)time(NULL), &l->state, &l->bad);
 		if (r == -ENOMEM) {
 			l->read_error = r;
 			goto out;
@@ -420,7 +501,7 @@ static void events_store_flush(struct events_store *s)
 {
 	struct events_store_req *req;
 
-	if (s->writing || !s->dirty)
+	if (s->writing || !s->dirty || s->hands_off)
 		return;
 	req = events_store_req_new(s);
 	if (!req || !(req->text = s->snapshot(s->userdata))) {
@@ -445,6 +526,27 @@ void events_store_changed(struct events_store *s)
 	events_store_flush(s);
 }
 
+/* A load that renamed a damaged file aside completes while the daemon ends:
+ * the caller restores nothing then, and the events read would be left only
+ * in events.pending.bad. They are written back (as the loop would have right
+ * after the load), here on the calling thread as events_store_free does. */
+static void events_store_write_loaded(struct events_store *s,
+				      const struct events_store_state *state)
+{
+	char *text;
+	int r;
+
+	if ((!state->n_events && !state->summarised[0]) || work_threads_left_behind())
+		return;
+	text = events_store_format(state);
+	if (!text)
+		return; /* out of memory: the events stay in events.pending.bad */
+	r = events_store_write_file(s->dir, text);
+	if (r < 0)
+		s->on_error(s->userdata, r);
+	free(text);
+}
+
 static void events_store_load_done(void *arg, bool cancelled)
 {
 	struct events_store_req *req = arg;
@@ -452,6 +554,10 @@ static void events_store_load_done(void *arg, bool cancelled)
 
 	if (cancelled)
 		events_store_state_clear(&req->loaded.state);
+	else if (req->loaded.damaged && req->loaded.aside_error)
+		s->hands_off = true;
+	else if (req->loaded.damaged && s->freeing)
+		events_store_write_loaded(s, &req->loaded.state);
 	s->loaded(s->userdata, &req->loaded);
 	events_store_req_free(req);
 }
@@ -504,10 +610,12 @@ void events_store_free(struct events_store *s)
 
 	if (!s)
 		return;
+	s->freeing = true;
 	work_pool_free(s->pool);
 	/* The daemon is ending and the loop with it: the last change is written
 	 * here rather than lost (as the done-record caches are at a stop). */
-	if (s->dirty && !work_threads_left_behind() && (text = s->snapshot(s->userdata))) {
+	if (s->dirty && !s->hands_off && !work_threads_left_behind() &&
+	    (text = s->snapshot(s->userdata))) {
 		int r = events_store_write_file(s->dir, text);
 
 		if (r < 0)

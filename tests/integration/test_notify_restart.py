@@ -69,6 +69,13 @@ def restart_case(ctx, name, how):
         c.check(tried, "%s: the file failed, the webhook (down) was tried, and the event is in "
                 "state_dir/events.pending" % name, "%s %s" % (rx.all_posts(), pending(state)))
         first = json.loads(rx.all_posts()[0]["body"]) if rx.all_posts() else {}
+        # The API's message echoes the key: state_dir keeps the scrubbed text only.
+        raw = read_or_none(os.path.join(state, "events.pending")) or b""
+        c.check(KEY.encode() not in raw and KEY[:20].encode() not in raw,
+                "%s: events.pending holds neither the key nor its first 20 characters" % name,
+                raw[:400])
+        mode = os.stat(os.path.join(state, "events.pending")).st_mode & 0o777
+        c.eq(oct(mode), oct(0o600), "%s: events.pending is private (0600)" % name)
         if how == "kill":
             d.proc.send_signal(signal.SIGKILL)
             d.proc.wait(10)
@@ -90,6 +97,11 @@ def restart_case(ctx, name, how):
             c.eq((g.get("file"), g.get("code"), g.get("time"), g.get("http_status")),
                  ("bad.png", "InvalidParameter", first.get("time"), 400),
                  "%s: the same event: its file, code, status and the time it happened" % name)
+            msg = g.get("message") or ""
+            c.check(KEY not in msg and KEY[:20] not in msg and msg == first.get("message") and
+                    "bad input for key [redacted]" in msg,
+                    "%s: its message as first sent, scrubbed of the key" % name,
+                    "%r, first %r" % (msg, first.get("message")))
         c.eq(len(rx.all_posts()) - tries_before, 1, "%s: one post after the restart" % name)
         h.wait_until(lambda: pending_kinds(state) == [], 10)
         c.eq(pending_kinds(state), [], "%s: delivered, it is gone from events.pending" % name)

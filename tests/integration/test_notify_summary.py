@@ -72,16 +72,28 @@ def test_reload_summary(ctx):
 
 def test_missed_summary(ctx):
     """Run 1 ends before local midnight (day D) with 2 files done; run 2 starts after it: the
-    summary for D goes out at once with D's counts; run 3 sends none."""
+    summary for D goes out at once with D's counts; run 3 sends none. On a loaded machine run 1
+    may end after that midnight: the case is then tried again with more time, and skipped (not
+    failed) if it misses again."""
+    for window in (20, 45):
+        if missed_summary_case(ctx, window, last=window == 45):
+            return
+    print("skip - the missed summary: run 1 never ended before local midnight (a loaded "
+          "machine?)", flush=True)
+
+
+def missed_summary_case(ctx, window, last):
+    """One try with local midnight window s away; False when run 1 did not end before it (or,
+    unless last, did not finish its 2 files before it)."""
     c = ctx.checks
-    api = ctx.start_api("missed-summary")
-    root, hot, out, state = ctx.folder("missed-summary")
+    api = ctx.start_api("missed-summary-%d" % window)
+    root, hot, out, state = ctx.folder("missed-summary-%d" % window)
     rx = tn.Receiver()
     try:
         config = tn.write_config(ctx, root, api, state, hot, [
             "price_per_image:", "  %s: 0.5" % h.MODEL, "currency: EUR",
             "notify:", "  webhook: %s" % json.dumps(rx.url), "  events: [daily_summary]"])
-        tz, midnight, local = tz_for(20)
+        tz, midnight, local = tz_for(window)
         day = time.strftime("%Y-%m-%d", time.gmtime(local - 43200))
         before = time.strftime("%Y-%m-%d", time.gmtime(local - 43200 - 86400))
         # The summary for the day before D was sent (by an earlier run).
@@ -89,15 +101,20 @@ def test_missed_summary(ctx):
             {"version": 1, "summarised": before, "events": []}).encode())
         for i in range(2):
             h.write_bytes(os.path.join(hot, "m%d.png" % i), h.png_image(40 + i, 30 + i, 600 + i))
-        d = ctx.start_daemon(config, name="missed-1", env_extra={"TZ": tz})
-        done = h.wait_until(lambda: sum(n.endswith(".json") for n in h.listing(out)) == 2, 14)
-        c.check(done, "run 1: 2 files done", str(h.listing(out)))
+        d = ctx.start_daemon(config, name="missed-%d-1" % window, env_extra={"TZ": tz})
+        done = h.wait_until(lambda: sum(n.endswith(".json") for n in h.listing(out)) == 2,
+                            max(0.0, midnight - 3 - time.time()))
         d.terminate()
-        c.check(time.time() < midnight - 1, "run 1 ended before local midnight (else this test "
-                "checks nothing)", "%.1f s late" % (time.time() - midnight + 1))
+        late = time.time() >= midnight - 1
+        if late or (not done and not last):
+            print("skip - run 1 %s before local midnight (%d s away at its start): this try "
+                  "checks nothing" % ("did not end" if late else "did not finish its files",
+                                      window), flush=True)
+            return False
+        c.check(done, "run 1: 2 files done", str(h.listing(out)))
         c.eq(rx.accepted(), [], "run 1 sent no summary")
         time.sleep(max(0.0, midnight + 1 - time.time()))
-        d = ctx.start_daemon(config, name="missed-2", env_extra={"TZ": tz})
+        d = ctx.start_daemon(config, name="missed-%d-2" % window, env_extra={"TZ": tz})
         got = h.wait_until(lambda: rx.accepted(), 10)
         c.check(got, "run 2 (after midnight) sends the summary it missed", d.stderr_text()[-600:])
         sums = rx.accepted()
@@ -109,7 +126,7 @@ def test_missed_summary(ctx):
         h.wait_until(lambda: (pending(state) or {}).get("summarised") == day, 5)
         c.eq((pending(state) or {}).get("summarised"), day, "events.pending records that day")
         d.terminate()
-        d = ctx.start_daemon(config, name="missed-3", env_extra={"TZ": tz})
+        d = ctx.start_daemon(config, name="missed-%d-3" % window, env_extra={"TZ": tz})
         c.check(d.wait_for(r"ready: watching", 10), "run 3 starts")
         time.sleep(2)
         c.eq(len(rx.accepted()), 1, "run 3 sends no second summary for that day")
@@ -117,6 +134,7 @@ def test_missed_summary(ctx):
         c.eq(rc, 0, "the daemon stops cleanly")
     finally:
         rx.stop()
+    return True
 
 
 def test(ctx):
