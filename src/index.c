@@ -667,8 +667,7 @@ const struct index_entry *index_find_content(const struct index *index, uint64_t
 }
 
 size_t index_find_contents(const struct index *index, uint64_t size, const char *sha256,
-			   const char *except_source, const struct index_entry **found,
-			   size_t max)
+			   const char *except_source, const struct index_entry **found, size_t max)
 {
 	size_t n = 0;
 
