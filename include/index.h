@@ -107,6 +107,10 @@ bool index_may_have_size(const struct index *index, uint64_t size);
  * index_may_have_size() says so. */
 const struct index_entry *index_find_content(const struct index *index, uint64_t size,
 					     const char *sha256, const char *except_source);
+/* Like index_find_content, but every such entry, up to max, into found[]
+ * (valid until the index changes). Returns how many. */
+size_t index_find_contents(const struct index *index, uint64_t size, const char *sha256,
+			   const char *except_source, const struct index_entry **found, size_t max);
 
 /* Puts and removes made so far (to decide when to save the cache again). */
 uint64_t index_changes(const struct index *index);

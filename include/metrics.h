@@ -91,6 +91,7 @@ enum metrics_pause {
 
 struct metrics_state {
 	size_t queued, in_flight, waiting, settling, fitting;
+	size_t twins; /* copies waiting for the result of the same image */
 	double oldest_pending_age_s;
 	bool paused[METRICS_PAUSE_COUNT];
 	const struct metrics_folder_state *folders;

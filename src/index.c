@@ -692,6 +692,21 @@ const struct index_entry *index_find_content(const struct index *index, uint64_t
 	return NULL;
 }
 
+size_t index_find_contents(const struct index *index, uint64_t size, const char *sha256,
+			   const char *except_source, const struct index_entry **found, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < index->capacity && n < max; i++) {
+		const struct node *nd = index->slots[i];
+		if (nd && !nd->entry.failed && nd->entry.size == size &&
+		    strcmp(nd->entry.sha256, sha256) == 0 &&
+		    (!except_source || strcmp(nd->entry.source, except_source) != 0))
+			found[n++] = &nd->entry;
+	}
+	return n;
+}
+
 /* ---- the done-record cache ------------------------------------------------
  *
  * Reading 100,000 sidecars at every start costs seconds (minutes on a share).

@@ -422,6 +422,7 @@ static void job_free(struct jobs *jobs, struct job *job)
 	job_release_stem(jobs, job);
 	job_prompt_forget(job);
 	free(job->model_sent);
+	free(job->twin_from);
 	free(job->rel);
 	free(job);
 }

@@ -170,10 +170,19 @@ enum job_reuse_result {
 	REUSE_LOCAL_ERROR, /* a result to reuse, but it could not be written here yet */
 };
 
+/* Done records of the same bytes a reuse looks at, the first made with the
+ * same settings is reused: the first record found may be of another prompt
+ * (a reload, a per-file prompt) while a later one fits. */
+#define JOB_REUSE_CANDIDATES 8
+
 struct job_reuse_io {
 	struct job_io io;
 	struct job_check_io *check; /* kept for the judgement if nothing is reused */
-	char *output_root, *sidecar, *reused_from, *rel_dir;
+	char *sidecars[JOB_REUSE_CANDIDATES]; /* full paths, the preferred first */
+	char *sources[JOB_REUSE_CANDIDATES];
+	size_t n_candidates;
+	const char *reused_from; /* the one of sources[] reused */
+	char *output_root, *rel_dir;
 	char *prompt, *size;
 	const char *prompt_source; /* a static string or NULL */
 	char *prompt_file;
@@ -224,9 +233,8 @@ static int job_reuse_refs(struct job_reuse_io *u, struct sidecar_reference *refs
  * generating again, if it was made with the settings this file would get.
  * A local read or write error is never a reason to pay: the loop holds the
  * job and tries the reuse again. */
-static void job_reuse_work(struct job_io *io)
+static void job_reuse_try(struct job_reuse_io *u, const char *sidecar)
 {
-	struct job_reuse_io *u = (struct job_reuse_io *)io;
 	char out_name[OUTPUT_NAME_MAX + 16], *text = NULL, *old_out = NULL, *doc = NULL;
 	struct sidecar_success s = {0};
 	struct sidecar_doc old = {0};
@@ -237,7 +245,7 @@ static void job_reuse_work(struct job_io *io)
 	size_t len;
 
 	u->result = REUSE_LOCAL_ERROR;
-	fd = open(u->sidecar, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	fd = open(sidecar, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
 		if (r == -ENOENT || r == -ELOOP)
@@ -343,14 +351,30 @@ out:
 	free(text);
 }
 
+/* Each candidate in turn until one has a result made with these settings;
+ * a local error ends the search (never a reason to pay). */
+static void job_reuse_work(struct job_io *io)
+{
+	struct job_reuse_io *u = (struct job_reuse_io *)io;
+
+	u->result = REUSE_NONE;
+	u->r = 0;
+	for (size_t i = 0; i < u->n_candidates && u->result == REUSE_NONE; i++) {
+		u->reused_from = u->sources[i];
+		job_reuse_try(u, u->sidecars[i]);
+	}
+}
+
 static void job_reuse_free(struct job_reuse_io *u)
 {
 	if (u->check)
 		job_check_free(u->check);
 	refs_free(u->refs, u->n_refs);
+	for (size_t i = 0; i < u->n_candidates; i++) {
+		free(u->sidecars[i]);
+		free(u->sources[i]);
+	}
 	free(u->output_root);
-	free(u->sidecar);
-	free(u->reused_from);
 	free(u->rel_dir);
 	free(u->prompt);
 	free(u->prompt_file);
@@ -471,15 +495,10 @@ static void job_judge(struct jobs *jobs, struct job *job, const struct job_check
 	/* A file to fit waits in the queue like any other; jobs_pump fits it
 	 * when it comes near a generation slot, so fitted bytes never pile up. */
 	job->fit_reasons = reasons;
-	job_advance(jobs, job, JOB_VERDICT(QUEUE));
-}
-
-/* Nothing done to reuse: a copy of an image another job of the folder is
- * paying for waits for that result (job_twins.c); anything else is judged. */
-static void job_judge_or_hold(struct jobs *jobs, struct job *job, const struct job_check_io *c)
-{
+	/* Valid: a copy of an image another job of the folder is paying for
+	 * waits for that result (job_twins.c) instead of joining the queue. */
 	if (!job_twins_hold(jobs, job))
-		job_judge(jobs, job, c);
+		job_advance(jobs, job, JOB_VERDICT(QUEUE));
 }
 
 static void job_reuse_submit(struct jobs *jobs, struct job *job, struct job_reuse_io *u);
@@ -505,7 +524,7 @@ static void job_reuse_done(struct jobs *jobs, struct job *job, struct job_io *io
 		struct job_check_io *c = u->check;
 		u->check = NULL;
 		job_reuse_free(u);
-		job_judge_or_hold(jobs, job, c);
+		job_judge(jobs, job, c);
 		job_check_free(c);
 		return;
 	}
@@ -538,13 +557,39 @@ static void job_reuse_done(struct jobs *jobs, struct job *job, struct job_io *io
 	job_advance(jobs, job, JOB_VERDICT(DONE));
 }
 
+/* The done records of job's bytes into u: first the one of the job whose
+ * result it waited for (job_twins.c), then the others. */
+static void job_reuse_candidates(const struct job *job, struct job_reuse_io *u)
+{
+	const struct index_entry *found[JOB_REUSE_CANDIDATES], *from = NULL;
+	const char *output = job->folder->cfg->output;
+	size_t n;
+
+	if (job->twin_from && strcmp(job->twin_from, job->rel) != 0)
+		from = index_get(job->folder->index, job->twin_from);
+	if (from && !from->failed && from->size == job->size &&
+	    strcmp(from->sha256, job->sha256) == 0) {
+		u->sidecars[0] = xasprintf("%s/%s", output, from->sidecar);
+		u->sources[0] = xstrdup(from->source);
+		u->n_candidates = 1;
+	}
+	n = index_find_contents(job->folder->index, job->size, job->sha256, job->rel, found,
+				JOB_REUSE_CANDIDATES);
+	for (size_t i = 0; i < n && u->n_candidates < JOB_REUSE_CANDIDATES; i++) {
+		if (found[i] == from)
+			continue;
+		u->sidecars[u->n_candidates] = xasprintf("%s/%s", output, found[i]->sidecar);
+		u->sources[u->n_candidates++] = xstrdup(found[i]->source);
+	}
+}
+
 static void job_reuse_submit(struct jobs *jobs, struct job *job, struct job_reuse_io *u)
 {
 	const struct folder_config *cfg = job->folder->cfg;
-	const struct index_entry *e;
 
-	e = index_find_content(job->folder->index, job->size, job->sha256, job->rel);
-	if (!e || job->folder->index_stale) {
+	if (!job->folder->index_stale)
+		job_reuse_candidates(job, u);
+	if (!u->n_candidates || job->folder->index_stale) {
 		/* Gone from the records meanwhile (or they are being read again). */
 		struct job_check_io *c = u->check;
 		u->check = NULL;
@@ -554,13 +599,11 @@ static void job_reuse_submit(struct jobs *jobs, struct job *job, struct job_reus
 			job_hold_reuse(jobs, job, EAGAIN);
 			return;
 		}
-		job_judge_or_hold(jobs, job, c);
+		job_judge(jobs, job, c);
 		job_check_free(c);
 		return;
 	}
 	u->output_root = xstrdup(cfg->output);
-	u->sidecar = xasprintf("%s/%s", cfg->output, e->sidecar);
-	u->reused_from = xstrdup(e->source);
 	u->rel_dir = rel_dir(job->rel);
 	u->prompt = xstrdup(job_prompt(job)); /* a per-file prompt is part of "the same settings" */
 	u->prompt_source = job->prompt_source;
@@ -642,7 +685,7 @@ static void job_check_done(struct jobs *jobs, struct job *job, struct job_io *io
 		job_reuse_submit(jobs, job, u);
 		return;
 	}
-	job_judge_or_hold(jobs, job, c);
+	job_judge(jobs, job, c);
 	job_check_free(c);
 }
 

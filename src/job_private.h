@@ -154,6 +154,7 @@ struct job {
 	/* job_twins.c: the entry of its content it leads, or waits on (JOB_TWIN). */
 	struct twin_entry *twin;
 	bool twin_leads;
+	char *twin_from; /* the rel whose result it waited for: the reuse tries it first */
 };
 
 /* job_group.c: a file of a group folder's subfolder was offered (or its
@@ -409,16 +410,18 @@ void job_fail(struct jobs *jobs, struct job *job, long http_status, const char *
 void job_validate(struct jobs *jobs, struct job *job);
 void jobs_pause_timer(void *userdata);
 void job_generate(struct jobs *jobs, struct job *job);
-/* job_twins.c. On the loop, after a check found no done record to reuse:
- * true when another checked job of the folder pays for the same image with
- * the same prompt (job is then in JOB_TWIN, or ended on a stop); false when
- * job leads it now (or cannot be a twin) and is judged as usual. */
+/* job_twins.c. On the loop, where a checked job found no done record to
+ * reuse and would be queued: true when another job of the folder pays for
+ * the same image with the same prompt (job is then in JOB_TWIN, or ended on a
+ * stop); false when job leads it now (or cannot be a twin): queue it. */
 bool job_twins_hold(struct jobs *jobs, struct job *job);
 /* A paid result resumed from the journal leads its content, if nothing does:
  * a copy checked while it is fetched waits for it. */
 void job_twins_lead(struct jobs *jobs, struct job *job);
 /* The job leaves its entry: a follower stops waiting; a leader's followers
- * settle to be looked at anew. Called when the job settles or is freed. */
+ * settle to be looked at anew (all when its result is recorded, else only the
+ * first, which leads the others now). Called when the job settles or is
+ * freed. */
 void job_twins_forget(struct jobs *jobs, struct job *job);
 /* job_prompt.c: per-file prompts (prompt_file). On a worker, the check
  * reads <stem>.txt; on the loop, job_prompt_decide sets the job's prompt or

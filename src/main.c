@@ -290,7 +290,7 @@ static void daemon_status(void *userdata)
 	struct jobs_counts c;
 	const struct folder *first;
 	size_t missing = folders_missing(d, &first), stalled;
-	char paused[700] = "", silent[700] = "", user[700] = "";
+	char paused[700] = "", silent[700] = "", user[700] = "", twins[64] = "";
 	uint64_t again;
 
 	if (missing)
@@ -306,11 +306,14 @@ static void daemon_status(void *userdata)
 			       stalled > 1 ? " (and other folders)" : "");
 	daemon_user_pauses(d, user, sizeof(user));
 	jobs_counts(d->jobs, &c);
+	if (c.twins)
+		(void)snprintf(twins, sizeof(twins), "; %zu copies waiting for the same image",
+			       c.twins);
 	again = notify_status("%s%zu queued, %zu in flight, %zu waiting to retry, %llu done, "
-			      "%llu failed%s%s%s%s%s%s%s%s%s%s%s",
+			      "%llu failed%s%s%s%s%s%s%s%s%s%s%s%s",
 			      d->stopping ? "stopping: " : "", c.queued + c.settling + c.fitting,
 			      c.in_flight,
-			      c.waiting, (unsigned long long)c.done, (unsigned long long)c.failed,
+			      c.waiting, (unsigned long long)c.done, (unsigned long long)c.failed, twins,
 			      c.pause_reason ? "; " : "", c.pause_reason ? c.pause_reason : "",
 			      c.limit_reason ? "; " : "", c.limit_reason ? c.limit_reason : "",
 			      c.disk_reason ? "; " : "", c.disk_reason ? c.disk_reason : "",
@@ -1216,9 +1219,9 @@ static int daemon_run(struct daemon *d, const char *api_key)
 	log_info("%s: %llu done, %llu failed, %llu already done, %zu left in the queue",
 		 d->once ? "finished" : "stopped", (unsigned long long)c.done,
 		 (unsigned long long)c.failed, (unsigned long long)c.skipped,
-		 c.queued + c.settling + c.fitting + c.waiting + c.in_flight);
+		 c.queued + c.settling + c.fitting + c.waiting + c.in_flight + c.twins);
 	if (d->once && (c.failed || c.left_incomplete || c.paused || c.queued || c.in_flight ||
-			c.waiting || folders_missing(d, &first)))
+			c.waiting || c.twins || folders_missing(d, &first)))
 		d->exit_code = 1;
 	return 0;
 }

@@ -343,6 +343,9 @@ static void render_state(struct textbuf *b, const struct metrics_state *st)
 		     (double)st->waiting);
 	render_gauge(b, "seedreamd_settling", "Files found and being checked or settling.",
 		     (double)(st->settling + st->fitting));
+	render_gauge(b, "seedreamd_twins",
+		     "Copies waiting for the result of the same image (paid once).",
+		     (double)st->twins);
 	render_gauge(b, "seedreamd_oldest_pending_age_seconds",
 		     "Age of the oldest file found and not finished (0 when none).",
 		     st->oldest_pending_age_s);

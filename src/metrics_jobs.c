@@ -77,6 +77,7 @@ int metrics_jobs_render(struct metrics *m, const struct jobs *jobs, struct folde
 	st.waiting = c.waiting;
 	st.settling = c.settling;
 	st.fitting = c.fitting;
+	st.twins = c.twins;
 	st.oldest_pending_age_s = metrics_age_s(now, mc.oldest_any);
 	st.paused[METRICS_PAUSE_API] = c.paused;
 	st.paused[METRICS_PAUSE_SPEND_LIMIT] = c.limit_reason != NULL;

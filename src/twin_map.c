@@ -17,7 +17,6 @@ struct twin_entry {
 	const void *owner;
 	uint64_t size;
 	char sha256[65];
-	char *prompt;
 	void *leader;
 	void **followers;
 	size_t n_followers, cap_followers;
@@ -28,14 +27,13 @@ struct twin_map {
 	size_t n_buckets, n_entries;
 };
 
-static uint64_t twin_hash(const void *owner, uint64_t size, const char *sha256, const char *prompt)
+static uint64_t twin_hash(const void *owner, uint64_t size, const char *sha256)
 {
 	uint64_t h = FNV1A64_INIT;
 
 	h = fnv1a64_update(h, &owner, sizeof(owner));
 	h = fnv1a64_update(h, &size, sizeof(size));
-	h = fnv1a64_update(h, sha256, strlen(sha256));
-	return fnv1a64_update(h, prompt, strlen(prompt) + 1);
+	return fnv1a64_update(h, sha256, strlen(sha256));
 }
 
 int twin_map_new(struct twin_map **ret_map)
@@ -56,7 +54,6 @@ int twin_map_new(struct twin_map **ret_map)
 
 static void twin_entry_free(struct twin_entry *e)
 {
-	free(e->prompt);
 	free(e->followers);
 	free(e);
 }
@@ -82,16 +79,40 @@ size_t twin_map_count(const struct twin_map *map)
 	return map->n_entries;
 }
 
-struct twin_entry *twin_map_find(const struct twin_map *map, const void *owner, uint64_t size,
-				 const char *sha256, const char *prompt)
+static bool twin_entry_keyed(const struct twin_entry *e, uint64_t h, const void *owner,
+			     uint64_t size, const char *sha256)
 {
-	uint64_t h = twin_hash(owner, size, sha256, prompt);
+	return e->hash == h && e->owner == owner && e->size == size &&
+	       strcmp(e->sha256, sha256) == 0;
+}
 
-	for (struct twin_entry *e = map->buckets[h % map->n_buckets]; e; e = e->next)
-		if (e->hash == h && e->owner == owner && e->size == size &&
-		    strcmp(e->sha256, sha256) == 0 && strcmp(e->prompt, prompt) == 0)
+bool twin_entry_is(const struct twin_entry *entry, const void *owner, uint64_t size,
+		   const char *sha256)
+{
+	return twin_entry_keyed(entry, twin_hash(owner, size, sha256), owner, size, sha256);
+}
+
+static struct twin_entry *twin_chain_find(struct twin_entry *e, uint64_t h, const void *owner,
+					  uint64_t size, const char *sha256)
+{
+	for (; e; e = e->next)
+		if (twin_entry_keyed(e, h, owner, size, sha256))
 			return e;
 	return NULL;
+}
+
+struct twin_entry *twin_map_find(const struct twin_map *map, const void *owner, uint64_t size,
+				 const char *sha256)
+{
+	uint64_t h = twin_hash(owner, size, sha256);
+
+	return twin_chain_find(map->buckets[h % map->n_buckets], h, owner, size, sha256);
+}
+
+/* Entries of one key share a bucket: the rest of its chain holds the others. */
+struct twin_entry *twin_map_next(const struct twin_entry *entry)
+{
+	return twin_chain_find(entry->next, entry->hash, entry->owner, entry->size, entry->sha256);
 }
 
 /* Doubles the buckets; a failed allocation only leaves the chains longer. */
@@ -117,28 +138,18 @@ static void twin_map_grow(struct twin_map *map)
 }
 
 int twin_map_lead(struct twin_map *map, const void *owner, uint64_t size, const char *sha256,
-		  const char *prompt, void *leader, struct twin_entry **ret_entry)
+		  void *leader, struct twin_entry **ret_entry)
 {
 	struct twin_entry *e;
 
 	if (!leader || !sha256[0] || strlen(sha256) >= sizeof(e->sha256))
 		return -EINVAL;
-	e = twin_map_find(map, owner, size, sha256, prompt);
-	if (e) {
-		*ret_entry = e;
-		return -EEXIST;
-	}
 	if (map->n_entries >= map->n_buckets)
 		twin_map_grow(map);
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
-	e->prompt = strdup(prompt);
-	if (!e->prompt) {
-		free(e);
-		return -ENOMEM;
-	}
-	e->hash = twin_hash(owner, size, sha256, prompt);
+	e->hash = twin_hash(owner, size, sha256);
 	e->owner = owner;
 	e->size = size;
 	memcpy(e->sha256, sha256, strlen(sha256) + 1);
@@ -162,9 +173,6 @@ size_t twin_entry_followers(const struct twin_entry *entry)
 
 int twin_entry_follow(struct twin_entry *entry, void *follower)
 {
-	for (size_t i = 0; i < entry->n_followers; i++)
-		if (entry->followers[i] == follower)
-			return -EEXIST;
 	if (entry->n_followers == entry->cap_followers) {
 		size_t cap = entry->cap_followers ? entry->cap_followers * 2 : 4;
 		void **f = realloc(entry->followers, cap * sizeof(*f));
@@ -206,4 +214,15 @@ size_t twin_map_end(struct twin_map *map, struct twin_entry *entry, void ***ret_
 	entry->followers = NULL;
 	twin_entry_free(entry);
 	return n;
+}
+
+void *twin_entry_promote(struct twin_entry *entry)
+{
+	if (!entry->n_followers)
+		return NULL;
+	entry->leader = entry->followers[0];
+	entry->n_followers--;
+	memmove(&entry->followers[0], &entry->followers[1],
+		entry->n_followers * sizeof(*entry->followers));
+	return entry->leader;
 }

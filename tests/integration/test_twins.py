@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Copies of one image in flight at once are paid once (spend safety): the copies checked while
 another job of the folder is paying for the same bytes wait for it (state "twin" in seedreamctl
-queue, not in flight) and then reuse its result. If that job fails, a waiting copy is judged on
-its own: it is sent (documented in the README). Copies with different per-file prompts are other
+queue, not in flight) and then reuse its result. If that job fails, the first waiting copy is judged
+on its own: it is sent (documented in the README), the others wait for it. Copies with different per-file prompts are other
 results: both are sent, neither waits. A reload and a stop while a copy waits lose nothing (the
 next run reuses the result); in a --once run copies are paid once too."""
 
@@ -96,27 +96,37 @@ def test(ctx):
             len({h.sha256_file(p) for p in outputs}) == 1,
             "three outputs, the same image", str(h.listing(out)))
 
-    # ---- 2. the paying copy fails: the waiting one is judged on its own (and sent) --------
+    # ---- 2. the paying copy fails: the first waiting one is judged on its own (and sent) ----
+    # while the third goes on waiting, now for it; it fails too, and the third is sent.
     fail_out = hot_fail + "-out"
     data2 = h.png_image(40, 30, 902)
-    api.add_faults(["400:InputImageSensitiveContentDetected"])
-    drop_together(hot_fail, ["b.png", "b copy.png"], data2)
+    fail_names = ["b", "b copy", "b copy 2"]
+    api.add_faults(["400:InputImageSensitiveContentDetected"] * 2)
+    drop_together(hot_fail, [n + ".png" for n in fail_names], data2)
     def ends(stem):
         return [e for e in (".json", ".error.json") if os.path.exists(os.path.join(fail_out, stem + e))]
 
-    ended = lambda: len(ends("b")) + len(ends("b copy")) == 2
-    c.check(h.wait_until(ended, 20), "the failed copy and its twin both end",
+    ended = lambda: sum(len(ends(n)) for n in fail_names) == 3
+    c.check(h.wait_until(ended, 25), "the failed copies and their twin all end",
             str(h.listing(fail_out)))
-    errs = [s for s in ("b", "b copy") if os.path.exists(os.path.join(fail_out, s + ".error.json"))]
-    oks = [s for s in ("b", "b copy") if sidecar(fail_out, s)]
-    c.eq(len(errs), 1, "the copy sent first failed (the stand-in's 400): its error record")
-    c.eq(len(oks), 1, "its twin was then sent on its own and succeeded")
+    errs = [s for s in fail_names if os.path.exists(os.path.join(fail_out, s + ".error.json"))]
+    oks = [s for s in fail_names if sidecar(fail_out, s)]
+    c.eq(len(errs), 2, "the copies sent first failed (the stand-in's 400s): their error records")
+    c.eq(len(oks), 1, "the last was then sent on its own and succeeded")
     c.check(oks and "reused_from" not in (sidecar(fail_out, oks[0]) or {}),
             "and its sidecar is an ordinary one (nothing to reuse from a failure)", str(oks))
     calls = calls_for(api, data2)
-    c.eq(len(calls), 2, "two calls: the failed one, then the twin's own")
-    c.eq(sorted(r.get("fault") or "ok" for r in calls),
-         ["400:InputImageSensitiveContentDetected", "ok"], "the first answered 400, the second ok")
+    c.eq(len(calls), 3, "three calls: the failed ones, then the last copy's own")
+    c.eq([r.get("fault") or "ok" for r in calls],
+         ["400:InputImageSensitiveContentDetected"] * 2 + ["ok"], "answered 400, 400, then ok")
+    starts = [r.get("time", 0) for r in calls]
+    c.check(all(b - a >= LATENCY_MS / 1000.0 * 0.9 for a, b in zip(starts, starts[1:])),
+            "each call started only after the one before was answered (the copies waited)",
+            str(starts))
+    held = [line for line in d.stderr_text().splitlines()
+            if "/fail/b" in line and "the same image as" in line]
+    c.eq(len(held), 2, "two copies were held once each; a failure hands the lead on, the other "
+         "copy keeps waiting (not looked at again)")
 
     # ---- 3. per-file prompts: different prompts are different results, not twins ----------
     prompt_out = hot_prompt + "-out"

@@ -126,6 +126,7 @@ static void test_state(void **state)
 	};
 	struct metrics_state st = {.queued = 2,
 				   .in_flight = 4,
+				   .twins = 3,
 				   .oldest_pending_age_s = 12.5,
 				   .folders = folders,
 				   .n_folders = 2,
@@ -140,6 +141,7 @@ static void test_state(void **state)
 	text = render(m, &st);
 	assert_has(text, "# TYPE seedreamd_queued gauge\nseedreamd_queued 2\n");
 	assert_has(text, "seedreamd_in_flight 4\n");
+	assert_has(text, "# TYPE seedreamd_twins gauge\nseedreamd_twins 3\n");
 	assert_has(text, "seedreamd_oldest_pending_age_seconds 12.5\n");
 	assert_has(text, "seedreamd_paused{reason=\"api_refused\"} 1\n");
 	assert_has(text, "seedreamd_paused{reason=\"image_limit\"} 0\n");
