@@ -1291,8 +1291,10 @@ int main(int argc, char **argv)
 	/* glibc gives each thread that allocates its own arena, and the worker
 	 * pools grow to 64 threads: each arena kept the 1 MiB and 255 KiB
 	 * buffers it once held (bench/: peak RSS 63 -> 50 MB with 16 uploads
-	 * of 5.7 MB). Two arenas are plenty for the few threads that run. */
-	(void)mallopt(M_ARENA_MAX, 2);
+	 * of 5.7 MB). Two arenas are plenty for the few threads that run.
+	 * An operator who tuned malloc through the environment keeps that. */
+	if (!getenv("MALLOC_ARENA_MAX") && !getenv("GLIBC_TUNABLES"))
+		(void)mallopt(M_ARENA_MAX, 2);
 
 	while ((opt = getopt_long(argc, argv, "c:vqh", options, NULL)) != -1) {
 		switch (opt) {
