@@ -1131,9 +1131,9 @@ static int daemon_run(struct daemon *d, const char *api_key)
 		metrics_register(d->metrics); /* before any job: restored ones count too */
 		r = http_new(d->loop, &d->http);
 	}
-	/* libvips starts on the first fit (fit_run), on a fit worker: that
-	 * thread and the ones vips starts inherit the signal mask set before,
-	 * so SIGTERM and SIGHUP still arrive through the signalfd. */
+	/* libvips starts before the first fit, on the loop thread
+	 * (job_fit_can_start): the threads vips starts inherit the signal mask
+	 * set before, so SIGTERM and SIGHUP still arrive through the signalfd. */
 	if (r >= 0)
 		r = jobs_new(d->loop, d->http, d->config, api_key, d->once, &d->jobs);
 	if (r >= 0 && (d->config->notify.webhook || d->config->notify.command))
