@@ -148,6 +148,13 @@ bool job_fit_can_start(struct jobs *jobs, struct job *job)
 			  fit_global_error());
 		job_fit_unavailable_logged = true;
 	}
+	if (jobs->once) {
+		/* Waiting would never end the run: left for a later one (the exit
+		 * status says files were left). */
+		log_debug("%s/%s needs converting; left: libvips cannot start", cfg->path, job->rel);
+		job_advance(jobs, job, JOB_VERDICT(LEAVE));
+		return false;
+	}
 	log_debug("%s/%s needs converting and waits: libvips cannot start", cfg->path, job->rel);
 	job_activate_fitting(jobs, job); /* SETTLE is a fit's verdict */
 	job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = JOBS_STORAGE_RETRY_MS));

@@ -3,7 +3,8 @@
 (vips_init_fails.so makes vips_init fail with a known reason): the cause is logged once, at error
 level, with libvips's own text; an image that needs converting gets no error record and is not
 sent (it waits, as for a storage fault, and is looked at again without a second error line); an
-image sent as it is still goes through; SIGTERM exits 0."""
+image sent as it is still goes through; SIGTERM exits 0; --once leaves the file for a later run
+(exit 1) instead of waiting for ever."""
 
 import os
 import subprocess
@@ -61,6 +62,20 @@ def test(ctx):
 
     rc, took = d.terminate(timeout=8)
     c.check(rc == 0, "SIGTERM: exits 0", "exit status %s after %.1f s" % (rc, took))
+
+    # --once cannot wait for a libvips that never starts: the file is left for a later run.
+    once_env = ctx.env()
+    once_env.update(env)
+    try:
+        res = subprocess.run([ctx.binary, "-c", config, "--once"], env=once_env, cwd=ctx.tmp,
+                             stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+        rc, err = res.returncode, res.stderr.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired as e:
+        rc, err = "timeout", (e.stderr or b"").decode("utf-8", "replace")
+    h.write_bytes(os.path.join(ctx.logdir, "once.stderr"), err.encode())
+    c.eq(rc, 1, "--once ends (exit 1: a file was left) instead of waiting for libvips")
+    c.check(not any(n.startswith("rot6") for n in os.listdir(out)),
+            "--once writes no error record for rot6.jpg", "present: %s" % os.listdir(out))
 
 
 if __name__ == "__main__":
