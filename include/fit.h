@@ -53,10 +53,16 @@ struct fit_result {
 	char message[256];    /* on failure */
 };
 
-/* Starts libvips once per process; thread-safe, and fit_run calls it, so
- * libvips and its loader modules (about 10 MB of RSS) are loaded only by a
- * daemon that fits an image. Returns 0 or -EIO (every later call too). */
+/* Starts libvips once per process, so that libvips and its loader modules
+ * (about 10 MB of RSS) are loaded only by a daemon that fits an image.
+ * vips_init must run while no other thread reads or changes the environment
+ * (it may set VIPSHOME, taken away again here): the daemon calls this on the
+ * loop thread before its first fit request (job_fit_can_start); fit_run
+ * calls it too, for callers with one thread. Returns 0 or -EIO (every later
+ * call too: libvips cannot be started a second time). */
 int fit_global_init(void);
+/* Why fit_global_init failed (vips's error, one line); "" if it did not. */
+const char *fit_global_error(void);
 /* At exit (leak checkers); no fit_run may be running. */
 void fit_global_shutdown(void);
 

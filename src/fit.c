@@ -41,7 +41,10 @@ const char *fit_reason_name(unsigned bit)
 
 static bool fit_started;
 static int fit_init_result;
+static char fit_init_error[200]; /* vips's reason when it could not start */
 static pthread_once_t fit_once = PTHREAD_ONCE_INIT;
+
+static const char *vips_reason(char *buf, size_t len);
 
 static void fit_quiet(const gchar *domain, GLogLevelFlags level, const gchar *message,
 		      gpointer userdata)
@@ -54,7 +57,16 @@ static void fit_quiet(const gchar *domain, GLogLevelFlags level, const gchar *me
 
 static void fit_init_once(void)
 {
-	if (VIPS_INIT("seedreamd")) {
+	bool had_home = getenv("VIPSHOME") != NULL;
+	int r = VIPS_INIT("seedreamd");
+
+	/* vips_init sets VIPSHOME when it is unset (vips_guess_prefix) and is
+	 * the only reader of it: taken away again, so hooks and commands the
+	 * daemon starts get the environment the daemon was given. */
+	if (!had_home)
+		(void)unsetenv("VIPSHOME");
+	if (r) {
+		(void)vips_reason(fit_init_error, sizeof(fit_init_error));
 		fit_init_result = -EIO;
 		return;
 	}
@@ -80,6 +92,11 @@ int fit_global_init(void)
 {
 	(void)pthread_once(&fit_once, fit_init_once);
 	return fit_init_result;
+}
+
+const char *fit_global_error(void)
+{
+	return fit_init_error;
 }
 
 void fit_global_shutdown(void)
@@ -293,7 +310,8 @@ int fit_run(int fd, const struct fit_options *opt, struct fit_result *res)
 	res->fd = -1;
 	r = fit_global_init();
 	if (r < 0) {
-		fail(res, "LocalError.FitUnavailable", "libvips could not be initialised");
+		fail(res, "LocalError.FitUnavailable", "libvips could not be initialised: %s",
+		     fit_init_error);
 		return r;
 	}
 	/* source_sha256 stays the hash of what the user dropped, not of what was sent. */

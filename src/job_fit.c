@@ -93,7 +93,10 @@ static void job_fit_done(void *arg, bool cancelled)
 		job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = JOBS_STORAGE_RETRY_MS));
 		return;
 	}
-	memcpy(job->sha256, f->res.sha256, sizeof(job->sha256));
+	/* A fit that failed before reading the file has no hash: keep the one
+	 * the job had rather than record an empty source_sha256. */
+	if (f->res.sha256[0])
+		memcpy(job->sha256, f->res.sha256, sizeof(job->sha256));
 	if (f->err < 0) {
 		code = f->res.code ? f->res.code : "LocalValidation.Corrupt";
 		(void)snprintf(msg, sizeof(msg), "%s", f->res.message);
@@ -127,6 +130,37 @@ static void job_fit_done(void *arg, bool cancelled)
 	job_advance(jobs, job, JOB_VERDICT(QUEUE)); /* to the front: it was near the head */
 }
 
+/* Loop thread only (it logs once). */
+static bool job_fit_unavailable_logged;
+
+bool job_fit_can_start(struct jobs *jobs, struct job *job)
+{
+	const struct folder_config *cfg = job->folder->cfg;
+
+	if (fit_global_init() == 0)
+		return true;
+	/* Nothing is wrong with the image: no error record, the job waits as
+	 * for a storage fault. libvips cannot be started twice in a process,
+	 * so it waits until the daemon is restarted with libvips mended. */
+	if (!job_fit_unavailable_logged) {
+		log_error("libvips cannot start (%s): images that need converting wait and are "
+			  "not sent until the daemon is restarted with libvips working",
+			  fit_global_error());
+		job_fit_unavailable_logged = true;
+	}
+	if (jobs->once) {
+		/* Waiting would never end the run: left for a later one (the exit
+		 * status says files were left). */
+		log_debug("%s/%s needs converting; left: libvips cannot start", cfg->path, job->rel);
+		job_advance(jobs, job, JOB_VERDICT(LEAVE));
+		return false;
+	}
+	log_debug("%s/%s needs converting and waits: libvips cannot start", cfg->path, job->rel);
+	job_activate_fitting(jobs, job); /* SETTLE is a fit's verdict */
+	job_advance(jobs, job, JOB_VERDICT(SETTLE, .delay_ms = JOBS_STORAGE_RETRY_MS));
+	return false;
+}
+
 void job_fit_start(struct jobs *jobs, struct job *job, unsigned reasons)
 {
 	const struct folder_config *cfg = job->folder->cfg;
@@ -137,6 +171,8 @@ void job_fit_start(struct jobs *jobs, struct job *job, unsigned reasons)
 		job_group_fit_start(jobs, job); /* its images, one after another */
 		return;
 	}
+	if (!job_fit_can_start(jobs, job))
+		return;
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		log_oom();

@@ -342,6 +342,8 @@ void job_group_fit_start(struct jobs *jobs, struct job *job)
 		job->fit_reasons = 0; /* nothing (more) to fit: never asked again */
 		return;
 	}
+	if (!job_fit_can_start(jobs, job))
+		return;
 	gf->started = loop_now_ms();
 	r = job_group_fit_next(jobs, job, 0);
 	if (r < 0)

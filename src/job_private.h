@@ -449,6 +449,10 @@ struct job_fitted {
 	struct fit_result res;
 	int src_fd;
 };
+/* Starts libvips on the loop thread (fit_global_init) before a fit is handed
+ * to a worker. false: it cannot start; the job was held (SETTLE, no error
+ * record; --once: left for a later run) and the cause logged once. */
+bool job_fit_can_start(struct jobs *jobs, struct job *job);
 /* Hands the job to a fit worker (JOB_FITTING); reasons from fit_wanted. */
 void job_fit_start(struct jobs *jobs, struct job *job, unsigned reasons);
 /* The fitted bytes are not needed again (the answer came): closes them,

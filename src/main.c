@@ -1134,9 +1134,9 @@ static int daemon_run(struct daemon *d, const char *api_key)
 		metrics_register(d->metrics); /* before any job: restored ones count too */
 		r = http_new(d->loop, &d->http);
 	}
-	/* libvips starts on the first fit (fit_run), on a fit worker: that
-	 * thread and the ones vips starts inherit the signal mask set before,
-	 * so SIGTERM and SIGHUP still arrive through the signalfd. */
+	/* libvips starts before the first fit, on the loop thread
+	 * (job_fit_can_start): the threads vips starts inherit the signal mask
+	 * set before, so SIGTERM and SIGHUP still arrive through the signalfd. */
 	if (r >= 0)
 		r = jobs_new(d->loop, d->http, d->config, api_key, d->once, &d->jobs);
 	if (r >= 0 && (d->config->notify.webhook || d->config->notify.command))
@@ -1294,8 +1294,10 @@ int main(int argc, char **argv)
 	/* glibc gives each thread that allocates its own arena, and the worker
 	 * pools grow to 64 threads: each arena kept the 1 MiB and 255 KiB
 	 * buffers it once held (bench/: peak RSS 63 -> 50 MB with 16 uploads
-	 * of 5.7 MB). Two arenas are plenty for the few threads that run. */
-	(void)mallopt(M_ARENA_MAX, 2);
+	 * of 5.7 MB). Two arenas are plenty for the few threads that run.
+	 * An operator who tuned malloc through the environment keeps that. */
+	if (!getenv("MALLOC_ARENA_MAX") && !getenv("GLIBC_TUNABLES"))
+		(void)mallopt(M_ARENA_MAX, 2);
 
 	while ((opt = getopt_long(argc, argv, "c:vqh", options, NULL)) != -1) {
 		switch (opt) {

@@ -31,15 +31,6 @@ struct work_req {
 	struct work_req *next;
 };
 
-/* Descriptors to close, in one request: work_close adds to the one queued
- * while no worker has taken it (the daemon makes about 12 close(2) calls per job). */
-#define WORK_CLOSE_BATCH 32
-
-struct work_close_req {
-	unsigned n;
-	int fds[WORK_CLOSE_BATCH];
-};
-
 struct work_list {
 	struct work_req *head, *tail;
 };
@@ -55,7 +46,6 @@ struct work_pool {
 	bool stopping;
 	unsigned n_threads, max_threads;
 	unsigned n_idle, n_todo, n_alive; /* under lock */
-	struct work_close_req *close_open; /* under lock: queued, no worker has it yet */
 	pthread_t threads[WORK_THREADS_MAX];
 };
 
@@ -97,8 +87,6 @@ static void *work_thread(void *userdata)
 		if (!pool->todo.head)
 			pool->todo.tail = NULL;
 		pool->n_todo--;
-		if (r->arg == pool->close_open)
-			pool->close_open = NULL; /* closing now: later ones start a new batch */
 		pthread_mutex_unlock(&pool->lock);
 		r->fn(r->arg);
 		pthread_mutex_lock(&pool->lock);
@@ -200,8 +188,7 @@ fail:
 	return r;
 }
 
-static int work_queue(struct work_pool *pool, work_fn fn, work_done_fn done, void *arg,
-		      bool close_batch)
+int work_submit(struct work_pool *pool, work_fn fn, work_done_fn done, void *arg)
 {
 	struct work_req *r;
 
@@ -216,8 +203,6 @@ static int work_queue(struct work_pool *pool, work_fn fn, work_done_fn done, voi
 	pthread_mutex_lock(&pool->lock);
 	list_push(&pool->todo, r);
 	pool->n_todo++;
-	if (close_batch)
-		pool->close_open = arg;
 	/* Every worker busy (perhaps stuck on a share): one more, if allowed.
 	 * Failing to start one only leaves the request queued. */
 	if (pool->n_todo > pool->n_idle && pool->n_threads < pool->max_threads)
@@ -226,11 +211,6 @@ static int work_queue(struct work_pool *pool, work_fn fn, work_done_fn done, voi
 	pthread_mutex_unlock(&pool->lock);
 	pool->pending++;
 	return 0;
-}
-
-int work_submit(struct work_pool *pool, work_fn fn, work_done_fn done, void *arg)
-{
-	return work_queue(pool, fn, done, arg, false);
 }
 
 size_t work_pending(const struct work_pool *pool)
@@ -304,13 +284,19 @@ void work_pool_free(struct work_pool *pool)
 
 /* ---- closing descriptors off the loop ---- */
 
+/* One request per descriptor, never a batch: a close() hung on a stalled
+ * share must hold only its own descriptor, not those of healthy folders
+ * queued behind it (the pool grows so that the others get a worker). */
+struct work_close_req {
+	int fd;
+};
+
 static void work_close_run(void *arg)
 {
 	struct work_close_req *c = arg;
 
-	for (unsigned i = 0; i < c->n; i++)
-		(void)close(c->fds[i]);
-	c->n = 0;
+	(void)close(c->fd);
+	c->fd = -1;
 }
 
 static void work_close_done(void *arg, bool cancelled)
@@ -318,8 +304,8 @@ static void work_close_done(void *arg, bool cancelled)
 	struct work_close_req *c = arg;
 
 	(void)cancelled;
-	for (unsigned i = 0; i < c->n; i++)
-		(void)close(c->fds[i]); /* the pool went away before a worker took it */
+	if (c->fd >= 0)
+		(void)close(c->fd); /* the pool went away before a worker took it */
 	free(c);
 }
 
@@ -329,21 +315,10 @@ void work_close(struct work_pool *pool, int fd)
 
 	if (fd < 0)
 		return;
-	if (pool && !pool->stopping) {
-		pthread_mutex_lock(&pool->lock);
-		c = pool->close_open;
-		if (c && c->n < WORK_CLOSE_BATCH) {
-			c->fds[c->n++] = fd;
-			pthread_mutex_unlock(&pool->lock);
-			return;
-		}
-		pthread_mutex_unlock(&pool->lock);
-	}
 	c = pool ? malloc(sizeof(*c)) : NULL;
 	if (c) {
-		c->n = 1;
-		c->fds[0] = fd;
-		if (work_queue(pool, work_close_run, work_close_done, c, true) == 0)
+		c->fd = fd;
+		if (work_submit(pool, work_close_run, work_close_done, c) == 0)
 			return;
 		free(c);
 	}

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """libvips starts on the first image that needs fitting, not at start-up: a daemon that only sends
 images as they are never loads vips's loader modules (about 10 MB of RSS); the first rotated JPEG
-loads them, is converted and sent upright, and the daemon still stops cleanly."""
+loads them, is converted and sent upright, a command hook started after it does not inherit the
+VIPSHOME libvips sets, and the daemon still stops cleanly."""
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +29,14 @@ def test(ctx):
     root, hot, out, state = ctx.folder("lazy")
     config = ctx.write_config(os.path.join(root, "seedreamd.yaml"), api=api, state_dir=state,
                               folders=[{"path": hot}])
+    # A command hook that keeps its environment: libvips's start must not leak into it.
+    envfile = os.path.join(root, "hook.env")
+    hook = os.path.join(root, "hook.sh")
+    with open(hook, "w", encoding="utf-8") as fh:
+        fh.write("#!/bin/sh\nenv > %s.tmp && mv %s.tmp %s\n" % (envfile, envfile, envfile))
+    os.chmod(hook, 0o700)
+    with open(config, "a", encoding="utf-8") as fh:
+        fh.write("notify:\n  command: %s\n  events: [file_failed]\n" % json.dumps(hook))
     d = ctx.start_daemon(config, name="lazy")
     c.require(d.wait_for(r"\bready\b", 15), "the daemon logs 'ready' within 15 s",
               "exit status %s; stderr: %s" % (d.proc.poll(), d.stderr_text()[-600:]))
@@ -50,6 +60,17 @@ def test(ctx):
     c.check(fitted.get("to", "").startswith("JPEG 40x48"), "rot6.jpg was sent upright (40x48)", fitted)
     c.check(vips_modules_loaded(d.proc.pid), "the first fit loaded libvips's modules")
     c.eq(len(api.generations()), 2, "two generation calls")
+
+    # vips_init sets VIPSHOME when it is unset; the daemon takes it away again, so a hook started
+    # after the first fit gets the environment the daemon was given.
+    h.write_bytes(os.path.join(hot, "junk.png"), b"not an image at all" * 10)
+    done = h.wait_until(lambda: os.path.exists(envfile), 20)
+    c.check(done, "junk.png fails and the command hook runs", "present: %s" % h.listing(out))
+    if done:
+        with open(envfile, encoding="utf-8") as fh:
+            env = dict(line.split("=", 1) for line in fh.read().splitlines() if "=" in line)
+        c.eq(env.get("VIPSHOME"), os.environ.get("VIPSHOME"),
+             "the hook's VIPSHOME is the daemon's own (unset here), not what libvips set")
 
     rc, took = d.terminate(timeout=8)
     c.check(rc == 0, "SIGTERM: exits 0", "exit status %s after %.1f s" % (rc, took))

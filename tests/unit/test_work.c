@@ -9,9 +9,12 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "loop.h"
@@ -183,58 +186,124 @@ static void test_close_on_worker(void **state)
 	loop_free(loop);
 }
 
-/* Closes asked for while the worker is busy share requests (a job closes
- * several descriptors): 40 closes are two requests, not 40, and every
- * descriptor is closed, also when the pool ends before a worker took them. */
+/* A worker held until the test lets it go: it says when it runs through
+ * one pipe and waits on another, so nothing depends on how long a sleep is. */
+struct gate {
+	int started[2], release[2];
+	size_t completed;
+};
+
+static void gate_work(void *arg)
+{
+	struct gate *g = arg;
+	char c = 1;
+
+	(void)!write(g->started[1], &c, 1);
+	(void)!read(g->release[0], &c, 1);
+}
+
+static void gate_done(void *arg, bool cancelled)
+{
+	struct gate *g = arg;
+
+	(void)cancelled;
+	g->completed++;
+}
+
+static void gate_open(struct gate *g)
+{
+	memset(g, 0, sizeof(*g));
+	assert_int_equal(pipe2(g->started, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(g->release, O_CLOEXEC), 0);
+}
+
+/* Waits (10 s at most: fail, not hang) until the gated worker runs. */
+static void gate_wait_started(struct gate *g)
+{
+	struct pollfd pfd = {.fd = g->started[0], .events = POLLIN};
+	char c;
+
+	assert_int_equal(poll(&pfd, 1, 10000), 1);
+	assert_int_equal(read(g->started[0], &c, 1), 1);
+}
+
+static void gate_let_go(struct gate *g)
+{
+	char c = 1;
+
+	assert_int_equal(write(g->release[1], &c, 1), 1);
+}
+
+static void gate_close(struct gate *g)
+{
+	close(g->started[0]);
+	close(g->started[1]);
+	close(g->release[0]);
+	close(g->release[1]);
+}
+
+/* Runs the loop until nothing is pending; fails after 10 s. */
+static void drain(struct loop *loop, struct work_pool *pool)
+{
+	struct timespec t0, now;
+
+	assert_int_equal(clock_gettime(CLOCK_MONOTONIC, &t0), 0);
+	while (work_pending(pool) > 0) {
+		assert_true(loop_run_once(loop, 100) >= 0);
+		assert_int_equal(clock_gettime(CLOCK_MONOTONIC, &now), 0);
+		assert_true(now.tv_sec - t0.tv_sec < 10);
+	}
+}
+
+/* Every close is a request of its own, never a batch: a close() hung on a
+ * stalled share holds its own descriptor only, not those of other folders
+ * queued behind it. Every descriptor is closed, also when the pool ends
+ * with closes queued. */
 #define N_CLOSES 40
 
-static void test_closes_batched(void **state)
+static void test_close_one_request_per_descriptor(void **state)
 {
-	struct item blocker = {0};
 	struct work_pool *pool;
 	struct loop *loop;
-	size_t completed = 0;
+	struct gate g;
 	int p[N_CLOSES][2];
 
 	(void)state;
+	gate_open(&g);
 	assert_int_equal(loop_new(&loop), 0);
 	assert_int_equal(work_pool_new(loop, 1, &pool), 0);
-	blocker.completed = &completed;
-	blocker.sleep_us = 50000;
-	assert_int_equal(work_submit(pool, item_work, item_done, &blocker), 0);
+	assert_int_equal(work_submit(pool, gate_work, gate_done, &g), 0);
+	gate_wait_started(&g); /* the only worker is held: no close can run */
 	for (int i = 0; i < N_CLOSES; i++) {
 		assert_int_equal(pipe2(p[i], O_NONBLOCK | O_CLOEXEC), 0);
 		work_close(pool, p[i][1]);
 	}
-	assert_int_equal(work_pending(pool), 1 + 2);
-	for (int spins = 0; work_pending(pool) > 0 && spins < 10000; spins++)
-		assert_true(loop_run_once(loop, 1000) >= 0);
+	assert_int_equal(work_pending(pool), 1 + N_CLOSES);
+	for (int i = 0; i < N_CLOSES; i++)
+		assert_false(pipe_writer_closed(p[i][0]));
+	gate_let_go(&g);
+	drain(loop, pool);
+	assert_int_equal(g.completed, 1);
 	for (int i = 0; i < N_CLOSES; i++) {
 		assert_true(pipe_writer_closed(p[i][0]));
 		close(p[i][0]);
 	}
 
-	/* A close after the batch was taken starts a new one. */
-	assert_int_equal(pipe2(p[0], O_NONBLOCK | O_CLOEXEC), 0);
-	work_close(pool, p[0][1]);
-	assert_int_equal(work_pending(pool), 1);
-	for (int spins = 0; work_pending(pool) > 0 && spins < 10000; spins++)
-		assert_true(loop_run_once(loop, 1000) >= 0);
-	assert_true(pipe_writer_closed(p[0][0]));
-	close(p[0][0]);
-
-	/* Cancelled by the pool's end: every one of both batches is closed. */
-	assert_int_equal(work_submit(pool, item_work, item_done, &blocker), 0);
-	usleep(5000); /* the blocker is running */
+	/* The pool ends with closes queued behind a running request. */
+	assert_int_equal(work_submit(pool, gate_work, gate_done, &g), 0);
+	gate_wait_started(&g);
 	for (int i = 0; i < N_CLOSES; i++) {
 		assert_int_equal(pipe2(p[i], O_NONBLOCK | O_CLOEXEC), 0);
 		work_close(pool, p[i][1]);
 	}
+	gate_let_go(&g);
 	work_pool_free(pool);
+	assert_int_equal(g.completed, 2);
 	for (int i = 0; i < N_CLOSES; i++) {
 		assert_true(pipe_writer_closed(p[i][0]));
 		close(p[i][0]);
 	}
+	gate_close(&g);
 	loop_free(loop);
 }
 
@@ -245,7 +314,7 @@ int main(void)
 	    cmocka_unit_test(test_free_with_work_pending),
 	    cmocka_unit_test(test_bad_sizes),
 	    cmocka_unit_test(test_close_on_worker),
-	    cmocka_unit_test(test_closes_batched),
+	    cmocka_unit_test(test_close_one_request_per_descriptor),
 	};
 
 	main_thread = pthread_self();
