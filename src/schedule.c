@@ -90,6 +90,30 @@ static struct sched_verdict sched_no(enum sched_answer answer, enum sched_reason
 	return (struct sched_verdict){.answer = answer, .reason = reason, .wait_ms = wait_ms};
 }
 
+/* Whether today's spend, every image the generations in flight may make (a
+ * max_images request counts as all it asked for) and `images` more would pass
+ * max_spend_per_day; saturated, as today's spend may come from a hostile
+ * answer. */
+static bool sched_over_spend(const struct sched *s, uint64_t images)
+{
+	const struct sched_limits *lim = &s->limits;
+
+	return lim->max_spend_per_day &&
+	       sched_add_sat(s->day.spent_today,
+			     sched_mul_sat(sched_add_sat(s->in_flight_images, images),
+					   lim->image_price)) > lim->max_spend_per_day;
+}
+
+static struct sched_verdict sched_no_spend(const struct sched *s, int64_t now_epoch_s)
+{
+	struct sched_verdict v = sched_no(SCHED_NO_TODAY, SCHED_REASON_SPEND,
+					  sched_until_day_end(&s->day, now_epoch_s));
+
+	v.count = s->day.spent_today;
+	v.limit = s->limits.max_spend_per_day;
+	return v;
+}
+
 struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms, int64_t now_epoch_s)
 {
 	const struct sched_limits *lim = &s->limits;
@@ -110,19 +134,9 @@ struct sched_verdict sched_may_start_any(struct sched *s, uint64_t now_mono_ms, 
 		v.limit = lim->max_images_per_day;
 		return v;
 	}
-	/* Each image the generations in flight may make costs, as above (a
-	 * max_images request counts as all it asked for), and the new one at
-	 * least one; saturated, as today's spend may come from a hostile answer. */
-	if (lim->max_spend_per_day &&
-	    sched_add_sat(s->day.spent_today,
-			  sched_mul_sat(sched_add_sat(s->in_flight_images, 1), lim->image_price)) >
-		lim->max_spend_per_day) {
-		v = sched_no(SCHED_NO_TODAY, SCHED_REASON_SPEND,
-			     sched_until_day_end(&s->day, now_epoch_s));
-		v.count = s->day.spent_today;
-		v.limit = lim->max_spend_per_day;
-		return v;
-	}
+	/* The new generation makes at least one image. */
+	if (sched_over_spend(s, 1))
+		return sched_no_spend(s, now_epoch_s);
 	if (lim->images_per_minute) {
 		uint64_t cap = lim->images_per_minute * SCHED_MILLI;
 
@@ -170,16 +184,8 @@ static struct sched_verdict sched_room_for(struct sched *s, uint64_t need, int64
 		return v;
 	}
 	/* The money limit, for every image the request may make. */
-	if (lim->max_spend_per_day &&
-	    sched_add_sat(s->day.spent_today,
-			  sched_mul_sat(sched_add_sat(s->in_flight_images, need), lim->image_price)) >
-		lim->max_spend_per_day) {
-		v = sched_no(SCHED_NO_TODAY, SCHED_REASON_SPEND,
-			     sched_until_day_end(&s->day, now_epoch_s));
-		v.count = s->day.spent_today;
-		v.limit = lim->max_spend_per_day;
-		return v;
-	}
+	if (sched_over_spend(s, need))
+		return sched_no_spend(s, now_epoch_s);
 	if (lim->images_per_minute) {
 		uint64_t want = sched_min(need, lim->images_per_minute) * SCHED_MILLI;
 
